@@ -1,0 +1,1 @@
+"""signalr_core: an ASGI implementation of the ASP.NET Core SignalR server."""

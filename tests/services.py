@@ -1,0 +1,146 @@
+"""Throwaway real servers for the test suite: a PostgreSQL cluster and a Redis server.
+
+Each is started on a free loopback port in a temporary directory and stopped afterwards. The
+machine's own PostgreSQL and Redis (trust auth, shared state) are never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _pg_bin(name: str) -> str:
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    if candidates:
+        return candidates[0]
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
+    return found
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running throwaway cluster with scram-sha-256 password authentication."""
+
+    host: str
+    port: int
+    superuser: str
+    password: str
+
+    def dsn(self, user: str | None = None, password: str | None = None, db: str = "postgres") -> str:
+        return (
+            f"postgresql://{user or self.superuser}:{password or self.password}"
+            f"@{self.host}:{self.port}/{db}"
+        )
+
+    def psql(self, sql: str, db: str = "postgres") -> str:
+        env = {**os.environ, "PGPASSWORD": self.password}
+        out = subprocess.run(
+            [_pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
+             "-h", self.host, "-p", str(self.port), "-U", self.superuser, "-d", db, "-c", sql],
+            env=env, check=True, capture_output=True, text=True,
+        )
+        return out.stdout
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    base = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    data, sock = base / "data", base / "sock"
+    data.mkdir()
+    sock.mkdir()
+    password = secrets.token_urlsafe(16)
+    pwfile = base / "pw"
+    pwfile.write_text(password)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:
+        # initdb refuses to run as root: the cluster belongs to the postgres system user.
+        shutil.chown(base, "postgres")
+        for p in (data, sock, pwfile):
+            shutil.chown(p, "postgres")
+        os.chmod(base, 0o755)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run(
+        [*as_postgres, _pg_bin("initdb"), "-D", str(data), "-U", "postgres",
+         "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
+        check=True, capture_output=True,
+    )
+    log = base / "server.log"
+    subprocess.run(
+        [*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+         "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c max_connections=200 -c full_page_writes=off", "start"],
+        check=True, capture_output=True,
+    )
+    try:
+        yield PostgresCluster("127.0.0.1", port, "postgres", password)
+    finally:
+        subprocess.run(
+            [*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            check=False, capture_output=True,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    base = Path(tempfile.mkdtemp(prefix="redistest-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(base), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield RedisServer("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(base, ignore_errors=True)
