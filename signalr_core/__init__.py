@@ -1,1 +1,113 @@
-"""signalr_core: an ASGI implementation of the ASP.NET Core SignalR server."""
+"""signalr_core: an ASGI implementation of the ASP.NET Core SignalR server.
+
+The official ``@microsoft/signalr`` JavaScript client (browser and Node) connects unchanged over
+WebSockets, Server-Sent Events and Long Polling, with the JSON and MessagePack hub protocols.
+
+Example::
+
+    from signalr_core import Hub, HubEndpoint, HubOptions
+
+    class ChatHub(Hub):
+        async def send(self, user: str, message: str) -> None:
+            await self.clients.all.send("ReceiveMessage", user, message)
+
+    endpoint = HubEndpoint(ChatHub, options=HubOptions(enable_detailed_errors=True))
+    # Starlette: routes=[*endpoint.routes("/hubs/chat")], and in the app lifespan:
+    #     async with endpoint.lifespan(): yield
+"""
+
+from signalr_core.auth import Authenticator, AuthRequest
+from signalr_core.clients import (
+    ClientProxy,
+    GroupManager,
+    HubCallerClients,
+    HubClients,
+    HubContext,
+)
+from signalr_core.context import HubCallerContext, Principal
+from signalr_core.cors import CorsPolicy
+from signalr_core.endpoint import HubEndpoint
+from signalr_core.errors import (
+    AuthenticationError,
+    HandshakeError,
+    HubException,
+    HubMethodNotFound,
+    InvalidArguments,
+    InvocationError,
+    MessageTooLargeError,
+    ProtocolError,
+    SignalRError,
+)
+from signalr_core.hub import Hub, hub_method
+from signalr_core.lifetime import (
+    DefaultHubLifetimeManager,
+    HubConnectionHandle,
+    HubLifetimeManager,
+)
+from signalr_core.messages import (
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HandshakeRequest,
+    HubMessage,
+    InvocationMessage,
+    PingMessage,
+    SequenceMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+    TransferFormat,
+)
+from signalr_core.options import HttpTransportType, HubOptions
+from signalr_core.protocols import (
+    HubProtocol,
+    JsonHubProtocol,
+    MessagePackHubProtocol,
+    default_protocols,
+)
+
+__all__ = [
+    "AckMessage",
+    "AuthRequest",
+    "AuthenticationError",
+    "Authenticator",
+    "CancelInvocationMessage",
+    "ClientProxy",
+    "CloseMessage",
+    "CompletionMessage",
+    "CorsPolicy",
+    "DefaultHubLifetimeManager",
+    "GroupManager",
+    "HandshakeError",
+    "HandshakeRequest",
+    "HttpTransportType",
+    "Hub",
+    "HubCallerClients",
+    "HubCallerContext",
+    "HubClients",
+    "HubConnectionHandle",
+    "HubContext",
+    "HubEndpoint",
+    "HubException",
+    "HubLifetimeManager",
+    "HubMessage",
+    "HubMethodNotFound",
+    "HubOptions",
+    "HubProtocol",
+    "InvalidArguments",
+    "InvocationError",
+    "InvocationMessage",
+    "JsonHubProtocol",
+    "MessagePackHubProtocol",
+    "MessageTooLargeError",
+    "PingMessage",
+    "Principal",
+    "ProtocolError",
+    "SequenceMessage",
+    "SignalRError",
+    "StreamInvocationMessage",
+    "StreamItemMessage",
+    "TransferFormat",
+    "default_protocols",
+    "hub_method",
+]

@@ -1,0 +1,156 @@
+"""The servers under test, each run by hypercorn in its own process.
+
+``python -m benchmarks._servers KIND PORT`` with KIND one of:
+
+- ``echo``: a bare ASGI WebSocket app (the ceiling). A text message starting with ``B`` is
+  broadcast to every open socket; anything else is echoed back on the same socket with the same
+  frame type.
+- ``signalr_core``: ``BenchHub`` on a ``signalr_core.HubEndpoint`` mounted at ``/hub``.
+- ``aiosignalr``: the same hub written against aiosignalr 0.1.1's server API at ``/hub``.
+
+Every hub offers ``Echo(message) -> message`` and ``Broadcast(message)`` (all clients receive
+``Receive(message)``). All three run on the same server (hypercorn, asyncio loop) with the same
+settings, so the only difference is the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def make_echo_app() -> ASGIApp:
+    """The ceiling: WebSocket echo plus a naive broadcast, no framework at all."""
+    sockets: set[Send] = set()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                if event["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif event["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        sockets.add(send)
+        try:
+            while True:
+                event = await receive()
+                if event["type"] == "websocket.disconnect":
+                    return
+                text = event.get("text")
+                if text is None:
+                    await send({"type": "websocket.send", "bytes": event.get("bytes") or b""})
+                elif text.startswith("B"):
+                    out = {"type": "websocket.send", "text": text}
+                    for target in list(sockets):
+                        with contextlib.suppress(Exception):
+                            await target(out)
+                else:
+                    await send({"type": "websocket.send", "text": text})
+        finally:
+            sockets.discard(send)
+
+    return app
+
+
+def make_signalr_core_app() -> ASGIApp:
+    from starlette.applications import Starlette
+
+    from signalr_core import Hub, HubEndpoint, hub_method
+
+    class BenchHub(Hub):
+        @hub_method("Echo")
+        def echo(self, message: str) -> str:
+            return message
+
+        @hub_method("Broadcast")
+        async def broadcast(self, message: str) -> None:
+            await self.clients.all.send("Receive", message)
+
+    endpoint = HubEndpoint(BenchHub)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with endpoint.lifespan():
+            yield
+
+    return Starlette(routes=[*endpoint.routes("/hub")], lifespan=lifespan)
+
+
+def make_aiosignalr_app() -> ASGIApp:
+    from aiosignalr.server import Hub, SignalRServer
+
+    class BenchHub(Hub):  # type: ignore[misc]
+        async def echo(self, message: str) -> str:
+            return message
+
+        async def broadcast(self, message: str) -> None:
+            await self.clients.all_.send("Receive", message)
+
+    server = SignalRServer(BenchHub)
+    inner: ASGIApp = server.asgi_app(path="/hub")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # aiosignalr's ASGI app ignores lifespan
+            while True:
+                event = await receive()
+                if event["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif event["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await inner(scope, receive, send)
+
+    return app
+
+
+FACTORIES: dict[str, Callable[[], ASGIApp]] = {
+    "echo": make_echo_app,
+    "signalr_core": make_signalr_core_app,
+    "aiosignalr": make_aiosignalr_app,
+}
+
+
+async def _serve(app: ASGIApp, port: int) -> None:
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    config.backlog = 2048
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    kind, port = args[0], int(args[1])
+    app = FACTORIES[kind]()
+    asyncio.run(_serve(app, port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,570 @@
+"""SignalR benchmark: signalr_core vs aiosignalr 0.1.1 vs a bare ASGI WebSocket echo.
+
+One script, one run, same machine, same server (hypercorn) and same load client:
+
+(a) invocation round trips per second on one WebSocket connection, one invocation in flight
+    (``Echo("hello")``, waiting for its Completion), for the JSON and the MessagePack protocol;
+(b) broadcast fan-out latency: 1,000 connections, one more connection invokes ``Broadcast``,
+    the time from sending that frame until each of the 1,000 receives ``Receive`` (p50/p99).
+
+The bare echo server gets the same frames: (a) the very same Invocation bytes echoed back,
+(b) a text frame that it relays to every open socket. Its numbers are the ceiling, and every
+other number is reported as a ratio to it.
+
+Each server runs in its own subprocess on a free loopback port; the load client is this process
+(a raw-socket WebSocket client, :mod:`benchmarks._wsclient`). Counts and durations are bounded;
+a case that errors or times out is recorded as ``fails: <reason>`` instead of a number.
+Results are printed as Markdown and written to ``var/bench/signalr.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks._wsclient import OP_BINARY, OP_TEXT, WebSocketClient, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+RS = b"\x1e"
+SERVERS = ("echo", "signalr_core", "aiosignalr")
+
+
+# --------------------------------------------------------------------------------- protocols ---
+class JsonMessage(msgspec.Struct):
+    """The fields of a hub message the client looks at (JSON protocol)."""
+
+    type: int
+    invocationId: str | None = None
+    target: str | None = None
+    result: Any = None
+    error: str | None = None
+    arguments: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    type: int
+    invocation_id: str | None
+    value: Any  # Completion result, or the first argument of an Invocation
+
+
+class Codec:
+    name = ""
+    opcode = OP_TEXT
+
+    def invocation(self, target: str, args: list[Any], invocation_id: str | None) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, payload: bytes) -> list[Reply]:
+        raise NotImplementedError
+
+
+class JsonCodec(Codec):
+    name = "json"
+    opcode = OP_TEXT
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(JsonMessage)
+
+    def invocation(self, target: str, args: list[Any], invocation_id: str | None) -> bytes:
+        message: dict[str, Any] = {"type": 1, "target": target, "arguments": args}
+        if invocation_id is not None:
+            message["invocationId"] = invocation_id
+        return msgspec.json.encode(message) + RS
+
+    def decode(self, payload: bytes) -> list[Reply]:
+        replies = []
+        for part in payload.split(RS):
+            if part:
+                m = self._decoder.decode(part)
+                value = m.result if m.type == 3 else (m.arguments[0] if m.arguments else None)
+                replies.append(Reply(m.type, m.invocationId, value))
+        return replies
+
+
+class MessagePackCodec(Codec):
+    name = "messagepack"
+    opcode = OP_BINARY
+
+    def invocation(self, target: str, args: list[Any], invocation_id: str | None) -> bytes:
+        body = msgspec.msgpack.encode([1, {}, invocation_id, target, args, []])
+        n, prefix = len(body), bytearray()
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            prefix.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(prefix) + body
+
+    def decode(self, payload: bytes) -> list[Reply]:
+        replies, pos = [], 0
+        while pos < len(payload):
+            length = shift = 0
+            while True:
+                byte = payload[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            item = msgspec.msgpack.decode(payload[pos : pos + length])
+            pos += length
+            kind = item[0]
+            if kind == 3:  # [3, headers, id, resultKind, result?]
+                replies.append(Reply(3, item[2], item[4] if len(item) > 4 else None))
+            elif kind == 1:  # [1, headers, id, target, args, streams?]
+                replies.append(Reply(1, item[2], item[4][0] if item[4] else None))
+            else:
+                replies.append(Reply(kind, None, None))
+        return replies
+
+
+CODECS: dict[str, Callable[[], Codec]] = {"json": JsonCodec, "messagepack": MessagePackCodec}
+
+
+# ----------------------------------------------------------------------------------- servers ---
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def server_process(kind: str) -> Iterator[tuple[int, int]]:
+    """Run ``benchmarks._servers KIND PORT`` until the block ends; yields (port, pid)."""
+    port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "benchmarks._servers", kind, str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                tail = log.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"{kind} server exited with {proc.returncode}: {tail}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} server did not listen within 30 s")
+            time.sleep(0.05)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# ------------------------------------------------------------------------------------ client ---
+class Inbox:
+    """Collects decoded replies of one connection; notes frames of the wrong type."""
+
+    def __init__(self, ws: WebSocketClient, codec: Codec, *, handshake: bool) -> None:
+        self.codec = codec
+        self.pending_handshake = handshake
+        self.replies: list[Reply] = []
+        self.wrong_frame_type = 0
+        self.waiter: asyncio.Future[None] | None = None
+        ws.on_message = self._on_message
+
+    def _on_message(self, opcode: int, payload: bytes) -> None:
+        if opcode != self.codec.opcode:
+            self.wrong_frame_type += 1
+        if self.pending_handshake:
+            end = payload.find(RS)
+            if end < 0:
+                return
+            response = msgspec.json.decode(payload[:end])
+            if response:
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_exception(RuntimeError(f"handshake refused: {response}"))
+                return
+            self.pending_handshake = False
+            payload = payload[end + 1 :]
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+            if not payload:
+                return
+        self.replies.extend(self.codec.decode(payload))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        self.waiter = asyncio.get_running_loop().create_future()
+        async with asyncio.timeout(seconds):
+            await self.waiter
+
+
+async def open_hub(port: int, codec: Codec, *, bare: bool) -> tuple[WebSocketClient, Inbox]:
+    """Connect (skipNegotiation) and complete the SignalR handshake unless ``bare``."""
+    ws = await connect("127.0.0.1", port, "/hub")
+    inbox = Inbox(ws, codec, handshake=not bare)
+    if not bare:
+        # The handshake is JSON text even for MessagePack (as the official client sends it).
+        ws.send(OP_TEXT, msgspec.json.encode({"protocol": codec.name, "version": 1}) + RS)
+        while inbox.pending_handshake:
+            await inbox.wait(10)
+    return ws, inbox
+
+
+# ------------------------------------------------------------------------------------- cases ---
+@dataclass
+class RoundTrips:
+    per_second: float
+    count: int
+    seconds: float
+    server_cpu_us: float  # server CPU time per round trip
+    notes: list[str] = field(default_factory=list)
+
+
+async def round_trips(
+    port: int, pid: int, protocol: str, *, bare: bool, seconds: float, warmup: float
+) -> RoundTrips:
+    codec = CODECS[protocol]()
+    ws, inbox = await open_hub(port, codec, bare=bare)
+    expected_type = 1 if bare else 3
+    count = 0
+    try:
+        for phase_seconds, counting in ((warmup, False), (seconds, True)):
+            started, cpu_started = time.perf_counter(), cpu_seconds(pid)
+            deadline = started + phase_seconds
+            while time.perf_counter() < deadline:
+                invocation_id = str(count)
+                ws.send(codec.opcode, codec.invocation("Echo", ["hello"], invocation_id))
+                while True:
+                    while not inbox.replies:
+                        await inbox.wait(5)
+                    reply = inbox.replies.pop(0)
+                    if reply.type == 6:  # a keep-alive ping
+                        continue
+                    if (
+                        reply.type != expected_type
+                        or reply.invocation_id != invocation_id
+                        or reply.value != "hello"
+                    ):
+                        raise RuntimeError(f"unexpected reply {reply}")
+                    break
+                count += 1
+            if not counting:
+                count = 0
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu_started
+    finally:
+        ws.close()
+    notes = []
+    if inbox.wrong_frame_type:
+        notes.append(
+            f"{inbox.wrong_frame_type} {protocol} messages arrived in "
+            f"{'binary' if codec.opcode == OP_TEXT else 'text'} frames (protocol violation: "
+            "the official client fails on this)"
+        )
+    return RoundTrips(count / elapsed, count, elapsed, 1e6 * cpu / max(count, 1), notes)
+
+
+@dataclass
+class FanOut:
+    connections: int
+    rounds: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    connect_seconds: float
+    missing: int
+    notes: list[str] = field(default_factory=list)
+
+
+async def fan_out(port: int, *, bare: bool, connections: int, rounds: int) -> FanOut:
+    codec = JsonCodec()
+    sockets: list[WebSocketClient] = []
+    latencies: list[float] = []
+    state: dict[str, Any] = {"token": b"", "t0": 0.0, "count": 0, "done": None, "wrong": 0}
+
+    def on_message(opcode: int, payload: bytes) -> None:
+        if state["token"] and state["token"] in payload:
+            latencies.append(time.perf_counter() - state["t0"])
+            if opcode != OP_TEXT:
+                state["wrong"] += 1
+            state["count"] += 1
+            if state["count"] == connections:
+                state["done"].set()
+
+    started = time.perf_counter()
+    try:
+        batch = 100
+        for first in range(0, connections, batch):
+            opened = await asyncio.gather(
+                *(open_hub(port, codec, bare=bare) for _ in range(min(batch, connections - first)))
+            )
+            for ws, _inbox in opened:
+                ws.on_message = on_message
+                sockets.append(ws)
+        connect_seconds = time.perf_counter() - started
+        sender, _ = await open_hub(port, codec, bare=bare)
+        sender.on_message = lambda _op, _payload: None  # the sender's own copies are not counted
+        sockets.append(sender)
+        await asyncio.sleep(0.5)
+        missing = 0
+        for r in range(rounds):
+            token = f"round-{r:04d}-payload"
+            state.update(token=token.encode(), count=0, done=asyncio.Event())
+            if bare:
+                frame = b"B" + codec.invocation("Receive", [token], None)
+            else:
+                frame = codec.invocation("Broadcast", [token], None)
+            state["t0"] = time.perf_counter()
+            sender.send(OP_TEXT, frame)
+            try:
+                async with asyncio.timeout(5):
+                    await state["done"].wait()
+            except TimeoutError:
+                missing += connections - state["count"]
+            state["token"] = b""
+            await asyncio.sleep(0.05)
+    finally:
+        for ws in sockets:
+            ws.close()
+    if not latencies:
+        raise RuntimeError("no broadcast message arrived")
+    ordered = sorted(latencies)
+    notes = []
+    if state["wrong"]:
+        notes.append(f"{state['wrong']} JSON messages arrived in binary frames")
+    if missing:
+        notes.append(f"{missing} of {connections * rounds} messages never arrived (5 s per round)")
+    return FanOut(
+        connections=connections,
+        rounds=rounds,
+        p50_ms=1000 * statistics.median(ordered),
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        max_ms=1000 * ordered[-1],
+        connect_seconds=connect_seconds,
+        missing=missing,
+        notes=notes,
+    )
+
+
+# -------------------------------------------------------------------------------------- run ---
+Outcome = RoundTrips | FanOut | str  # str = "fails: ..."
+
+
+async def bench_server(
+    kind: str, port: int, pid: int, args: argparse.Namespace
+) -> dict[str, Outcome]:
+    bare = kind == "echo"
+    results: dict[str, Outcome] = {}
+    for protocol in ("json", "messagepack"):
+        try:
+            async with asyncio.timeout(args.seconds + args.warmup + 30):
+                results[f"rtt_{protocol}"] = await round_trips(
+                    port, pid, protocol, bare=bare, seconds=args.seconds, warmup=args.warmup
+                )
+        except Exception as exc:
+            results[f"rtt_{protocol}"] = f"fails: {type(exc).__name__}: {exc}"
+    try:
+        async with asyncio.timeout(120):
+            results["fanout"] = await fan_out(
+                port, bare=bare, connections=args.connections, rounds=args.rounds
+            )
+    except Exception as exc:
+        results["fanout"] = f"fails: {type(exc).__name__}: {exc}"
+    await asyncio.sleep(1.0)  # let the server tear the 1,000 connections down
+    return results
+
+
+def _fmt_rtt(o: Outcome) -> str:
+    return f"{o.per_second:,.0f}/s" if isinstance(o, RoundTrips) else str(o)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def report(results: dict[str, dict[str, Outcome]]) -> str:
+    def rtt(kind: str, proto: str) -> float | None:
+        o = results.get(kind, {}).get(f"rtt_{proto}")
+        return o.per_second if isinstance(o, RoundTrips) else None
+
+    def p(kind: str, which: str) -> float | None:
+        o = results.get(kind, {}).get("fanout")
+        return getattr(o, which) if isinstance(o, FanOut) else None
+
+    lines = [
+        "| server | JSON round trips | ratio | MessagePack round trips | ratio "
+        "| fan-out p50 | fan-out p99 | p99 ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in results:
+        fo = results[kind].get("fanout")
+        fo_text = (
+            (f"{fo.p50_ms:.1f} ms", f"{fo.p99_ms:.1f} ms")
+            if isinstance(fo, FanOut)
+            else (str(fo), "")
+        )
+        lines.append(
+            f"| {kind} | {_fmt_rtt(results[kind]['rtt_json'])} "
+            f"| {_ratio(rtt(kind, 'json'), rtt('echo', 'json'))} "
+            f"| {_fmt_rtt(results[kind]['rtt_messagepack'])} "
+            f"| {_ratio(rtt(kind, 'messagepack'), rtt('echo', 'messagepack'))} "
+            f"| {fo_text[0]} | {fo_text[1]} "
+            f"| {_ratio(p('echo', 'p99_ms'), p(kind, 'p99_ms'))} |"
+        )
+    lines.append("")
+    lines.append("Ratios are against the bare echo (round trips: x / echo; latency: echo / x).")
+    lines.append("")
+    for kind in results:
+        cpu = [
+            f"{proto} {o.server_cpu_us:.0f} µs"
+            for proto in ("json", "messagepack")
+            if isinstance(o := results[kind].get(f"rtt_{proto}"), RoundTrips)
+        ]
+        if cpu:
+            lines.append(f"- {kind}: server CPU per round trip: {', '.join(cpu)}")
+    for kind in results:
+        for case, o in results[kind].items():
+            for note in getattr(o, "notes", []):
+                lines.append(f"- {kind} {case}: {note}")
+    core, peer = "signalr_core", "aiosignalr"
+    checks = []
+    for proto in ("json", "messagepack"):
+        c, a, e = rtt(core, proto), rtt(peer, proto), rtt("echo", proto)
+        checks.append(
+            (f"{proto} round trips ahead of aiosignalr", bool(c and (a is None or c > a)))
+        )
+        checks.append((f"{proto} round trips >= 0.7x bare echo", bool(c and e and c / e >= 0.7)))
+    c99, a99, e99 = p(core, "p99_ms"), p(peer, "p99_ms"), p("echo", "p99_ms")
+    checks.append(("fan-out p99 ahead of aiosignalr", bool(c99 and (a99 is None or c99 < a99))))
+    checks.append(("fan-out p99 within 0.7x of bare echo", bool(c99 and e99 and e99 / c99 >= 0.7)))
+    checks.append(("fan-out p99 < 50 ms", bool(c99 and c99 < 50)))
+    lines.append("")
+    lines.extend(f"- goal {name}: {'PASS' if ok else 'FAIL'}" for name, ok in checks)
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def median_outcome(outcomes: list[Outcome]) -> Outcome:
+    """The median repeat of one case (the whole record, so its fields stay consistent)."""
+    good = [o for o in outcomes if not isinstance(o, str)]
+    failures = [o for o in outcomes if isinstance(o, str)]
+    if not good:
+        return failures[0]
+
+    def key(o: RoundTrips | FanOut) -> float:
+        return o.per_second if isinstance(o, RoundTrips) else o.p99_ms
+
+    chosen = sorted(good, key=key)[(len(good) - 1) // 2]
+    if failures:
+        chosen.notes.append(f"{len(failures)} of {len(outcomes)} repeats failed: {failures[0]}")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=3.0, help="round-trip measuring time")
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20, help="broadcasts per fan-out case")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "signalr.json")
+    args = parser.parse_args(argv)
+
+    print(f"# SignalR benchmark\n\nMachine: {machine()}\n", flush=True)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    runs: dict[str, list[dict[str, Outcome]]] = {}
+    with contextlib.ExitStack() as stack:
+        # All servers start first and stay up (idle) while the others are measured; repeats are
+        # interleaved so that background load on a shared machine hits every server alike.
+        servers: dict[str, tuple[int, int]] = {}
+        for kind in args.servers.split(","):
+            runs[kind] = []
+            try:
+                servers[kind] = stack.enter_context(server_process(kind))
+            except Exception as exc:
+                failed = f"fails: {type(exc).__name__}: {exc}"
+                runs[kind].append({"rtt_json": failed, "rtt_messagepack": failed, "fanout": failed})
+        for repeat in range(args.repeats):
+            for kind, (port, pid) in servers.items():
+                print(f"repeat {repeat + 1}/{args.repeats}: {kind} ...", flush=True)
+                runs[kind].append(asyncio.run(bench_server(kind, port, pid, args)))
+    results = {
+        kind: {case: median_outcome([r[case] for r in rs]) for case in rs[0]}
+        for kind, rs in runs.items()
+    }
+    load = f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
+    text = (
+        f"{report(results)}\n\nMedian of {args.repeats} interleaved repeats; "
+        f"{load}; {time.monotonic() - started:.0f} s in all."
+    )
+    print(text, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "results": {
+                    k: {c: asdict(o) if not isinstance(o, str) else o for c, o in v.items()}
+                    for k, v in results.items()
+                },
+                "all_runs": {
+                    k: [
+                        {c: asdict(o) if not isinstance(o, str) else o for c, o in r.items()}
+                        for r in rs
+                    ]
+                    for k, rs in runs.items()
+                },
+                "report": text,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

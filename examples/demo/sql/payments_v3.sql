@@ -1,0 +1,6 @@
+-- Payments, variant 3: payments flagged for review (the demo has none: NoData).
+SELECT p.payment_id, p.order_id, p.method, p.paid_at, p.amount
+FROM payments p
+JOIN orders o ON o.order_id = p.order_id
+WHERE o.manager_id = :manager_id AND o.stream_id = :stream_id AND p.review = 1
+ORDER BY p.payment_id;

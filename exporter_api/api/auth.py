@@ -1,0 +1,206 @@
+"""`/api/auth`: login with database credentials, refresh (rotation), logout."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import msgspec
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from exporter_api.api.deps import bearer_token, json_response, read_json, services
+from exporter_api.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidCredentials,
+    Unauthorized,
+)
+from exporter_api.problems import problem_response
+from exporter_api.security.tokens import IssuedTokens
+
+_log = structlog.get_logger("exporter_api.api.auth")
+
+REFRESH_COOKIE = "exporter_refresh"
+COOKIE_PATH = "/api/auth"
+
+
+class LoginRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    db_username: str
+    db_password: str
+    database_id: str
+    manager_id: str
+    stream_id: str
+
+    def __repr__(self) -> str:  # never the password, even in a debugger or a traceback
+        return (
+            f"LoginRequest(db_username={self.db_username!r}, db_password='***', "
+            f"database_id={self.database_id!r}, manager_id={self.manager_id!r}, "
+            f"stream_id={self.stream_id!r})"
+        )
+
+
+class UserDto(msgspec.Struct, rename="camel"):
+    login: str
+    database_id: str
+    manager_id: str
+    stream_id: str
+
+
+class LoginResponse(msgspec.Struct, rename="camel"):
+    access_token: str
+    user: UserDto
+
+
+def _token_response(request: Request, issued: IssuedTokens) -> Response:
+    user = issued.user
+    response = json_response(
+        LoginResponse(
+            access_token=issued.access_token,
+            user=UserDto(user.login, user.database_id, user.manager_id, user.stream_id),
+        ),
+        headers={"Cache-Control": "no-store"},
+    )
+    svc = services(request)
+    response.set_cookie(
+        REFRESH_COOKIE,
+        issued.refresh_token,
+        max_age=svc.config.server.refresh_ttl_s,
+        path=COOKIE_PATH,
+        secure=svc.settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def _clear_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        REFRESH_COOKIE,
+        path=COOKIE_PATH,
+        secure=services(request).settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def login(request: Request) -> Response:
+    svc = services(request)
+    body = await read_json(request, LoginRequest)
+    config = svc.config
+    if not body.db_username.strip() or len(body.db_username) > 128:
+        raise BadRequest("dbUsername must be 1 to 128 characters", field="dbUsername")
+    if not body.db_password or len(body.db_password) > 1024:
+        raise BadRequest("dbPassword must be 1 to 1024 characters", field="dbPassword")
+    database = config.database(body.database_id)
+    if database is None:
+        raise BadRequest(f"unknown database {body.database_id!r}", field="databaseId")
+    manager = config.manager(body.manager_id)
+    if manager is None:
+        raise BadRequest(f"unknown manager {body.manager_id!r}", field="managerId")
+    if all(s.id != body.stream_id for s in manager.streams):
+        raise BadRequest(
+            f"unknown stream {body.stream_id!r} for manager {body.manager_id!r}", field="streamId"
+        )
+    key = svc.throttle.key(database.id, body.db_username, _client(request))
+    await svc.throttle.check(key)
+    try:
+        await svc.providers[database.id].verify_login(body.db_username, body.db_password)
+    except InvalidCredentials:
+        await svc.throttle.failure(key)
+        _log.info(
+            "login_failed",
+            login=body.db_username,
+            database_id=database.id,
+            reason="invalid_credentials",
+        )
+        raise
+    except DatabaseUnavailable:
+        _log.warning(
+            "login_failed",
+            login=body.db_username,
+            database_id=database.id,
+            reason="database_unavailable",
+        )
+        raise
+    await svc.throttle.success(key)
+    issued = await svc.tokens.create_session(
+        body.db_username, database.id, manager.id, body.stream_id, body.db_password
+    )
+    _log.info(
+        "login_succeeded",
+        login=body.db_username,
+        database_id=database.id,
+        session_id=issued.user.session_id,
+    )
+    return _token_response(request, issued)
+
+
+def _check_same_origin(request: Request) -> None:
+    """Refresh rides on a cookie: demand proof that the page itself sent the request.
+
+    Browsers send `Origin` on every POST made by script; it must name this host (the scheme is
+    not compared, so a TLS-terminating proxy in front does not matter) or a configured CORS
+    origin. Clients without `Origin` (curl, tests) send `X-Requested-With`, which a cross-site
+    form cannot set.
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        if request.headers.get("x-requested-with"):
+            return
+        raise Forbidden("a same-origin request is required (Origin or X-Requested-With header)")
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "").lower()
+    allowed = {o.lower().rstrip("/") for o in services(request).config.server.cors_origins}
+    if origin != "null" and (
+        parts.netloc.lower() == host or f"{parts.scheme}://{parts.netloc}".lower() in allowed
+    ):
+        return
+    raise Forbidden("cross-origin refresh requests are refused")
+
+
+async def refresh(request: Request) -> Response:
+    _check_same_origin(request)
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        raise Unauthorized("no refresh cookie")
+    try:
+        issued = await services(request).tokens.refresh(token)
+    except Unauthorized as exc:
+        response = problem_response(exc, instance=request.url.path)
+        _clear_cookie(request, response)
+        return response
+    return _token_response(request, issued)
+
+
+async def logout(request: Request) -> Response:
+    svc = services(request)
+    session_id: str | None = None
+    token = request.cookies.get(REFRESH_COOKIE)
+    if token:
+        session_id = await svc.tokens.session_of_refresh_token(token)
+    if session_id is None and (access := bearer_token(request)):
+        try:
+            session_id = (await svc.tokens.verify_access_token(access)).session_id
+        except Unauthorized:
+            session_id = None
+    if session_id is not None:
+        await svc.tokens.revoke_session(session_id, "logout")
+    response = Response(status_code=204)
+    _clear_cookie(request, response)
+    return response
+
+
+routes = [
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/refresh", refresh, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+]
+
+__all__ = ["REFRESH_COOKIE", "LoginRequest", "LoginResponse", "UserDto", "routes"]

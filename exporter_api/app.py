@@ -1,0 +1,179 @@
+"""`create_app(settings)`: the Starlette application; every resource is made in its lifespan."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from exporter_api.api import auth, catalog, meta
+from exporter_api.config import ExportConfig, Settings, load_config
+from exporter_api.errors import NotFound
+from exporter_api.openapi import build_openapi
+from exporter_api.problems import exception_handlers
+from exporter_api.providers import DatabaseProvider, create_provider
+from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, load_or_create_key
+from exporter_api.security.throttle import LoginThrottle
+from exporter_api.security.tokens import TokenService
+from exporter_api.security.vault import CredentialVault
+from exporter_api.services import Services
+from exporter_api.store import open_store
+
+_log = structlog.get_logger("exporter_api.app")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATE_URL_ENV = "EXPORTER_STATE_URL"
+_PURGE_INTERVAL_S = 600
+
+
+async def _index(request: Request) -> Response:
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+        raise NotFound("the console is not installed (exporter_api/static/index.html)")
+    return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+
+def state_url(settings: Settings, config: ExportConfig) -> str | None:
+    return settings.state_url or os.environ.get(STATE_URL_ENV) or config.server.state_url or None
+
+
+class Feature(Protocol):
+    """What `exporter_api.runs.build_runs(config)` returns: routes plus a lifespan."""
+
+    routes: list[BaseRoute]
+
+    def lifespan(self, services: Services) -> AbstractAsyncContextManager[None]: ...
+
+
+def create_app(
+    settings: Settings, config: ExportConfig | None = None, *, runs: Feature | None = None
+) -> Starlette:
+    """The service for `settings` (the catalog is loaded now: a bad config fails at once).
+
+    `runs` replaces the runs feature (tests of the auth/catalog layer pass a bare one).
+    """
+    config = config if config is not None else load_config(settings.config_path)
+    config_dir = Path(config.source_path or settings.config_path).resolve().parent
+    if runs is None:
+        from exporter_api.runs import build_runs
+
+        runs = build_runs(config)
+    data_dir = settings.data_dir
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            store = await open_store(data_dir, state_url(settings, config))
+            stack.push_async_callback(store.aclose)
+            jwt_key = settings.jwt_key or load_or_create_key(data_dir / "jwt.key", JWT_KEY_ENV)
+            vault_key = settings.vault_key or load_or_create_key(
+                data_dir / "vault.key", VAULT_KEY_ENV
+            )
+            vault = CredentialVault(store, vault_key)
+            tokens = TokenService(
+                store,
+                vault,
+                jwt_key,
+                access_ttl_s=config.server.access_token_ttl_s,
+                refresh_ttl_s=config.server.refresh_ttl_s,
+            )
+            throttle = LoginThrottle(
+                store,
+                max_failures=config.server.login_max_failures,
+                window_s=config.server.login_window_s,
+                lockout_s=config.server.login_lockout_s,
+            )
+            providers: dict[str, DatabaseProvider] = {}
+            for db in config.databases:
+                provider = create_provider(db, data_dir, config_dir)
+                stack.push_async_callback(provider.aclose)
+                await provider.start()
+                providers[db.id] = provider
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            services = Services(
+                settings=settings,
+                config=config,
+                store=store,
+                providers=providers,
+                tokens=tokens,
+                vault=vault,
+                throttle=throttle,
+                task_group=task_group,
+            )
+            app.state.services = services
+            task_group.start_soon(_purge_sessions, tokens)
+            _log.info(
+                "service_started",
+                config=str(settings.config_path),
+                data_dir=str(data_dir),
+                store=store.backend,
+                databases=len(providers),
+            )
+            assert runs is not None
+            try:
+                async with runs.lifespan(services):
+                    yield
+            finally:
+                task_group.cancel_scope.cancel()
+                _log.info("service_stopping")
+
+    routes: list[BaseRoute] = [
+        *auth.routes,
+        *catalog.routes,
+        *meta.routes,
+        *runs.routes,
+        Route("/", _index, methods=["GET"]),
+    ]
+    if STATIC_DIR.is_dir():
+        routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    middleware: list[Middleware] = []
+    if config.server.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.server.cors_origins,
+                allow_credentials=True,
+                allow_methods=["GET", "POST"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "X-Requested-With",
+                    "X-SignalR-User-Agent",
+                ],
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    operations = [*meta.auth_and_catalog_operations(), *getattr(runs, "openapi_operations", [])]
+    app.state.openapi = build_openapi(operations, title="exporter-api", version="0.1.0")
+    app.state.settings = settings
+    app.state.config = config
+    return app
+
+
+async def _purge_sessions(tokens: TokenService) -> None:
+    while True:
+        await anyio.sleep(_PURGE_INTERVAL_S)
+        purged = await tokens.purge_expired()
+        if purged:
+            _log.info("sessions_purged", count=purged)
+
+
+__all__ = ["STATE_URL_ENV", "create_app", "state_url"]

@@ -1,0 +1,431 @@
+"""Configuration: one TOML file plus SQL files beside it, decoded into typed msgspec Structs.
+
+`load_config(path)` decodes and validates everything at start; every problem raises `ConfigError`
+naming the file, the entry (`groups[g-sales].scripts[s-orders]`) and what is wrong. The file holds
+no secret: database passwords are the users' own, the JWT and vault keys come from the environment
+or from key files in the data directory (`exporter_api.security.keys`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NoReturn
+from urllib.parse import urlsplit
+
+import msgspec
+
+from exporter_api.errors import ConfigError
+from exporter_api.sqlparams import SqlSyntaxError, param_names
+
+SCRIPT_PARAMETERS = frozenset({"manager_id", "stream_id", "login", "database_id"})
+FILE_NAME_FIELDS = frozenset(
+    {
+        "run_id",
+        "group_id",
+        "script_id",
+        "variant",
+        "login",
+        "database_id",
+        "manager_id",
+        "stream_id",
+    }
+)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+Encoding = Literal["utf-8", "utf-8-sig", "cp1251"]
+Provider = Literal["postgres", "oracle", "sqlite"]
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Base):
+    hub_path: str = "/hubs/runs"
+    access_token_ttl_s: int = 300
+    refresh_ttl_s: int = 8 * 3600
+    max_active_runs_per_user: int = 3
+    cors_origins: list[str] = []
+    max_body_bytes: int = 64 * 1024
+    # PostgreSQL state store URL without a password (PGPASSWORD / .pgpass or --state-url give it);
+    # empty means SQLite under the data directory.
+    state_url: str = ""
+    login_max_failures: int = 5
+    login_window_s: int = 300
+    login_lockout_s: int = 60
+
+
+class OutputConfig(_Base):
+    delimiter: str = ","
+    encoding: Encoding = "utf-8"
+    header: bool = True
+    file_name_template: str = "{run_id}_{group_id}_{script_id}_v{variant}.csv"
+
+
+class SqliteUser(_Base):
+    """A demo account of a `sqlite` database (SQLite has none): login and password hash."""
+
+    login: str
+    password_hash: str
+
+
+class DatabaseConfig(_Base):
+    id: str
+    display_name: str
+    provider: Provider
+    # postgres: postgresql://host:port/dbname?options (no user, no password)
+    # oracle: host:port/service_name (easy connect, no credentials)
+    # sqlite: path of the database file, relative to the data directory
+    dsn: str
+    max_connections: int = 4
+    statement_timeout_s: float = 3600
+    fetch_batch_rows: int = 5000
+    connect_timeout_s: float = 10
+    # sqlite only: the demo accounts and an SQL file (beside the config) that creates the
+    # database at first start when the file does not exist yet.
+    users: list[SqliteUser] = []
+    init_sql: str | None = None
+
+
+class StreamConfig(_Base):
+    id: str
+    display_name: str
+
+
+class ManagerConfig(_Base):
+    id: str
+    display_name: str
+    streams: list[StreamConfig]
+
+
+class ColumnItem(_Base):
+    id: str
+    label: str
+    source: str  # column name in the script's result
+
+
+class ColumnsProfile(_Base):
+    id: str
+    items: list[ColumnItem]
+
+
+class ScriptVariant(_Base):
+    index: int  # 1-based
+    file: str  # relative to the config file
+    sql: str = ""  # loaded from `file`
+
+
+class ScriptConfig(_Base):
+    id: str
+    display_name: str
+    execution_lane: int
+    columns_profile_id: str
+    variants: list[ScriptVariant]
+
+
+class GroupConfig(_Base):
+    id: str
+    display_name: str
+    scripts: list[ScriptConfig]
+
+
+class ExportConfig(_Base):
+    databases: list[DatabaseConfig]
+    managers: list[ManagerConfig]
+    columns_profiles: list[ColumnsProfile] = []
+    groups: list[GroupConfig] = []
+    output: OutputConfig = msgspec.field(default_factory=OutputConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    source_path: str = ""  # the file it was loaded from (set by load_config)
+
+    # Lookups (ids are unique, checked by load_config).
+    def database(self, database_id: str) -> DatabaseConfig | None:
+        return next((d for d in self.databases if d.id == database_id), None)
+
+    def manager(self, manager_id: str) -> ManagerConfig | None:
+        return next((m for m in self.managers if m.id == manager_id), None)
+
+    def group(self, group_id: str) -> GroupConfig | None:
+        return next((g for g in self.groups if g.id == group_id), None)
+
+    def profile(self, profile_id: str) -> ColumnsProfile | None:
+        return next((p for p in self.columns_profiles if p.id == profile_id), None)
+
+
+@dataclass
+class Settings:
+    """Process settings (CLI flags, environment); the catalog lives in `ExportConfig`."""
+
+    config_path: Path
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Secure cookies unless the service runs on loopback over plain HTTP or this is set.
+    insecure_cookies: bool | None = None
+    state_url: str | None = None  # overrides config.server.state_url (may hold a password)
+    log_level: str = "info"
+    # Keys: from these env values when set, else generated key files in data_dir.
+    jwt_key: bytes | None = None
+    vault_key: bytes | None = None
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.insecure_cookies is not None:
+            return not self.insecure_cookies
+        return self.host not in {"127.0.0.1", "localhost", "::1"}
+
+
+def default_config_path() -> Path:
+    """examples/demo/exporter.toml of the repository this package lives in."""
+    return Path(__file__).resolve().parent.parent / "examples" / "demo" / "exporter.toml"
+
+
+def load_config(path: Path) -> ExportConfig:
+    """Decode and validate the TOML file at `path` and the SQL files it names."""
+    file = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read the file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", "the file is not valid UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"invalid TOML: {exc}") from None
+    _expand_variant_lists(raw)
+    try:
+        config = msgspec.convert(raw, ExportConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(file, *_split_validation(str(exc), raw)) from None
+    config.source_path = file
+    _validate(config, path)
+    return config
+
+
+def _expand_variant_lists(raw: object) -> None:
+    """`variants = ["a.sql", "b.sql"]` -> `[{index = 1, file = "a.sql"}, ...]`."""
+    if not isinstance(raw, dict):
+        return
+    for group in raw.get("groups", []) if isinstance(raw.get("groups"), list) else []:
+        scripts = group.get("scripts") if isinstance(group, dict) else None
+        for script in scripts if isinstance(scripts, list) else []:
+            variants = script.get("variants") if isinstance(script, dict) else None
+            if isinstance(variants, list):
+                script["variants"] = [
+                    {"index": i, "file": v} if isinstance(v, str) else v
+                    for i, v in enumerate(variants, start=1)
+                ]
+
+
+_LOCATION = re.compile(r" - at `\$(?P<loc>[^`]*)`$")
+
+
+def _split_validation(message: str, raw: object) -> tuple[str, str]:
+    """msgspec's `Expected int, got str - at $.groups[0].id` -> (entry, problem) with ids."""
+    m = _LOCATION.search(message)
+    if not m:
+        return "", message
+    problem = message[: m.start()]
+    entry_parts: list[str] = []
+    node: object = raw
+    for piece in re.findall(r"\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]", m.group("loc")):
+        if piece.startswith("."):
+            key = piece[1:]
+            entry_parts.append(("." if entry_parts else "") + key)
+            node = node.get(key) if isinstance(node, dict) else None
+        else:
+            index = int(piece[1:-1])
+            node = node[index] if isinstance(node, list) and index < len(node) else None
+            ident = node.get("id") if isinstance(node, dict) else None
+            entry_parts.append(f"[{ident}]" if isinstance(ident, str) else piece)
+    return "".join(entry_parts), problem
+
+
+def _validate(config: ExportConfig, path: Path) -> None:
+    file = str(path)
+    base = path.parent
+
+    def fail(entry: str, problem: str) -> NoReturn:
+        raise ConfigError(file, entry, problem)
+
+    def check_ids(kind: str, ids: list[str]) -> None:
+        seen: set[str] = set()
+        for ident in ids:
+            if not _ID.match(ident):
+                fail(f"{kind}[{ident}]", "id must be 1-64 letters, digits, '_', '-' or '.'")
+            if ident in seen:
+                fail(f"{kind}[{ident}]", "duplicate id")
+            seen.add(ident)
+
+    if not config.databases:
+        fail("databases", "at least one database is required")
+    if not config.managers:
+        fail("managers", "at least one manager is required")
+    check_ids("databases", [d.id for d in config.databases])
+    check_ids("managers", [m.id for m in config.managers])
+    check_ids("columns_profiles", [p.id for p in config.columns_profiles])
+    check_ids("groups", [g.id for g in config.groups])
+    # Script ids are unique across groups: `script.progress` events carry only the script id.
+    check_ids("scripts", [s.id for g in config.groups for s in g.scripts])
+
+    for db in config.databases:
+        entry = f"databases[{db.id}]"
+        _validate_dsn(db, fail, entry)
+        if db.max_connections < 1:
+            fail(entry, "max_connections must be at least 1")
+        if db.statement_timeout_s <= 0:
+            fail(entry, "statement_timeout_s must be positive")
+        if not 1 <= db.fetch_batch_rows <= 1_000_000:
+            fail(entry, "fetch_batch_rows must be between 1 and 1000000")
+        if db.provider != "sqlite" and (db.users or db.init_sql):
+            fail(entry, "users and init_sql are only for provider 'sqlite'")
+        if db.provider == "sqlite":
+            logins = [u.login for u in db.users]
+            if len(set(logins)) != len(logins):
+                fail(f"{entry}.users", "duplicate login")
+            for user in db.users:
+                if not user.password_hash.startswith(("scrypt$", "pbkdf2_sha256$")):
+                    fail(
+                        f"{entry}.users[{user.login}]",
+                        "password_hash must be made by `exporter-api hash-password`",
+                    )
+            if db.init_sql is not None and not (base / db.init_sql).is_file():
+                fail(f"{entry}.init_sql", f"file {base / db.init_sql} does not exist")
+
+    for manager in config.managers:
+        entry = f"managers[{manager.id}]"
+        if not manager.streams:
+            fail(entry, "a manager needs at least one stream")
+        check_ids(f"{entry}.streams", [s.id for s in manager.streams])
+
+    for profile in config.columns_profiles:
+        entry = f"columns_profiles[{profile.id}]"
+        if not profile.items:
+            fail(entry, "a column profile needs at least one item")
+        check_ids(f"{entry}.items", [i.id for i in profile.items])
+        for item in profile.items:
+            if not item.label.strip() or not item.source.strip():
+                fail(f"{entry}.items[{item.id}]", "label and source must not be empty")
+            if "\x00" in item.label or "\x00" in item.source:
+                fail(f"{entry}.items[{item.id}]", "label and source must not contain NUL")
+        labels = [i.label for i in profile.items]
+        if len(set(labels)) != len(labels):
+            fail(entry, "labels must be unique (they become CSV column names)")
+
+    profiles = {p.id for p in config.columns_profiles}
+    for group in config.groups:
+        if not group.scripts:
+            fail(f"groups[{group.id}]", "a group needs at least one script")
+        for script in group.scripts:
+            entry = f"groups[{group.id}].scripts[{script.id}]"
+            if script.columns_profile_id not in profiles:
+                fail(entry, f"columns_profile_id {script.columns_profile_id!r} is not defined")
+            if script.execution_lane < 0:
+                fail(entry, "execution_lane must not be negative")
+            if not script.variants:
+                fail(entry, "a script needs at least one variant")
+            for variant in script.variants:
+                variant.sql = _load_sql(base, variant, f"{entry}.variants[{variant.index}]", fail)
+
+    out = config.output
+    if len(out.delimiter) != 1 or out.delimiter in '"\r\n':
+        fail("output.delimiter", "must be one character other than a quote or a line break")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(out.file_name_template) if f}
+    except ValueError as exc:
+        fail("output.file_name_template", f"invalid template: {exc}")
+    unknown = fields - FILE_NAME_FIELDS
+    if unknown:
+        fail("output.file_name_template", f"unknown field(s): {', '.join(sorted(unknown))}")
+    if "/" in out.file_name_template or "\\" in out.file_name_template:
+        fail("output.file_name_template", "must be a file name, not a path")
+
+    server = config.server
+    if not server.hub_path.startswith("/") or server.hub_path.startswith("/api/"):
+        fail("server.hub_path", "must start with '/' and be outside /api/")
+    for name in (
+        "access_token_ttl_s",
+        "refresh_ttl_s",
+        "max_active_runs_per_user",
+        "max_body_bytes",
+        "login_max_failures",
+        "login_window_s",
+        "login_lockout_s",
+    ):
+        if getattr(server, name) < 1:
+            fail(f"server.{name}", "must be at least 1")
+    if server.state_url:
+        parts = urlsplit(server.state_url)
+        if parts.scheme not in {"postgres", "postgresql"}:
+            fail("server.state_url", "must be a postgresql:// URL (or empty for SQLite)")
+        if parts.password is not None:
+            fail("server.state_url", "must not contain a password (use PGPASSWORD or --state-url)")
+
+
+def _validate_dsn(db: DatabaseConfig, fail: Callable[[str, str], NoReturn], entry: str) -> None:
+    if not db.dsn.strip():
+        fail(f"{entry}.dsn", "must not be empty")
+    if db.provider == "postgres":
+        parts = urlsplit(db.dsn)
+        if parts.scheme not in {"postgres", "postgresql"}:
+            fail(f"{entry}.dsn", "must be a postgresql://host:port/dbname URL")
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            fail(f"{entry}.dsn", "must not contain credentials (users log in with their own)")
+        if re.search(r"(^|&)(user|password|passfile)=", parts.query):
+            fail(f"{entry}.dsn", "must not contain credentials (users log in with their own)")
+    elif db.provider == "oracle" and (
+        "@" in db.dsn or "/" in db.dsn.split(":", 1)[0] or "password" in db.dsn.lower()
+    ):
+        fail(f"{entry}.dsn", "must be host:port/service_name without credentials")
+
+
+def _load_sql(
+    base: Path, variant: ScriptVariant, entry: str, fail: Callable[[str, str], NoReturn]
+) -> str:
+    if variant.index < 1:
+        fail(entry, "variant index must be 1 or more")
+    sql_path = (base / variant.file).resolve()
+    try:
+        sql = sql_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(entry, f"SQL file {sql_path} does not exist")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(entry, f"cannot read SQL file {sql_path}: {exc}")
+    if not sql.strip():
+        fail(entry, f"SQL file {sql_path} is empty")
+    try:
+        used = param_names(sql)
+    except SqlSyntaxError as exc:
+        fail(entry, f"{sql_path}: {exc}")
+    unknown = used - SCRIPT_PARAMETERS
+    if unknown:
+        fail(
+            entry,
+            f"{sql_path}: unknown parameter(s) {', '.join(':' + u for u in sorted(unknown))}; "
+            f"scripts may use {', '.join(':' + p for p in sorted(SCRIPT_PARAMETERS))}",
+        )
+    return sql
+
+
+__all__ = [
+    "SCRIPT_PARAMETERS",
+    "ColumnItem",
+    "ColumnsProfile",
+    "DatabaseConfig",
+    "ExportConfig",
+    "GroupConfig",
+    "ManagerConfig",
+    "OutputConfig",
+    "ScriptConfig",
+    "ScriptVariant",
+    "ServerConfig",
+    "Settings",
+    "SqliteUser",
+    "StreamConfig",
+    "default_config_path",
+    "load_config",
+]

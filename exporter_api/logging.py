@@ -1,0 +1,80 @@
+"""structlog configuration: JSON lines, one constant event name per line, secrets redacted.
+
+`configure_logging()` is called once by the CLI (never at import time). The redaction processor
+is a safety net: code must not pass secrets to the logger in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+
+_SECRET_KEYS = re.compile(
+    r"pass(word|wd)?|secret|token|authorization|cookie|credential|api_?key|private", re.I
+)
+# scheme://user:password@host -> scheme://user:[redacted]@host
+_DSN_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
+
+
+def redact_value(value: str) -> str:
+    return _DSN_PASSWORD.sub(lambda m: m.group("head") + REDACTED, value)
+
+
+def redact_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: drop values of secret-looking keys, strip passwords from DSNs."""
+    for key, value in list(event_dict.items()):
+        if key != "event" and _SECRET_KEYS.search(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str):
+            event_dict[key] = redact_value(value)
+    return event_dict
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON logs to `stream` (stderr by default), for structlog and the stdlib loggers
+    (hypercorn, asyncio) alike: one JSON object per line."""
+    log_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    out = stream or sys.stderr
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,  # before redaction: tracebacks get it too
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(log_level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(log_level)
+
+
+__all__ = ["REDACTED", "configure_logging", "redact_secrets", "redact_value"]

@@ -1,0 +1,126 @@
+"""The database provider interface: prove a login, stream one query's result as CSV.
+
+Each provider opens connections under the user's own credentials (there is no shared pool: the
+password is the user's), caps concurrent connections per database with a capacity limiter, and
+translates its driver's errors into `InvalidCredentials`, `DatabaseUnavailable` and `QueryFailed`
+here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import anyio
+import msgspec
+
+from exporter_api.config import DatabaseConfig
+from exporter_api.errors import QueryFailed
+from exporter_api.sqlparams import quote_ident, strip_terminator
+
+
+class ExportColumn(msgspec.Struct, frozen=True):
+    source: str  # column of the script's result (from the catalog only)
+    label: str  # CSV header name
+
+
+class ExportRequest(msgspec.Struct, kw_only=True):
+    sql: str  # with :name placeholders
+    params: dict[str, str]
+    columns: list[ExportColumn] | None = None  # None: every column of the script, as named
+    delimiter: str = ","
+    encoding: str = "utf-8"  # "utf-8" | "cp1251"; a BOM for utf-8-sig is the sink's job
+    header: bool = True
+    statement_timeout_s: float = 3600
+    batch_rows: int = 5000
+
+
+class ExportResult(msgspec.Struct):
+    rows: int
+    bytes: int
+
+
+class ExportSink(Protocol):
+    async def write(self, chunk: bytes, rows: int) -> None:
+        """One call per batch of already CSV-encoded bytes holding `rows` data rows.
+
+        The first chunk carries the header line (when asked for); a result without rows makes
+        no call at all.
+        """
+
+
+class DatabaseProvider(ABC):
+    """One configured database."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self.limiter = anyio.CapacityLimiter(config.max_connections)
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Prepare the provider when the service starts (the demo sqlite builds its database)."""
+
+    @abstractmethod
+    async def verify_login(self, username: str, password: str) -> None:
+        """Prove the credentials by connecting; raises InvalidCredentials | DatabaseUnavailable."""
+
+    @abstractmethod
+    async def export(
+        self, username: str, password: str, request: ExportRequest, sink: ExportSink
+    ) -> ExportResult:
+        """Run the query under the user's account and stream its rows to `sink` in batches.
+
+        On cancellation the query is stopped on the database server before the cancellation
+        propagates. SQL errors and timeouts raise `QueryFailed` with a credential-free message.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what `start` acquired."""
+
+
+def wrap_columns(sql: str, columns: Sequence[ExportColumn] | None) -> str:
+    """`SELECT "src" AS "label", ... FROM (<script>) q`; identifiers come from the catalog only."""
+    if columns is None:
+        return sql
+    if not columns:
+        raise QueryFailed("no columns selected")
+    select = ", ".join(f"{quote_ident(c.source)} AS {quote_ident(c.label)}" for c in columns)
+    # Identifiers are quoted catalog names; the script is the operator's own SQL.
+    return f"SELECT {select} FROM (\n{strip_terminator(sql)}\n) q"  # noqa: S608
+
+
+class CsvEncoder:
+    """Formats rows like PostgreSQL's CSV COPY output (minimal quoting, `\\n` line ends)."""
+
+    def __init__(self, delimiter: str, encoding: str) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(
+            self._buffer, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"
+        )
+        self._encoding = "cp1251" if encoding.lower() in {"cp1251", "windows-1251"} else "utf-8"
+
+    def encode(self, rows: Iterable[Sequence[object]]) -> bytes:
+        self._writer.writerows(rows)
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        try:
+            return text.encode(self._encoding)
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise QueryFailed(
+                f"a value holds {bad!r}, which cannot be written in {self._encoding}"
+            ) from None
+
+
+__all__ = [
+    "CsvEncoder",
+    "DatabaseProvider",
+    "ExportColumn",
+    "ExportRequest",
+    "ExportResult",
+    "ExportSink",
+    "wrap_columns",
+]

@@ -1,0 +1,186 @@
+"""The demo provider: a local SQLite file with the accounts listed in the configuration.
+
+SQLite has no accounts, so `verify_login` checks the configured scrypt/PBKDF2 hash. Queries run
+on a worker thread over a read-only connection; batches come back to the event loop through a
+bounded memory stream. Cancellation and the statement timeout stop the query through SQLite's
+progress handler, so nothing keeps running after `export` returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.to_thread
+import structlog
+
+from exporter_api.config import DatabaseConfig
+from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
+from exporter_api.providers.base import (
+    CsvEncoder,
+    DatabaseProvider,
+    ExportRequest,
+    ExportResult,
+    ExportSink,
+    wrap_columns,
+)
+from exporter_api.security.passwords import hash_password, verify_password
+from exporter_api.sqlparams import to_qmark
+
+_log = structlog.get_logger("exporter_api.providers.sqlite")
+
+# Checked against when the login is unknown, so both paths cost one hash computation.
+_DUMMY_HASH = hash_password("dummy-password", salt=b"exporter-api-dum")
+
+
+class _Stopped(Exception):
+    pass
+
+
+class SqliteProvider(DatabaseProvider):
+    def __init__(self, config: DatabaseConfig, data_dir: Path, config_dir: Path) -> None:
+        super().__init__(config)
+        dsn = Path(config.dsn)
+        self.path = dsn if dsn.is_absolute() else data_dir / dsn
+        self.init_sql = (config_dir / config.init_sql) if config.init_sql else None
+        self._users = {u.login: u.password_hash for u in config.users}
+
+    async def start(self) -> None:
+        if self.path.exists() or self.init_sql is None:
+            return
+        started = time.monotonic()
+        await anyio.to_thread.run_sync(self._generate)
+        _log.info(
+            "sqlite_database_generated",
+            database_id=self.config.id,
+            path=str(self.path),
+            seconds=round(time.monotonic() - started, 2),
+        )
+
+    def _generate(self) -> None:
+        assert self.init_sql is not None
+        script = self.init_sql.read_text(encoding="utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Built under a temporary name and renamed: a crash never leaves half a database.
+        tmp = self.path.with_name(self.path.name + ".building")
+        tmp.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.executescript(script)
+            conn.commit()
+        finally:
+            conn.close()
+        tmp.replace(self.path)
+
+    async def verify_login(self, username: str, password: str) -> None:
+        encoded = self._users.get(username)
+        ok = await anyio.to_thread.run_sync(verify_password, password, encoded or _DUMMY_HASH)
+        if encoded is None or not ok:
+            raise InvalidCredentials()
+        if not self.path.is_file():
+            raise DatabaseUnavailable(f"database {self.config.id} is not available")
+
+    async def export(
+        self, username: str, password: str, request: ExportRequest, sink: ExportSink
+    ) -> ExportResult:
+        await self.verify_login(username, password)
+        sql, args = to_qmark(wrap_columns(request.sql, request.columns), request.params)
+        stop = threading.Event()
+        send, receive = anyio.create_memory_object_stream[tuple[bytes, int]](2)
+        rows = size = 0
+        failures: list[Exception] = []
+        async with self.limiter, anyio.create_task_group() as tg:
+            tg.start_soon(self._produce, sql, args, request, stop, send, failures)
+            try:
+                async with receive:
+                    async for chunk, count in receive:
+                        await sink.write(chunk, count)
+                        rows += count
+                        size += len(chunk)
+            finally:
+                # Cancellation, a sink error or the end: the worker thread stops at its next
+                # progress-handler tick and the task group waits for it.
+                stop.set()
+        if failures:
+            raise failures[0]
+        return ExportResult(rows=rows, bytes=size)
+
+    async def _produce(
+        self,
+        sql: str,
+        args: list[object],
+        request: ExportRequest,
+        stop: threading.Event,
+        send: anyio.abc.ObjectSendStream[tuple[bytes, int]],
+        failures: list[Exception],
+    ) -> None:
+        async with send:
+            try:
+                await anyio.to_thread.run_sync(self._run_query, sql, args, request, stop, send)
+            except (QueryFailed, DatabaseUnavailable) as exc:
+                failures.append(exc)  # raised by export() itself, not as an exception group
+
+    def _run_query(
+        self,
+        sql: str,
+        args: list[object],
+        request: ExportRequest,
+        stop: threading.Event,
+        send: anyio.abc.ObjectSendStream[tuple[bytes, int]],
+    ) -> None:
+        deadline = time.monotonic() + request.statement_timeout_s
+        timed_out = False
+
+        def progress() -> int:
+            nonlocal timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+            return 1 if (timed_out or stop.is_set()) else 0
+
+        try:
+            uri = self.path.resolve().as_uri() + "?mode=ro"  # percent-encodes odd file names
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error:
+            raise DatabaseUnavailable(f"database {self.config.id} is not available") from None
+        try:
+            conn.set_progress_handler(progress, 10_000)
+            encoder = CsvEncoder(request.delimiter, request.encoding)
+            try:
+                cursor = conn.execute(sql, args)
+                header = [d[0] for d in cursor.description or ()]
+                first = True
+                while True:
+                    batch = cursor.fetchmany(request.batch_rows)
+                    if not batch:
+                        break
+                    head = [header] if (first and request.header) else []
+                    chunk = encoder.encode([*head, *batch])
+                    first = False
+                    if stop.is_set():
+                        raise _Stopped
+                    try:
+                        anyio.from_thread.run(send.send, (chunk, len(batch)))
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        raise _Stopped from None
+            except sqlite3.OperationalError as exc:
+                if timed_out:
+                    raise QueryFailed(
+                        f"statement timeout after {request.statement_timeout_s:g} s"
+                    ) from None
+                if stop.is_set():
+                    return
+                raise QueryFailed(f"SQL error: {exc}") from None
+            except sqlite3.Error as exc:
+                raise QueryFailed(f"SQL error: {exc}") from None
+            except _Stopped:
+                return
+        finally:
+            conn.close()
+
+
+__all__ = ["SqliteProvider"]

@@ -1,0 +1,358 @@
+"""Runs REST: start, list, read, cancel, and download files (one, or all as a streamed ZIP).
+
+Every endpoint answers 404 for a run that is not the caller's, exactly as for a run that does
+not exist, so run ids of other users cannot be probed.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import msgspec
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from exporter_api.api.deps import read_json
+from exporter_api.errors import BadRequest, NotFound
+from exporter_api.openapi import Operation
+from exporter_api.runs.models import RunCreated, RunCreateRequest, RunFiles, RunList, RunState
+from exporter_api.runs.repository import RunOwner, RunRepository, StoredFile
+from exporter_api.runs.selection import plan_run
+
+if TYPE_CHECKING:
+    from exporter_api.config import ExportConfig
+    from exporter_api.runs.engine import RunEngine
+    from exporter_api.security import AuthenticatedUser
+
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_encoder = msgspec.json.Encoder()
+
+
+class RunsBackend(Protocol):
+    """What the routes need from the component (available once the app has started)."""
+
+    config: ExportConfig
+
+    @property
+    def engine(self) -> RunEngine: ...
+
+    @property
+    def repository(self) -> RunRepository: ...
+
+    @property
+    def files_root(self) -> Path: ...
+
+    async def authenticate(self, request: Request) -> AuthenticatedUser: ...
+
+
+def json_response(body: msgspec.Struct, status_code: int = 200, **headers: str) -> Response:
+    return Response(
+        _encoder.encode(body),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers or None,
+    )
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII fallback and the RFC 5987 ``filename*`` (UTF-8)."""
+    fallback = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    fallback = fallback.replace("\\", "_").replace('"', "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def owns(owner: RunOwner | None, user: AuthenticatedUser) -> bool:
+    return owner is not None and owner.owns(
+        user.login, user.database_id, user.manager_id, user.stream_id
+    )
+
+
+def runs_operations() -> list[Operation]:
+    """OpenAPI descriptions of the routes below (merged into /api/openapi.json by the app)."""
+    run = ("runId",)
+    return [
+        Operation(
+            "post",
+            "/api/runs",
+            "Start an export run",
+            "createRun",
+            "runs",
+            request=RunCreateRequest,
+            response=RunCreated,
+            status=201,
+            errors=(400, 401, 413, 429),
+        ),
+        Operation(
+            "get",
+            "/api/runs",
+            "The caller's runs, newest first",
+            "listRuns",
+            "runs",
+            response=RunList,
+            errors=(400, 401),
+            query_params=(
+                ("limit", "page size, 1-100 (default 20)"),
+                ("cursor", "nextCursor of the previous page"),
+            ),
+        ),
+        Operation(
+            "get",
+            "/api/runs/{runId}",
+            "Full state of a run (for a page reload)",
+            "getRun",
+            "runs",
+            response=RunState,
+            errors=(401, 404),
+            path_params=run,
+        ),
+        Operation(
+            "post",
+            "/api/runs/{runId}/cancel",
+            "Cancel a run",
+            "cancelRun",
+            "runs",
+            response=RunState,
+            status=202,
+            errors=(401, 404, 409),
+            path_params=run,
+        ),
+        Operation(
+            "get",
+            "/api/runs/{runId}/files",
+            "Files of a run",
+            "listRunFiles",
+            "runs",
+            response=RunFiles,
+            errors=(401, 404),
+            path_params=run,
+        ),
+        Operation(
+            "get",
+            "/api/runs/{runId}/files/{fileId}",
+            "Download one file",
+            "downloadRunFile",
+            "runs",
+            response="binary",
+            response_content_type="text/csv",
+            errors=(401, 404),
+            path_params=("runId", "fileId"),
+        ),
+        Operation(
+            "get",
+            "/api/runs/{runId}/files.zip",
+            "Download every file as a ZIP",
+            "downloadRunZip",
+            "runs",
+            response="binary",
+            response_content_type="application/zip",
+            errors=(401, 404),
+            path_params=run,
+        ),
+    ]
+
+
+class RunsApi:
+    def __init__(self, backend: RunsBackend) -> None:
+        self.backend = backend
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/runs", self.create_run, methods=["POST"]),
+            Route("/api/runs", self.list_runs, methods=["GET"]),
+            Route("/api/runs/{run_id}", self.get_run, methods=["GET"]),
+            Route("/api/runs/{run_id}/cancel", self.cancel_run, methods=["POST"]),
+            Route("/api/runs/{run_id}/files", self.list_files, methods=["GET"]),
+            Route("/api/runs/{run_id}/files.zip", self.download_zip, methods=["GET"]),
+            Route("/api/runs/{run_id}/files/{file_id}", self.download_file, methods=["GET"]),
+        ]
+
+    async def _own_run(self, request: Request) -> tuple[AuthenticatedUser, str]:
+        user = await self.backend.authenticate(request)
+        run_id = request.path_params["run_id"]
+        if not _ULID.match(run_id) or not owns(await self.backend.repository.owner(run_id), user):
+            raise NotFound("run not found")
+        return user, run_id
+
+    async def create_run(self, request: Request) -> Response:
+        user = await self.backend.authenticate(request)
+        config = self.backend.config
+        body = await read_json(request, RunCreateRequest, config.server.max_body_bytes)
+        plan = plan_run(body, config)
+        state = await self.backend.engine.start(user, plan)
+        return json_response(
+            RunCreated(run_id=state.run_id, status=state.status),
+            201,
+            Location=f"/api/runs/{state.run_id}",
+        )
+
+    async def list_runs(self, request: Request) -> Response:
+        user = await self.backend.authenticate(request)
+        raw_limit = request.query_params.get("limit", "20")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+            raise BadRequest("limit must be an integer from 1 to 100", field="limit")
+        limit = int(raw_limit)
+        cursor = request.query_params.get("cursor") or None
+        if cursor is not None and not _ULID.match(cursor):
+            raise BadRequest("cursor must be a run id", field="cursor")
+        items = await self.backend.repository.list_runs(
+            user.login,
+            user.database_id,
+            user.manager_id,
+            user.stream_id,
+            limit=limit + 1,
+            cursor=cursor,
+        )
+        more = len(items) > limit
+        items = items[:limit]
+        return json_response(
+            RunList(items=items, next_cursor=items[-1].run_id if more and items else None)
+        )
+
+    async def get_run(self, request: Request) -> Response:
+        _, run_id = await self._own_run(request)
+        state = await self.backend.repository.load(run_id)
+        if state is None:
+            raise NotFound("run not found")
+        return json_response(state)
+
+    async def cancel_run(self, request: Request) -> Response:
+        _, run_id = await self._own_run(request)
+        state: RunState = await self.backend.engine.cancel(run_id)
+        return json_response(state, 202)
+
+    async def list_files(self, request: Request) -> Response:
+        _, run_id = await self._own_run(request)
+        files = await self.backend.repository.files(run_id)
+        return json_response(RunFiles(run_id=run_id, files=[f.dto() for f in files]))
+
+    def _media_type(self) -> str:
+        charset = "windows-1251" if self.backend.config.output.encoding == "cp1251" else "utf-8"
+        return f"text/csv; charset={charset}"
+
+    async def download_file(self, request: Request) -> Response:
+        _, run_id = await self._own_run(request)
+        file_id = request.path_params["file_id"]
+        stored = (
+            await self.backend.repository.file(run_id, file_id) if _FILE_ID.match(file_id) else None
+        )
+        if stored is None:
+            raise NotFound("file not found")
+        path = self.backend.files_root / run_id / stored.name
+        if not await anyio.Path(path).is_file():
+            raise NotFound("file no longer exists")
+        return FileResponse(
+            path,
+            media_type=self._media_type(),
+            headers={
+                "Content-Disposition": content_disposition(stored.name),
+                "X-Content-SHA256": stored.sha256,
+                "Cache-Control": "private, no-store",
+            },
+        )
+
+    async def download_zip(self, request: Request) -> Response:
+        _, run_id = await self._own_run(request)
+        files = await self.backend.repository.files(run_id)
+        return ZipStreamResponse(self.backend.files_root / run_id, files, f"{run_id}.zip")
+
+
+class _ChannelWriter:
+    """A write-only binary file for ``zipfile`` on a worker thread: every write is sent to the
+    event loop through a bounded stream (so a slow client slows the compression down)."""
+
+    def __init__(self, send: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
+        self._send = send
+        self._position = 0
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        self._position += len(data)
+        if len(self._buffer) >= 256 * 1024:
+            self.flush()
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        if self._buffer:
+            chunk = bytes(self._buffer)
+            self._buffer.clear()
+            anyio.from_thread.run(self._send, chunk)
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ZipStreamResponse(Response):
+    """Streams a ZIP of a run's files, built on a worker thread, in constant memory."""
+
+    def __init__(self, directory: Path, files: list[StoredFile], name: str) -> None:
+        super().__init__(
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": content_disposition(name),
+                "Cache-Control": "private, no-store",
+            },
+        )
+        self.directory = directory
+        self.files = files
+        # The size is unknown until the archive is built: no Content-Length (chunked).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+    def _build(self, writer: _ChannelWriter) -> None:
+        try:
+            self._write_archive(writer)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the client went away: stop quietly
+
+    def _write_archive(self, writer: _ChannelWriter) -> None:
+        with zipfile.ZipFile(
+            writer,  # write/tell/flush is all zipfile needs here
+            mode="w",
+            compression=zipfile.ZIP_DEFLATED,
+            compresslevel=1,
+            allowZip64=True,
+        ) as archive:
+            for stored in self.files:
+                path = self.directory / stored.name
+                if not path.is_file():
+                    continue
+                info = zipfile.ZipInfo.from_file(path, arcname=stored.name)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with (
+                    open(path, "rb") as source,
+                    archive.open(info, mode="w", force_zip64=info.file_size > 0x7FFFFFFF) as dest,
+                ):
+                    while block := source.read(1 << 20):
+                        dest.write(block)
+        writer.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        sender, receiver = anyio.create_memory_object_stream[bytes](4)
+
+        async def produce() -> None:
+            async with sender:
+                await anyio.to_thread.run_sync(self._build, _ChannelWriter(sender.send))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receiver:
+                async for chunk in receiver:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

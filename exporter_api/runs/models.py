@@ -1,0 +1,198 @@
+"""Wire types of the runs feature: REST bodies and hub event payloads (camelCase on the wire).
+
+Names, fields and statuses follow section 7 of the owner's contract. Timestamps are ISO-8601 UTC
+strings with millisecond precision (``2026-01-23T12:34:56.000Z``), as the contract shows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+Status = Literal["Queued", "Running", "Success", "NoData", "Failed", "Cancelled"]
+"""RunStatus / GroupStatus / ScriptStatus / variant status: one vocabulary for all levels."""
+
+STATUSES: tuple[Status, ...] = ("Queued", "Running", "Success", "NoData", "Failed", "Cancelled")
+ACTIVE_STATUSES: frozenset[Status] = frozenset({"Queued", "Running"})
+
+RunMode = Literal["AllGroups", "SingleGroup", "SingleScript"]
+ExportMode = Literal["AllColumns", "CustomColumns"]
+
+
+def utc_now() -> str:
+    """The current time as the wire's ISO-8601 UTC string."""
+    return format_time(datetime.now(UTC))
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Camel(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+# --- POST /api/runs -------------------------------------------------------------------------
+
+
+class ScriptSelection(_Camel, forbid_unknown_fields=True):
+    script_id: str
+    enabled: bool = True
+    export_mode: str = "AllColumns"
+    selected_column_item_ids: list[str] = msgspec.field(default_factory=list)
+
+
+class GroupSelection(_Camel, forbid_unknown_fields=True):
+    group_id: str
+    enabled: bool = True
+    scripts: list[ScriptSelection] = msgspec.field(default_factory=list)
+
+
+class Selection(_Camel, forbid_unknown_fields=True):
+    groups: list[GroupSelection]
+
+
+class RunCreateRequest(_Camel, forbid_unknown_fields=True):
+    """The contract's body. ``mode`` / ``exportMode`` are checked by the selection validator so a
+    wrong value is a 400 naming the field and the accepted values."""
+
+    mode: str
+    selection: Selection
+
+
+class RunCreated(_Camel):
+    run_id: str
+    status: Status
+
+
+# --- GET /api/runs/{runId} ------------------------------------------------------------------
+
+
+class VariantState(_Camel):
+    variant: int
+    status: Status
+    message: str | None = None
+    rows_exported: int = 0
+    bytes_written: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    file_id: str | None = None
+
+
+class ScriptState(_Camel):
+    script_id: str
+    display_name: str
+    execution_lane: int
+    export_mode: ExportMode
+    columns: list[str] | None
+    status: Status
+    message: str | None = None
+    rows_exported: int = 0
+    bytes_written: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    variants: list[VariantState] = msgspec.field(default_factory=list)
+
+
+class GroupState(_Camel):
+    group_id: str
+    display_name: str
+    status: Status
+    scripts: list[ScriptState] = msgspec.field(default_factory=list)
+
+
+class RunState(_Camel):
+    run_id: str
+    status: Status
+    mode: RunMode
+    login: str
+    database_id: str
+    manager_id: str
+    stream_id: str
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    groups: list[GroupState] = msgspec.field(default_factory=list)
+
+
+class RunSummary(_Camel):
+    run_id: str
+    status: Status
+    mode: RunMode
+    database_id: str
+    manager_id: str
+    stream_id: str
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+
+
+class RunList(_Camel):
+    """``GET /api/runs?limit=&cursor=``: newest first; pass ``nextCursor`` back as ``cursor``."""
+
+    items: list[RunSummary]
+    next_cursor: str | None = None
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+class RunFile(_Camel):
+    file_id: str
+    group_id: str
+    script_id: str
+    variant: int
+    name: str
+    size_bytes: int
+    rows: int
+    sha256: str
+    created_at: str
+    download_url: str
+
+
+class RunFiles(_Camel):
+    run_id: str
+    files: list[RunFile]
+
+
+# --- hub events (server -> client) ----------------------------------------------------------
+
+RUN_UPDATED = "run.updated"
+GROUP_UPDATED = "group.updated"
+SCRIPT_UPDATED = "script.updated"
+SCRIPT_PROGRESS = "script.progress"
+
+
+class RunUpdated(_Camel):
+    run_id: str
+    status: Status
+    updated_at: str
+
+
+class GroupUpdated(_Camel):
+    run_id: str
+    group_id: str
+    status: Status
+
+
+class ScriptUpdated(_Camel):
+    run_id: str
+    group_id: str
+    script_id: str
+    status: Status
+    message: str | None = None
+
+
+class ScriptProgress(_Camel):
+    run_id: str
+    script_id: str
+    rows_exported: int
+    bytes_written: int

@@ -1,0 +1,503 @@
+"""Persistence of runs through the state store (tables from migration 0002_runs.sql).
+
+The engine keeps the live ``RunState`` of each active run in memory and writes every change here
+as it happens; readers (REST, hub subscription) always read the store, so one source of truth
+serves running and finished runs alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from exporter_api.runs.models import (
+    GroupState,
+    RunFile,
+    RunState,
+    RunSummary,
+    ScriptState,
+    Status,
+    VariantState,
+)
+from exporter_api.runs.status import aggregate_status, script_status
+
+if TYPE_CHECKING:
+    from exporter_api.store import Store
+
+INTERRUPTED = "interrupted by a server restart"
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """Who a run belongs to: the user and the context chosen at login."""
+
+    login: str
+    database_id: str
+    manager_id: str
+    stream_id: str
+    session_id: str
+
+    def owns(self, login: str, database_id: str, manager_id: str, stream_id: str) -> bool:
+        return (self.login, self.database_id, self.manager_id, self.stream_id) == (
+            login,
+            database_id,
+            manager_id,
+            stream_id,
+        )
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    run_id: str
+    file_id: str
+    group_id: str
+    script_id: str
+    variant: int
+    name: str
+    size_bytes: int
+    rows: int
+    sha256: str
+    created_at: str
+
+    def dto(self) -> RunFile:
+        return RunFile(
+            file_id=self.file_id,
+            group_id=self.group_id,
+            script_id=self.script_id,
+            variant=self.variant,
+            name=self.name,
+            size_bytes=self.size_bytes,
+            rows=self.rows,
+            sha256=self.sha256,
+            created_at=self.created_at,
+            download_url=f"/api/runs/{self.run_id}/files/{self.file_id}",
+        )
+
+
+_FILE_COLUMNS = (
+    "run_id, file_id, group_id, script_id, variant, name, size_bytes, rows, sha256, created_at"
+)
+
+
+def _file(row: tuple[Any, ...]) -> StoredFile:
+    return StoredFile(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        str(row[3]),
+        int(row[4]),
+        str(row[5]),
+        int(row[6]),
+        int(row[7]),
+        str(row[8]),
+        str(row[9]),
+    )
+
+
+class RunRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def insert_run(
+        self, state: RunState, owner: RunOwner, instance_id: str, *, max_active: int | None
+    ) -> bool:
+        """Insert a new run with its tree; ``False`` (nothing written) when the owner already
+        has ``max_active`` runs Queued or Running."""
+        async with self.store.transaction():
+            if max_active is not None:
+                row = await self.store.fetch_one(
+                    "SELECT COUNT(*) FROM runs WHERE login = :login AND database_id = :db"
+                    " AND status IN ('Queued', 'Running')",
+                    {"login": owner.login, "db": owner.database_id},
+                )
+                if row is not None and int(row[0]) >= max_active:
+                    return False
+            await self.store.execute(
+                "INSERT INTO runs (run_id, login, database_id, manager_id, stream_id, session_id,"
+                " mode, status, error, instance_id, heartbeat_at, created_at, updated_at,"
+                " started_at, finished_at) VALUES (:run_id, :login, :database_id, :manager_id,"
+                " :stream_id, :session_id, :mode, :status, :error, :instance_id, :heartbeat_at,"
+                " :created_at, :updated_at, :started_at, :finished_at)",
+                {
+                    "run_id": state.run_id,
+                    "login": owner.login,
+                    "database_id": owner.database_id,
+                    "manager_id": owner.manager_id,
+                    "stream_id": owner.stream_id,
+                    "session_id": owner.session_id,
+                    "mode": state.mode,
+                    "status": state.status,
+                    "error": state.error,
+                    "instance_id": instance_id,
+                    "heartbeat_at": state.updated_at,
+                    "created_at": state.created_at,
+                    "updated_at": state.updated_at,
+                    "started_at": state.started_at,
+                    "finished_at": state.finished_at,
+                },
+            )
+            for gpos, group in enumerate(state.groups):
+                await self.store.execute(
+                    "INSERT INTO run_groups (run_id, group_id, position, display_name, status)"
+                    " VALUES (:run_id, :group_id, :position, :display_name, :status)",
+                    {
+                        "run_id": state.run_id,
+                        "group_id": group.group_id,
+                        "position": gpos,
+                        "display_name": group.display_name,
+                        "status": group.status,
+                    },
+                )
+                for spos, script in enumerate(group.scripts):
+                    await self.store.execute(
+                        "INSERT INTO run_scripts (run_id, group_id, script_id, position,"
+                        " display_name, execution_lane, export_mode, column_ids, status, message)"
+                        " VALUES (:run_id, :group_id, :script_id, :position, :display_name,"
+                        " :lane, :export_mode, :column_ids, :status, :message)",
+                        {
+                            "run_id": state.run_id,
+                            "group_id": group.group_id,
+                            "script_id": script.script_id,
+                            "position": spos,
+                            "display_name": script.display_name,
+                            "lane": script.execution_lane,
+                            "export_mode": script.export_mode,
+                            "column_ids": (
+                                msgspec.json.encode(script.columns).decode()
+                                if script.columns is not None
+                                else None
+                            ),
+                            "status": script.status,
+                            "message": script.message,
+                        },
+                    )
+                    for variant in script.variants:
+                        await self.store.execute(
+                            "INSERT INTO run_variants (run_id, script_id, variant, status, message)"
+                            " VALUES (:run_id, :script_id, :variant, :status, :message)",
+                            {
+                                "run_id": state.run_id,
+                                "script_id": script.script_id,
+                                "variant": variant.variant,
+                                "status": variant.status,
+                                "message": variant.message,
+                            },
+                        )
+        return True
+
+    async def save(
+        self,
+        state: RunState,
+        *,
+        group: GroupState | None = None,
+        script: ScriptState | None = None,
+        variants: list[VariantState] | None = None,
+        file: StoredFile | None = None,
+    ) -> None:
+        """Persist the run row and the given changed parts, in one transaction."""
+        async with self.store.transaction():
+            await self._save_run(state)
+            if group is not None:
+                await self._save_group(state.run_id, group)
+            if script is not None:
+                await self._save_script(state.run_id, script)
+            if variants and script is not None:
+                for variant in variants:
+                    await self._save_variant(state.run_id, script.script_id, variant)
+            if file is not None:
+                await self.store.execute(
+                    f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
+                    " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
+                    " :created_at)",
+                    {
+                        "run_id": file.run_id,
+                        "file_id": file.file_id,
+                        "group_id": file.group_id,
+                        "script_id": file.script_id,
+                        "variant": file.variant,
+                        "name": file.name,
+                        "size_bytes": file.size_bytes,
+                        "rows": file.rows,
+                        "sha256": file.sha256,
+                        "created_at": file.created_at,
+                    },
+                )
+
+    async def save_all(self, state: RunState) -> None:
+        """Persist the whole tree (after a cancel or a failure touched many parts)."""
+        async with self.store.transaction():
+            await self._save_run(state)
+            for group in state.groups:
+                await self._save_group(state.run_id, group)
+                for script in group.scripts:
+                    await self._save_script(state.run_id, script)
+                    for variant in script.variants:
+                        await self._save_variant(state.run_id, script.script_id, variant)
+
+    async def _save_run(self, state: RunState) -> None:
+        await self.store.execute(
+            "UPDATE runs SET status = :status, error = :error, updated_at = :updated_at,"
+            " heartbeat_at = :updated_at, started_at = :started_at,"
+            " finished_at = :finished_at WHERE run_id = :run_id",
+            {
+                "run_id": state.run_id,
+                "status": state.status,
+                "error": state.error,
+                "updated_at": state.updated_at,
+                "started_at": state.started_at,
+                "finished_at": state.finished_at,
+            },
+        )
+
+    async def _save_group(self, run_id: str, group: GroupState) -> None:
+        await self.store.execute(
+            "UPDATE run_groups SET status = :status WHERE run_id = :run_id AND group_id = :gid",
+            {"run_id": run_id, "gid": group.group_id, "status": group.status},
+        )
+
+    async def _save_script(self, run_id: str, script: ScriptState) -> None:
+        await self.store.execute(
+            "UPDATE run_scripts SET status = :status, message = :message,"
+            " rows_exported = :rows, bytes_written = :bytes, started_at = :started_at,"
+            " finished_at = :finished_at, error = :error"
+            " WHERE run_id = :run_id AND script_id = :sid",
+            {
+                "run_id": run_id,
+                "sid": script.script_id,
+                "status": script.status,
+                "message": script.message,
+                "rows": script.rows_exported,
+                "bytes": script.bytes_written,
+                "started_at": script.started_at,
+                "finished_at": script.finished_at,
+                "error": script.error,
+            },
+        )
+
+    async def _save_variant(self, run_id: str, script_id: str, variant: VariantState) -> None:
+        await self.store.execute(
+            "UPDATE run_variants SET status = :status, message = :message,"
+            " rows_exported = :rows, bytes_written = :bytes, started_at = :started_at,"
+            " finished_at = :finished_at, error = :error, file_id = :file_id"
+            " WHERE run_id = :run_id AND script_id = :sid AND variant = :variant",
+            {
+                "run_id": run_id,
+                "sid": script_id,
+                "variant": variant.variant,
+                "status": variant.status,
+                "message": variant.message,
+                "rows": variant.rows_exported,
+                "bytes": variant.bytes_written,
+                "started_at": variant.started_at,
+                "finished_at": variant.finished_at,
+                "error": variant.error,
+                "file_id": variant.file_id,
+            },
+        )
+
+    async def heartbeat(self, run_ids: list[str], now: str) -> None:
+        for run_id in run_ids:
+            await self.store.execute(
+                "UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id",
+                {"now": now, "run_id": run_id},
+            )
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def owner(self, run_id: str) -> RunOwner | None:
+        row = await self.store.fetch_one(
+            "SELECT login, database_id, manager_id, stream_id, session_id FROM runs"
+            " WHERE run_id = :run_id",
+            {"run_id": run_id},
+        )
+        return RunOwner(*(str(v) for v in row)) if row is not None else None
+
+    async def load(self, run_id: str) -> RunState | None:
+        row = await self.store.fetch_one(
+            "SELECT run_id, status, mode, login, database_id, manager_id, stream_id, created_at,"
+            " updated_at, started_at, finished_at, error FROM runs WHERE run_id = :run_id",
+            {"run_id": run_id},
+        )
+        if row is None:
+            return None
+        state = RunState(
+            run_id=row[0],
+            status=row[1],
+            mode=row[2],
+            login=row[3],
+            database_id=row[4],
+            manager_id=row[5],
+            stream_id=row[6],
+            created_at=row[7],
+            updated_at=row[8],
+            started_at=row[9],
+            finished_at=row[10],
+            error=row[11],
+        )
+        params = {"run_id": run_id}
+        groups: dict[str, GroupState] = {}
+        for g in await self.store.fetch_all(
+            "SELECT group_id, display_name, status FROM run_groups WHERE run_id = :run_id"
+            " ORDER BY position",
+            params,
+        ):
+            groups[g[0]] = GroupState(group_id=g[0], display_name=g[1], status=g[2])
+        scripts: dict[str, ScriptState] = {}
+        for s in await self.store.fetch_all(
+            "SELECT group_id, script_id, display_name, execution_lane, export_mode, column_ids,"
+            " status, message, rows_exported, bytes_written, started_at, finished_at, error"
+            " FROM run_scripts WHERE run_id = :run_id ORDER BY position",
+            params,
+        ):
+            script = ScriptState(
+                script_id=s[1],
+                display_name=s[2],
+                execution_lane=int(s[3]),
+                export_mode=s[4],
+                columns=msgspec.json.decode(s[5], type=list[str]) if s[5] else None,
+                status=s[6],
+                message=s[7],
+                rows_exported=int(s[8]),
+                bytes_written=int(s[9]),
+                started_at=s[10],
+                finished_at=s[11],
+                error=s[12],
+            )
+            scripts[script.script_id] = script
+            groups[s[0]].scripts.append(script)
+        for v in await self.store.fetch_all(
+            "SELECT script_id, variant, status, message, rows_exported, bytes_written,"
+            " started_at, finished_at, error, file_id FROM run_variants WHERE run_id = :run_id"
+            " ORDER BY script_id, variant",
+            params,
+        ):
+            scripts[v[0]].variants.append(
+                VariantState(
+                    variant=int(v[1]),
+                    status=v[2],
+                    message=v[3],
+                    rows_exported=int(v[4]),
+                    bytes_written=int(v[5]),
+                    started_at=v[6],
+                    finished_at=v[7],
+                    error=v[8],
+                    file_id=v[9],
+                )
+            )
+        state.groups = list(groups.values())
+        return state
+
+    async def list_runs(
+        self,
+        login: str,
+        database_id: str,
+        manager_id: str,
+        stream_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> list[RunSummary]:
+        """The owner's runs, newest first (ULIDs sort by time), after ``cursor`` if given."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id, status, mode, database_id, manager_id, stream_id, created_at,"
+            " updated_at, started_at, finished_at, error FROM runs"
+            " WHERE login = :login AND database_id = :db AND manager_id = :manager"
+            " AND stream_id = :stream AND (:cursor = '' OR run_id < :cursor)"
+            " ORDER BY run_id DESC LIMIT :limit",
+            {
+                "login": login,
+                "db": database_id,
+                "manager": manager_id,
+                "stream": stream_id,
+                "cursor": cursor or "",
+                "limit": limit,
+            },
+        )
+        return [
+            RunSummary(
+                run_id=r[0],
+                status=r[1],
+                mode=r[2],
+                database_id=r[3],
+                manager_id=r[4],
+                stream_id=r[5],
+                created_at=r[6],
+                updated_at=r[7],
+                started_at=r[8],
+                finished_at=r[9],
+                error=r[10],
+            )
+            for r in rows
+        ]
+
+    async def files(self, run_id: str) -> list[StoredFile]:
+        rows = await self.store.fetch_all(
+            f"SELECT {_FILE_COLUMNS} FROM run_files WHERE run_id = :run_id"  # noqa: S608
+            " ORDER BY created_at, file_id",
+            {"run_id": run_id},
+        )
+        return [_file(r) for r in rows]
+
+    async def file(self, run_id: str, file_id: str) -> StoredFile | None:
+        row = await self.store.fetch_one(
+            f"SELECT {_FILE_COLUMNS} FROM run_files"  # noqa: S608
+            " WHERE run_id = :run_id AND file_id = :file_id",
+            {"run_id": run_id, "file_id": file_id},
+        )
+        return _file(row) if row is not None else None
+
+    async def interrupted_runs(self, *, instance_id: str, stale_before: str | None) -> list[str]:
+        """Active runs no live process is driving: every active run not ours when
+        ``stale_before`` is None, else those whose heartbeat is older than it."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id FROM runs WHERE status IN ('Queued', 'Running')"
+            " AND instance_id <> :instance AND (:stale = '' OR heartbeat_at < :stale)",
+            {"instance": instance_id, "stale": stale_before or ""},
+        )
+        return [str(r[0]) for r in rows]
+
+    async def fail_interrupted(self, run_id: str, now: str) -> RunState | None:
+        """Mark what was Queued or Running in ``run_id`` as Failed (interrupted)."""
+        state = await self.load(run_id)
+        if state is None or state.status not in ("Queued", "Running"):
+            return None
+        mark_unfinished(state, "Failed", now, error=INTERRUPTED)
+        state.error = INTERRUPTED
+        await self.save_all(state)
+        return state
+
+
+def mark_unfinished(state: RunState, status: Status, now: str, *, error: str | None) -> None:
+    """Set every Queued/Running variant to ``status`` and recompute the aggregates."""
+    for group in state.groups:
+        for script in group.scripts:
+            for variant in script.variants:
+                if variant.status in ("Queued", "Running"):
+                    variant.status = status
+                    variant.message = error or status
+                    variant.error = error
+                    variant.finished_at = now
+            recompute_script(script, now)
+        group.status = aggregate_status(s.status for s in group.scripts)
+    state.status = aggregate_status(g.status for g in state.groups)
+    state.updated_at = now
+    if state.status not in ("Queued", "Running"):
+        state.finished_at = state.finished_at or now
+
+
+def recompute_script(script: ScriptState, now: str) -> None:
+    script.status = script_status(v.status for v in script.variants)
+    script.rows_exported = sum(v.rows_exported for v in script.variants)
+    script.bytes_written = sum(v.bytes_written for v in script.variants)
+    errors = [v.error for v in script.variants if v.error]
+    script.error = "; ".join(dict.fromkeys(errors)) if errors else None
+    if script.status not in ("Queued", "Running"):
+        script.finished_at = script.finished_at or now
+        if script.status == "Failed":
+            script.message = script.error
+        else:
+            script.message = script.status

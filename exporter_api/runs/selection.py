@@ -1,0 +1,180 @@
+"""Validation of a ``POST /api/runs`` selection against the catalog, producing a run plan.
+
+The plan is in catalog order (groups, then scripts) whatever the order of the request, so lanes
+run their scripts in catalog order. Unknown ids are collected and reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, get_args
+
+from exporter_api.errors import BadRequest
+from exporter_api.runs.models import ExportMode, RunCreateRequest, RunMode, ScriptSelection
+
+if TYPE_CHECKING:
+    from exporter_api.config import ColumnItem, ExportConfig, GroupConfig, ScriptConfig
+
+RUN_MODES: tuple[str, ...] = get_args(RunMode)
+EXPORT_MODES: tuple[str, ...] = get_args(ExportMode)
+
+
+@dataclass(frozen=True)
+class PlannedScript:
+    group_id: str
+    script: ScriptConfig
+    export_mode: ExportMode
+    columns: tuple[ColumnItem, ...]
+    """Profile items to export, in profile order (every item for ``AllColumns``)."""
+
+
+@dataclass(frozen=True)
+class PlannedGroup:
+    group: GroupConfig
+    scripts: tuple[PlannedScript, ...]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    mode: RunMode
+    groups: tuple[PlannedGroup, ...]
+
+    def scripts(self) -> list[PlannedScript]:
+        return [s for g in self.groups for s in g.scripts]
+
+    def lanes(self) -> dict[int, list[PlannedScript]]:
+        """Scripts by execution lane, each lane in catalog order."""
+        lanes: dict[int, list[PlannedScript]] = {}
+        for script in self.scripts():
+            lanes.setdefault(script.script.execution_lane, []).append(script)
+        return dict(sorted(lanes.items()))
+
+
+def _names(ids: list[str]) -> str:
+    return ", ".join(repr(i) for i in ids)
+
+
+def plan_run(request: RunCreateRequest, config: ExportConfig) -> RunPlan:
+    """Check the request against the catalog; raise ``BadRequest`` naming what is wrong."""
+    if request.mode not in RUN_MODES:
+        raise BadRequest(
+            f"mode must be one of {', '.join(RUN_MODES)}, not {request.mode!r}", field="mode"
+        )
+    mode: RunMode = request.mode  # type: ignore[assignment]  # checked just above
+
+    groups_by_id = {g.id: g for g in config.groups}
+    profiles = {p.id: p for p in config.columns_profiles}
+
+    unknown_groups: list[str] = []
+    unknown_scripts: list[str] = []
+    unknown_columns: list[str] = []
+    problems: list[tuple[str, str]] = []
+    chosen: dict[str, dict[str, ScriptSelection]] = {}  # enabled group id -> enabled scripts
+    seen_groups: set[str] = set()
+
+    for gi, gsel in enumerate(request.selection.groups):
+        group = groups_by_id.get(gsel.group_id)
+        if group is None:
+            unknown_groups.append(gsel.group_id)
+            continue
+        if gsel.group_id in seen_groups:
+            problems.append(
+                (f"selection.groups[{gi}].groupId", f"group {gsel.group_id!r} is listed twice")
+            )
+            continue
+        seen_groups.add(gsel.group_id)
+        scripts_by_id = {s.id: s for s in group.scripts}
+        enabled: dict[str, ScriptSelection] = {}
+        seen_scripts: set[str] = set()
+        for si, ssel in enumerate(gsel.scripts):
+            where = f"selection.groups[{gi}].scripts[{si}]"
+            script = scripts_by_id.get(ssel.script_id)
+            if script is None:
+                unknown_scripts.append(f"{gsel.group_id}/{ssel.script_id}")
+                continue
+            if ssel.script_id in seen_scripts:
+                problems.append((f"{where}.scriptId", f"script {ssel.script_id!r} is listed twice"))
+                continue
+            seen_scripts.add(ssel.script_id)
+            if ssel.export_mode not in EXPORT_MODES:
+                problems.append(
+                    (
+                        f"{where}.exportMode",
+                        f"exportMode must be one of {', '.join(EXPORT_MODES)}, "
+                        f"not {ssel.export_mode!r}",
+                    )
+                )
+                continue
+            profile = profiles.get(script.columns_profile_id)
+            known = {item.id for item in profile.items} if profile is not None else set()
+            missing = [c for c in ssel.selected_column_item_ids if c not in known]
+            unknown_columns.extend(f"{ssel.script_id}/{c}" for c in missing)
+            if (
+                ssel.export_mode == "CustomColumns"
+                and ssel.enabled
+                and not ssel.selected_column_item_ids
+            ):
+                problems.append(
+                    (
+                        f"{where}.selectedColumnItemIds",
+                        f"CustomColumns needs at least one column for script {ssel.script_id!r}",
+                    )
+                )
+            if ssel.enabled:
+                enabled[ssel.script_id] = ssel
+        if gsel.enabled:
+            chosen[gsel.group_id] = enabled
+
+    if unknown_groups:
+        raise BadRequest(f"unknown group ids: {_names(unknown_groups)}", field="selection.groups")
+    if unknown_scripts:
+        raise BadRequest(
+            f"unknown script ids (group/script): {_names(unknown_scripts)}",
+            field="selection.groups.scripts",
+        )
+    if unknown_columns:
+        raise BadRequest(
+            f"unknown column item ids (script/column): {_names(unknown_columns)}",
+            field="selection.groups.scripts.selectedColumnItemIds",
+        )
+    if problems:
+        field, message = problems[0]
+        raise BadRequest(message, field=field)
+
+    enabled_groups = [gid for gid in chosen]
+    enabled_scripts = sum(len(s) for s in chosen.values())
+    if mode == "SingleGroup" and len(enabled_groups) != 1:
+        raise BadRequest(
+            f"mode SingleGroup needs exactly one enabled group, got {len(enabled_groups)}",
+            field="selection.groups",
+        )
+    if mode == "SingleScript" and enabled_scripts != 1:
+        raise BadRequest(
+            f"mode SingleScript needs exactly one enabled script, got {enabled_scripts}",
+            field="selection.groups.scripts",
+        )
+    if enabled_scripts == 0:
+        raise BadRequest("the selection enables no script", field="selection.groups")
+
+    planned_groups: list[PlannedGroup] = []
+    for group in config.groups:  # catalog order
+        if group.id not in chosen or not chosen[group.id]:
+            continue
+        selected = chosen[group.id]
+        planned: list[PlannedScript] = []
+        for script in group.scripts:  # catalog order
+            picked = selected.get(script.id)
+            if picked is None:
+                continue
+            profile = profiles[script.columns_profile_id]
+            if picked.export_mode == "CustomColumns":
+                wanted = set(picked.selected_column_item_ids)
+                columns = tuple(item for item in profile.items if item.id in wanted)
+            else:
+                columns = tuple(profile.items)
+            export_mode: ExportMode = (
+                "CustomColumns" if picked.export_mode == "CustomColumns" else "AllColumns"
+            )
+            planned.append(PlannedScript(group.id, script, export_mode, columns))
+        planned_groups.append(PlannedGroup(group, tuple(planned)))
+    return RunPlan(mode, tuple(planned_groups))

@@ -1,0 +1,102 @@
+"""The state store interface and the migration runner shared by both backends.
+
+SQL written for the store uses `:name` parameters and a portable subset of types: TEXT, INTEGER,
+BIGINT, DOUBLE PRECISION; timestamps are ISO-8601 UTC TEXT; booleans INTEGER 0/1.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import structlog
+
+from exporter_api.sqlparams import split_statements
+
+_log = structlog.get_logger("exporter_api.store")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def utcnow_iso() -> str:
+    """Timestamps in the store: `2026-01-23T12:34:56.789Z` (sortable as text)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Store(ABC):
+    """Async access to the state store with `:name` parameters."""
+
+    backend: str  # "sqlite" | "postgres"
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
+        """Run one statement; returns the number of rows it changed."""
+
+    @abstractmethod
+    async def fetch_all(
+        self, sql: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]: ...
+
+    async def fetch_one(
+        self, sql: str, params: Mapping[str, object] | None = None
+    ) -> tuple[Any, ...] | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """Statements of this task inside the block run in one transaction."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
+    def _migration_lock(self) -> AbstractAsyncContextManager[None]:
+        """Held while migrating (several instances may start at once)."""
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations in order; returns the names applied."""
+        applied: list[str] = []
+        async with self._migration_lock():
+            await self.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {
+                int(r[0]) for r in await self.fetch_all("SELECT version FROM schema_migrations")
+            }
+            for version, name, sql in load_migrations():
+                if version in done:
+                    continue
+                async with self.transaction():
+                    for statement in split_statements(sql):
+                        await self.execute(statement)
+                    await self.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at)"
+                        " VALUES (:version, :name, :at)",
+                        {"version": version, "name": name, "at": utcnow_iso()},
+                    )
+                _log.info("store_migration_applied", backend=self.backend, migration=name)
+                applied.append(name)
+        return applied
+
+
+def load_migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every `NNNN_name.sql` in store/migrations, in order."""
+    found: list[tuple[int, str, str]] = []
+    for entry in resources.files("exporter_api.store").joinpath("migrations").iterdir():
+        m = _MIGRATION_NAME.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError("two migrations share a version number")
+    return found
+
+
+__all__ = ["Store", "load_migrations", "utcnow_iso"]

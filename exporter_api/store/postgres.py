@@ -1,0 +1,70 @@
+"""PostgreSQL state store (asyncpg pool) for deployments with several instances."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import asyncpg
+
+from exporter_api.sqlparams import to_numbered
+from exporter_api.store.base import Store
+
+_MIGRATION_LOCK_KEY = 0x45585054  # "EXPT": one migrating instance at a time
+
+
+class PostgresStore(Store):
+    backend = "postgres"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._conn: ContextVar[Any] = ContextVar(f"pg_store_conn_{id(self)}", default=None)
+
+    @classmethod
+    async def open(cls, url: str, max_size: int = 10) -> PostgresStore:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+        return cls(pool)
+
+    async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
+        query, args = to_numbered(sql, params or {})
+        conn = self._conn.get()
+        status: str = await (conn or self._pool).execute(query, *args)
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def fetch_all(
+        self, sql: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]:
+        query, args = to_numbered(sql, params or {})
+        conn = self._conn.get()
+        rows = await (conn or self._pool).fetch(query, *args)
+        return [tuple(r) for r in rows]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        if self._conn.get() is not None:
+            yield
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            token = self._conn.set(conn)
+            try:
+                yield
+            finally:
+                self._conn.reset(token)
+
+    @asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[None]:
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+
+__all__ = ["PostgresStore"]

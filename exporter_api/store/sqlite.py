@@ -1,0 +1,92 @@
+"""SQLite state store: one connection used from worker threads, one statement at a time."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from exporter_api.store.base import Store
+
+
+class SqliteStore(Store):
+    backend = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = anyio.Lock()
+        self._in_tx: ContextVar[bool] = ContextVar(f"sqlite_store_tx_{id(self)}", default=False)
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStore:
+        def connect() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            path.chmod(0o600)
+            return conn
+
+        conn = await anyio.to_thread.run_sync(connect)
+        return cls(conn)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        if self._in_tx.get():
+            return await anyio.to_thread.run_sync(fn, *args)
+        async with self._lock:
+            return await anyio.to_thread.run_sync(fn, *args)
+
+    async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
+        def run() -> int:
+            return self._conn.execute(sql, dict(params or {})).rowcount
+
+        result: int = await self._run(run)
+        return result
+
+    async def fetch_all(
+        self, sql: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in self._conn.execute(sql, dict(params or {})).fetchall()]
+
+        result: list[tuple[Any, ...]] = await self._run(run)
+        return result
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        if self._in_tx.get():
+            yield  # nested: part of the outer transaction
+            return
+        async with self._lock:
+            token = self._in_tx.set(True)
+            try:
+                await anyio.to_thread.run_sync(self._conn.execute, "BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._conn.execute, "ROLLBACK")
+                    raise
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._conn.execute, "COMMIT")
+            finally:
+                self._in_tx.reset(token)
+
+    @asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[None]:
+        yield  # one process owns a SQLite store
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._conn.close)
+
+
+__all__ = ["SqliteStore"]

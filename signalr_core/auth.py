@@ -1,0 +1,103 @@
+"""The authentication hook's input: request headers, query, cookies and the bearer token.
+
+The TypeScript client sends the access token in the ``Authorization: Bearer`` header on HTTP
+requests and (in browsers) in the ``access_token`` query parameter for WebSockets and
+Server-Sent Events, because those browser APIs cannot set headers. Both are accepted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl
+
+from signalr_core.context import Principal
+from signalr_core.errors import AuthenticationError
+
+__all__ = ["AuthRequest", "Authenticator", "call_authenticate", "request_from_scope"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthRequest:
+    """What the ``authenticate`` hook (and the negotiate hooks) see of a request.
+
+    Attributes:
+        method: HTTP method (``"GET"`` for WebSocket upgrades).
+        path: Request path.
+        headers: Request headers; names lower-case, repeated headers joined with ``", "``.
+        query: Query parameters (last value wins).
+        cookies: Cookies from the ``Cookie`` header.
+        access_token: The bearer token from ``Authorization: Bearer`` or the ``access_token``
+            query parameter (the header wins), ``None`` when absent.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    cookies: Mapping[str, str]
+    access_token: str | None
+
+
+Authenticator: TypeAlias = Callable[[AuthRequest], "Principal | Awaitable[Principal | None] | None"]
+"""``authenticate(request) -> Principal | None`` (sync or async). ``None`` (or raising
+:class:`~signalr_core.AuthenticationError`) means anonymous."""
+
+
+def _parse_cookies(header: str) -> dict[str, str]:
+    cookie: SimpleCookie = SimpleCookie()
+    try:
+        cookie.load(header)
+    except CookieError:
+        return {}
+    return {key: morsel.value for key, morsel in cookie.items()}
+
+
+def request_from_scope(scope: Mapping[str, Any]) -> AuthRequest:
+    """Build an :class:`AuthRequest` from an ASGI ``http`` or ``websocket`` scope."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    query = dict(
+        parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    )
+    token: str | None = None
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            token = credentials.strip()
+    if token is None:
+        token = query.get("access_token") or None
+    cookies = _parse_cookies(headers["cookie"]) if "cookie" in headers else {}
+    method = scope.get("method", "GET") if scope.get("type") == "http" else "GET"
+    return AuthRequest(
+        method=method,
+        path=scope.get("path", ""),
+        headers=headers,
+        query=query,
+        cookies=cookies,
+        access_token=token,
+    )
+
+
+async def call_authenticate(
+    authenticate: Authenticator | None, request: AuthRequest
+) -> Principal | None:
+    """Run the hook (sync or async); refusal by :class:`AuthenticationError` means ``None``."""
+    if authenticate is None:
+        return None
+    try:
+        result = authenticate(request)
+        if inspect.isawaitable(result):
+            result = await result
+    except AuthenticationError:
+        return None
+    if result is not None and not isinstance(result, Principal):
+        raise TypeError("authenticate must return a Principal or None")
+    return result

@@ -1,0 +1,884 @@
+"""Running hub connections: the message loop, invocations, streams and the outgoing buffer.
+
+Theory of operation
+===================
+
+A :class:`HubServerConnection` is created by negotiate (or by a WebSocket request without an
+id) and started when a transport attaches. Its :meth:`~HubServerConnection.run` task lives in
+the endpoint's task group, so Long Polling and Server-Sent Events connections outlive the HTTP
+requests that carry them. ``run`` is one cancel scope around one task group:
+
+* the **message loop** reads byte chunks the transport fed in (a bounded memory stream), hands
+  them to the sans-I/O :class:`~signalr_core.connection.HubConnectionState` and dispatches the
+  decoded messages in order;
+* ``max_parallel_invocations`` **invocation workers** take non-streaming invocations from a
+  zero-capacity stream, so the loop waits when all are busy (ASP.NET's invocation limit)
+  without creating a task per message;
+* one task per **server-to-client stream** and per method taking **client-to-server streams**
+  (they do not count against the limit, as in ASP.NET); each stream has its own cancel scope
+  for ``CancelInvocation``.
+
+The first failure cancels everything; ``run`` then unregisters the connection, calls the hub's
+``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
+sends what is left and ends. Writes never block: frames go to the bounded
+:class:`~signalr_core.transports.OutgoingBuffer` and a connection whose buffer is full is
+aborted. Server-to-client streams wait for buffer space instead (backpressure).
+
+Error texts follow ASP.NET Core's ``DefaultHubDispatcher`` and ``ErrorMessageHelper``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import inspect
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from signalr_core.clients import GroupManager, HubCallerClients
+from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
+from signalr_core.context import HubCallerContext, Principal
+from signalr_core.errors import (
+    HandshakeError,
+    HubException,
+    InvocationError,
+    ProtocolError,
+    SignalRError,
+)
+from signalr_core.handshake import HANDSHAKE_CANCELED
+from signalr_core.hub import Hub, HubMethod, normalize_name
+from signalr_core.lifetime import HubLifetimeManager
+from signalr_core.messages import (
+    PING,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HubMessage,
+    InvocationMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+    TransferFormat,
+)
+from signalr_core.options import HubOptions
+from signalr_core.transports import OutgoingBuffer, TransportName
+
+if TYPE_CHECKING:
+    from signalr_core.protocols import HubProtocol
+    from signalr_core.transports.longpolling import PollSlot
+
+__all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnection"]
+
+_log = structlog.get_logger("signalr_core")
+
+CONNECTION_ERROR: Final = "Connection closed with an error."
+_BINDING_MISMATCH: Final = (
+    "Error binding arguments. Make sure that the types of the provided values match the types "
+    "of the hub method being invoked."
+)
+_INCOMING_CHUNKS: Final = 16
+_DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
+
+
+class ClientStreamError(SignalRError):
+    """The client ended a client-to-server stream with an error (its text is the message)."""
+
+
+def exception_name(exc: BaseException) -> str:
+    """The type name ASP.NET would show for ``exc`` in a detailed error."""
+    if isinstance(exc, ProtocolError):
+        return "InvalidDataException"  # what ASP.NET's protocol readers throw
+    if isinstance(exc, ClientStreamError):
+        return "Exception"  # ASP.NET completes the channel with new Exception(error)
+    return type(exc).__name__
+
+
+def build_error_message(message: str, exc: BaseException, detailed: bool) -> str:
+    """ASP.NET's ``ErrorMessageHelper``: a HubException's text always shows, others if detailed."""
+    if isinstance(exc, HubException) or detailed:
+        return f"{message} {exception_name(exc)}: {exc}"
+    return message
+
+
+class ConnectionStatus(enum.Enum):
+    """Where a server connection is, from the endpoint's point of view."""
+
+    INACTIVE = "inactive"  # negotiated, no transport yet
+    ACTIVE = "active"  # a transport attached, run() started
+    FINISHED = "finished"  # run() ended
+
+
+class EncodeCache:
+    """Encodes the message of a broadcast once per protocol.
+
+    A broadcast writes the same message object to every connection in one synchronous loop, so
+    remembering the last message (by identity, holding a reference) is enough.
+    """
+
+    __slots__ = ("_encoded", "_message")
+
+    def __init__(self) -> None:
+        self._message: HubMessage | None = None
+        self._encoded: dict[str, bytes] = {}
+
+    def encode(self, protocol: HubProtocol, message: HubMessage) -> bytes:
+        if message is not self._message:
+            self._message = message
+            self._encoded = {}
+        data = self._encoded.get(protocol.name)
+        if data is None:
+            data = protocol.encode_message(message)
+            self._encoded[protocol.name] = data
+        return data
+
+
+class HubDispatcher:
+    """Per-endpoint part of dispatching: the hub's methods and shared facades."""
+
+    def __init__(
+        self,
+        hub_class: type[Hub],
+        methods: Mapping[str, HubMethod],
+        options: HubOptions,
+        manager: HubLifetimeManager,
+    ) -> None:
+        self.hub_class = hub_class
+        self.methods = methods
+        self.options = options
+        self.manager = manager
+        self.groups = GroupManager(manager)
+        self.encode_cache = EncodeCache()
+        self._by_target: dict[str, HubMethod] = {}
+
+    def lookup(self, target: str) -> HubMethod | None:
+        """The method a wire target names (cached per exact spelling for known methods)."""
+        method = self._by_target.get(target)
+        if method is None:
+            method = self.methods.get(normalize_name(target))
+            if method is not None and len(self._by_target) < 4 * len(self.methods) + 64:
+                self._by_target[target] = method
+        return method
+
+
+class _UploadStream(AsyncIterator[Any]):
+    """A client-to-server stream as the hub method sees it."""
+
+    __slots__ = ("_receive", "error")
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Any]) -> None:
+        self._receive = receive
+        self.error: str | None = None
+
+    def __aiter__(self) -> _UploadStream:
+        return self
+
+    def close(self) -> None:
+        self._receive.close()
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self.error is not None:
+                raise ClientStreamError(self.error) from None
+            raise StopAsyncIteration from None
+
+
+class _Upload:
+    __slots__ = ("item_type", "send", "stream")
+
+    def __init__(
+        self, send: MemoryObjectSendStream[Any], stream: _UploadStream, item_type: Any
+    ) -> None:
+        self.send = send
+        self.stream = stream
+        self.item_type = item_type
+
+
+_Job = tuple[HubMethod, InvocationMessage, list[Any]]
+
+
+class HubServerConnection:
+    """One hub connection on the server (the lifetime manager's ``HubConnectionHandle``).
+
+    Attributes:
+        connection_id: Public id.
+        connection_token: Secret id used in transport requests (equals the id for v0).
+        user_id: The user's id, ``None`` when anonymous.
+        status: :class:`ConnectionStatus`.
+        transport: The attached transport, ``None`` before.
+        context: The hub caller context (set when a transport attaches).
+        outgoing: Frames waiting for the transport.
+    """
+
+    def __init__(
+        self,
+        dispatcher: HubDispatcher,
+        protocols: Mapping[str, HubProtocol],
+        *,
+        connection_id: str,
+        connection_token: str,
+    ) -> None:
+        options = dispatcher.options
+        self._dispatcher = dispatcher
+        self._options = options
+        self._protocols = protocols
+        self.connection_id = connection_id
+        self.connection_token = connection_token
+        self.user_id: str | None = None
+        self.user: Principal | None = None
+        self.status = ConnectionStatus.INACTIVE
+        self.transport: TransportName | None = None
+        self.context: HubCallerContext | None = None
+        self.items: dict[Any, Any] = {}
+        self.outgoing = OutgoingBuffer(options.max_buffered_messages, options.max_buffered_bytes)
+        self.protocol: HubProtocol | None = None
+        self.created = time.monotonic()
+        self.finished = anyio.Event()
+        self.poll_active = False
+        self.last_poll = self.created
+        self.current_poll: PollSlot | None = None
+        self.transport_attached = False
+        self.transport_scope: anyio.CancelScope | None = None
+        self.aborted = False
+        self._state: HubConnectionState | None = None
+        self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[bytes](
+            _INCOMING_CHUNKS
+        )
+        self._scope: anyio.CancelScope | None = None
+        self._open = False
+        self._registered = False
+        self._hub_connected = False
+        self._close_requested = False
+        self._wrote = False
+        self._received = False
+        self._last_write = self.created
+        self._last_read = self.created
+        self._busy = 0
+        self._streams: dict[str, anyio.CancelScope] = {}
+        self._uploads: dict[str, _Upload] = {}
+        self._caller_clients = HubCallerClients(dispatcher.manager, self)
+        self._log = _log.bind(connection_id=connection_id)
+
+    # -- attaching a transport ---------------------------------------------------------------
+
+    def activate(
+        self,
+        transport: TransportName,
+        *,
+        user: Principal | None,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        cookies: Mapping[str, str],
+    ) -> None:
+        """Bind the transport and the request that started it; then start :meth:`run`."""
+        formats = (
+            TransferFormat.TEXT
+            if transport is TransportName.SERVER_SENT_EVENTS
+            else TransferFormat.TEXT | TransferFormat.BINARY
+        )
+        self.transport = transport
+        self.user = user
+        self.user_id = user.user_id if user is not None else None
+        self.context = HubCallerContext(
+            connection_id=self.connection_id,
+            user=user,
+            items=self.items,
+            headers=dict(headers),
+            query={k: v for k, v in query.items() if k != "access_token"},
+            cookies=dict(cookies),
+            transport=str(transport),
+        )
+        self._state = HubConnectionState(
+            self._protocols,
+            transfer_formats=formats,
+            max_message_size=self._options.max_message_size,
+            detailed_errors=self._options.enable_detailed_errors,
+        )
+        self.status = ConnectionStatus.ACTIVE
+        self._log = self._log.bind(transport=str(transport))
+
+    async def feed(self, data: bytes) -> bool:
+        """Hand received bytes to the message loop; ``False`` if the connection is gone."""
+        if not data:
+            return not self.finished.is_set()
+        self._received = True
+        try:
+            try:
+                self._incoming_send.send_nowait(data)  # no extra scheduling round when not full
+            except anyio.WouldBlock:
+                await self._incoming_send.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
+    def transport_closed(self) -> None:
+        """The client went away (socket closed, DELETE, SSE request ended)."""
+        self._incoming_send.close()
+
+    # -- HubConnectionHandle -------------------------------------------------------------------
+
+    def write(self, message: HubMessage) -> None:
+        """Encode (once per protocol per broadcast) and enqueue without blocking."""
+        protocol = self.protocol
+        if not self._open or protocol is None:
+            return
+        self._enqueue(self._dispatcher.encode_cache.encode(protocol, message))
+
+    def _send(self, message: HubMessage) -> None:
+        protocol = self.protocol
+        if not self._open or protocol is None:
+            return
+        self._enqueue(protocol.encode_message(message))
+
+    def _enqueue(self, data: bytes) -> None:
+        if self.outgoing.put(data):
+            self._wrote = True
+        elif not self.outgoing.closed:
+            self._log.warning(
+                "signalr.slow_consumer",
+                pending_bytes=self.outgoing.pending_bytes,
+                pending_messages=len(self.outgoing),
+            )
+            self.abort()
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
+        """Send Close (with ``error`` / ``allowReconnect``) and end the connection."""
+        if self._close_requested:
+            return
+        self._close_requested = True
+        state = self._state
+        if state is not None and state.phase is not ConnectionPhase.CLOSED:
+            state.close(error, allow_reconnect)
+            for frame in state.data_to_send():
+                self.outgoing.put(frame, force=True)
+        self._open = False
+        if self._scope is not None:
+            self._scope.cancel()
+        elif self.status is ConnectionStatus.INACTIVE:
+            self._end_inactive()
+
+    def abort(self) -> None:
+        """End the connection at once, dropping whatever is queued."""
+        self.aborted = True
+        self._open = False
+        self._close_requested = True
+        self.outgoing.close(discard=True)
+        if self.transport_scope is not None:
+            self.transport_scope.cancel()  # do not wait for a socket that does not drain
+        if self._scope is not None:
+            self._scope.cancel()
+        elif self.status is ConnectionStatus.INACTIVE:
+            self._end_inactive()
+
+    def _end_inactive(self) -> None:
+        self.outgoing.close()
+        self._incoming_send.close()
+        self._incoming_receive.close()
+        self.status = ConnectionStatus.FINISHED
+        self.finished.set()
+
+    def tick(self, now: float) -> None:
+        """Keep-alive and client-timeout bookkeeping, called about once a second."""
+        if not self._open:
+            return
+        options = self._options
+        if self._received:
+            self._received = False
+            self._last_read = now
+        elif now - self._last_read >= options.client_timeout:
+            self._log.info("signalr.client_timeout", timeout=options.client_timeout)
+            self.abort()
+            return
+        if self._wrote:
+            self._wrote = False
+            self._last_write = now
+        elif (
+            self.transport is not TransportName.LONG_POLLING
+            and now - self._last_write >= options.keep_alive_interval
+        ):
+            self._send(PING)
+
+    # -- the connection's life -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
+        error: Exception | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                if self._close_requested:
+                    scope.cancel()
+                await self._serve()
+        except HandshakeError as exc:
+            self._log.info("signalr.handshake_failed", error=str(exc))
+        except _ConnectFailed as exc:
+            error = exc.error
+        except ProtocolError as exc:
+            error = exc
+            self._log.info("signalr.protocol_error", error=str(exc))
+            self.close(
+                build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
+            )
+        except Exception as exc:
+            error = exc
+            self._log.exception("signalr.connection_failed")
+            self.close(
+                build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
+            )
+        finally:
+            with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
+                await self._finish(error)
+
+    async def _serve(self) -> None:
+        pending = await self._handshake()
+        if pending is None:
+            return
+        self._open = True
+        self._last_read = self._last_write = time.monotonic()
+        manager = self._dispatcher.manager
+        await manager.on_connected(self)
+        self._registered = True
+        self._log.info("signalr.connected", protocol=self.protocol.name if self.protocol else None)
+        try:
+            hub = self._new_hub()
+            await hub.on_connected()
+        except Exception as exc:
+            self._log.warning("signalr.on_connected_failed", error_type=type(exc).__name__)
+            self.close(
+                build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
+            )
+            raise _ConnectFailed(exc) from exc
+        self._hub_connected = True
+        send, receive = anyio.create_memory_object_stream[_Job](0)
+        loop_error: ProtocolError | None = None
+        async with anyio.create_task_group() as tg, send, receive:
+            for _ in range(self._options.max_parallel_invocations):
+                tg.start_soon(self._worker, receive.clone())
+            try:
+                await self._message_loop(pending, tg, send)
+            except ProtocolError as exc:
+                loop_error = exc
+            tg.cancel_scope.cancel()
+        if loop_error is not None:
+            raise loop_error
+
+    async def _handshake(self) -> list[HubMessage] | None:
+        state = self._state
+        assert state is not None
+        with anyio.move_on_after(self._options.handshake_timeout):
+            async for chunk in self._incoming_receive:
+                try:
+                    state.receive_data(chunk)
+                except HandshakeError:
+                    self._flush_state()
+                    raise
+                events = state.events_received()
+                for index, event in enumerate(events):
+                    if isinstance(event, HandshakeCompleted):
+                        self.protocol = event.protocol
+                        self._flush_state()
+                        return [
+                            e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
+                        ]
+            return None
+        self._log.info("signalr.handshake_timeout", timeout=self._options.handshake_timeout)
+        if state.phase is ConnectionPhase.HANDSHAKE:
+            state.send_handshake_response(HANDSHAKE_CANCELED)
+            self._flush_state()
+        return None
+
+    def _flush_state(self) -> None:
+        assert self._state is not None
+        for frame in self._state.data_to_send():
+            self.outgoing.put(frame, force=True)
+
+    async def _message_loop(
+        self,
+        pending: list[HubMessage],
+        tg: anyio.abc.TaskGroup,
+        jobs: MemoryObjectSendStream[_Job],
+    ) -> None:
+        for pending_message in pending:
+            if await self._dispatch(pending_message, tg, jobs):
+                return
+        state = self._state
+        assert state is not None
+        incoming = self._incoming_receive
+        while True:
+            try:
+                chunk = incoming.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    chunk = await incoming.receive()
+                except anyio.EndOfStream:
+                    return
+            except anyio.EndOfStream:
+                return
+            try:
+                state.receive_data(chunk)
+            except ProtocolError:
+                # Messages decoded before the bad frame still run, as ASP.NET reads them first.
+                for event in state.events_received():
+                    if not isinstance(event, HandshakeCompleted):
+                        await self._dispatch(event, tg, jobs)
+                raise
+            for event in state.events_received():
+                if isinstance(event, HandshakeCompleted):
+                    continue
+                if await self._dispatch(event, tg, jobs):
+                    return
+
+    async def _finish(self, error: Exception | None) -> None:
+        self._open = False
+        self._incoming_send.close()
+        self._incoming_receive.close()
+        for upload in self._uploads.values():
+            upload.send.close()
+            upload.stream.close()
+        self._uploads.clear()
+        try:
+            if self._registered:
+                await self._dispatcher.manager.on_disconnected(self)
+            if self._hub_connected:
+                hub = self._new_hub()
+                await hub.on_disconnected(error)
+        except Exception:
+            self._log.exception("signalr.on_disconnected_failed")
+        finally:
+            self.outgoing.close()
+            self.status = ConnectionStatus.FINISHED
+            self.finished.set()
+            self._log.info("signalr.disconnected", error=type(error).__name__ if error else None)
+
+    # -- dispatching ---------------------------------------------------------------------------
+
+    async def _dispatch(
+        self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: MemoryObjectSendStream[_Job]
+    ) -> bool:
+        """Handle one message; ``True`` when the client closed the connection."""
+        if isinstance(message, InvocationMessage | StreamInvocationMessage):
+            await self._on_invocation(message, tg, jobs)
+        elif isinstance(message, StreamItemMessage):
+            await self._on_stream_item(message)
+        elif isinstance(message, CompletionMessage):
+            self._complete_upload(message.invocation_id, message.error)
+        elif isinstance(message, CancelInvocationMessage):
+            scope = self._streams.get(message.invocation_id)
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(message, CloseMessage):
+            self._log.info("signalr.client_closed", error=message.error)
+            return True
+        # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
+        return False
+
+    def _send_error(self, invocation_id: str | None, text: str) -> None:
+        if invocation_id:
+            self._send(CompletionMessage(invocation_id=invocation_id, error=text))
+
+    async def _on_invocation(
+        self,
+        message: InvocationMessage | StreamInvocationMessage,
+        tg: anyio.abc.TaskGroup,
+        jobs: MemoryObjectSendStream[_Job],
+    ) -> None:
+        target = message.target
+        invocation_id = message.invocation_id
+        is_stream_response = isinstance(message, StreamInvocationMessage)
+        method = self._dispatcher.lookup(target)
+        detailed = self._options.enable_detailed_errors
+        failed_to_invoke = f"Failed to invoke '{target}' due to an error on the server."
+        if method is None:
+            self._send_error(
+                invocation_id, f"{failed_to_invoke} HubException: Method does not exist."
+            )
+            return
+        arguments = message.arguments
+        expected = len(method.value_parameters)
+        if not method.required_arguments <= len(arguments) <= expected:
+            detail = (
+                f"Invocation provides {len(arguments)} argument(s) but target expects {expected}."
+            )
+            self._send_error(
+                invocation_id,
+                f"{failed_to_invoke} InvalidDataException: {detail}"
+                if detailed
+                else failed_to_invoke,
+            )
+            return
+        protocol = self.protocol
+        assert protocol is not None
+        try:
+            values = [
+                protocol.decode_argument(raw, param.type)
+                for raw, param in zip(arguments, method.value_parameters, strict=False)
+            ]
+        except InvocationError:
+            self._send_error(
+                invocation_id,
+                f"{failed_to_invoke} InvalidDataException: {_BINDING_MISMATCH}"
+                if detailed
+                else failed_to_invoke,
+            )
+            return
+        if not self._authorized(method):
+            self._send_error(
+                invocation_id, f"Failed to invoke '{target}' because user is unauthorized"
+            )
+            return
+        if method.is_stream_response and not is_stream_response:
+            self._send_error(
+                invocation_id,
+                f"The client attempted to invoke the streaming '{target}' method with a "
+                "non-streaming invocation.",
+            )
+            return
+        if not method.is_stream_response and is_stream_response:
+            self._send_error(
+                invocation_id,
+                f"The client attempted to invoke the non-streaming '{target}' method with a "
+                "streaming invocation.",
+            )
+            return
+        stream_ids = message.stream_ids
+        if len(stream_ids) != len(method.stream_parameters):
+            exc = HubException(
+                f"Client sent {len(stream_ids)} stream(s), Hub method expects "
+                f"{len(method.stream_parameters)}."
+            )
+            self._send_error(
+                invocation_id,
+                build_error_message(
+                    f"An unexpected error occurred invoking '{target}' on the server.",
+                    exc,
+                    detailed,
+                ),
+            )
+            return
+        if isinstance(message, InvocationMessage) and not stream_ids:
+            if not method.is_coroutine and self._busy < self._options.max_parallel_invocations:
+                # A plain function cannot suspend: run it here, without a task switch.
+                await self._run_invocation(method, message, values)
+            else:
+                await jobs.send((method, message, values))
+            return
+        if is_stream_response and invocation_id in self._streams:
+            self._send_error(invocation_id, f"Invocation ID '{invocation_id}' is already in use.")
+            return
+        args = self._bind_streams(method, values, stream_ids)
+        if isinstance(message, StreamInvocationMessage):
+            scope = anyio.CancelScope()
+            self._streams[message.invocation_id] = scope
+            tg.start_soon(self._run_stream, method, message, args, scope)
+        else:
+            tg.start_soon(self._run_invocation, method, message, args)
+
+    def _authorized(self, method: HubMethod) -> bool:
+        policy = method.authorize
+        if policy is False:
+            return True
+        if policy is True:
+            return self.user is not None
+        assert self.context is not None
+        try:
+            return bool(policy(self.context))
+        except Exception:
+            self._log.exception("signalr.authorize_policy_failed", method=method.name)
+            return False
+
+    def _bind_streams(
+        self, method: HubMethod, values: list[Any], stream_ids: tuple[str, ...]
+    ) -> list[Any]:
+        value_iter = iter(values)
+        stream_iter = iter(stream_ids)
+        args: list[Any] = []
+        for param in method.parameters:
+            if param.is_stream:
+                stream_id = next(stream_iter)
+                send, receive = anyio.create_memory_object_stream[Any](
+                    self._options.stream_buffer_capacity
+                )
+                stream = _UploadStream(receive)
+                old = self._uploads.pop(stream_id, None)
+                if old is not None:
+                    old.send.close()
+                    old.stream.close()
+                self._uploads[stream_id] = _Upload(send, stream, param.type)
+                args.append(stream)
+            else:
+                try:
+                    args.append(next(value_iter))
+                except StopIteration:
+                    break  # trailing parameters with defaults
+        return args
+
+    async def _on_stream_item(self, message: StreamItemMessage) -> None:
+        upload = self._uploads.get(message.invocation_id)
+        if upload is None:
+            return  # the method ended or the id is unknown: ASP.NET ignores it too
+        protocol = self.protocol
+        assert protocol is not None
+        try:
+            value = protocol.decode_argument(message.item, upload.item_type)
+        except InvocationError as exc:
+            self._complete_upload(
+                message.invocation_id,
+                build_error_message(
+                    "Failed to bind Stream message.",
+                    exc,
+                    self._options.enable_detailed_errors,
+                ),
+            )
+            return
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await upload.send.send(value)  # items after the method ended are dropped
+
+    def _complete_upload(self, stream_id: str, error: str | None) -> None:
+        # The entry stays until the method ends (_close_uploads), which closes both sides.
+        upload = self._uploads.get(stream_id)
+        if upload is not None and upload.stream.error is None:
+            upload.stream.error = error
+            upload.send.close()
+
+    def _close_uploads(self, stream_ids: tuple[str, ...]) -> None:
+        for stream_id in stream_ids:
+            upload = self._uploads.pop(stream_id, None)
+            if upload is not None:
+                upload.send.close()
+                upload.stream.close()
+
+    def _new_hub(self) -> Hub:
+        hub = self._dispatcher.hub_class()
+        assert self.context is not None
+        hub.context = self.context
+        hub.clients = self._caller_clients
+        hub.groups = self._dispatcher.groups
+        return hub
+
+    async def _worker(self, jobs: MemoryObjectReceiveStream[_Job]) -> None:
+        async with jobs:
+            async for method, message, args in jobs:
+                self._busy += 1
+                try:
+                    await self._run_invocation(method, message, args)
+                finally:
+                    self._busy -= 1
+
+    async def _run_invocation(
+        self, method: HubMethod, message: InvocationMessage, args: list[Any]
+    ) -> None:
+        target = message.target
+        try:
+            hub = self._new_hub()
+            result = method.function(hub, *args)
+            if method.is_coroutine or inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            self._log.info(
+                "signalr.invocation_failed", method=target, error_type=type(exc).__name__
+            )
+            self._send_error(
+                message.invocation_id,
+                build_error_message(
+                    f"An unexpected error occurred invoking '{target}' on the server.",
+                    exc,
+                    self._options.enable_detailed_errors,
+                ),
+            )
+            return
+        finally:
+            if message.stream_ids:
+                self._close_uploads(message.stream_ids)
+        invocation_id = message.invocation_id
+        if invocation_id:
+            try:
+                self._send(
+                    CompletionMessage(invocation_id=invocation_id, result=result, has_result=True)
+                )
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                self._log.info("signalr.result_not_serializable", method=target)
+                self._send_error(
+                    invocation_id,
+                    build_error_message(
+                        f"An unexpected error occurred invoking '{target}' on the server.",
+                        exc,
+                        self._options.enable_detailed_errors,
+                    ),
+                )
+
+    async def _run_stream(
+        self,
+        method: HubMethod,
+        message: StreamInvocationMessage,
+        args: list[Any],
+        scope: anyio.CancelScope,
+    ) -> None:
+        invocation_id = message.invocation_id
+        target = message.target
+        detailed = self._options.enable_detailed_errors
+        error: str | None = None
+        iterator: Any = None
+        try:
+            with scope:
+                try:
+                    hub = self._new_hub()
+                    stream = method.function(hub, *args)
+                    if inspect.isawaitable(stream):
+                        stream = await stream
+                except Exception as exc:
+                    error = build_error_message(
+                        f"An unexpected error occurred invoking '{target}' on the server.",
+                        exc,
+                        detailed,
+                    )
+                    return
+                if not hasattr(stream, "__aiter__"):
+                    error = (
+                        f"The value returned by the streaming method '{method.function.__name__}'"
+                        " is not a ChannelReader<> or IAsyncEnumerable<>."
+                    )
+                    return
+                iterator = stream.__aiter__()
+                outgoing = self.outgoing
+                try:
+                    async for item in iterator:
+                        await outgoing.wait_writable()
+                        self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
+                        await anyio.lowlevel.checkpoint()
+                except Exception as exc:
+                    self._log.info(
+                        "signalr.stream_failed", method=target, error_type=type(exc).__name__
+                    )
+                    error = build_error_message(
+                        "An error occurred on the server while streaming results.", exc, detailed
+                    )
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await aclose()
+                    except Exception:
+                        self._log.exception("signalr.stream_close_failed", method=target)
+            self._streams.pop(invocation_id, None)
+            if message.stream_ids:
+                self._close_uploads(message.stream_ids)
+            self._send(CompletionMessage(invocation_id=invocation_id, error=error))
+
+
+class _ConnectFailed(Exception):
+    """``on_connected`` raised; the Close message is already queued."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,528 @@
+"""``HubEndpoint``: the ASGI application serving one hub path.
+
+Routes under the mount point, as ASP.NET's ``HttpConnectionDispatcher``:
+
+* ``POST .../negotiate?negotiateVersion=N``: creates a connection and answers with its ids
+  and the enabled transports (or a redirect / ``{"error": ...}``).
+* ``GET ...`` with a WebSocket upgrade: the WebSockets transport (``?id=`` optional: without
+  it the request creates the connection, for ``skipNegotiation``).
+* ``GET ...`` with ``Accept: text/event-stream``: Server-Sent Events.
+* ``GET ...`` otherwise: a Long Polling poll. ``POST ...``: data from the client (SSE and Long
+  Polling). ``DELETE ...``: ends a Long Polling connection.
+
+Statuses and texts: ``400 Connection ID required``, ``404 No Connection with that ID``,
+``404 <T> transport not supported by this end point type``, ``400 Cannot change transports
+mid-connection``, ``409`` when the connection already has an active transport, ``405``
+for other methods, ``401`` when the hub requires an authenticated user and there is none.
+
+Connections run in the endpoint's task group: enter ``async with endpoint.lifespan():`` in
+the host application's lifespan (the endpoint also answers ASGI ``lifespan`` events itself
+when it is the root application).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from signalr_core.auth import Authenticator, AuthRequest, call_authenticate, request_from_scope
+from signalr_core.clients import HubContext
+from signalr_core.context import Principal
+from signalr_core.cors import CorsPolicy
+from signalr_core.dispatcher import ConnectionStatus, HubDispatcher, HubServerConnection
+from signalr_core.hub import Hub, discover_methods
+from signalr_core.lifetime import DefaultHubLifetimeManager, HubLifetimeManager
+from signalr_core.negotiate import (
+    LONG_POLLING,
+    SERVER_SENT_EVENTS,
+    WEBSOCKETS,
+    TransportInfo,
+    build_negotiate_response,
+    encode_negotiate_error,
+    encode_negotiate_redirect,
+    new_connection_id,
+)
+from signalr_core.options import HttpTransportType, HubOptions
+from signalr_core.protocols import HubProtocol, default_protocols
+from signalr_core.transports import (
+    ASGIReceive,
+    ASGISend,
+    TransportName,
+    read_body,
+    send_response,
+)
+from signalr_core.transports.longpolling import serve_poll
+from signalr_core.transports.sse import serve_sse
+from signalr_core.transports.websockets import serve_websocket
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+__all__ = ["HubEndpoint"]
+
+_log = structlog.get_logger("signalr_core")
+
+_SERVER_NEGOTIATE_VERSION = 1
+_TRANSPORTS: tuple[tuple[HttpTransportType, TransportName, TransportInfo], ...] = (
+    (HttpTransportType.WEBSOCKETS, TransportName.WEBSOCKETS, WEBSOCKETS),
+    (HttpTransportType.SERVER_SENT_EVENTS, TransportName.SERVER_SENT_EVENTS, SERVER_SENT_EVENTS),
+    (HttpTransportType.LONG_POLLING, TransportName.LONG_POLLING, LONG_POLLING),
+)
+_FLAG_OF = {name: flag for flag, name, _ in _TRANSPORTS}
+
+
+class _Refused(Exception):
+    """A transport request answered with an HTTP error before any transport started."""
+
+    def __init__(self, status: int, text: str = "", headers: Sequence[tuple[str, str]] = ()):
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.headers = list(headers)
+
+
+class HubEndpoint:
+    """The ASGI application for one hub.
+
+    Args:
+        hub_class: The :class:`~signalr_core.Hub` subclass to serve.
+        options: :class:`~signalr_core.HubOptions` (transports, protocols, limits, hooks).
+        authenticate: ``(AuthRequest) -> Principal | None`` (sync or async). Called on every
+            request; the token is in ``request.access_token`` (``Authorization: Bearer`` or the
+            ``access_token`` query parameter). Never logged.
+        lifetime_manager: Where connections, groups and users are tracked;
+            :class:`~signalr_core.lifetime.DefaultHubLifetimeManager` when ``None``.
+
+    Mount it with ``*endpoint.routes("/hubs/chat")`` in a Starlette app (a plain
+    ``Mount("/hubs/chat", app=endpoint)`` does not match the bare path WebSockets use), or use
+    it as the root ASGI app.
+    """
+
+    def __init__(
+        self,
+        hub_class: type[Hub],
+        *,
+        options: HubOptions | None = None,
+        authenticate: Authenticator | None = None,
+        lifetime_manager: HubLifetimeManager | None = None,
+    ) -> None:
+        self.hub_class = hub_class
+        self.options = options if options is not None else HubOptions()
+        self.authenticate = authenticate
+        self.lifetime_manager = (
+            lifetime_manager if lifetime_manager is not None else DefaultHubLifetimeManager()
+        )
+        self.protocols: Mapping[str, HubProtocol] = (
+            self.options.protocols if self.options.protocols is not None else default_protocols()
+        )
+        self._dispatcher = HubDispatcher(
+            hub_class, discover_methods(hub_class), self.options, self.lifetime_manager
+        )
+        self._hub_context = HubContext(self.lifetime_manager)
+        self._cors = CorsPolicy(self.options.allowed_origins)
+        self._connections: dict[str, HubServerConnection] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._require_user = bool(getattr(hub_class, "authorize", False))
+        self._transport_infos = tuple(
+            info for flag, _, info in _TRANSPORTS if self.options.transports & flag
+        )
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def hub_context(self) -> HubContext:
+        """Send to this hub's clients from anywhere (``hub_context.clients.group(g).send``)."""
+        return self._hub_context
+
+    @property
+    def connection_count(self) -> int:
+        """Connections known to the endpoint (negotiated, connected or draining)."""
+        return len(self._connections)
+
+    def routes(self, path: str) -> list[BaseRoute]:
+        """Starlette routes serving this hub at ``path`` (the bare path and everything below)."""
+        from starlette.routing import Mount, Route, WebSocketRoute
+
+        path = path.rstrip("/")
+        return [
+            Route(path, endpoint=self, methods=None),
+            WebSocketRoute(path, endpoint=self),
+            Mount(path, app=self),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Own the task group connections run in; on exit, close them gracefully.
+
+        Exiting sends every client ``Close`` with ``allowReconnect: true`` and waits up to
+        ``options.shutdown_timeout`` for connections to end before cancelling them.
+        """
+        if self._tg is not None:
+            raise RuntimeError("HubEndpoint.lifespan() is already running")
+        async with self.lifetime_manager.lifespan(), anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._ticker)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.shutdown()
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def shutdown(self) -> None:
+        """Tell every client to reconnect later (``Close`` with ``allowReconnect``) and wait.
+
+        Called on lifespan exit; call it earlier yourself when the ASGI server stops accepting
+        requests before the lifespan ends (hypercorn waits for open requests first).
+        """
+        for connection in list(self._connections.values()):
+            connection.close(None, allow_reconnect=True)
+        with anyio.move_on_after(self.options.shutdown_timeout):
+            for connection in list(self._connections.values()):
+                await connection.finished.wait()
+            # Then let attached transports flush the Close messages (a short poll of flags
+            # that several independent request tasks clear).
+            while any(  # noqa: ASYNC110
+                c.transport_attached or c.poll_active for c in self._connections.values()
+            ):
+                await anyio.sleep(0.02)
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(
+        self, scope: Mapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._handle_http(scope, receive, send)
+        elif kind == "websocket":
+            await self._handle_websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._handle_lifespan(receive, send)
+
+    async def _handle_lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        async with self.lifespan():
+            await send({"type": "lifespan.startup.complete"})
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+        await send({"type": "lifespan.shutdown.complete"})
+
+    @staticmethod
+    def _is_negotiate(scope: Mapping[str, Any]) -> bool:
+        path: str = scope.get("path", "")
+        return path.rstrip("/").endswith("/negotiate")
+
+    async def _principal(self, request: AuthRequest) -> Principal | None:
+        principal = await call_authenticate(self.authenticate, request)
+        if principal is None and self._require_user:
+            raise _Refused(401, headers=[("www-authenticate", "Bearer")])
+        return principal
+
+    async def _handle_http(
+        self, scope: Mapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        request = request_from_scope(scope)
+        method = request.method
+        if self._cors.enabled:
+            if self._cors.is_preflight(method, request.headers):
+                allowed = self._cors.preflight_headers(request.headers)
+                if allowed is None:
+                    await send_response(send, 403, b"Origin not allowed")
+                else:
+                    await send_response(send, 204, content_type=None, headers=allowed)
+                return
+            send = self._cors.wrap_send(send, request.headers.get("origin"))
+        if self._tg is None:
+            _log.error("signalr.lifespan_not_started", hub=self.hub_class.__name__)
+            await send_response(send, 503, b"The hub endpoint's lifespan is not running.")
+            return
+        try:
+            if self._is_negotiate(scope):
+                if method != "POST":
+                    raise _Refused(405)
+                await self._negotiate(request, send)
+            elif method == "GET":
+                accept = request.headers.get("accept", "")
+                if "text/event-stream" in accept:
+                    await self._serve_sse(request, receive, send)
+                else:
+                    await self._serve_long_polling(request, send)
+            elif method == "POST":
+                await self._receive_send(request, receive, send)
+            elif method == "DELETE":
+                await self._delete(request, send)
+            else:
+                raise _Refused(405)
+        except _Refused as refused:
+            await send_response(
+                send, refused.status, refused.text.encode(), headers=refused.headers
+            )
+
+    # -- negotiate -----------------------------------------------------------------------------
+
+    async def _negotiate(self, request: AuthRequest, send: ASGISend) -> None:
+        await self._principal(request)
+        headers = [("cache-control", "no-cache")]
+        hook = self.options.negotiate_headers
+        if hook is not None:
+            headers.extend(hook(request))
+        redirect_hook = self.options.negotiate_redirect
+        if redirect_hook is not None:
+            redirect = redirect_hook(request)
+            if inspect.isawaitable(redirect):
+                redirect = await redirect
+            if redirect is not None:
+                url, token = redirect
+                await send_response(
+                    send,
+                    200,
+                    encode_negotiate_redirect(url, token),
+                    content_type="application/json",
+                    headers=headers,
+                )
+                return
+        raw_version = request.query.get("negotiateVersion")
+        version = 0
+        if raw_version is not None:
+            try:
+                version = int(raw_version)
+            except ValueError:
+                await send_response(
+                    send,
+                    200,
+                    encode_negotiate_error("The client requested a non-integer protocol version."),
+                    content_type="application/json",
+                    headers=headers,
+                )
+                return
+            version = max(0, min(version, _SERVER_NEGOTIATE_VERSION))
+        connection_id = new_connection_id()
+        token = new_connection_id() if version >= 1 else connection_id
+        connection = self._new_connection(connection_id, token)
+        stateful = (
+            self.options.allow_stateful_reconnect
+            and request.query.get("useStatefulReconnect", "").lower() == "true"
+        )
+        body = build_negotiate_response(
+            negotiate_version=version,
+            connection_id=connection.connection_id,
+            connection_token=token,
+            transports=self._transport_infos,
+            use_stateful_reconnect=stateful,
+        )
+        _log.debug("signalr.negotiated", connection_id=connection_id, negotiate_version=version)
+        await send_response(send, 200, body, content_type="application/json", headers=headers)
+
+    def _new_connection(self, connection_id: str, token: str) -> HubServerConnection:
+        connection = HubServerConnection(
+            self._dispatcher,
+            self.protocols,
+            connection_id=connection_id,
+            connection_token=token,
+        )
+        self._connections[token] = connection
+        return connection
+
+    # -- transports ----------------------------------------------------------------------------
+
+    def _lookup(self, request: AuthRequest) -> HubServerConnection:
+        token = request.query.get("id")
+        if not token:
+            raise _Refused(400, "Connection ID required")
+        connection = self._connections.get(token)
+        if connection is None:
+            raise _Refused(404, "No Connection with that ID")
+        return connection
+
+    def _check_transport(
+        self, connection: HubServerConnection, transport: TransportName, user: Principal | None
+    ) -> None:
+        if not self.options.transports & _FLAG_OF[transport]:
+            raise _Refused(404, f"{transport} transport not supported by this end point type")
+        if connection.transport is not None and connection.transport is not transport:
+            raise _Refused(400, "Cannot change transports mid-connection")
+        if connection.status is not ConnectionStatus.INACTIVE and connection.user_id != (
+            user.user_id if user is not None else None
+        ):
+            raise _Refused(403, "Forbidden")
+
+    def _activate(
+        self,
+        connection: HubServerConnection,
+        transport: TransportName,
+        request: AuthRequest,
+        user: Principal | None,
+    ) -> None:
+        assert self._tg is not None
+        connection.activate(
+            transport,
+            user=user,
+            headers=request.headers,
+            query=request.query,
+            cookies=request.cookies,
+        )
+        self._tg.start_soon(connection.run)
+
+    def _forget(self, connection: HubServerConnection) -> None:
+        if self._connections.get(connection.connection_token) is connection:
+            del self._connections[connection.connection_token]
+
+    async def _serve_sse(self, request: AuthRequest, receive: ASGIReceive, send: ASGISend) -> None:
+        user = await self._principal(request)
+        connection = self._lookup(request)
+        self._check_transport(connection, TransportName.SERVER_SENT_EVENTS, user)
+        if connection.status is not ConnectionStatus.INACTIVE:
+            raise _Refused(409, "Connection ID already in use")
+        self._activate(connection, TransportName.SERVER_SENT_EVENTS, request, user)
+        try:
+            await serve_sse(connection, receive, send, [])
+        finally:
+            await self._drain_and_forget(connection)
+
+    async def _drain_and_forget(self, connection: HubServerConnection) -> None:
+        # The transport is gone: make sure the connection ends, then forget it.
+        connection.transport_closed()
+        with anyio.CancelScope(shield=True):
+            await connection.finished.wait()
+        self._forget(connection)
+
+    async def _serve_long_polling(self, request: AuthRequest, send: ASGISend) -> None:
+        user = await self._principal(request)
+        connection = self._lookup(request)
+        self._check_transport(connection, TransportName.LONG_POLLING, user)
+        if connection.status is ConnectionStatus.INACTIVE:
+            self._activate(connection, TransportName.LONG_POLLING, request, user)
+            connection.last_poll = time.monotonic()
+            await send_response(send, 200)
+            return
+        ended = await serve_poll(
+            connection, send, poll_timeout=self.options.long_poll_timeout, extra_headers=[]
+        )
+        if ended:
+            self._forget(connection)
+
+    async def _receive_send(
+        self, request: AuthRequest, receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        user = await self._principal(request)
+        connection = self._lookup(request)
+        if connection.transport is TransportName.WEBSOCKETS:
+            raise _Refused(405, "POST requests are not allowed for WebSocket connections.")
+        if connection.status is not ConnectionStatus.INACTIVE and connection.user_id != (
+            user.user_id if user is not None else None
+        ):
+            raise _Refused(403, "Forbidden")
+        body = await read_body(receive, self.options.application_max_buffer_size)
+        if body is None:
+            raise _Refused(413, "Request body too large")
+        if connection.status is ConnectionStatus.FINISHED or not await connection.feed(body):
+            raise _Refused(404, "No Connection with that ID")
+        await send_response(send, 200)
+
+    async def _delete(self, request: AuthRequest, send: ASGISend) -> None:
+        await self._principal(request)
+        connection = self._lookup(request)
+        if connection.transport is not TransportName.LONG_POLLING:
+            raise _Refused(400, "Cannot terminate this connection using the DELETE endpoint.")
+        connection.transport_closed()
+        poll = connection.current_poll
+        if poll is not None:
+            poll.superseded = True  # answers 204
+            poll.scope.cancel()
+        await send_response(send, 202)
+
+    async def _handle_websocket(
+        self, scope: Mapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        request = request_from_scope(scope)
+        if self._tg is None:
+            _log.error("signalr.lifespan_not_started", hub=self.hub_class.__name__)
+            await self._refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
+            return
+        try:
+            user = await self._principal(request)
+            if request.query.get("id"):
+                connection = self._lookup(request)
+                self._check_transport(connection, TransportName.WEBSOCKETS, user)
+                if connection.status is not ConnectionStatus.INACTIVE:
+                    raise _Refused(409, "Connection ID already in use")
+            elif not self.options.transports & HttpTransportType.WEBSOCKETS:
+                raise _Refused(404, "WebSockets transport not supported by this end point type")
+            else:
+                # skipNegotiation: the request itself creates the connection.
+                connection = self._new_connection(new_connection_id(), new_connection_id())
+        except _Refused as refused:
+            await self._refuse_websocket(scope, send, refused)
+            return
+        await send({"type": "websocket.accept"})
+        self._activate(connection, TransportName.WEBSOCKETS, request, user)
+        try:
+            await serve_websocket(connection, receive, send)
+        finally:
+            await self._drain_and_forget(connection)
+
+    @staticmethod
+    async def _refuse_websocket(
+        scope: Mapping[str, Any], send: ASGISend, refused: _Refused
+    ) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            headers = [(b"content-type", b"text/plain")]
+            headers.extend((k.encode(), v.encode()) for k, v in refused.headers)
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": refused.status,
+                    "headers": headers,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": refused.text.encode()})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        options = self.options
+        interval = min(
+            1.0,
+            options.keep_alive_interval / 2,
+            options.client_timeout / 4,
+            options.disconnect_timeout / 4,
+        )
+        while True:
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            for connection in list(self._connections.values()):
+                status = connection.status
+                if status is ConnectionStatus.ACTIVE:
+                    connection.tick(now)
+                    if (
+                        connection.transport is TransportName.LONG_POLLING
+                        and not connection.poll_active
+                        and now - connection.last_poll > options.disconnect_timeout
+                    ):
+                        connection.abort()
+                elif status is ConnectionStatus.INACTIVE:
+                    if now - connection.created > options.disconnect_timeout:
+                        connection.abort()
+                        self._forget(connection)
+                elif (
+                    connection.transport is TransportName.LONG_POLLING
+                    and not connection.poll_active
+                    and now - connection.last_poll > options.disconnect_timeout
+                ):
+                    self._forget(connection)

@@ -1,0 +1,73 @@
+"""The exception hierarchy of :mod:`signalr_core`.
+
+Every error the library raises on purpose derives from :class:`SignalRError`. Errors caused by
+the peer sending bytes or messages that break the protocol derive from :class:`ProtocolError`,
+so a driver can catch that one class to close the connection.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "HandshakeError",
+    "HubException",
+    "HubMethodNotFound",
+    "InvalidArguments",
+    "InvocationError",
+    "MessageTooLargeError",
+    "ProtocolError",
+    "SignalRError",
+]
+
+
+class SignalRError(Exception):
+    """Root of the library's exception hierarchy."""
+
+
+class ProtocolError(SignalRError):
+    """The peer broke the protocol: malformed frames, invalid messages, bad handshake."""
+
+
+class MessageTooLargeError(ProtocolError):
+    """A frame (or an unterminated partial frame) exceeds ``max_message_size``."""
+
+
+class HandshakeError(ProtocolError):
+    """The handshake failed; ``str(exc)`` is the text ASP.NET Core sends to the client.
+
+    Attributes:
+        detail: For a malformed handshake request, ASP.NET's exception text (for example
+            ``"InvalidDataException: Missing required property 'protocol'. ..."``), which the
+            client sees only when detailed errors are enabled.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class HubException(SignalRError):
+    """Raised by hub code; its message reaches the client verbatim.
+
+    Any other exception raised by a hub method is hidden from the client unless detailed
+    errors are enabled, as in ASP.NET Core.
+    """
+
+
+class InvocationError(SignalRError):
+    """An invocation cannot run (method not found, bad arguments, not authorized, ...).
+
+    ``str(exc)`` is the client-facing text.
+    """
+
+
+class HubMethodNotFound(InvocationError):
+    """The client invoked a hub method that does not exist."""
+
+
+class InvalidArguments(InvocationError):
+    """The invocation's arguments do not bind to the hub method's parameters."""
+
+
+class AuthenticationError(SignalRError):
+    """The authenticate hook refused the request."""

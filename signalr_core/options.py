@@ -1,0 +1,118 @@
+"""Per-endpoint options: transports, protocols, limits, timeouts and hooks.
+
+Every limit here is a security limit: it bounds what one client can make the server hold in
+memory or how long a silent client keeps resources. The defaults are ASP.NET Core's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from signalr_core.auth import AuthRequest
+    from signalr_core.protocols import HubProtocol
+
+__all__ = [
+    "HttpTransportType",
+    "HubOptions",
+    "NegotiateHeadersHook",
+    "NegotiateRedirectHook",
+]
+
+
+class HttpTransportType(enum.IntFlag):
+    """The transports an endpoint offers (combine with ``|``)."""
+
+    WEBSOCKETS = 1
+    SERVER_SENT_EVENTS = 2
+    LONG_POLLING = 4
+    ALL = 7
+
+
+NegotiateRedirectHook: TypeAlias = Callable[
+    ["AuthRequest"],
+    "tuple[str, str | None] | Awaitable[tuple[str, str | None] | None] | None",
+]
+"""``(request) -> (url, access_token) | None``; sync or async. A tuple answers negotiate with
+a redirect (``{"url": ..., "accessToken": ...}``); ``None`` negotiates normally."""
+
+NegotiateHeadersHook: TypeAlias = Callable[["AuthRequest"], Sequence[tuple[str, str]]]
+"""``(request) -> [(name, value), ...]``: extra response headers on negotiate answers, for
+example ``("set-cookie", "a=b; Path=/")``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubOptions:
+    """Options of one :class:`~signalr_core.HubEndpoint`.
+
+    Attributes:
+        transports: Transports offered in negotiate and accepted on the connect path.
+        protocols: Hub protocols by wire name; ``None`` means JSON and MessagePack.
+        max_message_size: Largest incoming hub message in bytes (ASP.NET's
+            ``MaximumReceiveMessageSize``, 32 KiB). A bigger one closes the connection with an
+            error. ``None`` disables the limit (not recommended).
+        max_buffered_messages: Outgoing messages queued per connection before the connection
+            is treated as a slow consumer and aborted.
+        max_buffered_bytes: Outgoing bytes queued per connection before the same happens.
+        max_parallel_invocations: Non-streaming invocations that run at once per connection;
+            further invocations wait (and hold up the connection's message loop, as ASP.NET).
+        stream_buffer_capacity: Items of a client-to-server stream buffered before reading
+            more messages from the connection waits for the hub method.
+        keep_alive_interval: Seconds of server silence after which a Ping is sent.
+        client_timeout: Seconds without any message from the client before it is dropped.
+        handshake_timeout: Seconds a new connection has to complete the handshake.
+        long_poll_timeout: Seconds a Long Polling request waits for data before answering 200
+            with an empty body.
+        disconnect_timeout: Seconds a negotiated connection may stay without a transport
+            request (never connected, or Long Polling between polls) before it is dropped.
+        shutdown_timeout: Seconds the endpoint waits on lifespan exit for connections to end
+            after telling them to close (``allowReconnect: true``).
+        enable_detailed_errors: Include exception types and messages in errors sent to the
+            client, as ASP.NET's ``EnableDetailedErrors``.
+        allow_stateful_reconnect: Advertise ``useStatefulReconnect`` when the client asks.
+            The ack/sequence buffer itself is not implemented: messages are not replayed.
+        allowed_origins: CORS allow-list; ``"*"`` allows every origin. Empty disables CORS.
+        negotiate_redirect: Optional redirect hook, see :data:`NegotiateRedirectHook`.
+        negotiate_headers: Optional hook adding headers (cookies) to negotiate answers.
+        application_max_buffer_size: Largest request body accepted on a send POST (bytes).
+    """
+
+    transports: HttpTransportType = HttpTransportType.ALL
+    protocols: Mapping[str, HubProtocol] | None = None
+    max_message_size: int | None = 32 * 1024
+    max_buffered_messages: int = 4096
+    max_buffered_bytes: int = 4 * 1024 * 1024
+    max_parallel_invocations: int = 1
+    stream_buffer_capacity: int = 10
+    keep_alive_interval: float = 15.0
+    client_timeout: float = 30.0
+    handshake_timeout: float = 15.0
+    long_poll_timeout: float = 90.0
+    disconnect_timeout: float = 15.0
+    shutdown_timeout: float = 5.0
+    enable_detailed_errors: bool = False
+    allow_stateful_reconnect: bool = False
+    allowed_origins: Sequence[str] = field(default_factory=tuple)
+    negotiate_redirect: NegotiateRedirectHook | None = None
+    negotiate_headers: NegotiateHeadersHook | None = None
+    application_max_buffer_size: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_parallel_invocations < 1:
+            raise ValueError("max_parallel_invocations must be at least 1")
+        if self.max_buffered_messages < 1 or self.max_buffered_bytes < 1:
+            raise ValueError("outgoing buffer limits must be positive")
+        if self.stream_buffer_capacity < 1:
+            raise ValueError("stream_buffer_capacity must be at least 1")
+        for name in (
+            "keep_alive_interval",
+            "client_timeout",
+            "handshake_timeout",
+            "long_poll_timeout",
+            "disconnect_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")

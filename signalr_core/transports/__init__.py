@@ -1,0 +1,178 @@
+"""ASGI transports: thin drivers moving bytes between HTTP requests and a hub connection.
+
+Each transport only moves bytes: incoming bytes go to :meth:`HubServerConnection.feed`
+(parsing happens in the connection's own message loop, not in the socket loop); outgoing bytes
+come from the connection's :class:`OutgoingBuffer`, drained in batches so one socket write
+carries every message queued since the last one.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, TypeAlias
+
+import anyio
+
+__all__ = [
+    "ASGIReceive",
+    "ASGISend",
+    "OutgoingBuffer",
+    "TransportName",
+    "send_response",
+]
+
+ASGIMessage: TypeAlias = MutableMapping[str, Any]
+ASGIReceive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
+ASGISend: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
+
+
+class TransportName(enum.StrEnum):
+    """Transport names as ASP.NET spells them (``Context.transport``, negotiate)."""
+
+    WEBSOCKETS = "WebSockets"
+    SERVER_SENT_EVENTS = "ServerSentEvents"
+    LONG_POLLING = "LongPolling"
+
+
+class OutgoingBuffer:
+    """A bounded queue of encoded frames waiting for the transport.
+
+    ``put`` never blocks: it returns ``False`` when the frame would exceed ``max_messages`` or
+    ``max_bytes``, and the caller aborts the connection (a slow consumer). Producers that can
+    wait (server-to-client streams) call :meth:`wait_writable` first, which waits while the
+    buffer is more than half full.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_closed",
+        "_data_event",
+        "_max_bytes",
+        "_max_messages",
+        "_nbytes",
+        "_space_event",
+    )
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._nbytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._closed = False
+        self._data_event: anyio.Event | None = None
+        self._space_event: anyio.Event | None = None
+
+    @property
+    def closed(self) -> bool:
+        """No more frames will be added."""
+        return self._closed
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes waiting for the transport."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def put(self, data: bytes, *, force: bool = False) -> bool:
+        """Queue ``data``; ``False`` (nothing queued) when closed or over a limit."""
+        if self._closed:
+            return False
+        if not force and (
+            len(self._chunks) >= self._max_messages or self._nbytes + len(data) > self._max_bytes
+        ):
+            return False
+        self._chunks.append(data)
+        self._nbytes += len(data)
+        event = self._data_event
+        if event is not None:
+            self._data_event = None
+            event.set()
+        return True
+
+    def drain(self) -> list[bytes]:
+        """Take every queued frame."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._nbytes = 0
+        event = self._space_event
+        if event is not None:
+            self._space_event = None
+            event.set()
+        return chunks
+
+    def close(self, *, discard: bool = False) -> None:
+        """Stop accepting frames; the transport sends what is queued (unless ``discard``)."""
+        self._closed = True
+        if discard:
+            self._chunks.clear()
+            self._nbytes = 0
+        for name in ("_data_event", "_space_event"):
+            event = getattr(self, name)
+            if event is not None:
+                setattr(self, name, None)
+                event.set()
+
+    async def wait(self) -> None:
+        """Wait until a frame is queued or the buffer is closed."""
+        if self._chunks or self._closed:
+            return
+        if self._data_event is None:
+            self._data_event = anyio.Event()
+        await self._data_event.wait()
+
+    async def wait_writable(self) -> None:
+        """Wait while the buffer is more than half full (backpressure for streams)."""
+        while not self._closed and (
+            self._nbytes * 2 > self._max_bytes or len(self._chunks) * 2 > self._max_messages
+        ):
+            if self._space_event is None:
+                self._space_event = anyio.Event()
+            await self._space_event.wait()
+
+
+async def send_response(
+    send: ASGISend,
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: str | None = "text/plain",
+    headers: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Send a complete HTTP response."""
+    raw: list[tuple[bytes, bytes]] = []
+    if content_type is not None:
+        raw.append((b"content-type", content_type.encode("latin-1")))
+    raw.append((b"content-length", str(len(body)).encode("ascii")))
+    raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def wait_for_disconnect(receive: ASGIReceive) -> None:
+    """Read (and drop) request messages until the client disconnects."""
+    while True:
+        message = await receive()
+        if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            return
+
+
+async def read_body(receive: ASGIReceive, limit: int) -> bytes | None:
+    """Read the request body; ``None`` if it exceeds ``limit`` or the client disconnected."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -1,0 +1,80 @@
+"""The Long Polling transport (server to client by polls; the client sends with POST).
+
+* The first poll answers ``200`` with an empty body at once: the client learns the connection
+  is alive (ASP.NET starts the application on it).
+* Later polls wait up to ``long_poll_timeout`` for frames: ``200`` with every queued frame, or
+  ``200`` empty on timeout (the client polls again).
+* A newer poll ends the pending one with ``204``; so does the end of the connection (then the
+  next poll gets ``204`` too, and the one after ``404``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from signalr_core.dispatcher import HubServerConnection
+from signalr_core.messages import TransferFormat
+from signalr_core.transports import ASGISend, send_response
+
+__all__ = ["PollSlot", "serve_poll"]
+
+
+class PollSlot:
+    """The pending poll of a connection; a newer poll cancels it."""
+
+    __slots__ = ("scope", "superseded")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.superseded = False
+
+
+async def serve_poll(
+    connection: HubServerConnection,
+    send: ASGISend,
+    *,
+    poll_timeout: float,
+    extra_headers: list[tuple[str, str]],
+) -> bool:
+    """Answer one (non-first) poll. Returns ``True`` if the connection is over (204 sent)."""
+    previous = connection.current_poll
+    if previous is not None:
+        previous.superseded = True
+        previous.scope.cancel()
+    slot = PollSlot()
+    connection.current_poll = slot
+    connection.poll_active = True
+    outgoing = connection.outgoing
+    try:
+        with slot.scope, anyio.move_on_after(poll_timeout):
+            await outgoing.wait()
+    finally:
+        if connection.current_poll is slot:
+            connection.current_poll = None
+            connection.poll_active = False
+        connection.last_poll = time.monotonic()
+    try:
+        if slot.superseded:
+            await send_response(send, 204, headers=extra_headers)
+            return False
+        chunks = outgoing.drain()
+        if chunks:
+            protocol = connection.protocol
+            binary = protocol is not None and protocol.transfer_format is TransferFormat.BINARY
+            await send_response(
+                send,
+                200,
+                b"".join(chunks),
+                content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
+                headers=extra_headers,
+            )
+            return False
+        if outgoing.closed:
+            await send_response(send, 204, headers=extra_headers)
+            return True
+        await send_response(send, 200, headers=extra_headers)
+        return False
+    except OSError:
+        return False

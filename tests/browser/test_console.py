@@ -1,0 +1,135 @@
+"""The console in a real browser: headless Chromium against a real `exporter-api serve`.
+
+The scenario itself is tests/browser/console_scenario.mjs (playwright-core from node_modules,
+Debian's /usr/bin/chromium). This module starts the service on the bundled demo with a fresh data
+directory on a free port, runs the scenario and reports its log, the browser's errors and the
+server's output on failure. Screenshots land in test-artifacts/; docs/console.png is written
+when it is missing or when EXPORTER_UPDATE_SCREENSHOT=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import free_port, wait_for_port
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("console_scenario.mjs")
+CHROMIUM = Path("/usr/bin/chromium")
+VENDOR_CLIENT = ROOT / "exporter_api" / "static" / "vendor" / "signalr.min.js"
+DOCS_SCREENSHOT = ROOT / "docs" / "console.png"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _serve_command() -> list[str]:
+    script = Path(sys.executable).with_name("exporter-api")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "exporter_api"]
+
+
+# The demo's access tokens live 300 s; the copy served here issues short ones so the scenario
+# outlives a few and proves the console refreshes them on its own.
+TOKEN_TTL_S = 8
+
+
+def _demo_config(tmp_path: Path) -> Path:
+    """A copy of examples/demo (catalog and SQL files) with short-lived access tokens."""
+    demo = tmp_path / "demo"
+    shutil.copytree(ROOT / "examples" / "demo", demo)
+    config = demo / "exporter.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "access_token_ttl_s = 300" in text
+    config.write_text(
+        text.replace("access_token_ttl_s = 300", f"access_token_ttl_s = {TOKEN_TTL_S}"),
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """`exporter-api serve` on the demo catalog, a throwaway data dir and a free port."""
+    config = _demo_config(tmp_path)
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                *_serve_command(),
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            try:
+                # The first start builds the demo database (2,000,000 ledger rows) before listening.
+                wait_for_port(port, timeout=90)
+            except TimeoutError:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"exporter-api did not start:\n{log_path.read_text(errors='replace')}")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.timeout(240)
+def test_console_login_run_download_reload_cancel(server: str, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node is required (apt-get install nodejs)"
+    assert CHROMIUM.exists(), "Debian's chromium is required (apt-get install chromium)"
+    assert VENDOR_CLIENT.exists(), "the official client is not in the assets: run `make assets`"
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "BASE_URL": server,
+        "ARTIFACTS_DIR": str(ARTIFACTS),
+        "CHROMIUM": str(CHROMIUM),
+        "TOKEN_TTL_S": str(TOKEN_TTL_S),
+    }
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("EXPORTER_UPDATE_SCREENSHOT") == "1":
+        env["DOCS_SCREENSHOT"] = str(DOCS_SCREENSHOT)
+    result = subprocess.run(
+        [node, str(SCENARIO)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    server_log = tmp_path / "server.log"
+    assert result.returncode == 0, (
+        f"browser scenario failed (screenshot: {ARTIFACTS / 'failure.png'})\n"
+        f"--- scenario stdout\n{result.stdout}\n--- scenario stderr\n{result.stderr}\n"
+        f"--- server log (tail)\n{server_log.read_text(errors='replace')[-6000:]}"
+    )
+    assert "passed in" in result.stdout
+    assert (ARTIFACTS / "console-g-sales.png").stat().st_size > 10_000

@@ -1,0 +1,109 @@
+"""Login through the REST API against real PostgreSQL roles, with the state in PostgreSQL too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter_api.app import create_app
+from exporter_api.config import Settings
+from tests.exporter_api.conftest import NoRuns, create_pg_database, running_app
+from tests.services import PostgresCluster, free_port
+
+PASSWORD = "bob-Pa55-word"
+
+CONFIG = """
+[[databases]]
+id = "pg"
+display_name = "PostgreSQL"
+provider = "postgres"
+dsn = "{dsn}"
+connect_timeout_s = 3
+
+[[databases]]
+id = "down"
+display_name = "Unreachable"
+provider = "postgres"
+dsn = "postgresql://127.0.0.1:{closed_port}/nothing"
+connect_timeout_s = 2
+
+[[managers]]
+id = "m1"
+display_name = "Manager 1"
+streams = [{{ id = "s1", display_name = "Stream 1" }}]
+
+[[columns_profiles]]
+id = "p"
+items = [{{ id = "x", label = "X", source = "x" }}]
+
+[[groups]]
+id = "g"
+display_name = "G"
+
+[[groups.scripts]]
+id = "s"
+display_name = "S"
+execution_lane = 0
+columns_profile_id = "p"
+variants = ["q.sql"]
+"""
+
+
+@pytest.fixture(scope="module")
+def pg_target(pg: PostgresCluster) -> str:
+    dsn = create_pg_database(pg, "login")
+    pg.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bob') THEN "
+        f"CREATE ROLE bob LOGIN PASSWORD '{PASSWORD}'; END IF; END $$"
+    )
+    return f"postgresql://{pg.host}:{pg.port}/{dsn.rsplit('/', 1)[1]}"
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings:
+    (tmp_path / "q.sql").write_text("SELECT 1 AS x WHERE :manager_id = 'm1'", encoding="utf-8")
+    config = tmp_path / "exporter.toml"
+    config.write_text(CONFIG.format(dsn=pg_target, closed_port=free_port()), encoding="utf-8")
+    return Settings(
+        config_path=config,
+        data_dir=tmp_path / "var",
+        state_url=create_pg_database(pg, "state"),
+    )
+
+
+def _body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
+    return {
+        "dbUsername": "bob",
+        "dbPassword": password,
+        "databaseId": database_id,
+        "managerId": "m1",
+        "streamId": "s1",
+    }
+
+
+async def test_real_role_logs_in_wrong_password_401_unreachable_503(
+    pg_settings: Settings, pg: PostgresCluster
+) -> None:
+    async with running_app(create_app(pg_settings, runs=NoRuns())) as client:
+        ok = await client.post("/api/auth/login", json=_body())
+        assert ok.status_code == 200
+        token = ok.json()["accessToken"]
+        wrong = await client.post("/api/auth/login", json=_body(password="nope"))
+        assert wrong.status_code == 401
+        down = await client.post("/api/auth/login", json=_body(database_id="down"))
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
+        assert PASSWORD not in down.text
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await client.get("/api/catalog/scripts", headers=auth)).status_code == 200
+        assert (await client.post("/api/auth/logout")).status_code == 204
+        assert (await client.get("/api/catalog/scripts", headers=auth)).status_code == 401
+    # The state lives in PostgreSQL: sessions there, the password nowhere in clear.
+    state_db = (pg_settings.state_url or "").rsplit("/", 1)[1]
+    dump = pg.psql("SELECT row_to_json(s)::text FROM sessions s", db=state_db)
+    dump += pg.psql("SELECT row_to_json(c)::text FROM session_credentials c", db=state_db)
+    assert "bob" in dump
+    assert '"revoked_reason":"logout"' in dump
+    assert PASSWORD not in dump
+    assert not (pg_settings.data_dir / "state.sqlite3").exists()

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from exporter_api.config import default_config_path, load_config
+from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
+from exporter_api.providers.base import ExportColumn, ExportRequest
+from exporter_api.providers.sqlite import SqliteProvider
+from tests.exporter_api.providers.sinks import CollectingSink
+
+DEMO = default_config_path()
+# count, sum(amount), sum(customer_id), max(order_date) of the generated orders
+FINGERPRINT = (30000, 15028850.0, 9015000, "2025-12-31")
+PARAMS = {"manager_id": "m1", "stream_id": "s1", "login": "USER1", "database_id": "db-test"}
+
+
+def _provider(data_dir: Path) -> SqliteProvider:
+    db = load_config(DEMO).database("db-test")
+    assert db is not None
+    return SqliteProvider(db, data_dir, DEMO.parent)
+
+
+@pytest.fixture
+async def provider(demo_data_dir: Path) -> SqliteProvider:
+    """The demo database, generated once per session by the `demo_data_dir` fixture."""
+    return _provider(demo_data_dir)
+
+
+def _script(script_id: str, variant: int = 1) -> str:
+    config = load_config(DEMO)
+    for group in config.groups:
+        for script in group.scripts:
+            if script.id == script_id:
+                return script.variants[variant - 1].sql
+    raise AssertionError(script_id)
+
+
+def _direct(p: SqliteProvider, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    with sqlite3.connect(p.path) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+async def test_demo_database_is_deterministic(provider: SqliteProvider) -> None:
+    assert _direct(provider, "SELECT count(*) FROM ledger", ()) == [(2_000_000,)]
+    fingerprint = _direct(
+        provider,
+        "SELECT count(*), round(sum(amount), 2), sum(customer_id), max(order_date) FROM orders",
+        (),
+    )
+    assert fingerprint == [FINGERPRINT]
+
+
+async def test_login(provider: SqliteProvider) -> None:
+    await provider.verify_login("USER1", "demo")
+    await provider.verify_login("USER2", "demo")
+    with pytest.raises(InvalidCredentials):
+        await provider.verify_login("USER1", "wrong")
+    with pytest.raises(InvalidCredentials):
+        await provider.verify_login("NOBODY", "demo")
+
+
+async def test_missing_database_file_is_unavailable(tmp_path: Path) -> None:
+    config = load_config(DEMO).database("db-test")
+    assert config is not None
+    p = SqliteProvider(config, tmp_path, tmp_path)  # no init_sql beside it: nothing generated
+    p.init_sql = None
+    await p.start()
+    with pytest.raises(DatabaseUnavailable):
+        await p.verify_login("USER1", "demo")
+
+
+async def test_export_all_columns_uses_manager_and_stream(provider: SqliteProvider) -> None:
+    sink = CollectingSink()
+    request = ExportRequest(sql=_script("s-orders", 1), params=PARAMS, batch_rows=300)
+    result = await provider.export("USER1", "demo", request, sink)
+    expected = _direct(
+        provider,
+        "SELECT count(*) FROM orders WHERE manager_id='m1' AND stream_id='s1' AND status='open'",
+        (),
+    )[0][0]
+    assert result.rows == expected == sum(sink.rows) > 300
+    assert max(sink.rows) == 300  # batched
+    assert result.bytes == len(sink.data)
+    rows = list(csv.reader(io.StringIO(sink.data.decode())))
+    assert rows[0] == ["order_id", "customer", "order_date", "city", "amount", "status"]
+    assert len(rows) == expected + 1
+    assert {r[5] for r in rows[1:]} == {"open"}
+
+
+async def test_export_custom_columns_in_given_order(provider: SqliteProvider) -> None:
+    sink = CollectingSink()
+    columns = [ExportColumn("customer", "Customer"), ExportColumn("order_id", "OrderId")]
+    request = ExportRequest(
+        sql=_script("s-orders", 2), params=PARAMS, columns=columns, delimiter=";"
+    )
+    result = await provider.export("USER1", "demo", request, sink)
+    lines = sink.lines
+    assert lines[0] == "Customer;OrderId"
+    assert len(lines) == result.rows + 1
+    # Customer names with quotes are quoted like PostgreSQL does.
+    assert any(line.startswith('"Umbrella ""Ltd""') for line in lines[1:])
+
+
+async def test_no_rows_writes_nothing(provider: SqliteProvider) -> None:
+    sink = CollectingSink()
+    request = ExportRequest(sql=_script("s-payments", 3), params=PARAMS)
+    result = await provider.export("USER1", "demo", request, sink)
+    assert (result.rows, result.bytes, sink.chunks) == (0, 0, [])
+
+
+async def test_cp1251_encoding(provider: SqliteProvider) -> None:
+    sink = CollectingSink()
+    request = ExportRequest(
+        sql="SELECT name FROM customers WHERE customer_id = 18", params={}, encoding="cp1251"
+    )
+    await provider.export("USER1", "demo", request, sink)
+    assert sink.data == "name\nООО Ромашка 18\n".encode("cp1251")
+
+
+async def test_sql_error_is_query_failed(provider: SqliteProvider) -> None:
+    with pytest.raises(QueryFailed, match="no such table"):
+        await provider.export(
+            "USER1", "demo", ExportRequest(sql="SELECT * FROM nope", params={}), CollectingSink()
+        )
+
+
+async def test_wrong_password_refuses_export(provider: SqliteProvider) -> None:
+    with pytest.raises(InvalidCredentials):
+        await provider.export(
+            "USER1", "nope", ExportRequest(sql="SELECT 1", params={}), CollectingSink()
+        )
+
+
+async def test_statement_timeout(provider: SqliteProvider) -> None:
+    slow = "SELECT count(*) FROM ledger a JOIN ledger b ON b.amount = a.amount"
+    request = ExportRequest(sql=slow, params={}, statement_timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(QueryFailed, match="statement timeout"):
+        await provider.export("USER1", "demo", request, CollectingSink())
+    assert time.monotonic() - started < 3
+
+
+async def test_cancel_stops_the_worker_thread(provider: SqliteProvider) -> None:
+    sink = CollectingSink(delay_s=0.05, max_bytes=1)
+    request = ExportRequest(sql=_script("s-ledger"), params=PARAMS, batch_rows=1000)
+    threads_before = threading.active_count()
+    with anyio.move_on_after(0.5) as scope:
+        await provider.export("USER1", "demo", request, sink)
+    assert scope.cancelled_caught
+    assert 0 < sum(sink.rows) < 2_000_000
+    # export() returned only after its worker thread stopped reading.
+    done = sum(sink.rows)
+    await anyio.sleep(0.3)
+    assert sum(sink.rows) == done
+    assert threading.active_count() <= threads_before + 1

@@ -1,0 +1,132 @@
+"""The whole service on a real port (hypercorn, in the test's event loop), a REST client and the
+official SignalR client (Node) watching a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from exporter_api.app import create_app
+from exporter_api.config import Settings
+from tests.services import free_port
+
+HUB_WATCH = Path(__file__).with_name("hub_watch.mjs")
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class Service:
+    base: str
+    http: httpx.AsyncClient
+
+    async def login(self, username: str, password: str, stream_id: str = "s1") -> str:
+        response = await self.http.post(
+            "/api/auth/login",
+            json={
+                "dbUsername": username,
+                "dbPassword": password,
+                "databaseId": self.database_id,
+                "managerId": "m1",
+                "streamId": stream_id,
+            },
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["accessToken"]
+        return token
+
+    database_id: str = "db-pg"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def live_service(
+    config_path: Path, data_dir: Path, database_id: str = "db-pg"
+) -> AsyncIterator[Service]:
+    port = free_port()
+    app = create_app(Settings(config_path=config_path, data_dir=data_dir, port=port))
+    config = HypercornConfig()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 2
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_serve, app, config, stop)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            with anyio.fail_after(20):
+                while True:
+                    try:
+                        await http.get("/api/catalog/databases")
+                        break
+                    except httpx.TransportError:
+                        await anyio.sleep(0.05)
+            try:
+                yield Service(base, http, database_id)
+            finally:
+                stop.set()
+
+
+async def _serve(app: Any, config: HypercornConfig, stop: anyio.Event) -> None:
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+
+@asynccontextmanager
+async def hub_watch(
+    service: Service,
+    token: str,
+    run_id: str | None = None,
+    *,
+    create: dict[str, Any] | None = None,
+    protocol: str = "json",
+    transport: str = "WebSockets",
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Run hub_watch.mjs (watching ``run_id``, or starting the run ``create`` once connected);
+    the yielded list fills with its JSON lines until it is done."""
+    lines: list[dict[str, Any]] = []
+    command = ["node", str(HUB_WATCH), "--hub", f"{service.base}/hubs/runs", "--token", token]
+    command += ["--protocol", protocol, "--transport", transport, "--timeout", "30000"]
+    if run_id is not None:
+        command += ["--run", run_id]
+    if create is not None:
+        command += ["--create", json.dumps(create), "--api", service.base]
+    async with await anyio.open_process(command, cwd=ROOT) as process:
+        assert process.stdout is not None
+
+        async def read() -> None:
+            assert process.stdout is not None
+            buffer = b""
+            async for chunk in process.stdout:
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    lines.append(json.loads(line))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            yield lines
+            with anyio.fail_after(40):
+                await process.wait()
+
+
+def events(lines: list[dict[str, Any]], name: str, **match: object) -> list[dict[str, Any]]:
+    return [
+        line["payload"]
+        for line in lines
+        if line["type"] == "event"
+        and line["name"] == name
+        and all(line["payload"].get(k) == v for k, v in match.items())
+    ]

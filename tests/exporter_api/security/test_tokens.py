@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import OctKey
+
+from exporter_api.errors import Unauthorized
+from exporter_api.security.tokens import TokenService
+from exporter_api.security.vault import CredentialVault
+from exporter_api.store import Store
+
+PASSWORD = "Very$ecret-pa55word"
+KEY = b"k" * 32
+
+
+def _service(store: Store, access_ttl_s: int = 300) -> TokenService:
+    vault = CredentialVault(store, b"v" * 32)
+    return TokenService(store, vault, KEY, access_ttl_s=access_ttl_s, refresh_ttl_s=3600)
+
+
+async def _login(tokens: TokenService) -> tuple[str, str, str]:
+    issued = await tokens.create_session("USER1", "db-test", "m1", "s1", PASSWORD)
+    return issued.access_token, issued.refresh_token, issued.user.session_id
+
+
+async def test_access_token_verifies_and_holds_no_secret(store: Store) -> None:
+    tokens = _service(store)
+    access, refresh, session_id = await _login(tokens)
+    user = await tokens.verify_access_token(access)
+    assert (user.login, user.database_id, user.manager_id, user.stream_id) == (
+        "USER1",
+        "db-test",
+        "m1",
+        "s1",
+    )
+    assert user.session_id == session_id
+    payload = base64.urlsafe_b64decode(access.split(".")[1] + "==")
+    assert PASSWORD.encode() not in payload
+    assert PASSWORD not in refresh
+
+
+async def test_forged_and_expired_tokens_are_refused(store: Store) -> None:
+    tokens = _service(store)
+    access, _, _ = await _login(tokens)
+    claims = jwt.decode(access, OctKey.import_key(KEY), algorithms=["HS256"]).claims
+    forged = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(b"x" * 32))
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(forged)
+    expired = jwt.encode(
+        {"alg": "HS256"}, {**claims, "exp": claims["iat"] - 60}, OctKey.import_key(KEY)
+    )
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(expired)
+    parts = [
+        base64.urlsafe_b64encode(json.dumps(v).encode()).decode().rstrip("=")
+        for v in ({"alg": "none", "typ": "JWT"}, claims)
+    ]
+    unsigned = ".".join([*parts, ""])
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(unsigned)
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token("not.a.token")
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_session(store: Store) -> None:
+    tokens = _service(store)
+    access, refresh1, session_id = await _login(tokens)
+    issued = await tokens.refresh(refresh1)
+    assert issued.refresh_token != refresh1
+    assert issued.user.session_id == session_id
+    await tokens.verify_access_token(issued.access_token)
+    # The first token again: reuse. The whole session ends, the newest tokens too.
+    with pytest.raises(Unauthorized):
+        await tokens.refresh(refresh1)
+    with pytest.raises(Unauthorized):
+        await tokens.refresh(issued.refresh_token)
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(access)
+    row = await store.fetch_one(
+        "SELECT revoked_reason FROM sessions WHERE id = :id", {"id": session_id}
+    )
+    assert row == ("refresh_token_reuse",)
+
+
+async def test_revoke_ends_access_tokens_at_once_and_drops_credentials(store: Store) -> None:
+    tokens = _service(store)
+    access, _, session_id = await _login(tokens)
+    vault = CredentialVault(store, b"v" * 32)
+    assert await vault.get(session_id) == ("USER1", PASSWORD)
+    await tokens.verify_access_token(access)  # now cached as live
+    await tokens.revoke_session(session_id, "logout")
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(access)
+    with pytest.raises(Unauthorized):
+        await vault.get(session_id)
+    assert await store.fetch_all("SELECT * FROM session_credentials") == []
+
+
+async def test_revocation_by_another_instance_is_seen_within_a_second(store: Store) -> None:
+    import anyio
+
+    tokens, other = _service(store), _service(store)
+    access, _, session_id = await _login(tokens)
+    await tokens.verify_access_token(access)
+    await other.revoke_session(session_id, "logout")
+    await anyio.sleep(1.1)
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(access)
+
+
+async def test_expired_sessions_are_purged(store: Store) -> None:
+    tokens = _service(store)
+    _, _, _session_id = await _login(tokens)
+    await store.execute("UPDATE sessions SET expires_at = '2000-01-01T00:00:00.000Z'")
+    assert await tokens.purge_expired() == 1
+    assert await store.fetch_all("SELECT * FROM session_credentials") == []

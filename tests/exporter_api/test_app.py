@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter_api import app as app_module
+from exporter_api.config import Settings
+from tests.exporter_api.conftest import app_client
+from tests.services import free_port, wait_for_port
+
+
+async def test_openapi_document(settings: Settings) -> None:
+    async with app_client(settings) as client:
+        response = await client.get("/api/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["openapi"] == "3.1.0"
+    login = doc["paths"]["/api/auth/login"]["post"]
+    ref = login["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert set(schema["required"]) == {
+        "dbUsername",
+        "dbPassword",
+        "databaseId",
+        "managerId",
+        "streamId",
+    }
+    assert {"400", "401", "429", "503"} <= set(login["responses"])
+    scripts = doc["paths"]["/api/catalog/scripts"]["get"]
+    assert scripts["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/api/catalog/databases"]["get"]
+    assert "Problem" in doc["components"]["schemas"]
+
+
+async def test_unknown_routes_and_methods_are_problem_json(settings: Settings) -> None:
+    async with app_client(settings) as client:
+        missing = await client.get("/api/nope")
+        wrong_method = await client.get("/api/auth/login")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["status"] == 405
+
+
+async def test_console_index_served_at_root(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    static = tmp_path / "static"
+    monkeypatch.setattr(app_module, "STATIC_DIR", static)
+    async with app_client(settings) as client:
+        absent = await client.get("/")
+    assert absent.status_code == 404
+    static.mkdir()
+    (static / "index.html").write_text("<!doctype html><title>console</title>", encoding="utf-8")
+    (static / "app.js").write_text("console.log(1)", encoding="utf-8")
+    async with app_client(settings) as client:
+        index = await client.get("/")
+        asset = await client.get("/static/app.js")
+    assert index.status_code == 200
+    assert "console" in index.text
+    assert asset.status_code == 200
+
+
+def test_serve_runs_under_hypercorn_with_json_logs(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("EXPORTER_STATE_URL", None)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter_api",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(settings.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            wait_for_port(port, timeout=60)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                databases = client.get("/api/catalog/databases")
+                login = client.post(
+                    "/api/auth/login",
+                    json={
+                        "dbUsername": "USER1",
+                        "dbPassword": "demo",
+                        "databaseId": "db-test",
+                        "managerId": "m1",
+                        "streamId": "s1",
+                    },
+                )
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert databases.json()["databases"][0]["id"] == "db-test"
+    assert login.status_code == 200
+    assert "Secure" not in login.headers["set-cookie"]  # plain http on loopback works
+    events = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            events.append(record["event"])
+            assert '"demo"' not in line  # the password is never logged
+    assert "service_started" in events
+    assert "login_succeeded" in events
+    assert (settings.data_dir / "jwt.key").stat().st_mode & 0o077 == 0
+    assert (settings.data_dir / "vault.key").stat().st_mode & 0o077 == 0

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import structlog
+
+from exporter_api.logging import REDACTED, configure_logging, redact_value
+
+
+def test_json_lines_with_secrets_redacted() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream)
+    try:
+        log = structlog.get_logger("test")
+        log.info(
+            "db_connect_failed",
+            dsn="postgresql://app:s3cret@db:5432/x",
+            password="p4ss",
+            access_token="tok-123",
+        )
+        log.debug("hidden_below_level")
+        try:
+            raise RuntimeError("cannot reach postgresql://app:tb-secret@db/x")
+        except RuntimeError:
+            logging.getLogger("hypercorn.error").exception("Error in ASGI Framework")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    lines = stream.getvalue().strip().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["event"] == "db_connect_failed"
+    assert first["dsn"] == f"postgresql://app:{REDACTED}@db:5432/x"
+    assert first["password"] == REDACTED
+    assert first["access_token"] == REDACTED
+    assert "s3cret" not in stream.getvalue()
+    assert "p4ss" not in stream.getvalue()
+    assert "tok-123" not in stream.getvalue()
+    assert second["logger"] == "hypercorn.error"  # stdlib loggers become JSON lines too
+    assert "RuntimeError" in second["exception"]
+    assert "tb-secret" not in stream.getvalue()  # tracebacks are redacted as well
+
+
+def test_redact_value_leaves_plain_urls() -> None:
+    assert redact_value("postgresql://db:5432/x") == "postgresql://db:5432/x"
+    assert redact_value("see postgres://u:pw@h/d now") == f"see postgres://u:{REDACTED}@h/d now"

@@ -1,0 +1,146 @@
+"""Authentication: bearer token from the header or the query, per-hub and per-method checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from signalr_core import AuthRequest, Hub, HubCallerContext, HubEndpoint, Principal, hub_method
+from signalr_core.auth import request_from_scope
+from tests.signalr_core._hub_server import FeatureHub, json_ws, negotiate, running_server
+
+pytestmark = pytest.mark.timeout(30)
+
+USERS = {
+    "good-token": Principal(user_id="alice"),
+    "admin-token": Principal(user_id="root", claims={"role": "admin"}),
+}
+
+
+def authenticate(request: AuthRequest) -> Principal | None:
+    return USERS.get(request.access_token or "")
+
+
+def is_admin(context: HubCallerContext) -> bool:
+    return context.user is not None and context.user.claims.get("role") == "admin"
+
+
+class PrivateHub(Hub):
+    authorize = True
+
+    def whoami(self) -> str | None:
+        return self.context.user_id
+
+    @hub_method("AdminOnly", authorize=is_admin)
+    def admin_only(self) -> str:
+        return "admin"
+
+
+class OpenHub(FeatureHub):
+    pass
+
+
+def test_request_from_scope_reads_token_cookies_and_query() -> None:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/hub",
+        "query_string": b"access_token=from-query&x=1",
+        "headers": [
+            (b"Authorization", b"Bearer from-header"),
+            (b"cookie", b"a=1; b=two"),
+            (b"x-multi", b"1"),
+            (b"x-multi", b"2"),
+        ],
+    }
+    request = request_from_scope(scope)
+    assert request.access_token == "from-header"
+    assert request.cookies == {"a": "1", "b": "two"}
+    assert request.query["x"] == "1"
+    assert request.headers["x-multi"] == "1, 2"
+    query_only = request_from_scope({**scope, "headers": []})
+    assert query_only.access_token == "from-query"
+    assert request_from_scope({**scope, "headers": [], "query_string": b""}).access_token is None
+
+
+@pytest.fixture
+async def private_url() -> AsyncIterator[str]:
+    async with running_server(HubEndpoint(PrivateHub, authenticate=authenticate)) as base:
+        yield base
+
+
+async def test_negotiate_requires_a_valid_token(private_url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        anonymous = await http.post(f"{private_url}/negotiate?negotiateVersion=1")
+        assert anonymous.status_code == 401
+        forged = await http.post(
+            f"{private_url}/negotiate?negotiateVersion=1",
+            headers={"authorization": "Bearer forged"},
+        )
+        assert forged.status_code == 401
+        by_header = await http.post(
+            f"{private_url}/negotiate?negotiateVersion=1",
+            headers={"authorization": "Bearer good-token"},
+        )
+        assert by_header.status_code == 200
+        by_query = await http.post(
+            f"{private_url}/negotiate?negotiateVersion=1&access_token=good-token"
+        )
+        assert by_query.status_code == 200
+
+
+async def test_transport_requests_require_a_valid_token(private_url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        token = (
+            await http.post(
+                f"{private_url}/negotiate?negotiateVersion=1",
+                headers={"authorization": "Bearer good-token"},
+            )
+        ).json()["connectionToken"]
+        assert (await http.get(private_url, params={"id": token})).status_code == 401
+        assert (
+            await http.get(private_url, params={"id": token, "access_token": "forged"})
+        ).status_code == 401
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"{private_url.replace('http', 'ws')}?id={token}"):
+                pass
+        assert refused.value.response.status_code == 401
+        async with json_ws(f"{private_url}?id={token}&access_token=good-token") as client:
+            assert (await client.invoke("Whoami"))["result"] == "alice"
+            assert (await client.invoke("AdminOnly", invocation_id="2"))["error"] == (
+                "Failed to invoke 'AdminOnly' because user is unauthorized"
+            )
+    async with json_ws(
+        private_url, additional_headers={"Authorization": "Bearer admin-token"}
+    ) as admin:
+        assert (await admin.invoke("AdminOnly"))["result"] == "admin"
+
+
+async def test_long_polling_refuses_another_user() -> None:
+    endpoint = HubEndpoint(OpenHub, authenticate=authenticate)
+    async with running_server(endpoint) as url, httpx.AsyncClient() as http:
+        token = (await negotiate(http, url))["connectionToken"]
+        alice = {"authorization": "Bearer good-token"}
+        assert (await http.get(url, params={"id": token}, headers=alice)).status_code == 200
+        other = {"authorization": "Bearer admin-token"}
+        assert (
+            await http.post(url, params={"id": token}, headers=other, content=b"x")
+        ).status_code == 403
+        assert (await http.get(url, params={"id": token}, headers=other)).status_code == 403
+        assert (await http.delete(url, params={"id": token}, headers=alice)).status_code == 202
+
+
+async def test_per_method_authorization_on_an_open_hub() -> None:
+    async with running_server(HubEndpoint(OpenHub, authenticate=authenticate)) as url:
+        async with json_ws(url) as anonymous:
+            assert (await anonymous.invoke("Whoami"))["result"] is None
+            assert (await anonymous.invoke("Secret", invocation_id="2"))["error"] == (
+                "Failed to invoke 'Secret' because user is unauthorized"
+            )
+        async with json_ws(f"{url}?access_token=good-token") as alice:
+            assert (await alice.invoke("Whoami"))["result"] == "alice"
+            assert (await alice.invoke("Secret", invocation_id="2"))["result"] == "classified"

@@ -1,0 +1,75 @@
+"""CORS: allow-listed origins are echoed with credentials; preflights are answered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from signalr_core import CorsPolicy, HubEndpoint, HubOptions
+from tests.signalr_core._hub_server import FeatureHub, running_server
+
+pytestmark = pytest.mark.timeout(30)
+
+ALLOWED = "http://app.example:8080"
+
+
+def test_policy_rules() -> None:
+    policy = CorsPolicy([ALLOWED + "/"])
+    assert policy.is_allowed(ALLOWED)
+    assert not policy.is_allowed("http://evil.example")
+    assert CorsPolicy(["*"]).is_allowed("http://anything")
+    assert not CorsPolicy([]).enabled
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    options = HubOptions(allowed_origins=(ALLOWED,))
+    async with running_server(HubEndpoint(FeatureHub, options=options)) as base:
+        yield base
+
+
+async def test_preflight_for_an_allowed_origin(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.options(
+            f"{url}/negotiate",
+            headers={
+                "origin": ALLOWED,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "x-signalr-user-agent, x-custom",
+            },
+        )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    allowed_headers = response.headers["access-control-allow-headers"].lower()
+    for name in (
+        "x-requested-with",
+        "x-signalr-user-agent",
+        "authorization",
+        "content-type",
+        "x-custom",
+    ):
+        assert name in allowed_headers
+
+
+async def test_actual_requests_echo_the_origin(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        allowed = await http.post(
+            f"{url}/negotiate?negotiateVersion=1", headers={"origin": ALLOWED}
+        )
+        assert allowed.headers["access-control-allow-origin"] == ALLOWED
+        assert allowed.headers["access-control-allow-credentials"] == "true"
+        other = await http.post(
+            f"{url}/negotiate?negotiateVersion=1", headers={"origin": "http://evil.example"}
+        )
+        assert other.status_code == 200
+        assert "access-control-allow-origin" not in other.headers
+        refused = await http.options(
+            f"{url}/negotiate",
+            headers={"origin": "http://evil.example", "access-control-request-method": "POST"},
+        )
+        assert refused.status_code == 403
+        assert "access-control-allow-origin" not in refused.headers

@@ -1,0 +1,158 @@
+"""Long Polling: first poll at once, poll timeout, superseded polls, DELETE, statuses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+
+from signalr_core import HubEndpoint, HubOptions
+from tests.signalr_core._hub_server import (
+    FeatureHub,
+    frame,
+    negotiate,
+    parse_frames,
+    running_server,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    endpoint = HubEndpoint(FeatureHub, options=HubOptions(long_poll_timeout=0.5))
+    async with running_server(endpoint) as base:
+        yield base
+
+
+async def _connect(http: httpx.AsyncClient, url: str) -> str:
+    token: str = (await negotiate(http, url))["connectionToken"]
+    started = time.monotonic()
+    first = await http.get(url, params={"id": token})
+    assert (first.status_code, first.content) == (200, b"")
+    assert time.monotonic() - started < 0.4  # answered at once, not after the poll timeout
+    sent = await http.post(
+        url, params={"id": token}, content=frame({"protocol": "json", "version": 1})
+    )
+    assert sent.status_code == 200
+    answer = await http.get(url, params={"id": token})
+    assert (answer.status_code, answer.text) == (200, "{}\x1e")
+    return token
+
+
+async def test_invoke_and_stream_over_long_polling(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        token = await _connect(http, url)
+        await http.post(
+            url,
+            params={"id": token},
+            content=frame({"type": 1, "invocationId": "1", "target": "GetContext", "arguments": []})
+            + frame({"type": 4, "invocationId": "2", "target": "Counter", "arguments": [2]}),
+        )
+        messages: list[dict[str, object]] = []
+        with anyio.fail_after(5):
+            while len(messages) < 4:
+                poll = await http.get(url, params={"id": token})
+                assert poll.status_code == 200
+                messages.extend(parse_frames(poll.text))
+        completion = next(m for m in messages if m.get("invocationId") == "1")
+        assert completion["result"]["transport"] == "LongPolling"  # type: ignore[index]
+        assert [m.get("item") for m in messages if m.get("type") == 2] == [0, 1]
+        await http.delete(url, params={"id": token})
+
+
+async def test_poll_timeout_answers_200_empty(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        token = await _connect(http, url)
+        started = time.monotonic()
+        poll = await http.get(url, params={"id": token})
+        assert (poll.status_code, poll.content) == (200, b"")
+        assert time.monotonic() - started >= 0.45
+        await http.delete(url, params={"id": token})
+
+
+async def test_newer_poll_ends_older_with_204() -> None:
+    endpoint = HubEndpoint(FeatureHub, options=HubOptions(long_poll_timeout=5))
+    async with running_server(endpoint) as url, httpx.AsyncClient() as http:
+        token = await _connect(http, url)
+        results: dict[str, httpx.Response] = {}
+
+        async def poll(name: str) -> None:
+            results[name] = await http.get(url, params={"id": token})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll, "old")
+            await anyio.sleep(0.3)
+            tg.start_soon(poll, "new")
+            await anyio.sleep(0.3)
+            assert results["old"].status_code == 204
+            await http.post(
+                url,
+                params={"id": token},
+                content=frame(
+                    {"type": 1, "invocationId": "1", "target": "Echo", "arguments": ["x"]}
+                ),
+            )
+        assert parse_frames(results["new"].text) == [
+            {"type": 3, "invocationId": "1", "result": "x"}
+        ]
+        await http.delete(url, params={"id": token})
+
+
+async def test_delete_ends_the_poll_and_the_connection() -> None:
+    endpoint = HubEndpoint(FeatureHub, options=HubOptions(long_poll_timeout=5))
+    async with running_server(endpoint) as url, httpx.AsyncClient() as http:
+        token = await _connect(http, url)
+        results: dict[str, httpx.Response] = {}
+
+        async def poll() -> None:
+            results["poll"] = await http.get(url, params={"id": token})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll)
+            await anyio.sleep(0.3)
+            deleted = await http.delete(url, params={"id": token})
+            assert deleted.status_code == 202
+        assert results["poll"].status_code == 204
+        after = await http.get(url, params={"id": token})
+        assert after.status_code == 204
+        gone = await http.get(url, params={"id": token})
+        assert gone.status_code == 404
+        assert (await http.post(url, params={"id": token}, content=b"x")).status_code == 404
+
+
+async def test_server_close_is_delivered_then_204(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        token = await _connect(http, url)
+        # A message over the size limit makes the server close the connection with an error.
+        big = frame({"type": 1, "target": "Echo", "arguments": ["x" * 40_000]})
+        await http.post(url, params={"id": token}, content=big)
+        with anyio.fail_after(5):
+            poll = await http.get(url, params={"id": token})
+        assert parse_frames(poll.text) == [{"type": 7, "error": "Connection closed with an error."}]
+        assert (await http.get(url, params={"id": token})).status_code == 204
+        assert (await http.get(url, params={"id": token})).status_code == 404
+
+
+async def test_binary_protocol_over_long_polling(url: str) -> None:
+    from signalr_core import InvocationMessage, MessagePackHubProtocol
+
+    protocol = MessagePackHubProtocol()
+    async with httpx.AsyncClient() as http:
+        token = (await negotiate(http, url))["connectionToken"]
+        await http.get(url, params={"id": token})
+        await http.post(
+            url, params={"id": token}, content=frame({"protocol": "messagepack", "version": 1})
+        )
+        assert (await http.get(url, params={"id": token})).content == b"{}\x1e"
+        call = InvocationMessage(target="Add", arguments=(1, 2), invocation_id="1")
+        await http.post(url, params={"id": token}, content=protocol.encode_message(call))
+        poll = await http.get(url, params={"id": token})
+        assert poll.headers["content-type"] == "application/octet-stream"
+        [completion] = protocol.decode_messages(bytearray(poll.content), None)
+        assert completion.invocation_id == "1"  # type: ignore[union-attr]
+        assert protocol.decode_argument(completion.result, int) == 3  # type: ignore[union-attr]
+        await http.delete(url, params={"id": token})
