@@ -58,6 +58,7 @@ from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
 from signalr_core.messages import (
     PING,
+    AckMessage,
     CancelInvocationMessage,
     CloseMessage,
     CompletionMessage,
@@ -98,6 +99,10 @@ def exception_name(exc: BaseException) -> str:
     if isinstance(exc, ClientStreamError):
         return "Exception"  # ASP.NET completes the channel with new Exception(error)
     return type(exc).__name__
+
+
+def _failed_to_invoke(target: str) -> str:
+    return f"Failed to invoke '{target}' due to an error on the server."
 
 
 def build_error_message(message: str, exc: BaseException, detailed: bool) -> str:
@@ -203,6 +208,14 @@ class _Upload:
 
 
 _Job = tuple[HubMethod, InvocationMessage, list[Any]]
+_SEQUENCED = (
+    InvocationMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+    CompletionMessage,
+    CancelInvocationMessage,
+)
+"""Messages counted by stateful reconnect's sequence ids (as the clients' MessageBuffer)."""
 
 
 class HubServerConnection:
@@ -262,6 +275,10 @@ class HubServerConnection:
         self._last_write = self.created
         self._last_read = self.created
         self._busy = 0
+        self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
+        self._stateful = False
+        self._received_sequence = 0
+        self._acked_sequence = 0
         self._streams: dict[str, anyio.CancelScope] = {}
         self._uploads: dict[str, _Upload] = {}
         self._caller_clients = HubCallerClients(dispatcher.manager, self)
@@ -399,6 +416,11 @@ class HubServerConnection:
             self._log.info("signalr.client_timeout", timeout=options.client_timeout)
             self.abort()
             return
+        if self._stateful and self._received_sequence != self._acked_sequence:
+            # Acknowledge what arrived, so the client can drop it from its replay buffer
+            # (which otherwise fills up and stalls its sends). Replay itself is not implemented.
+            self._acked_sequence = self._received_sequence
+            self._send(AckMessage(sequence_id=self._received_sequence))
         if self._wrote:
             self._wrote = False
             self._last_write = now
@@ -448,7 +470,7 @@ class HubServerConnection:
         manager = self._dispatcher.manager
         await manager.on_connected(self)
         self._registered = True
-        self._log.info("signalr.connected", protocol=self.protocol.name if self.protocol else None)
+        self._log.debug("signalr.connected", protocol=self.protocol.name if self.protocol else None)
         try:
             hub = self._new_hub()
             await hub.on_connected()
@@ -486,6 +508,7 @@ class HubServerConnection:
                 for index, event in enumerate(events):
                     if isinstance(event, HandshakeCompleted):
                         self.protocol = event.protocol
+                        self._stateful = self.use_stateful_reconnect and event.version >= 2
                         self._flush_state()
                         return [
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
@@ -558,7 +581,7 @@ class HubServerConnection:
             self.outgoing.close()
             self.status = ConnectionStatus.FINISHED
             self.finished.set()
-            self._log.info("signalr.disconnected", error=type(error).__name__ if error else None)
+            self._log.debug("signalr.disconnected", error=type(error).__name__ if error else None)
 
     # -- dispatching ---------------------------------------------------------------------------
 
@@ -566,7 +589,9 @@ class HubServerConnection:
         self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: MemoryObjectSendStream[_Job]
     ) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""
-        if isinstance(message, InvocationMessage | StreamInvocationMessage):
+        if self._stateful and isinstance(message, _SEQUENCED):
+            self._received_sequence += 1
+        if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
             await self._on_invocation(message, tg, jobs)
         elif isinstance(message, StreamItemMessage):
             await self._on_stream_item(message)
@@ -577,7 +602,7 @@ class HubServerConnection:
             if scope is not None:
                 scope.cancel()
         elif isinstance(message, CloseMessage):
-            self._log.info("signalr.client_closed", error=message.error)
+            self._log.debug("signalr.client_closed", error=message.error)
             return True
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
@@ -597,10 +622,9 @@ class HubServerConnection:
         is_stream_response = isinstance(message, StreamInvocationMessage)
         method = self._dispatcher.lookup(target)
         detailed = self._options.enable_detailed_errors
-        failed_to_invoke = f"Failed to invoke '{target}' due to an error on the server."
         if method is None:
             self._send_error(
-                invocation_id, f"{failed_to_invoke} HubException: Method does not exist."
+                invocation_id, f"{_failed_to_invoke(target)} HubException: Method does not exist."
             )
             return
         arguments = message.arguments
@@ -611,9 +635,9 @@ class HubServerConnection:
             )
             self._send_error(
                 invocation_id,
-                f"{failed_to_invoke} InvalidDataException: {detail}"
+                f"{_failed_to_invoke(target)} InvalidDataException: {detail}"
                 if detailed
-                else failed_to_invoke,
+                else _failed_to_invoke(target),
             )
             return
         protocol = self.protocol
@@ -626,9 +650,9 @@ class HubServerConnection:
         except InvocationError:
             self._send_error(
                 invocation_id,
-                f"{failed_to_invoke} InvalidDataException: {_BINDING_MISMATCH}"
+                f"{_failed_to_invoke(target)} InvalidDataException: {_BINDING_MISMATCH}"
                 if detailed
-                else failed_to_invoke,
+                else _failed_to_invoke(target),
             )
             return
         if not self._authorized(method):
@@ -757,6 +781,12 @@ class HubServerConnection:
                 upload.send.close()
                 upload.stream.close()
 
+    def _log_failure(self, event: str, method: str, exc: Exception) -> None:
+        if isinstance(exc, HubException):
+            self._log.debug(event, method=method, error_type=type(exc).__name__)
+        else:  # a bug in hub code: keep the traceback
+            self._log.error(event, method=method, error_type=type(exc).__name__, exc_info=exc)
+
     def _new_hub(self) -> Hub:
         hub = self._dispatcher.hub_class()
         assert self.context is not None
@@ -784,9 +814,7 @@ class HubServerConnection:
             if method.is_coroutine or inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            self._log.info(
-                "signalr.invocation_failed", method=target, error_type=type(exc).__name__
-            )
+            self._log_failure("signalr.invocation_failed", target, exc)
             self._send_error(
                 message.invocation_id,
                 build_error_message(
@@ -856,9 +884,7 @@ class HubServerConnection:
                         self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
                         await anyio.lowlevel.checkpoint()
                 except Exception as exc:
-                    self._log.info(
-                        "signalr.stream_failed", method=target, error_type=type(exc).__name__
-                    )
+                    self._log_failure("signalr.stream_failed", target, exc)
                     error = build_error_message(
                         "An error occurred on the server while streaming results.", exc, detailed
                     )

@@ -314,6 +314,7 @@ class HubEndpoint:
             self.options.allow_stateful_reconnect
             and request.query.get("useStatefulReconnect", "").lower() == "true"
         )
+        connection.use_stateful_reconnect = stateful
         body = build_negotiate_response(
             negotiate_version=version,
             connection_id=connection.connection_id,

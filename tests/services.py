@@ -55,7 +55,9 @@ class PostgresCluster:
     superuser: str
     password: str
 
-    def dsn(self, user: str | None = None, password: str | None = None, db: str = "postgres") -> str:
+    def dsn(
+        self, user: str | None = None, password: str | None = None, db: str = "postgres"
+    ) -> str:
         return (
             f"postgresql://{user or self.superuser}:{password or self.password}"
             f"@{self.host}:{self.port}/{db}"
@@ -64,9 +66,28 @@ class PostgresCluster:
     def psql(self, sql: str, db: str = "postgres") -> str:
         env = {**os.environ, "PGPASSWORD": self.password}
         out = subprocess.run(
-            [_pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
-             "-h", self.host, "-p", str(self.port), "-U", self.superuser, "-d", db, "-c", sql],
-            env=env, check=True, capture_output=True, text=True,
+            [
+                _pg_bin("psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout
 
@@ -86,27 +107,53 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         shutil.chown(base, "postgres")
         for p in (data, sock, pwfile):
             shutil.chown(p, "postgres")
-        os.chmod(base, 0o755)
+        os.chmod(base, 0o755)  # noqa: S103 -- the postgres user must traverse it
         as_postgres = ["runuser", "-u", "postgres", "--"]
     port = free_port()
     subprocess.run(
-        [*as_postgres, _pg_bin("initdb"), "-D", str(data), "-U", "postgres",
-         "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
-        check=True, capture_output=True,
+        [
+            *as_postgres,
+            _pg_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
     )
     log = base / "server.log"
     subprocess.run(
-        [*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-         "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c max_connections=200 -c full_page_writes=off", "start"],
-        check=True, capture_output=True,
+        [
+            *as_postgres,
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=200 -c full_page_writes=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         yield PostgresCluster("127.0.0.1", port, "postgres", password)
     finally:
         subprocess.run(
             [*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)
 
@@ -129,9 +176,23 @@ def redis_server() -> Iterator[RedisServer]:
     base = Path(tempfile.mkdtemp(prefix="redistest-"))
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(base), "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(base),
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)

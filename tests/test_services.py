@@ -13,9 +13,22 @@ def test_postgres_requires_password(pg: PostgresCluster) -> None:
     assert pg.psql("select 1") == "1\n"
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(
-            ["psql", "-X", "-w", "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-c",
-             "select 1"],
-            check=True, capture_output=True, env={"PATH": "/usr/bin:/bin"},
+            [
+                "psql",
+                "-X",
+                "-w",
+                "-h",
+                pg.host,
+                "-p",
+                str(pg.port),
+                "-U",
+                "postgres",
+                "-c",
+                "select 1",
+            ],
+            check=True,
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin"},
         )
 
 

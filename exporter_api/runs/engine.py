@@ -22,7 +22,6 @@ runs left active by a dead process are marked ``Failed`` the same way.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -655,4 +654,5 @@ class _ProgressSink:
 
 
 def files_root(data_dir: Path) -> Path:
-    return Path(os.fspath(data_dir)) / "exports"
+    """Where runs keep their files: ``<data dir>/exports/<runId>/``."""
+    return data_dir / "exports"

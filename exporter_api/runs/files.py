@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import string
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,6 @@ _FADVISE = hasattr(os, "posix_fadvise")
 class _StrictFields(dict[str, str]):
     def __missing__(self, key: str) -> str:
         raise KeyError(key)
-
-
-def template_fields(template: str) -> set[str]:
-    """Names used by ``template`` (for validating the configuration)."""
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
 def safe_file_name(name: str) -> str:

@@ -63,6 +63,7 @@ SCENARIOS: dict[str, frozenset[tuple[str, str]] | None] = {
     "message_too_large": None,
     "handshake_unknown_protocol": None,
     "cors": frozenset({(WS, "json")}),
+    "stateful_reconnect_off": None,
     "restart": None,
     "complex_echo": None,
     "complex_receive": None,

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -144,3 +146,25 @@ async def test_per_method_authorization_on_an_open_hub() -> None:
         async with json_ws(f"{url}?access_token=good-token") as alice:
             assert (await alice.invoke("Whoami"))["result"] == "alice"
             assert (await alice.invoke("Secret", invocation_id="2"))["result"] == "classified"
+
+
+async def test_logs_bind_connection_id_and_never_contain_tokens() -> None:
+    secret = "good-token"
+    with structlog.testing.capture_logs() as logs:
+        async with running_server(HubEndpoint(OpenHub, authenticate=authenticate)) as url:
+            async with httpx.AsyncClient() as http:
+                body = (
+                    await http.post(
+                        f"{url}/negotiate?negotiateVersion=1&access_token={secret}",
+                        headers={"authorization": f"Bearer {secret}"},
+                    )
+                ).json()
+            async with json_ws(f"{url}?id={body['connectionToken']}&access_token={secret}") as c:
+                assert (await c.invoke("Crash"))["error"]
+    failures = [entry for entry in logs if entry["event"] == "signalr.invocation_failed"]
+    assert failures
+    assert failures[0]["connection_id"] == body["connectionId"]
+    assert failures[0]["method"] == "Crash"
+    for entry in logs:
+        assert secret not in repr(entry)
+        assert body["connectionToken"] not in repr(entry)

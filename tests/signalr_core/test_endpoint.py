@@ -305,3 +305,25 @@ async def test_starlette_routes_serve_bare_path_and_negotiate() -> None:
 
 def test_frames_helper_roundtrip() -> None:
     assert parse_frames(frame({"a": 1}) + frame({"b": 2})) == [{"a": 1}, {"b": 2}]
+
+
+async def test_stateful_reconnect_acknowledges_received_messages() -> None:
+    options = HubOptions(allow_stateful_reconnect=True, keep_alive_interval=0.4)
+    async with running_server(HubEndpoint(FeatureHub, options=options)) as base:
+        async with httpx.AsyncClient() as http:
+            body = (
+                await http.post(f"{base}/negotiate?negotiateVersion=1&useStatefulReconnect=true")
+            ).json()
+        async with connect(f"{base.replace('http', 'ws')}?id={body['connectionToken']}") as ws:
+            await ws.send(frame({"protocol": "json", "version": 2}))
+            assert await ws.recv() == "{}\x1e"
+            for i in range(3):
+                call = {"type": 1, "invocationId": str(i), "target": "Echo", "arguments": ["a"]}
+                await ws.send(frame(call))
+            seen: list[dict[str, Any]] = []
+            with anyio.fail_after(5):
+                while not any(m.get("type") == 8 for m in seen):
+                    data = await ws.recv()
+                    assert isinstance(data, str)
+                    seen.extend(parse_frames(data))
+            assert {"type": 8, "sequenceId": 3} in seen

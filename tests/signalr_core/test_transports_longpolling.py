@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 async def url() -> AsyncIterator[str]:
-    endpoint = HubEndpoint(FeatureHub, options=HubOptions(long_poll_timeout=0.5))
+    endpoint = HubEndpoint(FeatureHub, options=HubOptions(long_poll_timeout=1.0))
     async with running_server(endpoint) as base:
         yield base
 
@@ -33,7 +33,7 @@ async def _connect(http: httpx.AsyncClient, url: str) -> str:
     started = time.monotonic()
     first = await http.get(url, params={"id": token})
     assert (first.status_code, first.content) == (200, b"")
-    assert time.monotonic() - started < 0.4  # answered at once, not after the poll timeout
+    assert time.monotonic() - started < 0.9  # answered at once, not after the poll timeout
     sent = await http.post(
         url, params={"id": token}, content=frame({"protocol": "json", "version": 1})
     )
@@ -70,7 +70,7 @@ async def test_poll_timeout_answers_200_empty(url: str) -> None:
         started = time.monotonic()
         poll = await http.get(url, params={"id": token})
         assert (poll.status_code, poll.content) == (200, b"")
-        assert time.monotonic() - started >= 0.45
+        assert time.monotonic() - started >= 0.95
         await http.delete(url, params={"id": token})
 
 

@@ -161,3 +161,22 @@ async def test_cancel_stops_the_worker_thread(provider: SqliteProvider) -> None:
     await anyio.sleep(0.3)
     assert sum(sink.rows) == done
     assert threading.active_count() <= threads_before + 1
+
+
+async def test_variants_really_filter_by_manager_and_stream(provider: SqliteProvider) -> None:
+    ids: dict[str, set[str]] = {}
+    for manager, stream in (("m1", "s1"), ("m1", "s2"), ("m2", "s3")):
+        sink = CollectingSink()
+        params = {**PARAMS, "manager_id": manager, "stream_id": stream}
+        request = ExportRequest(sql=_script("s-orders", 2), params=params, header=False)
+        await provider.export("USER1", "demo", request, sink)
+        ids[stream] = {line.split(",", 1)[0] for line in sink.lines}
+    assert all(ids.values())
+    assert not ids["s1"] & ids["s2"]
+    assert not ids["s1"] & ids["s3"]
+    nothing = CollectingSink()
+    mismatched = {**PARAMS, "manager_id": "m2", "stream_id": "s1"}
+    await provider.export(
+        "USER1", "demo", ExportRequest(sql=_script("s-orders", 2), params=mismatched), nothing
+    )
+    assert nothing.chunks == []

@@ -12,6 +12,8 @@
 // result, {"type": "event", "name": ..., "payload": ..., "t": ms} for each run event, and stops
 // once the run's status is final ({"type": "done"}). A refused subscription prints
 // {"type": "subscribe_error", "message": ...}; a refused connection {"type": "connect_error"}.
+// With --hold 1 it does not stop at the final status: each line on stdin ("again") calls
+// SubscribeRun once more on the same connection and prints the outcome; "stop" ends it.
 // The Python test reads the lines (tests/exporter_api/runs/test_runs_live.py).
 
 import * as signalR from "@microsoft/signalr";
@@ -65,13 +67,25 @@ if (args.create) {
 try {
     const state = await connection.invoke("SubscribeRun", args.run);
     out({ type: "state", state });
-    if (FINAL.has(state.status)) finish();
+    if (FINAL.has(state.status) && !args.hold) finish();
 } catch (err) {
     out({ type: "subscribe_error", message: String(err && err.message) });
-    finish();
+    if (!args.hold) finish();
+}
+if (args.hold) {
+    const { createInterface } = await import("node:readline");
+    createInterface({ input: process.stdin }).on("line", async (line) => {
+        if (line.trim() === "stop") { finish(); return; }
+        try {
+            out({ type: "state", state: await connection.invoke("SubscribeRun", args.run) });
+        } catch (err) {
+            out({ type: "subscribe_error", message: String(err && err.message) });
+        }
+    });
 }
 const timeout = setTimeout(() => { out({ type: "timeout" }); finish(); }, Number(args.timeout || 60000));
 await finished;
 clearTimeout(timeout);
 await connection.stop();
 out({ type: "done" });
+process.exit(0); // stdin (--hold) would keep the process alive

@@ -4,7 +4,8 @@ official SignalR client (Node) watching a run."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,15 +97,50 @@ async def hub_watch(
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Run hub_watch.mjs (watching ``run_id``, or starting the run ``create`` once connected);
     the yielded list fills with its JSON lines until it is done."""
-    lines: list[dict[str, Any]] = []
-    command = ["node", str(HUB_WATCH), "--hub", f"{service.base}/hubs/runs", "--token", token]
-    command += ["--protocol", protocol, "--transport", transport, "--timeout", "30000"]
+    command = _command(service, token, protocol, transport)
     if run_id is not None:
         command += ["--run", run_id]
     if create is not None:
         command += ["--create", json.dumps(create), "--api", service.base]
-    async with await anyio.open_process(command, cwd=ROOT) as process:
-        assert process.stdout is not None
+    async with _node(command) as (lines, _):
+        yield lines
+
+
+@asynccontextmanager
+async def held_hub_watch(
+    service: Service, token: str, run_id: str
+) -> AsyncIterator[tuple[list[dict[str, Any]], Callable[[str], Awaitable[None]]]]:
+    """hub_watch.mjs staying connected: ``await tell("again")`` calls SubscribeRun once more on
+    the same connection; the block's end tells it to stop."""
+    command = [*_command(service, token, "json", "WebSockets"), "--run", run_id, "--hold", "1"]
+    async with _node(command, stdin=True) as (lines, process):
+        assert process.stdin is not None
+        stdin = process.stdin
+
+        async def tell(text: str) -> None:
+            await stdin.send(text.encode() + b"\n")
+
+        try:
+            yield lines, tell
+        finally:
+            await tell("stop")
+
+
+def _command(service: Service, token: str, protocol: str, transport: str) -> list[str]:
+    return [
+        *("node", str(HUB_WATCH), "--hub", f"{service.base}/hubs/runs", "--token", token),
+        *("--protocol", protocol, "--transport", transport, "--timeout", "30000"),
+    ]
+
+
+@asynccontextmanager
+async def _node(
+    command: list[str], *, stdin: bool = False
+) -> AsyncIterator[tuple[list[dict[str, Any]], anyio.abc.Process]]:
+    lines: list[dict[str, Any]] = []
+    async with await anyio.open_process(
+        command, cwd=ROOT, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL
+    ) as process:
 
         async def read() -> None:
             assert process.stdout is not None
@@ -117,9 +153,16 @@ async def hub_watch(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
-            yield lines
+            yield lines, process
             with anyio.fail_after(40):
                 await process.wait()
+
+
+async def wait_for_line(lines: list[dict[str, Any]], count: int) -> None:
+    """Until ``lines`` holds at least ``count`` lines (10 s at most)."""
+    with anyio.fail_after(10):
+        while len(lines) < count:  # noqa: ASYNC110 - filled by another task from a pipe
+            await anyio.sleep(0.02)
 
 
 def events(lines: list[dict[str, Any]], name: str, **match: object) -> list[dict[str, Any]]:

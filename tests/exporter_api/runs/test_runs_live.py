@@ -21,7 +21,15 @@ from tests.exporter_api.runs.conftest import (
     ExportDatabase,
     poll_until,
 )
-from tests.exporter_api.runs.live import Service, bearer, events, hub_watch, live_service
+from tests.exporter_api.runs.live import (
+    Service,
+    bearer,
+    events,
+    held_hub_watch,
+    hub_watch,
+    live_service,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.compat
 
@@ -268,3 +276,24 @@ async def test_rest_errors_and_paging(catalog_path: Path, tmp_path: Path) -> Non
         assert [r["runId"] for r in page2["items"]] == [slow[0]]
         assert page2["nextCursor"] is None
         assert (await http.get("/api/runs?limit=0", headers=bearer(token))).status_code == 400
+
+
+async def test_logout_ends_hub_subscriptions_at_once(catalog_path: Path, tmp_path: Path) -> None:
+    async with live_service(catalog_path, tmp_path / "data") as service:
+        token = await service.login(USER1, USER1_PASSWORD)
+        run_id = await start(service, token, single("g-misc", "s-bad"))
+        async with held_hub_watch(service, token, run_id) as (lines, tell):
+            await wait_for_line(lines, 1)
+            assert lines[-1]["type"] == "state"
+            await tell("again")
+            await wait_for_line(lines, 2)
+            assert lines[-1]["type"] == "state"  # still allowed on the open connection
+            logout = await service.http.post(
+                "/api/auth/logout", headers={**bearer(token), "X-Requested-With": "fetch"}
+            )
+            assert logout.status_code == 204
+            await tell("again")
+            await wait_for_line(lines, 3)
+            third = lines[-1]
+            assert third["type"] == "subscribe_error"
+            assert "session has ended" in third["message"]
