@@ -56,6 +56,9 @@ class Feature(Protocol):
 
     def lifespan(self, services: Services) -> AbstractAsyncContextManager[None]: ...
 
+    async def shutdown(self) -> None:
+        """Called when the server stops accepting requests, before open ones are awaited."""
+
 
 def create_app(
     settings: Settings, config: ExportConfig | None = None, *, runs: Feature | None = None
@@ -164,6 +167,7 @@ def create_app(
     operations = [*meta.auth_and_catalog_operations(), *getattr(runs, "openapi_operations", [])]
     app.state.openapi = build_openapi(operations, title="exporter-api", version="0.1.0")
     app.state.settings = settings
+    app.state.runs = runs
     app.state.config = config
     return app
 

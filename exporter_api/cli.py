@@ -7,9 +7,14 @@ import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter_api.config import Settings, default_config_path, load_config
 from exporter_api.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config as HypercornConfig
+    from starlette.applications import Starlette
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,7 +85,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     import anyio
     import structlog
-    from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config as HypercornConfig
 
     from exporter_api.app import create_app
@@ -109,8 +113,30 @@ def _serve(args: argparse.Namespace) -> int:
     structlog.get_logger("exporter_api.cli").info(
         "listening", url=f"http://{hc.bind[0]}/", https_only_refresh=settings.cookie_secure
     )
-    anyio.run(hypercorn_serve, app, hc)  # type: ignore[arg-type]
+    anyio.run(_serve_until_signal, app, hc)
     return 0
+
+
+async def _serve_until_signal(app: Starlette, hc: HypercornConfig) -> None:
+    """Serve until SIGINT/SIGTERM; then tell hub clients to reconnect before hypercorn drains.
+
+    Hypercorn waits for open requests (WebSockets, SSE streams, polls) before it ends the
+    lifespan, so the hub's ``Close(allowReconnect: true)`` must be sent from the shutdown trigger.
+    """
+    import signal
+
+    import anyio
+    import structlog
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    async def shutdown_trigger() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                structlog.get_logger("exporter_api.cli").info("shutdown_requested", signal=signum)
+                break
+        await app.state.runs.shutdown()
+
+    await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
 
 __all__ = ["main"]

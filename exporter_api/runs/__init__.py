@@ -81,7 +81,7 @@ class RunsComponent:
 
     async def session_live(self, session_id: str) -> bool:
         # TokenService has no public per-session check yet (see the report to E1).
-        return await self.services.tokens._session_live(session_id)
+        return await self.services.tokens.session_live(session_id)
 
     async def _authenticate_hub(self, request: AuthRequest) -> Principal | None:
         if request.access_token is None or self._services is None:
@@ -116,6 +116,14 @@ class RunsComponent:
         finally:
             self._engine = None
             self._services = None
+
+    async def shutdown(self) -> None:
+        """The server stops accepting requests: tell hub clients to reconnect later.
+
+        Hypercorn waits for open requests (WebSockets, SSE streams, polls) before it ends the
+        lifespan, so the hub's ``Close(allowReconnect)`` must go out before that wait.
+        """
+        await self.hub_endpoint.shutdown()
 
 
 def build_runs(config: ExportConfig) -> RunsComponent:

@@ -263,7 +263,5 @@ class TokenService:
         self._session_ok[session_id] = time.monotonic()
         return True
 
-    _session_live = session_live  # the name the runs package used first
-
 
 __all__ = ["AuthenticatedUser", "IssuedTokens", "TokenService", "hash_token"]

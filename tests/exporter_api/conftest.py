@@ -42,6 +42,9 @@ class NoRuns:
         self.services = services
         yield
 
+    async def shutdown(self) -> None:
+        pass
+
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
