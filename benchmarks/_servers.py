@@ -7,6 +7,8 @@
   frame type.
 - ``signalr_core``: ``BenchHub`` on a ``signalr_core.HubEndpoint`` mounted at ``/hub``.
 - ``aiosignalr``: the same hub written against aiosignalr 0.1.1's server API at ``/hub``.
+- ``signalr_core_redis``: ``signalr_core`` with ``RedisHubLifetimeManager`` (Redis at
+  ``$BENCH_REDIS_URL``), so every broadcast goes through Redis pub/sub.
 
 Every hub offers ``Echo(message) -> message`` and ``Broadcast(message)`` (all clients receive
 ``Receive(message)``). All three run on the same server (hypercorn, asyncio loop) with the same
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -74,11 +77,12 @@ def make_echo_app() -> ASGIApp:
     return app
 
 
-def make_signalr_core_app() -> ASGIApp:
+def make_signalr_core_app(redis_url: str | None = None) -> ASGIApp:
     import structlog
     from starlette.applications import Starlette
 
     from signalr_core import Hub, HubEndpoint, hub_method
+    from signalr_core.redis import RedisHubLifetimeManager
 
     class BenchHub(Hub):
         @hub_method("Echo")
@@ -92,7 +96,8 @@ def make_signalr_core_app() -> ASGIApp:
     # As in production: warnings and errors only (the default prints every connect/disconnect
     # through structlog's console renderer, ~0.4 ms each).
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    endpoint = HubEndpoint(BenchHub)
+    manager = RedisHubLifetimeManager(redis_url, hub_name="bench") if redis_url else None
+    endpoint = HubEndpoint(BenchHub, lifetime_manager=manager)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -129,10 +134,16 @@ def make_aiosignalr_app() -> ASGIApp:
     return app
 
 
+def make_signalr_core_redis_app() -> ASGIApp:
+    """signalr_core with the Redis backplane (``BENCH_REDIS_URL``): every send via Redis."""
+    return make_signalr_core_app(os.environ["BENCH_REDIS_URL"])
+
+
 FACTORIES: dict[str, Callable[[], ASGIApp]] = {
     "echo": make_echo_app,
     "signalr_core": make_signalr_core_app,
     "aiosignalr": make_aiosignalr_app,
+    "signalr_core_redis": make_signalr_core_redis_app,
 }
 
 

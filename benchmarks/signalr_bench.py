@@ -7,6 +7,9 @@ One script, one run, same machine, same server (hypercorn) and same load client:
 (b) broadcast fan-out latency: 1,000 connections, one more connection invokes ``Broadcast``,
     the time from sending that frame until each of the 1,000 receives ``Receive`` (p50/p99).
 
+A fourth server, ``signalr_core_redis``, is signalr_core with the Redis backplane (a throwaway
+redis-server), to show what scale-out costs; the goals compare the first three.
+
 The bare echo server gets the same frames: (a) the very same Invocation bytes echoed back,
 (b) a text frame that it relays to every open socket. Its numbers are the ceiling, and every
 other number is reported as a ratio to it.
@@ -25,6 +28,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -42,7 +46,7 @@ from benchmarks._wsclient import OP_BINARY, OP_TEXT, WebSocketClient, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 RS = b"\x1e"
-SERVERS = ("echo", "signalr_core", "aiosignalr")
+SERVERS = ("echo", "signalr_core", "aiosignalr", "signalr_core_redis")
 
 
 # --------------------------------------------------------------------------------- protocols ---
@@ -156,13 +160,53 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def server_process(kind: str) -> Iterator[tuple[int, int]]:
+def redis_server() -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port (for ``signalr_core_redis``)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as base:
+        proc = subprocess.Popen(  # noqa: S603 - fixed arguments
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                base,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                    break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def server_process(kind: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
     """Run ``benchmarks._servers KIND PORT`` until the block ends; yields (port, pid)."""
     port = free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
         [sys.executable, "-m", "benchmarks._servers", kind, str(port)],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -525,7 +569,10 @@ def main(argv: list[str] | None = None) -> None:
         for kind in args.servers.split(","):
             runs[kind] = []
             try:
-                servers[kind] = stack.enter_context(server_process(kind))
+                env = {}
+                if kind == "signalr_core_redis":
+                    env["BENCH_REDIS_URL"] = stack.enter_context(redis_server())
+                servers[kind] = stack.enter_context(server_process(kind, env))
             except Exception as exc:
                 failed = f"fails: {type(exc).__name__}: {exc}"
                 runs[kind].append({"rtt_json": failed, "rtt_messagepack": failed, "fanout": failed})

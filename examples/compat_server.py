@@ -14,6 +14,8 @@ Endpoints (detailed errors on everywhere):
 - ``GET /generateJwtToken``: an HS256 JWT for ``testuser`` as ``text/plain``; the key is
   generated at start, so tokens never outlive the process.
 - ``/uncreatable``: :class:`UncreatableHub`, whose creation always fails.
+- ``/statefulhub``: :class:`TestHub` with stateful reconnect allowed (ASP.NET 8's
+  ``AllowStatefulReconnects``).
 - ``/redirect``: its negotiate answers with a redirect to ``/testhub?numRedirects=N`` (``N``
   counts up from 1) and an access token.
 
@@ -22,10 +24,17 @@ an already expired ``expiredCookie`` (the client must not send that one back). C
 every origin, with credentials (the hubs echo the ``Origin``, as the ASP.NET test server does;
 ``/generateJwtToken`` does so for ``http://localhost:*`` and ``http://127.0.0.1:*``).
 
-Beyond the ASP.NET test hub, :class:`TestHub` has three methods used by the compatibility
-suite: ``ThrowHubException(message)`` (a :class:`~signalr_core.HubException`, whose text reaches
-the client), ``StreamThrowMidway(message)`` (streams "a", then fails) and
-``SendToCaller(method, argument)``.
+Beyond the ASP.NET test hub, :class:`TestHub` has methods used by the compatibility suite:
+``ThrowHubException(message)`` (a :class:`~signalr_core.HubException`, whose text reaches
+the client), ``StreamThrowMidway(message)`` (streams "a", then fails),
+``SendToCaller(method, argument)``, ``AbortConnection()`` (``self.context.abort()``) and, for
+client results, ``GetClientResult(message)`` (returns what the caller's ``Result(message)``
+handler returns), ``GetClientResultFrom(connectionId, message)`` (asks another connection)
+and ``GetClientResultWithTimeout(message, seconds)``; for stateful reconnect,
+``SendNumbers(count)`` (calls the caller's ``Number(i)`` for ``i`` below ``count``, a few ms
+apart, then returns ``count``), ``Increment()`` and ``GetCount()`` (a per-connection counter).
+``POST /closeConnection?id=ID[&error=TEXT][&allowReconnect=true]`` closes a connection of any
+hub from outside the hub (``hub_context.close_connection``) and answers ``{"closed": N}``.
 """
 
 from __future__ import annotations
@@ -196,6 +205,38 @@ class TestHub(Hub):
         # Header names are case-insensitive; the context keeps them lower-case.
         return self.context.headers.get(header_name.lower())
 
+    @hub_method("GetClientResult")
+    async def get_client_result(self, message: str) -> Any:
+        return await self.clients.caller.invoke("Result", message)
+
+    @hub_method("GetClientResultFrom")
+    async def get_client_result_from(self, connection_id: str, message: str) -> Any:
+        return await self.clients.client(connection_id).invoke("Result", message)
+
+    @hub_method("GetClientResultWithTimeout")
+    async def get_client_result_with_timeout(self, message: str, seconds: float) -> Any:
+        return await self.clients.caller.invoke("Result", message, timeout=seconds)
+
+    @hub_method("SendNumbers")
+    async def send_numbers(self, count: int) -> int:
+        for i in range(count):
+            await self.clients.caller.send("Number", i)
+            await anyio.sleep(0.005)
+        return count
+
+    @hub_method("Increment")
+    def increment(self) -> None:
+        self.context.items["count"] = self.context.items.get("count", 0) + 1
+
+    @hub_method("GetCount")
+    def get_count(self) -> int:
+        count: int = self.context.items.get("count", 0)
+        return count
+
+    @hub_method("AbortConnection")
+    def abort_connection(self) -> None:
+        self.context.abort()
+
     @hub_method("JoinGroup")
     async def join_group(self, group: str) -> None:
         await self.groups.add(self.context.connection_id, group)
@@ -311,7 +352,10 @@ def create_app() -> Starlette:
     authorized = HubEndpoint(AuthorizedHub, options=options(), authenticate=issuer.authenticate)
     uncreatable = HubEndpoint(UncreatableHub, options=options())
     redirect = HubEndpoint(TestHub, options=options(negotiate_redirect=redirect_to_testhub))
-    endpoints = (testhub, nowebsockets, authorized, uncreatable, redirect)
+    stateful = HubEndpoint(
+        TestHub, options=options(allow_stateful_reconnect=True), authenticate=issuer.authenticate
+    )
+    endpoints = (testhub, nowebsockets, authorized, uncreatable, redirect, stateful)
 
     async def generate_jwt_token(request: Request) -> Response:
         response = PlainTextResponse(issuer.issue())
@@ -323,6 +367,18 @@ def create_app() -> Starlette:
             response.headers["vary"] = "Origin"
         return response
 
+    async def close_connection(request: Request) -> Response:
+        # What a logout does: end a connection from outside any hub method.
+        connection_id = request.query_params.get("id", "")
+        closed = 0
+        for endpoint in endpoints:
+            closed += await endpoint.hub_context.close_connections(
+                connection_ids=(connection_id,),
+                error=request.query_params.get("error"),
+                allow_reconnect=request.query_params.get("allowReconnect") == "true",
+            )
+        return Response(msgspec.json.encode({"closed": closed}), media_type="application/json")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -333,11 +389,13 @@ def create_app() -> Starlette:
     app = Starlette(
         routes=[
             Route("/generateJwtToken", generate_jwt_token, methods=["GET"]),
+            Route("/closeConnection", close_connection, methods=["POST"]),
             *testhub.routes("/testhub"),
             *nowebsockets.routes("/testhub-nowebsockets"),
             *authorized.routes("/authorizedhub"),
             *uncreatable.routes("/uncreatable"),
             *redirect.routes("/redirect"),
+            *stateful.routes("/statefulhub"),
         ],
         lifespan=lifespan,
     )

@@ -11,6 +11,7 @@ from typing import Protocol
 import anyio
 import structlog
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -22,9 +23,10 @@ from exporter_api.api import auth, catalog, meta
 from exporter_api.config import ExportConfig, Settings, load_config
 from exporter_api.errors import NotFound
 from exporter_api.openapi import build_openapi
-from exporter_api.problems import exception_handlers
+from exporter_api.problems import exception_handlers, problem
 from exporter_api.providers import DatabaseProvider, create_provider
 from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, load_or_create_key
+from exporter_api.security.links import DownloadLinks
 from exporter_api.security.throttle import LoginThrottle
 from exporter_api.security.tokens import TokenService
 from exporter_api.security.vault import CredentialVault
@@ -43,6 +45,24 @@ async def _index(request: Request) -> Response:
     if not index.is_file():
         raise NotFound("the console is not installed (exporter_api/static/index.html)")
     return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, but a refused preflight is problem JSON like every error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
+        }
+        return problem(
+            response.status_code,
+            "Bad Request",
+            bytes(response.body).decode("utf-8", "replace"),
+            headers=headers,
+        )
 
 
 def state_url(settings: Settings, config: ExportConfig) -> str | None:
@@ -114,6 +134,7 @@ def create_app(
                 tokens=tokens,
                 vault=vault,
                 throttle=throttle,
+                links=DownloadLinks(jwt_key, config.server.download_link_ttl_s),
                 task_group=task_group,
             )
             app.state.services = services
@@ -146,7 +167,7 @@ def create_app(
     if config.server.cors_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                ProblemCORSMiddleware,
                 allow_origins=config.server.cors_origins,
                 allow_credentials=True,
                 allow_methods=["GET", "POST"],

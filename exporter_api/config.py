@@ -33,6 +33,10 @@ FILE_NAME_FIELDS = frozenset(
         "database_id",
         "manager_id",
         "stream_id",
+        "group_name",
+        "script_name",
+        "date",
+        "time",
     }
 )
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -58,6 +62,10 @@ class ServerConfig(_Base):
     login_max_failures: int = 5
     login_window_s: int = 300
     login_lockout_s: int = 60
+    # Finished runs older than this many days are deleted with their files (0 keeps them forever).
+    retention_days: int = 0
+    # Lifetime of a signed download link (`downloadUrl`, `zipUrl`).
+    download_link_ttl_s: int = 300
 
 
 class OutputConfig(_Base):
@@ -355,9 +363,12 @@ def _validate(config: ExportConfig, path: Path) -> None:
         "login_max_failures",
         "login_window_s",
         "login_lockout_s",
+        "download_link_ttl_s",
     ):
         if getattr(server, name) < 1:
             fail(f"server.{name}", "must be at least 1")
+    if server.retention_days < 0:
+        fail("server.retention_days", "must be 0 (keep forever) or a number of days")
     if server.state_url:
         parts = urlsplit(server.state_url)
         if parts.scheme not in {"postgres", "postgresql"}:

@@ -9,6 +9,7 @@ import anyio.abc
 
 from exporter_api.config import ExportConfig, Settings
 from exporter_api.providers.base import DatabaseProvider
+from exporter_api.security.links import DownloadLinks
 from exporter_api.security.throttle import LoginThrottle
 from exporter_api.security.tokens import TokenService
 from exporter_api.security.vault import CredentialVault
@@ -24,6 +25,7 @@ class Services:
     tokens: TokenService
     vault: CredentialVault
     throttle: LoginThrottle
+    links: DownloadLinks  # signed download links (?sig=)
     task_group: anyio.abc.TaskGroup  # the app's long-lived task group (lifespan)
 
 

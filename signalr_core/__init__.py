@@ -23,12 +23,16 @@ from signalr_core.clients import (
     HubCallerClients,
     HubClients,
     HubContext,
+    SingleClientProxy,
 )
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.cors import CorsPolicy
 from signalr_core.endpoint import HubEndpoint
 from signalr_core.errors import (
     AuthenticationError,
+    ClientResultError,
+    ClientResultsNotAllowedError,
+    ClientUnavailableError,
     HandshakeError,
     HubException,
     HubMethodNotFound,
@@ -40,9 +44,11 @@ from signalr_core.errors import (
 )
 from signalr_core.hub import Hub, hub_method
 from signalr_core.lifetime import (
+    CloseRequest,
     DefaultHubLifetimeManager,
     HubConnectionHandle,
     HubLifetimeManager,
+    LocalConnection,
 )
 from signalr_core.messages import (
     AckMessage,
@@ -73,7 +79,11 @@ __all__ = [
     "Authenticator",
     "CancelInvocationMessage",
     "ClientProxy",
+    "ClientResultError",
+    "ClientResultsNotAllowedError",
+    "ClientUnavailableError",
     "CloseMessage",
+    "CloseRequest",
     "CompletionMessage",
     "CorsPolicy",
     "DefaultHubLifetimeManager",
@@ -98,6 +108,7 @@ __all__ = [
     "InvocationError",
     "InvocationMessage",
     "JsonHubProtocol",
+    "LocalConnection",
     "MessagePackHubProtocol",
     "MessageTooLargeError",
     "PingMessage",
@@ -105,6 +116,7 @@ __all__ = [
     "ProtocolError",
     "SequenceMessage",
     "SignalRError",
+    "SingleClientProxy",
     "StreamInvocationMessage",
     "StreamItemMessage",
     "TransferFormat",

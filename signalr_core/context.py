@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,19 @@ class HubCallerContext:
     query: Mapping[str, str]
     cookies: Mapping[str, str]
     transport: str
+    on_abort: Callable[[], None] | None = field(default=None, repr=False)
+    """Set by the server layer: what :meth:`abort` does."""
+
+    def abort(self) -> None:
+        """End this connection from a hub method (ASP.NET's ``Context.Abort()``).
+
+        The client gets ``Close`` without an error and without ``allowReconnect`` (so clients
+        with automatic reconnect stay closed). The connection ends at once: running invocations,
+        including the caller (at its next ``await``), are cancelled and send no completion;
+        ``on_disconnected`` runs as usual.
+        """
+        if self.on_abort is not None:
+            self.on_abort()
 
     @property
     def user_id(self) -> str | None:

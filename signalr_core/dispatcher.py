@@ -24,16 +24,39 @@ sends what is left and ends. Writes never block: frames go to the bounded
 :class:`~signalr_core.transports.OutgoingBuffer` and a connection whose buffer is full is
 aborted. Server-to-client streams wait for buffer space instead (backpressure).
 
+**Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
+``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
+
+**Client results.** :meth:`~HubServerConnection.invoke_client` sends an Invocation with an id
+(``r1``, ``r2``, ...) and waits on an entry of the connection's pending-results table (at most
+``max_pending_client_results``); the message loop hands the client's Completion to it, and
+``_finish`` wakes every waiter with "disconnected". A hub method that waits for a client result
+from an invocation worker lends its slot: a loan worker takes jobs until the result arrives
+(only while waiting for a job is it cancelled), so the message loop never blocks behind a
+method that needs the loop to read the answer (ASP.NET 8 releases its semaphore the same way).
+
+**Stateful reconnect.** With protocol version 2 on a connection that negotiated it, every
+sequenced message sent (Invocation, StreamItem, Completion, StreamInvocation,
+CancelInvocation) is numbered and kept, encoded, in a bounded replay buffer until the client's
+Ack covers it; incoming sequenced messages are numbered too, and after the client's Sequence
+message those already processed are skipped. When the WebSocket breaks (no close frame from
+the client, no close by the server), :meth:`~HubServerConnection.transport_lost` keeps the
+connection (its task group keeps running) for ``disconnect_timeout``; a WebSocket request with
+the same token calls :meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the
+replay buffer before anything else.
+
 Error texts follow ASP.NET Core's ``DefaultHubDispatcher`` and ``ErrorMessageHelper``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
 import enum
 import inspect
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -47,6 +70,9 @@ from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.errors import (
+    ClientResultError,
+    ClientResultsNotAllowedError,
+    ClientUnavailableError,
     HandshakeError,
     HubException,
     InvocationError,
@@ -64,12 +90,13 @@ from signalr_core.messages import (
     CompletionMessage,
     HubMessage,
     InvocationMessage,
+    SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
     TransferFormat,
 )
 from signalr_core.options import HubOptions
-from signalr_core.transports import OutgoingBuffer, TransportName
+from signalr_core.transports import IncomingBuffer, OutgoingBuffer, TransportName
 
 if TYPE_CHECKING:
     from signalr_core.protocols import HubProtocol
@@ -94,6 +121,12 @@ class ClientStreamError(SignalRError):
 
 def exception_name(exc: BaseException) -> str:
     """The type name ASP.NET would show for ``exc`` in a detailed error."""
+    if isinstance(exc, ClientResultError):
+        return "HubException"  # ASP.NET throws HubException with the client's error text
+    if isinstance(exc, ClientUnavailableError):
+        return "IOException"
+    if isinstance(exc, ClientResultsNotAllowedError):
+        return "InvalidOperationException"
     if isinstance(exc, ProtocolError):
         return "InvalidDataException"  # what ASP.NET's protocol readers throw
     if isinstance(exc, ClientStreamError):
@@ -144,6 +177,65 @@ class EncodeCache:
         return data
 
 
+class _PendingResult:
+    """A client result the server waits for."""
+
+    __slots__ = ("completion", "event", "result_type")
+
+    def __init__(self, result_type: Any) -> None:
+        self.result_type = result_type
+        self.event = anyio.Event()
+        self.completion: CompletionMessage | None = None
+
+
+class _Loan:
+    """A worker slot lent while a hub method waits for a client result."""
+
+    __slots__ = ("ended", "scope")
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.scope: anyio.CancelScope | None = None
+
+    def end(self) -> None:
+        self.ended = True
+        if self.scope is not None:
+            self.scope.cancel()  # only ever cancels the wait for the next job
+
+
+class _WorkerSlot:
+    """One invocation worker: lent (at most once at a time) while its method awaits results."""
+
+    __slots__ = ("connection", "loan", "waiting")
+
+    def __init__(self, connection: HubServerConnection) -> None:
+        self.connection = connection
+        self.waiting = 0
+        self.loan: _Loan | None = None
+
+    def start_waiting(self) -> None:
+        self.waiting += 1
+        if self.loan is None:
+            self.loan = self.connection._lend_worker()
+
+    def stop_waiting(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0 and self.loan is not None:
+            self.loan.end()
+            self.loan = None
+
+
+_current_worker: contextvars.ContextVar[_WorkerSlot | None] = contextvars.ContextVar(
+    "signalr_core_current_worker", default=None
+)
+"""The invocation worker running the current task (for lending its slot)."""
+
+_results_forbidden: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "signalr_core_results_forbidden", default=None
+)
+"""Set while ``on_connected`` / ``on_disconnected`` run: the ASP.NET hook name."""
+
+
 class HubDispatcher:
     """Per-endpoint part of dispatching: the hub's methods and shared facades."""
 
@@ -160,6 +252,7 @@ class HubDispatcher:
         self.manager = manager
         self.groups = GroupManager(manager)
         self.encode_cache = EncodeCache()
+        self.local_lookup: Callable[[str], HubServerConnection | None] | None = None
         self._by_target: dict[str, HubMethod] = {}
 
     def lookup(self, target: str) -> HubMethod | None:
@@ -262,9 +355,7 @@ class HubServerConnection:
         self.transport_scope: anyio.CancelScope | None = None
         self.aborted = False
         self._state: HubConnectionState | None = None
-        self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[bytes](
-            _INCOMING_CHUNKS
-        )
+        self._incoming = IncomingBuffer(_INCOMING_CHUNKS)
         self._scope: anyio.CancelScope | None = None
         self._open = False
         self._registered = False
@@ -277,11 +368,24 @@ class HubServerConnection:
         self._busy = 0
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
         self._stateful = False
-        self._received_sequence = 0
+        # Stateful reconnect, receiving side: ids of the client's sequenced messages.
+        self._next_receive_id = 1
+        self._received_sequence = 0  # the newest id processed (what we acknowledge)
         self._acked_sequence = 0
+        # Sending side: encoded sequenced messages the client has not acknowledged yet.
+        self._replay: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._replay_bytes = 0
+        self._sent_sequence = 0
+        self._replay_space: anyio.Event | None = None
+        self.detached_since: float | None = None  # transport lost, waiting for a reconnect
+        self.transport_generation = 0
         self._streams: dict[str, anyio.CancelScope] = {}
         self._uploads: dict[str, _Upload] = {}
-        self._caller_clients = HubCallerClients(dispatcher.manager, self)
+        self._results: dict[str, _PendingResult] = {}
+        self._result_ids = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._jobs: MemoryObjectReceiveStream[_Job] | None = None
+        self._caller_clients = HubCallerClients(dispatcher.manager, self, dispatcher.local_lookup)
         self._log = _log.bind(connection_id=connection_id)
 
     # -- attaching a transport ---------------------------------------------------------------
@@ -312,6 +416,7 @@ class HubServerConnection:
             query={k: v for k, v in query.items() if k != "access_token"},
             cookies=dict(cookies),
             transport=str(transport),
+            on_abort=self.close,
         )
         self._state = HubConnectionState(
             self._protocols,
@@ -327,18 +432,11 @@ class HubServerConnection:
         if not data:
             return not self.finished.is_set()
         self._received = True
-        try:
-            try:
-                self._incoming_send.send_nowait(data)  # no extra scheduling round when not full
-            except anyio.WouldBlock:
-                await self._incoming_send.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return False
-        return True
+        return await self._incoming.put(data)
 
     def transport_closed(self) -> None:
         """The client went away (socket closed, DELETE, SSE request ended)."""
-        self._incoming_send.close()
+        self._incoming.end()
 
     # -- HubConnectionHandle -------------------------------------------------------------------
 
@@ -347,13 +445,115 @@ class HubServerConnection:
         protocol = self.protocol
         if not self._open or protocol is None:
             return
-        self._enqueue(self._dispatcher.encode_cache.encode(protocol, message))
+        data = self._dispatcher.encode_cache.encode(protocol, message)
+        if self._stateful:
+            self._enqueue_stateful(message, data)
+        else:
+            self._enqueue(data)
 
     def _send(self, message: HubMessage) -> None:
         protocol = self.protocol
         if not self._open or protocol is None:
             return
-        self._enqueue(protocol.encode_message(message))
+        data = protocol.encode_message(message)
+        if self._stateful:
+            self._enqueue_stateful(message, data)
+        else:
+            self._enqueue(data)
+
+    def _enqueue_stateful(self, message: HubMessage, data: bytes) -> None:
+        if isinstance(message, _SEQUENCED):
+            self._sent_sequence += 1
+            self._replay.append((self._sent_sequence, data))
+            self._replay_bytes += len(data)
+            if self._replay_bytes > self._options.stateful_reconnect_buffer_size:
+                self._log.warning(
+                    "signalr.replay_buffer_full",
+                    pending_bytes=self._replay_bytes,
+                    pending_messages=len(self._replay),
+                )
+                self.abort()
+                return
+        if self.detached_since is None:
+            self._enqueue(data)
+        # else: no transport; sequenced messages wait in the replay buffer, pings are dropped
+
+    def _acknowledged(self, sequence_id: int) -> None:
+        """The client received every sequenced message up to ``sequence_id``."""
+        replay = self._replay
+        while replay and replay[0][0] <= sequence_id:
+            self._replay_bytes -= len(replay.popleft()[1])
+        event = self._replay_space
+        if (
+            event is not None
+            and self._replay_bytes * 2 <= self._options.stateful_reconnect_buffer_size
+        ):
+            self._replay_space = None
+            event.set()
+
+    async def _wait_replay_space(self) -> None:
+        """Backpressure for streams: wait while the replay buffer is more than half full."""
+        limit = self._options.stateful_reconnect_buffer_size
+        while self._open and self._replay_bytes * 2 > limit:
+            if self._replay_space is None:
+                self._replay_space = anyio.Event()
+            await self._replay_space.wait()
+
+    # -- stateful reconnect: losing and regaining the transport ---------------------------------
+
+    def transport_lost(self, *, graceful: bool, now: float) -> bool:
+        """The transport ended; ``True`` when the connection stays to await a reconnect.
+
+        With stateful reconnect, a WebSocket that ended without the client closing it
+        (``graceful``) and without the server closing the connection keeps the connection
+        alive for ``disconnect_timeout``; otherwise the connection ends.
+        """
+        if (
+            self._stateful
+            and not graceful
+            and self._open
+            and not self._close_requested
+            and self.transport is TransportName.WEBSOCKETS
+        ):
+            self.detached_since = now
+            self._log.info("signalr.transport_lost", replay_messages=len(self._replay))
+            return True
+        self.transport_closed()
+        return False
+
+    @property
+    def can_resume(self) -> bool:
+        """Whether a new WebSocket with this connection's token may take over (stateful)."""
+        return (
+            self._stateful
+            and self._open
+            and not self._close_requested
+            and self.status is ConnectionStatus.ACTIVE
+        )
+
+    async def resume(self) -> int:
+        """A new transport takes over: send ``Sequence`` and replay what was not acknowledged.
+
+        An older transport that is still attached (the client noticed the drop first) is
+        cancelled. Returns the new transport generation.
+        """
+        if self.transport_scope is not None:
+            self.transport_scope.cancel()
+        with anyio.move_on_after(5):
+            while self.transport_attached:  # noqa: ASYNC110 - the old request task clears it
+                await anyio.sleep(0.01)
+        self.transport_generation += 1
+        self.detached_since = None
+        self._received = True  # the reconnect counts as hearing from the client
+        protocol = self.protocol
+        assert protocol is not None
+        self.outgoing.drain()  # whatever was queued is either in the replay buffer or a ping
+        first = self._replay[0][0] if self._replay else self._sent_sequence + 1
+        self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
+        for _, data in self._replay:
+            self.outgoing.put(data, force=True)
+        self._log.info("signalr.transport_resumed", replayed=len(self._replay), sequence=first)
+        return self.transport_generation
 
     def _enqueue(self, data: bytes) -> None:
         if self.outgoing.put(data):
@@ -399,8 +599,7 @@ class HubServerConnection:
 
     def _end_inactive(self) -> None:
         self.outgoing.close()
-        self._incoming_send.close()
-        self._incoming_receive.close()
+        self._incoming.close()
         self.status = ConnectionStatus.FINISHED
         self.finished.set()
 
@@ -416,9 +615,14 @@ class HubServerConnection:
             self._log.info("signalr.client_timeout", timeout=options.client_timeout)
             self.abort()
             return
+        if self.detached_since is not None:
+            if now - self.detached_since > options.disconnect_timeout:
+                self._log.info("signalr.reconnect_timeout", timeout=options.disconnect_timeout)
+                self.abort()
+            return
         if self._stateful and self._received_sequence != self._acked_sequence:
             # Acknowledge what arrived, so the client can drop it from its replay buffer
-            # (which otherwise fills up and stalls its sends). Replay itself is not implemented.
+            # (which otherwise fills up and stalls its sends).
             self._acked_sequence = self._received_sequence
             self._send(AckMessage(sequence_id=self._received_sequence))
         if self._wrote:
@@ -471,6 +675,7 @@ class HubServerConnection:
         await manager.on_connected(self)
         self._registered = True
         self._log.debug("signalr.connected", protocol=self.protocol.name if self.protocol else None)
+        forbidden = _results_forbidden.set("OnConnectedAsync")
         try:
             hub = self._new_hub()
             await hub.on_connected()
@@ -480,10 +685,13 @@ class HubServerConnection:
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
             raise _ConnectFailed(exc) from exc
+        finally:
+            _results_forbidden.reset(forbidden)
         self._hub_connected = True
         send, receive = anyio.create_memory_object_stream[_Job](0)
         loop_error: ProtocolError | None = None
         async with anyio.create_task_group() as tg, send, receive:
+            self._tg, self._jobs = tg, receive
             for _ in range(self._options.max_parallel_invocations):
                 tg.start_soon(self._worker, receive.clone())
             try:
@@ -498,7 +706,7 @@ class HubServerConnection:
         state = self._state
         assert state is not None
         with anyio.move_on_after(self._options.handshake_timeout):
-            async for chunk in self._incoming_receive:
+            while (chunk := await self._incoming.get()) is not None:
                 try:
                     state.receive_data(chunk)
                 except HandshakeError:
@@ -536,16 +744,10 @@ class HubServerConnection:
                 return
         state = self._state
         assert state is not None
-        incoming = self._incoming_receive
+        incoming = self._incoming
         while True:
-            try:
-                chunk = incoming.receive_nowait()
-            except anyio.WouldBlock:
-                try:
-                    chunk = await incoming.receive()
-                except anyio.EndOfStream:
-                    return
-            except anyio.EndOfStream:
+            chunk = await incoming.get()
+            if chunk is None:
                 return
             try:
                 state.receive_data(chunk)
@@ -563,12 +765,15 @@ class HubServerConnection:
 
     async def _finish(self, error: Exception | None) -> None:
         self._open = False
-        self._incoming_send.close()
-        self._incoming_receive.close()
+        self._incoming.close()
         for upload in self._uploads.values():
             upload.send.close()
             upload.stream.close()
         self._uploads.clear()
+        self._tg = self._jobs = None
+        for pending in self._results.values():
+            pending.event.set()  # no completion: the waiter raises ClientUnavailableError
+        forbidden = _results_forbidden.set("OnDisconnectedAsync")
         try:
             if self._registered:
                 await self._dispatcher.manager.on_disconnected(self)
@@ -578,6 +783,7 @@ class HubServerConnection:
         except Exception:
             self._log.exception("signalr.on_disconnected_failed")
         finally:
+            _results_forbidden.reset(forbidden)
             self.outgoing.close()
             self.status = ConnectionStatus.FINISHED
             self.finished.set()
@@ -589,14 +795,35 @@ class HubServerConnection:
         self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: MemoryObjectSendStream[_Job]
     ) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""
-        if self._stateful and isinstance(message, _SEQUENCED):
-            self._received_sequence += 1
+        if self._stateful:
+            if isinstance(message, _SEQUENCED):
+                current = self._next_receive_id
+                self._next_receive_id += 1
+                if current <= self._received_sequence:
+                    return False  # resent after a reconnect, already processed
+                self._received_sequence = current
+            elif isinstance(message, SequenceMessage):
+                # After a reconnect the client restarts numbering at its oldest unacked message.
+                if message.sequence_id > self._next_receive_id:
+                    raise ProtocolError(
+                        "Sequence ID greater than amount of messages we've received."
+                    )
+                self._next_receive_id = message.sequence_id
+                return False
+            elif isinstance(message, AckMessage):
+                self._acknowledged(message.sequence_id)
+                return False
         if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
             await self._on_invocation(message, tg, jobs)
         elif isinstance(message, StreamItemMessage):
             await self._on_stream_item(message)
         elif isinstance(message, CompletionMessage):
-            self._complete_upload(message.invocation_id, message.error)
+            pending = self._results.get(message.invocation_id)
+            if pending is not None:
+                pending.completion = message
+                pending.event.set()
+            else:
+                self._complete_upload(message.invocation_id, message.error)
         elif isinstance(message, CancelInvocationMessage):
             scope = self._streams.get(message.invocation_id)
             if scope is not None:
@@ -796,6 +1023,7 @@ class HubServerConnection:
         return hub
 
     async def _worker(self, jobs: MemoryObjectReceiveStream[_Job]) -> None:
+        _current_worker.set(_WorkerSlot(self))
         async with jobs:
             async for method, message, args in jobs:
                 self._busy += 1
@@ -803,6 +1031,101 @@ class HubServerConnection:
                     await self._run_invocation(method, message, args)
                 finally:
                     self._busy -= 1
+
+    def _lend_worker(self) -> _Loan | None:
+        """While a worker waits for a client result, another takes its place (as ASP.NET
+        releases the invocation slot), so the message loop can still read the answer."""
+        tg, jobs = self._tg, self._jobs
+        if tg is None or jobs is None:
+            return None
+        try:
+            clone = jobs.clone()
+        except anyio.ClosedResourceError:
+            return None
+        loan = _Loan()
+        tg.start_soon(self._loan_worker, clone, loan)
+        return loan
+
+    async def _loan_worker(self, jobs: MemoryObjectReceiveStream[_Job], loan: _Loan) -> None:
+        _current_worker.set(_WorkerSlot(self))
+        with jobs:
+            while not loan.ended:
+                with anyio.CancelScope() as scope:
+                    loan.scope = scope
+                    try:
+                        method, message, args = await jobs.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        return
+                loan.scope = None
+                if scope.cancel_called:
+                    return
+                self._busy += 1
+                try:
+                    await self._run_invocation(method, message, args)
+                finally:
+                    self._busy -= 1
+
+    # -- client results ------------------------------------------------------------------------
+
+    async def invoke_client(
+        self,
+        method: str,
+        args: Sequence[Any],
+        *,
+        result_type: Any = Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - the API ASP.NET users expect
+    ) -> Any:
+        """Invoke ``method`` on this client and wait for its Completion (client results).
+
+        See :meth:`signalr_core.clients.SingleClientProxy.invoke` for the errors.
+        """
+        hook = _results_forbidden.get()
+        if hook is not None:
+            raise ClientResultsNotAllowedError(
+                f"Client results inside {hook} Hub methods are not allowed."
+            )
+        if not self._open:
+            raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
+        if len(self._results) >= self._options.max_pending_client_results:
+            raise ClientUnavailableError(
+                f"Connection '{self.connection_id}' has too many pending client results."
+            )
+        self._result_ids += 1
+        invocation_id = f"r{self._result_ids}"
+        pending = _PendingResult(result_type)
+        self._results[invocation_id] = pending
+        worker = _current_worker.get()
+        if worker is not None:
+            worker.start_waiting()
+        try:
+            self._send(
+                InvocationMessage(target=method, arguments=tuple(args), invocation_id=invocation_id)
+            )
+            with anyio.move_on_after(timeout):
+                await pending.event.wait()
+        finally:
+            self._results.pop(invocation_id, None)
+            if worker is not None:
+                worker.stop_waiting()
+        completion = pending.completion
+        if completion is None:
+            if not pending.event.is_set():
+                raise TimeoutError(
+                    f"No result for '{method}' from connection '{self.connection_id}' "
+                    f"within {timeout} s."
+                )
+            raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
+        if completion.error is not None:
+            raise ClientResultError(completion.error)
+        if not completion.has_result:
+            return None
+        protocol = self.protocol
+        assert protocol is not None
+        try:
+            return protocol.decode_argument(completion.result, result_type)
+        except InvocationError as exc:
+            name = getattr(result_type, "__name__", repr(result_type))
+            raise ClientResultError(f"Error trying to deserialize result to {name}.") from exc
 
     async def _run_invocation(
         self, method: HubMethod, message: InvocationMessage, args: list[Any]
@@ -881,6 +1204,8 @@ class HubServerConnection:
                 try:
                     async for item in iterator:
                         await outgoing.wait_writable()
+                        if self._stateful:
+                            await self._wait_replay_space()
                         self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
                         await anyio.lowlevel.checkpoint()
                 except Exception as exc:

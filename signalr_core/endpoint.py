@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -55,6 +55,7 @@ from signalr_core.transports import (
     ASGIReceive,
     ASGISend,
     TransportName,
+    discard_body,
     read_body,
     send_response,
 )
@@ -86,6 +87,22 @@ class _Refused(Exception):
         self.status = status
         self.text = text
         self.headers = list(headers)
+
+
+class _BodyReceive:
+    """``receive`` for a request with a body, remembering whether the body was read to its end."""
+
+    __slots__ = ("body_done", "receive")
+
+    def __init__(self, receive: ASGIReceive) -> None:
+        self.receive = receive
+        self.body_done = False
+
+    async def __call__(self) -> MutableMapping[str, Any]:
+        message = await self.receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.body_done = True
+        return message
 
 
 class HubEndpoint:
@@ -125,9 +142,13 @@ class HubEndpoint:
         self._dispatcher = HubDispatcher(
             hub_class, discover_methods(hub_class), self.options, self.lifetime_manager
         )
-        self._hub_context = HubContext(self.lifetime_manager)
         self._cors = CorsPolicy(self.options.allowed_origins)
-        self._connections: dict[str, HubServerConnection] = {}
+        self._connections: dict[str, HubServerConnection] = {}  # by token
+        self._by_id: dict[str, HubServerConnection] = {}
+        self._dispatcher.local_lookup = self._by_id.get
+        self._hub_context = HubContext(
+            self.lifetime_manager, self._active_connections, self._by_id.get
+        )
         self._tg: anyio.abc.TaskGroup | None = None
         self._require_user = bool(getattr(hub_class, "authorize", False))
         self._transport_infos = tuple(
@@ -138,8 +159,14 @@ class HubEndpoint:
 
     @property
     def hub_context(self) -> HubContext:
-        """Send to this hub's clients from anywhere (``hub_context.clients.group(g).send``)."""
+        """Send to this hub's clients from anywhere (``hub_context.clients.group(g).send``).
+
+        It also closes connections: ``await hub_context.close_connections(user_ids=[...])``.
+        """
         return self._hub_context
+
+    def _active_connections(self) -> list[HubServerConnection]:
+        return [c for c in self._connections.values() if c.status is ConnectionStatus.ACTIVE]
 
     @property
     def connection_count(self) -> int:
@@ -243,6 +270,9 @@ class HubEndpoint:
                     await send_response(send, 204, content_type=None, headers=allowed)
                 return
             send = self._cors.wrap_send(send, request.headers.get("origin"))
+        body_receive: _BodyReceive | None = None
+        if method == "POST":
+            receive = body_receive = _BodyReceive(receive)
         if self._tg is None:
             _log.error("signalr.lifespan_not_started", hub=self.hub_class.__name__)
             await send_response(send, 503, b"The hub endpoint's lifespan is not running.")
@@ -265,9 +295,14 @@ class HubEndpoint:
             else:
                 raise _Refused(405)
         except _Refused as refused:
-            await send_response(
-                send, refused.status, refused.text.encode(), headers=refused.headers
-            )
+            headers = refused.headers
+            if body_receive is not None and not body_receive.body_done:
+                # Read the unread body first, or the server cannot reuse the connection and
+                # drops the client's next request on it (an HTTP/1.1 keep-alive race).
+                limit = self.options.application_max_buffer_size
+                if refused.status == 413 or not await discard_body(body_receive, limit):
+                    headers = [*headers, ("connection", "close")]
+            await send_response(send, refused.status, refused.text.encode(), headers=headers)
 
     # -- negotiate -----------------------------------------------------------------------------
 
@@ -333,6 +368,7 @@ class HubEndpoint:
             connection_token=token,
         )
         self._connections[token] = connection
+        self._by_id[connection_id] = connection
         return connection
 
     # -- transports ----------------------------------------------------------------------------
@@ -378,6 +414,8 @@ class HubEndpoint:
     def _forget(self, connection: HubServerConnection) -> None:
         if self._connections.get(connection.connection_token) is connection:
             del self._connections[connection.connection_token]
+        if self._by_id.get(connection.connection_id) is connection:
+            del self._by_id[connection.connection_id]
 
     async def _serve_sse(self, request: AuthRequest, receive: ASGIReceive, send: ASGISend) -> None:
         user = await self._principal(request)
@@ -454,13 +492,18 @@ class HubEndpoint:
             _log.error("signalr.lifespan_not_started", hub=self.hub_class.__name__)
             await self._refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
             return
+        resume = False
         try:
             user = await self._principal(request)
             if request.query.get("id"):
                 connection = self._lookup(request)
                 self._check_transport(connection, TransportName.WEBSOCKETS, user)
+                if connection.status is ConnectionStatus.FINISHED:
+                    raise _Refused(404, "No Connection with that ID")
                 if connection.status is not ConnectionStatus.INACTIVE:
-                    raise _Refused(409, "Connection ID already in use")
+                    if not connection.can_resume:
+                        raise _Refused(409, "Connection ID already in use")
+                    resume = True  # stateful reconnect: the same token on a new socket
             elif not self.options.transports & HttpTransportType.WEBSOCKETS:
                 raise _Refused(404, "WebSockets transport not supported by this end point type")
             else:
@@ -470,11 +513,16 @@ class HubEndpoint:
             await self._refuse_websocket(scope, send, refused)
             return
         await send({"type": "websocket.accept"})
-        self._activate(connection, TransportName.WEBSOCKETS, request, user)
+        if resume:
+            await connection.resume()
+        else:
+            self._activate(connection, TransportName.WEBSOCKETS, request, user)
+        waiting = False
         try:
-            await serve_websocket(connection, receive, send)
+            waiting = await serve_websocket(connection, receive, send)
         finally:
-            await self._drain_and_forget(connection)
+            if not waiting:
+                await self._drain_and_forget(connection)
 
     @staticmethod
     async def _refuse_websocket(
@@ -517,6 +565,8 @@ class HubEndpoint:
                         and now - connection.last_poll > options.disconnect_timeout
                     ):
                         connection.abort()
+                elif status is ConnectionStatus.FINISHED and connection.detached_since is not None:
+                    self._forget(connection)  # dropped and never reconnected (stateful)
                 elif status is ConnectionStatus.INACTIVE:
                     if now - connection.created > options.disconnect_timeout:
                         connection.abort()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ClientResultError",
+    "ClientResultsNotAllowedError",
+    "ClientUnavailableError",
     "HandshakeError",
     "HubException",
     "HubMethodNotFound",
@@ -71,3 +74,23 @@ class InvalidArguments(InvocationError):
 
 class AuthenticationError(SignalRError):
     """The authenticate hook refused the request."""
+
+
+class ClientResultError(HubException):
+    """A client answered a client-result invocation with an error (its text is the message).
+
+    Also raised when the client had no handler (``Client didn't provide a result.``) or its
+    result does not convert to the requested type. Being a :class:`HubException`, its text
+    reaches the hub method's own caller when the hub method lets it propagate, as in ASP.NET.
+    """
+
+
+class ClientUnavailableError(SignalRError):
+    """A client result cannot come: the connection does not exist, closed while the server was
+    waiting, or has too many pending results (ASP.NET throws ``IOException`` for the first two).
+    """
+
+
+class ClientResultsNotAllowedError(SignalRError):
+    """Client results were requested where they cannot work (``on_connected`` /
+    ``on_disconnected``, when the connection cannot read the client's answer)."""

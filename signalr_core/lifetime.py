@@ -17,11 +17,22 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from signalr_core.errors import ClientUnavailableError
 from signalr_core.messages import HubMessage, InvocationMessage
 
-__all__ = ["DefaultHubLifetimeManager", "HubConnectionHandle", "HubLifetimeManager"]
+if TYPE_CHECKING:
+    from signalr_core.context import HubCallerContext
+
+__all__ = [
+    "CloseRequest",
+    "DefaultHubLifetimeManager",
+    "HubConnectionHandle",
+    "HubLifetimeManager",
+    "LocalConnection",
+]
 
 
 class HubConnectionHandle(Protocol):
@@ -40,6 +51,55 @@ class HubConnectionHandle(Protocol):
     def write(self, message: HubMessage) -> None:
         """Encode ``message`` and enqueue it without blocking (aborts a slow consumer)."""
         ...
+
+
+@runtime_checkable
+class LocalConnection(HubConnectionHandle, Protocol):
+    """A connection of this process (the server layer's connections): it can be closed and
+    asked for client results."""
+
+    @property
+    def context(self) -> HubCallerContext | None:
+        """The caller context, ``None`` before a transport attached."""
+        ...
+
+    def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
+        """Queue ``Close`` (with ``error`` / ``allowReconnect``) and end the connection."""
+        ...
+
+    async def invoke_client(
+        self,
+        method: str,
+        args: Sequence[Any],
+        *,
+        result_type: Any = Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - the API ASP.NET users expect
+    ) -> Any:
+        """Invoke ``method`` on the client and wait for its result (client results)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseRequest:
+    """Which connections to close and what to tell them (serializable for a backplane).
+
+    Attributes:
+        connection_ids: Close these connections (``None``: any id).
+        user_ids: Close the connections of these users (``None``: any user).
+        error: Text of the ``Close`` message's ``error`` (``None``: a clean close).
+        allow_reconnect: The ``Close`` message's ``allowReconnect``.
+    """
+
+    connection_ids: frozenset[str] | None = None
+    user_ids: frozenset[str] | None = None
+    error: str | None = None
+    allow_reconnect: bool = False
+
+    def matches(self, connection: HubConnectionHandle) -> bool:
+        """Whether ``connection`` is selected (every given filter must match)."""
+        if self.connection_ids is not None and connection.connection_id not in self.connection_ids:
+            return False
+        return self.user_ids is None or connection.user_id in self.user_ids
 
 
 class HubLifetimeManager(ABC):
@@ -90,6 +150,39 @@ class HubLifetimeManager(ABC):
     @abstractmethod
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         """Remove a connection from a group."""
+
+    async def close_remote(self, request: CloseRequest) -> None:
+        """Close the connections ``request`` selects on OTHER servers (scale-out hook).
+
+        The endpoint closes the matching connections of its own process itself before calling
+        this. The in-process manager has no other servers, so the default does nothing; a
+        backplane publishes the request, and each receiving server calls
+        ``handle.close(request.error, allow_reconnect=request.allow_reconnect)`` on its local
+        handles that ``request.matches()`` and that are :class:`LocalConnection`.
+        """
+        del request
+
+    async def invoke_connection(
+        self,
+        connection_id: str,
+        method: str,
+        args: Sequence[Any],
+        *,
+        result_type: Any = Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - the API ASP.NET users expect
+    ) -> Any:
+        """Client result from a connection that is NOT in this process (scale-out hook).
+
+        The hub context and ``self.clients`` ask the connection directly when it is local, so
+        this is only called for unknown ids. Without other servers it does not exist; a
+        backplane forwards the invocation to the server holding the connection, which calls
+        ``LocalConnection.invoke_client`` and sends the result or error text back.
+
+        Raises:
+            ClientUnavailableError: ``Connection '<id>' does not exist.``
+        """
+        del method, args, result_type, timeout
+        raise ClientUnavailableError(f"Connection '{connection_id}' does not exist.")
 
 
 def invocation(method: str, args: Sequence[Any]) -> InvocationMessage:

@@ -72,8 +72,16 @@ class HubOptions:
             after telling them to close (``allowReconnect: true``).
         enable_detailed_errors: Include exception types and messages in errors sent to the
             client, as ASP.NET's ``EnableDetailedErrors``.
-        allow_stateful_reconnect: Advertise ``useStatefulReconnect`` when the client asks.
-            The ack/sequence buffer itself is not implemented: messages are not replayed.
+        allow_stateful_reconnect: Offer stateful reconnect (ASP.NET 8's ``AllowStatefulReconnects``)
+            when the client asks (``withStatefulReconnect()``): a WebSocket that drops keeps the
+            connection for ``disconnect_timeout``; the client reconnects with the same token
+            and unacknowledged messages are replayed both ways.
+        stateful_reconnect_buffer_size: Bytes of sent, unacknowledged messages kept for replay
+            per stateful connection. Server-to-client streams wait while it is half full; any
+            other send beyond it aborts the connection (ASP.NET makes every sender wait).
+        max_pending_client_results: Client results (``clients.client(id).invoke(...)``) a
+            connection may have outstanding at once; one more raises
+            :class:`~signalr_core.errors.ClientUnavailableError` (bounds the pending table).
         allowed_origins: CORS allow-list; ``"*"`` allows every origin. Empty disables CORS.
         negotiate_redirect: Optional redirect hook, see :data:`NegotiateRedirectHook`.
         negotiate_headers: Optional hook adding headers (cookies) to negotiate answers.
@@ -99,12 +107,18 @@ class HubOptions:
     negotiate_redirect: NegotiateRedirectHook | None = None
     negotiate_headers: NegotiateHeadersHook | None = None
     application_max_buffer_size: int = 1024 * 1024
+    max_pending_client_results: int = 64
+    stateful_reconnect_buffer_size: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_parallel_invocations < 1:
             raise ValueError("max_parallel_invocations must be at least 1")
         if self.max_buffered_messages < 1 or self.max_buffered_bytes < 1:
             raise ValueError("outgoing buffer limits must be positive")
+        if self.stateful_reconnect_buffer_size < 1:
+            raise ValueError("stateful_reconnect_buffer_size must be positive")
+        if self.max_pending_client_results < 1:
+            raise ValueError("max_pending_client_results must be at least 1")
         if self.stream_buffer_capacity < 1:
             raise ValueError("stream_buffer_capacity must be at least 1")
         for name in (

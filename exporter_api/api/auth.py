@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlsplit
 
 import msgspec
@@ -181,16 +182,16 @@ async def refresh(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     svc = services(request)
-    session_id: str | None = None
+    # The cookie's session and the Bearer token's session: both are the caller's (they differ
+    # only when a client mixes sessions), and both end here.
+    session_ids: set[str] = set()
     token = request.cookies.get(REFRESH_COOKIE)
-    if token:
-        session_id = await svc.tokens.session_of_refresh_token(token)
-    if session_id is None and (access := bearer_token(request)):
-        try:
-            session_id = (await svc.tokens.verify_access_token(access)).session_id
-        except Unauthorized:
-            session_id = None
-    if session_id is not None:
+    if token and (from_cookie := await svc.tokens.session_of_refresh_token(token)):
+        session_ids.add(from_cookie)
+    if access := bearer_token(request):
+        with contextlib.suppress(Unauthorized):
+            session_ids.add((await svc.tokens.verify_access_token(access)).session_id)
+    for session_id in sorted(session_ids):
         await svc.tokens.revoke_session(session_id, "logout")
     response = Response(status_code=204)
     _clear_cookie(request, response)

@@ -20,6 +20,7 @@ T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 _AT = re.compile(r" - at `\$(?P<loc>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
 def services(request: Request) -> Services:
@@ -77,7 +78,7 @@ def decode_json(body: bytes, type_: type[T]) -> T:
         if m := _AT.search(message):
             field = m.group("loc").lstrip(".") or None
             message = message[: m.start()]
-        if m := _MISSING.search(message):
+        if m := _MISSING.search(message) or _UNKNOWN.search(message):
             field = ".".join(p for p in (field, m.group("field")) if p)
         raise BadRequest(f"invalid request body: {message}", field=field) from None
     except msgspec.DecodeError as exc:

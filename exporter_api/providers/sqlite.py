@@ -91,21 +91,24 @@ class SqliteProvider(DatabaseProvider):
         await self.verify_login(username, password)
         sql, args = to_qmark(wrap_columns(request.sql, request.columns), request.params)
         stop = threading.Event()
-        send, receive = anyio.create_memory_object_stream[tuple[bytes, int]](2)
         rows = size = 0
         failures: list[Exception] = []
-        async with self.limiter, anyio.create_task_group() as tg:
-            tg.start_soon(self._produce, sql, args, request, stop, send, failures)
-            try:
-                async with receive:
+        send, receive = anyio.create_memory_object_stream[tuple[bytes, int]](2)
+        # Closed here too: a cancellation may come before the producer task ever starts.
+        with send, receive:
+            async with self.limiter, anyio.create_task_group() as tg:
+                tg.start_soon(self._produce, sql, args, request, stop, send, failures)
+                try:
                     async for chunk, count in receive:
                         await sink.write(chunk, count)
                         rows += count
                         size += len(chunk)
-            finally:
-                # Cancellation, a sink error or the end: the worker thread stops at its next
-                # progress-handler tick and the task group waits for it.
-                stop.set()
+                finally:
+                    # Cancellation, a sink error or the end: the worker thread stops at its
+                    # next progress-handler tick (or its blocked send fails) and the task
+                    # group waits for it.
+                    stop.set()
+                    receive.close()
         if failures:
             raise failures[0]
         return ExportResult(rows=rows, bytes=size)

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
+import structlog
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
@@ -26,16 +28,30 @@ from signalr_core.auth import AuthRequest
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
     from exporter_api.security import AuthenticatedUser
+    from exporter_api.security.links import DownloadLinks
     from exporter_api.services import Services
 
-__all__ = ["RunEngine", "RunsComponent", "RunsHub", "build_runs"]
+__all__ = ["SESSION_CLAIM", "RunEngine", "RunsComponent", "RunsHub", "build_runs"]
+
+_log = structlog.get_logger("exporter_api.runs")
+
+SESSION_CLAIM = "sid"
+"""The hub Principal's claim naming the login session (to close its connections on logout)."""
 
 
 class RunsComponent:
     """Routes and lifespan of the runs feature."""
 
-    def __init__(self, config: ExportConfig, *, hub_options: HubOptions | None = None) -> None:
+    def __init__(
+        self,
+        config: ExportConfig,
+        *,
+        hub_options: HubOptions | None = None,
+        session_check_s: float = 2.0,
+    ) -> None:
         self.config = config
+        self.session_check_s = session_check_s
+        self._connections: dict[str, str] = {}  # this process's hub connections -> session id
         self.hub_endpoint = HubEndpoint(
             bind_runs_hub(self),
             options=hub_options or HubOptions(),
@@ -74,14 +90,53 @@ class RunsComponent:
     def files_root(self) -> Path:
         return files_root(self.services.settings.data_dir)
 
+    @property
+    def links(self) -> DownloadLinks:
+        return self.services.links
+
+    async def session_user(self, session_id: str) -> AuthenticatedUser | None:
+        return await self.services.tokens.session_user(session_id)
+
     async def authenticate(self, request: Request) -> AuthenticatedUser:
         from exporter_api.api.deps import current_user
 
         return await current_user(request)
 
     async def session_live(self, session_id: str) -> bool:
-        # TokenService has no public per-session check yet (see the report to E1).
         return await self.services.tokens.session_live(session_id)
+
+    def connection_opened(self, connection_id: str, session_id: str) -> None:
+        self._connections[connection_id] = session_id
+
+    def connection_closed(self, connection_id: str) -> None:
+        self._connections.pop(connection_id, None)
+
+    async def _watch_sessions(self) -> None:
+        """Close connections whose session ended elsewhere: revoked through another instance
+        sharing the state store, or simply expired. Revocations made here close at once."""
+        while True:
+            await anyio.sleep(self.session_check_s)
+            for session_id in set(self._connections.values()):
+                try:
+                    live = await self.services.tokens.session_live(session_id)
+                except Exception as exc:  # the store may be briefly unavailable: next round
+                    _log.warning("session_check_failed", error_type=type(exc).__name__)
+                    break
+                if not live:
+                    await self.close_session_connections(session_id, "session_ended")
+
+    async def close_session_connections(self, session_id: str, reason: str) -> None:
+        """A revoked session (logout, refresh-token reuse) loses its live hub connections at
+        once; they may not reconnect (the token no longer passes ``_authenticate_hub``)."""
+        closed = await self.hub_endpoint.hub_context.close_connections(
+            where=lambda ctx: (
+                ctx.user is not None and ctx.user.claims.get(SESSION_CLAIM) == session_id
+            ),
+            error="the session has ended, log in again",
+            allow_reconnect=False,
+        )
+        if closed:
+            _log.info("hub_connections_closed", session_id=session_id, reason=reason, count=closed)
 
     async def _authenticate_hub(self, request: AuthRequest) -> Principal | None:
         if request.access_token is None or self._services is None:
@@ -91,7 +146,9 @@ class RunsComponent:
         except ExporterError:
             return None
         return Principal(
-            user_id=f"{user.login}@{user.database_id}", name=user.login, claims={"user": user}
+            user_id=f"{user.login}@{user.database_id}",
+            name=user.login,
+            claims={"user": user, SESSION_CLAIM: user.session_id},
         )
 
     # --- lifespan ----------------------------------------------------------------------------
@@ -109,11 +166,21 @@ class RunsComponent:
             files_root=self.files_root,
             exclusive_store=services.store.backend == "sqlite",
         )
+        forget_listener = services.tokens.on_revoked(self.close_session_connections)
         try:
-            async with self.hub_endpoint.lifespan(), engine.running():
+            async with (
+                self.hub_endpoint.lifespan(),
+                engine.running(),
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(self._watch_sessions)
                 self._engine = engine
-                yield
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
+            forget_listener()
             self._engine = None
             self._services = None
 

@@ -7,8 +7,10 @@ not exist, so run ids of other users cannot be probed.
 from __future__ import annotations
 
 import re
+import time
 import zipfile
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -23,11 +25,19 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from exporter_api.api.deps import read_json
-from exporter_api.errors import BadRequest, NotFound
+from exporter_api.errors import BadRequest, Forbidden, NotFound
 from exporter_api.openapi import Operation
-from exporter_api.runs.models import RunCreated, RunCreateRequest, RunFiles, RunList, RunState
+from exporter_api.runs.models import (
+    RunCreated,
+    RunCreateRequest,
+    RunFiles,
+    RunList,
+    RunState,
+    format_time,
+)
 from exporter_api.runs.repository import RunOwner, RunRepository, StoredFile
 from exporter_api.runs.selection import plan_run
+from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
@@ -37,6 +47,8 @@ if TYPE_CHECKING:
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _encoder = msgspec.json.Encoder()
+_SIG_PARAM = ("sig", "a signed link's signature (downloadUrl / zipUrl) instead of a Bearer token")
+_NO_STORE = {"Cache-Control": "private, no-store"}  # bodies carry signed download links
 
 
 class RunsBackend(Protocol):
@@ -53,10 +65,17 @@ class RunsBackend(Protocol):
     @property
     def files_root(self) -> Path: ...
 
+    @property
+    def links(self) -> DownloadLinks: ...
+
     async def authenticate(self, request: Request) -> AuthenticatedUser: ...
 
+    async def session_user(self, session_id: str) -> AuthenticatedUser | None: ...
 
-def json_response(body: msgspec.Struct, status_code: int = 200, **headers: str) -> Response:
+
+def json_response(
+    body: msgspec.Struct, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(
         _encoder.encode(body),
         status_code=status_code,
@@ -76,6 +95,39 @@ def owns(owner: RunOwner | None, user: AuthenticatedUser) -> bool:
     return owner is not None and owner.owns(
         user.login, user.database_id, user.manager_id, user.stream_id
     )
+
+
+def sign_files(
+    links: DownloadLinks, run_id: str, files: list[StoredFile], user: AuthenticatedUser
+) -> RunFiles:
+    """The run's files with signed download links for ``user``'s session (and the zip's)."""
+    now = time.time()
+    dtos = []
+    expires = 0
+    for stored in files:
+        sig, expires = links.mint(run_id, stored.file_id, user.session_id, now)
+        dtos.append(stored.dto(f"{stored.path}?sig={sig}"))
+    sig, expires = links.mint(run_id, ZIP_TARGET, user.session_id, now)
+    return RunFiles(
+        run_id=run_id,
+        files=dtos,
+        zip_url=f"/api/runs/{run_id}/{ZIP_TARGET}?sig={sig}",
+        links_expire_at=format_time(datetime.fromtimestamp(expires, UTC)),
+    )
+
+
+async def state_for(
+    repository: RunRepository, links: DownloadLinks, run_id: str, user: AuthenticatedUser
+) -> RunState | None:
+    """The stored state of ``run_id`` with its files and signed links (for a page reload)."""
+    state = await repository.load(run_id)
+    if state is None:
+        return None
+    signed = sign_files(links, run_id, await repository.files(run_id), user)
+    state.files = signed.files
+    state.zip_url = signed.zip_url
+    state.links_expire_at = signed.links_expire_at
+    return state
 
 
 def runs_operations() -> list[Operation]:
@@ -145,8 +197,9 @@ def runs_operations() -> list[Operation]:
             "runs",
             response="binary",
             response_content_type="text/csv",
-            errors=(401, 404),
+            errors=(401, 403, 404),
             path_params=("runId", "fileId"),
+            query_params=(_SIG_PARAM,),
         ),
         Operation(
             "get",
@@ -156,8 +209,9 @@ def runs_operations() -> list[Operation]:
             "runs",
             response="binary",
             response_content_type="application/zip",
-            errors=(401, 404),
+            errors=(401, 403, 404),
             path_params=run,
+            query_params=(_SIG_PARAM,),
         ),
     ]
 
@@ -168,8 +222,8 @@ class RunsApi:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/api/runs", self.create_run, methods=["POST"]),
-            Route("/api/runs", self.list_runs, methods=["GET"]),
+            # One route per path, so a wrong method gets a 405 with the full `Allow` header.
+            Route("/api/runs", self.runs, methods=["GET", "POST"]),
             Route("/api/runs/{run_id}", self.get_run, methods=["GET"]),
             Route("/api/runs/{run_id}/cancel", self.cancel_run, methods=["POST"]),
             Route("/api/runs/{run_id}/files", self.list_files, methods=["GET"]),
@@ -184,6 +238,39 @@ class RunsApi:
             raise NotFound("run not found")
         return user, run_id
 
+    @staticmethod
+    def _signed(request: Request) -> bool:
+        """A signed link without a Bearer token (a token, when sent, is what is checked: a link
+        of another user's session is then a 404 like any other run of theirs)."""
+        return "sig" in request.query_params and "authorization" not in request.headers
+
+    async def _own_run_by_link(
+        self, request: Request, target: str
+    ) -> tuple[AuthenticatedUser, str]:
+        """The run of a signed download link (``?sig=``) for ``target``, checked like a token:
+        forged or foreign links are 404, expired links and ended sessions 403."""
+        run_id = request.path_params["run_id"]
+        sig = request.query_params["sig"]
+        if not _ULID.match(run_id):
+            raise NotFound("run not found")
+        try:
+            session_id = self.backend.links.open(sig, run_id, target)
+        except LinkInvalid:
+            raise NotFound("run not found") from None
+        except LinkExpired:
+            raise Forbidden("the download link has expired; list the files again") from None
+        user = await self.backend.session_user(session_id)
+        if user is None:
+            raise Forbidden("the session of this download link has ended")
+        if not owns(await self.backend.repository.owner(run_id), user):
+            raise NotFound("run not found")
+        return user, run_id
+
+    async def runs(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.create_run(request)
+        return await self.list_runs(request)
+
     async def create_run(self, request: Request) -> Response:
         user = await self.backend.authenticate(request)
         config = self.backend.config
@@ -193,7 +280,7 @@ class RunsApi:
         return json_response(
             RunCreated(run_id=state.run_id, status=state.status),
             201,
-            Location=f"/api/runs/{state.run_id}",
+            {"Location": f"/api/runs/{state.run_id}"},
         )
 
     async def list_runs(self, request: Request) -> Response:
@@ -220,29 +307,35 @@ class RunsApi:
         )
 
     async def get_run(self, request: Request) -> Response:
-        _, run_id = await self._own_run(request)
-        state = await self.backend.repository.load(run_id)
+        user, run_id = await self._own_run(request)
+        state = await state_for(self.backend.repository, self.backend.links, run_id, user)
         if state is None:
             raise NotFound("run not found")
-        return json_response(state)
+        return json_response(state, headers=_NO_STORE)
 
     async def cancel_run(self, request: Request) -> Response:
-        _, run_id = await self._own_run(request)
-        state: RunState = await self.backend.engine.cancel(run_id)
-        return json_response(state, 202)
+        user, run_id = await self._own_run(request)
+        await self.backend.engine.cancel(run_id)
+        state = await state_for(self.backend.repository, self.backend.links, run_id, user)
+        if state is None:  # pragma: no cover - runs are not deleted while active
+            raise NotFound("run not found")
+        return json_response(state, 202, headers=_NO_STORE)
 
     async def list_files(self, request: Request) -> Response:
-        _, run_id = await self._own_run(request)
+        user, run_id = await self._own_run(request)
         files = await self.backend.repository.files(run_id)
-        return json_response(RunFiles(run_id=run_id, files=[f.dto() for f in files]))
+        return json_response(sign_files(self.backend.links, run_id, files, user), headers=_NO_STORE)
 
     def _media_type(self) -> str:
         charset = "windows-1251" if self.backend.config.output.encoding == "cp1251" else "utf-8"
         return f"text/csv; charset={charset}"
 
     async def download_file(self, request: Request) -> Response:
-        _, run_id = await self._own_run(request)
         file_id = request.path_params["file_id"]
+        if self._signed(request):
+            _, run_id = await self._own_run_by_link(request, file_id)
+        else:
+            _, run_id = await self._own_run(request)
         stored = (
             await self.backend.repository.file(run_id, file_id) if _FILE_ID.match(file_id) else None
         )
@@ -262,7 +355,10 @@ class RunsApi:
         )
 
     async def download_zip(self, request: Request) -> Response:
-        _, run_id = await self._own_run(request)
+        if self._signed(request):
+            _, run_id = await self._own_run_by_link(request, ZIP_TARGET)
+        else:
+            _, run_id = await self._own_run(request)
         files = await self.backend.repository.files(run_id)
         return ZipStreamResponse(self.backend.files_root / run_id, files, f"{run_id}.zip")
 

@@ -23,6 +23,7 @@ runs left active by a dead process are marked ``Failed`` the same way.
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -134,6 +135,7 @@ class RunEngine:
         files_root: Path,
         exclusive_store: bool = True,
         heartbeat_s: float = 5.0,
+        retention_sweep_s: float = 3600.0,
         progress_interval_s: float = 0.25,
         persist_progress_s: float = 1.0,
     ) -> None:
@@ -145,6 +147,7 @@ class RunEngine:
         self.files_root = files_root
         self.exclusive_store = exclusive_store
         self.heartbeat_s = heartbeat_s
+        self.retention_sweep_s = retention_sweep_s
         self.progress_interval_s = progress_interval_s
         self.persist_progress_s = persist_progress_s
         self.instance_id = secrets.token_hex(8)
@@ -166,6 +169,8 @@ class RunEngine:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._heartbeat_loop)
+            if self.config.server.retention_days > 0:
+                tg.start_soon(self._retention_loop)
             try:
                 yield
             finally:
@@ -210,6 +215,35 @@ class RunEngine:
                 await self.recover()
             except Exception as exc:  # the store may be briefly unavailable; try again later
                 _log.warning("heartbeat_failed", error_type=type(exc).__name__)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep_retention()
+            except Exception as exc:  # the store may be briefly unavailable; try again later
+                _log.warning("retention_sweep_failed", error_type=type(exc).__name__)
+            await anyio.sleep(self.retention_sweep_s)
+
+    async def sweep_retention(self, now: datetime | None = None) -> list[str]:
+        """Delete runs that finished more than ``server.retention_days`` ago, files first."""
+        days = self.config.server.retention_days
+        if days <= 0:
+            return []
+        cutoff = format_time((now or datetime.now(UTC)) - timedelta(days=days))
+        deleted: list[str] = []
+        while batch := await self.repo.finished_before(cutoff):
+            for run_id in batch:
+                if run_id in self._active:  # pragma: no cover - finished runs are not active
+                    continue
+                directory = self.files_root / run_id
+                await anyio.to_thread.run_sync(_remove_tree, directory)
+                if await self.repo.delete_run(run_id):
+                    deleted.append(run_id)
+            if len(batch) < 500 or not deleted:
+                break
+        if deleted:
+            _log.info("runs_expired", count=len(deleted), retention_days=days)
+        return deleted
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -651,6 +685,12 @@ class _ProgressSink:
     async def write(self, chunk: bytes, rows: int) -> None:
         await self._writer.write(chunk, rows)
         await self._progress.on_write(self._writer.rows, self._writer.bytes_written)
+
+
+def _remove_tree(directory: Path) -> None:
+    """Remove a run's file directory (blocking: run it on a worker thread)."""
+    if directory.is_dir():
+        shutil.rmtree(directory)
 
 
 def files_root(data_dir: Path) -> Path:

@@ -51,12 +51,16 @@ def safe_file_name(name: str) -> str:
 
 
 def render_file_name(template: str, fields: dict[str, str]) -> str:
-    """Fill the template with ``fields`` (unknown placeholders fall back to the default
-    template's shape) and make the result safe."""
+    """Fill the template with ``fields`` (ids, ``group_name``, ``script_name``, ``date``,
+    ``time``, ...; unknown placeholders fall back to the default template's shape) and make the
+    result safe."""
+    # Each value is made safe on its own first: a display name such as "Sales/2026" or "../x"
+    # stays inside its own placeholder and can never add a path separator.
+    values = _StrictFields({k: _UNSAFE.sub("_", v) for k, v in fields.items()})
     try:
-        rendered = template.format_map(_StrictFields(fields))
+        rendered = template.format_map(values)
     except (KeyError, ValueError, IndexError, AttributeError):
-        rendered = "{run_id}_{group_id}_{script_id}_v{variant}.csv".format_map(fields)
+        rendered = "{run_id}_{group_id}_{script_id}_v{variant}.csv".format_map(values)
     return safe_file_name(rendered)
 
 

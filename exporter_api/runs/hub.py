@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from exporter_api.runs.api import owns
+from exporter_api.runs.api import owns, state_for
 from exporter_api.runs.models import RunState
 from exporter_api.security import AuthenticatedUser
 from signalr_core import Hub, HubException, hub_method
 
 if TYPE_CHECKING:
     from exporter_api.runs.repository import RunRepository
+    from exporter_api.security.links import DownloadLinks
     from signalr_core.clients import HubContext
 
 
@@ -29,7 +30,14 @@ class HubBackend(Protocol):
     @property
     def repository(self) -> RunRepository: ...
 
+    @property
+    def links(self) -> DownloadLinks: ...
+
     async def session_live(self, session_id: str) -> bool: ...
+
+    def connection_opened(self, connection_id: str, session_id: str) -> None: ...
+
+    def connection_closed(self, connection_id: str) -> None: ...
 
 
 class HubPublisher:
@@ -61,6 +69,15 @@ class RunsHub(Hub):
         assert isinstance(user, AuthenticatedUser)
         return user
 
+    async def on_connected(self) -> None:
+        principal = self.context.user
+        user = principal.claims.get("user") if principal is not None else None
+        if isinstance(user, AuthenticatedUser):
+            self.backend.connection_opened(self.context.connection_id, user.session_id)
+
+    async def on_disconnected(self, error: Exception | None) -> None:
+        self.backend.connection_closed(self.context.connection_id)
+
     @hub_method("SubscribeRun")
     async def subscribe_run(self, run_id: str) -> RunState:
         user = await self._user()
@@ -68,8 +85,8 @@ class RunsHub(Hub):
         if not owns(await repo.owner(run_id), user):
             raise HubException(f"Run {run_id} not found")
         await self.groups.add(self.context.connection_id, run_group(run_id))
-        state = await repo.load(run_id)
-        if state is None:  # pragma: no cover - runs are never deleted while the app runs
+        state = await state_for(repo, self.backend.links, run_id, user)
+        if state is None:  # deleted by the retention sweep in between
             raise HubException(f"Run {run_id} not found")
         return state
 

@@ -119,6 +119,11 @@ class RunState(_Camel):
     finished_at: str | None = None
     error: str | None = None
     groups: list[GroupState] = msgspec.field(default_factory=list)
+    # Filled when the state is read for a user (REST, SubscribeRun), so a reloaded page needs
+    # nothing else: the files made so far with signed download links, and the zip of them all.
+    files: list[RunFile] = msgspec.field(default_factory=list)
+    zip_url: str | None = None
+    links_expire_at: str | None = None
 
 
 class RunSummary(_Camel):
@@ -146,6 +151,9 @@ class RunList(_Camel):
 
 
 class RunFile(_Camel):
+    """``downloadUrl`` is a signed, short-lived link (``?sig=``, see ``linksExpireAt``) that a
+    plain ``<a download>`` can follow; the same path without ``sig`` takes a Bearer token."""
+
     file_id: str
     group_id: str
     script_id: str
@@ -161,6 +169,8 @@ class RunFile(_Camel):
 class RunFiles(_Camel):
     run_id: str
     files: list[RunFile]
+    zip_url: str
+    links_expire_at: str
 
 
 # --- hub events (server -> client) ----------------------------------------------------------

@@ -61,7 +61,11 @@ class StoredFile:
     sha256: str
     created_at: str
 
-    def dto(self) -> RunFile:
+    @property
+    def path(self) -> str:
+        return f"/api/runs/{self.run_id}/files/{self.file_id}"
+
+    def dto(self, download_url: str | None = None) -> RunFile:
         return RunFile(
             file_id=self.file_id,
             group_id=self.group_id,
@@ -72,7 +76,7 @@ class StoredFile:
             rows=self.rows,
             sha256=self.sha256,
             created_at=self.created_at,
-            download_url=f"/api/runs/{self.run_id}/files/{self.file_id}",
+            download_url=download_url or self.path,
         )
 
 
@@ -109,6 +113,9 @@ class RunRepository:
         has ``max_active`` runs Queued or Running."""
         async with self.store.transaction():
             if max_active is not None:
+                # Count and insert under one lock per owner: two instances (or two requests)
+                # cannot both see "limit - 1" active runs and both insert.
+                await self.store.lock(f"active-runs\n{owner.login}\n{owner.database_id}")
                 row = await self.store.fetch_one(
                     "SELECT COUNT(*) FROM runs WHERE login = :login AND database_id = :db"
                     " AND status IN ('Queued', 'Running')",
@@ -298,6 +305,24 @@ class RunRepository:
                 "file_id": variant.file_id,
             },
         )
+
+    async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
+        """Runs that ended before ``cutoff`` (ISO time), oldest first."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id FROM runs WHERE status NOT IN ('Queued', 'Running')"
+            " AND COALESCE(finished_at, updated_at) < :cutoff ORDER BY run_id LIMIT :limit",
+            {"cutoff": cutoff, "limit": limit},
+        )
+        return [str(r[0]) for r in rows]
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete a finished run; its groups, scripts, variants and file rows go with it
+        (``ON DELETE CASCADE``)."""
+        deleted = await self.store.execute(
+            "DELETE FROM runs WHERE run_id = :run_id AND status NOT IN ('Queued', 'Running')",
+            {"run_id": run_id},
+        )
+        return deleted > 0
 
     async def heartbeat(self, run_ids: list[str], now: str) -> None:
         for run_id in run_ids:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -33,6 +34,9 @@ _ISSUER = "exporter-api"
 _AUDIENCE = "exporter-api"
 _SESSION_CACHE_S = 1.0
 _SESSION_CACHE_MAX = 10_000
+
+RevocationListener = Callable[[str, str], Awaitable[None]]
+"""Called with ``(session_id, reason)`` after a session was revoked (logout, token reuse)."""
 
 
 class AuthenticatedUser(msgspec.Struct, frozen=True):
@@ -89,6 +93,13 @@ class TokenService:
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
         self._session_ok: dict[str, float] = {}  # session id -> monotonic time it was checked
+        self._listeners: list[RevocationListener] = []
+
+    def on_revoked(self, listener: RevocationListener) -> Callable[[], None]:
+        """Call ``listener`` after every revocation (the hub closes the session's connections);
+        returns a function that removes it again."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -191,6 +202,11 @@ class TokenService:
             )
             await self._vault.delete(session_id)
         _log.info("session_revoked", session_id=session_id, reason=reason)
+        for listener in list(self._listeners):
+            try:
+                await listener(session_id, reason)
+            except Exception as exc:  # the session is revoked in the store whatever happens here
+                _log.warning("session_revoked_listener_failed", error_type=type(exc).__name__)
 
     async def purge_expired(self) -> int:
         """Drop sessions past their lifetime (with their credentials and refresh tokens)."""
@@ -246,6 +262,23 @@ class TokenService:
             raise Unauthorized("the session has ended")
         return user
 
+    async def session_user(self, session_id: str) -> AuthenticatedUser | None:
+        """The user of a live session (not revoked, not expired); ``None`` otherwise."""
+        row = await self._store.fetch_one(
+            "SELECT login, database_id, manager_id, stream_id, expires_at FROM sessions"
+            " WHERE id = :id AND revoked_at IS NULL",
+            {"id": session_id},
+        )
+        if row is None or _parse(str(row[4])) <= _now():
+            return None
+        return AuthenticatedUser(
+            login=str(row[0]),
+            database_id=str(row[1]),
+            manager_id=str(row[2]),
+            stream_id=str(row[3]),
+            session_id=session_id,
+        )
+
     async def session_live(self, session_id: str) -> bool:
         """Whether the session exists, is not revoked and has not expired (cached up to 1 s)."""
         checked = self._session_ok.get(session_id)
@@ -264,4 +297,10 @@ class TokenService:
         return True
 
 
-__all__ = ["AuthenticatedUser", "IssuedTokens", "TokenService", "hash_token"]
+__all__ = [
+    "AuthenticatedUser",
+    "IssuedTokens",
+    "RevocationListener",
+    "TokenService",
+    "hash_token",
+]

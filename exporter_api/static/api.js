@@ -92,23 +92,6 @@ export class Api {
   get(path) { return this.#send('GET', path); }
   post(path, body) { return this.#send('POST', path, body); }
 
-  /** Downloads an authenticated URL and hands it to the browser as a file. */
-  async download(url, fallbackName) {
-    const response = await this.#fetch('GET', url);
-    if (!response.ok) throw new ApiError(response.status, await readProblem(response));
-    const name = fileNameFrom(response.headers.get('content-disposition')) || fallbackName;
-    const blob = await response.blob();
-    const objectUrl = URL.createObjectURL(blob);
-    const a = document.createElement('a');
-    a.href = objectUrl;
-    a.download = name;
-    a.hidden = true;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(objectUrl), 60_000);
-  }
-
   // --- internals ----------------------------------------------------------------------------
 
   async #send(method, path, body, { auth = true } = {}) {
@@ -198,15 +181,4 @@ export class Api {
     this.#token = null;
     this.#expiresAt = 0;
   }
-}
-
-/** The file name of a Content-Disposition header, preferring RFC 5987 `filename*`. */
-function fileNameFrom(header) {
-  if (!header) return null;
-  const star = /filename\*\s*=\s*([^']*)'[^']*'([^;]+)/i.exec(header);
-  if (star) {
-    try { return decodeURIComponent(star[2].trim()); } catch { /* fall through */ }
-  }
-  const plain = /filename\s*=\s*"?([^";]+)"?/i.exec(header);
-  return plain ? plain[1].trim() : null;
 }

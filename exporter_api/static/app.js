@@ -15,6 +15,7 @@ const RANK = { Queued: 0, Running: 1 }; // every final status ranks 2
 const rank = (status) => RANK[status] ?? 2;
 const newer = (current, incoming) => (!current || rank(incoming) >= rank(current) ? incoming : current);
 const STATE_REFETCH_MS = 700;
+const LINK_MARGIN_MS = 15_000; // re-list the files when their links expire sooner than this
 const USER_KEY = 'exporter-console-user';
 
 const api = new Api();
@@ -30,6 +31,9 @@ const model = {
   profiles: new Map(),
   run: null, // the RunState DTO of the open run, updated in place
   files: [],
+  // Files come with signed, short-lived download links (plain <a download>, no token in the URL).
+  zipUrl: null,
+  linksExpireAt: 0,
   speed: new Map(), // scriptId -> {t, rows, bytes, rowRate, byteRate}
   recent: [],
 };
@@ -344,13 +348,13 @@ async function openRun(runId, { push = true, initial = null } = {}) {
   } catch (error) {
     if (api.signedIn) showError(`Live updates for this run are unavailable: ${error.message}`);
   }
-  loadFiles();
+  // The snapshot carries the files (with fresh signed links): nothing else to fetch.
 }
 
 function closeRun() {
   if (model.run) live.unsubscribe().catch(() => {});
   model.run = null;
-  model.files = [];
+  setFiles(null);
   model.speed.clear();
   clearTimeout(refetchTimer);
   clearTimeout(filesTimer);
@@ -391,8 +395,22 @@ function applyState(state) {
       return group;
     });
   }
+  if (Array.isArray(state.files) && state.linksExpireAt) setFiles(state);
   if (FINAL.has(model.run.status)) scheduleFiles(0);
   render();
+}
+
+/** The files of a RunFiles or RunState body (null: none), with their links' expiry. */
+function setFiles(data) {
+  if (data && data.files.length < model.files.length) return; // an older snapshot
+  model.files = data?.files ?? [];
+  model.zipUrl = data?.zipUrl ?? null;
+  model.linksExpireAt = data ? Date.parse(data.linksExpireAt) : 0;
+}
+
+/** Whether the signed links will still be valid when the browser follows them. */
+function linksFresh() {
+  return model.linksExpireAt - Date.now() > LINK_MARGIN_MS;
 }
 
 function mergeNode(target, incoming) {
@@ -516,7 +534,7 @@ async function loadFiles() {
   try {
     const data = await api.get(`/api/runs/${encodeURIComponent(run.runId)}/files`);
     if (model.run?.runId !== run.runId) return;
-    model.files = listOf(data, 'files');
+    setFiles(data);
     renderFiles();
   } catch { /* shown as "No files yet" */ }
 }
@@ -738,7 +756,7 @@ function renderFiles() {
   $('#files-empty').hidden = model.files.length > 0;
   const zip = $('#zip-link');
   zip.hidden = !run || model.files.length === 0;
-  if (run) zip.href = `/api/runs/${encodeURIComponent(run.runId)}/files.zip`;
+  if (model.zipUrl) zip.href = model.zipUrl;
   // Files in the run's order: groups, scripts, then variants.
   const order = new Map();
   for (const group of run?.groups ?? []) {
@@ -865,15 +883,19 @@ function wireStaticHandlers() {
   $('#recent-refresh').addEventListener('click', loadRecent);
   $('#reconnect').addEventListener('click', () => live.reconnect());
   $('#error-dismiss').addEventListener('click', hideError);
+  // Downloads are plain links the browser follows itself (no file is held in page memory); a
+  // link about to expire is first swapped for a fresh one.
   $('#zip-link').addEventListener('click', (event) => {
+    if (linksFresh()) return;
     event.preventDefault();
-    if (model.run) download(event.currentTarget.href, `${model.run.runId}.zip`);
+    followFresh(() => $('#zip-link'));
   });
   $('#files').addEventListener('click', (event) => {
     const link = event.target.closest('a[data-testid="file-link"]');
-    if (!link) return;
+    if (!link || linksFresh()) return;
     event.preventDefault();
-    download(link.href, link.getAttribute('download'));
+    const fileId = link.dataset.fileId;
+    followFresh(() => document.querySelector(`a[data-testid="file-link"][data-file-id="${CSS.escape(fileId)}"]`));
   });
   window.addEventListener('popstate', () => {
     if (!api.signedIn) return;
@@ -883,12 +905,10 @@ function wireStaticHandlers() {
   });
 }
 
-async function download(url, name) {
-  try {
-    await api.download(url, name);
-  } catch (error) {
-    showError(`Download failed: ${error.message}`);
-  }
+async function followFresh(findLink) {
+  await loadFiles();
+  if (!linksFresh()) { showError('Download failed: could not get a fresh download link'); return; }
+  findLink()?.click();
 }
 
 // Exposed for debugging in the browser console and for tests that want to peek at the state.

@@ -52,6 +52,11 @@ class Store(ABC):
         """Statements of this task inside the block run in one transaction."""
 
     @abstractmethod
+    async def lock(self, key: str) -> None:
+        """Inside ``transaction()``: serialise it with every other transaction taking the same
+        ``key`` (on every instance sharing the store) until it ends."""
+
+    @abstractmethod
     async def aclose(self) -> None: ...
 
     @abstractmethod

@@ -54,6 +54,13 @@ class PostgresStore(Store):
             finally:
                 self._conn.reset(token)
 
+    async def lock(self, key: str) -> None:
+        conn = self._conn.get()
+        if conn is None:
+            raise RuntimeError("Store.lock() needs a transaction")
+        # A transaction-scoped advisory lock: released by COMMIT / ROLLBACK.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+
     @asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
         async with self._pool.acquire() as conn:

@@ -80,6 +80,11 @@ class SqliteStore(Store):
             finally:
                 self._in_tx.reset(token)
 
+    async def lock(self, key: str) -> None:
+        if not self._in_tx.get():
+            raise RuntimeError("Store.lock() needs a transaction")
+        # BEGIN IMMEDIATE already holds the database's write lock: transactions are serial.
+
     @asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
         yield  # one process owns a SQLite store

@@ -8,6 +8,8 @@ The frame type follows the negotiated protocol's transfer format, as ASP.NET's
 
 from __future__ import annotations
 
+import time
+
 import anyio
 
 from signalr_core.dispatcher import HubServerConnection
@@ -17,29 +19,41 @@ from signalr_core.transports import ASGIReceive, ASGISend
 __all__ = ["serve_websocket"]
 
 _NORMAL_CLOSURE = 1000
+_GOING_AWAY = 1001
 _INTERNAL_ERROR = 1011
+_CLOSE_HANDSHAKE_TIMEOUT = 2.0
+"""How long to wait for the client's answer to our close frame (a clean close needs it)."""
 
 
 async def serve_websocket(
     connection: HubServerConnection, receive: ASGIReceive, send: ASGISend
-) -> None:
-    """Pump bytes both ways until either side ends (the socket is already accepted)."""
+) -> bool:
+    """Pump bytes both ways until either side ends (the socket is already accepted).
+
+    Returns ``True`` when the connection stays alive without a transport, waiting for the
+    client to reconnect (stateful reconnect after an unclean drop).
+    """
     connection.transport_attached = True
+    generation = connection.transport_generation
+    graceful = [False]
     try:
         async with anyio.create_task_group() as tg:
             connection.transport_scope = tg.cancel_scope
             tg.start_soon(_send_loop, connection, send, tg.cancel_scope)
-            try:
-                await _receive_loop(connection, receive)
-            finally:
-                connection.transport_closed()
+            await _receive_loop(connection, receive, graceful)
             tg.cancel_scope.cancel()
     finally:
-        connection.transport_attached = False
-        connection.transport_scope = None
+        if connection.transport_generation == generation:  # not taken over by a reconnect
+            connection.transport_attached = False
+            connection.transport_scope = None
+    if connection.transport_generation != generation:
+        return True  # a newer transport already resumed the connection
+    return connection.transport_lost(graceful=graceful[0], now=time.monotonic())
 
 
-async def _receive_loop(connection: HubServerConnection, receive: ASGIReceive) -> None:
+async def _receive_loop(
+    connection: HubServerConnection, receive: ASGIReceive, graceful: list[bool]
+) -> None:
     while True:
         message = await receive()
         kind = message["type"]
@@ -48,8 +62,12 @@ async def _receive_loop(connection: HubServerConnection, receive: ASGIReceive) -
             if data is None:
                 data = (message.get("text") or "").encode()
             if not await connection.feed(data):
+                graceful[0] = True
                 return
         elif kind == "websocket.disconnect":
+            # A close frame from the client (1000 / 1001) is a deliberate stop; 1006 and
+            # friends mean the socket broke, which stateful reconnect survives.
+            graceful[0] = message.get("code", 1000) in (_NORMAL_CLOSURE, _GOING_AWAY)
             return
 
 
@@ -71,6 +89,11 @@ async def _send_loop(
             elif outgoing.closed:
                 code = _INTERNAL_ERROR if connection.aborted else _NORMAL_CLOSURE
                 await send({"type": "websocket.close", "code": code})
+                if not connection.aborted:
+                    # Leaving now could drop the TCP connection before the client's close frame
+                    # arrives (its `wasClean` is then false and it reports an error). The
+                    # receive loop ends the task group when the client's disconnect arrives.
+                    await anyio.sleep(_CLOSE_HANDSHAKE_TIMEOUT)
                 break
     except OSError:
         pass  # the client went away; the receive loop sees the disconnect

@@ -145,6 +145,21 @@ try {
   // Files: 8 (payments v3 made none), then download one and check its header.
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="file-link"]').length === 8);
   const orderLink = byTestId('file-link', { 'script-id': 's-orders' }).first();
+  // Plain links the browser follows itself: signed (?sig=), never carrying the access token,
+  // and sent without an Authorization header (so no file is held in page memory as a blob).
+  const token = await page.evaluate(() => window.exporterConsole.api.accessToken());
+  const hrefs = await page.locator('[data-testid="file-link"], [data-testid="zip-link"]')
+    .evaluateAll((links) => links.map((a) => a.getAttribute('href')));
+  assert.equal(hrefs.length, 9, 'eight files and the zip');
+  for (const href of hrefs) {
+    assert.match(href, /^\/api\/runs\/[0-9A-Z]{26}\/(files\/[\w-]+|files\.zip)\?sig=[\w-]+$/, href);
+    assert.ok(!href.includes(token) && !href.includes(token.split('.')[2]), 'no token in a link');
+  }
+  const downloadRequests = [];
+  const onRequest = (request) => {
+    if (request.url().includes('?sig=')) downloadRequests.push(request.headers().authorization ?? null);
+  };
+  page.on('request', onRequest);
   const [download] = await Promise.all([page.waitForEvent('download'), orderLink.click()]);
   const csv = readFileSync(await download.path(), 'utf8');
   assert.equal(csv.split(/\r?\n/)[0], 'OrderId,Customer', 'CustomColumns header, profile labels in order');
@@ -159,6 +174,16 @@ try {
   const zipBytes = readFileSync(await zip.path());
   assert.equal(zipBytes.subarray(0, 2).toString('latin1'), 'PK', 'the zip of all files');
   log(`zip of all files: ${zipBytes.length} bytes`);
+  page.off('request', onRequest);
+  // A link about to expire is swapped for a fresh one before the browser follows it.
+  const staleHref = await orderLink.getAttribute('href');
+  await page.evaluate(() => { window.exporterConsole.model.linksExpireAt = Date.now(); });
+  const [download3] = await Promise.all([page.waitForEvent('download'), orderLink.click()]);
+  assert.equal(readFileSync(await download3.path(), 'utf8'), csv, 'the same file through a fresh link');
+  assert.notEqual(await orderLink.getAttribute('href'), staleHref, 'the links were re-issued');
+  // (Chromium reports the first download's request to the page; that is enough to check.)
+  assert.ok(downloadRequests.length >= 1 && downloadRequests.every((auth) => auth === null),
+    `signed downloads go without an Authorization header: ${JSON.stringify(downloadRequests)}`);
 
   assert.ok(await page.locator('#error-banner').isHidden(),
     `no error banner (${await page.locator('#error-text').textContent()})`);

@@ -12,6 +12,7 @@
 
 import { createHmac, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
+import net from "node:net";
 
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
@@ -773,6 +774,128 @@ const scenarios = {
         await expectCleanStop(c, t2);
     } },
 
+    // Client results (ASP.NET 7+): the hub awaits the value the client's handler returns.
+    client_results: { async run() {
+        const c = build(); const t = closeTracker(c);
+        const prefix = "An unexpected error occurred invoking 'GetClientResult' on the server.";
+        c.on("Result", (m) => `${m} back`);
+        await c.start();
+        eq(await c.invoke("GetClientResult", UNICODE_MESSAGE), `${UNICODE_MESSAGE} back`, "sync handler result");
+        c.off("Result");
+        c.on("Result", async (m) => { await sleep(50); return { text: m, n: [1, 2] }; });
+        eq(await c.invoke("GetClientResult", "obj"), { text: "obj", n: [1, 2] }, "async handler result");
+        c.off("Result");
+        // While the hub method waits, the client may invoke other methods on the same
+        // connection (the waiting invocation lends its slot, as ASP.NET 8).
+        c.on("Result", async (m) => await c.invoke("Echo", `inner ${m}`));
+        eq(await c.invoke("GetClientResult", "nested"), "inner nested", "result needing another invocation");
+        c.off("Result");
+        c.on("Result", () => { throw new Error("boom"); });
+        eq(await errorOf(c.invoke("GetClientResult", "x"), "throwing handler"), `${prefix} HubException: Error: boom`, "throwing handler");
+        c.off("Result");
+        eq(await errorOf(c.invoke("GetClientResult", "x"), "no handler"), `${prefix} HubException: Client didn't provide a result.`, "no handler");
+        c.on("Result", () => new Promise(() => {}));
+        const timeoutError = await errorOf(c.invoke("GetClientResultWithTimeout", "x", 0.3), "timeout");
+        eq(timeoutError, `An unexpected error occurred invoking 'GetClientResultWithTimeout' on the server. TimeoutError: No result for 'Result' from connection '${c.connectionId}' within 0.3 s.`, "timeout");
+        eq(await c.invoke("Echo", "after"), "after", "Echo after client results");
+        await expectCleanStop(c, t);
+    } },
+
+    // A hub method asks ANOTHER connection for a result; and a connection that goes away.
+    client_results_other: { async run() {
+        const a = build(), b = build(); const ta = closeTracker(a);
+        b.on("Result", (m) => `b says ${m}`);
+        await Promise.all([a.start(), b.start()]);
+        const bId = await b.invoke("GetCallerConnectionId");
+        eq(await a.invoke("GetClientResultFrom", bId, "hi"), "b says hi", "result from another connection");
+        eq(await errorOf(a.invoke("GetClientResultFrom", "no-such-connection", "hi"), "unknown id"),
+            "An unexpected error occurred invoking 'GetClientResultFrom' on the server. IOException: Connection 'no-such-connection' does not exist.", "unknown id");
+        b.off("Result");
+        b.on("Result", () => new Promise(() => {}));
+        const pending = errorOf(a.invoke("GetClientResultFrom", bId, "never"), "connection closed while waiting");
+        await sleep(100);
+        await b.stop();
+        eq(await within(pending, 5000, "the pending client result to fail"),
+            `An unexpected error occurred invoking 'GetClientResultFrom' on the server. IOException: Connection '${bId}' disconnected.`, "connection closed while waiting");
+        await expectCleanStop(a, ta);
+    } },
+
+    // Stateful reconnect (ASP.NET 8, withStatefulReconnect()): the socket is cut mid-stream
+    // (by a proxy, in both directions); the client reconnects with the same connection token,
+    // both sides replay what the other did not acknowledge and drop duplicates. No message is
+    // lost or duplicated and the connection (id, per-connection state) survives.
+    stateful_reconnect: { when: (tr) => tr === WS, async run() {
+        const proxy = await startProxy();
+        try {
+            const c = new signalR.HubConnectionBuilder()
+                .withUrl(proxy.url + "/statefulhub", { transport: TRANSPORT, logger: LOGGER })
+                .withHubProtocol(protocol()).configureLogging(LOGGER)
+                .withStatefulReconnect().build();
+            OPEN.push(c);
+            const t = closeTracker(c);
+            const numbers = [];
+            c.on("Number", (n) => numbers.push(n));
+            await c.start();
+            const id = c.connectionId;
+            const total = 300;
+            const streaming = c.invoke("SendNumbers", total);
+            await waitFor(() => numbers.length >= 60, 10000, "the first numbers");
+            check(proxy.cut() > 0, "the proxy had connections to cut");
+            // Sent while the socket is dead: the client buffers them and resends after the
+            // reconnect; some may have reached the server already, which must drop repeats.
+            const increments = [];
+            for (let i = 0; i < 25; i++) increments.push(c.send("Increment"));
+            eq(await within(streaming, 20000, "SendNumbers to complete across the cut"), total, "SendNumbers result");
+            await Promise.all(increments);
+            eq(numbers.length, total, "numbers received (none lost, none twice)");
+            eq(numbers, Array.from({ length: total }, (_, i) => i), "numbers in order");
+            await sleep(300);
+            proxy.cut(); // once more while idle
+            eq(await within(c.invoke("GetCount"), 15000, "GetCount after the second cut"), 25, "increments counted once each");
+            eq(await c.invoke("GetCallerConnectionId"), id, "server-side connection id after reconnects");
+            eq(c.connectionId, id, "client-side connection id after reconnects");
+            check(t.closes.length === 0, `onclose fired: ${t.closes.map(String).join("; ")}`);
+            await expectCleanStop(c, t);
+        } finally {
+            await proxy.close();
+        }
+    } },
+
+    // Closing a connection from outside the hub (what a logout does): the client gets the
+    // error text, does not reconnect although it could, and other connections stay open.
+    close_from_outside: { async run() {
+        const c = build("/testhub", {}, { reconnect: true }); const t = closeTracker(c);
+        const other = build(); const to = closeTracker(other);
+        let reconnecting = 0;
+        c.onreconnecting(() => { reconnecting++; });
+        await Promise.all([c.start(), other.start()]);
+        const id = await c.invoke("GetCallerConnectionId");
+        const answer = await fetch(`${BASE}/closeConnection?id=${encodeURIComponent(id)}&error=${encodeURIComponent("Logged out.")}`, { method: "POST" });
+        eq(await answer.json(), { closed: 1 }, "closeConnection answer");
+        const e = await within(t.closed, 5000, "onclose after closeConnection");
+        eq(e && e.message, "Server returned an error on close: Logged out.", "onclose error");
+        await sleep(300);
+        eq(reconnecting, 0, "reconnect attempts after a close without allowReconnect");
+        eq(c.state, signalR.HubConnectionState.Disconnected, "state of the closed connection");
+        eq(await other.invoke("Echo", "still here"), "still here", "Echo on the other connection");
+        const again = await fetch(`${BASE}/closeConnection?id=${encodeURIComponent(id)}`, { method: "POST" });
+        eq(await again.json(), { closed: 0 }, "closing an ended connection");
+        await expectCleanStop(other, to);
+    } },
+
+    // Context.Abort() from a hub method ends the caller's connection without reconnecting.
+    abort_from_hub: { async run() {
+        const c = build("/testhub", {}, { reconnect: true }); const t = closeTracker(c);
+        let reconnecting = 0;
+        c.onreconnecting(() => { reconnecting++; });
+        await c.start();
+        await rejects(c.invoke("AbortConnection"), "AbortConnection");
+        const e = await within(t.closed, 5000, "onclose after AbortConnection");
+        check(e === undefined, `onclose error after Context.Abort(): ${e && e.message}`);
+        await sleep(300);
+        eq(reconnecting, 0, "reconnect attempts after Context.Abort()");
+    } },
+
     groups: { async run() {
         const a = build(), b = build();
         const ta = closeTracker(a), tb = closeTracker(b);
@@ -840,6 +963,34 @@ const scenarios = {
         eq(message, expected, "error text");
     } },
 };
+
+// A TCP proxy in front of the compat server whose cut() breaks every connection through it
+// at once (no close frames: the client and the server both see the socket die).
+async function startProxy() {
+    const target = new URL(BASE);
+    const sockets = new Set();
+    const server = net.createServer((client) => {
+        const upstream = net.connect(Number(target.port), target.hostname);
+        sockets.add(client); sockets.add(upstream);
+        const end = () => {
+            client.destroy(); upstream.destroy();
+            sockets.delete(client); sockets.delete(upstream);
+        };
+        client.on("error", end); upstream.on("error", end);
+        client.on("close", end); upstream.on("close", end);
+        client.pipe(upstream); upstream.pipe(client);
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return {
+        url: `http://127.0.0.1:${server.address().port}`,
+        cut() {
+            const n = sockets.size;
+            for (const s of [...sockets]) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy();
+            return n;
+        },
+        close() { this.cut(); return new Promise((resolve) => server.close(() => resolve())); },
+    };
+}
 
 async function waitFor(predicate, ms, what) {
     const deadline = Date.now() + ms;

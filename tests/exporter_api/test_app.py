@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from exporter_api import app as app_module
-from exporter_api.config import Settings
-from tests.exporter_api.conftest import app_client
+from exporter_api.app import create_app
+from exporter_api.config import Settings, load_config
+from tests.exporter_api.conftest import NoRuns, app_client, running_app
 from tests.services import free_port, wait_for_port
 
 
@@ -123,3 +125,25 @@ def test_serve_runs_under_hypercorn_with_json_logs(settings: Settings, tmp_path:
     assert "login_succeeded" in events
     assert (settings.data_dir / "jwt.key").stat().st_mode & 0o077 == 0
     assert (settings.data_dir / "vault.key").stat().st_mode & 0o077 == 0
+
+
+async def test_refused_cors_preflight_is_problem_json(settings: Settings) -> None:
+    config = load_config(settings.config_path)
+    config = msgspec.structs.replace(
+        config,
+        server=msgspec.structs.replace(config.server, cors_origins=["http://console.example"]),
+    )
+    app = create_app(settings, config, runs=NoRuns())
+    preflight = {"Access-Control-Request-Method": "POST"}
+    async with running_app(app) as client:
+        ok = await client.options(
+            "/api/auth/login", headers={**preflight, "Origin": "http://console.example"}
+        )
+        refused = await client.options(
+            "/api/auth/login", headers={**preflight, "Origin": "http://evil.example"}
+        )
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "http://console.example"
+    assert refused.status_code == 400
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["detail"] == "Disallowed CORS origin"

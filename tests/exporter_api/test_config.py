@@ -166,3 +166,31 @@ def test_hash_password_command(
     assert main(["hash-password"]) == 0
     encoded = capsys.readouterr().out.strip()
     assert verify_password("s3cret", encoded)
+
+
+def test_file_name_template_may_use_names_and_dates(tmp_path: Path) -> None:
+    path = _copy_demo(tmp_path)
+    template = "{group_name}_{script_name}_{date}_{time}_{run_id}_{script_id}_v{variant}.csv"
+    _edit(
+        path,
+        'file_name_template = "{run_id}_{group_id}_{script_id}_v{variant}.csv"',
+        f'file_name_template = "{template}"',
+    )
+    assert load_config(path).output.file_name_template == template
+    _edit(path, template, "{group_name}_{nope}.csv")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.entry == "output.file_name_template"
+    assert "nope" in info.value.problem
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("30", True), ("-1", False)])
+def test_retention_days(tmp_path: Path, value: str, ok: bool) -> None:
+    path = _copy_demo(tmp_path)
+    _edit(path, "retention_days = 0 ", f"retention_days = {value} ")
+    if ok:
+        assert load_config(path).server.retention_days == int(value)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.entry == "server.retention_days"

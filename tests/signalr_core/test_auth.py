@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
+import anyio
+import anyio.abc
 import httpx
 import pytest
 import structlog
@@ -133,6 +136,47 @@ async def test_long_polling_refuses_another_user() -> None:
             await http.post(url, params={"id": token}, headers=other, content=b"x")
         ).status_code == 403
         assert (await http.get(url, params={"id": token}, headers=other)).status_code == 403
+        assert (await http.delete(url, params={"id": token}, headers=alice)).status_code == 202
+
+
+async def _read_response(stream: anyio.abc.ByteStream) -> tuple[int, bytes]:
+    """One HTTP/1.1 response (status, body) from a raw socket; EOF fails the test."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return int(lines[0].split()[1]), body
+
+
+async def test_refused_post_reads_its_body_so_the_keep_alive_connection_survives() -> None:
+    # The body arrives after the headers: answering 403 before reading it made the server close
+    # the connection, and a client's next request on it was dropped unanswered (a flaky
+    # "Server disconnected without sending a response" in the test above).
+    endpoint = HubEndpoint(OpenHub, authenticate=authenticate)
+    async with running_server(endpoint) as url, httpx.AsyncClient() as http:
+        token = (await negotiate(http, url))["connectionToken"]
+        alice = {"authorization": "Bearer good-token"}
+        assert (await http.get(url, params={"id": token}, headers=alice)).status_code == 200
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        request = (
+            f"{{method}} {parts.path}?id={token} HTTP/1.1\r\nhost: {parts.netloc}\r\n"
+            "authorization: Bearer admin-token\r\ncontent-length: {length}\r\n\r\n"
+        )
+        with anyio.fail_after(10):
+            async with await anyio.connect_tcp(parts.hostname, parts.port) as stream:
+                await stream.send(request.format(method="POST", length=1).encode())
+                await anyio.sleep(0.2)
+                await stream.send(b"x")
+                assert (await _read_response(stream))[0] == 403
+                await stream.send(request.format(method="GET", length=0).encode())
+                assert (await _read_response(stream))[0] == 403
         assert (await http.delete(url, params={"id": token}, headers=alice)).status_code == 202
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,22 +24,64 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
+from signalr_core.errors import ClientResultError, ClientUnavailableError
+from signalr_core.lifetime import CloseRequest, LocalConnection
 from signalr_core.messages import HubMessage, InvocationMessage
+from signalr_core.protocols import HubProtocol
+from signalr_core.protocols.json import JsonHubProtocol
+from signalr_core.protocols.messagepack import MessagePackHubProtocol
 from signalr_core.redis import RedisBackplaneError, RedisHubLifetimeManager, RedisInvocation
 from tests.services import RedisServer, free_port, wait_for_port
 
 
+Handler = Callable[[str, Sequence[Any]], Awaitable[Any]]
+
+
 @dataclass
 class Conn:
-    """Records what the lifetime manager writes to one connection."""
+    """Records what the lifetime manager writes to one connection.
+
+    As a :class:`~signalr_core.lifetime.LocalConnection` it records ``close`` calls and answers
+    client results with ``handler``: the value is encoded with ``protocol`` (as a client would)
+    and decoded to ``result_type`` by that protocol, as the server layer does.
+    """
 
     connection_id: str
     user_id: str | None = None
     received: list[InvocationMessage] = field(default_factory=list)
+    protocol: HubProtocol | None = None
+    handler: Handler | None = None
+    closed: list[tuple[str | None, bool]] = field(default_factory=list)
+    context: None = None
 
     def write(self, message: HubMessage) -> None:
         assert isinstance(message, InvocationMessage)
         self.received.append(message)
+
+    def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
+        self.closed.append((error, allow_reconnect))
+
+    async def invoke_client(
+        self,
+        method: str,
+        args: Sequence[Any],
+        *,
+        result_type: Any = Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - the interface's signature
+    ) -> Any:
+        assert self.handler is not None
+        with anyio.fail_after(timeout):
+            value = await self.handler(method, args)
+        if self.protocol is None:
+            return value
+        if isinstance(self.protocol, JsonHubProtocol):
+            raw = msgspec.Raw(msgspec.json.encode(value))
+        else:
+            raw = msgspec.Raw(msgspec.msgpack.encode(value))
+        try:
+            return self.protocol.decode_argument(raw, result_type)
+        except Exception as exc:
+            raise ClientResultError("Error trying to deserialize result.") from exc
 
     def calls(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [(m.target, m.arguments) for m in self.received]
@@ -201,13 +243,172 @@ async def test_invalid_payloads_are_logged_and_skipped(redis: RedisServer) -> No
         assert b1.calls() == [("Fine", ())]
 
 
+async def test_subscriptions_follow_local_state(redis: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis.url, decode_responses=True)
+
+    async def channels(prefix: str) -> set[str]:
+        return {str(c) for c in await client.pubsub_channels(f"{prefix}:*")}
+
+    try:
+        async with two_servers(redis.url) as (a, b):
+            prefix = f"signalr:{_hub_of(a)}"
+            fixed = {f"{prefix}:all", f"{prefix}:internal:groups"}
+            fixed |= {f"{prefix}:internal:ack:{m.server_name}" for m in (a, b)}
+            fixed |= {f"{prefix}:internal:return:{m.server_name}" for m in (a, b)}
+            assert await channels(prefix) == fixed
+
+            b1 = Conn("b1", "carol")
+            await b.on_connected(b1)
+            await a.add_to_group("b1", "g")
+            assert await channels(prefix) == fixed | {
+                f"{prefix}:connection:b1",
+                f"{prefix}:user:carol",
+                f"{prefix}:group:g",
+            }
+            await b.on_disconnected(b1)
+            # UNSUBSCRIBE is not awaited for a confirmation: poll Redis until it is applied.
+            with anyio.fail_after(5):
+                while await channels(prefix) != fixed:  # noqa: ASYNC110 - Redis-side state
+                    await anyio.sleep(0.02)
+    finally:
+        await client.aclose()
+
+
 def _hub_of(manager: RedisHubLifetimeManager) -> str:
     return manager._channels.prefix.split(":", 1)[1]
 
 
 def test_invocation_struct_is_messagepack_array() -> None:
     payload = msgspec.msgpack.encode(RedisInvocation(target="T", arguments=(1,), exclude=("x",)))
-    assert msgspec.msgpack.decode(payload) == ["T", [1], ["x"], []]
+    assert msgspec.msgpack.decode(payload) == [1, "T", [1], ["x"], []]
+
+
+# --------------------------------------------------------- client results and remote close ---
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+async def _add(method: str, args: Sequence[Any]) -> Any:
+    assert method == "Add"
+    return {"x": args[0] + args[1], "y": -1}
+
+
+@pytest.mark.parametrize("protocol", [JsonHubProtocol(), MessagePackHubProtocol(), None])
+async def test_client_result_from_a_connection_on_another_server(
+    redis: RedisServer, protocol: HubProtocol | None
+) -> None:
+    async with two_servers(redis.url) as (a, b):
+        b1 = Conn("b1", protocol=protocol, handler=_add)
+        assert isinstance(b1, LocalConnection)
+        await b.on_connected(b1)
+        # Decoded to the caller's type with the client's protocol, as on the local path.
+        assert await a.invoke_connection("b1", "Add", [2, 3], result_type=Point) == Point(5, -1)
+        assert await a.invoke_connection("b1", "Add", [1, 1], timeout=5) == {"x": 2, "y": -1}
+        with pytest.raises(ClientResultError, match="deserialize result to int"):
+            await a.invoke_connection("b1", "Add", [1, 1], result_type=int)
+        # A local connection is asked directly.
+        assert await b.invoke_connection("b1", "Add", [0, 0], result_type=Point) == Point(0, -1)
+
+
+async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServer) -> None:
+    release = anyio.Event()
+
+    async def handler(method: str, args: Sequence[Any]) -> Any:
+        if method == "Throw":
+            raise ClientResultError("Error: boom")
+        if method == "Gone":
+            raise ClientUnavailableError("Connection 'b1' disconnected.")
+        if method == "Nothing":
+            return None
+        await release.wait()
+        return "late"
+
+    async with two_servers(redis.url, max_pending_results=1) as (a, b):
+        await b.on_connected(Conn("b1", protocol=JsonHubProtocol(), handler=handler))
+        with pytest.raises(ClientResultError, match="^Error: boom$"):
+            await a.invoke_connection("b1", "Throw", [])
+        with pytest.raises(ClientUnavailableError, match="^Connection 'b1' disconnected.$"):
+            await a.invoke_connection("b1", "Gone", [])
+        assert await a.invoke_connection("b1", "Nothing", [], result_type=int | None) is None
+        with pytest.raises(ClientUnavailableError, match="^Connection 'nobody' does not exist.$"):
+            await a.invoke_connection("nobody", "Add", [], timeout=5)
+        with anyio.fail_after(2), pytest.raises(TimeoutError):
+            await a.invoke_connection("b1", "Wait", [], timeout=0.2)
+
+        # The waiting table is bounded (max_pending_results=1).
+        results: list[Any] = []
+
+        async def first() -> None:
+            results.append(await a.invoke_connection("b1", "Wait", [], timeout=5))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await eventually(lambda: len(a._results) == 1)
+            with pytest.raises(ClientUnavailableError, match="Too many"):
+                await a.invoke_connection("b1", "Wait", [])
+            release.set()
+        assert results == ["late"]
+        assert a._results == {}
+        assert b._serving == 0
+
+
+async def test_waiters_fail_when_the_owning_server_stops(redis: RedisServer) -> None:
+    hub = f"hub-{uuid.uuid4().hex}"
+    a = RedisHubLifetimeManager(redis.url, hub_name=hub)
+    b = RedisHubLifetimeManager(redis.url, hub_name=hub)
+    never = anyio.Event()
+
+    async def handler(method: str, args: Sequence[Any]) -> Any:
+        await never.wait()
+
+    async with a.lifespan():
+        errors: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await a.invoke_connection("b1", "Wait", [])
+            except ClientUnavailableError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            async with b.lifespan():
+                await b.on_connected(Conn("b1", handler=handler))
+                tg.start_soon(wait)
+                await eventually(lambda: b._serving == 1)
+            # b stopped: its running invocation told a at once (no timeout was given).
+            with anyio.fail_after(5):
+                await eventually(lambda: bool(errors))
+        assert str(errors[0]) == "Connection 'b1' disconnected."
+
+
+async def test_close_remote_by_user_and_by_connection(redis: RedisServer) -> None:
+    async with two_servers(redis.url) as (a, b):
+        alice_a = Conn("a1", "alice")
+        alice_b, bob_b, alice_b2 = Conn("b1", "alice"), Conn("b2", "bob"), Conn("b3", "alice")
+        await a.on_connected(alice_a)
+        for c in (alice_b, bob_b, alice_b2):
+            await b.on_connected(c)
+
+        await a.close_remote(CloseRequest(user_ids=frozenset({"alice"}), error="bye"))
+        await eventually(lambda: bool(alice_b.closed and alice_b2.closed))
+        assert alice_b.closed == alice_b2.closed == [("bye", False)]
+
+        # Every filter must match: b2 is not carol's.
+        await a.close_remote(
+            CloseRequest(connection_ids=frozenset({"b2"}), user_ids=frozenset({"carol"}))
+        )
+        await a.close_remote(
+            CloseRequest(connection_ids=frozenset({"b2", "a1"}), allow_reconnect=True)
+        )
+        await eventually(lambda: bool(bob_b.closed))
+        await anyio.sleep(0.1)
+        assert bob_b.closed == [(None, True)]
+        # The publisher's own connections are its endpoint's business (closed before the hook).
+        assert alice_a.closed == []
+        assert alice_b.closed == [("bye", False)]
 
 
 async def test_publish_without_lifespan_raises() -> None:

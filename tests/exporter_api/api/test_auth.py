@@ -82,7 +82,7 @@ async def test_unknown_ids_are_400_naming_the_field(
             "missing required field",
         ),
         (b"{not json", None, "malformed JSON"),
-        (json.dumps({**DEMO_LOGIN, "extra": 1}).encode(), None, "unknown field `extra`"),
+        (json.dumps({**DEMO_LOGIN, "extra": 1}).encode(), "extra", "unknown field `extra`"),
     ],
 )
 async def test_malformed_bodies_are_400(

@@ -11,7 +11,9 @@
 // Prints one JSON line per observation: {"type": "state", "state": ...} for the SubscribeRun
 // result, {"type": "event", "name": ..., "payload": ..., "t": ms} for each run event, and stops
 // once the run's status is final ({"type": "done"}). A refused subscription prints
-// {"type": "subscribe_error", "message": ...}; a refused connection {"type": "connect_error"}.
+// {"type": "subscribe_error", "message": ...}; a refused connection {"type": "connect_error"}; a
+// connection the server closes {"type": "closed", "message": ...} (then it stops; the client is
+// built withAutomaticReconnect, so a "reconnecting" line would show a close that allowed it).
 // With --hold 1 it does not stop at the final status: each line on stdin ("again") calls
 // SubscribeRun once more on the same connection and prints the outcome; "stop" ends it.
 // The Python test reads the lines (tests/exporter_api/runs/test_runs_live.py).
@@ -31,12 +33,20 @@ const builder = new signalR.HubConnectionBuilder()
         accessTokenFactory: () => args.token,
         transport: signalR.HttpTransportType[args.transport || "WebSockets"],
     })
+    .withAutomaticReconnect([0, 200, 500])
     .configureLogging(signalR.LogLevel.None);
 if (args.protocol === "messagepack") builder.withHubProtocol(new MessagePackHubProtocol());
 const connection = builder.build();
 
 let finish;
+let stopping = false;
 const finished = new Promise((resolve) => { finish = resolve; });
+connection.onreconnecting((err) => out({ type: "reconnecting", message: String(err && err.message) }));
+connection.onclose((err) => {
+    if (stopping) return;
+    out({ type: "closed", message: String(err && err.message) });
+    finish();
+});
 for (const name of ["run.updated", "group.updated", "script.updated", "script.progress"]) {
     connection.on(name, (payload) => {
         out({ type: "event", name, payload });
@@ -86,6 +96,7 @@ if (args.hold) {
 const timeout = setTimeout(() => { out({ type: "timeout" }); finish(); }, Number(args.timeout || 60000));
 await finished;
 clearTimeout(timeout);
+stopping = true;
 await connection.stop();
 out({ type: "done" });
 process.exit(0); // stdin (--hold) would keep the process alive

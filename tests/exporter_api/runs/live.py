@@ -3,6 +3,7 @@ official SignalR client (Node) watching a run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,6 +47,7 @@ class Service:
         return token
 
     database_id: str = "db-pg"
+    app: Any = None  # the Starlette app being served (its state holds the services)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -76,7 +78,7 @@ async def live_service(
                     except httpx.TransportError:
                         await anyio.sleep(0.05)
             try:
-                yield Service(base, http, database_id)
+                yield Service(base, http, database_id, app)
             finally:
                 stop.set()
 
@@ -123,7 +125,9 @@ async def held_hub_watch(
         try:
             yield lines, tell
         finally:
-            await tell("stop")
+            # The process is gone already when the server closed its connection.
+            with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                await tell("stop")
 
 
 def _command(service: Service, token: str, protocol: str, transport: str) -> list[str]:

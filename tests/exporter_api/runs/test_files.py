@@ -113,3 +113,20 @@ def test_remove_partial_files(tmp_path: Path) -> None:
     (run / "done.csv").write_bytes(b"ok")
     assert remove_partial_files(tmp_path) == 1
     assert [p.name for p in run.iterdir()] == ["done.csv"]
+
+
+def test_render_names_and_dates_safely() -> None:
+    fields = {
+        "run_id": "R",
+        "group_id": "g",
+        "script_id": "s",
+        "variant": "1",
+        "group_name": "Продажи/2026",
+        "script_name": "../etc/passwd {run_id}",
+        "date": "20260123",
+        "time": "123456",
+    }
+    name = render_file_name("{group_name}_{script_name}_{date}_{time}_v{variant}.csv", fields)
+    assert name == "Продажи_2026_.._etc_passwd {run_id}_20260123_123456_v1.csv"
+    assert render_file_name("{script_name}.csv", fields) == "_etc_passwd {run_id}.csv"
+    assert render_file_name("{group_name:>300}.csv", fields).endswith("Продажи_2026.csv")

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import anyio
+import httpx
 import pytest
 
 from tests.exporter_api.runs.conftest import (
@@ -278,22 +279,38 @@ async def test_rest_errors_and_paging(catalog_path: Path, tmp_path: Path) -> Non
         assert (await http.get("/api/runs?limit=0", headers=bearer(token))).status_code == 400
 
 
-async def test_logout_ends_hub_subscriptions_at_once(catalog_path: Path, tmp_path: Path) -> None:
+async def test_logout_closes_hub_connections_at_once(catalog_path: Path, tmp_path: Path) -> None:
     async with live_service(catalog_path, tmp_path / "data") as service:
         token = await service.login(USER1, USER1_PASSWORD)
+        # A second session of the same user, from another client (logout follows the cookie).
+        async with httpx.AsyncClient(base_url=service.base) as elsewhere:
+            other = await Service(service.base, elsewhere).login(USER1, USER1_PASSWORD)
         run_id = await start(service, token, single("g-misc", "s-bad"))
-        async with held_hub_watch(service, token, run_id) as (lines, tell):
+        async with (
+            held_hub_watch(service, token, run_id) as (lines, tell),
+            held_hub_watch(service, other, run_id) as (other_lines, _),
+        ):
             await wait_for_line(lines, 1)
+            await wait_for_line(other_lines, 1)
             assert lines[-1]["type"] == "state"
             await tell("again")
             await wait_for_line(lines, 2)
-            assert lines[-1]["type"] == "state"  # still allowed on the open connection
+            assert lines[-1]["type"] == "state"  # allowed on the open connection
             logout = await service.http.post(
                 "/api/auth/logout", headers={**bearer(token), "X-Requested-With": "fetch"}
             )
             assert logout.status_code == 204
-            await tell("again")
-            await wait_for_line(lines, 3)
-            third = lines[-1]
-            assert third["type"] == "subscribe_error"
-            assert "session has ended" in third["message"]
+            with anyio.fail_after(2):
+                await wait_for_line(lines, 3)
+            closed = lines[2]
+            assert closed["type"] == "closed"
+            assert "session has ended" in closed["message"]
+            assert closed["t"] - lines[1]["t"] < 2000
+            await anyio.sleep(0.7)  # the client would have tried to reconnect by now
+            assert [line["type"] for line in lines] == ["state", "state", "closed", "done"]
+            # the other session of the same user keeps its connection
+            assert [line["type"] for line in other_lines] == ["state"]
+        # a new connection with the revoked session's token is refused
+        async with hub_watch(service, token, run_id) as again:
+            pass
+        assert again[0]["type"] == "connect_error"
