@@ -56,7 +56,7 @@ import contextvars
 import enum
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -353,6 +353,9 @@ class HubServerConnection:
         self.current_poll: PollSlot | None = None
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
+        # Set by a WebSocket transport while attached: sends frames on its socket (the message
+        # loop's direct path, see OutgoingBuffer); the transport's writer task does the rest.
+        self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
         self._state: HubConnectionState | None = None
         self._incoming = IncomingBuffer(_INCOMING_CHUNKS)
@@ -745,23 +748,34 @@ class HubServerConnection:
         state = self._state
         assert state is not None
         incoming = self._incoming
+        outgoing = self.outgoing
         while True:
             chunk = await incoming.get()
             if chunk is None:
                 return
+            # With a WebSocket, frames written while this chunk is handled are sent from here
+            # when the transport's writer is idle (no wake-up of the writer task per reply).
+            direct = self.direct_writer
+            if direct is not None:
+                outgoing.hold()
             try:
-                state.receive_data(chunk)
-            except ProtocolError:
-                # Messages decoded before the bad frame still run, as ASP.NET reads them first.
+                try:
+                    state.receive_data(chunk)
+                except ProtocolError:
+                    # Messages decoded before the bad frame still run, as ASP.NET reads them.
+                    for event in state.events_received():
+                        if not isinstance(event, HandshakeCompleted):
+                            await self._dispatch(event, tg, jobs)
+                    raise
                 for event in state.events_received():
-                    if not isinstance(event, HandshakeCompleted):
-                        await self._dispatch(event, tg, jobs)
-                raise
-            for event in state.events_received():
-                if isinstance(event, HandshakeCompleted):
-                    continue
-                if await self._dispatch(event, tg, jobs):
-                    return
+                    if isinstance(event, HandshakeCompleted):
+                        continue
+                    if await self._dispatch(event, tg, jobs):
+                        return
+                if direct is not None and (frames := outgoing.take_held()) is not None:
+                    await direct(frames)
+            finally:
+                outgoing.release()
 
     async def _finish(self, error: Exception | None) -> None:
         self._open = False
@@ -921,6 +935,7 @@ class HubServerConnection:
                 # A plain function cannot suspend: run it here, without a task switch.
                 await self._run_invocation(method, message, values)
             else:
+                self.outgoing.release()  # waiting for a worker may take long: writer, go on
                 await jobs.send((method, message, values))
             return
         if is_stream_response and invocation_id in self._streams:
@@ -991,6 +1006,7 @@ class HubServerConnection:
                 ),
             )
             return
+        self.outgoing.release()  # the method may need the writer to make room: never hold
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await upload.send.send(value)  # items after the method ended are dropped
 

@@ -53,7 +53,9 @@ to every channel the local state needs; publishing while Redis is down raises
 
 Everything is bounded: the publisher's connection pool (``max_publish_connections``), pending
 acknowledgements (``max_pending_acks``), the queue of group commands from other servers
-(``group_command_buffer``; overflow is logged and the sender times out) and every wait.
+(``group_command_buffer``; overflow is logged and the sender times out), client results waited
+for and run for other servers (``max_pending_results`` each) and every wait (``ack_timeout``,
+``publish_timeout``, the caller's client-result ``timeout``).
 """
 
 from __future__ import annotations
@@ -608,22 +610,23 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     ) -> None:
         """Run a client-result invocation from another server on a local connection."""
         try:
-            completion = await self._invoke_local(connection, inv)
-        except anyio.get_cancelled_exc_class():
-            # This server is stopping: tell the waiting server now rather than at its timeout.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._publish_timeout):
-                await self._send_completion(
-                    inv.return_channel,
-                    RedisCompletion(
-                        invocation_id=inv.invocation_id,
-                        kind=CompletionKind.UNAVAILABLE,
-                        error=f"Connection '{connection.connection_id}' disconnected.",
-                    ),
-                )
-            raise
+            try:
+                completion = await self._invoke_local(connection, inv)
+            except anyio.get_cancelled_exc_class():
+                # This server is stopping: tell the waiting server now, not at its timeout.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._publish_timeout):
+                    await self._send_completion(
+                        inv.return_channel,
+                        RedisCompletion(
+                            invocation_id=inv.invocation_id,
+                            kind=CompletionKind.UNAVAILABLE,
+                            error=f"Connection '{connection.connection_id}' disconnected.",
+                        ),
+                    )
+                raise
+            await self._send_completion(inv.return_channel, completion)
         finally:
             self._serving -= 1
-        await self._send_completion(inv.return_channel, completion)
 
     async def _invoke_local(
         self, connection: LocalConnection, inv: RedisClientInvocation

@@ -169,12 +169,13 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(port: int | None = None) -> Iterator[RedisServer]:
+    """A redis-server on `port` (a free one by default) that keeps nothing on disk."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     base = Path(tempfile.mkdtemp(prefix="redistest-"))
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,

@@ -8,7 +8,9 @@ carries every message queued since the last one.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeAlias
@@ -38,6 +40,57 @@ class TransportName(enum.StrEnum):
     LONG_POLLING = "LongPolling"
 
 
+class _Waiters:
+    """Tasks parked until a buffer changes: cheaper than a fresh ``anyio.Event`` per wait.
+
+    On asyncio each wait is one bare future (``anyio.Event()`` detects the async library and
+    wraps an ``asyncio.Event``, about 7x the cost, and buffers wait once per message); other
+    backends get an ``anyio.Event``. Cancellation works as for any await (anyio cancels the
+    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up.
+    """
+
+    __slots__ = ("_parked",)
+
+    def __init__(self) -> None:
+        self._parked: list[asyncio.Future[None] | anyio.Event] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._parked)
+
+    async def wait(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio
+            event = anyio.Event()
+            self._parked.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                with contextlib.suppress(ValueError):
+                    self._parked.remove(event)
+                raise
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        self._parked.append(future)
+        try:
+            await future
+        except BaseException:
+            with contextlib.suppress(ValueError):
+                self._parked.remove(future)
+            raise
+
+    def wake(self) -> None:
+        """Wake every parked task (they run at their next turn, not inside this call)."""
+        parked = self._parked
+        self._parked = []
+        for waiter in parked:
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiter.set()
+
+
 class OutgoingBuffer:
     """A bounded queue of encoded frames waiting for the transport.
 
@@ -45,16 +98,25 @@ class OutgoingBuffer:
     ``max_bytes``, and the caller aborts the connection (a slow consumer). Producers that can
     wait (server-to-client streams) call :meth:`wait_writable` first, which waits while the
     buffer is more than half full.
+
+    **Direct writes.** The transport's writer task parks in :meth:`wait`. The connection's
+    message loop may :meth:`hold` the buffer while it handles one received chunk: puts then do
+    not wake the writer, and when the handling ends :meth:`take_held` hands the frames to the
+    loop to send itself if the writer is parked (so a round trip costs no task switch to the
+    writer). The holder stays the only writer until :meth:`release`, which wakes the writer
+    if frames are left; the writer never drains while the buffer is held, so frames keep
+    their order. Limits and slow-consumer handling are unchanged.
     """
 
     __slots__ = (
         "_chunks",
         "_closed",
-        "_data_event",
+        "_data_waiters",
+        "_held",
         "_max_bytes",
         "_max_messages",
         "_nbytes",
-        "_space_event",
+        "_space_waiters",
     )
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
@@ -63,8 +125,9 @@ class OutgoingBuffer:
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._closed = False
-        self._data_event: anyio.Event | None = None
-        self._space_event: anyio.Event | None = None
+        self._held = False
+        self._data_waiters = _Waiters()
+        self._space_waiters = _Waiters()
 
     @property
     def closed(self) -> bool:
@@ -89,21 +152,34 @@ class OutgoingBuffer:
             return False
         self._chunks.append(data)
         self._nbytes += len(data)
-        event = self._data_event
-        if event is not None:
-            self._data_event = None
-            event.set()
+        if self._data_waiters and not self._held:
+            self._data_waiters.wake()
         return True
+
+    def hold(self) -> None:
+        """Keep the writer parked: the caller will :meth:`take_held` or :meth:`release`."""
+        self._held = True
+
+    def take_held(self) -> list[bytes] | None:
+        """While held: every queued frame if the writer is parked (send them, then release)."""
+        if self._held and self._chunks and self._data_waiters:
+            return self.drain()
+        return None
+
+    def release(self) -> None:
+        """End a :meth:`hold`; wake the writer if there is something to send."""
+        if self._held:
+            self._held = False
+            if (self._chunks or self._closed) and self._data_waiters:
+                self._data_waiters.wake()
 
     def drain(self) -> list[bytes]:
         """Take every queued frame."""
         chunks = list(self._chunks)
         self._chunks.clear()
         self._nbytes = 0
-        event = self._space_event
-        if event is not None:
-            self._space_event = None
-            event.set()
+        if self._space_waiters:
+            self._space_waiters.wake()
         return chunks
 
     def close(self, *, discard: bool = False) -> None:
@@ -112,61 +188,49 @@ class OutgoingBuffer:
         if discard:
             self._chunks.clear()
             self._nbytes = 0
-        for name in ("_data_event", "_space_event"):
-            event = getattr(self, name)
-            if event is not None:
-                setattr(self, name, None)
-                event.set()
+        self._data_waiters.wake()
+        self._space_waiters.wake()
 
     async def wait(self) -> None:
-        """Wait until a frame is queued or the buffer is closed."""
-        if self._chunks or self._closed:
-            return
-        if self._data_event is None:
-            self._data_event = anyio.Event()
-        await self._data_event.wait()
+        """Wait until a frame is queued or the buffer is closed (and it is not held)."""
+        while self._held or not (self._chunks or self._closed):
+            await self._data_waiters.wait()
 
     async def wait_writable(self) -> None:
         """Wait while the buffer is more than half full (backpressure for streams)."""
         while not self._closed and (
             self._nbytes * 2 > self._max_bytes or len(self._chunks) * 2 > self._max_messages
         ):
-            if self._space_event is None:
-                self._space_event = anyio.Event()
-            await self._space_event.wait()
+            await self._space_waiters.wait()
 
 
 class IncomingBuffer:
     """A bounded queue of received byte chunks, from the transport to the message loop.
 
     Cheaper than a memory object stream on the hot path: no checkpoint before an available
-    chunk is returned, and one :class:`anyio.Event` only when a side really has to wait. The
-    transport waits in :meth:`put` while ``max_chunks`` chunks are queued (backpressure).
+    chunk is returned, and a parked waiter only when a side really has to wait. The transport
+    waits in :meth:`put` while ``max_chunks`` chunks are queued (backpressure).
     """
 
-    __slots__ = ("_chunks", "_closed", "_data_event", "_ended", "_max_chunks", "_space_event")
+    __slots__ = ("_chunks", "_closed", "_data_waiters", "_ended", "_max_chunks", "_space_waiters")
 
     def __init__(self, max_chunks: int) -> None:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._max_chunks = max_chunks
         self._ended = False  # no more chunks will come; queued ones are still read
         self._closed = False  # the reader is gone; queued chunks are dropped
-        self._data_event: anyio.Event | None = None
-        self._space_event: anyio.Event | None = None
+        self._data_waiters = _Waiters()
+        self._space_waiters = _Waiters()
 
     async def put(self, data: bytes) -> bool:
         """Queue ``data``, waiting while full; ``False`` when the reader is gone or input ended."""
         while len(self._chunks) >= self._max_chunks and not (self._closed or self._ended):
-            if self._space_event is None:
-                self._space_event = anyio.Event()
-            await self._space_event.wait()
+            await self._space_waiters.wait()
         if self._closed or self._ended:
             return False
         self._chunks.append(data)
-        event = self._data_event
-        if event is not None:
-            self._data_event = None
-            event.set()
+        if self._data_waiters:
+            self._data_waiters.wake()
         return True
 
     async def get(self) -> bytes | None:
@@ -174,14 +238,10 @@ class IncomingBuffer:
         while not self._chunks:
             if self._ended or self._closed:
                 return None
-            if self._data_event is None:
-                self._data_event = anyio.Event()
-            await self._data_event.wait()
+            await self._data_waiters.wait()
         chunk = self._chunks.popleft()
-        event = self._space_event
-        if event is not None:
-            self._space_event = None
-            event.set()
+        if self._space_waiters:
+            self._space_waiters.wake()
         return chunk
 
     def end(self) -> None:
@@ -196,11 +256,8 @@ class IncomingBuffer:
         self._wake()
 
     def _wake(self) -> None:
-        for name in ("_data_event", "_space_event"):
-            event = getattr(self, name)
-            if event is not None:
-                setattr(self, name, None)
-                event.set()
+        self._data_waiters.wake()
+        self._space_waiters.wake()
 
 
 async def send_response(

@@ -39,6 +39,16 @@ async def serve_websocket(
     try:
         async with anyio.create_task_group() as tg:
             connection.transport_scope = tg.cancel_scope
+
+            async def write_direct(frames: list[bytes]) -> None:
+                # The message loop's direct path (it holds the outgoing buffer, so this and the
+                # send loop never send at the same time).
+                try:
+                    await _send_frames(connection, send, frames)
+                except OSError:
+                    tg.cancel_scope.cancel()  # the client went away, as in the send loop
+
+            connection.direct_writer = write_direct
             tg.start_soon(_send_loop, connection, send, tg.cancel_scope)
             await _receive_loop(connection, receive, graceful)
             tg.cancel_scope.cancel()
@@ -46,6 +56,7 @@ async def serve_websocket(
         if connection.transport_generation == generation:  # not taken over by a reconnect
             connection.transport_attached = False
             connection.transport_scope = None
+            connection.direct_writer = None
     if connection.transport_generation != generation:
         return True  # a newer transport already resumed the connection
     return connection.transport_lost(graceful=graceful[0], now=time.monotonic())
@@ -71,6 +82,17 @@ async def _receive_loop(
             return
 
 
+async def _send_frames(
+    connection: HubServerConnection, send: ASGISend, chunks: list[bytes]
+) -> None:
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    protocol = connection.protocol
+    if protocol is not None and protocol.transfer_format is TransferFormat.BINARY:
+        await send({"type": "websocket.send", "bytes": data})
+    else:
+        await send({"type": "websocket.send", "text": data.decode()})
+
+
 async def _send_loop(
     connection: HubServerConnection, send: ASGISend, scope: anyio.CancelScope
 ) -> None:
@@ -80,12 +102,7 @@ async def _send_loop(
             await outgoing.wait()
             chunks = outgoing.drain()
             if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                protocol = connection.protocol
-                if protocol is not None and protocol.transfer_format is TransferFormat.BINARY:
-                    await send({"type": "websocket.send", "bytes": data})
-                else:
-                    await send({"type": "websocket.send", "text": data.decode()})
+                await _send_frames(connection, send, chunks)
             elif outgoing.closed:
                 code = _INTERNAL_ERROR if connection.aborted else _NORMAL_CLOSURE
                 await send({"type": "websocket.close", "code": code})

@@ -2,8 +2,15 @@
 
 ``python -m tests.signalr_core.redis_app --port P --redis URL --hub-name NAME``
 
-The access token is the user id (test only). ``POST /notify?message=M`` pushes ``Notify(M)`` to
-every client through ``endpoint.hub_context`` (as the export engine does).
+The access token is the user id (test only). Through ``endpoint.hub_context`` (outside any hub,
+as the export engine does):
+
+- ``POST /notify?message=M`` pushes ``Notify(M)`` to every client;
+- ``POST /invoke?connection_id=C&method=M&args=JSON_LIST&timeout=S`` asks connection ``C``
+  (on any server) for a client result converted to ``int``; answers
+  ``{"result": R}`` or ``{"error": "<exception class>", "message": "<text>"}``;
+- ``POST /close_user?user=U&error=E`` closes user ``U``'s connections on every server and
+  answers ``{"closed": <how many were on this server>}``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import AsyncIterator
 
@@ -18,10 +26,10 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from signalr_core import Hub, HubEndpoint, Principal, hub_method
+from signalr_core import Hub, HubEndpoint, Principal, SignalRError, hub_method
 from signalr_core.auth import AuthRequest
 from signalr_core.redis import RedisHubLifetimeManager
 
@@ -64,13 +72,37 @@ def create_app(redis_url: str, hub_name: str) -> Starlette:
         await endpoint.hub_context.clients.all.send("Notify", request.query_params["message"])
         return PlainTextResponse("ok")
 
+    async def invoke(request: Request) -> JSONResponse:
+        params = request.query_params
+        client = endpoint.hub_context.clients.client(params["connection_id"])
+        try:
+            result = await client.invoke(
+                params["method"],
+                *json.loads(params.get("args", "[]")),
+                result_type=int,
+                timeout=float(params.get("timeout", "5")),
+            )
+        except (SignalRError, TimeoutError) as exc:
+            return JSONResponse({"error": type(exc).__name__, "message": str(exc)})
+        return JSONResponse({"result": result})
+
+    async def close_user(request: Request) -> JSONResponse:
+        params = request.query_params
+        closed = await endpoint.hub_context.close_user(params["user"], error=params.get("error"))
+        return JSONResponse({"closed": closed})
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with endpoint.lifespan():
             yield
 
     return Starlette(
-        routes=[Route("/notify", notify, methods=["POST"]), *endpoint.routes("/hub")],
+        routes=[
+            Route("/notify", notify, methods=["POST"]),
+            Route("/invoke", invoke, methods=["POST"]),
+            Route("/close_user", close_user, methods=["POST"]),
+            *endpoint.routes("/hub"),
+        ],
         lifespan=lifespan,
     )
 

@@ -164,7 +164,8 @@ async def test_refused_post_reads_its_body_so_the_keep_alive_connection_survives
         alice = {"authorization": "Bearer good-token"}
         assert (await http.get(url, params={"id": token}, headers=alice)).status_code == 200
         parts = urlsplit(url)
-        assert parts.hostname is not None and parts.port is not None
+        assert parts.hostname is not None
+        assert parts.port is not None
         request = (
             f"{{method}} {parts.path}?id={token} HTTP/1.1\r\nhost: {parts.netloc}\r\n"
             "authorization: Bearer admin-token\r\ncontent-length: {length}\r\n\r\n"

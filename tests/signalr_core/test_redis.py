@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +29,7 @@ from signalr_core.protocols import HubProtocol
 from signalr_core.protocols.json import JsonHubProtocol
 from signalr_core.protocols.messagepack import MessagePackHubProtocol
 from signalr_core.redis import RedisBackplaneError, RedisHubLifetimeManager, RedisInvocation
-from tests.services import RedisServer, free_port, wait_for_port
-
+from tests.services import RedisServer, free_port, redis_server, wait_for_port
 
 Handler = Callable[[str, Sequence[Any]], Awaitable[Any]]
 
@@ -310,7 +307,8 @@ async def test_client_result_from_a_connection_on_another_server(
         with pytest.raises(ClientResultError, match="deserialize result to int"):
             await a.invoke_connection("b1", "Add", [1, 1], result_type=int)
         # A local connection is asked directly.
-        assert await b.invoke_connection("b1", "Add", [0, 0], result_type=Point) == Point(0, -1)
+        local = await b.invoke_connection("b1", "Add", [0, 0], result_type=Point)
+        assert local == (Point(0, -1) if protocol is not None else {"x": 0, "y": -1})
 
 
 async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServer) -> None:
@@ -328,15 +326,17 @@ async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServ
 
     async with two_servers(redis.url, max_pending_results=1) as (a, b):
         await b.on_connected(Conn("b1", protocol=JsonHubProtocol(), handler=handler))
-        with pytest.raises(ClientResultError, match="^Error: boom$"):
+        with pytest.raises(ClientResultError, match=r"^Error: boom$"):
             await a.invoke_connection("b1", "Throw", [])
-        with pytest.raises(ClientUnavailableError, match="^Connection 'b1' disconnected.$"):
+        with pytest.raises(ClientUnavailableError, match=r"^Connection 'b1' disconnected\.$"):
             await a.invoke_connection("b1", "Gone", [])
         assert await a.invoke_connection("b1", "Nothing", [], result_type=int | None) is None
-        with pytest.raises(ClientUnavailableError, match="^Connection 'nobody' does not exist.$"):
+        with pytest.raises(ClientUnavailableError, match=r"^Connection 'nobody' does not exist\.$"):
             await a.invoke_connection("nobody", "Add", [], timeout=5)
         with anyio.fail_after(2), pytest.raises(TimeoutError):
             await a.invoke_connection("b1", "Wait", [], timeout=0.2)
+
+        await eventually(lambda: b._serving == 0)  # B's own wait for "Wait" ended too
 
         # The waiting table is bounded (max_pending_results=1).
         results: list[Any] = []
@@ -418,41 +418,10 @@ async def test_publish_without_lifespan_raises() -> None:
 
 
 # ------------------------------------------------------------------------ Redis restarts ---
-@contextlib.contextmanager
-def redis_on(port: int) -> Iterator[None]:
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    base = Path(tempfile.mkdtemp(prefix="redis-restart-"))
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(base),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
-
-
 async def test_reconnects_and_resubscribes_after_redis_restart() -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    with capture_logs() as logs, redis_on(port):
+    with capture_logs() as logs, redis_server(port):
         async with two_servers(url, reconnect_delay=(0.05, 0.2), publish_timeout=1.0) as (a, b):
             b1 = Conn("b1", "u")
             await b.on_connected(b1)
@@ -465,7 +434,7 @@ async def test_reconnects_and_resubscribes_after_redis_restart() -> None:
             with pytest.raises(RedisBackplaneError):
                 await a.send_all("Lost", [])
             # Redis is back on the same port: group, user and connection channels again.
-            with redis_on(port):
+            with redis_server(port):
                 await eventually(lambda: a.connected and b.connected)
                 await a.send_groups(["g"], "Group", [])
                 await a.send_users(["u"], "User", [])
@@ -521,23 +490,69 @@ def hub_server(redis_url: str, hub_name: str) -> Iterator[str]:
             proc.wait()
 
 
-@pytest.mark.compat
-def test_official_client_across_two_servers(redis: RedisServer) -> None:
+@pytest.fixture(scope="module")
+def two_hub_servers(redis: RedisServer) -> Iterator[tuple[str, str]]:
+    """Two hypercorn processes serving the same hub through the session's Redis."""
     hub_name = f"scale-{uuid.uuid4().hex}"
     with hub_server(redis.url, hub_name) as a, hub_server(redis.url, hub_name) as b:
-        out = subprocess.run(
-            ["node", str(Path(__file__).with_name("redis_scaleout.mjs")), a, b],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        yield a, b
+
+
+def run_client(servers: tuple[str, str], scenario: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["node", str(Path(__file__).with_name("redis_scaleout.mjs")), *servers, scenario],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"], result
-    got = result["got"]
+    return result
+
+
+@pytest.mark.compat
+def test_official_client_across_two_servers(two_hub_servers: tuple[str, str]) -> None:
+    got = run_client(two_hub_servers, "fanout")["got"]
     # Every message reached exactly the connections it was meant for, on either server.
     assert got["c1"] == [["All", "hello"], ["User", "u1"], ["Notify", "n1"]]
     assert got["c2"] == [["All", "hello"], ["Group", "room", "g1"], ["Notify", "n1"]]
     assert got["c3"] == [["All", "hello"], ["User", "u1"], ["Direct", "d1"], ["Notify", "n1"]]
+
+
+@pytest.mark.compat
+def test_official_client_answers_client_results_across_servers(
+    two_hub_servers: tuple[str, str],
+) -> None:
+    # Server A's hub context asks connections living on server B (MessagePack and JSON).
+    answers = run_client(two_hub_servers, "results")["answers"]
+    assert answers["addMsgpack"] == {"result": 5}
+    assert answers["addJson"] == {"result": 42}
+    assert answers["fail"] == {"error": "ClientResultError", "message": "Error: nope"}
+    assert answers["missing"] == {
+        "error": "ClientResultError",
+        "message": "Client didn't provide a result.",
+    }
+    assert answers["text"] == {
+        "error": "ClientResultError",
+        "message": "Error trying to deserialize result to int.",
+    }
+    assert answers["slow"]["error"] == "TimeoutError"
+    assert answers["unknown"] == {
+        "error": "ClientUnavailableError",
+        "message": "Connection 'nobody' does not exist.",
+    }
+    assert answers["afterSlow"] == {"result": 2}
+
+
+@pytest.mark.compat
+def test_official_client_closed_by_close_user_on_another_server(
+    two_hub_servers: tuple[str, str],
+) -> None:
+    result = run_client(two_hub_servers, "close")
+    assert result["closed"] == {"closed": 0}  # carol has no connection on server A
+    assert result["onclose"] == "Server returned an error on close: bye"
+    assert result["reconnecting"] is False
+    assert result["states"] == {"c1": "Connected", "c4": "Disconnected"}
