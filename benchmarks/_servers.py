@@ -10,6 +10,9 @@
 - ``signalr_core_redis``: ``signalr_core`` with ``RedisHubLifetimeManager`` (Redis at
   ``$BENCH_REDIS_URL``), so every broadcast goes through Redis pub/sub.
 
+``$BENCH_SIGNALR_CORE_PATH`` (a directory containing a ``signalr_core`` package) makes the
+server import that copy instead, to compare two versions on the same machine.
+
 Every hub offers ``Echo(message) -> message`` and ``Broadcast(message)`` (all clients receive
 ``Receive(message)``). All three run on the same server (hypercorn, asyncio loop) with the same
 settings, so the only difference is the application.
@@ -163,6 +166,10 @@ async def _serve(app: ASGIApp, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    baseline = os.environ.get("BENCH_SIGNALR_CORE_PATH")
+    if baseline:
+        # A/B runs: import signalr_core from another checkout (a directory holding it).
+        sys.path.insert(0, baseline)
     kind, port = args[0], int(args[1])
     app = FACTORIES[kind]()
     asyncio.run(_serve(app, port))

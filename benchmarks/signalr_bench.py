@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ from typing import Any
 import msgspec
 
 from benchmarks._wsclient import OP_BINARY, OP_TEXT, WebSocketClient, connect
+from tests.services import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RS = b"\x1e"
@@ -143,13 +143,6 @@ CODECS: dict[str, Callable[[], Codec]] = {"json": JsonCodec, "messagepack": Mess
 
 
 # ----------------------------------------------------------------------------------- servers ---
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``; 0 elsewhere)."""
     try:
@@ -157,45 +150,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port (for ``signalr_core_redis``)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as base:
-        proc = subprocess.Popen(  # noqa: S603 - fixed arguments
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                base,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                    break
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -571,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 env = {}
                 if kind == "signalr_core_redis":
-                    env["BENCH_REDIS_URL"] = stack.enter_context(redis_server())
+                    env["BENCH_REDIS_URL"] = stack.enter_context(redis_server()).url
                 servers[kind] = stack.enter_context(server_process(kind, env))
             except Exception as exc:
                 failed = f"fails: {type(exc).__name__}: {exc}"

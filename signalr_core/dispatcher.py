@@ -22,7 +22,10 @@ The first failure cancels everything; ``run`` then unregisters the connection, c
 ``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
 sends what is left and ends. Writes never block: frames go to the bounded
 :class:`~signalr_core.transports.OutgoingBuffer` and a connection whose buffer is full is
-aborted. Server-to-client streams wait for buffer space instead (backpressure).
+aborted. Server-to-client streams wait for buffer space instead (backpressure). With a
+WebSocket, the message loop holds the buffer while it handles one received chunk and then
+sends what that produced itself if the transport's send loop is idle (a reply costs no
+wake-up of another task); see ``OutgoingBuffer`` for why order and limits are kept.
 
 **Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
@@ -755,8 +758,8 @@ class HubServerConnection:
                 return
             # With a WebSocket, frames written while this chunk is handled are sent from here
             # when the transport's writer is idle (no wake-up of the writer task per reply).
-            direct = self.direct_writer
-            if direct is not None:
+            held = self.direct_writer is not None
+            if held:
                 outgoing.hold()
             try:
                 try:
@@ -772,7 +775,9 @@ class HubServerConnection:
                         continue
                     if await self._dispatch(event, tg, jobs):
                         return
-                if direct is not None and (frames := outgoing.take_held()) is not None:
+                # (Re-read: a transport that left while a method ran has cleared it.)
+                direct = self.direct_writer
+                if held and direct is not None and (frames := outgoing.take_held()) is not None:
                     await direct(frames)
             finally:
                 outgoing.release()

@@ -3,7 +3,8 @@
 Each transport only moves bytes: incoming bytes go to :meth:`HubServerConnection.feed`
 (parsing happens in the connection's own message loop, not in the socket loop); outgoing bytes
 come from the connection's :class:`OutgoingBuffer`, drained in batches so one socket write
-carries every message queued since the last one.
+carries every message queued since the last one (for WebSockets, the connection's message loop
+may send its own replies directly while the transport's send loop is idle: see "Direct writes").
 """
 
 from __future__ import annotations
@@ -49,40 +50,37 @@ class _Waiters:
     task), and a cancelled waiter removes itself, so repeated timeouts do not pile up.
     """
 
-    __slots__ = ("_parked",)
+    __slots__ = ("parked",)
 
     def __init__(self) -> None:
-        self._parked: list[asyncio.Future[None] | anyio.Event] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._parked)
+        self.parked: list[asyncio.Future[None] | anyio.Event] = []
 
     async def wait(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio
             event = anyio.Event()
-            self._parked.append(event)
+            self.parked.append(event)
             try:
                 await event.wait()
             except BaseException:
                 with contextlib.suppress(ValueError):
-                    self._parked.remove(event)
+                    self.parked.remove(event)
                 raise
             return
         future: asyncio.Future[None] = loop.create_future()
-        self._parked.append(future)
+        self.parked.append(future)
         try:
             await future
         except BaseException:
             with contextlib.suppress(ValueError):
-                self._parked.remove(future)
+                self.parked.remove(future)
             raise
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
-        parked = self._parked
-        self._parked = []
+        parked = self.parked
+        self.parked = []
         for waiter in parked:
             if isinstance(waiter, asyncio.Future):
                 if not waiter.done():
@@ -152,7 +150,7 @@ class OutgoingBuffer:
             return False
         self._chunks.append(data)
         self._nbytes += len(data)
-        if self._data_waiters and not self._held:
+        if self._data_waiters.parked and not self._held:
             self._data_waiters.wake()
         return True
 
@@ -162,7 +160,7 @@ class OutgoingBuffer:
 
     def take_held(self) -> list[bytes] | None:
         """While held: every queued frame if the writer is parked (send them, then release)."""
-        if self._held and self._chunks and self._data_waiters:
+        if self._held and self._chunks and self._data_waiters.parked:
             return self.drain()
         return None
 
@@ -170,7 +168,7 @@ class OutgoingBuffer:
         """End a :meth:`hold`; wake the writer if there is something to send."""
         if self._held:
             self._held = False
-            if (self._chunks or self._closed) and self._data_waiters:
+            if (self._chunks or self._closed) and self._data_waiters.parked:
                 self._data_waiters.wake()
 
     def drain(self) -> list[bytes]:
@@ -178,7 +176,7 @@ class OutgoingBuffer:
         chunks = list(self._chunks)
         self._chunks.clear()
         self._nbytes = 0
-        if self._space_waiters:
+        if self._space_waiters.parked:
             self._space_waiters.wake()
         return chunks
 
@@ -229,7 +227,7 @@ class IncomingBuffer:
         if self._closed or self._ended:
             return False
         self._chunks.append(data)
-        if self._data_waiters:
+        if self._data_waiters.parked:
             self._data_waiters.wake()
         return True
 
@@ -240,7 +238,7 @@ class IncomingBuffer:
                 return None
             await self._data_waiters.wait()
         chunk = self._chunks.popleft()
-        if self._space_waiters:
+        if self._space_waiters.parked:
             self._space_waiters.wake()
         return chunk
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -291,7 +290,6 @@ process.stdin.on("end", () => {
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_official_client_parses_what_we_encode() -> None:
     sent: list[HubMessage] = [
         InvocationMessage(

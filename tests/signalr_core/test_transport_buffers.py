@@ -76,3 +76,72 @@ def test_outgoing_buffer_limits() -> None:
     assert buffer.drain() == [b"12345", b"1", b"forced"]
     buffer.close()
     assert not buffer.put(b"x")
+
+
+async def test_outgoing_buffer_hold_keeps_one_writer_and_the_order() -> None:
+    buffer = OutgoingBuffer(max_messages=10, max_bytes=100)
+    sent: list[list[bytes]] = []
+
+    async def writer() -> None:  # a transport's send loop
+        while True:
+            await buffer.wait()
+            chunks = buffer.drain()
+            if not chunks:
+                return
+            sent.append(chunks)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer)
+        await anyio.wait_all_tasks_blocked()
+        # The holder's frames go out directly when the writer is parked.
+        buffer.hold()
+        assert buffer.put(b"a")
+        assert buffer.put(b"b")
+        await anyio.wait_all_tasks_blocked()
+        assert sent == []  # held: the writer was not woken
+        assert buffer.take_held() == [b"a", b"b"]
+        assert buffer.put(b"c")  # written while the holder sends: the writer still waits
+        await anyio.wait_all_tasks_blocked()
+        assert sent == []
+        buffer.release()
+        await anyio.wait_all_tasks_blocked()
+        assert sent == [[b"c"]]
+        # Not held: puts wake the writer as before, and take_held gives nothing.
+        assert buffer.put(b"d")
+        assert buffer.take_held() is None
+        await anyio.wait_all_tasks_blocked()
+        assert sent == [[b"c"], [b"d"]]
+        # close() wakes the writer; it waits again while the buffer is held, then sends the
+        # rest and ends.
+        buffer.hold()
+        assert buffer.put(b"e")
+        buffer.close()
+        assert buffer.take_held() is None  # the writer is no longer parked
+        await anyio.wait_all_tasks_blocked()
+        assert sent == [[b"c"], [b"d"]]
+        buffer.release()
+    assert sent == [[b"c"], [b"d"], [b"e"]]
+
+
+async def test_outgoing_buffer_take_held_leaves_frames_to_a_writer_that_is_not_parked() -> None:
+    buffer = OutgoingBuffer(max_messages=10, max_bytes=100)
+    buffer.hold()
+    assert buffer.put(b"x")
+    assert buffer.take_held() is None  # nobody parked in wait(): the writer is sending
+    buffer.release()
+    with anyio.fail_after(1):
+        await buffer.wait()  # released with a frame queued: returns at once
+    assert buffer.drain() == [b"x"]
+
+
+async def test_waiting_with_timeouts_does_not_pile_up_waiters() -> None:
+    buffer = OutgoingBuffer(max_messages=10, max_bytes=100)
+    for _ in range(50):
+        with anyio.move_on_after(0.001):
+            await buffer.wait()
+    assert buffer._data_waiters.parked == []  # each cancelled wait removed itself
+    incoming = IncomingBuffer(1)
+    for _ in range(20):
+        with anyio.move_on_after(0.001):
+            await incoming.get()
+    assert incoming._data_waiters.parked == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,6 @@ NODE_DIR = Path(__file__).with_name("node")
 pytestmark = [
     pytest.mark.compat,
     pytest.mark.timeout(60),
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
 ]
 
 
