@@ -336,7 +336,7 @@ def create_app() -> Starlette:
     def options(**overrides: Any) -> HubOptions:
         return HubOptions(
             enable_detailed_errors=True,
-            allowed_origins=("*",),
+            allowed_origins=("http://localhost:9876",),  # the origin the cors scenario uses
             negotiate_headers=negotiate_cookies,
             **overrides,
         )

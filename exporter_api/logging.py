@@ -19,8 +19,13 @@ REDACTED = "[redacted]"
 _SECRET_KEYS = re.compile(
     r"pass(word|wd)?|secret|token|authorization|cookie|credential|api_?key|private", re.I
 )
-# scheme://user:password@host -> scheme://user:[redacted]@host
-_DSN_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
+# scheme://user:password@host -> scheme://user:[redacted]@host. The password runs to the LAST
+# '@' before the host (a password may hold '@' or '/'); the host has no '@' and ends the
+# authority at '/', '?', '#', whitespace or the end.
+_DSN_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^\s?#]+)(?=@[^@\s/?#]*(?:[/?#\s]|$))",
+    re.I,
+)
 
 
 def redact_value(value: str) -> str:

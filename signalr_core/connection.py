@@ -21,13 +21,15 @@ A connection moves through three phases::
   bytes that followed the request in the same chunk are parsed as hub messages. On failure the
   ``{"error": ...}`` answer is queued first, then :class:`~signalr_core.errors.HandshakeError`
   is raised; the driver sends :meth:`data_to_send` and closes the transport.
-* ``OPEN``: every complete frame becomes a hub message event; :meth:`send` queues framed
-  messages. A frame that breaks the protocol (or is larger than ``max_message_size``) raises
+* ``OPEN``: every complete frame becomes a hub message event. Hub messages are encoded and
+  queued by the driver itself (it encodes a broadcast once for many connections and keeps
+  stateful-reconnect replay buffers), so this class only queues the handshake answer and the
+  Close message. A frame that breaks the protocol (or is larger than ``max_message_size``) raises
   :class:`~signalr_core.errors.ProtocolError` from :meth:`receive_data`; events decoded before
   the bad frame stay available from :meth:`events_received`, and later calls to
   :meth:`receive_data` raise the same error until the driver calls :meth:`close` with an error.
 * ``CLOSED``: :meth:`close` queued a Close message (if the connection was open). Received data
-  is ignored and :meth:`send` drops messages, so tasks racing with a close do not fail.
+  is ignored.
 
 Every phase change goes through :data:`_TRANSITIONS`, the one table of legal moves.
 
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, Final, NoReturn
+from typing import Final, NoReturn
 
 import msgspec
 
@@ -217,40 +219,7 @@ class HubConnectionState:
         self._events = []
         return events
 
-    # -- sending ---------------------------------------------------------------------------
-
-    def send(self, message: HubMessage) -> bool:
-        """Queue ``message``, framed with the connection's protocol.
-
-        Returns:
-            ``True`` if queued; ``False`` if the connection is closed (the message is dropped).
-
-        Raises:
-            RuntimeError: The handshake has not completed yet.
-        """
-        if self.phase is ConnectionPhase.OPEN:
-            assert self.protocol is not None
-            self._outgoing.append(self.protocol.encode_message(message))
-            return True
-        if self.phase is ConnectionPhase.CLOSED:
-            return False
-        raise RuntimeError("cannot send a hub message before the handshake completed")
-
-    def send_encoded(self, frame: bytes) -> bool:
-        """Queue a frame already encoded with :attr:`protocol` (e.g. one shared by a broadcast).
-
-        Returns:
-            ``True`` if queued; ``False`` if the connection is closed.
-
-        Raises:
-            RuntimeError: The handshake has not completed yet.
-        """
-        if self.phase is ConnectionPhase.OPEN:
-            self._outgoing.append(frame)
-            return True
-        if self.phase is ConnectionPhase.CLOSED:
-            return False
-        raise RuntimeError("cannot send a hub message before the handshake completed")
+    # -- answering and closing ------------------------------------------------------------
 
     def send_handshake_response(self, error: str | None = None) -> None:
         """Answer the handshake from outside the parser.
@@ -298,17 +267,6 @@ class HubConnectionState:
         out = self._outgoing
         self._outgoing = []
         return out
-
-    def decode_argument(self, raw: msgspec.Raw, type_: Any) -> Any:
-        """Decode a received argument or stream item with the connection's protocol.
-
-        Raises:
-            InvalidArguments: The value does not match ``type_``.
-            RuntimeError: The handshake has not completed.
-        """
-        if self.protocol is None:
-            raise RuntimeError("no protocol before the handshake completed")
-        return self.protocol.decode_argument(raw, type_)
 
 
 def _format_name(transfer_format: TransferFormat) -> str:

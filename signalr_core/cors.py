@@ -1,8 +1,12 @@
 """CORS for hub endpoints: an origin allow-list with credentials.
 
-The JavaScript client sends credentials (cookies) with ``withCredentials`` (the default), so the
-wildcard ``*`` cannot be answered literally: the request's ``Origin`` is echoed with
-``Access-Control-Allow-Credentials: true``, as ASP.NET's ``WithOrigins(...).AllowCredentials()``.
+The JavaScript client sends credentials (cookies) with ``withCredentials`` (the default): an
+allow-listed ``Origin`` is echoed with ``Access-Control-Allow-Credentials: true``, as ASP.NET's
+``WithOrigins(...).AllowCredentials()``. The wildcard ``"*"`` allows any origin WITHOUT
+credentials (``Access-Control-Allow-Origin: *``), as ASP.NET's ``AllowAnyOrigin()``, which
+refuses to be combined with ``AllowCredentials()``: echoing every origin with credentials would
+let any web page act with the user's cookies. A WebSocket upgrade whose ``Origin`` is not
+allowed is refused (browsers apply no CORS to WebSockets).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ class CorsPolicy:
     """Which origins may call the endpoint from a browser.
 
     Args:
-        allowed_origins: Exact origins (``"https://app.example"``); ``"*"`` allows any origin
-            (still echoed, never sent as ``*``, because credentials are allowed).
+        allowed_origins: Exact origins (``"https://app.example"``), answered with credentials;
+            ``"*"`` allows any other origin without credentials (``Access-Control-Allow-Origin:
+            *``).
     """
 
     def __init__(self, allowed_origins: Iterable[str]) -> None:
@@ -45,6 +50,14 @@ class CorsPolicy:
     def is_allowed(self, origin: str) -> bool:
         """Whether ``origin`` is on the allow-list."""
         return self._any or origin.rstrip("/").lower() in self._origins
+
+    def websocket_allowed(self, origin: str | None) -> bool:
+        """Whether a WebSocket upgrade from ``origin`` may proceed (always without CORS, or
+        without an ``Origin`` header: not a browser)."""
+        return not self.enabled or origin is None or self.is_allowed(origin)
+
+    def _credentialed(self, origin: str) -> bool:
+        return origin.rstrip("/").lower() in self._origins
 
     def is_preflight(self, method: str, headers: Mapping[str, str]) -> bool:
         """An ``OPTIONS`` request with ``Origin`` and ``Access-Control-Request-Method``."""
@@ -64,9 +77,15 @@ class CorsPolicy:
             name = requested.strip()
             if name:
                 allowed.setdefault(name.lower(), name)
+        if self._credentialed(origin):
+            first = [
+                ("access-control-allow-origin", origin),
+                ("access-control-allow-credentials", "true"),
+            ]
+        else:
+            first = [("access-control-allow-origin", "*")]
         return [
-            ("access-control-allow-origin", origin),
-            ("access-control-allow-credentials", "true"),
+            *first,
             ("access-control-allow-methods", _ALLOWED_METHODS),
             ("access-control-allow-headers", ", ".join(allowed.values())),
             ("access-control-max-age", _MAX_AGE),
@@ -77,6 +96,8 @@ class CorsPolicy:
         """Headers added to an actual response for ``origin`` (empty when not allowed)."""
         if origin is None or not self.is_allowed(origin):
             return ()
+        if not self._credentialed(origin):
+            return ((b"access-control-allow-origin", b"*"), (b"vary", b"Origin"))
         return (
             (b"access-control-allow-origin", origin.encode("latin-1")),
             (b"access-control-allow-credentials", b"true"),

@@ -8,7 +8,8 @@ id) and started when a transport attaches. Its :meth:`~HubServerConnection.run` 
 the endpoint's task group, so Long Polling and Server-Sent Events connections outlive the HTTP
 requests that carry them. ``run`` is one cancel scope around one task group:
 
-* the **message loop** reads byte chunks the transport fed in (a bounded memory stream), hands
+* the **message loop** reads byte chunks the transport fed in (an
+  :class:`~signalr_core.transports.IncomingBuffer`, bounded in bytes), hands
   them to the sans-I/O :class:`~signalr_core.connection.HubConnectionState` and dispatches the
   decoded messages in order;
 * ``max_parallel_invocations`` **invocation workers** take non-streaming invocations from a
@@ -65,7 +66,6 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -79,6 +79,7 @@ from signalr_core.errors import (
     HandshakeError,
     HubException,
     InvocationError,
+    MessageEncodeError,
     ProtocolError,
     SignalRError,
 )
@@ -93,6 +94,7 @@ from signalr_core.messages import (
     CompletionMessage,
     HubMessage,
     InvocationMessage,
+    PingMessage,
     SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
@@ -114,7 +116,6 @@ _BINDING_MISMATCH: Final = (
     "Error binding arguments. Make sure that the types of the provided values match the types "
     "of the hub method being invoked."
 )
-_INCOMING_CHUNKS: Final = 16
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
@@ -361,7 +362,7 @@ class HubServerConnection:
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
         self._state: HubConnectionState | None = None
-        self._incoming = IncomingBuffer(_INCOMING_CHUNKS)
+        self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
         self._scope: anyio.CancelScope | None = None
         self._open = False
         self._registered = False
@@ -369,6 +370,9 @@ class HubServerConnection:
         self._close_requested = False
         self._wrote = False
         self._received = False
+        # As in ASP.NET (DefaultHubDispatcher: Ping -> StartClientTimeout), the client timeout
+        # starts with the first Ping: the official client never pings over Long Polling.
+        self._client_timeout_armed = False
         self._last_write = self.created
         self._last_read = self.created
         self._busy = 0
@@ -384,6 +388,7 @@ class HubServerConnection:
         self._sent_sequence = 0
         self._replay_space: anyio.Event | None = None
         self.detached_since: float | None = None  # transport lost, waiting for a reconnect
+        self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
         self._streams: dict[str, anyio.CancelScope] = {}
         self._uploads: dict[str, _Upload] = {}
@@ -432,6 +437,11 @@ class HubServerConnection:
         )
         self.status = ConnectionStatus.ACTIVE
         self._log = self._log.bind(transport=str(transport))
+
+    @property
+    def incoming_limit(self) -> int:
+        """The most received bytes queued for the message loop (application_max_buffer_size)."""
+        return self._incoming.max_bytes
 
     async def feed(self, data: bytes) -> bool:
         """Hand received bytes to the message loop; ``False`` if the connection is gone."""
@@ -617,14 +627,15 @@ class HubServerConnection:
         if self._received:
             self._received = False
             self._last_read = now
-        elif now - self._last_read >= options.client_timeout:
-            self._log.info("signalr.client_timeout", timeout=options.client_timeout)
-            self.abort()
-            return
         if self.detached_since is not None:
+            # A detached stateful connection waits disconnect_timeout, not client_timeout.
             if now - self.detached_since > options.disconnect_timeout:
                 self._log.info("signalr.reconnect_timeout", timeout=options.disconnect_timeout)
                 self.abort()
+            return
+        if self._client_timeout_armed and now - self._last_read >= options.client_timeout:
+            self._log.info("signalr.client_timeout", timeout=options.client_timeout)
+            self.abort()
             return
         if self._stateful and self._received_sequence != self._acked_sequence:
             # Acknowledge what arrived, so the client can drop it from its replay buffer
@@ -646,11 +657,17 @@ class HubServerConnection:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
         error: Exception | None = None
         try:
-            with anyio.CancelScope() as scope:
-                self._scope = scope
-                if self._close_requested:
-                    scope.cancel()
-                await self._serve()
+            try:
+                with anyio.CancelScope() as scope:
+                    self._scope = scope
+                    if self._close_requested:
+                        scope.cancel()
+                    await self._serve()
+            except BaseExceptionGroup as group:
+                single = _single_exception(group)
+                if single is group:
+                    raise
+                raise single from None  # report the failure itself, not its task-group wrapper
         except HandshakeError as exc:
             self._log.info("signalr.handshake_failed", error=str(exc))
         except _ConnectFailed as exc:
@@ -850,6 +867,9 @@ class HubServerConnection:
         elif isinstance(message, CloseMessage):
             self._log.debug("signalr.client_closed", error=message.error)
             return True
+        elif isinstance(message, PingMessage) and not self._client_timeout_armed:
+            self._client_timeout_armed = True
+            self._last_read = time.monotonic()
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
 
@@ -941,7 +961,14 @@ class HubServerConnection:
                 await self._run_invocation(method, message, values)
             else:
                 self.outgoing.release()  # waiting for a worker may take long: writer, go on
-                await jobs.send((method, message, values))
+                # Counted before the hand-over: a later plain function in the same chunk must
+                # not run inline before the worker has started this one (order is kept).
+                self._busy += 1
+                try:
+                    await jobs.send((method, message, values))
+                except BaseException:
+                    self._busy -= 1
+                    raise
             return
         if is_stream_response and invocation_id in self._streams:
             self._send_error(invocation_id, f"Invocation ID '{invocation_id}' is already in use.")
@@ -1047,8 +1074,7 @@ class HubServerConnection:
         _current_worker.set(_WorkerSlot(self))
         async with jobs:
             async for method, message, args in jobs:
-                self._busy += 1
-                try:
+                try:  # _busy was incremented by the sender
                     await self._run_invocation(method, message, args)
                 finally:
                     self._busy -= 1
@@ -1080,8 +1106,7 @@ class HubServerConnection:
                 loan.scope = None
                 if scope.cancel_called:
                     return
-                self._busy += 1
-                try:
+                try:  # _busy was incremented by the sender
                     await self._run_invocation(method, message, args)
                 finally:
                     self._busy -= 1
@@ -1177,7 +1202,7 @@ class HubServerConnection:
                 self._send(
                     CompletionMessage(invocation_id=invocation_id, result=result, has_result=True)
                 )
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            except MessageEncodeError as exc:
                 self._log.info("signalr.result_not_serializable", method=target)
                 self._send_error(
                     invocation_id,
@@ -1246,6 +1271,12 @@ class HubServerConnection:
             if message.stream_ids:
                 self._close_uploads(message.stream_ids)
             self._send(CompletionMessage(invocation_id=invocation_id, error=error))
+
+
+def _single_exception(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _ConnectFailed(Exception):

@@ -12,8 +12,12 @@ Routes under the mount point, as ASP.NET's ``HttpConnectionDispatcher``:
 
 Statuses and texts: ``400 Connection ID required``, ``404 No Connection with that ID``,
 ``404 <T> transport not supported by this end point type``, ``400 Cannot change transports
-mid-connection``, ``409`` when the connection already has an active transport, ``405``
-for other methods, ``401`` when the hub requires an authenticated user and there is none.
+mid-connection``, ``409`` when the connection already has an active transport (a request
+claims its connection before its first await, so two at once cannot both activate it; a
+stateful resume already under way refuses another), ``403`` when a request with a token is not
+from the connection's user (GET, POST, DELETE) or a WebSocket upgrade's ``Origin`` is not
+allowed by the CORS policy, ``405`` for other methods, ``401`` when the hub requires an
+authenticated user and there is none.
 
 Connections run in the endpoint's task group: enter ``async with endpoint.lifespan():`` in
 the host application's lifespan (the endpoint also answers ASGI ``lifespan`` events itself
@@ -425,7 +429,7 @@ class HubEndpoint:
             raise _Refused(409, "Connection ID already in use")
         self._activate(connection, TransportName.SERVER_SENT_EVENTS, request, user)
         try:
-            await serve_sse(connection, receive, send, [])
+            await serve_sse(connection, receive, send)
         finally:
             await self._drain_and_forget(connection)
 
@@ -445,9 +449,7 @@ class HubEndpoint:
             connection.last_poll = time.monotonic()
             await send_response(send, 200)
             return
-        ended = await serve_poll(
-            connection, send, poll_timeout=self.options.long_poll_timeout, extra_headers=[]
-        )
+        ended = await serve_poll(connection, send, poll_timeout=self.options.long_poll_timeout)
         if ended:
             self._forget(connection)
 
@@ -470,10 +472,12 @@ class HubEndpoint:
         await send_response(send, 200)
 
     async def _delete(self, request: AuthRequest, send: ASGISend) -> None:
-        await self._principal(request)
+        user = await self._principal(request)
         connection = self._lookup(request)
         if connection.transport is not TransportName.LONG_POLLING:
             raise _Refused(400, "Cannot terminate this connection using the DELETE endpoint.")
+        if connection.user_id != (user.user_id if user is not None else None):
+            raise _Refused(403, "Forbidden")
         connection.transport_closed()
         poll = connection.current_poll
         if poll is not None:
@@ -494,6 +498,8 @@ class HubEndpoint:
             return
         resume = False
         try:
+            if not self._cors.websocket_allowed(request.headers.get("origin")):
+                raise _Refused(403, "Origin not allowed")
             user = await self._principal(request)
             if request.query.get("id"):
                 connection = self._lookup(request)
@@ -501,7 +507,7 @@ class HubEndpoint:
                 if connection.status is ConnectionStatus.FINISHED:
                     raise _Refused(404, "No Connection with that ID")
                 if connection.status is not ConnectionStatus.INACTIVE:
-                    if not connection.can_resume:
+                    if not connection.can_resume or connection.resuming:
                         raise _Refused(409, "Connection ID already in use")
                     resume = True  # stateful reconnect: the same token on a new socket
             elif not self.options.transports & HttpTransportType.WEBSOCKETS:
@@ -512,13 +518,20 @@ class HubEndpoint:
         except _Refused as refused:
             await self._refuse_websocket(scope, send, refused)
             return
-        await send({"type": "websocket.accept"})
+        # Claim the connection before any await, so a concurrent request with the same token
+        # sees it taken (activated, or being resumed) and is refused.
         if resume:
-            await connection.resume()
+            connection.resuming = True
         else:
             self._activate(connection, TransportName.WEBSOCKETS, request, user)
         waiting = False
         try:
+            await send({"type": "websocket.accept"})
+            if resume:
+                try:
+                    await connection.resume()
+                finally:
+                    connection.resuming = False
             waiting = await serve_websocket(connection, receive, send)
         finally:
             if not waiting:

@@ -49,6 +49,11 @@ class HandshakeError(ProtocolError):
         self.detail = detail
 
 
+class MessageEncodeError(SignalRError):
+    """A value in an outgoing message cannot be encoded by the protocol (for example an
+    integer outside MessagePack's 64-bit range, or an unsupported type)."""
+
+
 class HubException(SignalRError):
     """Raised by hub code; its message reaches the client verbatim.
 

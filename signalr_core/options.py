@@ -85,7 +85,9 @@ class HubOptions:
         allowed_origins: CORS allow-list; ``"*"`` allows every origin. Empty disables CORS.
         negotiate_redirect: Optional redirect hook, see :data:`NegotiateRedirectHook`.
         negotiate_headers: Optional hook adding headers (cookies) to negotiate answers.
-        application_max_buffer_size: Largest request body accepted on a send POST (bytes).
+        application_max_buffer_size: Received bytes a connection holds before its transport
+            waits (backpressure); also the largest send POST body (413) and the largest
+            WebSocket message (the socket is closed with 1009).
     """
 
     transports: HttpTransportType = HttpTransportType.ALL

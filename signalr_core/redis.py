@@ -940,8 +940,16 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         members = self._groups.setdefault(group, {})
         first = not members
         members[connection.connection_id] = connection
+        channel = self._channels.group(group)
         if first:
-            await self._subscribe(self._channels.group(group))
+            await self._subscribe(channel)
+            return
+        in_flight = self._confirmations.get(channel)
+        if in_flight is not None:
+            # The first member's subscribe is not confirmed yet: a later joiner must not return
+            # before group messages can reach it either (bounded like the first one's wait).
+            with anyio.move_on_after(self._subscribe_timeout):
+                await in_flight.wait()
 
     async def _remove_local(self, connection_id: str, group: str) -> None:
         groups = self._groups_of.get(connection_id)

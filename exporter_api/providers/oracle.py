@@ -33,6 +33,7 @@ from exporter_api.sqlparams import to_oracle
 
 _log = structlog.get_logger("exporter_api.providers.oracle")
 
+CLOSE_TIMEOUT_S = 5.0  # at most this long for a goodbye to an unresponsive server
 MIN_ARRAYSIZE = 1000
 
 # ORA-01017 invalid username/password; ORA-28000 account locked; ORA-28001 password expired;
@@ -100,8 +101,7 @@ class OracleProvider(DatabaseProvider):
     async def verify_login(self, username: str, password: str) -> None:
         # Not under `limiter`: a login must not wait behind hours-long exports.
         conn = await self._connect(username, password)
-        with anyio.CancelScope(shield=True):
-            await conn.close()
+        await close_connection(conn)
 
     async def export(
         self, username: str, password: str, request: ExportRequest, sink: ExportSink
@@ -119,8 +119,7 @@ class OracleProvider(DatabaseProvider):
                     conn.cancel()
                 raise
             finally:
-                with anyio.CancelScope(shield=True), contextlib.suppress(oracledb.Error):
-                    await conn.close()
+                await close_connection(conn)
 
     async def _fetch(
         self,
@@ -153,4 +152,22 @@ class OracleProvider(DatabaseProvider):
         return ExportResult(rows=rows, bytes=size)
 
 
-__all__ = ["MIN_ARRAYSIZE", "OracleProvider", "error_code", "map_error"]
+async def close_connection(conn: Any, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close ``conn`` even when the caller is cancelled, but never wait more than ``timeout_s``
+    for an unresponsive server (the socket is dropped with the connection object then)."""
+    with (
+        anyio.CancelScope(shield=True),
+        anyio.move_on_after(timeout_s),
+        contextlib.suppress(oracledb.Error),
+    ):
+        await conn.close()
+
+
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "MIN_ARRAYSIZE",
+    "OracleProvider",
+    "close_connection",
+    "error_code",
+    "map_error",
+]

@@ -8,6 +8,7 @@ progress handler, so nothing keeps running after `export` returns.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -34,8 +35,16 @@ from exporter_api.sqlparams import to_qmark
 
 _log = structlog.get_logger("exporter_api.providers.sqlite")
 
-# Checked against when the login is unknown, so both paths cost one hash computation.
-_DUMMY_HASH = hash_password("dummy-password", salt=b"exporter-api-dum")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when the login is unknown, so both paths cost one hash computation.
+    Computed on first use, on the worker thread of a login (never at import, on the loop)."""
+    return hash_password("dummy-password", salt=b"exporter-api-dum")
+
+
+def _check_password(password: str, encoded: str | None) -> bool:
+    return verify_password(password, encoded or _dummy_hash())
 
 
 class _Stopped(Exception):
@@ -51,7 +60,7 @@ class SqliteProvider(DatabaseProvider):
         self._users = {u.login: u.password_hash for u in config.users}
 
     async def start(self) -> None:
-        if self.path.exists() or self.init_sql is None:
+        if self.init_sql is None or await anyio.Path(self.path).exists():
             return
         started = time.monotonic()
         await anyio.to_thread.run_sync(self._generate)
@@ -79,10 +88,10 @@ class SqliteProvider(DatabaseProvider):
 
     async def verify_login(self, username: str, password: str) -> None:
         encoded = self._users.get(username)
-        ok = await anyio.to_thread.run_sync(verify_password, password, encoded or _DUMMY_HASH)
+        ok = await anyio.to_thread.run_sync(_check_password, password, encoded)
         if encoded is None or not ok:
             raise InvalidCredentials()
-        if not self.path.is_file():
+        if not await anyio.Path(self.path).is_file():
             raise DatabaseUnavailable(f"database {self.config.id} is not available")
 
     async def export(

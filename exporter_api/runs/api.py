@@ -18,13 +18,13 @@ from urllib.parse import quote
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import msgspec
+import structlog
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from exporter_api.api.deps import read_json
+from exporter_api.api.deps import json_response, read_json
 from exporter_api.errors import BadRequest, Forbidden, NotFound
 from exporter_api.openapi import Operation
 from exporter_api.runs.models import (
@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from exporter_api.runs.engine import RunEngine
     from exporter_api.security import AuthenticatedUser
 
+_log = structlog.get_logger("exporter_api.runs.api")
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_encoder = msgspec.json.Encoder()
 _SIG_PARAM = ("sig", "a signed link's signature (downloadUrl / zipUrl) instead of a Bearer token")
 _NO_STORE = {"Cache-Control": "private, no-store"}  # bodies carry signed download links
 
@@ -71,17 +71,6 @@ class RunsBackend(Protocol):
     async def authenticate(self, request: Request) -> AuthenticatedUser: ...
 
     async def session_user(self, session_id: str) -> AuthenticatedUser | None: ...
-
-
-def json_response(
-    body: msgspec.Struct, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        _encoder.encode(body),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers or None,
-    )
 
 
 def content_disposition(name: str) -> str:
@@ -286,7 +275,12 @@ class RunsApi:
     async def list_runs(self, request: Request) -> Response:
         user = await self.backend.authenticate(request)
         raw_limit = request.query_params.get("limit", "20")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        # isdigit() alone accepts "²" or "١" (int() refuses the first) and any length (int()
+        # refuses more than 4300 digits): ASCII digits, at most 3 of them, then the range.
+        if (
+            not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3)
+            or not 1 <= int(raw_limit) <= 100
+        ):
             raise BadRequest("limit must be an integer from 1 to 100", field="limit")
         limit = int(raw_limit)
         cursor = request.query_params.get("cursor") or None
@@ -413,6 +407,10 @@ class ZipStreamResponse(Response):
             self._write_archive(writer)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the client went away: stop quietly
+        except OSError as exc:
+            # A file became unreadable after the response started: nothing better to do than
+            # end the body (the client sees a truncated archive). The message may hold paths.
+            _log.error("zip_stream_failed", error_type=type(exc).__name__)
 
     def _write_archive(self, writer: _ChannelWriter) -> None:
         with zipfile.ZipFile(

@@ -17,7 +17,13 @@ after every variant.
 When a run's scope ends (done, cancelled, or the server shutting down) a shielded finaliser
 marks whatever is still Queued/Running as ``Cancelled`` (user cancel) or ``Failed`` (shutdown:
 "interrupted by a server restart"), persists and publishes. At start, and then periodically,
-runs left active by a dead process are marked ``Failed`` the same way.
+runs left active by a dead process are marked ``Failed`` the same way, and so are runs of this
+process whose final save failed (no task drives them any more).
+
+Several instances may share a PostgreSQL state store. A cancel asked through an instance that
+does not drive the run sets ``cancel_requested`` on its row; the driving instance polls the flag
+with its heartbeat and cancels the run's scope. Saves name the driving instance, so an instance
+whose run was taken over (recovered or cancelled by another) can no longer overwrite it.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from exporter_api.runs.repository import (
     recompute_script,
 )
 from exporter_api.runs.selection import PlannedScript, RunPlan
-from exporter_api.runs.status import aggregate_status
+from exporter_api.runs.status import group_status, is_active, run_status
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig, ScriptVariant
@@ -182,16 +188,22 @@ class RunEngine:
         """Mark runs no live process drives as Failed ("interrupted by a server restart").
 
         With a store only this process uses (SQLite), every active run found at start is
-        orphaned; with a shared store, a run is orphaned once its heartbeat is stale."""
+        orphaned; with a shared store, a run is orphaned once its heartbeat is stale. A run
+        recorded as this instance's but no longer driven here (its final save failed while the
+        store was down) is orphaned too."""
         now = datetime.now(UTC)
         stale: str | None = format_time(now - timedelta(seconds=3 * self.heartbeat_s))
         if startup and self.exclusive_store:
             stale = None
-        recovered: list[str] = []
-        for run_id in await self.repo.interrupted_runs(
+        candidates = await self.repo.interrupted_runs(
             instance_id=self.instance_id, stale_before=stale
-        ):
-            state = await self.repo.fail_interrupted(run_id, utc_now())
+        )
+        candidates += await self.repo.active_runs_of(self.instance_id)
+        recovered: list[str] = []
+        for run_id in candidates:
+            if run_id in self._active:  # driven here: its task records its end
+                continue
+            state = await self.repo.fail_interrupted(run_id, utc_now(), self.instance_id)
             if state is None:
                 continue
             recovered.append(run_id)
@@ -212,9 +224,23 @@ class RunEngine:
             await anyio.sleep(self.heartbeat_s)
             try:
                 await self.repo.heartbeat(list(self._active), utc_now())
+                await self.apply_cancel_requests()
                 await self.recover()
             except Exception as exc:  # the store may be briefly unavailable; try again later
                 _log.warning("heartbeat_failed", error_type=type(exc).__name__)
+
+    async def apply_cancel_requests(self) -> list[str]:
+        """Cancel the runs driven here that another instance was asked to cancel."""
+        cancelled: list[str] = []
+        for run_id in await self.repo.cancel_requests(self.instance_id):
+            run = self._active.get(run_id)
+            if run is None or run.done.is_set() or run.cancel_requested:
+                continue
+            run.cancel_requested = True
+            run.scope.cancel()
+            cancelled.append(run_id)
+            _log.info("run_cancel_requested", run_id=run_id, remote=True)
+        return cancelled
 
     async def _retention_loop(self) -> None:
         while True:
@@ -260,14 +286,16 @@ class RunEngine:
             user.login, user.database_id, user.manager_id, user.stream_id, user.session_id
         )
         limit = self.config.server.max_active_runs_per_user
+        run = _ActiveRun(state=state, owner=owner, plan=plan)
         async with self._start_lock:
             if not await self.repo.insert_run(state, owner, self.instance_id, max_active=limit):
                 raise TooManyRequests(
                     f"at most {limit} active runs per user; wait for one to finish",
                     retry_after_s=5,
                 )
-        run = _ActiveRun(state=state, owner=owner, plan=plan)
-        self._active[state.run_id] = run
+            # No checkpoint between the insert and this: recovery never sees the stored run
+            # as this instance's without it being active here.
+            self._active[state.run_id] = run
         _log.info("run_queued", run_id=state.run_id, login=user.login, mode=plan.mode)
         self._tg.start_soon(self._execute, run, str(username), str(password))
         return state
@@ -279,19 +307,34 @@ class RunEngine:
             state = await self.repo.load(run_id)
             if state is None:
                 raise NotFound("run not found")
-            if state.status not in ("Queued", "Running"):
+            if not is_active(state.status):
                 raise Conflict(f"run already ended with status {state.status}")
-            # Active in the store but driven by no task here (another instance or a dead one).
+            # Active in the store but driven by no task here: another instance or a dead one.
+            driver = await self.repo.request_cancel(run_id)
+            stale = format_time(datetime.now(UTC) - timedelta(seconds=3 * self.heartbeat_s))
+            if driver is not None and driver[0] != self.instance_id and driver[1] >= stale:
+                # A live instance drives it: it cancels on its next heartbeat. Wait (bounded).
+                with anyio.move_on_after(wait_s):
+                    while True:
+                        loaded = await self.repo.load(run_id)
+                        if loaded is None or not is_active(loaded.status):
+                            break
+                        await anyio.sleep(0.1)
+                return await self.repo.load(run_id) or state
+            state = await self.repo.load(run_id) or state
+            if not is_active(state.status):
+                raise Conflict(f"run already ended with status {state.status}")
+            await self.repo.take_over(run_id, self.instance_id)  # the dead driver's saves stop
             now = utc_now()
             mark_unfinished(state, "Cancelled", now, error=None)
-            await self.repo.save_all(state)
+            await self.repo.save_all(state, self.instance_id)
             await self._publish(
                 run_id,
                 RUN_UPDATED,
                 RunUpdated(run_id=run_id, status=state.status, updated_at=state.updated_at),
             )
             return state
-        if run.state.status not in ("Queued", "Running"):
+        if run.done.is_set():
             raise Conflict(f"run already ended with status {run.state.status}")
         run.cancel_requested = True
         run.scope.cancel()
@@ -383,7 +426,7 @@ class RunEngine:
                 run.state.error = failure or INTERRUPTED
             else:
                 mark_unfinished(run.state, "Failed", now, error="not executed")
-            await self.repo.save_all(run.state)
+            await self.repo.save_all(run.state, self.instance_id)
             await self._publish_changes(run, before)
 
     async def _lane(
@@ -449,17 +492,20 @@ class RunEngine:
                     if k + 1 < n:
                         start(k + 1, now)
 
-                await progress.emit(final=True)  # before the status change it explains
                 changed = [vstate, vstates[k + 1]] if k + 1 < n else [vstate]
-                await self._change(
-                    run,
-                    planned.group_id,
-                    script,
-                    changed,
-                    finish,
-                    file=stored,
-                    message=f"Executing variant {k + 2}/{n}" if k + 1 < n else None,
-                )
+                # Shielded: once the export returned, its file is committed; a cancel arriving
+                # now must not leave that file unrecorded (it takes effect at the next variant).
+                with anyio.CancelScope(shield=True):
+                    await progress.emit(final=True)  # before the status change it explains
+                    await self._change(
+                        run,
+                        planned.group_id,
+                        script,
+                        changed,
+                        finish,
+                        file=stored,
+                        message=f"Executing variant {k + 2}/{n}" if k + 1 < n else None,
+                    )
 
     async def _export(
         self,
@@ -495,7 +541,6 @@ class RunEngine:
         )
         directory = self.files_root / state.run_id
         name = unique_name(
-            directory,
             render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
             run.taken_names,
         )
@@ -571,17 +616,22 @@ class RunEngine:
             now = utc_now()
             apply(now)
             recompute_script(script, now)
-            if script.status in ("Running", "Queued") and message:
+            if is_active(script.status) and message:
                 script.message = message
             group = run.group(group_id)
-            group.status = aggregate_status(s.status for s in group.scripts)
-            state.status = aggregate_status(g.status for g in state.groups)
+            group.status = group_status(group.scripts)
+            state.status = run_status(state.groups)
             state.updated_at = now
-            if state.status not in ("Queued", "Running"):
+            if not is_active(state.status):
                 state.finished_at = state.finished_at or now
             with anyio.CancelScope(shield=True):  # a cancel must not tear a half-written change
                 await self.repo.save(
-                    state, group=group, script=script, variants=variants, file=file
+                    state,
+                    group=group,
+                    script=script,
+                    variants=variants,
+                    file=file,
+                    instance_id=self.instance_id,
                 )
                 await self._publish_changes(run, before)
 
@@ -673,7 +723,10 @@ class _Progress:
             async with self.run.lock:
                 with anyio.CancelScope(shield=True):
                     await self.engine.repo.save(
-                        self.run.state, script=self.script, variants=[self.variant]
+                        self.run.state,
+                        script=self.script,
+                        variants=[self.variant],
+                        instance_id=self.engine.instance_id,
                     )
 
 

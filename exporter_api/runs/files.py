@@ -64,17 +64,21 @@ def render_file_name(template: str, fields: dict[str, str]) -> str:
     return safe_file_name(rendered)
 
 
-def unique_name(directory: Path, name: str, taken: set[str]) -> str:
-    """``name``, or ``stem (2).ext`` ... when a file of this run already uses it."""
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``stem (2).ext`` ... when a file of this run already uses it.
+
+    ``taken`` holds the run's names so far, case-folded (a run's directory is its own and only
+    gets names from here, so no file system look-up is needed -- and case-insensitive file
+    systems cannot make two names collide either)."""
     candidate = name
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
     n = 2
-    while candidate in taken or (directory / candidate).exists():
+    while candidate.casefold() in taken:
         candidate = f"{stem} ({n}).{ext}" if ext else f"{stem} ({n})"
         n += 1
-    taken.add(candidate)
+    taken.add(candidate.casefold())
     return candidate
 
 

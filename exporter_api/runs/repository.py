@@ -21,12 +21,17 @@ from exporter_api.runs.models import (
     Status,
     VariantState,
 )
-from exporter_api.runs.status import aggregate_status, script_status
+from exporter_api.runs.status import group_status, is_active, run_status, script_status
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
 
 INTERRUPTED = "interrupted by a server restart"
+# SQL below spells ``ACTIVE_STATUSES`` out as ('Queued', 'Running'); Python code uses is_active().
+
+
+class RunNotOwned(Exception):
+    """A save by an instance that no longer drives the run (another one took it over)."""
 
 
 @dataclass(frozen=True)
@@ -204,10 +209,13 @@ class RunRepository:
         script: ScriptState | None = None,
         variants: list[VariantState] | None = None,
         file: StoredFile | None = None,
+        instance_id: str | None = None,
     ) -> None:
-        """Persist the run row and the given changed parts, in one transaction."""
+        """Persist the run row and the given changed parts, in one transaction. With
+        ``instance_id``, only while that instance still drives the run (else ``RunNotOwned``,
+        nothing written)."""
         async with self.store.transaction():
-            await self._save_run(state)
+            await self._save_run(state, instance_id)
             if group is not None:
                 await self._save_group(state.run_id, group)
             if script is not None:
@@ -234,10 +242,11 @@ class RunRepository:
                     },
                 )
 
-    async def save_all(self, state: RunState) -> None:
-        """Persist the whole tree (after a cancel or a failure touched many parts)."""
+    async def save_all(self, state: RunState, instance_id: str | None = None) -> None:
+        """Persist the whole tree (after a cancel or a failure touched many parts); with
+        ``instance_id`` only while that instance still drives the run, as in :meth:`save`."""
         async with self.store.transaction():
-            await self._save_run(state)
+            await self._save_run(state, instance_id)
             for group in state.groups:
                 await self._save_group(state.run_id, group)
                 for script in group.scripts:
@@ -245,12 +254,14 @@ class RunRepository:
                     for variant in script.variants:
                         await self._save_variant(state.run_id, script.script_id, variant)
 
-    async def _save_run(self, state: RunState) -> None:
-        await self.store.execute(
+    async def _save_run(self, state: RunState, instance_id: str | None) -> None:
+        changed = await self.store.execute(
             "UPDATE runs SET status = :status, error = :error, updated_at = :updated_at,"
             " heartbeat_at = :updated_at, started_at = :started_at,"
-            " finished_at = :finished_at WHERE run_id = :run_id",
+            " finished_at = :finished_at WHERE run_id = :run_id"
+            " AND (:instance = '' OR instance_id = :instance)",
             {
+                "instance": instance_id or "",
                 "run_id": state.run_id,
                 "status": state.status,
                 "error": state.error,
@@ -259,6 +270,8 @@ class RunRepository:
                 "finished_at": state.finished_at,
             },
         )
+        if instance_id is not None and changed == 0:
+            raise RunNotOwned(state.run_id)
 
     async def _save_group(self, run_id: str, group: GroupState) -> None:
         await self.store.execute(
@@ -323,6 +336,39 @@ class RunRepository:
             {"run_id": run_id},
         )
         return deleted > 0
+
+    async def take_over(self, run_id: str, instance_id: str) -> None:
+        """Record ``instance_id`` as the run's driver: the previous one's saves stop applying."""
+        await self.store.execute(
+            "UPDATE runs SET instance_id = :instance WHERE run_id = :run_id",
+            {"instance": instance_id, "run_id": run_id},
+        )
+
+    async def request_cancel(self, run_id: str) -> tuple[str, str] | None:
+        """Flag an active run for cancellation by its driving instance; its
+        ``(instance_id, heartbeat_at)``, or None when the run is not active."""
+        async with self.store.transaction():
+            changed = await self.store.execute(
+                "UPDATE runs SET cancel_requested = 1"
+                " WHERE run_id = :run_id AND status IN ('Queued', 'Running')",
+                {"run_id": run_id},
+            )
+            if not changed:
+                return None
+            row = await self.store.fetch_one(
+                "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
+                {"run_id": run_id},
+            )
+        return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def cancel_requests(self, instance_id: str) -> list[str]:
+        """Active runs driven by ``instance_id`` that another instance asked to cancel."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id FROM runs WHERE instance_id = :instance AND cancel_requested = 1"
+            " AND status IN ('Queued', 'Running')",
+            {"instance": instance_id},
+        )
+        return [str(r[0]) for r in rows]
 
     async def heartbeat(self, run_ids: list[str], now: str) -> None:
         for run_id in run_ids:
@@ -485,11 +531,25 @@ class RunRepository:
         )
         return [str(r[0]) for r in rows]
 
-    async def fail_interrupted(self, run_id: str, now: str) -> RunState | None:
-        """Mark what was Queued or Running in ``run_id`` as Failed (interrupted)."""
+    async def active_runs_of(self, instance_id: str) -> list[str]:
+        """Active runs recorded as driven by ``instance_id``."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id FROM runs WHERE status IN ('Queued', 'Running')"
+            " AND instance_id = :instance",
+            {"instance": instance_id},
+        )
+        return [str(r[0]) for r in rows]
+
+    async def fail_interrupted(
+        self, run_id: str, now: str, instance_id: str | None = None
+    ) -> RunState | None:
+        """Mark what was Queued or Running in ``run_id`` as Failed (interrupted); with
+        ``instance_id``, that instance takes the run over first."""
         state = await self.load(run_id)
-        if state is None or state.status not in ("Queued", "Running"):
+        if state is None or not is_active(state.status):
             return None
+        if instance_id is not None:
+            await self.take_over(run_id, instance_id)
         mark_unfinished(state, "Failed", now, error=INTERRUPTED)
         state.error = INTERRUPTED
         await self.save_all(state)
@@ -501,16 +561,16 @@ def mark_unfinished(state: RunState, status: Status, now: str, *, error: str | N
     for group in state.groups:
         for script in group.scripts:
             for variant in script.variants:
-                if variant.status in ("Queued", "Running"):
+                if is_active(variant.status):
                     variant.status = status
                     variant.message = error or status
                     variant.error = error
                     variant.finished_at = now
             recompute_script(script, now)
-        group.status = aggregate_status(s.status for s in group.scripts)
-    state.status = aggregate_status(g.status for g in state.groups)
+        group.status = group_status(group.scripts)
+    state.status = run_status(state.groups)
     state.updated_at = now
-    if state.status not in ("Queued", "Running"):
+    if not is_active(state.status):
         state.finished_at = state.finished_at or now
 
 
@@ -520,7 +580,7 @@ def recompute_script(script: ScriptState, now: str) -> None:
     script.bytes_written = sum(v.bytes_written for v in script.variants)
     errors = [v.error for v in script.variants if v.error]
     script.error = "; ".join(dict.fromkeys(errors)) if errors else None
-    if script.status not in ("Queued", "Running"):
+    if not is_active(script.status):
         script.finished_at = script.finished_at or now
         if script.status == "Failed":
             script.message = script.error

@@ -9,7 +9,9 @@ Script (from its variants), in the contract's order:
 5. otherwise ``Queued`` or ``Cancelled``:  ``Cancelled`` if any variant was cancelled, ``Queued``
    if some variant still waits, and a finished mix of ``Success`` and ``NoData`` is ``Success``.
 
-Group (from its scripts) and run (from its groups):
+Group (from its scripts) and run (from its groups), where a script whose status is already final
+(a failed variant makes it ``Failed`` at once) still counts as ``Running`` while any of its
+variants is ``Queued`` or ``Running`` -- a run is not over while anything in it still runs:
 
 1. everything ``Queued``                   -> ``Queued`` (nothing has started yet)
 2. anything ``Queued`` or ``Running``      -> ``Running``
@@ -22,8 +24,12 @@ An empty collection exported nothing: ``NoData``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from exporter_api.runs.models import Status
+from exporter_api.runs.models import ACTIVE_STATUSES, Status
+
+if TYPE_CHECKING:
+    from exporter_api.runs.models import GroupState, ScriptState
 
 
 def script_status(variants: Iterable[Status]) -> Status:
@@ -64,5 +70,23 @@ def aggregate_status(children: Iterable[Status]) -> Status:
     return "Success"
 
 
-def is_final(status: Status) -> bool:
-    return status not in ("Queued", "Running")
+def is_active(status: Status) -> bool:
+    """Queued or Running: not finished yet."""
+    return status in ACTIVE_STATUSES
+
+
+def _activity(script: ScriptState) -> Status:
+    """The script's status as its group sees it: ``Running`` while a variant is still active."""
+    if not is_active(script.status) and any(is_active(v.status) for v in script.variants):
+        return "Running"
+    return script.status
+
+
+def group_status(scripts: Iterable[ScriptState]) -> Status:
+    """A group's status from its scripts, taking their still-active variants into account."""
+    return aggregate_status(_activity(s) for s in scripts)
+
+
+def run_status(groups: Iterable[GroupState]) -> Status:
+    """A run's status from its groups (each computed with :func:`group_status`)."""
+    return aggregate_status(g.status for g in groups)

@@ -91,8 +91,8 @@ class HubProtocol(ABC):
         """Encode ``message`` as one complete frame (framing included).
 
         Raises:
-            TypeError: A value in the message cannot be encoded.
-            msgspec.EncodeError: Likewise.
+            MessageEncodeError: A value in the message cannot be encoded (every encoder
+                failure is translated to this one error).
         """
 
     @abstractmethod

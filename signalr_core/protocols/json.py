@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from .._framing import too_large_message
-from ..errors import MessageTooLargeError, ProtocolError
+from ..errors import MessageEncodeError, MessageTooLargeError, ProtocolError
 from ..messages import (
     PING,
     AckMessage,
@@ -197,6 +197,12 @@ class JsonHubProtocol(HubProtocol):
         return probe.type not in KNOWN_MESSAGE_TYPES
 
     def encode_message(self, message: HubMessage) -> bytes:
+        try:
+            return self._encode_message(message)
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError) as exc:
+            raise MessageEncodeError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _encode_message(self, message: HubMessage) -> bytes:
         wire: _Wire
         match message:
             case InvocationMessage():

@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from .._framing import encode_varint, split_binary_frames
-from ..errors import ProtocolError
+from ..errors import MessageEncodeError, ProtocolError
 from ..messages import (
     PING,
     AckMessage,
@@ -257,6 +257,12 @@ class MessagePackHubProtocol(HubProtocol):
         return CompletionMessage(invocation_id=wire.invocation_id, error=error, headers=headers)
 
     def encode_message(self, message: HubMessage) -> bytes:
+        try:
+            return self._encode_message(message)
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError) as exc:
+            raise MessageEncodeError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _encode_message(self, message: HubMessage) -> bytes:
         payload: tuple[Any, ...]
         match message:
             case InvocationMessage():

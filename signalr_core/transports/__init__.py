@@ -207,14 +207,25 @@ class IncomingBuffer:
 
     Cheaper than a memory object stream on the hot path: no checkpoint before an available
     chunk is returned, and a parked waiter only when a side really has to wait. The transport
-    waits in :meth:`put` while ``max_chunks`` chunks are queued (backpressure).
+    waits in :meth:`put` while the chunk would take the queued bytes over ``max_bytes``
+    (backpressure); a chunk is always accepted into an empty queue, so the transports bound
+    one chunk's size themselves (the POST body limit; WebSocket messages close with 1009).
     """
 
-    __slots__ = ("_chunks", "_closed", "_data_waiters", "_ended", "_max_chunks", "_space_waiters")
+    __slots__ = (
+        "_bytes",
+        "_chunks",
+        "_closed",
+        "_data_waiters",
+        "_ended",
+        "_space_waiters",
+        "max_bytes",
+    )
 
-    def __init__(self, max_chunks: int) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self._chunks: collections.deque[bytes] = collections.deque()
-        self._max_chunks = max_chunks
+        self._bytes = 0
+        self.max_bytes = max_bytes
         self._ended = False  # no more chunks will come; queued ones are still read
         self._closed = False  # the reader is gone; queued chunks are dropped
         self._data_waiters = _Waiters()
@@ -222,11 +233,16 @@ class IncomingBuffer:
 
     async def put(self, data: bytes) -> bool:
         """Queue ``data``, waiting while full; ``False`` when the reader is gone or input ended."""
-        while len(self._chunks) >= self._max_chunks and not (self._closed or self._ended):
+        while (
+            self._bytes
+            and self._bytes + len(data) > self.max_bytes
+            and not (self._closed or self._ended)
+        ):
             await self._space_waiters.wait()
         if self._closed or self._ended:
             return False
         self._chunks.append(data)
+        self._bytes += len(data)
         if self._data_waiters.parked:
             self._data_waiters.wake()
         return True
@@ -238,6 +254,7 @@ class IncomingBuffer:
                 return None
             await self._data_waiters.wait()
         chunk = self._chunks.popleft()
+        self._bytes -= len(chunk)
         if self._space_waiters.parked:
             self._space_waiters.wake()
         return chunk
@@ -251,6 +268,7 @@ class IncomingBuffer:
         """The reader is gone: drop what is queued and refuse further chunks."""
         self._closed = True
         self._chunks.clear()
+        self._bytes = 0
         self._wake()
 
     def _wake(self) -> None:

@@ -36,7 +36,6 @@ async def serve_poll(
     send: ASGISend,
     *,
     poll_timeout: float,
-    extra_headers: list[tuple[str, str]],
 ) -> bool:
     """Answer one (non-first) poll. Returns ``True`` if the connection is over (204 sent)."""
     previous = connection.current_poll
@@ -57,7 +56,7 @@ async def serve_poll(
         connection.last_poll = time.monotonic()
     try:
         if slot.superseded:
-            await send_response(send, 204, headers=extra_headers)
+            await send_response(send, 204)
             return False
         chunks = outgoing.drain()
         if chunks:
@@ -68,13 +67,12 @@ async def serve_poll(
                 200,
                 b"".join(chunks),
                 content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
-                headers=extra_headers,
             )
             return False
         if outgoing.closed:
-            await send_response(send, 204, headers=extra_headers)
+            await send_response(send, 204)
             return True
-        await send_response(send, 200, headers=extra_headers)
+        await send_response(send, 200)
         return False
     except OSError:
         return False

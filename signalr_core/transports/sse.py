@@ -31,10 +31,9 @@ async def serve_sse(
     connection: HubServerConnection,
     receive: ASGIReceive,
     send: ASGISend,
-    extra_headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Stream the connection's outgoing frames until it ends or the client goes away."""
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + extra_headers})
+    await send({"type": "http.response.start", "status": 200, "headers": [*_HEADERS]})
     # A comment first, so clients see the stream open at once (ASP.NET does the same).
     await send({"type": "http.response.body", "body": b":\r\n", "more_body": True})
     connection.transport_attached = True

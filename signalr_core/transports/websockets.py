@@ -20,6 +20,7 @@ __all__ = ["serve_websocket"]
 
 _NORMAL_CLOSURE = 1000
 _GOING_AWAY = 1001
+_MESSAGE_TOO_BIG = 1009
 _INTERNAL_ERROR = 1011
 _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 """How long to wait for the client's answer to our close frame (a clean close needs it)."""
@@ -50,7 +51,7 @@ async def serve_websocket(
 
             connection.direct_writer = write_direct
             tg.start_soon(_send_loop, connection, send, tg.cancel_scope)
-            await _receive_loop(connection, receive, graceful)
+            await _receive_loop(connection, receive, send, graceful)
             tg.cancel_scope.cancel()
     finally:
         if connection.transport_generation == generation:  # not taken over by a reconnect
@@ -63,7 +64,7 @@ async def serve_websocket(
 
 
 async def _receive_loop(
-    connection: HubServerConnection, receive: ASGIReceive, graceful: list[bool]
+    connection: HubServerConnection, receive: ASGIReceive, send: ASGISend, graceful: list[bool]
 ) -> None:
     while True:
         message = await receive()
@@ -72,6 +73,12 @@ async def _receive_loop(
             data = message.get("bytes")
             if data is None:
                 data = (message.get("text") or "").encode()
+            if len(data) > connection.incoming_limit:
+                # Received memory is bounded in bytes (application_max_buffer_size).
+                await send({"type": "websocket.close", "code": _MESSAGE_TOO_BIG})
+                connection.abort()
+                graceful[0] = True
+                return
             if not await connection.feed(data):
                 graceful[0] = True
                 return

@@ -46,3 +46,14 @@ def test_json_lines_with_secrets_redacted() -> None:
 def test_redact_value_leaves_plain_urls() -> None:
     assert redact_value("postgresql://db:5432/x") == "postgresql://db:5432/x"
     assert redact_value("see postgres://u:pw@h/d now") == f"see postgres://u:{REDACTED}@h/d now"
+
+
+def test_dsn_password_with_at_signs_is_redacted_whole() -> None:
+    assert redact_value("postgresql://u:p@ss@host/db") == f"postgresql://u:{REDACTED}@host/db"
+    assert redact_value("postgresql://u:a@b@c@host:5432") == f"postgresql://u:{REDACTED}@host:5432"
+    assert redact_value("failed: postgresql://u:p@ss@h/db?x=a@b then") == (
+        f"failed: postgresql://u:{REDACTED}@h/db?x=a@b then"
+    )
+    assert redact_value("redis://:pa/ss@cache:6379/0") == f"redis://:{REDACTED}@cache:6379/0"
+    assert redact_value("a://u:p@h b://v:q@r@s") == f"a://u:{REDACTED}@h b://v:{REDACTED}@s"
+    assert redact_value("https://example.org/path@x") == "https://example.org/path@x"

@@ -155,6 +155,9 @@ class FeatureHub(Hub):
     async def add(self, a: int, b: int) -> int:
         return a + b
 
+    def huge(self) -> int:
+        return 2**70  # MessagePack cannot encode it
+
     def void(self) -> None:
         return None
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +20,6 @@ from signalr_core.errors import HandshakeError, MessageTooLargeError, ProtocolEr
 from signalr_core.handshake import HANDSHAKE_CANCELED
 from signalr_core.messages import (
     CloseMessage,
-    CompletionMessage,
     HubMessage,
     InvocationMessage,
     PingMessage,
@@ -64,7 +62,7 @@ def test_json_handshake_then_messages_in_the_same_chunk() -> None:
     assert state.protocol is completed.protocol
     invocation = events[1]
     assert isinstance(invocation, InvocationMessage)
-    assert state.decode_argument(invocation.arguments[0], str) == "hi"
+    assert completed.protocol.decode_argument(invocation.arguments[0], str) == "hi"
     assert events[2] == PingMessage()
     assert state.events_received() == []
     assert state.data_to_send() == []
@@ -78,8 +76,8 @@ def test_messagepack_handshake_is_json_and_messages_are_binary() -> None:
     assert isinstance(events[0].protocol, MessagePackHubProtocol)
     assert events[0].version == 2
     assert events[1:] == [PingMessage()]
-    state.send(CompletionMessage(invocation_id="1"))
-    assert state.data_to_send() == [b"{}\x1e", b"\x06\x94\x03\x80\xa11\x02"]
+    state.close()
+    assert state.data_to_send() == [b"{}\x1e", b"\x04\x93\x07\xc0\xc2"]
 
 
 def test_byte_at_a_time() -> None:
@@ -148,7 +146,6 @@ def test_closed_connection_ignores_input_and_drops_sends() -> None:
     handshake_error(state, b'{"protocol":"xml","version":1}\x1e')
     state.receive_data(INVOKE)
     assert state.events_received() == []
-    assert state.send(PingMessage()) is False
     state.close()
     assert state.data_to_send() == []
 
@@ -172,32 +169,17 @@ def test_send_handshake_response_after_success_is_a_no_op() -> None:
         new_state().send_handshake_response()
 
 
-def test_send_before_handshake_is_a_bug() -> None:
-    state = new_state()
-    with pytest.raises(RuntimeError):
-        state.send(PingMessage())
-    with pytest.raises(RuntimeError):
-        state.send_encoded(b'{"type":6}\x1e')
-    with pytest.raises(RuntimeError):
-        state.decode_argument(msgspec.Raw(b"1"), int)
-
-
-def test_send_and_close() -> None:
+def test_close() -> None:
     state = new_state()
     state.receive_data(JSON_HANDSHAKE)
-    assert state.send(InvocationMessage(target="Message", arguments=("x",)))
-    assert state.send_encoded(b'{"type":6}\x1e')
     state.close(error="Server is shutting down.", allow_reconnect=True)
     assert state.phase is ConnectionPhase.CLOSED
     assert state.data_to_send() == [
         b"{}\x1e",
-        b'{"type":1,"target":"Message","arguments":["x"]}\x1e',
-        b'{"type":6}\x1e',
         b'{"type":7,"error":"Server is shutting down.","allowReconnect":true}\x1e',
     ]
     state.close()  # idempotent, queues nothing
     assert state.data_to_send() == []
-    assert state.send(PingMessage()) is False
 
 
 def test_close_before_handshake_sends_nothing() -> None:

@@ -1,4 +1,5 @@
-"""CORS: allow-listed origins are echoed with credentials; preflights are answered."""
+"""CORS: allow-listed origins are echoed with credentials; preflights are answered; "*" is
+answered without credentials; WebSockets from other origins are refused."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from signalr_core import CorsPolicy, HubEndpoint, HubOptions
-from tests.signalr_core._hub_server import FeatureHub, running_server
+from tests.signalr_core._hub_server import FeatureHub, json_ws, running_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,3 +77,33 @@ async def test_actual_requests_echo_the_origin(url: str) -> None:
         )
         assert refused.status_code == 403
         assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_wildcard_allows_any_origin_without_credentials() -> None:
+    options = HubOptions(allowed_origins=("*",))
+    async with (
+        running_server(HubEndpoint(FeatureHub, options=options)) as url,
+        httpx.AsyncClient() as http,
+    ):
+        actual = await http.post(
+            f"{url}/negotiate?negotiateVersion=1", headers={"origin": "http://any.example"}
+        )
+        assert actual.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in actual.headers
+        preflight = await http.options(
+            f"{url}/negotiate",
+            headers={"origin": "http://any.example", "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in preflight.headers
+
+
+async def test_websocket_from_a_disallowed_origin_is_refused(url: str) -> None:
+    ws_url = url.replace("http://", "ws://", 1)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url, origin=Origin("http://evil.example")):
+            pass
+    assert refused.value.response.status_code == 403
+    async with json_ws(url, origin=Origin(ALLOWED)) as client:
+        assert (await client.invoke("Echo", "ok"))["result"] == "ok"

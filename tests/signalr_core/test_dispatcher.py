@@ -12,6 +12,7 @@ from signalr_core import Hub, HubEndpoint, HubOptions
 from tests.signalr_core._hub_server import (
     FeatureHub,
     JsonWsClient,
+    frame,
     json_ws,
     running_server,
     wait_until,
@@ -203,6 +204,17 @@ async def test_one_invocation_at_a_time_by_default(client: JsonWsClient) -> None
     assert time.monotonic() - started >= 0.6
 
 
+async def test_pipelined_invocations_complete_in_order(client: JsonWsClient) -> None:
+    # One chunk: an async method, then a plain function; with one invocation at a time the
+    # plain function must not run inline before the async one has even started.
+    chunk = frame({"type": 1, "invocationId": "a", "target": "Sleep", "arguments": [0.05]}) + frame(
+        {"type": 1, "invocationId": "b", "target": "Echo", "arguments": ["x"]}
+    )
+    await client.ws.send(chunk)
+    first, second = await client.receive(), await client.receive()
+    assert [first["invocationId"], second["invocationId"]] == ["a", "b"]
+
+
 async def test_parallel_invocations_option() -> None:
     endpoint = HubEndpoint(FeatureHub, options=HubOptions(max_parallel_invocations=2))
     async with running_server(endpoint) as base, json_ws(base) as client:
@@ -289,3 +301,13 @@ async def test_oversized_message_closes_connection() -> None:
         closing = await client.receive()
         assert closing["type"] == 7
         assert closing["error"] == "Connection closed with an error."
+
+
+def test_a_single_failure_is_reported_without_its_task_group_wrappers() -> None:
+    from signalr_core.dispatcher import _single_exception
+
+    inner = ValueError("boom")
+    wrapped = BaseExceptionGroup("tg", [ExceptionGroup("inner tg", [inner])])
+    assert _single_exception(wrapped) is inner
+    several = ExceptionGroup("tg", [ValueError("a"), KeyError("b")])
+    assert _single_exception(several) is several

@@ -159,6 +159,26 @@ async def test_group_send_and_remote_group_management(redis: RedisServer) -> Non
         assert a1.received == []
 
 
+async def test_second_local_joiner_waits_for_the_group_subscription(redis: RedisServer) -> None:
+    async with two_servers(redis.url) as (a, b):
+        b1, b2 = Conn("b1"), Conn("b2")
+        await b.on_connected(b1)
+        await b.on_connected(b2)
+        channel = b._channels.group("race")
+        subscribed_when_returned: list[bool] = []
+
+        async def join(connection_id: str) -> None:
+            await b.add_to_group(connection_id, "race")
+            subscribed_when_returned.append(channel not in b._confirmations)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(join, "b1")
+            tg.start_soon(join, "b2")  # starts while b1's SUBSCRIBE is in flight
+        assert subscribed_when_returned == [True, True]
+        await a.send_groups(["race"], "Msg", ["hi"])
+        await eventually(lambda: bool(b1.received and b2.received))
+
+
 async def test_several_groups_deliver_once_per_connection(redis: RedisServer) -> None:
     async with two_servers(redis.url) as (a, b):
         b1, b2 = Conn("b1"), Conn("b2")

@@ -180,3 +180,22 @@ async def test_version_1_connections_do_not_survive_a_drop(
         assert await ws.recv() == "{}\x1e"
         ws.transport.abort()
     await wait_until(lambda: len(disconnected) == 1, 5)
+
+
+async def test_detached_connection_waits_for_the_disconnect_timeout_not_client_timeout() -> None:
+    CountingHub.disconnected = []
+    options = HubOptions(allow_stateful_reconnect=True, disconnect_timeout=2.0, client_timeout=0.4)
+    async with running_server(HubEndpoint(CountingHub, options=options)) as url:
+        token = await _token(url)
+        async with ws_client(url, token, handshake=True) as client:
+            await client.send({"type": 6})  # a Ping starts the client timeout
+            assert (await _invoke(client, "1", "Bump"))["result"] == 1
+            client.cut()
+        await anyio.sleep(1.0)  # longer than client_timeout, shorter than disconnect_timeout
+        async with ws_client(url, token, handshake=False) as client:
+            assert (await client.receive())["type"] == SEQUENCE
+            await client.send({"type": SEQUENCE, "sequenceId": 2})
+            answer = await _invoke(client, "2", "Bump")
+            if answer.get("invocationId") == "1":  # replayed: it was never acknowledged
+                answer = await client.receive()
+            assert answer == {"type": COMPLETION, "invocationId": "2", "result": 2}

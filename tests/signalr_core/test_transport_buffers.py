@@ -66,6 +66,17 @@ async def test_incoming_buffer_reader_waits_for_data() -> None:
     assert got == [b"1", None]
 
 
+async def test_incoming_buffer_is_bounded_in_bytes() -> None:
+    buffer = IncomingBuffer(10)
+    assert await buffer.put(b"12345678")
+    with anyio.move_on_after(0.05) as waited:
+        await buffer.put(b"9abc")  # 12 bytes would be queued: the writer waits
+    assert waited.cancel_called
+    assert await buffer.get() == b"12345678"
+    assert await buffer.put(b"x" * 20)  # an empty buffer takes any chunk (transports cap it)
+    assert await buffer.get() == b"x" * 20
+
+
 def test_outgoing_buffer_limits() -> None:
     buffer = OutgoingBuffer(max_messages=2, max_bytes=10)
     assert buffer.put(b"12345")

@@ -156,3 +156,27 @@ async def test_binary_protocol_over_long_polling(url: str) -> None:
         assert completion.invocation_id == "1"  # type: ignore[union-attr]
         assert protocol.decode_argument(completion.result, int) == 3  # type: ignore[union-attr]
         await http.delete(url, params={"id": token})
+
+
+async def test_idle_long_polling_client_outlives_the_client_timeout() -> None:
+    # The official client never pings over Long Polling: the client timeout must not apply
+    # until a Ping arrives (ASP.NET starts it with the first Ping).
+    options = HubOptions(long_poll_timeout=0.3, client_timeout=0.4)
+    async with (
+        running_server(HubEndpoint(FeatureHub, options=options)) as url,
+        httpx.AsyncClient() as http,
+    ):
+        token = await _connect(http, url)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.2:
+            poll = await http.get(url, params={"id": token})
+            assert poll.status_code == 200
+        sent = await http.post(
+            url,
+            params={"id": token},
+            content=frame({"type": 1, "invocationId": "1", "target": "Echo", "arguments": ["a"]}),
+        )
+        assert sent.status_code == 200
+        poll = await http.get(url, params={"id": token})
+        assert parse_frames(poll.text) == [{"type": 3, "invocationId": "1", "result": "a"}]
+        await http.delete(url, params={"id": token})

@@ -6,6 +6,7 @@ closed port exercises the real driver's network error path.
 
 from __future__ import annotations
 
+import anyio
 import oracledb
 import pytest
 
@@ -13,7 +14,13 @@ from exporter_api.config import DatabaseConfig
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers import create_provider
 from exporter_api.providers.base import ExportColumn, wrap_columns
-from exporter_api.providers.oracle import MIN_ARRAYSIZE, OracleProvider, error_code, map_error
+from exporter_api.providers.oracle import (
+    MIN_ARRAYSIZE,
+    OracleProvider,
+    close_connection,
+    error_code,
+    map_error,
+)
 from exporter_api.sqlparams import to_oracle
 from tests.services import free_port
 
@@ -79,3 +86,34 @@ async def test_unreachable_listener_is_503_class() -> None:
     with pytest.raises(DatabaseUnavailable) as info:
         await provider.verify_login("scott", "tiger-secret")
     assert "tiger-secret" not in str(info.value)
+
+
+class _Connection:
+    """Stands in for the driver's connection object only (no server): its ``close()`` either
+    hangs like a peer that never answers, or fails like a connection already broken."""
+
+    def __init__(self, *, hang: bool = False, fail: bool = False) -> None:
+        self.hang, self.fail, self.closed = hang, fail, False
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.fail:
+            raise oracledb.InterfaceError("DPY-1001: not connected to database")
+        if self.hang:
+            await anyio.sleep_forever()
+
+
+async def test_close_is_bounded_shielded_and_quiet() -> None:
+    hanging = _Connection(hang=True)
+    started = anyio.current_time()
+    with anyio.fail_after(2):
+        await close_connection(hanging, timeout_s=0.2)  # would hang forever without the bound
+    assert hanging.closed
+    assert anyio.current_time() - started < 1
+    await close_connection(_Connection(fail=True))  # a broken connection's error is swallowed
+    # a cancelled caller still closes (shielded), within the bound
+    shielded = _Connection(hang=True)
+    with anyio.fail_after(2), anyio.CancelScope() as scope:
+        scope.cancel()
+        await close_connection(shielded, timeout_s=0.2)
+    assert shielded.closed

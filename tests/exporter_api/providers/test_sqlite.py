@@ -3,6 +3,8 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,3 +182,19 @@ async def test_variants_really_filter_by_manager_and_stream(provider: SqliteProv
         "USER1", "demo", ExportRequest(sql=_script("s-orders", 2), params=mismatched), nothing
     )
     assert nothing.chunks == []
+
+
+def test_import_computes_no_password_hash() -> None:
+    # A module-level scrypt at import blocks whoever imports it (the app factory on the event
+    # loop); the unknown-login dummy hash is computed on first use, on a worker thread.
+    code = (
+        "import exporter_api.security.passwords as p\n"
+        "calls = []\n"
+        "real = p.hash_password\n"
+        "p.hash_password = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
+        "import exporter_api.providers.sqlite as s\n"
+        "assert calls == [], calls\n"
+        "assert s._check_password('x', None) is False\n"
+        "assert calls == [1], calls\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -169,6 +169,15 @@ async def wait_for_line(lines: list[dict[str, Any]], count: int) -> None:
             await anyio.sleep(0.02)
 
 
+async def wait_for_type(lines: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The first line of type ``kind`` (run events may arrive before it); no time limit."""
+    while True:
+        for line in lines:
+            if line["type"] == kind:
+                return line
+        await anyio.sleep(0.02)
+
+
 def events(lines: list[dict[str, Any]], name: str, **match: object) -> list[dict[str, Any]]:
     return [
         line["payload"]

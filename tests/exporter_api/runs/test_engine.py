@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
 from exporter_api.config import ExportConfig, load_config
 from exporter_api.errors import Conflict, TooManyRequests
+from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.files import UTF8_BOM
 from exporter_api.runs.models import RunState, ScriptState, VariantState
-from exporter_api.runs.repository import INTERRUPTED, RunOwner
+from exporter_api.runs.repository import INTERRUPTED, RunNotOwned, RunOwner
 from tests.exporter_api.runs.conftest import (
     USER1,
     USER1_PASSWORD,
@@ -28,7 +30,13 @@ from tests.exporter_api.runs.conftest import (
     poll_until,
     write_catalog,
 )
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import (
+    RecordingPublisher,
+    engine_kit,
+    plan,
+    single,
+    user,
+)
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
 U1 = user(USER1, "sess-1")
@@ -270,6 +278,72 @@ async def test_cancel_keeps_finished_files(catalog: ExportConfig, tmp_path: Path
     assert sorted(names) == sorted(f.name for f in files)
 
 
+async def test_run_stays_running_while_a_failed_script_still_runs_a_variant(
+    tmp_path: Path, export_db: ExportDatabase
+) -> None:
+    # s-bad: variant 2 fails (division by zero), variant 3 is made slow: the script is Failed at
+    # once, but the run must stay Running (cancellable, counted as active) until variant 3 ends.
+    path = write_catalog(tmp_path / "cat", export_db)
+    slow_sql = (path.parent / "sql" / "slow_v1.sql").read_text(encoding="utf-8")
+    (path.parent / "sql" / "bad_v3.sql").write_text(slow_sql, encoding="utf-8")
+    config = load_config(path)
+    async with engine_kit(config, tmp_path / "data", CREDS) as kit:
+        state = await kit.engine.start(U1, plan(config, single("s-bad", "g-misc")))
+
+        async def third_running() -> bool:
+            loaded = await kit.repo.load(state.run_id)
+            return loaded is not None and variants(loaded, "s-bad")[2].status == "Running"
+
+        await poll_until(third_running)
+        loaded = await kit.repo.load(state.run_id)
+        assert loaded is not None
+        assert script_of(loaded, "s-bad").status == "Failed"  # the contract rule, kept
+        assert loaded.groups[0].status == "Running"
+        assert loaded.status == "Running"
+        assert loaded.finished_at is None
+        assert kit.events.of("run.updated", runId=state.run_id)[-1]["status"] == "Running"
+        after = await kit.engine.cancel(state.run_id)  # not a 409
+    assert [v.status for v in variants(after, "s-bad")] == ["Success", "Failed", "Cancelled"]
+    assert after.status == "Failed"
+    assert after.finished_at is not None
+
+
+class _CancelOnceCommitted(RecordingPublisher):
+    """Cancels the run (as ``RunEngine.cancel`` does) on the first progress event published
+    after a file was committed: the window between ``FileWriter.commit()`` and recording it."""
+
+    def __init__(self, engine: RunEngine, root: Path) -> None:
+        super().__init__()
+        self.engine, self.root, self.fired = engine, root, False
+
+    async def publish(self, run_id: str, method: str, payload: object) -> None:
+        await super().publish(run_id, method, payload)
+        if self.fired or method != "script.progress":
+            return
+        if [p async for p in anyio.Path(self.root / run_id).glob("*.csv")]:
+            self.fired = True
+            run = self.engine._active[run_id]
+            run.cancel_requested = True
+            run.scope.cancel()
+            await anyio.lowlevel.checkpoint()
+
+
+async def test_cancel_right_after_commit_keeps_the_file_recorded(
+    catalog: ExportConfig, tmp_path: Path
+) -> None:
+    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
+        publisher = _CancelOnceCommitted(kit.engine, kit.files_root)
+        kit.engine.publisher = publisher
+        loaded = await kit.run_to_end(U1, plan(catalog, single("s-orders", "g-sales")))
+        files = await kit.repo.files(loaded.run_id)
+    assert publisher.fired
+    assert [v.status for v in variants(loaded, "s-orders")] == ["Success", "Cancelled", "Cancelled"]
+    assert [f.variant for f in files] == [1]
+    assert variants(loaded, "s-orders")[0].file_id == files[0].file_id
+    names = [p.name for p in await list_files(kit.files_root)]
+    assert names == [files[0].name]  # no committed file left unrecorded
+
+
 async def test_per_user_active_run_limit(catalog: ExportConfig, tmp_path: Path) -> None:
     slow = plan(catalog, single("s-slow", "g-slow"))
     async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
@@ -329,6 +403,32 @@ async def test_restart_recovers_runs_of_a_dead_process(
     assert all(g.status == "Failed" for g in loaded.groups)
     assert not part.exists()
     assert events == [{"runId": state.run_id, "status": "Failed", "updatedAt": loaded.updated_at}]
+
+
+async def test_periodic_recovery_fails_own_runs_no_longer_driven(
+    catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
+) -> None:
+    # What a run whose final save failed (state store briefly down) leaves behind: a Running run
+    # recorded as this very instance's, with no task driving it any more.
+    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
+        live = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+        await poll_until(lambda: has_active_query(export_db))
+        state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
+        state.status = state.groups[0].status = "Running"
+        state.groups[0].scripts[0].status = "Running"
+        state.groups[0].scripts[0].variants[0].status = "Running"
+        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
+        assert await kit.repo.insert_run(state, owner, kit.engine.instance_id, max_active=None)
+        assert await kit.engine.recover() == [state.run_id]  # the live run is left alone
+        loaded = await kit.repo.load(state.run_id)
+        still = await kit.repo.load(live.run_id)
+        await kit.engine.cancel(live.run_id)
+    assert loaded is not None
+    assert loaded.status == "Failed"
+    assert loaded.error == INTERRUPTED
+    assert loaded.finished_at is not None
+    assert still is not None
+    assert still.status == "Running"
 
 
 async def test_utf8_sig_writes_a_bom(tmp_path: Path, export_db: ExportDatabase) -> None:
@@ -441,6 +541,51 @@ async def test_postgres_state_store(
     assert recovered is not None
     assert recovered.status == "Failed"
     assert recovered.error == INTERRUPTED
+
+
+async def test_cancel_through_another_instance_sharing_the_state_store(
+    catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
+) -> None:
+    """Instance B cancels a run instance A drives: A sees the flag with its heartbeat, cancels
+    the run's scope (the query stops) and records Cancelled; nothing overwrites it."""
+    await anyio.to_thread.run_sync(export_db.cluster.psql, "DROP DATABASE IF EXISTS runstate2")
+    await anyio.to_thread.run_sync(export_db.cluster.psql, "CREATE DATABASE runstate2")
+    url = export_db.cluster.dsn(db="runstate2")
+    async with (
+        engine_kit(catalog, tmp_path / "a", CREDS, state_url=url, heartbeat_s=0.2) as a,
+        engine_kit(catalog, tmp_path / "b", CREDS, state_url=url, heartbeat_s=0.2) as b,
+    ):
+        state = await a.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+        await poll_until(lambda: has_active_query(export_db))
+        after = await b.engine.cancel(state.run_id)
+        assert after.status == "Cancelled"
+        assert not a.engine.is_active(state.run_id)  # A stopped driving it
+        await poll_until(lambda: no_active_query(export_db), limit_s=2.0)
+        await anyio.sleep(0.5)  # a few more heartbeats: nothing rewrites the outcome
+        loaded = await b.repo.load(state.run_id)
+        with pytest.raises(Conflict):
+            await b.engine.cancel(state.run_id)
+    assert loaded is not None
+    assert loaded.status == "Cancelled"
+    assert [v.status for v in variants(loaded, "s-slow")] == ["Cancelled"]
+
+
+async def test_saves_of_an_instance_that_lost_the_run_are_refused(
+    catalog: ExportConfig, tmp_path: Path
+) -> None:
+    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
+        state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
+        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
+        assert await kit.repo.insert_run(state, owner, "instance-a", max_active=None)
+        state.status = "Running"
+        await kit.repo.save(state, instance_id="instance-a")
+        await kit.repo.take_over(state.run_id, "instance-b")
+        state.status = "Success"
+        with pytest.raises(RunNotOwned):
+            await kit.repo.save_all(state, "instance-a")
+        loaded = await kit.repo.load(state.run_id)
+    assert loaded is not None
+    assert loaded.status == "Running"
 
 
 async def test_statement_timeout_fails_the_variant(

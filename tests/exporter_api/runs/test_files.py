@@ -98,12 +98,16 @@ def test_render_template() -> None:
     assert render_file_name("{script_id}/../{variant}.csv", fields) == "s_.._2.csv"
 
 
-def test_unique_name(tmp_path: Path) -> None:
+def test_unique_name() -> None:
+    # Pure bookkeeping in memory (no file system look-up on the event loop).
     taken: set[str] = set()
-    assert unique_name(tmp_path, "a.csv", taken) == "a.csv"
-    assert unique_name(tmp_path, "a.csv", taken) == "a (2).csv"
-    (tmp_path / "b.csv").write_bytes(b"")
-    assert unique_name(tmp_path, "b.csv", taken) == "b (2).csv"
+    assert unique_name("a.csv", taken) == "a.csv"
+    assert unique_name("a.csv", taken) == "a (2).csv"
+    assert unique_name("a.csv", taken) == "a (3).csv"
+    # names differing only in case would collide on a case-insensitive file system
+    assert unique_name("A.CSV", taken) == "A (4).CSV"
+    assert unique_name("Отчёт", taken) == "Отчёт"
+    assert unique_name("отчЁт", taken) == "отчЁт (2)"
 
 
 def test_remove_partial_files(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from tests.exporter_api.runs.live import (
     hub_watch,
     live_service,
     wait_for_line,
+    wait_for_type,
 )
 
 pytestmark = pytest.mark.compat
@@ -51,9 +52,8 @@ async def test_refresh_token_reuse_closes_the_sessions_connections(settings: Set
                 reused = await thief.post("/api/auth/refresh", headers=SAME_ORIGIN)
                 assert reused.status_code == 401
             with anyio.fail_after(2):
-                await wait_for_line(lines, 2)
-            assert lines[1]["type"] == "closed"
-            assert "session has ended" in lines[1]["message"]
+                closed = await wait_for_type(lines, "closed")
+            assert "session has ended" in closed["message"]
         async with hub_watch(service, token, run_id) as again:
             pass
         assert again[0]["type"] == "connect_error"
@@ -83,9 +83,8 @@ async def test_a_session_ended_elsewhere_closes_its_connections(settings: Settin
                 {"id": session_id},
             )
             with anyio.fail_after(5):
-                await wait_for_line(lines, 2)
-            assert lines[1]["type"] == "closed"
-            assert "session has ended" in lines[1]["message"]
+                closed = await wait_for_type(lines, "closed")
+            assert "session has ended" in closed["message"]
             await anyio.sleep(0.5)
             # the other session keeps its connection
             assert "closed" not in [line["type"] for line in other_lines]

@@ -277,6 +277,12 @@ async def test_rest_errors_and_paging(catalog_path: Path, tmp_path: Path) -> Non
         assert [r["runId"] for r in page2["items"]] == [slow[0]]
         assert page2["nextCursor"] is None
         assert (await http.get("/api/runs?limit=0", headers=bearer(token))).status_code == 400
+        # a Unicode digit and a number past int()'s digit limit: 400 naming the field, not 500
+        for bad in ("%C2%B2", "%D9%A1", "9" * 5000, "0" * 50 + "1"):
+            refused = await http.get(f"/api/runs?limit={bad}", headers=bearer(token))
+            assert refused.status_code == 400, bad
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["field"] == "limit"
 
 
 async def test_logout_closes_hub_connections_at_once(catalog_path: Path, tmp_path: Path) -> None:

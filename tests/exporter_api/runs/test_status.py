@@ -6,8 +6,14 @@ import itertools
 
 import pytest
 
-from exporter_api.runs.models import STATUSES, Status
-from exporter_api.runs.status import aggregate_status, is_final, script_status
+from exporter_api.runs.models import STATUSES, GroupState, ScriptState, Status, VariantState
+from exporter_api.runs.status import (
+    aggregate_status,
+    group_status,
+    is_active,
+    run_status,
+    script_status,
+)
 
 
 def _expected_script(variants: tuple[Status, ...]) -> Status:
@@ -88,8 +94,48 @@ def test_empty_is_nodata() -> None:
 def test_final_states_are_final_after_aggregation() -> None:
     # Once every child is final, the aggregate is final too (nothing stays Running forever).
     for combo in ALL_COMBINATIONS:
-        if all(is_final(c) for c in combo):
-            assert is_final(script_status(combo)), combo
-            assert is_final(aggregate_status(combo)), combo
+        if not any(is_active(c) for c in combo):
+            assert not is_active(script_status(combo)), combo
+            assert not is_active(aggregate_status(combo)), combo
         else:
-            assert not is_final(aggregate_status(combo)), combo
+            assert is_active(aggregate_status(combo)), combo
+
+
+def _script(script_id: str, *variants: Status) -> ScriptState:
+    return ScriptState(
+        script_id=script_id,
+        display_name=script_id,
+        execution_lane=0,
+        export_mode="AllColumns",
+        columns=None,
+        status=script_status(variants),
+        variants=[VariantState(variant=i, status=v) for i, v in enumerate(variants, 1)],
+    )
+
+
+def test_a_failed_script_with_a_running_variant_keeps_group_and_run_running() -> None:
+    # A failed variant makes its script Failed at once, but the group and the run are not over
+    # while a later variant of that script still runs.
+    script = _script("s", "Success", "Failed", "Running")
+    assert script.status == "Failed"
+    assert group_status([script]) == "Running"
+    group = GroupState(group_id="g", display_name="g", status=group_status([script]))
+    done = GroupState(group_id="h", display_name="h", status="Success")
+    assert run_status([group, done]) == "Running"
+    # same with a later variant still waiting, and next to a finished script
+    assert group_status([_script("a", "Failed", "Queued"), _script("b", "Success")]) == "Running"
+    # once every variant ended, the worst outcome wins
+    assert group_status([_script("s", "Success", "Failed", "Success")]) == "Failed"
+    assert group_status([_script("s", "Success", "Failed", "Cancelled")]) == "Failed"
+    # nothing started yet is still Queued
+    assert group_status([_script("a", "Queued"), _script("b", "Queued", "Queued")]) == "Queued"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_group_status_is_running_while_any_variant_is_active(n: int) -> None:
+    for combo in itertools.product(STATUSES, repeat=n):
+        scripts = [_script("a", *combo), _script("b", "Success")]
+        if any(is_active(v) for v in combo):
+            assert group_status(scripts) == "Running", combo
+        else:
+            assert not is_active(group_status(scripts)), combo
