@@ -14,8 +14,9 @@
 // {"type": "subscribe_error", "message": ...}; a refused connection {"type": "connect_error"}; a
 // connection the server closes {"type": "closed", "message": ...} (then it stops; the client is
 // built withAutomaticReconnect, so a "reconnecting" line would show a close that allowed it).
-// With --hold 1 it does not stop at the final status: each line on stdin ("again") calls
-// SubscribeRun once more on the same connection and prints the outcome; "stop" ends it.
+// With --hold 1 it does not stop at the final status (neither the state's nor a run.updated
+// event's): each line on stdin ("again") calls SubscribeRun once more on the same connection and
+// prints the outcome; "stop" ends it.
 // The Python test reads the lines (tests/exporter_api/runs/test_runs_live.py).
 
 import * as signalR from "@microsoft/signalr";
@@ -50,7 +51,7 @@ connection.onclose((err) => {
 for (const name of ["run.updated", "group.updated", "script.updated", "script.progress"]) {
     connection.on(name, (payload) => {
         out({ type: "event", name, payload });
-        if (name === "run.updated" && payload.runId === args.run && FINAL.has(payload.status)) finish();
+        if (name === "run.updated" && payload.runId === args.run && FINAL.has(payload.status) && !args.hold) finish();
     });
 }
 
