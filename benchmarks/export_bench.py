@@ -30,7 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.services import PostgresCluster, _pg_bin, free_port, postgres_cluster, wait_for_port
+from tests.services import (
+    PostgresCluster,
+    _pg_bin,
+    free_port,
+    postgres_cluster,
+    stop_process,
+    wait_for_port,
+)
 
 DB = "benchdb"
 ROLE, ROLE_PASSWORD = "bench", "bench-Password-1"
@@ -282,12 +289,7 @@ def _run(cluster: PostgresCluster, work: Path, rows: int, repeat: int) -> None:
         )
         print(f"service RSS idle/peak:  {idle_rss:.0f} MB / {peak:.0f} MB (goal peak < 150 MB)")
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 15)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 import msgspec
 
 from benchmarks._wsclient import OP_BINARY, OP_TEXT, WebSocketClient, connect
-from tests.services import free_port, redis_server
+from tests.services import free_port, redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RS = b"\x1e"
@@ -178,12 +178,7 @@ def server_process(kind: str, env: dict[str, str] | None = None) -> Iterator[tup
             time.sleep(0.05)
         yield port, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.browser
 
@@ -92,12 +92,7 @@ def server(tmp_path: Path) -> Iterator[str]:
                 pytest.fail(f"exporter-api did not start:\n{log_path.read_text(errors='replace')}")
             yield f"http://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 15)
 
 
 @pytest.mark.timeout(240)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.compat
 
@@ -166,12 +166,7 @@ def _start_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
 
 def _stop_server(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

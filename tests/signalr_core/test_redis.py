@@ -29,7 +29,7 @@ from signalr_core.protocols import HubProtocol
 from signalr_core.protocols.json import JsonHubProtocol
 from signalr_core.protocols.messagepack import MessagePackHubProtocol
 from signalr_core.redis import RedisBackplaneError, RedisHubLifetimeManager, RedisInvocation
-from tests.services import RedisServer, free_port, redis_server, wait_for_port
+from tests.services import RedisServer, free_port, redis_server, stop_process, wait_for_port
 
 Handler = Callable[[str, Sequence[Any]], Awaitable[Any]]
 
@@ -502,12 +502,7 @@ def hub_server(redis_url: str, hub_name: str) -> Iterator[str]:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

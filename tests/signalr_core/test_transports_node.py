@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = Path(__file__).with_name("node")
@@ -44,12 +44,7 @@ def hub_url() -> Iterator[str]:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}/hubs/smoke"
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
         log.close()
 
 
