@@ -8,6 +8,7 @@ or from key files in the data directory (`exporter_api.security.keys`).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 import tomllib
@@ -66,6 +67,26 @@ class ServerConfig(_Base):
     retention_days: int = 0
     # Lifetime of a signed download link (`downloadUrl`, `zipUrl`).
     download_link_ttl_s: int = 300
+    # --- scale-out (several instances on one PostgreSQL state store) ---
+    # Redis for the hub backplane (`redis://host:port/db`, no password here: --redis-url or
+    # EXPORTER_REDIS_URL may carry one); empty = hub events stay in this process.
+    redis_url: str = ""
+    # Where the JWT and vault key files live when EXPORTER_JWT_KEY / EXPORTER_VAULT_KEY are not
+    # set (a path shared by all instances, or a secret mount); empty = the data directory. With a
+    # shared state store an instance never generates keys: they must exist in one of the two.
+    keys_dir: str = ""
+    # Peers (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed.
+    trusted_proxies: list[str] = []
+    # How often an instance records that it is alive and drives its runs, and after how long
+    # without that another instance takes its runs over.
+    heartbeat_s: float = 2.0
+    takeover_after_s: float = 10.0
+    # A run taken over more often than this ends Failed (an export that kills its instance).
+    max_run_attempts: int = 3
+    # SIGTERM: how long active runs may go on before they are handed over to other instances.
+    drain_grace_s: float = 30.0
+    # Downloads (single files and zips) one user may have open at once; more answer 429.
+    max_downloads_per_user: int = 4
 
 
 class OutputConfig(_Base):
@@ -73,6 +94,12 @@ class OutputConfig(_Base):
     encoding: Encoding = "utf-8"
     header: bool = True
     file_name_template: str = "{run_id}_{group_id}_{script_id}_v{variant}.csv"
+    # Where exported files live: `<files_dir>/<runId>/`; may be a shared volume (NFS, SMB, a
+    # ReadWriteMany volume) that every instance mounts. Empty = `<data dir>/exports`.
+    files_dir: str = ""
+    # Permissions of the files and directories the service creates (TOML octal: 0o640).
+    file_mode: int = 0o600
+    dir_mode: int = 0o700
 
 
 class SqliteUser(_Base):
@@ -180,6 +207,8 @@ class Settings:
     # Keys: from these env values when set, else generated key files in data_dir.
     jwt_key: bytes | None = None
     vault_key: bytes | None = None
+    redis_url: str | None = None  # overrides config.server.redis_url (may hold a password)
+    workers: int = 1  # processes serving one port (needs the PostgreSQL store and Redis)
 
     @property
     def cookie_secure(self) -> bool:
@@ -375,6 +404,35 @@ def _validate(config: ExportConfig, path: Path) -> None:
             fail("server.state_url", "must be a postgresql:// URL (or empty for SQLite)")
         if parts.password is not None:
             fail("server.state_url", "must not contain a password (use PGPASSWORD or --state-url)")
+    if server.redis_url:
+        parts = urlsplit(server.redis_url)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            fail("server.redis_url", "must be a redis://, rediss:// or unix:// URL (or empty)")
+        if parts.password is not None:
+            fail(
+                "server.redis_url",
+                "must not contain a password (use --redis-url or EXPORTER_REDIS_URL)",
+            )
+    for index, cidr in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            fail(f"server.trusted_proxies[{index}]", f"{cidr!r} is not an address or CIDR")
+    if server.heartbeat_s <= 0:
+        fail("server.heartbeat_s", "must be positive")
+    if server.takeover_after_s < 2 * server.heartbeat_s:
+        fail("server.takeover_after_s", "must be at least twice server.heartbeat_s")
+    for name in ("max_run_attempts", "max_downloads_per_user"):
+        if getattr(server, name) < 1:
+            fail(f"server.{name}", "must be at least 1")
+    if server.drain_grace_s < 0:
+        fail("server.drain_grace_s", "must not be negative")
+    for name in ("file_mode", "dir_mode"):
+        mode = getattr(out, name)
+        if not 0 <= mode <= 0o777 or mode & 0o600 != 0o600:
+            fail(f"output.{name}", "must be a mode such as 0o600 (owner read+write)")
+    if out.dir_mode & 0o100 == 0:
+        fail("output.dir_mode", "must let the owner enter the directory (0o700 or wider)")
 
 
 def _validate_dsn(db: DatabaseConfig, fail: Callable[[str, str], NoReturn], entry: str) -> None:
