@@ -1,0 +1,70 @@
+"""Three instances behind HAProxy: sticky hub connections, events and files from any instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.system.checks import check_files, check_progress_order, other_than
+from tests.system.client import HubClient, get_run, login, start_run, wait_final
+from tests.system.harness import System
+
+pytestmark = pytest.mark.system
+
+
+def test_official_client_keeps_the_sticky_cookie(system: System, workdir: Path) -> None:
+    """Negotiate and the WebSocket that follows reach one server for every client, with no help
+    from the test: the Node client's cookie jar carries HAProxy's SRV cookie to the upgrade."""
+    session = login(system.haproxy.url, "sys_user1")
+    hub = system.haproxy.url + "/hubs/runs"
+    clients = [HubClient.start(workdir, f"sticky{n}", hub, session) for n in range(4)]
+    for client in clients:
+        client.stop()
+    servers = set()
+    for client in clients:
+        assert not client.of_type("reconnecting"), client.describe()
+        requests = system.haproxy.requests(client.name)
+        assert {r.method for r in requests} >= {"POST", "GET"}, requests  # negotiate, upgrade
+        assert any(r.status == 101 for r in requests), requests  # WebSocket through HAProxy
+        assert len({r.server for r in requests}) == 1, requests
+        servers |= {r.server for r in requests}
+    # Round robin spread the four connections: stickiness was needed, not luck.
+    assert len(servers) >= 2, servers
+
+
+def test_events_of_a_run_driven_by_another_instance(system: System, workdir: Path) -> None:
+    session = login(system.haproxy.url, "sys_user2")
+    rest = system.instances[0]
+    run_id = start_run(rest.url, session, "g-events")
+    driver = system.wait_driver(session.user)
+    pinned = other_than(system.instances, driver, rest)
+    client = HubClient.start(
+        workdir, "watcher", system.haproxy.url + "/hubs/runs", session, pin=pinned.name
+    )
+    state = client.subscribe(run_id)
+    assert state["runId"] == run_id
+    final = client.wait_run_final(run_id, 60)
+    client.stop()
+    assert final["payload"]["status"] == "Success"
+    assert system.driver_of(session.user) is None
+    events = client.events(run_id)
+    names = {e["name"] for e in events}
+    assert {"script.updated", "script.progress", "group.updated", "run.updated"} <= names, names
+    check_progress_order(events)
+    # Every request of the client went to the pinned instance: the events crossed Redis.
+    assert {r.server for r in system.haproxy.requests("watcher")} == {pinned.name}
+    assert pinned is not driver
+    assert get_run(pinned.url, session, run_id)["status"] == "Success"
+
+
+def test_files_download_through_other_instances(system: System) -> None:
+    session = login(system.instances[0].url, "sys_user3")
+    run_id = start_run(system.instances[0].url, session, "g-events")
+    writer = system.wait_driver(session.user)
+    assert wait_final(writer.url, session, run_id, 60)["status"] == "Success"
+    for other in system.instances:
+        if other is not writer:
+            check_files(other.url, session, run_id, "g-events", zip_too=True)
+    # And through HAProxy, wherever it sends each request.
+    check_files(system.haproxy.url, session, run_id, "g-events", zip_too=True)
