@@ -125,8 +125,12 @@ class HubClient:
                 command, cwd=ROOT, stdin=subprocess.PIPE, stdout=out, stderr=err
             )
         client = cls(name, proc, out_path, err_path)
-        line = client.wait_for(lambda x: x["type"] in {"connected", "connect_error"}, 30)
-        assert line["type"] == "connected", f"{name} could not connect: {line}"
+        try:
+            line = client.wait_for(lambda x: x["type"] in {"connected", "connect_error"}, 30)
+            assert line["type"] == "connected", f"{name} could not connect: {line}"
+        except BaseException:
+            client.stop()
+            raise
         return client
 
     def lines(self) -> list[dict[str, Any]]:
@@ -210,3 +214,21 @@ class HubClient:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text.encode() + b"\n")
         self.proc.stdin.flush()
+
+
+@dataclass
+class HubClients:
+    """Starts hub clients through HAProxy; the fixture stops whichever are left at teardown."""
+
+    directory: Path
+    hub_url: str
+    started: list[HubClient] = field(default_factory=list)
+
+    def start(self, name: str, session: Session, pin: str | None = None) -> HubClient:
+        client = HubClient.start(self.directory, name, self.hub_url, session, pin)
+        self.started.append(client)
+        return client
+
+    def stop_all(self) -> None:
+        for client in self.started:
+            client.stop()

@@ -10,6 +10,7 @@ import pytest
 
 from tests.services import PostgresCluster, redis_server
 from tests.system.catalog import create_export_database
+from tests.system.client import HubClients
 from tests.system.harness import System, start_system, stop_system
 
 
@@ -36,9 +37,13 @@ def system(system_session: System, request: pytest.FixtureRequest) -> System:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """Where a test's Node clients write their output."""
-    return tmp_path
+def hub_clients(system: System, tmp_path: Path) -> Iterator[HubClients]:
+    """Official SignalR clients through HAProxy, stopped at the end of the test."""
+    clients = HubClients(tmp_path, system.haproxy.url + "/hubs/runs")
+    try:
+        yield clients
+    finally:
+        clients.stop_all()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.system.checks import check_files, check_progress_order, other_than
-from tests.system.client import HubClient, get_run, login, start_run, wait_final
+from tests.system.client import HubClients, get_run, login, start_run, wait_final
 from tests.system.harness import System
 
 pytestmark = pytest.mark.system
 
 
-def test_official_client_keeps_the_sticky_cookie(system: System, workdir: Path) -> None:
+def test_official_client_keeps_the_sticky_cookie(system: System, hub_clients: HubClients) -> None:
     """Negotiate and the WebSocket that follows reach one server for every client, with no help
     from the test: the Node client's cookie jar carries HAProxy's SRV cookie to the upgrade."""
     session = login(system.haproxy.url, "sys_user1")
-    hub = system.haproxy.url + "/hubs/runs"
-    clients = [HubClient.start(workdir, f"sticky{n}", hub, session) for n in range(4)]
+    clients = [hub_clients.start(f"sticky{n}", session) for n in range(4)]
     for client in clients:
         client.stop()
     servers = set()
@@ -33,15 +30,15 @@ def test_official_client_keeps_the_sticky_cookie(system: System, workdir: Path) 
     assert len(servers) >= 2, servers
 
 
-def test_events_of_a_run_driven_by_another_instance(system: System, workdir: Path) -> None:
+def test_events_of_a_run_driven_by_another_instance(
+    system: System, hub_clients: HubClients
+) -> None:
     session = login(system.haproxy.url, "sys_user2")
     rest = system.instances[0]
     run_id = start_run(rest.url, session, "g-events")
     driver = system.wait_driver(session.user)
     pinned = other_than(system.instances, driver, rest)
-    client = HubClient.start(
-        workdir, "watcher", system.haproxy.url + "/hubs/runs", session, pin=pinned.name
-    )
+    client = hub_clients.start("watcher", session, pin=pinned.name)
     state = client.subscribe(run_id)
     assert state["runId"] == run_id
     final = client.wait_run_final(run_id, 60)
