@@ -39,7 +39,7 @@ typecheck: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(VENV_STAMP)
-	$(PY) -m pytest -m "not compat and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not compat and not browser and not system" $(PYTEST_ARGS)
 
 test: install lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
