@@ -34,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from exporter_api.errors import NotFound, TooManyRequests
 from exporter_api.runs.repository import StoredFile
-from exporter_api.runs.zipstream import ZipWriter
+from exporter_api.runs.zipstream import ZipError, ZipWriter
 
 __all__ = [
     "DownloadLease",
@@ -165,44 +165,42 @@ class _DownloadResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         log = _log.bind(run_id=self.run_id, kind=self.kind)
-        aborted = False
+        gone = False
+
+        async def send_message(message: Message) -> None:
+            try:
+                await send(message)
+            except Exception as exc:  # how a server says "client gone" differs per server
+                raise _ClientGone from exc
 
         async def send_body(chunk: bytes) -> None:
-            try:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except Exception as exc:  # the server's "client gone" differs per server
-                raise _ClientGone from exc
+            await send_message({"type": "http.response.body", "body": chunk, "more_body": True})
             self.bytes_sent += len(chunk)
 
         async def watch_disconnect(scope_to_cancel: anyio.CancelScope) -> None:
-            nonlocal aborted
-            while True:
-                message: Message = await receive()
-                if message["type"] == "http.disconnect":
-                    aborted = True
-                    scope_to_cancel.cancel()
-                    return
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            scope_to_cancel.cancel()
 
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_disconnect, tg.cancel_scope)
-                try:
-                    await self._body(send_body)
-                except _ClientGone:
-                    aborted = True
-                tg.cancel_scope.cancel()
-            if aborted:
-                log.info("download_aborted", bytes_sent=self.bytes_sent)
-                return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            start = {"type": "http.response.start", "status": self.status_code}
+            await send_message({**start, "headers": self.raw_headers})
+            if scope.get("method") != "HEAD":  # HEAD: the headers, nothing read or deflated
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(watch_disconnect, tg.cancel_scope)
+                    try:
+                        await self._body(send_body)
+                    except _ClientGone:  # caught here: a task group would wrap it in a group
+                        gone = True
+                    tg.cancel_scope.cancel()
+            if gone:
+                raise _ClientGone
+            await send_message({"type": "http.response.body", "body": b"", "more_body": False})
             log.info("download_finished", bytes_sent=self.bytes_sent)
+        except _ClientGone:
+            log.info("download_aborted", bytes_sent=self.bytes_sent)
         finally:
             self._close()
             self.lease.release()
@@ -289,9 +287,10 @@ class ZipDownloadResponse(_DownloadResponse):
                 finally:
                     source.close()  # read-only regular file: nothing to flush, no blocking
             await put(writer.finish())
-        except OSError as exc:
-            # A file became unreadable after the status line went out: all that is left is to
-            # end the body (the client sees a truncated archive). The message may hold paths.
+        except (OSError, ZipError) as exc:
+            # A file became unreadable (or grew past 4 GiB while read) after the status line
+            # went out: all that is left is to end the body (the client sees a truncated
+            # archive). The message may hold paths.
             _log.error("zip_stream_failed", run_id=self.run_id, error_type=type(exc).__name__)
         if pending:
             await send(bytes(pending))

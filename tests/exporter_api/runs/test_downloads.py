@@ -189,6 +189,43 @@ async def test_downloads_never_use_the_shared_thread_limiter(tmp_path: Path) -> 
         assert z.read("f1.bin") == one == (tmp_path / "f1.bin").read_bytes()
 
 
+async def test_head_sends_headers_only(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(b"x\n" * 1000)
+    (tmp_path / "b.csv").symlink_to("/proc/self/mem")  # any read of it fails
+    downloads = Downloads(max_per_user=2)
+    stored = [_stored("a.csv"), _stored("b.csv")]
+    head = {**_SCOPE, "method": "HEAD"}
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with capture_logs() as logs:
+        await downloads.zip(KEY, RUN_ID, tmp_path, stored)(head, _never_disconnects, send)
+        single = await downloads.file(KEY, tmp_path, stored[0], "text/csv")
+        await single(head, _never_disconnects, send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] * 2
+    assert _body(sent) == b""
+    assert dict(sent[2]["headers"])[b"content-length"] == b"2000"
+    assert [e["event"] for e in logs] == ["download_finished"] * 2
+    assert downloads.slots.active(KEY) == 0
+
+
+async def test_client_gone_before_the_status_line(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(b"x\n")
+    downloads = Downloads(max_per_user=1)
+
+    async def send(message: Message) -> None:
+        raise OSError("connection reset")
+
+    with capture_logs() as logs:
+        await downloads.zip(KEY, RUN_ID, tmp_path, [_stored("a.csv")])(
+            _SCOPE, _never_disconnects, send
+        )
+    assert [e["event"] for e in logs] == ["download_aborted"]
+    assert downloads.slots.active(KEY) == 0
+
+
 async def test_single_file(tmp_path: Path) -> None:
     data = "id;Клиент\n".encode() * 50_000
     (tmp_path / "Отчёт.csv").write_bytes(data)
