@@ -124,18 +124,19 @@ class _ClientGone(Exception):
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result] | None:
     """``path`` opened for reading with its status, or None when it is not a regular file."""
     try:
-        source = path.open("rb")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        # O_NONBLOCK: opening a FIFO planted under the name must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        status = os.fstat(source.fileno())
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb"), status
     except BaseException:
-        source.close()
+        os.close(fd)
         raise
-    if not stat.S_ISREG(status.st_mode):
-        source.close()
-        return None
-    return source, status
 
 
 class _DownloadResponse(Response):
@@ -207,7 +208,13 @@ class _DownloadResponse(Response):
 
 
 class FileDownloadResponse(_DownloadResponse):
-    """One file, already open (so a vanished file is a 404 before the status line)."""
+    """One file, already open (so a vanished file is a 404 before the status line).
+
+    It replaces Starlette's ``FileResponse``, which held no thread while a client was slow
+    either (it awaits ``send`` on the event loop) but stats, opens and reads every chunk under
+    anyio's shared default limiter, and has no place to hold a download slot. Ranges are not
+    served (the contract has none; no ``Accept-Ranges`` is sent).
+    """
 
     kind = "file"
 
