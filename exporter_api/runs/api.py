@@ -171,7 +171,7 @@ def runs_operations() -> list[Operation]:
             "runs",
             response="binary",
             response_content_type="text/csv",
-            errors=(401, 403, 404, 429),
+            errors=(401, 403, 404, 416, 429),
             path_params=("runId", "fileId"),
             query_params=(_SIG_PARAM,),
         ),
@@ -326,6 +326,7 @@ class RunsApi:
             self.backend.files_root / run_id,
             stored,
             self._media_type(),
+            request.headers.get("range"),
         )
 
     async def download_zip(self, request: Request) -> Response:

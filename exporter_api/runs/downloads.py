@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from exporter_api.errors import NotFound, TooManyRequests
+from exporter_api.problems import problem
 from exporter_api.runs.repository import StoredFile
 from exporter_api.runs.zipstream import ZipError, ZipWriter
 
@@ -207,13 +208,50 @@ class _DownloadResponse(Response):
             self.lease.release()
 
 
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range ``header`` asks for, as ``(first, last)`` inclusive.
+
+    ``None`` means "send the whole file" (no header, a unit other than bytes, several ranges,
+    or a malformed value: RFC 9110 lets a server ignore those). Raises ``RangeNotSatisfiable``
+    for a well-formed range that lies outside the file.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if not dash or not (first_text.isdigit() or last_text.isdigit()):
+        return None
+    if not first_text:  # a suffix: the last N bytes
+        if not last_text.isdigit() or int(last_text) == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - int(last_text)), size - 1
+    if not first_text.isdigit() or (last_text and not last_text.isdigit()):
+        return None
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first >= size or first > last:
+        raise RangeNotSatisfiable(size)
+    return first, last
+
+
+class RangeNotSatisfiable(Exception):
+    """A byte range outside the file (answered 416 with ``Content-Range: bytes */size``)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class FileDownloadResponse(_DownloadResponse):
     """One file, already open (so a vanished file is a 404 before the status line).
 
     It replaces Starlette's ``FileResponse``, which held no thread while a client was slow
     either (it awaits ``send`` on the event loop) but stats, opens and reads every chunk under
-    anyio's shared default limiter, and has no place to hold a download slot. Ranges are not
-    served (the contract has none; no ``Accept-Ranges`` is sent).
+    anyio's shared default limiter, and has no place to hold a download slot. One byte range
+    (``Range: bytes=…``) is served with 206, so an interrupted download of a large export
+    resumes where it stopped; several ranges get the whole file.
     """
 
     kind = "file"
@@ -227,14 +265,33 @@ class FileDownloadResponse(_DownloadResponse):
         size: int,
         media_type: str,
         headers: dict[str, str],
+        byte_range: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(downloads, lease, run_id, media_type, headers)
         self.source = source
-        self.headers["content-length"] = str(size)
+        self.headers["accept-ranges"] = "bytes"
+        first, last = byte_range if byte_range is not None else (0, size - 1)
+        if byte_range is not None:
+            self.status_code = 206
+            self.headers["content-range"] = f"bytes {first}-{last}/{size}"
+        self.offset = first
+        self.remaining = max(0, last - first + 1)
+        self.headers["content-length"] = str(self.remaining)
 
     async def _body(self, send: Callable[[bytes], Awaitable[None]]) -> None:
-        read = self.source.read
-        while chunk := await self.downloads.run_io(read, CHUNK_BYTES):
+        source = self.source
+
+        def read(n: int) -> bytes:
+            if self.offset:
+                source.seek(self.offset)
+                self.offset = 0
+            return source.read(n)
+
+        while self.remaining > 0:
+            chunk = await self.downloads.run_io(read, min(CHUNK_BYTES, self.remaining))
+            if not chunk:
+                break  # the file shrank under us: end the body (Content-Length tells)
+            self.remaining -= len(chunk)
             await send(chunk)
 
     def _close(self) -> None:
@@ -316,9 +373,15 @@ class Downloads:
         return await anyio.to_thread.run_sync(func, *args, limiter=self.io_limiter)
 
     async def file(
-        self, key: UserKey, directory: Path, stored: StoredFile, media_type: str
-    ) -> FileDownloadResponse:
-        """The response for one stored file (`NotFound` when it is gone from the disk)."""
+        self,
+        key: UserKey,
+        directory: Path,
+        stored: StoredFile,
+        media_type: str,
+        range_header: str | None = None,
+    ) -> Response:
+        """The response for one stored file (`NotFound` when it is gone from the disk); 206
+        for one satisfiable byte range, 416 for a range outside the file."""
         lease = self.slots.acquire(key)
         try:
             opened = await self.run_io(_open_regular, directory / stored.name)
@@ -329,6 +392,17 @@ class Downloads:
             lease.release()
             raise NotFound("file no longer exists")
         source, status = opened
+        try:
+            byte_range = parse_range(range_header, status.st_size)
+        except RangeNotSatisfiable as exc:
+            source.close()
+            lease.release()
+            return problem(
+                416,
+                "Range Not Satisfiable",
+                f"the file has {exc.size} bytes",
+                headers={"Content-Range": f"bytes */{exc.size}", "Cache-Control": "no-store"},
+            )
         return FileDownloadResponse(
             self,
             lease,
@@ -341,6 +415,7 @@ class Downloads:
                 "X-Content-SHA256": stored.sha256,
                 "Cache-Control": "private, no-store",
             },
+            byte_range,
         )
 
     def zip(

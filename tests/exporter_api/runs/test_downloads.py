@@ -271,3 +271,55 @@ def test_slots_per_user() -> None:
     assert slots.active(KEY) == 0
     with pytest.raises(ValueError, match="at least 1"):
         DownloadSlots(max_per_user=0)
+
+
+@pytest.mark.parametrize(
+    ("header", "first", "last"),
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=100000-", 100_000, None),
+        ("bytes=-25", -25, None),
+        ("bytes=5-999999999", 5, None),
+    ],
+)
+async def test_one_byte_range_resumes_a_download(
+    tmp_path: Path, header: str, first: int, last: int | None
+) -> None:
+    data = bytes(range(256)) * 1000
+    (tmp_path / "big.csv").write_bytes(data)
+    downloads = Downloads(max_per_user=1)
+    response = await downloads.file(KEY, tmp_path, _stored("big.csv"), "text/csv", header)
+    sent = await _serve(response)
+    expected = data[first : None if last is None else last + 1]
+    start = len(data) + first if first < 0 else first
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 206
+    assert (
+        headers[b"content-range"]
+        == f"bytes {start}-{start + len(expected) - 1}/{len(data)}".encode()
+    )
+    assert headers[b"content-length"] == str(len(expected)).encode()
+    assert _body(sent) == expected
+    assert downloads.slots.active(KEY) == 0
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-1", "bytes=x-y", "bytes=9-2x"])
+async def test_unsupported_ranges_get_the_whole_file(tmp_path: Path, header: str) -> None:
+    (tmp_path / "f.csv").write_bytes(b"0123456789")
+    downloads = Downloads(max_per_user=1)
+    response = await downloads.file(KEY, tmp_path, _stored("f.csv"), "text/csv", header)
+    sent = await _serve(response)
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"accept-ranges"] == b"bytes"
+    assert _body(sent) == b"0123456789"
+
+
+@pytest.mark.parametrize("header", ["bytes=10-", "bytes=20-30", "bytes=-0", "bytes=5-2"])
+async def test_range_outside_the_file_is_416(tmp_path: Path, header: str) -> None:
+    (tmp_path / "f.csv").write_bytes(b"0123456789")
+    downloads = Downloads(max_per_user=1)
+    response = await downloads.file(KEY, tmp_path, _stored("f.csv"), "text/csv", header)
+    assert response.status_code == 416
+    assert response.headers["content-range"] == "bytes */10"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert downloads.slots.active(KEY) == 0
