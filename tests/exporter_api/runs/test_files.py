@@ -161,13 +161,20 @@ async def test_modes_whatever_the_umask(
     tmp_path: Path, umask: int, configured: bool, file_mode: int, dir_mode: int
 ) -> None:
     root = tmp_path / "exports"  # missing: created by the writer, with the configured mode
-    modes = {"file_mode": file_mode, "dir_mode": dir_mode} if configured else {}
-    async with FileWriter(root / "RUN1", "out.csv", flush_bytes=1, **modes) as writer:
+
+    def writer_for(name: str) -> FileWriter:
+        if not configured:  # the defaults: private to the service's user
+            return FileWriter(root / "RUN1", name, flush_bytes=1)
+        return FileWriter(
+            root / "RUN1", name, flush_bytes=1, file_mode=file_mode, dir_mode=dir_mode
+        )
+
+    async with writer_for("out.csv") as writer:
         await writer.write(b"a\n", 1)
         assert _mode(writer.part_path) == file_mode
         written = await writer.commit()
     # a second file of the run finds its directory made already
-    async with FileWriter(root / "RUN1", "two.csv", **modes) as second:
+    async with writer_for("two.csv") as second:
         await second.write(b"b\n", 1)
         two = await second.commit()
     assert _mode(written.path) == file_mode
