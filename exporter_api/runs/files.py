@@ -287,6 +287,8 @@ class FileWriter:
             try:
                 self.part_path.unlink(missing_ok=True)
             except OSError as exc:  # a read-only or failing disk: the run's cleanup gets it later
-                _log.warning("partial_file_not_removed", errno=exc.errno)
+                _log.warning(
+                    "partial_file_not_removed", run_id=self.directory.name, errno=exc.errno
+                )
 
         await anyio.to_thread.run_sync(_remove)
