@@ -37,6 +37,9 @@ class PostgresStore(Store):
                 OSError,
                 TimeoutError,
                 asyncpg.InterfaceError,  # connection lost / pool closed
+                # The server ended the session (pg_terminate_backend, failover) while the
+                # connection sat idle: asyncpg's protocol state is broken until reconnected.
+                asyncpg.InternalClientError,
                 asyncpg.PostgresConnectionError,  # class 08
                 asyncpg.InsufficientResourcesError,  # class 53: disk full, too many connections
                 asyncpg.OperatorInterventionError,  # class 57: shutdown, cannot connect now

@@ -15,6 +15,10 @@ import anyio.to_thread
 
 from exporter_api.store.base import Store
 
+# Primary result codes meaning "cannot use the store now": BUSY, LOCKED, NOMEM, READONLY, IOERR,
+# CORRUPT, FULL, CANTOPEN, PROTOCOL, NOLFS, NOTADB.
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 22, 26})
+
 
 class SqliteStore(Store):
     backend = "sqlite"
@@ -43,11 +47,11 @@ class SqliteStore(Store):
         if isinstance(exc, sqlite3.ProgrammingError):
             # Misuse is a bug, except using the store after it was closed (shutdown).
             return "closed" in str(exc)
-        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
-            return False
-        # OperationalError (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY, SQLITE_CANTOPEN...) and
-        # DatabaseError ("database disk image is malformed"), InternalError, OSError.
-        return isinstance(exc, (sqlite3.DatabaseError, OSError))
+        if isinstance(exc, sqlite3.Error):
+            # By result code: SQLITE_ERROR (a SQL mistake) or a constraint is a bug, not an outage.
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code is not None and code & 0xFF in _UNAVAILABLE_CODES
+        return isinstance(exc, OSError)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         with self._translate_errors():
