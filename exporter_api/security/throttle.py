@@ -41,7 +41,8 @@ _log = structlog.get_logger("exporter_api.security.throttle")
 
 # Covers the store writes around the attempt and a clock step between instances.
 _EXPIRY_MARGIN = timedelta(seconds=30)
-_RELEASE_TIMEOUT_S = 10.0
+# Bounds the shielded store writes made while a request unwinds.
+_STORE_TIMEOUT_S = 10.0
 _LOCK_PREFIX = "login_throttle:"
 
 
@@ -67,11 +68,17 @@ class LoginAttempt:
         self.open = True  # False once the outcome is recorded
 
     async def failed(self) -> None:
-        """The database refused the credentials: the reservation becomes a counted failure."""
-        # Shielded: once the database has said no, a cancelled request must not uncount it.
-        with anyio.CancelScope(shield=True):
-            await self._throttle._record_failure(self)
+        """The database refused the credentials: the reservation becomes a counted failure.
+
+        Raises StoreUnavailable when the failure cannot be recorded; the reservation is then
+        kept (never released) and counts until it expires.
+        """
         self.open = False
+        # Shielded: once the database has said no, a cancelled request must not uncount it.
+        with anyio.move_on_after(_STORE_TIMEOUT_S, shield=True) as scope:
+            await self._throttle._record_failure(self)
+        if scope.cancelled_caught:
+            raise StoreUnavailable()
 
     async def succeeded(self) -> None:
         """The credentials are good: drop the reservation and the key's failure count."""
@@ -121,6 +128,7 @@ class LoginThrottle:
                 if row[2] is not None:
                     left = (_parse(str(row[2])) - now).total_seconds()
                     if left > 0:
+                        _log.info("login_throttled", reason="locked_out")
                         raise TooManyRequests(
                             "too many failed logins; try again later",
                             retry_after_s=math.ceil(left),
@@ -143,6 +151,7 @@ class LoginThrottle:
                 # A slot frees when an attempt in flight ends; its reservation's expiry bounds it.
                 soonest = _parse(str(in_flight[0][0])) if in_flight else now + self.lockout
                 wait = min((soonest - now).total_seconds(), self.lockout.total_seconds())
+                _log.info("login_throttled", reason="attempts_in_flight", in_flight=len(in_flight))
                 raise TooManyRequests(
                     "too many login attempts; try again later",
                     retry_after_s=max(1, math.ceil(wait)),
@@ -194,7 +203,7 @@ class LoginThrottle:
     async def _release(self, attempt: LoginAttempt) -> None:
         # Runs while the request unwinds (cancelled or failing): shielded and bounded. If the
         # store cannot be reached the reservation simply expires.
-        with anyio.move_on_after(_RELEASE_TIMEOUT_S, shield=True):
+        with anyio.move_on_after(_STORE_TIMEOUT_S, shield=True):
             try:
                 await self._store.execute(
                     "DELETE FROM login_attempts WHERE attempt_id = :id",
