@@ -14,6 +14,7 @@ from exporter_api.sqlparams import to_numbered
 from exporter_api.store.base import Store
 
 _MIGRATION_LOCK_KEY = 0x45585054  # "EXPT": one migrating instance at a time
+_END_TIMEOUT_S = 10.0  # COMMIT / ROLLBACK / release of a transaction's connection
 
 
 class PostgresStore(Store):
@@ -79,17 +80,19 @@ class PostgresStore(Store):
             try:
                 yield
             except BaseException:
-                with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(_END_TIMEOUT_S, shield=True):
                     await self._rollback(tx)
                 raise
             finally:
                 self._conn.reset(token)
-            with anyio.CancelScope(shield=True), self._translate_errors():
+            # Shielded (a cancelled request still commits what it did) but bounded: a server
+            # that stopped answering must not hang the request or the shutdown.
+            with self._translate_errors(), anyio.fail_after(_END_TIMEOUT_S, shield=True):
                 await tx.commit()
         finally:
             with anyio.CancelScope(shield=True):
-                # A broken connection is terminated by the pool, never reused.
-                await self._pool.release(conn)
+                # A broken (or timed-out) connection is terminated by the pool, never reused.
+                await self._pool.release(conn, timeout=_END_TIMEOUT_S)
 
     async def _rollback(self, tx: Any) -> None:
         # On a lost connection ROLLBACK fails too; the error that caused it is the one to raise.
