@@ -71,6 +71,7 @@ heartbeat_s = 0.5
 takeover_after_s = 3.0
 max_run_attempts = 6
 drain_grace_s = 1.0
+{extra_server}
 
 [output]
 files_dir = "{files_dir}"
@@ -152,13 +153,22 @@ def create_export_database(pg: PostgresCluster) -> None:
         pg.psql(f"GRANT SELECT ON ledger TO {user}", db=EXPORT_DB)
 
 
-def write_catalog(directory: Path, pg: PostgresCluster, files_dir: Path) -> Path:
+def write_catalog(
+    directory: Path, pg: PostgresCluster, files_dir: Path, extra_server: str = ""
+) -> Path:
+    """The catalog and its SQL files in ``directory``; ``extra_server`` goes under [server]."""
     (directory / "sql").mkdir(parents=True, exist_ok=True)
     for name, sql in SQL.items():
         (directory / "sql" / name).write_text(sql, encoding="utf-8")
     path = directory / "exporter.toml"
     path.write_text(
-        CATALOG.format(files_dir=files_dir, host=pg.host, port=pg.port, db=EXPORT_DB),
+        CATALOG.format(
+            files_dir=files_dir,
+            host=pg.host,
+            port=pg.port,
+            db=EXPORT_DB,
+            extra_server=extra_server,
+        ),
         encoding="utf-8",
     )
     return path

@@ -139,6 +139,14 @@ class Instance:
         self._note(f"exited with {code} {elapsed:.2f}s after SIGTERM")
         return elapsed
 
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The exit code of an instance expected to stop by itself."""
+        assert self.proc is not None, f"{self.name} was never started"
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still runs after {timeout}s") from None
+
     def stop(self) -> None:
         if self.proc is not None and self.alive:
             stop_process(self.proc, timeout=15)
@@ -348,9 +356,16 @@ class System:
     def instance(self, name: str) -> Instance:
         return next(i for i in [*self.instances, *self.extra] if i.name == name)
 
-    def new_instance(self, name: str) -> Instance:
-        """An instance like the others (not behind HAProxy), not started yet."""
-        instance = _make_instance(self, name)
+    def new_instance(
+        self,
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        config_path: Path | None = None,
+    ) -> Instance:
+        """An instance like the others (not behind HAProxy; its own environment or catalog
+        when given), not started yet."""
+        instance = _make_instance(self, name, env, config_path)
         self.extra.append(instance)
         return instance
 
@@ -406,7 +421,12 @@ def _supports_flag(flag: str) -> bool:
     return flag in out.stdout
 
 
-def _make_instance(system: System, name: str) -> Instance:
+def _make_instance(
+    system: System,
+    name: str,
+    env: dict[str, str] | None = None,
+    config_path: Path | None = None,
+) -> Instance:
     port = free_port()
     data_dir = system.base / f"data-{name}"
     data_dir.mkdir(exist_ok=True)
@@ -415,17 +435,19 @@ def _make_instance(system: System, name: str) -> Instance:
         "-m",
         "exporter_api",
         "serve",
-        *("--config", str(system.config_path)),
+        *("--config", str(config_path or system.config_path)),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--data-dir", str(data_dir)),
         *("--state-url", system.state_url),
     ]
     if _supports_flag("--redis-url"):
         command += ["--redis-url", system.redis.url]
-    return Instance(name, port, command, system.env, system.base / f"{name}.log")
+    log_path = system.base / f"{name}.log"
+    return Instance(name, port, command, system.env if env is None else env, log_path)
 
 
-def _key() -> str:
+def new_key() -> str:
+    """A key as EXPORTER_JWT_KEY / EXPORTER_VAULT_KEY take it (URL-safe base64, 32 bytes)."""
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
@@ -437,8 +459,8 @@ def start_system(base: Path, pg: PostgresCluster, redis: RedisServer, count: int
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "EXPORTER_JWT_KEY": _key(),
-        "EXPORTER_VAULT_KEY": _key(),
+        "EXPORTER_JWT_KEY": new_key(),
+        "EXPORTER_VAULT_KEY": new_key(),
         "EXPORTER_REDIS_URL": redis.url,
     }
     env.pop("EXPORTER_STATE_URL", None)

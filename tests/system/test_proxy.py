@@ -41,7 +41,7 @@ def test_events_of_a_run_driven_by_another_instance(
     client = hub_clients.start("watcher", session, pin=pinned.name)
     state = client.subscribe(run_id)
     assert state["runId"] == run_id
-    final = client.wait_run_final(run_id, 60)
+    final = client.wait_run_final(run_id, 30)
     client.stop()
     assert final["payload"]["status"] == "Success"
     assert system.driver_of(session.user) is None
