@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.system.catalog import LEDGER_ROWS, check_rows, events_ids, sha256, zip_members
-from tests.system.client import Session, download, list_files
+from tests.system.client import HubClient, Session, download, list_files
 from tests.system.harness import Instance
 
 HEAD = range(1, 10_001)
@@ -51,3 +51,29 @@ def check_progress_order(events: list[dict[str, Any]]) -> None:
     names = [e["name"] for e in events]
     assert names, "no event"
     assert names[-1] == "run.updated", names[-5:]
+
+
+def check_only_reconnects(client: HubClient, run_id: str) -> int:
+    """The client lost its connection at least once, always got it back, and subscribed to the
+    run again after the last time; returns how many times it reconnected.
+
+    A SubscribeRun may fail when the connection it was sent on is closing (an instance that
+    drains): that is fine when a reconnect follows it.
+    """
+    lines = client.lines()
+    kinds = [line["type"] for line in lines]
+    assert "closed" not in kinds, client.describe()
+    reconnecting = [i for i, k in enumerate(kinds) if k == "reconnecting"]
+    reconnected = [i for i, k in enumerate(kinds) if k == "reconnected"]
+    assert reconnecting, f"the client never reconnected\n{client.describe()}"
+    assert reconnected, client.describe()
+    assert reconnected[-1] > reconnecting[-1], client.describe()
+    for index, kind in enumerate(kinds):
+        if kind == "subscribe_error":
+            assert any(i > index for i in reconnecting), client.describe()
+    assert any(
+        kind == "state" and lines[i]["runId"] == run_id
+        for i, kind in enumerate(kinds)
+        if i > reconnected[-1]
+    ), f"no SubscribeRun after the last reconnect\n{client.describe()}"
+    return len(reconnected)
