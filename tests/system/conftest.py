@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import PostgresCluster, redis_server
+from tests.services import PostgresCluster
 from tests.system.catalog import create_export_database
 from tests.system.client import HubClients
 from tests.system.harness import System, start_system, stop_system
@@ -19,13 +19,11 @@ def system_session(
     pg: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
     create_export_database(pg)
-    # A Redis of its own: pub/sub channels are not separated by database number.
-    with redis_server() as redis:
-        system = start_system(tmp_path_factory.mktemp("system"), pg, redis)
-        try:
-            yield system
-        finally:
-            stop_system(system)
+    system = start_system(tmp_path_factory.mktemp("system"), pg)
+    try:
+        yield system
+    finally:
+        stop_system(system)
 
 
 @pytest.fixture

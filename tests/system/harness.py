@@ -41,7 +41,6 @@ import httpx
 
 from tests.services import (
     PostgresCluster,
-    RedisServer,
     free_port,
     stop_process,
     wait_for_port,
@@ -286,6 +285,41 @@ class HaProxy:
             stop_process(self.proc)
 
 
+@dataclass
+class Redis:
+    """A redis-server (nothing on disk) that a test can stop and start again on its port."""
+
+    port: int
+    directory: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.directory.mkdir(exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    *("--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc)
+
+
 class PgMonitor:
     """A superuser connection to the export database for ``pg_stat_activity`` (sync API)."""
 
@@ -343,7 +377,7 @@ class System:
 
     base: Path
     pg: PostgresCluster
-    redis: RedisServer
+    redis: Redis
     config_path: Path
     files_dir: Path
     instances: list[Instance]
@@ -388,6 +422,8 @@ class System:
         for instance in self.extra:
             instance.stop()
         self.extra.clear()
+        if self.redis.proc is None or self.redis.proc.poll() is not None:
+            self.redis.start()
         for instance in self.instances:
             if not instance.alive:
                 instance.start()
@@ -398,14 +434,15 @@ class System:
     def logs(self, offsets: dict[Path, int] | None = None) -> str:
         """Every log (from ``offsets`` on, when given), for a failing test's report."""
         parts = []
-        paths = [i.log_path for i in [*self.instances, *self.extra]] + [self.haproxy.log_path]
+        paths = [i.log_path for i in [*self.instances, *self.extra]]
+        paths += [self.haproxy.log_path, self.redis.log_path]
         for path in paths:
             start = (offsets or {}).get(path, 0)
             parts.append(f"===== {path.name}\n{log_tail(path, start)}")
         return "\n".join(parts)
 
     def log_offsets(self) -> dict[Path, int]:
-        paths = [i.log_path for i in self.instances] + [self.haproxy.log_path]
+        paths = [i.log_path for i in self.instances] + [self.haproxy.log_path, self.redis.log_path]
         return {p: p.stat().st_size if p.exists() else 0 for p in paths}
 
 
@@ -451,8 +488,10 @@ def new_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def start_system(base: Path, pg: PostgresCluster, redis: RedisServer, count: int = 3) -> System:
-    """Start ``count`` instances and HAProxy on an already prepared export database."""
+def start_system(base: Path, pg: PostgresCluster, count: int = 3) -> System:
+    """Start Redis, ``count`` instances and HAProxy on an already prepared export database.
+    A Redis of its own: pub/sub channels are not separated by database number."""
+    redis = Redis(free_port(), base / "redis", base / "redis.log")
     files_dir = base / "shared-files"
     files_dir.mkdir()
     config_path = write_catalog(base / "catalog", pg, files_dir)
@@ -464,6 +503,12 @@ def start_system(base: Path, pg: PostgresCluster, redis: RedisServer, count: int
         "EXPORTER_REDIS_URL": redis.url,
     }
     env.pop("EXPORTER_STATE_URL", None)
+    redis.start()
+    try:
+        monitor = PgMonitor(pg.dsn(db="sysexport"))
+    except BaseException:
+        redis.stop()
+        raise
     system = System(
         base=base,
         pg=pg,
@@ -472,7 +517,7 @@ def start_system(base: Path, pg: PostgresCluster, redis: RedisServer, count: int
         files_dir=files_dir,
         instances=[],
         haproxy=HaProxy(free_port(), base / "haproxy.cfg", base / "haproxy.log"),
-        monitor=PgMonitor(pg.dsn(db="sysexport")),
+        monitor=monitor,
         env=env,
         state_url=pg.dsn(db=STATE_DB),
     )
@@ -494,4 +539,5 @@ def stop_system(system: System) -> None:
     system.haproxy.stop()
     for instance in [*system.instances, *system.extra]:
         instance.stop()
+    system.redis.stop()
     system.monitor.close()

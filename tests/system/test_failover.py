@@ -146,3 +146,26 @@ def test_an_instance_joining_never_breaks_running_exports(system: System) -> Non
     # The newcomer serves the files written by another instance on the shared volume.
     files = check_files(joining.url, session, run_id, "g-big", zip_too=True)
     assert sum(f["rows"] for f in files) == HEAD_ROWS + 2_000_000
+
+
+def test_redis_loss_takes_instances_out_of_the_balancer_and_runs_go_on(system: System) -> None:
+    """Without Redis no instance is ready (HAProxy has no server left), yet exports under way
+    finish; when Redis returns, every instance is ready again."""
+    base = system.instances[0].url
+    session = login(base, "sys_user11")
+    run_id = start_run(base, session, "g-big")
+    _wait_ledger_under_way(base, session, run_id)
+    system.redis.stop()
+    try:
+        wait_until(
+            lambda: not any(i.ready() for i in system.instances),
+            15,
+            "every instance to answer /readyz with 503 without Redis",
+        )
+    finally:
+        system.redis.start()
+    for instance in system.instances:
+        instance.wait_ready()
+    final = wait_final(base, session, run_id, 120)
+    assert final["status"] == "Success", final
+    check_files(base, session, run_id, "g-big")
