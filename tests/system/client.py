@@ -111,13 +111,19 @@ class HubClient:
 
     @classmethod
     def start(
-        cls, directory: Path, name: str, hub_url: str, session: Session, pin: str | None = None
+        cls,
+        directory: Path,
+        name: str,
+        hub_url: str,
+        session: Session,
+        pin: str | None = None,
+        transport: str = "WebSockets",
     ) -> HubClient:
         node = shutil.which("node")
         assert node is not None, "node is not installed (the official client runs on Node)"
         out_path, err_path = directory / f"{name}.jsonl", directory / f"{name}.err"
         command = [node, str(HUB_CLIENT), "--hub", hub_url, "--token", session.token]
-        command += ["--client", name]
+        command += ["--client", name, "--transport", transport]
         if pin is not None:
             command += ["--pin", pin]
         with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -224,8 +230,10 @@ class HubClients:
     hub_url: str
     started: list[HubClient] = field(default_factory=list)
 
-    def start(self, name: str, session: Session, pin: str | None = None) -> HubClient:
-        client = HubClient.start(self.directory, name, self.hub_url, session, pin)
+    def start(
+        self, name: str, session: Session, pin: str | None = None, transport: str = "WebSockets"
+    ) -> HubClient:
+        client = HubClient.start(self.directory, name, self.hub_url, session, pin, transport)
         self.started.append(client)
         return client
 

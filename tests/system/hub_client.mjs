@@ -1,9 +1,9 @@
 // A long-lived official @microsoft/signalr client for the system tests (tests/system/client.py).
 //
 //   node hub_client.mjs --hub http://127.0.0.1:HAPROXY/hubs/runs --token JWT --client NAME
-//        [--pin SERVER]
+//        [--pin SERVER] [--transport WebSockets|ServerSentEvents|LongPolling]
 //
-// It connects over WebSockets with withAutomaticReconnect and an accessTokenFactory, and sends
+// It connects (WebSockets unless told otherwise) with withAutomaticReconnect and an accessTokenFactory, and sends
 // `X-Client: NAME` on every request so HAProxy's log tells which server each request reached.
 // Without --pin, HAProxy's sticky cookie (SRV) lives in the client's own cookie jar: in Node the
 // client wraps fetch with fetch-cookie over a tough-cookie jar and copies the jar's cookies into
@@ -37,7 +37,7 @@ if (args.pin) headers.Cookie = `SRV=${args.pin}`;
 const connection = new signalR.HubConnectionBuilder()
     .withUrl(args.hub, {
         accessTokenFactory: () => args.token,
-        transport: signalR.HttpTransportType.WebSockets,
+        transport: signalR.HttpTransportType[args.transport || "WebSockets"],
         headers,
     })
     // Keep trying every 250 ms for a minute: an instance restarts in a few seconds.

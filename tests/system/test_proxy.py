@@ -11,22 +11,38 @@ from tests.system.harness import System
 pytestmark = pytest.mark.system
 
 
+TRANSPORTS = ("WebSockets", "WebSockets", "ServerSentEvents", "LongPolling")
+
+
 def test_official_client_keeps_the_sticky_cookie(system: System, hub_clients: HubClients) -> None:
-    """Negotiate and the WebSocket that follows reach one server for every client, with no help
-    from the test: the Node client's cookie jar carries HAProxy's SRV cookie to the upgrade."""
+    """Every request of a client reaches one server, with no help from the test: the Node
+    client's cookie jar carries HAProxy's SRV cookie to the WebSocket upgrade, the SSE stream,
+    every long poll and every message sent. Round robin spreads the clients, so without the
+    cookie their requests would scatter."""
     session = login(system.haproxy.url, "sys_user1")
-    clients = [hub_clients.start(f"sticky{n}", session) for n in range(4)]
+    clients = [
+        hub_clients.start(f"sticky{n}", session, transport=transport)
+        for n, transport in enumerate(TRANSPORTS)
+    ]
+    run_id = start_run(system.instances[0].url, session, "g-events")
     for client in clients:
+        assert client.subscribe(run_id)["runId"] == run_id
         client.stop()
     servers = set()
-    for client in clients:
+    for client, transport in zip(clients, TRANSPORTS, strict=True):
         assert not client.of_type("reconnecting"), client.describe()
         requests = system.haproxy.requests(client.name)
-        assert {r.method for r in requests} >= {"POST", "GET"}, requests  # negotiate, upgrade
-        assert any(r.status == 101 for r in requests), requests  # WebSocket through HAProxy
         assert len({r.server for r in requests}) == 1, requests
         servers |= {r.server for r in requests}
-    # Round robin spread the four connections: stickiness was needed, not luck.
+        negotiates = [r for r in requests if "/negotiate" in r.path]
+        assert len(negotiates) == 1, requests
+        if transport == "WebSockets":
+            assert any(r.status == 101 for r in requests), requests  # upgraded through HAProxy
+        else:
+            assert any(r.method == "POST" and "?id=" in r.path for r in requests), requests
+        if transport == "LongPolling":
+            polls = [r for r in requests if r.method == "GET" and "?id=" in r.path]
+            assert len(polls) >= 2, requests
     assert len(servers) >= 2, servers
 
 
