@@ -108,30 +108,12 @@ async def test_parameters_are_never_spliced(provider: PostgresProvider) -> None:
     assert result.rows == 0
 
 
-async def test_sql_error_and_permissions_are_query_failed(
-    provider: PostgresProvider, pg: PostgresCluster
-) -> None:
-    with pytest.raises(QueryFailed, match="42P01"):
-        await provider.export(
-            "alice",
-            ALICE_PASSWORD,
-            ExportRequest(sql="SELECT * FROM nope", params={}),
-            CollectingSink(),
-        )
-    with pytest.raises(QueryFailed, match="42501"):
-        await provider.export(
-            "alice",
-            ALICE_PASSWORD,
-            ExportRequest(sql="SELECT * FROM pg_authid", params={}),
-            CollectingSink(),
-        )
-
-
 async def test_statement_timeout(provider: PostgresProvider) -> None:
     request = ExportRequest(sql="SELECT pg_sleep(5)", params={}, statement_timeout_s=0.3)
     started = time.monotonic()
-    with pytest.raises(QueryFailed, match="statement timeout"):
+    with pytest.raises(QueryFailed) as info:
         await provider.export("alice", ALICE_PASSWORD, request, CollectingSink())
+    assert info.value.detail == "the query exceeded the statement timeout of 0.3 s"
     assert time.monotonic() - started < 3
 
 
