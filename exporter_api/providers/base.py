@@ -80,7 +80,9 @@ class DatabaseProvider(ABC):
         """Run the query under the user's account and stream its rows to `sink` in batches.
 
         On cancellation the query is stopped on the database server before the cancellation
-        propagates. SQL errors and timeouts raise `QueryFailed` with a credential-free message.
+        propagates. SQL errors and timeouts raise `QueryFailed`, an unreachable server or a lost
+        connection `DatabaseUnavailable`, all with credential-free messages; whatever `sink`
+        raises propagates unchanged (after the query was stopped).
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

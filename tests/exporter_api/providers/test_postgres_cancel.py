@@ -26,10 +26,13 @@ import anyio
 import anyio.lowlevel
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
+from exporter_api.config import DatabaseConfig
 from exporter_api.providers.base import ExportRequest
 from exporter_api.providers.postgres import PostgresProvider
 from tests.exporter_api.providers.conftest import ALICE_PASSWORD
+from tests.exporter_api.providers.sinks import CollectingSink
 from tests.services import PostgresCluster
 
 EXPORTS = 100
@@ -37,6 +40,8 @@ ROWS = 5_000_000  # ~200 MB of CSV: streams for many seconds, far longer than an
 GONE_WITHIN_S = 1.0
 RETURN_BOUND_S = 2.0
 STREAMING_MODES = ("outside", "in_write", "after_write")
+STREAMING_SQL = "SELECT i, md5(i::text) AS h, '{marker}' AS m FROM generate_series(1, {rows}) i"
+BUSY_SQL = "SELECT '{marker}' AS m, pg_sleep(30)"
 
 
 @dataclass
@@ -81,11 +86,8 @@ async def _one_export(
     mode: str,
     marker: str,
 ) -> Outcome:
-    if mode == "busy":
-        sql = f"SELECT '{marker}' AS m, pg_sleep(30)"
-    else:
-        sql = f"SELECT i, md5(i::text) AS h, '{marker}' AS m FROM generate_series(1, {ROWS}) i"
-    request = ExportRequest(sql=sql, params={})
+    sql = BUSY_SQL if mode == "busy" else STREAMING_SQL
+    request = ExportRequest(sql=sql.format(marker=marker, rows=ROWS), params={})
     cancel_on = rng.randint(1, 4) if mode in {"in_write", "after_write"} else None
     delay = rng.uniform(0.0, 0.15)
     cancelled_at = 0.0
@@ -156,3 +158,54 @@ async def test_every_cancel_stops_the_query_on_the_server(
     print(summary)  # the numbers are the point of this test (-s)
     assert not missed, summary
     assert not slow, summary
+
+
+@pytest.mark.parametrize("sql", [STREAMING_SQL, BUSY_SQL], ids=["streaming", "busy"])
+async def test_without_a_cancel_connection_the_dropped_socket_still_ends_the_query(
+    pg: PostgresCluster, pg_db: str, sql: str
+) -> None:
+    # `dave` may hold one connection only: the export's. The cancel connection is refused; the
+    # export still returns at once and the query still ends (asyncpg's own cancel request when
+    # it sent one, else the dropped socket: a streaming COPY fails on its next write, a
+    # computing query notices through client_connection_check_interval).
+    pg.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dave') THEN "
+        f"CREATE ROLE dave LOGIN CONNECTION LIMIT 1 PASSWORD '{ALICE_PASSWORD}'; END IF; END $$"
+    )
+    provider = PostgresProvider(
+        DatabaseConfig(
+            id="pg", display_name="PG", provider="postgres", dsn=pg_db, connect_timeout_s=5
+        )
+    )
+    marker = f"nocancel_{len(sql)}"
+    request = ExportRequest(sql=sql.format(marker=marker, rows=ROWS), params={})
+    monitor = await asyncpg.connect(pg.dsn(db=pg_db.rsplit("/", 1)[1]))
+    try:
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(provider.export, "dave", ALICE_PASSWORD, request, CollectingSink())
+                with anyio.fail_after(10):
+                    while await _backends(monitor, marker) == 0:  # noqa: ASYNC110 - polls
+                        await anyio.sleep(0.02)
+                await anyio.sleep(0.1)  # streaming (or sleeping) by now
+                tg.cancel_scope.cancel()
+                cancelled_at = time.monotonic()
+        assert time.monotonic() - cancelled_at < RETURN_BOUND_S
+        with anyio.fail_after(2.5):  # the check interval (1 s) plus slack for a busy machine
+            while await _backends(monitor, marker):  # noqa: ASYNC110 - polls the server
+                await anyio.sleep(0.02)
+    finally:
+        await monitor.close()
+    failed = [e for e in logs if e["event"] == "postgres_query_stop_failed"]
+    assert [e["error"] for e in failed] == ["DatabaseUnavailable"]
+
+
+async def test_exports_notice_a_vanished_client_within_a_second(provider: PostgresProvider) -> None:
+    # The backstop for a process killed mid-export or a cancel connection refused: the server
+    # polls the client's socket while it computes (PostgreSQL 14+).
+    sink = CollectingSink()
+    request = ExportRequest(
+        sql="SELECT current_setting('client_connection_check_interval') AS v", params={}
+    )
+    await provider.export("alice", ALICE_PASSWORD, request, sink)
+    assert sink.lines == ["v", "1s"]
