@@ -175,6 +175,9 @@ class PostgresProvider(DatabaseProvider):
 
     async def _stop(self, conn: Any, username: str, password: str) -> None:
         """Stop the backend of `conn` on the server and drop `conn`, within `STOP_TIMEOUT_S`."""
+        if conn.is_closed():  # the socket is gone already (asyncpg may drop it on its own)
+            conn.terminate()
+            return
         pid = conn.get_server_pid()
         started = time.monotonic()
         try:

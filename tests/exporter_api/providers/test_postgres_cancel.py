@@ -209,3 +209,13 @@ async def test_exports_notice_a_vanished_client_within_a_second(provider: Postgr
     )
     await provider.export("alice", ALICE_PASSWORD, request, sink)
     assert sink.lines == ["v", "1s"]
+
+
+async def test_stopping_a_connection_that_is_already_gone_is_quiet(
+    provider: PostgresProvider, pg_db: str
+) -> None:
+    conn = await asyncpg.connect(pg_db, user="alice", password=ALICE_PASSWORD)
+    conn.terminate()
+    with anyio.fail_after(1):
+        await provider._stop(conn, "alice", ALICE_PASSWORD)
+    assert conn.is_closed()
