@@ -164,13 +164,14 @@ async def test_every_cancel_stops_the_query_on_the_server(
 async def test_without_a_cancel_connection_the_dropped_socket_still_ends_the_query(
     pg: PostgresCluster, pg_db: str, sql: str
 ) -> None:
-    # `dave` may hold one connection only: the export's. The cancel connection is refused; the
-    # export still returns at once and the query still ends (asyncpg's own cancel request when
-    # it sent one, else the dropped socket: a streaming COPY fails on its next write, a
-    # computing query notices through client_connection_check_interval).
+    # `prov_slots1` may hold one connection only: the export's. The cancel connection is
+    # refused; the export still returns at once and the query still ends (asyncpg's own cancel
+    # request when it sent one, else the dropped socket: a streaming COPY fails on its next
+    # write, a computing query notices through client_connection_check_interval).
     pg.psql(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dave') THEN "
-        f"CREATE ROLE dave LOGIN CONNECTION LIMIT 1 PASSWORD '{ALICE_PASSWORD}'; END IF; END $$"
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'prov_slots1') THEN "
+        f"CREATE ROLE prov_slots1 LOGIN CONNECTION LIMIT 1 PASSWORD '{ALICE_PASSWORD}';"
+        " END IF; END $$"
     )
     provider = PostgresProvider(
         DatabaseConfig(
@@ -183,7 +184,9 @@ async def test_without_a_cancel_connection_the_dropped_socket_still_ends_the_que
     try:
         with capture_logs() as logs:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(provider.export, "dave", ALICE_PASSWORD, request, CollectingSink())
+                tg.start_soon(
+                    provider.export, "prov_slots1", ALICE_PASSWORD, request, CollectingSink()
+                )
                 with anyio.fail_after(10):
                     while await _backends(monitor, marker) == 0:  # noqa: ASYNC110 - polls
                         await anyio.sleep(0.02)

@@ -184,11 +184,12 @@ async def test_connection_refusals_name_their_cause(pg: PostgresCluster, pg_db: 
     assert forbidden.value.detail.endswith("(42501)")
 
     pg.psql(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'carol') THEN "
-        f"CREATE ROLE carol LOGIN CONNECTION LIMIT 0 PASSWORD '{ALICE_PASSWORD}'; END IF; END $$"
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'prov_slots0') THEN "
+        f"CREATE ROLE prov_slots0 LOGIN CONNECTION LIMIT 0 PASSWORD '{ALICE_PASSWORD}';"
+        " END IF; END $$"
     )
     with pytest.raises(DatabaseUnavailable) as full:
-        await _provider(pg_db).verify_login("carol", ALICE_PASSWORD)
+        await _provider(pg_db).verify_login("prov_slots0", ALICE_PASSWORD)
     assert full.value.detail == "database pg has no free connections (53300)"
 
     with pytest.raises(InvalidCredentials):
