@@ -77,16 +77,19 @@ class CsvRowCounter:
 class PostgresProvider(DatabaseProvider):
     """Exports run as `COPY (...) TO STDOUT` on a connection of their own.
 
-    Theory of cancellation: asyncpg sends the protocol's cancel request itself only when the
-    cancellation interrupts one of its waits that has not completed yet; a cancellation that
-    lands just after a chunk arrived (or anywhere else) leaves the COPY streaming, and a
-    graceful `close()` then waits behind it. So an export that ends any other way than
-    cleanly (cancelled, or its sink failed) never relies on that: `_stop` cancels the backend
+    Theory of cancellation: asyncpg sends the protocol's cancel request from the done-callback
+    of the future it waits on for the next COPY chunk. That callback runs one loop turn after
+    the future was cancelled; when a chunk is dispatched in between, asyncpg's protocol has
+    already let go of the future (`_dispatch_result`), the callback does nothing
+    (`_on_waiter_completed`), and the COPY keeps streaming while a graceful `close()` waits
+    behind it (about one cancel in three). So an export that ends any other way than cleanly
+    (cancelled, or its sink failed) never relies on the driver: `_stop` cancels the backend
     with `pg_cancel_backend` over a second short connection under the same account (a role may
-    cancel its own backends), drops the export's connection without a goodbye, and waits until
-    the backend has left `pg_stat_activity`, all within `STOP_TIMEOUT_S`. If the second
-    connection cannot be made, the dropped socket still ends the backend: a streaming COPY
-    fails on its next write, and a computing query notices through
+    cancel its own backends; not under `limiter`, it lives for milliseconds), drops the
+    export's connection without a goodbye, and waits until the backend has left
+    `pg_stat_activity`, all within `STOP_TIMEOUT_S`. If the second connection cannot be made,
+    the dropped socket still ends the backend: a streaming COPY fails on its next write, and a
+    computing query notices through
     `client_connection_check_interval` (PostgreSQL 14+).
     """
 
