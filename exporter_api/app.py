@@ -25,7 +25,14 @@ from exporter_api.errors import NotFound
 from exporter_api.openapi import build_openapi
 from exporter_api.problems import exception_handlers, problem
 from exporter_api.providers import DatabaseProvider, create_provider
-from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, load_or_create_key
+from exporter_api.security.keys import (
+    JWT_KEY_ENV,
+    JWT_KEY_FILE,
+    VAULT_KEY_ENV,
+    VAULT_KEY_FILE,
+    KeyRing,
+    load_keys,
+)
 from exporter_api.security.links import DownloadLinks
 from exporter_api.security.throttle import LoginThrottle
 from exporter_api.security.tokens import TokenService
@@ -69,6 +76,30 @@ def state_url(settings: Settings, config: ExportConfig) -> str | None:
     return settings.state_url or os.environ.get(STATE_URL_ENV) or config.server.state_url or None
 
 
+def _key_rings(
+    settings: Settings, config: ExportConfig, config_dir: Path, *, shared_store: bool
+) -> tuple[KeyRing, KeyRing]:
+    """(JWT keys, vault keys): Settings' own, else `exporter_api.security.keys.load_keys`."""
+    keys_dir = (config_dir / config.server.keys_dir) if config.server.keys_dir else None
+    rings: list[KeyRing] = []
+    for given, file_name, env_name in (
+        (settings.jwt_key, JWT_KEY_FILE, JWT_KEY_ENV),
+        (settings.vault_key, VAULT_KEY_FILE, VAULT_KEY_ENV),
+    ):
+        rings.append(
+            KeyRing((given,))
+            if given
+            else load_keys(
+                file_name,
+                env_name,
+                shared_store=shared_store,
+                keys_dir=keys_dir,
+                data_dir=settings.data_dir,
+            )
+        )
+    return rings[0], rings[1]
+
+
 class Feature(Protocol):
     """What `exporter_api.runs.build_runs(config)` returns: routes plus a lifespan."""
 
@@ -94,22 +125,24 @@ def create_app(
 
         runs = build_runs(config)
     data_dir = settings.data_dir
+    store_url = state_url(settings, config)
+    # Keys are resolved now, not in the lifespan: a shared store without keys must stop `serve`
+    # with a message before it listens.
+    jwt_keys, vault_keys = _key_rings(
+        settings, config, config_dir, shared_store=store_url is not None
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             data_dir.mkdir(parents=True, exist_ok=True)
-            store = await open_store(data_dir, state_url(settings, config))
+            store = await open_store(data_dir, store_url)
             stack.push_async_callback(store.aclose)
-            jwt_key = settings.jwt_key or load_or_create_key(data_dir / "jwt.key", JWT_KEY_ENV)
-            vault_key = settings.vault_key or load_or_create_key(
-                data_dir / "vault.key", VAULT_KEY_ENV
-            )
-            vault = CredentialVault(store, vault_key)
+            vault = CredentialVault(store, vault_keys)
             tokens = TokenService(
                 store,
                 vault,
-                jwt_key,
+                jwt_keys,
                 access_ttl_s=config.server.access_token_ttl_s,
                 refresh_ttl_s=config.server.refresh_ttl_s,
             )
@@ -134,7 +167,7 @@ def create_app(
                 tokens=tokens,
                 vault=vault,
                 throttle=throttle,
-                links=DownloadLinks(jwt_key, config.server.download_link_ttl_s),
+                links=DownloadLinks(jwt_keys.current, config.server.download_link_ttl_s),
                 task_group=task_group,
             )
             app.state.services = services

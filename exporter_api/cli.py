@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", type=Path)
 
     sub.add_parser("hash-password", help="hash a password for a sqlite demo account (stdin)")
+    sub.add_parser(
+        "generate-key",
+        help="print a new random key (EXPORTER_JWT_KEY, EXPORTER_VAULT_KEY or a key file)",
+    )
     return parser
 
 
@@ -76,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
         print(hash_password(password.rstrip("\n")))
+        return 0
+    if args.command == "generate-key":
+        from exporter_api.security.keys import generate_key
+
+        print(generate_key())
         return 0
     return _serve(args)
 

@@ -8,6 +8,9 @@ access token (claims name the session, never a credential) plus a refresh token 
 a SHA-256 hash). Every refresh consumes its token and issues a new one; presenting a consumed
 token again revokes the whole session. Access tokens are checked against the session row on
 every use (with a cache of at most `_SESSION_CACHE_S`), so logout ends them at once.
+
+Signing keys rotate: tokens are signed with the ring's first key and carry its ``kid``; a token
+verifies under any key of the ring (the ``kid`` picks the first one tried).
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 import structlog
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OctKey
+from joserfc.jws import extract_compact
 
 from exporter_api.errors import Unauthorized
+from exporter_api.security.keys import KeyRing
 from exporter_api.security.vault import CredentialVault
 from exporter_api.store import Store
 
@@ -75,13 +80,20 @@ class TokenService:
         self,
         store: Store,
         vault: CredentialVault,
-        signing_key: bytes,
+        signing_keys: KeyRing | Sequence[bytes] | bytes,
         access_ttl_s: int,
         refresh_ttl_s: int,
     ) -> None:
+        if isinstance(signing_keys, bytes):
+            ring = KeyRing((signing_keys,))
+        elif isinstance(signing_keys, KeyRing):
+            ring = signing_keys
+        else:
+            ring = KeyRing(tuple(signing_keys))
         self._store = store
         self._vault = vault
-        self._key = OctKey.import_key(signing_key)
+        # (kid, key), newest first: the first signs.
+        self._keys = [(ring.kid(k), OctKey.import_key(k)) for k in ring.keys]
         self._claims = jwt.JWTClaimsRegistry(
             leeway=5,
             iss={"essential": True, "value": _ISSUER},
@@ -242,12 +254,26 @@ class TokenService:
             "exp": now + self.access_ttl_s,
             "jti": secrets.token_urlsafe(12),
         }
-        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=["HS256"])
+        kid, key = self._keys[0]
+        header = {"alg": "HS256", "typ": "JWT", "kid": kid}
+        return jwt.encode(header, claims, key, algorithms=["HS256"])
+
+    def _decode(self, token: str) -> dict[str, object]:
+        """The claims of ``token`` if one of the ring's keys signed it (its ``kid``'s first)."""
+        kid = extract_compact(token.encode("ascii")).headers().get("kid")
+        keys = sorted(self._keys, key=lambda pair: pair[0] != kid)  # stable: newest next
+        for _, key in keys:
+            try:
+                claims: dict[str, object] = jwt.decode(token, key, algorithms=["HS256"]).claims
+            except BadSignatureError:
+                continue
+            return claims
+        raise BadSignatureError
 
     async def verify_access_token(self, token: str) -> AuthenticatedUser:
         """The user of a valid access token whose session is still live; else Unauthorized."""
         try:
-            claims = jwt.decode(token, self._key, algorithms=["HS256"]).claims
+            claims = self._decode(token)
             self._claims.validate(claims)
             user = AuthenticatedUser(
                 login=str(claims["sub"]),
