@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from exporter_api.api import auth, catalog, meta
 from exporter_api.config import ExportConfig, Settings, load_config
 from exporter_api.errors import NotFound
+from exporter_api.notify import LocalNotifier, Notifier, PostgresNotifier
 from exporter_api.openapi import build_openapi
 from exporter_api.problems import exception_handlers, problem
 from exporter_api.providers import DatabaseProvider, create_provider
@@ -138,6 +139,11 @@ def create_app(
             data_dir.mkdir(parents=True, exist_ok=True)
             store = await open_store(data_dir, store_url)
             stack.push_async_callback(store.aclose)
+            notifier: Notifier
+            if store_url is not None and store.backend == "postgres":
+                notifier = PostgresNotifier(store_url, store)
+            else:
+                notifier = LocalNotifier()
             vault = CredentialVault(store, vault_keys)
             tokens = TokenService(
                 store,
@@ -145,6 +151,7 @@ def create_app(
                 jwt_keys,
                 access_ttl_s=config.server.access_token_ttl_s,
                 refresh_ttl_s=config.server.refresh_ttl_s,
+                notifier=notifier,
             )
             throttle = LoginThrottle(
                 store,
@@ -158,6 +165,8 @@ def create_app(
                 stack.push_async_callback(provider.aclose)
                 await provider.start()
                 providers[db.id] = provider
+            if isinstance(notifier, PostgresNotifier):
+                await stack.enter_async_context(notifier.running())
             task_group = await stack.enter_async_context(anyio.create_task_group())
             services = Services(
                 settings=settings,
@@ -168,6 +177,7 @@ def create_app(
                 vault=vault,
                 throttle=throttle,
                 links=DownloadLinks(jwt_keys.current, config.server.download_link_ttl_s),
+                notifier=notifier,
                 task_group=task_group,
             )
             app.state.services = services
