@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from exporter_api.api import auth, catalog, meta
 from exporter_api.config import ExportConfig, Settings, load_config
 from exporter_api.errors import NotFound
+from exporter_api.health import Health
 from exporter_api.notify import LocalNotifier, Notifier, PostgresNotifier
 from exporter_api.openapi import build_openapi
 from exporter_api.problems import exception_handlers, problem
@@ -45,6 +46,7 @@ _log = structlog.get_logger("exporter_api.app")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATE_URL_ENV = "EXPORTER_STATE_URL"
+REDIS_URL_ENV = "EXPORTER_REDIS_URL"
 _PURGE_INTERVAL_S = 600
 
 
@@ -101,6 +103,20 @@ def _key_rings(
     return rings[0], rings[1]
 
 
+def redis_url(settings: Settings, config: ExportConfig) -> str | None:
+    """The hub backplane: ``--redis-url``, ``EXPORTER_REDIS_URL`` or ``[server] redis_url``."""
+    return settings.redis_url or os.environ.get(REDIS_URL_ENV) or config.server.redis_url or None
+
+
+def files_dir(settings: Settings, config: ExportConfig) -> Path:
+    """``[output] files_dir`` (relative to the data dir unless absolute; empty: ``exports``),
+    the same rule as the runs' own ``files_root``."""
+    if not config.output.files_dir:
+        return settings.data_dir / "exports"
+    configured = Path(config.output.files_dir)
+    return configured if configured.is_absolute() else settings.data_dir / configured
+
+
 class Feature(Protocol):
     """What `exporter_api.runs.build_runs(config)` returns: routes plus a lifespan."""
 
@@ -131,6 +147,9 @@ def create_app(
     # with a message before it listens.
     jwt_keys, vault_keys = _key_rings(
         settings, config, config_dir, shared_store=store_url is not None
+    )
+    health = Health(
+        files_dir(settings, config), redis_url(settings, config), dir_mode=config.output.dir_mode
     )
 
     @asynccontextmanager
@@ -167,6 +186,7 @@ def create_app(
                 providers[db.id] = provider
             if isinstance(notifier, PostgresNotifier):
                 await stack.enter_async_context(notifier.running())
+            await stack.enter_async_context(health.running(store))
             task_group = await stack.enter_async_context(anyio.create_task_group())
             services = Services(
                 settings=settings,
@@ -228,10 +248,15 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    operations = [*meta.auth_and_catalog_operations(), *getattr(runs, "openapi_operations", [])]
+    operations = [
+        *meta.auth_and_catalog_operations(),
+        *meta.health_operations(),
+        *getattr(runs, "openapi_operations", []),
+    ]
     app.state.openapi = build_openapi(operations, title="exporter-api", version="0.1.0")
     app.state.settings = settings
     app.state.runs = runs
+    app.state.health = health  # /readyz; `health.start_draining()` on SIGTERM
     app.state.config = config
     return app
 
@@ -244,4 +269,4 @@ async def _purge_sessions(tokens: TokenService) -> None:
             _log.info("sessions_purged", count=purged)
 
 
-__all__ = ["STATE_URL_ENV", "create_app", "state_url"]
+__all__ = ["REDIS_URL_ENV", "STATE_URL_ENV", "create_app", "files_dir", "redis_url", "state_url"]

@@ -167,7 +167,7 @@ async def _instance(settings: Settings) -> AsyncIterator[tuple[str, Starlette]]:
             with anyio.fail_after(20):
                 while True:
                     try:
-                        await http.get("/api/catalog/databases")
+                        await http.get("/healthz")
                         break
                     except httpx.TransportError:
                         await anyio.sleep(0.05)
