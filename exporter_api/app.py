@@ -27,6 +27,7 @@ from exporter_api.notify import LocalNotifier, Notifier, PostgresNotifier
 from exporter_api.openapi import build_openapi
 from exporter_api.problems import exception_handlers, problem
 from exporter_api.providers import DatabaseProvider, create_provider
+from exporter_api.proxy import ProxyHeadersMiddleware
 from exporter_api.security.keys import (
     JWT_KEY_ENV,
     JWT_KEY_FILE,
@@ -226,7 +227,10 @@ def create_app(
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
-    middleware: list[Middleware] = []
+    # Outermost: every later layer (CORS, throttling, logs, cookies) sees the real client.
+    middleware: list[Middleware] = [
+        Middleware(ProxyHeadersMiddleware, trusted_proxies=config.server.trusted_proxies)
+    ]
     if config.server.cors_origins:
         middleware.append(
             Middleware(
