@@ -54,7 +54,7 @@ class Health:
         self._draining = False
         self._store: Store | None = None
         self._redis: Any = None
-        self._files_limiter = anyio.CapacityLimiter(1)
+        self._files_limiter: anyio.CapacityLimiter | None = None  # made in running()
         self._probe_name = f".readyz-{secrets.token_hex(6)}"  # one per instance (shared volume)
 
     @property
@@ -70,6 +70,7 @@ class Health:
     @asynccontextmanager
     async def running(self, store: Store) -> AsyncIterator[None]:
         """Checks ``store`` (and Redis, with a client of its own) until the block ends."""
+        self._files_limiter = anyio.CapacityLimiter(1)
         await anyio.to_thread.run_sync(self._create_files_dir)
         self._store = store
         try:
@@ -139,6 +140,8 @@ class Health:
         await self._redis.ping()
 
     async def _files_ok(self) -> None:
+        if self._files_limiter is None:
+            raise RuntimeError("not started")
         if self._files_limiter.borrowed_tokens:
             raise _Stuck
         await anyio.to_thread.run_sync(
