@@ -45,7 +45,7 @@ import structlog
 
 from exporter_api.errors import Conflict, ExporterError, NotFound, TooManyRequests
 from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.runs.files import FileWriter, remove_partial_files, render_file_name, unique_name
+from exporter_api.runs.files import FileWriter, render_file_name, unique_name
 from exporter_api.runs.models import (
     GROUP_UPDATED,
     RUN_UPDATED,
@@ -63,6 +63,7 @@ from exporter_api.runs.models import (
     format_time,
     utc_now,
 )
+from exporter_api.runs.reconcile import reconcile_run_files
 from exporter_api.runs.repository import (
     INTERRUPTED,
     RunOwner,
@@ -208,16 +209,22 @@ class RunEngine:
                 continue
             recovered.append(run_id)
             _log.warning("run_interrupted", run_id=run_id)
+            await self._reconcile_files(run_id)
             await self._publish(
                 run_id,
                 RUN_UPDATED,
                 RunUpdated(run_id=run_id, status=state.status, updated_at=state.updated_at),
             )
-        if startup:
-            removed = await anyio.to_thread.run_sync(remove_partial_files, self.files_root)
-            if removed:
-                _log.info("partial_files_removed", count=removed)
         return recovered
+
+    async def _reconcile_files(self, run_id: str) -> None:
+        """After taking over a dead owner's run: its directory keeps exactly its recorded
+        files (its ``.part`` and never-recorded files go; missing ones are logged)."""
+        try:
+            recorded = [f.name for f in await self.repo.files(run_id)]
+            await reconcile_run_files(self.files_root / run_id, recorded)
+        except OSError as exc:  # a failing disk must not stop the recovery of other runs
+            _log.warning("run_files_reconcile_failed", run_id=run_id, errno=exc.errno)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -325,6 +332,7 @@ class RunEngine:
             if not is_active(state.status):
                 raise Conflict(f"run already ended with status {state.status}")
             await self.repo.take_over(run_id, self.instance_id)  # the dead driver's saves stop
+            await self._reconcile_files(run_id)
             now = utc_now()
             mark_unfinished(state, "Cancelled", now, error=None)
             await self.repo.save_all(state, self.instance_id)
@@ -544,7 +552,13 @@ class RunEngine:
             render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
             run.taken_names,
         )
-        writer = FileWriter(directory, name, bom=output.encoding == "utf-8-sig")
+        writer = FileWriter(
+            directory,
+            name,
+            bom=output.encoding == "utf-8-sig",
+            file_mode=output.file_mode,
+            dir_mode=output.dir_mode,
+        )
         try:
             async with writer:
                 result = await provider.export(username, password, request, progress.sink(writer))
