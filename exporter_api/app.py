@@ -111,12 +111,10 @@ def redis_url(settings: Settings, config: ExportConfig) -> str | None:
 
 
 def files_dir(settings: Settings, config: ExportConfig) -> Path:
-    """``[output] files_dir`` (relative to the data dir unless absolute; empty: ``exports``),
-    the same rule as the runs' own ``files_root``."""
-    if not config.output.files_dir:
-        return settings.data_dir / "exports"
-    configured = Path(config.output.files_dir)
-    return configured if configured.is_absolute() else settings.data_dir / configured
+    """Where exported files live (``[output] files_dir``): what ``/readyz`` checks."""
+    from exporter_api.runs.files import files_root
+
+    return files_root(settings.data_dir, config.output)
 
 
 class Feature(Protocol):
