@@ -204,7 +204,7 @@ def create_app(
                 tokens=tokens,
                 vault=vault,
                 throttle=throttle,
-                links=DownloadLinks(jwt_keys.current, config.server.download_link_ttl_s),
+                links=DownloadLinks(jwt_keys.keys, config.server.download_link_ttl_s),
                 notifier=notifier,
                 task_group=task_group,
             )
