@@ -72,7 +72,8 @@ def _token_response(request: Request, issued: IssuedTokens) -> Response:
         issued.refresh_token,
         max_age=svc.config.server.refresh_ttl_s,
         path=COOKIE_PATH,
-        secure=svc.settings.cookie_secure,
+        # https seen here (TLS ending at a trusted proxy: X-Forwarded-Proto) => Secure too.
+        secure=svc.settings.cookie_secure or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )
@@ -83,7 +84,7 @@ def _clear_cookie(request: Request, response: Response) -> None:
     response.delete_cookie(
         REFRESH_COOKIE,
         path=COOKIE_PATH,
-        secure=services(request).settings.cookie_secure,
+        secure=services(request).settings.cookie_secure or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )

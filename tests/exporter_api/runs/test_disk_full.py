@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from exporter_api.config import ExportConfig
 from exporter_api.runs.errors import DISK_FULL
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD
@@ -19,13 +17,6 @@ PG_CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
 U1 = user(USER1, "sess-1")
 
 
-# Strict: this turns into a failure (XPASS) the moment the provider change lands, so the marker
-# is removed with it rather than forgotten.
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqliteProvider re-raises a sink error wrapped in an ExceptionGroup (engine reads "
-    "'internal error (ExceptionGroup)'); the providers' sink-error fix is another helper's",
-)
 async def test_full_disk_fails_the_variant_and_leaves_no_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     # ~2.5 MB of CSV for a 1 MiB disk
