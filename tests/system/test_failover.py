@@ -21,7 +21,7 @@ from tests.system.client import (
 )
 from tests.system.harness import Instance, System, wait_until
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
 TAKEOVER_LIMIT_S = 15.0
 
