@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
 from exporter_api.errors import BadRequest
-from exporter_api.runs.models import ExportMode, RunCreateRequest, RunMode, ScriptSelection
+from exporter_api.runs.models import (
+    ExportMode,
+    RunCreateRequest,
+    RunMode,
+    RunState,
+    ScriptSelection,
+)
 
 if TYPE_CHECKING:
     from exporter_api.config import ColumnItem, ExportConfig, GroupConfig, ScriptConfig
@@ -178,3 +184,37 @@ def plan_run(request: RunCreateRequest, config: ExportConfig) -> RunPlan:
             planned.append(PlannedScript(group.id, script, export_mode, columns))
         planned_groups.append(PlannedGroup(group, tuple(planned)))
     return RunPlan(mode, tuple(planned_groups))
+
+
+class PlanUnavailable(Exception):
+    """A stored run can no longer be planned: the catalog changed under it."""
+
+
+def plan_of(state: RunState, config: ExportConfig) -> RunPlan:
+    """The plan of a stored run (one taken over from another instance), from the catalog.
+
+    The run's scripts, export modes and column ids were fixed when it started; a catalog that
+    no longer has one of its groups, scripts or variants cannot carry it on."""
+    groups_by_id = {g.id: g for g in config.groups}
+    profiles = {p.id: p for p in config.columns_profiles}
+    planned_groups: list[PlannedGroup] = []
+    for gstate in state.groups:
+        group = groups_by_id.get(gstate.group_id)
+        if group is None:
+            raise PlanUnavailable(f"group {gstate.group_id!r} is no longer in the catalog")
+        scripts_by_id = {s.id: s for s in group.scripts}
+        planned: list[PlannedScript] = []
+        for sstate in gstate.scripts:
+            script = scripts_by_id.get(sstate.script_id)
+            if script is None or {v.index for v in script.variants} != {
+                v.variant for v in sstate.variants
+            }:
+                raise PlanUnavailable(
+                    f"script {sstate.script_id!r} changed in the catalog since the run started"
+                )
+            profile = profiles.get(script.columns_profile_id)
+            wanted = set(sstate.columns or ())
+            columns = tuple(i for i in profile.items if i.id in wanted) if profile else ()
+            planned.append(PlannedScript(group.id, script, sstate.export_mode, columns))
+        planned_groups.append(PlannedGroup(group, tuple(planned)))
+    return RunPlan(state.mode, tuple(planned_groups))

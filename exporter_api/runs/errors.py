@@ -1,0 +1,54 @@
+"""Errors of the run domain. They know nothing of HTTP or SignalR: the REST edge
+(`exporter_api.runs.api.run_errors_as_problems`) and the hub (`exporter_api.runs.hub`) each map
+them in one place."""
+
+from __future__ import annotations
+
+
+class RunError(Exception):
+    """Base of the run domain's errors; ``detail`` is safe to show to the user."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RunNotFound(RunError):
+    """No such run, or not the caller's (the two are never told apart)."""
+
+    def __init__(self, detail: str = "run not found") -> None:
+        super().__init__(detail)
+
+
+class RunAlreadyFinished(RunError):
+    """A cancel of a run that has already ended."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"run already ended with status {status}")
+        self.status = status
+
+
+class TooManyActiveRuns(RunError):
+    """The user already has ``limit`` runs Queued or Running."""
+
+    def __init__(self, limit: int, retry_after_s: int = 5) -> None:
+        super().__init__(f"at most {limit} active runs per user; wait for one to finish")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class DatabaseNotConfigured(RunError):
+    """The user's database is not (or no longer) in the catalog."""
+
+    def __init__(self, database_id: str) -> None:
+        super().__init__(f"database {database_id!r} is not configured")
+        self.database_id = database_id
+
+
+__all__ = [
+    "DatabaseNotConfigured",
+    "RunAlreadyFinished",
+    "RunError",
+    "RunNotFound",
+    "TooManyActiveRuns",
+]
