@@ -23,10 +23,10 @@ Alongside, three loops:
   or whose credentials cannot be read any more, ends ``Failed`` with a message saying so.
 * retention (when ``server.retention_days`` > 0).
 
-A run's task ends in a shielded finaliser deciding what its end means: a user cancel marks what
-is unfinished ``Cancelled``; a crash marks it ``Failed`` naming the cause; a hand-over (drain,
-or the server stopping) releases the claim without marking anything so another instance (or
-this one, restarted on a SQLite store) resumes it; a lost run writes nothing.
+How one run begins (fresh or resumed) and what its end means -- Cancelled, Failed naming the
+cause, handed over (drain, or the server stopping: the claim is released without marking
+anything, so another instance, or this one restarted on a SQLite store, resumes it) or lost --
+is `exporter_api.runs.lifecycle`'s.
 
 Cancel reaches the driving instance in well under a second: the receiving instance sets
 ``cancel_requested`` (the durable truth) and notifies ``CANCEL_CHANNEL``; the driver cancels
@@ -38,18 +38,17 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import structlog
 
-from exporter_api.errors import ExporterError
 from exporter_api.notify import CANCEL_CHANNEL, RUN_QUEUED_CHANNEL, LocalNotifier, Notifier
 from exporter_api.runs.errors import (
     DatabaseNotConfigured,
@@ -57,21 +56,18 @@ from exporter_api.runs.errors import (
     RunNotFound,
     TooManyActiveRuns,
 )
-from exporter_api.runs.executor import ActiveRun, EventPublisher, RunExecutor, Snapshot
-from exporter_api.runs.files import PART_SUFFIX
+from exporter_api.runs.executor import ActiveRun, EventPublisher, RunExecutor
+from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle
 from exporter_api.runs.models import (
-    GroupState,
     RunState,
-    ScriptState,
-    VariantState,
     format_time,
     utc_now,
 )
 from exporter_api.runs.queue import UNCLAIMED, Claim, Claimable, RunQueue
-from exporter_api.runs.repository import RunNotOwned, RunOwner
-from exporter_api.runs.selection import PlanUnavailable, plan_of
+from exporter_api.runs.repository import RunOwner
+from exporter_api.runs.selection import initial_state
 from exporter_api.runs.slots import SlotLeases
-from exporter_api.runs.status import is_active, mark_unfinished, reset_unfinished
+from exporter_api.runs.status import is_active
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
@@ -84,32 +80,11 @@ _log = structlog.get_logger("exporter_api.runs.engine")
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-CREDENTIALS_GONE = (
-    "the session's database credentials can no longer be read (it was logged out or has"
-    " expired), so the run could not be carried on; start it again"
-)
-NOT_EXECUTED = "not executed"
-
-
-def too_many_attempts(attempts: int, limit: int) -> str:
-    return (
-        f"the instance driving this run stopped {attempts} times; given up after"
-        f" {limit} takeovers (server.max_run_attempts)"
-    )
-
 
 def new_ulid() -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32 (sorts by time)."""
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-class CredentialSource(Protocol):
-    async def get(self, session_id: str) -> tuple[str, str]: ...
-
-
-class _Abandon(Exception):
-    """The run cannot go on (its credentials are gone, too many takeovers): it ends Failed."""
 
 
 class RunEngine:
@@ -161,7 +136,7 @@ class RunEngine:
             stale_after_s=self.takeover_after_s,
             poll_s=slot_poll_s,
         )
-        self.executor = RunExecutor(
+        self.executor = executor = RunExecutor(
             config=config,
             repository=repository,
             providers=providers,
@@ -172,11 +147,19 @@ class RunEngine:
             progress_interval_s=progress_interval_s,
             persist_progress_s=persist_progress_s,
         )
+        self.lifecycle = RunLifecycle(
+            config=config,
+            repository=repository,
+            queue=self.queue,
+            credentials=credentials,
+            executor=executor,
+            files_root=files_root,
+            instance_id=self.instance_id,
+            max_run_attempts=self.max_run_attempts,
+            notify=self._notify,
+        )
         self._databases = {db.id: db for db in config.databases}
         self._active: dict[str, ActiveRun] = {}
-        # Ended, but the final save failed (the store was unavailable or full): the heartbeat
-        # keeps the claim and saves the final state (then publishes it) once it can.
-        self._unsaved: dict[str, tuple[ActiveRun, Snapshot]] = {}
         self._start_lock = anyio.Lock()
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -275,7 +258,7 @@ class RunEngine:
         if here:
             self._tg.start_soon(self._drive, run, (str(username), str(password)), None)
         else:
-            await self.notifier.notify(RUN_QUEUED_CHANNEL, state.run_id)
+            await self._notify(RUN_QUEUED_CHANNEL, state.run_id)
         return state
 
     async def cancel(self, run_id: str) -> RunState:
@@ -291,12 +274,12 @@ class RunEngine:
         if run is not None:
             self._cancel_here(run)
         else:
-            await self.notifier.notify(CANCEL_CHANNEL, run_id)
+            await self._notify(CANCEL_CHANNEL, run_id)
             if driver.instance_id == UNCLAIMED or driver.heartbeat_at < self._stale_before():
                 # Nobody drives it (queued, or its driver died): cancel it here and now.
                 claim = await self.queue.claim(driver, self.instance_id, utc_now())
-                if claim is not None:
-                    return await self._cancel_claimed(run_id)
+                if claim is not None and (done := await self.lifecycle.cancel_unattended(run_id)):
+                    return done
         with anyio.move_on_after(self.cancel_wait_s):
             if run is not None:
                 await run.done.wait()
@@ -327,18 +310,17 @@ class RunEngine:
         run.scope.cancel()
         _log.info("run_cancel_requested", run_id=run.run_id)
 
-    async def _cancel_claimed(self, run_id: str) -> RunState:
-        state = await self.repo.load(run_id)
-        if state is None:  # pragma: no cover - active runs are never deleted
-            raise RunNotFound()
-        before = Snapshot(state)
-        mark_unfinished(state, "Cancelled", utc_now(), error=None)
-        await self.repo.save_all(state, self.instance_id)
-        await self.executor.publish_changes(state, before)
-        _log.info("run_cancelled_unattended", run_id=run_id)
-        return state
-
     # --- signals ------------------------------------------------------------------------------
+
+    async def _notify(self, channel: str, run_id: str) -> None:
+        """A hint to the other instances; the store holds the truth and their periodic checks
+        catch up on a lost one, so a failure is only logged."""
+        try:
+            await self.notifier.notify(channel, run_id)
+        except Exception as exc:
+            _log.warning(
+                "notify_failed", channel=channel, run_id=run_id, error_type=type(exc).__name__
+            )
 
     async def _on_cancel(self, run_id: str) -> None:
         run = self._active.get(run_id)
@@ -373,19 +355,15 @@ class RunEngine:
 
     async def heartbeat(self) -> None:
         now = utc_now()
-        ids = [*self._active, *self._unsaved]
-        for run_id in await self.queue.heartbeat(ids, self.instance_id, now):
+        ids = [*self._active, *self.lifecycle.unsaved]
+        lost = await self.queue.heartbeat(ids, self.instance_id, now)
+        for run_id in lost:
             run = self._active.get(run_id)
             if run is not None:
                 self.executor.lose(run)
-            self._unsaved.pop(run_id, None)
         await self.slots.heartbeat(now)
         await self.apply_cancel_requests()
-        for run_id, (run, before) in list(self._unsaved.items()):
-            await self.repo.save_all(run.state, self.instance_id)
-            self._unsaved.pop(run_id, None)
-            _log.info("run_final_state_saved", run_id=run_id)
-            await self.executor.publish_changes(run.state, before)
+        await self.lifecycle.save_unsaved(lost)
 
     async def _claim_loop(self) -> None:
         while True:
@@ -406,7 +384,7 @@ class RunEngine:
         for seen in await self.queue.claimable(stale_before=stale):
             if self._draining:
                 break
-            if seen.run_id in self._active or seen.run_id in self._unsaved:
+            if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
                 continue
             claim = await self.queue.claim(seen, self.instance_id, utc_now())
             if claim is not None and await self._adopt(seen, claim):
@@ -461,168 +439,18 @@ class RunEngine:
     # --- one run ------------------------------------------------------------------------------
 
     def _initial_state(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
-        now = utc_now()
-        groups = [
-            GroupState(
-                group_id=pg.group.id,
-                display_name=pg.group.display_name,
-                status="Queued",
-                scripts=[
-                    ScriptState(
-                        script_id=ps.script.id,
-                        display_name=ps.script.display_name,
-                        execution_lane=ps.script.execution_lane,
-                        export_mode=ps.export_mode,
-                        columns=[c.id for c in ps.columns],
-                        status="Queued",
-                        message="Queued",
-                        variants=[
-                            VariantState(variant=v.index, status="Queued", message="Queued")
-                            for v in ps.script.variants
-                        ],
-                    )
-                    for ps in pg.scripts
-                ],
-            )
-            for pg in plan.groups
-        ]
-        return RunState(
-            run_id=new_ulid(),
-            status="Queued",
-            mode=plan.mode,
-            login=user.login,
-            database_id=user.database_id,
-            manager_id=user.manager_id,
-            stream_id=user.stream_id,
-            created_at=now,
-            updated_at=now,
-            groups=groups,
-        )
+        return initial_state(plan, user, new_ulid())
 
     async def _drive(
         self, run: ActiveRun, credentials: tuple[str, str] | None, claim: Claim | None
     ) -> None:
-        log = _log.bind(run_id=run.run_id)
-        failure: str | None = None
         try:
-            with run.scope:
-                if claim is not None:
-                    credentials = await self._resume(run, claim)
-                if credentials is not None and not run.cancel_requested:
-                    await self.executor.execute(run, *credentials)
-        except _Abandon as exc:
-            failure = str(exc)
-            log.warning("run_abandoned", reason=failure)
-        except Exception as exc:  # a bug or the store failing: the run fails, the server goes on
-            failure = _describe(exc)
-            log.error("run_crashed", error_type=type(_leaf(exc)).__name__)
+            await self.lifecycle.drive(
+                run, credentials, claim, stopping=lambda: self._shutting_down
+            )
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._finish(run, failure)
-                except Exception as exc:
-                    log.error("run_finish_failed", error_type=type(exc).__name__)
-                finally:
-                    self._active.pop(run.run_id, None)
-                    run.done.set()
-        log.info("run_finished", status=run.state.status, lost=run.lost, handover=run.handover)
-
-    async def _resume(self, run: ActiveRun, claim: Claim) -> tuple[str, str] | None:
-        """Prepare a claimed run to go on here; the credentials to run it with (None: it is
-        to be cancelled). Raises ``_Abandon`` when it cannot go on."""
-        if claim.cancel_requested:
-            return None
-        if claim.attempts > self.max_run_attempts:
-            raise _Abandon(too_many_attempts(claim.attempts, self.max_run_attempts))
-        try:
-            username, password = await self.credentials.get(run.owner.session_id)
-        except ExporterError:
-            raise _Abandon(CREDENTIALS_GONE) from None
-        try:
-            run.plan = plan_of(run.state, self.config)
-        except PlanUnavailable as exc:
-            raise _Abandon(str(exc)) from None
-        recorded = [f.name for f in await self.repo.files(run.run_id)]
-        # Replaced by exporter_api.runs.reconcile.reconcile_run_files when the files work lands.
-        removed = await reconcile_run_files(self.files_root / run.run_id, recorded)
-        run.taken_names = {name.casefold() for name in recorded}
-        async with run.lock:
-            before = Snapshot(run.state)
-            reset_unfinished(run.state, utc_now())
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.repo.save_all(run.state, self.instance_id)
-                except RunNotOwned:
-                    self.executor.lose(run)
-                    return None
-                await self.executor.publish_changes(run.state, before)
-        _log.info("run_resumed", run_id=run.run_id, attempts=claim.attempts, removed=removed)
-        return str(username), str(password)
-
-    async def _finish(self, run: ActiveRun, failure: str | None) -> None:
-        if run.lost:
-            return
-        handover = run.handover or (self._shutting_down and failure is None)
-        if handover and not run.cancel_requested and is_active(run.state.status):
-            if await self.queue.release(run.run_id, self.instance_id, utc_now()):
-                _log.info("run_handed_over", run_id=run.run_id)
-                await self.notifier.notify(RUN_QUEUED_CHANNEL, run.run_id)
-            return
-        async with run.lock:
-            if not is_active(run.state.status):
-                return  # ended by its last change, saved and published then
-            before = Snapshot(run.state)
-            now = utc_now()
-            if run.cancel_requested:
-                mark_unfinished(run.state, "Cancelled", now, error=None)
-            else:
-                mark_unfinished(run.state, "Failed", now, error=failure or NOT_EXECUTED)
-            try:
-                await self.repo.save_all(run.state, self.instance_id)
-            except RunNotOwned:
-                run.lost = True
-                return
-            except Exception as exc:
-                self._unsaved[run.run_id] = (run, before)
-                _log.error(
-                    "run_final_save_failed", run_id=run.run_id, error_type=type(exc).__name__
-                )
-                return
-            await self.executor.publish_changes(run.state, before)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    """What a crash is reported as: our errors carry a message fit for the user (a full state
-    store says so), anything else only its type."""
-    leaf = _leaf(exc)
-    if isinstance(leaf, ExporterError) and leaf.detail:
-        return leaf.detail
-    return f"internal error ({type(leaf).__name__})"
-
-
-async def reconcile_run_files(run_dir: Path, recorded: Collection[str]) -> int:
-    """Remove the partial (``.part``) and unrecorded files of one run's directory (what a dead
-    owner left); returns how many went. A stand-in with the signature of the files work's
-    ``exporter_api.runs.reconcile.reconcile_run_files``."""
-    keep = set(recorded)
-
-    def sweep() -> int:
-        removed = 0
-        if not run_dir.is_dir():
-            return 0
-        for path in run_dir.iterdir():
-            if path.is_file() and (path.name.endswith(PART_SUFFIX) or path.name not in keep):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    return await anyio.to_thread.run_sync(sweep)
+            self._active.pop(run.run_id, None)
+            run.done.set()
 
 
 def _remove_tree(directory: Path) -> None:

@@ -12,14 +12,19 @@ from typing import TYPE_CHECKING, get_args
 from exporter_api.errors import BadRequest
 from exporter_api.runs.models import (
     ExportMode,
+    GroupState,
     RunCreateRequest,
     RunMode,
     RunState,
     ScriptSelection,
+    ScriptState,
+    VariantState,
+    utc_now,
 )
 
 if TYPE_CHECKING:
     from exporter_api.config import ColumnItem, ExportConfig, GroupConfig, ScriptConfig
+    from exporter_api.security import AuthenticatedUser
 
 RUN_MODES: tuple[str, ...] = get_args(RunMode)
 EXPORT_MODES: tuple[str, ...] = get_args(ExportMode)
@@ -218,3 +223,44 @@ def plan_of(state: RunState, config: ExportConfig) -> RunPlan:
             planned.append(PlannedScript(group.id, script, sstate.export_mode, columns))
         planned_groups.append(PlannedGroup(group, tuple(planned)))
     return RunPlan(state.mode, tuple(planned_groups))
+
+
+def initial_state(plan: RunPlan, user: AuthenticatedUser, run_id: str) -> RunState:
+    """The state of a new run of ``plan``: everything Queued."""
+    now = utc_now()
+    groups = [
+        GroupState(
+            group_id=pg.group.id,
+            display_name=pg.group.display_name,
+            status="Queued",
+            scripts=[
+                ScriptState(
+                    script_id=ps.script.id,
+                    display_name=ps.script.display_name,
+                    execution_lane=ps.script.execution_lane,
+                    export_mode=ps.export_mode,
+                    columns=[c.id for c in ps.columns],
+                    status="Queued",
+                    message="Queued",
+                    variants=[
+                        VariantState(variant=v.index, status="Queued", message="Queued")
+                        for v in ps.script.variants
+                    ],
+                )
+                for ps in pg.scripts
+            ],
+        )
+        for pg in plan.groups
+    ]
+    return RunState(
+        run_id=run_id,
+        status="Queued",
+        mode=plan.mode,
+        login=user.login,
+        database_id=user.database_id,
+        manager_id=user.manager_id,
+        stream_id=user.stream_id,
+        created_at=now,
+        updated_at=now,
+        groups=groups,
+    )

@@ -26,11 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
 
 from exporter_api.runs.models import format_time, utc_now
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
+
+_log = structlog.get_logger("exporter_api.runs.slots")
 
 
 class SlotLeases:
@@ -50,6 +53,9 @@ class SlotLeases:
         self.poll_s = poll_s
         self._local = {db: anyio.CapacityLimiter(n) for db, n in self.limits.items()}
         self._released = anyio.Event()
+        # Leases whose release failed (the store was unavailable): released by the heartbeat,
+        # never refreshed by it (else a live instance would hold them for ever).
+        self._unreleased: set[str] = set()
 
     async def prepare(self, *, exclusive: bool) -> None:
         """Create the slot rows (idempotent). With a store only this process uses, leases left
@@ -74,8 +80,13 @@ class SlotLeases:
         """Hold one connection slot of ``database_id`` (waiting for one as long as needed)."""
         async with self._local[database_id]:
             holder = secrets.token_hex(12)
-            while not await self._try_lease(database_id, run_id, holder):
+            while True:
                 released = self._released
+                try:
+                    if await self._try_lease(database_id, run_id, holder):
+                        break
+                except Exception as exc:  # the store may be briefly unavailable: wait, retry
+                    _log.warning("slot_lease_failed", run_id=run_id, error_type=type(exc).__name__)
                 with anyio.move_on_after(self.poll_s):
                     await released.wait()
             try:
@@ -85,6 +96,8 @@ class SlotLeases:
                     await self._release(holder)
 
     async def heartbeat(self, now: str) -> None:
+        for holder in list(self._unreleased):
+            await self._release(holder)
         await self.store.execute(
             "UPDATE run_slots SET heartbeat_at = :now WHERE instance_id = :me AND holder <> ''",
             {"now": now, "me": self.instance_id},
@@ -122,11 +135,17 @@ class SlotLeases:
         return changed > 0
 
     async def _release(self, holder: str) -> None:
-        await self.store.execute(
-            "UPDATE run_slots SET instance_id = '', holder = '', run_id = NULL"
-            " WHERE holder = :holder",
-            {"holder": holder},
-        )
+        try:
+            await self.store.execute(
+                "UPDATE run_slots SET instance_id = '', holder = '', run_id = NULL"
+                " WHERE holder = :holder",
+                {"holder": holder},
+            )
+        except Exception as exc:
+            self._unreleased.add(holder)
+            _log.warning("slot_release_failed", error_type=type(exc).__name__)
+            return
+        self._unreleased.discard(holder)
         released, self._released = self._released, anyio.Event()
         released.set()
 

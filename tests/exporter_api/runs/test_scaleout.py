@@ -24,7 +24,7 @@ import pytest
 
 from exporter_api.config import ExportConfig, load_config
 from exporter_api.notify import LocalNotifier
-from exporter_api.runs.engine import CREDENTIALS_GONE, too_many_attempts
+from exporter_api.runs.lifecycle import CREDENTIALS_GONE, too_many_attempts
 from exporter_api.runs.models import RunState
 from exporter_api.runs.queue import UNCLAIMED
 from exporter_api.runs.repository import RunOwner
