@@ -273,13 +273,14 @@ class RunEngine:
             raise RunAlreadyFinished(state.status)
         if run is not None:
             self._cancel_here(run)
-        else:
+        if driver.instance_id != self.instance_id:  # another (or nobody, or a dead one)
             await self._notify(CANCEL_CHANNEL, run_id)
-            if driver.instance_id == UNCLAIMED or driver.heartbeat_at < self._stale_before():
-                # Nobody drives it (queued, or its driver died): cancel it here and now.
-                claim = await self.queue.claim(driver, self.instance_id, utc_now())
-                if claim is not None and (done := await self.lifecycle.cancel_unattended(run_id)):
-                    return done
+        unattended = driver.instance_id == UNCLAIMED or driver.heartbeat_at < self._stale_before()
+        if run is None and unattended:
+            # Nobody drives it (queued, or its driver died): cancel it here and now.
+            claim = await self.queue.claim(driver, self.instance_id, utc_now())
+            if claim is not None and (done := await self.lifecycle.cancel_unattended(run_id)):
+                return done
         with anyio.move_on_after(self.cancel_wait_s):
             if run is not None:
                 await run.done.wait()

@@ -128,6 +128,8 @@ class RunLifecycle:
             return None
         if claim.attempts > self.max_run_attempts:
             raise _Abandon(too_many_attempts(claim.attempts, self.max_run_attempts))
+        if run.state.database_id not in self.executor.providers:
+            raise _Abandon(f"database {run.state.database_id!r} is no longer configured")
         try:
             username, password = await self.credentials.get(run.owner.session_id)
         except ExporterError:

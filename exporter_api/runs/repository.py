@@ -20,6 +20,7 @@ from exporter_api.runs.models import (
     RunSummary,
     ScriptState,
     VariantState,
+    utc_now,
 )
 
 if TYPE_CHECKING:
@@ -255,11 +256,15 @@ class RunRepository:
     async def _save_run(self, state: RunState, instance_id: str | None) -> None:
         changed = await self.store.execute(
             "UPDATE runs SET status = :status, error = :error, updated_at = :updated_at,"
-            " heartbeat_at = :updated_at, started_at = :started_at,"
+            " heartbeat_at = :beat, started_at = :started_at,"
             " finished_at = :finished_at WHERE run_id = :run_id"
             " AND (:instance = '' OR instance_id = :instance)",
             {
                 "instance": instance_id or "",
+                # A save proves its instance alive now: never the (older) time of the change
+                # being saved, else a long variant's progress saves would make its run look
+                # abandoned to the other instances.
+                "beat": utc_now(),
                 "run_id": state.run_id,
                 "status": state.status,
                 "error": state.error,

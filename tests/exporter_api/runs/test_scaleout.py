@@ -363,3 +363,28 @@ async def test_drain_lets_runs_finish_within_the_grace_period(
         assert await a.engine.drain(grace_s=30) == []
         final = await stored(a, state.run_id)
     assert final.status == "Success"
+
+
+async def test_a_long_variant_of_a_live_engine_is_never_taken_over(
+    catalog: ExportConfig, tmp_path: Path, state_url: str
+) -> None:
+    # Progress is saved far more often than the heartbeat, for longer than the takeover delay:
+    # those saves must keep the run's heartbeat fresh, never set it back.
+    async with two_engines(
+        catalog,
+        tmp_path / "data",
+        state_url,
+        heartbeat_s=0.15,
+        takeover_after_s=0.4,
+        persist_progress_s=0.05,
+    ) as (a, b):
+        state = await a.run_to_end(U1, plan(catalog, single("s-progress", "g-slow")))
+        driver = await a.engine.queue.driver(state.run_id)
+        attempts = await a.store.fetch_one(
+            "SELECT attempts FROM runs WHERE run_id = :r", {"r": state.run_id}
+        )
+    assert state.status == "Success"
+    assert driver is not None
+    assert driver.instance_id == a.engine.instance_id
+    assert attempts == (0,)
+    assert not b.events.events  # B never drove it
