@@ -4,6 +4,8 @@ them in one place."""
 
 from __future__ import annotations
 
+from exporter_api.errors import ExporterError
+
 
 class RunError(Exception):
     """Base of the run domain's errors; ``detail`` is safe to show to the user."""
@@ -45,10 +47,28 @@ class DatabaseNotConfigured(RunError):
         self.database_id = database_id
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (what a run's task group raised), else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def failure_message(exc: BaseException) -> str:
+    """What a run that crashed is reported as: our errors carry a message fit for the user (a
+    full state store says so), anything else only its type (its text may hold anything)."""
+    cause = root_cause(exc)
+    if isinstance(cause, ExporterError) and cause.detail:
+        return cause.detail
+    return f"internal error ({type(cause).__name__})"
+
+
 __all__ = [
     "DatabaseNotConfigured",
     "RunAlreadyFinished",
     "RunError",
     "RunNotFound",
     "TooManyActiveRuns",
+    "failure_message",
+    "root_cause",
 ]

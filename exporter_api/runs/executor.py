@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
+import anyio.to_thread
 import structlog
 
 from exporter_api.errors import ExporterError
 from exporter_api.providers.base import ExportColumn, ExportRequest
+from exporter_api.runs.errors import failure_message
 from exporter_api.runs.files import FileWriter, render_file_name, unique_name
 from exporter_api.runs.models import (
     GROUP_UPDATED,
@@ -343,7 +345,23 @@ class RunExecutor:
                 except RunNotOwned:
                     self.lose(run)
                     return
+                except Exception as exc:
+                    if file is not None:
+                        await self._unrecorded(run, variants, file, failure_message(exc))
+                    raise
                 await self.publish_changes(run.state, before)
+
+    async def _unrecorded(
+        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, error: str
+    ) -> None:
+        """A committed file whose record could not be saved: its variant failed (saying why)
+        and the file goes, so the run's directory holds recorded files only."""
+        for v in variants:
+            if v.file_id == file.file_id:
+                v.status, v.file_id = "Failed", None
+                v.error = v.message = f"the file could not be recorded: {error}"
+        path = self.files_root / run.run_id / file.name
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
     def lose(self, run: ActiveRun) -> None:
         """Another instance drives ``run`` now: stop it here without writing anything more."""

@@ -26,6 +26,7 @@ import structlog
 
 from exporter_api.errors import ExporterError
 from exporter_api.notify import RUN_QUEUED_CHANNEL
+from exporter_api.runs.errors import failure_message, root_cause
 from exporter_api.runs.executor import ActiveRun, RunExecutor, Snapshot
 from exporter_api.runs.files import PART_SUFFIX
 from exporter_api.runs.models import RunState, utc_now
@@ -111,8 +112,8 @@ class RunLifecycle:
             failure = str(exc)
             log.warning("run_abandoned", reason=failure)
         except Exception as exc:  # a bug or the store failing: the run fails, the server goes on
-            failure = _describe(exc)
-            log.error("run_crashed", error_type=type(_leaf(exc)).__name__)
+            failure = failure_message(exc)
+            log.error("run_crashed", error_type=type(root_cause(exc)).__name__)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -209,21 +210,6 @@ class RunLifecycle:
             self.unsaved.pop(run_id, None)
             _log.info("run_final_state_saved", run_id=run_id)
             await self.executor.publish_changes(run.state, before)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    """What a crash is reported as: our errors carry a message fit for the user (a full state
-    store says so), anything else only its type."""
-    leaf = _leaf(exc)
-    if isinstance(leaf, ExporterError) and leaf.detail:
-        return leaf.detail
-    return f"internal error ({type(leaf).__name__})"
 
 
 async def reconcile_run_files(run_dir: Path, recorded: Collection[str]) -> int:
