@@ -11,7 +11,9 @@ Script (from its variants), in the contract's order:
 
 Group (from its scripts) and run (from its groups), where a script whose status is already final
 (a failed variant makes it ``Failed`` at once) still counts as ``Running`` while any of its
-variants is ``Queued`` or ``Running`` -- a run is not over while anything in it still runs:
+variants is ``Queued`` or ``Running`` -- a run is not over while anything in it still runs --
+and so does a ``Queued`` script of which a variant has already ended (after a takeover its
+unfinished variants wait again, but the run has long started):
 
 1. everything ``Queued``                   -> ``Queued`` (nothing has started yet)
 2. anything ``Queued`` or ``Running``      -> ``Running``
@@ -80,8 +82,12 @@ def is_active(status: Status) -> bool:
 
 
 def _activity(script: ScriptState) -> Status:
-    """The script's status as its group sees it: ``Running`` while a variant is still active."""
-    if not is_active(script.status) and any(is_active(v.status) for v in script.variants):
+    """The script's status as its group sees it: ``Running`` while a variant is still active
+    after one has ended (a finished script with a variant left, or a run taken over from
+    another instance whose unfinished variants wait again)."""
+    if any(is_active(v.status) for v in script.variants) and (
+        not is_active(script.status) or any(not is_active(v.status) for v in script.variants)
+    ):
         return "Running"
     return script.status
 

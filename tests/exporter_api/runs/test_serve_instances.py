@@ -116,7 +116,8 @@ async def _carried_on(
         stopped = time.monotonic()
         await a.wait()
         with anyio.fail_after(20):
-            while (state := await _run(http_b, auth, run_id))["status"] == "Running":  # noqa: ASYNC110
+            # (Queued again for a moment once resumed: nothing of it runs until a slot is free)
+            while (state := await _run(http_b, auth, run_id))["status"] in ("Queued", "Running"):  # noqa: ASYNC110
                 await anyio.sleep(0.05)
         carried_on = time.monotonic() - stopped
         for f in state["files"]:
