@@ -108,6 +108,7 @@ class RunEngine:
         persist_progress_s: float = 1.0,
         slot_poll_s: float = 0.1,
         cancel_wait_s: float = 5.0,
+        claim_delay_s: float = 0.05,
     ) -> None:
         server = config.server
         self.config = config
@@ -127,6 +128,7 @@ class RunEngine:
         self.drain_grace_s = drain_grace_s if drain_grace_s is not None else server.drain_grace_s
         self.retention_sweep_s = retention_sweep_s
         self.cancel_wait_s = cancel_wait_s
+        self.claim_delay_s = claim_delay_s
         self.instance_id = secrets.token_hex(8)
         self.queue = RunQueue(repository.store)
         self.slots = SlotLeases(
@@ -233,7 +235,9 @@ class RunEngine:
     # --- commands -----------------------------------------------------------------------------
 
     async def start(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
-        """Persist a new run (all Queued) and drive it here (queued for others when draining)."""
+        """Persist a new run (all Queued). An idle instance drives it at once; a busy or
+        draining one queues it and notifies ``RUN_QUEUED_CHANNEL``: the idlest instance
+        claims it (busy ones wait a little longer before they try, see ``claim_orphans``)."""
         if self._tg is None:
             raise RuntimeError("the run engine is not running")
         if user.database_id not in self._databases or user.database_id not in self.providers:
@@ -245,7 +249,7 @@ class RunEngine:
         )
         limit = self.config.server.max_active_runs_per_user
         run = ActiveRun(state=state, owner=owner, plan=plan)
-        here = not self._draining
+        here = not self._draining and not self._active
         async with self._start_lock:
             driver = self.instance_id if here else UNCLAIMED
             if not await self.repo.insert_run(state, owner, driver, max_active=limit):
@@ -299,10 +303,16 @@ class RunEngine:
         return run_id in self._active
 
     async def wait(self, run_id: str) -> None:
-        """Return once the run driven here has finished (at once if it is not active here)."""
-        run = self._active.get(run_id)
-        if run is not None:
-            await run.done.wait()
+        """Return once the run has stopped here, or has ended wherever it was driven."""
+        while True:
+            run = self._active.get(run_id)
+            if run is not None:
+                await run.done.wait()
+                return
+            state = await self.repo.load(run_id)
+            if state is None or not is_active(state.status):
+                return
+            await anyio.sleep(0.05)
 
     def _cancel_here(self, run: ActiveRun) -> None:
         if run.done.is_set() or run.cancel_requested:
@@ -372,21 +382,27 @@ class RunEngine:
                 await self._wake.wait()
             self._wake = anyio.Event()
             try:
-                await self.claim_orphans()
+                while await self.claim_orphans(limit=1):  # one at a time: the load changes
+                    pass
             except Exception as exc:  # the store may be briefly unavailable; try again later
                 _log.warning("claim_failed", error_type=type(exc).__name__)
 
-    async def claim_orphans(self, *, startup: bool = False) -> list[str]:
-        """Claim and resume the runs nobody drives (queued, or whose driver died)."""
+    async def claim_orphans(self, *, startup: bool = False, limit: int | None = None) -> list[str]:
+        """Claim and resume (at most ``limit``) runs nobody drives: queued, or whose driver died.
+
+        Before each claim an instance waits ``claim_delay_s`` per run it already drives (up to
+        ten): an idle instance claims at once, so queued runs spread over the instances."""
         if self._draining or self._tg is None:
             return []
         stale = None if startup and self.exclusive_store else self._stale_before()
         claimed: list[str] = []
         for seen in await self.queue.claimable(stale_before=stale):
-            if self._draining:
+            if self._draining or (limit is not None and len(claimed) >= limit):
                 break
             if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
                 continue
+            if not startup and self._active:
+                await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
             claim = await self.queue.claim(seen, self.instance_id, utc_now())
             if claim is not None and await self._adopt(seen, claim):
                 claimed.append(seen.run_id)

@@ -388,3 +388,21 @@ async def test_a_long_variant_of_a_live_engine_is_never_taken_over(
     assert driver.instance_id == a.engine.instance_id
     assert attempts == (0,)
     assert not b.events.events  # B never drove it
+
+
+async def test_a_busy_engine_leaves_a_new_run_to_an_idle_one(
+    catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase, state_url: str
+) -> None:
+    async with two_engines(catalog, tmp_path / "data", state_url) as (a, b):
+        busy = await a.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+        assert a.engine.is_active(busy.run_id)  # idle: it drives its first run itself
+        await poll_until(lambda: has_active_query(export_db))
+        started = await a.engine.start(U1, plan(catalog, ORDERS))  # queued: B is idle
+        await a.engine.wait(started.run_id)
+        final = await stored(a, started.run_id)
+        driver = await a.engine.queue.driver(started.run_id)
+        await a.engine.cancel(busy.run_id)
+    assert final.status == "Success"
+    assert driver is not None
+    assert driver.instance_id == b.engine.instance_id
+    assert {e.payload["runId"] for e in b.events.events} == {started.run_id}
