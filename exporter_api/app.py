@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -22,10 +23,20 @@ from starlette.staticfiles import StaticFiles
 from exporter_api.api import auth, catalog, meta
 from exporter_api.config import ExportConfig, Settings, load_config
 from exporter_api.errors import NotFound
+from exporter_api.health import Health
+from exporter_api.notify import LocalNotifier, Notifier, PostgresNotifier
 from exporter_api.openapi import build_openapi
 from exporter_api.problems import exception_handlers, problem
 from exporter_api.providers import DatabaseProvider, create_provider
-from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, load_or_create_key
+from exporter_api.proxy import ProxyHeadersMiddleware
+from exporter_api.security.keys import (
+    JWT_KEY_ENV,
+    JWT_KEY_FILE,
+    VAULT_KEY_ENV,
+    VAULT_KEY_FILE,
+    KeyRing,
+    load_keys,
+)
 from exporter_api.security.links import DownloadLinks
 from exporter_api.security.throttle import LoginThrottle
 from exporter_api.security.tokens import TokenService
@@ -37,6 +48,7 @@ _log = structlog.get_logger("exporter_api.app")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATE_URL_ENV = "EXPORTER_STATE_URL"
+REDIS_URL_ENV = "EXPORTER_REDIS_URL"
 _PURGE_INTERVAL_S = 600
 
 
@@ -69,6 +81,42 @@ def state_url(settings: Settings, config: ExportConfig) -> str | None:
     return settings.state_url or os.environ.get(STATE_URL_ENV) or config.server.state_url or None
 
 
+def _key_rings(
+    settings: Settings, config: ExportConfig, config_dir: Path, *, shared_store: bool
+) -> tuple[KeyRing, KeyRing]:
+    """(JWT keys, vault keys): Settings' own, else `exporter_api.security.keys.load_keys`."""
+    keys_dir = (config_dir / config.server.keys_dir) if config.server.keys_dir else None
+    rings: list[KeyRing] = []
+    for given, file_name, env_name in (
+        (settings.jwt_key, JWT_KEY_FILE, JWT_KEY_ENV),
+        (settings.vault_key, VAULT_KEY_FILE, VAULT_KEY_ENV),
+    ):
+        rings.append(
+            KeyRing((given,))
+            if given
+            else load_keys(
+                file_name,
+                env_name,
+                shared_store=shared_store,
+                keys_dir=keys_dir,
+                data_dir=settings.data_dir,
+            )
+        )
+    return rings[0], rings[1]
+
+
+def redis_url(settings: Settings, config: ExportConfig) -> str | None:
+    """The hub backplane: ``--redis-url``, ``EXPORTER_REDIS_URL`` or ``[server] redis_url``."""
+    return settings.redis_url or os.environ.get(REDIS_URL_ENV) or config.server.redis_url or None
+
+
+def files_dir(settings: Settings, config: ExportConfig) -> Path:
+    """Where exported files live (``[output] files_dir``): what ``/readyz`` checks."""
+    from exporter_api.runs.files import files_root
+
+    return files_root(settings.data_dir, config.output)
+
+
 class Feature(Protocol):
     """What `exporter_api.runs.build_runs(config)` returns: routes plus a lifespan."""
 
@@ -92,26 +140,45 @@ def create_app(
     if runs is None:
         from exporter_api.runs import build_runs
 
-        runs = build_runs(config)
+        # `build_runs(config, *, redis_url=...)` comes with the engine helper's branch; until it
+        # is merged, the plain call. (The lead removes this guard at merge.)
+        build: Any = build_runs
+        hub_redis = redis_url(settings, config)
+        runs = (
+            build(config, redis_url=hub_redis)
+            if "redis_url" in inspect.signature(build_runs).parameters
+            else build(config)
+        )
     data_dir = settings.data_dir
+    store_url = state_url(settings, config)
+    # Keys are resolved now, not in the lifespan: a shared store without keys must stop `serve`
+    # with a message before it listens.
+    jwt_keys, vault_keys = _key_rings(
+        settings, config, config_dir, shared_store=store_url is not None
+    )
+    health = Health(
+        files_dir(settings, config), redis_url(settings, config), dir_mode=config.output.dir_mode
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             data_dir.mkdir(parents=True, exist_ok=True)
-            store = await open_store(data_dir, state_url(settings, config))
+            store = await open_store(data_dir, store_url)
             stack.push_async_callback(store.aclose)
-            jwt_key = settings.jwt_key or load_or_create_key(data_dir / "jwt.key", JWT_KEY_ENV)
-            vault_key = settings.vault_key or load_or_create_key(
-                data_dir / "vault.key", VAULT_KEY_ENV
-            )
-            vault = CredentialVault(store, vault_key)
+            notifier: Notifier
+            if store_url is not None and store.backend == "postgres":
+                notifier = PostgresNotifier(store_url, store)
+            else:
+                notifier = LocalNotifier()
+            vault = CredentialVault(store, vault_keys)
             tokens = TokenService(
                 store,
                 vault,
-                jwt_key,
+                jwt_keys,
                 access_ttl_s=config.server.access_token_ttl_s,
                 refresh_ttl_s=config.server.refresh_ttl_s,
+                notifier=notifier,
             )
             throttle = LoginThrottle(
                 store,
@@ -125,6 +192,9 @@ def create_app(
                 stack.push_async_callback(provider.aclose)
                 await provider.start()
                 providers[db.id] = provider
+            if isinstance(notifier, PostgresNotifier):
+                await stack.enter_async_context(notifier.running())
+            await stack.enter_async_context(health.running(store))
             task_group = await stack.enter_async_context(anyio.create_task_group())
             services = Services(
                 settings=settings,
@@ -134,7 +204,8 @@ def create_app(
                 tokens=tokens,
                 vault=vault,
                 throttle=throttle,
-                links=DownloadLinks(jwt_key, config.server.download_link_ttl_s),
+                links=DownloadLinks(jwt_keys.keys, config.server.download_link_ttl_s),
+                notifier=notifier,
                 task_group=task_group,
             )
             app.state.services = services
@@ -163,7 +234,10 @@ def create_app(
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
-    middleware: list[Middleware] = []
+    # Outermost: every later layer (CORS, throttling, logs, cookies) sees the real client.
+    middleware: list[Middleware] = [
+        Middleware(ProxyHeadersMiddleware, trusted_proxies=config.server.trusted_proxies)
+    ]
     if config.server.cors_origins:
         middleware.append(
             Middleware(
@@ -185,10 +259,15 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    operations = [*meta.auth_and_catalog_operations(), *getattr(runs, "openapi_operations", [])]
+    operations = [
+        *meta.auth_and_catalog_operations(),
+        *meta.health_operations(),
+        *getattr(runs, "openapi_operations", []),
+    ]
     app.state.openapi = build_openapi(operations, title="exporter-api", version="0.1.0")
     app.state.settings = settings
     app.state.runs = runs
+    app.state.health = health  # /readyz; `health.start_draining()` on SIGTERM
     app.state.config = config
     return app
 
@@ -201,4 +280,4 @@ async def _purge_sessions(tokens: TokenService) -> None:
             _log.info("sessions_purged", count=purged)
 
 
-__all__ = ["STATE_URL_ENV", "create_app", "state_url"]
+__all__ = ["REDIS_URL_ENV", "STATE_URL_ENV", "create_app", "files_dir", "redis_url", "state_url"]

@@ -1,9 +1,10 @@
-"""`exporter-api serve | check-config | hash-password`."""
+"""`exporter-api serve | check-config | hash-password | generate-key`."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ from exporter_api.config import Settings, default_config_path, load_config
 from exporter_api.errors import ConfigError
 
 if TYPE_CHECKING:
+    import signal
+
     from hypercorn.config import Config as HypercornConfig
     from starlette.applications import Starlette
 
@@ -43,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
         "also EXPORTER_STATE_URL",
     )
     serve.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis for the hub backplane (overrides [server] redis_url; may hold a password); "
+        "also EXPORTER_REDIS_URL",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port (needs the PostgreSQL state store and Redis)",
+    )
+    # A worker started by `--workers`: the inherited listening socket and the worker's number.
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--insecure-cookies",
         action="store_true",
         default=None,
@@ -54,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", type=Path)
 
     sub.add_parser("hash-password", help="hash a password for a sqlite demo account (stdin)")
+    sub.add_parser(
+        "generate-key",
+        help="print a new random key (EXPORTER_JWT_KEY, EXPORTER_VAULT_KEY or a key file)",
+    )
     return parser
 
 
@@ -77,20 +99,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
         print(hash_password(password.rstrip("\n")))
         return 0
+    if args.command == "generate-key":
+        from exporter_api.security.keys import generate_key
+
+        print(generate_key())
+        return 0
     return _serve(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
+    import signal
 
     import anyio
     import structlog
     from hypercorn.config import Config as HypercornConfig
 
-    from exporter_api.app import create_app
+    from exporter_api.app import REDIS_URL_ENV, create_app, redis_url, state_url
     from exporter_api.logging import configure_logging
 
     configure_logging(args.log_level)
+    if args.worker_index is not None:
+        structlog.contextvars.bind_contextvars(worker=args.worker_index)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches us through the supervisor
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 1
     settings = Settings(
         config_path=(args.config or default_config_path()).resolve(),
         data_dir=args.data_dir.resolve(),
@@ -99,29 +133,134 @@ def _serve(args: argparse.Namespace) -> int:
         insecure_cookies=args.insecure_cookies,
         state_url=args.state_url,
         log_level=args.log_level,
+        redis_url=args.redis_url or os.environ.get(REDIS_URL_ENV) or None,
+        workers=args.workers,
     )
     try:
         app = create_app(settings)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    config = app.state.config
+    log = structlog.get_logger("exporter_api.cli")
+    if settings.workers > 1:
+        missing = [
+            what
+            for what, present in (
+                (
+                    "the PostgreSQL state store (--state-url, EXPORTER_STATE_URL or [server] "
+                    "state_url)",
+                    state_url(settings, config),
+                ),
+                (
+                    "Redis for the hub (--redis-url, EXPORTER_REDIS_URL or [server] redis_url)",
+                    redis_url(settings, config),
+                ),
+            )
+            if not present
+        ]
+        if missing:
+            print(
+                f"error: --workers {settings.workers} runs one instance per process, which needs "
+                + " and ".join(missing),
+                file=sys.stderr,
+            )
+            return 1
+        return _serve_workers(
+            args, settings, state_url(settings, config), redis_url(settings, config)
+        )
     hc = HypercornConfig()
-    hc.bind = [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"]
+    if args.listen_fd is not None:
+        hc.bind = [f"fd://{args.listen_fd}"]
+    else:
+        hc.bind = [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # JSON through configure_logging
     hc.graceful_timeout = 5
-    structlog.get_logger("exporter_api.cli").info(
-        "listening", url=f"http://{hc.bind[0]}/", https_only_refresh=settings.cookie_secure
+    if args.worker_index is None:
+        log.info(
+            "listening",
+            url=f"http://{hc.bind[0]}/",
+            https_only_refresh=settings.cookie_secure,
+            state_store="postgres" if state_url(settings, config) else "sqlite",
+            redis=redis_url(settings, config) is not None,  # never the URL: it may hold a password
+        )
+    signals = (
+        (signal.SIGTERM,) if args.worker_index is not None else (signal.SIGINT, signal.SIGTERM)
     )
-    anyio.run(_serve_until_signal, app, hc)
+    anyio.run(_serve_until_signal, app, hc, signals)
     return 0
 
 
-async def _serve_until_signal(app: Starlette, hc: HypercornConfig) -> None:
-    """Serve until SIGINT/SIGTERM; then tell hub clients to reconnect before hypercorn drains.
+def _serve_workers(
+    args: argparse.Namespace, settings: Settings, store_url: str | None, hub_url: str | None
+) -> int:
+    import anyio
+    import structlog
 
-    Hypercorn waits for open requests (WebSockets, SSE streams, polls) before it ends the
-    lifespan, so the hub's ``Close(allowReconnect: true)`` must be sent from the shutdown trigger.
+    from exporter_api.app import REDIS_URL_ENV, STATE_URL_ENV
+    from exporter_api.workers import listening_socket, supervise
+
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port} ({exc.strerror})",
+            file=sys.stderr,
+        )
+        return 1
+    # URLs may hold passwords: the workers get them in their environment, never in argv (ps).
+    env = {**os.environ, STATE_URL_ENV: store_url or "", REDIS_URL_ENV: hub_url or ""}
+
+    def command(index: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "exporter_api",
+            "serve",
+            "--config",
+            str(settings.config_path),
+            "--data-dir",
+            str(settings.data_dir),
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+            "--log-level",
+            settings.log_level,
+            "--listen-fd",
+            str(sock.fileno()),
+            "--worker-index",
+            str(index),
+            *(["--insecure-cookies"] if args.insecure_cookies else []),
+        ]
+
+    structlog.get_logger("exporter_api.cli").info(
+        "listening",
+        url=f"http://{settings.host}:{settings.port}/",
+        workers=settings.workers,
+        https_only_refresh=settings.cookie_secure,
+    )
+    with sock:
+        return anyio.run(
+            lambda: supervise(settings.workers, command, env=env, pass_fds=(sock.fileno(),))
+        )
+
+
+async def _serve_until_signal(
+    app: Starlette, hc: HypercornConfig, signals: tuple[signal.Signals, ...] | None = None
+) -> None:
+    """Serve until a signal, then stop in order (a rolling restart loses nothing):
+
+    1. ``/readyz`` answers 503 at once: the load balancer stops sending new requests here;
+    2. the runs component drains: it claims no new runs, lets active ones go on for up to
+       ``[server] drain_grace_s`` and hands the rest over to other instances;
+    3. hub clients get ``Close(allowReconnect: true)`` and reconnect elsewhere;
+    4. hypercorn's own graceful stop (open requests get ``graceful_timeout``).
+
+    A second signal during step 2 cuts the drain short. Hypercorn waits for open requests
+    (WebSockets, SSE streams, polls) before it ends the lifespan, so steps 1-3 run in its
+    shutdown trigger.
     """
     import signal
 
@@ -129,14 +268,43 @@ async def _serve_until_signal(app: Starlette, hc: HypercornConfig) -> None:
     import structlog
     from hypercorn.asyncio import serve as hypercorn_serve
 
+    log = structlog.get_logger("exporter_api.cli")
+    watched = signals or (signal.SIGINT, signal.SIGTERM)
+
     async def shutdown_trigger() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                structlog.get_logger("exporter_api.cli").info("shutdown_requested", signal=signum)
+        with anyio.open_signal_receiver(*watched) as received:
+            async for signum in received:
+                log.info("shutdown_requested", signal=signum)
                 break
+            app.state.health.start_draining()
+            async with anyio.create_task_group() as tg:
+
+                async def second_signal() -> None:
+                    async for signum in received:
+                        log.warning("drain_cut_short", signal=signum)
+                        tg.cancel_scope.cancel()
+                        return
+
+                tg.start_soon(second_signal)
+                await _drain(app)
+                tg.cancel_scope.cancel()
         await app.state.runs.shutdown()
 
     await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+
+async def _drain(app: Starlette) -> None:
+    import structlog
+
+    # `RunsComponent.drain()` comes with the engine helper's branch; until it is merged, a
+    # component without it has nothing to drain. (The lead removes this guard at merge.)
+    drain = getattr(app.state.runs, "drain", None)
+    if drain is None:
+        return
+    handed_over = await drain()
+    structlog.get_logger("exporter_api.cli").info(
+        "drained", handed_over=len(handed_over) if handed_over is not None else 0
+    )
 
 
 __all__ = ["main"]

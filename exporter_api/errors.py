@@ -94,6 +94,26 @@ class QueryFailed(ExporterError):
     title = "Query Failed"
 
 
+class StoreUnavailable(ExporterError):
+    """The state store cannot be read or written (disk full, database down, connection lost).
+
+    Raised by the store layer, which translates its driver's errors into this one; the message is
+    for the user and names nothing internal.
+    """
+
+    status = 503
+    title = "Service Unavailable"
+
+    def __init__(
+        self,
+        detail: str = (
+            "the service cannot save its state right now (disk full or database unavailable);"
+            " try again later"
+        ),
+    ) -> None:
+        super().__init__(detail)
+
+
 __all__ = [
     "BadRequest",
     "ConfigError",
@@ -105,6 +125,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "QueryFailed",
+    "StoreUnavailable",
     "TooManyRequests",
     "Unauthorized",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import anyio.abc
 
 from exporter_api.config import ExportConfig, Settings
+from exporter_api.notify import Notifier
 from exporter_api.providers.base import DatabaseProvider
 from exporter_api.security.links import DownloadLinks
 from exporter_api.security.throttle import LoginThrottle
@@ -26,6 +27,7 @@ class Services:
     vault: CredentialVault
     throttle: LoginThrottle
     links: DownloadLinks  # signed download links (?sig=)
+    notifier: Notifier  # signals to every instance (PostgreSQL LISTEN/NOTIFY; in-process: SQLite)
     task_group: anyio.abc.TaskGroup  # the app's long-lived task group (lifespan)
 
 

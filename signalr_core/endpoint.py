@@ -154,6 +154,9 @@ class HubEndpoint:
             self.lifetime_manager, self._active_connections, self._by_id.get
         )
         self._tg: anyio.abc.TaskGroup | None = None
+        # Set once shutdown begins: new connections are refused with 503 so that a client's
+        # automatic reconnect goes to another server (behind a load balancer) instead of here.
+        self._shutting_down = False
         self._require_user = bool(getattr(hub_class, "authorize", False))
         self._transport_infos = tuple(
             info for flag, _, info in _TRANSPORTS if self.options.transports & flag
@@ -199,6 +202,7 @@ class HubEndpoint:
             raise RuntimeError("HubEndpoint.lifespan() is already running")
         async with self.lifetime_manager.lifespan(), anyio.create_task_group() as tg:
             self._tg = tg
+            self._shutting_down = False
             tg.start_soon(self._ticker)
             try:
                 yield
@@ -212,8 +216,11 @@ class HubEndpoint:
         """Tell every client to reconnect later (``Close`` with ``allowReconnect``) and wait.
 
         Called on lifespan exit; call it earlier yourself when the ASGI server stops accepting
-        requests before the lifespan ends (hypercorn waits for open requests first).
+        requests before the lifespan ends (hypercorn waits for open requests first). From then
+        on new connections are refused (negotiate and new transports answer 503), so clients
+        reconnect elsewhere; established connections still receive their ``Close``.
         """
+        self._shutting_down = True
         for connection in list(self._connections.values()):
             connection.close(None, allow_reconnect=True)
         with anyio.move_on_after(self.options.shutdown_timeout):
@@ -285,6 +292,7 @@ class HubEndpoint:
             if self._is_negotiate(scope):
                 if method != "POST":
                     raise _Refused(405)
+                self._refuse_if_shutting_down()
                 await self._negotiate(request, send)
             elif method == "GET":
                 accept = request.headers.get("accept", "")
@@ -398,6 +406,10 @@ class HubEndpoint:
         ):
             raise _Refused(403, "Forbidden")
 
+    def _refuse_if_shutting_down(self) -> None:
+        if self._shutting_down:
+            raise _Refused(503, "The server is shutting down", [("retry-after", "1")])
+
     def _activate(
         self,
         connection: HubServerConnection,
@@ -427,6 +439,7 @@ class HubEndpoint:
         self._check_transport(connection, TransportName.SERVER_SENT_EVENTS, user)
         if connection.status is not ConnectionStatus.INACTIVE:
             raise _Refused(409, "Connection ID already in use")
+        self._refuse_if_shutting_down()
         self._activate(connection, TransportName.SERVER_SENT_EVENTS, request, user)
         try:
             await serve_sse(connection, receive, send)
@@ -445,6 +458,7 @@ class HubEndpoint:
         connection = self._lookup(request)
         self._check_transport(connection, TransportName.LONG_POLLING, user)
         if connection.status is ConnectionStatus.INACTIVE:
+            self._refuse_if_shutting_down()
             self._activate(connection, TransportName.LONG_POLLING, request, user)
             connection.last_poll = time.monotonic()
             await send_response(send, 200)
@@ -500,6 +514,7 @@ class HubEndpoint:
         try:
             if not self._cors.websocket_allowed(request.headers.get("origin")):
                 raise _Refused(403, "Origin not allowed")
+            self._refuse_if_shutting_down()
             user = await self._principal(request)
             if request.query.get("id"):
                 connection = self._lookup(request)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from urllib.parse import urlsplit
 
+import anyio
 import msgspec
 import structlog
 from starlette.requests import Request
@@ -70,7 +72,8 @@ def _token_response(request: Request, issued: IssuedTokens) -> Response:
         issued.refresh_token,
         max_age=svc.config.server.refresh_ttl_s,
         path=COOKIE_PATH,
-        secure=svc.settings.cookie_secure,
+        # https seen here (TLS ending at a trusted proxy: X-Forwarded-Proto) => Secure too.
+        secure=svc.settings.cookie_secure or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )
@@ -81,7 +84,7 @@ def _clear_cookie(request: Request, response: Response) -> None:
     response.delete_cookie(
         REFRESH_COOKIE,
         path=COOKIE_PATH,
-        secure=services(request).settings.cookie_secure,
+        secure=services(request).settings.cookie_secure or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )
@@ -91,14 +94,46 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+MAX_USERNAME = 128
+MAX_PASSWORD = 1024
+MAX_ID = 128
+# The provider's own connect timeout bounds a login; this covers closing the connection after.
+_LOGIN_GRACE_S = 10.0
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _validate(body: LoginRequest) -> None:
+    """Bad input is the client's fault: 400 naming the field, before anything is asked."""
+    username = body.db_username
+    if not username.strip() or len(username) > MAX_USERNAME:
+        raise BadRequest(f"dbUsername must be 1 to {MAX_USERNAME} characters", field="dbUsername")
+    if _has_control(username):
+        raise BadRequest("dbUsername must not contain control characters", field="dbUsername")
+    if not body.db_password or len(body.db_password) > MAX_PASSWORD:
+        raise BadRequest(f"dbPassword must be 1 to {MAX_PASSWORD} characters", field="dbPassword")
+    # Other control characters may be part of a password; NUL cannot be sent to any database.
+    if "\x00" in body.db_password:
+        raise BadRequest("dbPassword must not contain NUL characters", field="dbPassword")
+    for field, value in (
+        ("databaseId", body.database_id),
+        ("managerId", body.manager_id),
+        ("streamId", body.stream_id),
+    ):
+        if len(value) > MAX_ID or _has_control(value):
+            raise BadRequest(
+                f"{field} must be at most {MAX_ID} characters without control characters",
+                field=field,
+            )
+
+
 async def login(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, LoginRequest)
     config = svc.config
-    if not body.db_username.strip() or len(body.db_username) > 128:
-        raise BadRequest("dbUsername must be 1 to 128 characters", field="dbUsername")
-    if not body.db_password or len(body.db_password) > 1024:
-        raise BadRequest("dbPassword must be 1 to 1024 characters", field="dbPassword")
+    _validate(body)
     database = config.database(body.database_id)
     if database is None:
         raise BadRequest(f"unknown database {body.database_id!r}", field="databaseId")
@@ -110,27 +145,35 @@ async def login(request: Request) -> Response:
             f"unknown stream {body.stream_id!r} for manager {body.manager_id!r}", field="streamId"
         )
     key = svc.throttle.key(database.id, body.db_username, _client(request))
-    await svc.throttle.check(key)
-    try:
-        await svc.providers[database.id].verify_login(body.db_username, body.db_password)
-    except InvalidCredentials:
-        await svc.throttle.failure(key)
-        _log.info(
-            "login_failed",
-            login=body.db_username,
-            database_id=database.id,
-            reason="invalid_credentials",
-        )
-        raise
-    except DatabaseUnavailable:
-        _log.warning(
-            "login_failed",
-            login=body.db_username,
-            database_id=database.id,
-            reason="database_unavailable",
-        )
-        raise
-    await svc.throttle.success(key)
+    time_limit_s = database.connect_timeout_s + _LOGIN_GRACE_S
+    # The reservation is taken before the database is asked (429 beyond the limit) and the
+    # database call is bounded by the reservation's time limit: parallel attempts stay exact.
+    async with svc.throttle.attempt(key, time_limit_s) as attempt:
+        try:
+            with anyio.fail_after(time_limit_s):
+                await svc.providers[database.id].verify_login(body.db_username, body.db_password)
+        except InvalidCredentials:
+            await attempt.failed()
+            _log.info(
+                "login_failed",
+                login=body.db_username,
+                database_id=database.id,
+                reason="invalid_credentials",
+            )
+            raise
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            _log.warning(
+                "login_failed",
+                login=body.db_username,
+                database_id=database.id,
+                reason="database_unavailable",
+            )
+            if isinstance(exc, TimeoutError):
+                raise DatabaseUnavailable(
+                    f"database {database.id} did not answer in time"
+                ) from None
+            raise
+        await attempt.succeeded()
     issued = await svc.tokens.create_session(
         body.db_username, database.id, manager.id, body.stream_id, body.db_password
     )

@@ -1,7 +1,8 @@
-"""`/api/openapi.json` and the operations of the auth and catalog routes."""
+"""`/api/openapi.json`, `/healthz`, `/readyz` and the operations of the auth and catalog routes."""
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -10,6 +11,13 @@ from exporter_api.api.auth import LoginRequest, LoginResponse
 from exporter_api.api.catalog import DatabasesResponse, ScriptsResponse, StreamsResponse
 from exporter_api.api.deps import json_response
 from exporter_api.openapi import Operation
+from exporter_api.problems import problem
+
+
+class HealthResponse(msgspec.Struct):
+    """The process is alive (``ok``) or ready to take requests (``ready``)."""
+
+    status: str
 
 
 def auth_and_catalog_operations() -> list[Operation]:
@@ -73,11 +81,60 @@ def auth_and_catalog_operations() -> list[Operation]:
     ]
 
 
+def health_operations() -> list[Operation]:
+    return [
+        Operation(
+            "get",
+            "/healthz",
+            "Liveness: the process answers (no dependency is checked)",
+            "healthz",
+            "health",
+            response=HealthResponse,
+            auth=False,
+        ),
+        Operation(
+            "get",
+            "/readyz",
+            "Readiness: not draining, state store, Redis (when configured) and the files"
+            " directory usable; 503 problem JSON naming what failed",
+            "readyz",
+            "health",
+            response=HealthResponse,
+            errors=(503,),
+            auth=False,
+        ),
+    ]
+
+
 async def openapi_json(request: Request) -> Response:
     document = request.app.state.openapi
     return json_response(document)
 
 
-routes = [Route("/api/openapi.json", openapi_json, methods=["GET"])]
+_NO_STORE = {"Cache-Control": "no-store"}
 
-__all__ = ["auth_and_catalog_operations", "routes"]
+
+async def healthz(request: Request) -> Response:
+    return json_response(HealthResponse("ok"), headers=_NO_STORE)
+
+
+async def readyz(request: Request) -> Response:
+    failures = await request.app.state.health.failures()
+    if failures:
+        return problem(
+            503,
+            "Service Unavailable",
+            "not ready: " + "; ".join(failures),
+            instance=request.url.path,
+            headers=_NO_STORE,
+        )
+    return json_response(HealthResponse("ready"), headers=_NO_STORE)
+
+
+routes = [
+    Route("/api/openapi.json", openapi_json, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]
+
+__all__ = ["HealthResponse", "auth_and_catalog_operations", "health_operations", "routes"]

@@ -3,22 +3,29 @@
 Each provider opens connections under the user's own credentials (there is no shared pool: the
 password is the user's), caps concurrent connections per database with a capacity limiter, and
 translates its driver's errors into `InvalidCredentials`, `DatabaseUnavailable` and `QueryFailed`
-here, at the boundary.
+here, at the boundary (`translate_errors`, in the style of httpcore's `map_exceptions`), with
+messages a user can act on (the wording is built by the helpers below, shared by the providers).
+
+Errors raised by the sink are not the database's: the sink runs inside the driver's call (asyncpg
+calls it from `copy_out`), so its errors come out of the driver call, and a full disk must not
+read as a lost database. `GuardedSink` remembers what the sink raised, and `translate_errors`
+lets exactly that exception through unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import anyio
 import msgspec
 
 from exporter_api.config import DatabaseConfig
-from exporter_api.errors import QueryFailed
+from exporter_api.errors import DatabaseUnavailable, ExporterError, QueryFailed
 from exporter_api.sqlparams import quote_ident, strip_terminator
 
 
@@ -73,7 +80,9 @@ class DatabaseProvider(ABC):
         """Run the query under the user's account and stream its rows to `sink` in batches.
 
         On cancellation the query is stopped on the database server before the cancellation
-        propagates. SQL errors and timeouts raise `QueryFailed` with a credential-free message.
+        propagates. SQL errors and timeouts raise `QueryFailed`, an unreachable server or a lost
+        connection `DatabaseUnavailable`, all with credential-free messages; whatever `sink`
+        raises propagates unchanged (after the query was stopped).
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
@@ -89,6 +98,74 @@ def wrap_columns(sql: str, columns: Sequence[ExportColumn] | None) -> str:
     select = ", ".join(f"{quote_ident(c.source)} AS {quote_ident(c.label)}" for c in columns)
     # Identifiers are quoted catalog names; the script is the operator's own SQL.
     return f"SELECT {select} FROM (\n{strip_terminator(sql)}\n) q"  # noqa: S608
+
+
+class GuardedSink:
+    """Passes writes to `sink` and remembers the exception a write raised (if any)."""
+
+    def __init__(self, sink: ExportSink) -> None:
+        self._sink = sink
+        self._failure: BaseException | None = None
+
+    async def write(self, chunk: bytes, rows: int) -> None:
+        try:
+            await self._sink.write(chunk, rows)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+
+    def raised(self, exc: BaseException) -> bool:
+        """Whether `exc` is the very exception the sink raised."""
+        return self._failure is not None and exc is self._failure
+
+
+@contextlib.contextmanager
+def translate_errors(
+    translate: Callable[[Exception], ExporterError | None], sink: GuardedSink | None = None
+) -> Iterator[None]:
+    """Raise `translate(exc)` instead of a driver error `exc` (without its credential-bearing
+    context); our own errors, the sink's errors and what `translate` returns None for pass
+    through unchanged."""
+    try:
+        yield
+    except ExporterError:
+        raise
+    except Exception as exc:
+        if sink is not None and sink.raised(exc):
+            raise
+        error = translate(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def statement_timeout(limit_s: float) -> QueryFailed:
+    return QueryFailed(f"the query exceeded the statement timeout of {limit_s:g} s")
+
+
+def connection_lost(database_id: str) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"the database connection was lost (database {database_id})")
+
+
+def unreachable(database_id: str, reason: str = "") -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"database {database_id} is unreachable" + (f" ({reason})" if reason else "")
+    )
+
+
+def permission_denied(server_message: str) -> str:
+    """`permission denied: ...` (the server's own message when it already starts that way)."""
+    if server_message.lower().startswith("permission denied"):
+        return server_message
+    return f"permission denied: {server_message}"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """`text` with every non-empty secret (a password echoed by a driver) masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class CsvEncoder:
@@ -122,5 +199,12 @@ __all__ = [
     "ExportRequest",
     "ExportResult",
     "ExportSink",
+    "GuardedSink",
+    "connection_lost",
+    "permission_denied",
+    "scrub",
+    "statement_timeout",
+    "translate_errors",
+    "unreachable",
     "wrap_columns",
 ]

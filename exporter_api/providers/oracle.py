@@ -13,6 +13,7 @@ the network paths are covered only by a connection to a closed port.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -20,13 +21,20 @@ import oracledb
 import structlog
 
 from exporter_api.config import DatabaseConfig
-from exporter_api.errors import DatabaseUnavailable, ExporterError, InvalidCredentials, QueryFailed
+from exporter_api.errors import ExporterError, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import (
     CsvEncoder,
     DatabaseProvider,
     ExportRequest,
     ExportResult,
     ExportSink,
+    GuardedSink,
+    connection_lost,
+    permission_denied,
+    scrub,
+    statement_timeout,
+    translate_errors,
+    unreachable,
     wrap_columns,
 )
 from exporter_api.sqlparams import to_oracle
@@ -46,8 +54,17 @@ _UNAVAILABLE_CODES = {
     "ORA-01034", "ORA-01089", "ORA-03113", "ORA-03114", "ORA-03135",
     "DPY-6000", "DPY-6001", "DPY-6002", "DPY-6003", "DPY-6005", "DPY-4011", "DPY-4027",
 }  # fmt: skip
+# An established session ended under a running query: the network or instance went away
+# (the codes above), the session was killed (ORA-00028) or logged off (ORA-01012, DPY-1001).
+_LOST_CODES = _UNAVAILABLE_CODES | {"ORA-00028", "ORA-01012", "ORA-02396", "DPY-1001"}
 # ORA-01013 user requested cancel (the call timeout); DPY-4024 call timeout exceeded.
 _TIMEOUT_CODES = {"ORA-01013", "DPY-4024"}
+_PERMISSION_CODES = {"ORA-01031", "ORA-01749", "ORA-29532"}
+# The parser's own complaints (invalid statement, missing keyword/parenthesis/expression, ...).
+_SYNTAX_CODES = {
+    "ORA-00900", "ORA-00905", "ORA-00906", "ORA-00907", "ORA-00911", "ORA-00917", "ORA-00920",
+    "ORA-00921", "ORA-00923", "ORA-00924", "ORA-00933", "ORA-00936", "ORA-00969",
+}  # fmt: skip
 
 
 def error_code(exc: BaseException) -> str:
@@ -63,21 +80,49 @@ def error_code(exc: BaseException) -> str:
 
 
 def map_error(
-    exc: BaseException, database_id: str, timeout_s: float | None = None
+    exc: BaseException,
+    database_id: str,
+    timeout_s: float | None = None,
+    *,
+    connected: bool = False,
+    password: str = "",
 ) -> ExporterError:
-    """Translate a driver error into ours; messages never include the DSN or credentials."""
+    """Translate a driver error into ours; messages never include the DSN or credentials.
+
+    `connected`: the error came from a running query (a network error then means the
+    connection was lost), not from connecting (where it means the server is unreachable).
+    """
     code = error_code(exc)
     if code in _AUTH_CODES:
         return InvalidCredentials()
-    if code in _UNAVAILABLE_CODES or isinstance(exc, OSError | TimeoutError):
-        return DatabaseUnavailable(f"database {database_id} is not reachable ({code or 'network'})")
+    network = isinstance(exc, OSError | TimeoutError)
+    if connected and (code in _LOST_CODES or network):
+        return connection_lost(database_id)
+    if code in _UNAVAILABLE_CODES or network:
+        return unreachable(database_id, code or "network")
     if code in _TIMEOUT_CODES:
-        limit = f" after {timeout_s:g} s" if timeout_s is not None else ""
-        return QueryFailed(f"statement timeout{limit}")
-    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if timeout_s is None:
+            return QueryFailed("the query exceeded the statement timeout")
+        return statement_timeout(timeout_s)
+    first_line = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, password)
+    if code in _PERMISSION_CODES:
+        return QueryFailed(permission_denied(first_line))
+    if code in _SYNTAX_CODES:
+        return QueryFailed(f"SQL syntax error: {first_line}")
     if code.startswith("ORA-"):
         return QueryFailed(f"SQL error {first_line}")
     return QueryFailed(f"database error {code or type(exc).__name__}")
+
+
+def _driver_error(
+    database_id: str, timeout_s: float | None, *, connected: bool, password: str
+) -> Callable[[Exception], ExporterError | None]:
+    def translate(exc: Exception) -> ExporterError | None:
+        if not isinstance(exc, oracledb.Error | OSError | TimeoutError):
+            return None
+        return map_error(exc, database_id, timeout_s, connected=connected, password=password)
+
+    return translate
 
 
 class OracleProvider(DatabaseProvider):
@@ -96,7 +141,7 @@ class OracleProvider(DatabaseProvider):
                 program="exporter-api",
             )
         except (oracledb.Error, OSError, TimeoutError) as exc:
-            raise map_error(exc, self.config.id) from None
+            raise map_error(exc, self.config.id, password=password) from None
 
     async def verify_login(self, username: str, password: str) -> None:
         # Not under `limiter`: a login must not wait behind hours-long exports.
@@ -107,11 +152,17 @@ class OracleProvider(DatabaseProvider):
         self, username: str, password: str, request: ExportRequest, sink: ExportSink
     ) -> ExportResult:
         sql, binds = to_oracle(wrap_columns(request.sql, request.columns), request.params)
+        guarded = GuardedSink(sink)
+        translate = _driver_error(
+            self.config.id, request.statement_timeout_s, connected=True, password=password
+        )
         async with self.limiter:
             conn = await self._connect(username, password)
             try:
                 conn.call_timeout = int(request.statement_timeout_s * 1000)
-                return await self._fetch(conn, sql, binds, request, sink)
+                # The sink's own errors (a full disk) pass through untranslated.
+                with translate_errors(translate, guarded):
+                    return await self._fetch(conn, sql, binds, request, guarded)
             except BaseException:
                 # Cancellation or failure: interrupt the call on the server first (a plain,
                 # non-blocking send of the break), then close below.
@@ -131,24 +182,19 @@ class OracleProvider(DatabaseProvider):
     ) -> ExportResult:
         encoder = CsvEncoder(request.delimiter, request.encoding)
         rows = size = 0
-        try:
-            cursor = conn.cursor()
-            cursor.arraysize = self.arraysize
-            cursor.prefetchrows = self.arraysize
-            await cursor.execute(sql, binds)
-            header = [d[0] for d in cursor.description or ()]
-            while True:
-                batch = await cursor.fetchmany(self.arraysize)
-                if not batch:
-                    break
-                chunk = encoder.encode(
-                    [*([header] if rows == 0 and request.header else []), *batch]
-                )
-                await sink.write(chunk, len(batch))
-                rows += len(batch)
-                size += len(chunk)
-        except oracledb.Error as exc:
-            raise map_error(exc, self.config.id, request.statement_timeout_s) from None
+        cursor = conn.cursor()
+        cursor.arraysize = self.arraysize
+        cursor.prefetchrows = self.arraysize
+        await cursor.execute(sql, binds)
+        header = [d[0] for d in cursor.description or ()]
+        while True:
+            batch = await cursor.fetchmany(self.arraysize)
+            if not batch:
+                break
+            chunk = encoder.encode([*([header] if rows == 0 and request.header else []), *batch])
+            await sink.write(chunk, len(batch))
+            rows += len(batch)
+            size += len(chunk)
         return ExportResult(rows=rows, bytes=size)
 
 

@@ -10,6 +10,7 @@ back at the placeholder positions found by our tokenizer, never by text search.
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import anyio
@@ -17,12 +18,25 @@ import asyncpg
 import structlog
 
 from exporter_api.config import DatabaseConfig
-from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
+from exporter_api.errors import (
+    DatabaseUnavailable,
+    ExporterError,
+    Forbidden,
+    InvalidCredentials,
+    QueryFailed,
+)
 from exporter_api.providers.base import (
     DatabaseProvider,
     ExportRequest,
     ExportResult,
     ExportSink,
+    GuardedSink,
+    connection_lost,
+    permission_denied,
+    scrub,
+    statement_timeout,
+    translate_errors,
+    unreachable,
     wrap_columns,
 )
 from exporter_api.sqlparams import parse_named, quote_ident, strip_terminator
@@ -32,17 +46,14 @@ _log = structlog.get_logger("exporter_api.providers.postgres")
 _CHUNK_BYTES = 256 * 1024
 _PG_ENCODINGS = {"utf-8": "UTF8", "utf-8-sig": "UTF8", "cp1251": "WIN1251"}
 _AUTH_SQLSTATES = {"28000", "28P01"}
-_UNAVAILABLE_SQLSTATES = {
-    "3D000",
-    "53300",
-    "57P01",
-    "57P02",
-    "57P03",
-    "08000",
-    "08001",
-    "08004",
-    "08006",
-}
+# The server went away under a running query: shut down (57P01 also = pg_terminate_backend),
+# crashed, or the connection broke (class 08; asyncpg raises 08003 for a closed socket).
+_LOST_SQLSTATES = {"57P01", "57P02", "57P03"}
+CLOSE_TIMEOUT_S = 2.0  # a graceful goodbye to an idle connection; terminated after that
+STOP_TIMEOUT_S = 3.0  # at most this long to stop a query on the server after a cancellation
+# PostgreSQL 14+ then notices within this interval that the client has gone, even while a query
+# computes without sending anything (the fallback when the cancel connection cannot be made).
+_CLIENT_CHECK_MS = 1000
 
 
 class CsvRowCounter:
@@ -64,60 +75,165 @@ class CsvRowCounter:
 
 
 class PostgresProvider(DatabaseProvider):
+    """Exports run as `COPY (...) TO STDOUT` on a connection of their own.
+
+    Theory of cancellation: asyncpg sends the protocol's cancel request from the done-callback
+    of the future it waits on for the next COPY chunk. That callback runs one loop turn after
+    the future was cancelled; when a chunk is dispatched in between, asyncpg's protocol has
+    already let go of the future (`_dispatch_result`), the callback does nothing
+    (`_on_waiter_completed`), and the COPY keeps streaming while a graceful `close()` waits
+    behind it (about one cancel in three). So an export that ends any other way than cleanly
+    (cancelled, or its sink failed) never relies on the driver: `_stop` cancels the backend
+    with `pg_cancel_backend` over a second short connection under the same account (a role may
+    cancel its own backends; not under `limiter`, it lives for milliseconds), drops the
+    export's connection without a goodbye, and waits until the backend has left
+    `pg_stat_activity`, all within `STOP_TIMEOUT_S`. If the second connection cannot be made,
+    the dropped socket still ends the backend: a streaming COPY fails on its next write, and a
+    computing query notices through
+    `client_connection_check_interval` (PostgreSQL 14+).
+    """
+
     def __init__(self, config: DatabaseConfig) -> None:
         super().__init__(config)
 
-    async def _connect(self, username: str, password: str, timeout_s: float) -> Any:
-        try:
+    async def _connect(
+        self, username: str, password: str, timeout_s: float | None, purpose: str = ""
+    ) -> Any:
+        settings = {"application_name": "exporter-api" + (f"-{purpose}" if purpose else "")}
+        if timeout_s is not None:
+            settings["statement_timeout"] = str(int(timeout_s * 1000))
+        with translate_errors(lambda exc: self._connect_error(exc, password)):
             return await asyncpg.connect(
                 self.config.dsn,
                 user=username,
                 password=password,
                 timeout=self.config.connect_timeout_s,
                 statement_cache_size=0,
-                server_settings={
-                    "application_name": "exporter-api",
-                    "statement_timeout": str(int(timeout_s * 1000)),
-                },
+                server_settings=settings,
             )
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate in _AUTH_SQLSTATES:
-                raise InvalidCredentials() from None
-            if exc.sqlstate in _UNAVAILABLE_SQLSTATES:
-                raise DatabaseUnavailable(f"database {self.config.id} is not available") from None
-            raise DatabaseUnavailable(
-                f"database {self.config.id} refused the connection ({exc.sqlstate})"
-            ) from None
-        except (OSError, TimeoutError, ssl.SSLError, asyncpg.InterfaceError):
-            raise DatabaseUnavailable(f"database {self.config.id} is not reachable") from None
+
+    def _connect_error(self, exc: Exception, password: str) -> ExporterError | None:
+        db = self.config.id
+        if isinstance(exc, asyncpg.PostgresError):
+            state = exc.sqlstate or ""
+            if state in _AUTH_SQLSTATES:
+                return InvalidCredentials()
+            if state == "42501":  # e.g. no CONNECT privilege on the database
+                return Forbidden(f"{permission_denied(scrub(_message(exc), password))} ({state})")
+            if state == "53300":
+                return DatabaseUnavailable(f"database {db} has no free connections ({state})")
+            if state == "57P03":
+                return DatabaseUnavailable(
+                    f"database {db} is starting up or shutting down ({state})"
+                )
+            if state == "3D000":
+                return DatabaseUnavailable(
+                    f"database {db} is misconfigured: the database it names does not exist"
+                    f" on the server ({state})"
+                )
+            if state.startswith("08") or state in _LOST_SQLSTATES:
+                return unreachable(db, state)
+            return DatabaseUnavailable(f"database {db} refused the connection ({state})")
+        if isinstance(exc, TimeoutError):
+            return unreachable(db, f"no answer within {self.config.connect_timeout_s:g} s")
+        if isinstance(exc, ConnectionRefusedError):
+            return unreachable(db, "connection refused")
+        if isinstance(exc, ssl.SSLError):
+            return unreachable(db, "TLS handshake failed")
+        if isinstance(exc, OSError):
+            # strerror only: the full text of a multi-host failure names hosts and ports.
+            return unreachable(db, exc.strerror or "")
+        if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+            return unreachable(db, "the server broke the protocol")
+        return None
 
     async def verify_login(self, username: str, password: str) -> None:
         # Not under `limiter`: a login must not wait behind hours-long exports.
         conn = await self._connect(username, password, 30)
         with anyio.CancelScope(shield=True):
-            await conn.close(timeout=5)
+            await _close(conn)
 
     async def export(
         self, username: str, password: str, request: ExportRequest, sink: ExportSink
     ) -> ExportResult:
+        guarded = GuardedSink(sink)
         async with self.limiter:
             conn = await self._connect(username, password, request.statement_timeout_s)
+            stop = True
             try:
-                return await self._copy(conn, request, sink)
+                result = await self._copy(conn, request, guarded, password)
+                stop = False
+                return result
+            except ExporterError as exc:
+                # The server ended the statement itself (SQL error, timeout, lost connection);
+                # only an error of the sink leaves the COPY running.
+                stop = guarded.raised(exc)
+                raise
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self._close(conn)
+                    if stop:
+                        await self._stop(conn, username, password)
+                    else:
+                        await _close(conn)
 
-    async def _close(self, conn: Any) -> None:
-        # After a cancelled COPY asyncpg has sent a cancel request to the server; close() waits
-        # for the server to acknowledge it, so the query is gone when export() returns.
-        try:
-            with anyio.fail_after(5):
-                await conn.close()
-        except Exception:
+    async def _stop(self, conn: Any, username: str, password: str) -> None:
+        """Stop the backend of `conn` on the server and drop `conn`, within `STOP_TIMEOUT_S`."""
+        if conn.is_closed():  # the socket is gone already (asyncpg may drop it on its own)
             conn.terminate()
+            return
+        pid = conn.get_server_pid()
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(STOP_TIMEOUT_S):
+                side = await self._connect(username, password, STOP_TIMEOUT_S, "cancel")
+                try:
+                    await side.fetchval("SELECT pg_cancel_backend($1)", pid)
+                    # Cancelled: a graceful close would now wait for the server to flush what
+                    # it already sent; dropping the socket ends the backend at once.
+                    conn.terminate()
+                    while await side.fetchval(  # noqa: ASYNC110 - polls the server
+                        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", pid
+                    ):
+                        await anyio.sleep(0.01)  # the backend exits within milliseconds
+                finally:
+                    side.terminate()
+        except Exception as exc:  # the cancel connection is best effort; see the class doc
+            _log.warning(
+                "postgres_query_stop_failed",
+                database_id=self.config.id,
+                backend_pid=pid,
+                error=type(exc).__name__,
+            )
+        finally:
+            conn.terminate()
+        _log.info(
+            "postgres_query_stopped",
+            database_id=self.config.id,
+            backend_pid=pid,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
-    async def _copy(self, conn: Any, request: ExportRequest, sink: ExportSink) -> ExportResult:
+    async def _copy(
+        self, conn: Any, request: ExportRequest, sink: GuardedSink, password: str
+    ) -> ExportResult:
+        started = time.monotonic()
+
+        def translate(exc: Exception) -> ExporterError | None:
+            return _query_error(
+                exc,
+                self.config.id,
+                request.statement_timeout_s,
+                elapsed_s=time.monotonic() - started,
+                closed=conn.is_closed(),
+                password=password,
+            )
+
+        with translate_errors(translate, sink):
+            if conn.get_server_version().major >= 14:
+                await conn.execute(f"SET client_connection_check_interval = {_CLIENT_CHECK_MS}")
+            return await self._copy_out(conn, request, sink)
+
+    async def _copy_out(self, conn: Any, request: ExportRequest, sink: GuardedSink) -> ExportResult:
         # COPY (...) takes one statement: no terminator, and a line break so a trailing
         # `-- comment` cannot swallow the closing parenthesis.
         script = strip_terminator(wrap_columns(request.sql, request.columns)) + "\n"
@@ -148,23 +264,14 @@ class PostgresProvider(DatabaseProvider):
             if pending_size >= _CHUNK_BYTES:
                 await flush()
 
-        try:
-            await conn.copy_from_query(
-                sql,
-                output=on_data,
-                format="csv",
-                header=request.header,
-                delimiter=request.delimiter,
-                encoding=_PG_ENCODINGS.get(request.encoding, "UTF8"),
-            )
-        except asyncpg.QueryCanceledError:
-            raise QueryFailed(
-                f"statement timeout after {request.statement_timeout_s:g} s"
-            ) from None
-        except asyncpg.PostgresError as exc:
-            raise QueryFailed(f"SQL error {exc.sqlstate}: {_message(exc)}") from None
-        except (OSError, asyncpg.InterfaceError):
-            raise DatabaseUnavailable(f"lost the connection to {self.config.id}") from None
+        await conn.copy_from_query(
+            sql,
+            output=on_data,
+            format="csv",
+            header=request.header,
+            delimiter=request.delimiter,
+            encoding=_PG_ENCODINGS.get(request.encoding, "UTF8"),
+        )
         if pending:
             # A result without rows is only the header line: nothing is written (NoData). Until
             # the first flush the counter is at its initial state, so a fresh one can probe.
@@ -193,11 +300,50 @@ class PostgresProvider(DatabaseProvider):
                 for i, t in enumerate(types, start=1)
             )
             literals = await conn.fetchrow(f"SELECT {casts}", *[params[n] for n in order])
-        except asyncpg.PostgresError as exc:
-            raise QueryFailed(f"SQL error {exc.sqlstate}: {_message(exc)}") from None
         except (ValueError, TypeError, asyncpg.DataError) as exc:
             raise QueryFailed(f"parameter does not fit the query: {exc}") from None
         return parsed.render({name: literals[order.index(name)] for name in order})
+
+
+async def _close(conn: Any) -> None:
+    """Close an idle connection gracefully, but never wait more than `CLOSE_TIMEOUT_S`."""
+    try:
+        with anyio.fail_after(CLOSE_TIMEOUT_S):
+            await conn.close()
+    except Exception:  # an unresponsive or broken peer: drop the socket
+        conn.terminate()
+
+
+def _query_error(
+    exc: Exception,
+    database_id: str,
+    timeout_s: float,
+    *,
+    elapsed_s: float,
+    closed: bool,
+    password: str,
+) -> ExporterError | None:
+    """Translate an error of a running query (None: not a driver error, let it through)."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        # 57014 is the statement timeout or a cancel by someone else (a DBA); the server's text
+        # may be translated (lc_messages), so the elapsed time decides too.
+        if "statement timeout" in _message(exc) or elapsed_s >= timeout_s * 0.99:
+            return statement_timeout(timeout_s)
+        return QueryFailed("the query was cancelled on the database server (57014)")
+    if isinstance(exc, asyncpg.PostgresConnectionError) or (
+        isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in _LOST_SQLSTATES
+    ):
+        return connection_lost(database_id)
+    if isinstance(exc, OSError) or (isinstance(exc, asyncpg.InterfaceError) and closed):
+        return connection_lost(database_id)
+    if isinstance(exc, asyncpg.PostgresError):
+        message = scrub(_message(exc), password)
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            return QueryFailed(f"{permission_denied(message)} ({exc.sqlstate})")
+        if isinstance(exc, asyncpg.PostgresSyntaxError):
+            return QueryFailed(f"SQL syntax error: {message} ({exc.sqlstate})")
+        return QueryFailed(f"SQL error {exc.sqlstate}: {message}")
+    return None
 
 
 def _type_name(name: str) -> str:
@@ -212,4 +358,4 @@ def _message(exc: asyncpg.PostgresError) -> str:
     return str(getattr(exc, "message", "") or type(exc).__name__)
 
 
-__all__ = ["CsvRowCounter", "PostgresProvider"]
+__all__ = ["CLOSE_TIMEOUT_S", "STOP_TIMEOUT_S", "CsvRowCounter", "PostgresProvider"]

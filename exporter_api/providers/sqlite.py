@@ -28,6 +28,8 @@ from exporter_api.providers.base import (
     ExportRequest,
     ExportResult,
     ExportSink,
+    permission_denied,
+    statement_timeout,
     wrap_columns,
 )
 from exporter_api.security.passwords import hash_password, verify_password
@@ -102,6 +104,7 @@ class SqliteProvider(DatabaseProvider):
         stop = threading.Event()
         rows = size = 0
         failures: list[Exception] = []
+        sink_failure: Exception | None = None
         send, receive = anyio.create_memory_object_stream[tuple[bytes, int]](2)
         # Closed here too: a cancellation may come before the producer task ever starts.
         with send, receive:
@@ -109,7 +112,13 @@ class SqliteProvider(DatabaseProvider):
                 tg.start_soon(self._produce, sql, args, request, stop, send, failures)
                 try:
                     async for chunk, count in receive:
-                        await sink.write(chunk, count)
+                        try:
+                            await sink.write(chunk, count)
+                        except Exception as exc:
+                            # Raised below, after the task group, as it is: not wrapped in an
+                            # exception group, and never taken for a database error.
+                            sink_failure = exc
+                            break
                         rows += count
                         size += len(chunk)
                 finally:
@@ -118,6 +127,8 @@ class SqliteProvider(DatabaseProvider):
                     # group waits for it.
                     stop.set()
                     receive.close()
+        if sink_failure is not None:
+            raise sink_failure
         if failures:
             raise failures[0]
         return ExportResult(rows=rows, bytes=size)
@@ -181,18 +192,26 @@ class SqliteProvider(DatabaseProvider):
                         raise _Stopped from None
             except sqlite3.OperationalError as exc:
                 if timed_out:
-                    raise QueryFailed(
-                        f"statement timeout after {request.statement_timeout_s:g} s"
-                    ) from None
+                    raise statement_timeout(request.statement_timeout_s) from None
                 if stop.is_set():
                     return
-                raise QueryFailed(f"SQL error: {exc}") from None
+                raise _sql_error(exc) from None
             except sqlite3.Error as exc:
-                raise QueryFailed(f"SQL error: {exc}") from None
+                raise _sql_error(exc) from None
             except _Stopped:
                 return
         finally:
             conn.close()
+
+
+def _sql_error(exc: sqlite3.Error) -> QueryFailed:
+    message = str(exc)
+    if "readonly" in message or "read-only" in message:
+        # Exports open the file read-only: a script that writes is refused.
+        return QueryFailed(permission_denied(f"exports may only read ({message})"))
+    if "syntax error" in message or "incomplete input" in message:
+        return QueryFailed(f"SQL syntax error: {message}")
+    return QueryFailed(f"SQL error: {message}")
 
 
 __all__ = ["SqliteProvider"]

@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 
 from exporter_api.errors import ExporterError
-from exporter_api.notify import LocalNotifier, Notifier
 from exporter_api.runs.api import RunsApi, runs_operations
-from exporter_api.runs.engine import RunEngine, files_root
+from exporter_api.runs.engine import RunEngine
+from exporter_api.runs.files import files_root
 from exporter_api.runs.hub import HubPublisher, RunsHub, bind_runs_hub
 from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.service import RunService
@@ -115,7 +115,7 @@ class RunsComponent:
 
     @property
     def files_root(self) -> Path:
-        return files_root(self.services.settings.data_dir)
+        return files_root(self.services.settings.data_dir, self.config.output)
 
     @property
     def links(self) -> DownloadLinks:
@@ -184,9 +184,6 @@ class RunsComponent:
     async def lifespan(self, services: Services) -> AsyncIterator[None]:
         self._services = services
         self._repository = RunRepository(services.store)
-        # Until Services carries the app's notifier (PostgreSQL LISTEN/NOTIFY between instances),
-        # an in-process one: cross-instance cancels then fall back on the heartbeat poll.
-        notifier: Notifier = getattr(services, "notifier", None) or LocalNotifier()
         engine = RunEngine(
             config=self.config,
             repository=self._repository,
@@ -194,7 +191,7 @@ class RunsComponent:
             credentials=services.vault,
             publisher=HubPublisher(self.hub_endpoint.hub_context),
             files_root=self.files_root,
-            notifier=notifier,
+            notifier=services.notifier,
             exclusive_store=services.store.backend == "sqlite",
         )
         forget_listener = services.tokens.on_revoked(self.close_session_connections)

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import functools
 import re
-import zipfile
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Protocol
 
-import anyio
-import anyio.from_thread
-import anyio.to_thread
-import structlog
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
 
 from exporter_api.api.deps import json_response, read_json
 from exporter_api.errors import (
@@ -33,6 +26,7 @@ from exporter_api.errors import (
     TooManyRequests,
 )
 from exporter_api.openapi import Operation
+from exporter_api.runs.downloads import Downloads
 from exporter_api.runs.errors import (
     DatabaseNotConfigured,
     RunAlreadyFinished,
@@ -47,7 +41,7 @@ from exporter_api.runs.models import (
     RunList,
     RunState,
 )
-from exporter_api.runs.repository import RunRepository, StoredFile
+from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import plan_run
 from exporter_api.runs.service import RunService, owns, sign_files, state_for
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
@@ -58,7 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RunsApi", "http_error", "owns", "runs_operations", "sign_files", "state_for"]
 
-_log = structlog.get_logger("exporter_api.runs.api")
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SIG_PARAM = ("sig", "a signed link's signature (downloadUrl / zipUrl) instead of a Bearer token")
@@ -85,13 +78,6 @@ class RunsBackend(Protocol):
     async def authenticate(self, request: Request) -> AuthenticatedUser: ...
 
     async def session_user(self, session_id: str) -> AuthenticatedUser | None: ...
-
-
-def content_disposition(name: str) -> str:
-    """``attachment`` with an ASCII fallback and the RFC 5987 ``filename*`` (UTF-8)."""
-    fallback = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
-    fallback = fallback.replace("\\", "_").replace('"', "_")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def http_error(exc: RunError) -> ExporterError:
@@ -187,7 +173,7 @@ def runs_operations() -> list[Operation]:
             "runs",
             response="binary",
             response_content_type="text/csv",
-            errors=(401, 403, 404),
+            errors=(401, 403, 404, 416, 429),
             path_params=("runId", "fileId"),
             query_params=(_SIG_PARAM,),
         ),
@@ -199,7 +185,7 @@ def runs_operations() -> list[Operation]:
             "runs",
             response="binary",
             response_content_type="application/zip",
-            errors=(401, 403, 404),
+            errors=(401, 403, 404, 429),
             path_params=run,
             query_params=(_SIG_PARAM,),
         ),
@@ -209,6 +195,7 @@ def runs_operations() -> list[Operation]:
 class RunsApi:
     def __init__(self, backend: RunsBackend) -> None:
         self.backend = backend
+        self.downloads = Downloads(backend.config.server.max_downloads_per_user)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -312,126 +299,28 @@ class RunsApi:
     async def download_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
         if self._signed(request):
-            _, run_id = await self._own_run_by_link(request, file_id)
+            user, run_id = await self._own_run_by_link(request, file_id)
         else:
-            _, run_id = await self._own_run(request)
+            user, run_id = await self._own_run(request)
         stored = (
             await self.backend.repository.file(run_id, file_id) if _FILE_ID.match(file_id) else None
         )
         if stored is None:
             raise NotFound("file not found")
-        path = self.backend.files_root / run_id / stored.name
-        if not await anyio.Path(path).is_file():
-            raise NotFound("file no longer exists")
-        return FileResponse(
-            path,
-            media_type=self._media_type(),
-            headers={
-                "Content-Disposition": content_disposition(stored.name),
-                "X-Content-SHA256": stored.sha256,
-                "Cache-Control": "private, no-store",
-            },
+        return await self.downloads.file(
+            (user.login, user.database_id),
+            self.backend.files_root / run_id,
+            stored,
+            self._media_type(),
+            request.headers.get("range"),
         )
 
     async def download_zip(self, request: Request) -> Response:
         if self._signed(request):
-            _, run_id = await self._own_run_by_link(request, ZIP_TARGET)
+            user, run_id = await self._own_run_by_link(request, ZIP_TARGET)
         else:
-            _, run_id = await self._own_run(request)
+            user, run_id = await self._own_run(request)
         files = await self.backend.repository.files(run_id)
-        return ZipStreamResponse(self.backend.files_root / run_id, files, f"{run_id}.zip")
-
-
-class _ChannelWriter:
-    """A write-only binary file for ``zipfile`` on a worker thread: every write is sent to the
-    event loop through a bounded stream (so a slow client slows the compression down)."""
-
-    def __init__(self, send: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
-        self._send = send
-        self._position = 0
-        self._buffer = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        self._position += len(data)
-        if len(self._buffer) >= 256 * 1024:
-            self.flush()
-        return len(data)
-
-    def tell(self) -> int:
-        return self._position
-
-    def flush(self) -> None:
-        if self._buffer:
-            chunk = bytes(self._buffer)
-            self._buffer.clear()
-            anyio.from_thread.run(self._send, chunk)
-
-    def close(self) -> None:
-        self.flush()
-
-
-class ZipStreamResponse(Response):
-    """Streams a ZIP of a run's files, built on a worker thread, in constant memory."""
-
-    def __init__(self, directory: Path, files: list[StoredFile], name: str) -> None:
-        super().__init__(
-            media_type="application/zip",
-            headers={
-                "Content-Disposition": content_disposition(name),
-                "Cache-Control": "private, no-store",
-            },
+        return self.downloads.zip(
+            (user.login, user.database_id), run_id, self.backend.files_root / run_id, files
         )
-        self.directory = directory
-        self.files = files
-        # The size is unknown until the archive is built: no Content-Length (chunked).
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-
-    def _build(self, writer: _ChannelWriter) -> None:
-        try:
-            self._write_archive(writer)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return  # the client went away: stop quietly
-        except OSError as exc:
-            # A file became unreadable after the response started: nothing better to do than
-            # end the body (the client sees a truncated archive). The message may hold paths.
-            _log.error("zip_stream_failed", error_type=type(exc).__name__)
-
-    def _write_archive(self, writer: _ChannelWriter) -> None:
-        with zipfile.ZipFile(
-            writer,  # write/tell/flush is all zipfile needs here
-            mode="w",
-            compression=zipfile.ZIP_DEFLATED,
-            compresslevel=1,
-            allowZip64=True,
-        ) as archive:
-            for stored in self.files:
-                path = self.directory / stored.name
-                if not path.is_file():
-                    continue
-                info = zipfile.ZipInfo.from_file(path, arcname=stored.name)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with (
-                    open(path, "rb") as source,
-                    archive.open(info, mode="w", force_zip64=info.file_size > 0x7FFFFFFF) as dest,
-                ):
-                    while block := source.read(1 << 20):
-                        dest.write(block)
-        writer.close()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        sender, receiver = anyio.create_memory_object_stream[bytes](4)
-
-        async def produce() -> None:
-            async with sender:
-                await anyio.to_thread.run_sync(self._build, _ChannelWriter(sender.send))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
-            async with receiver:
-                async for chunk in receiver:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})

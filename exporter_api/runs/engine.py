@@ -474,8 +474,3 @@ def _remove_tree(directory: Path) -> None:
     """Remove a run's file directory (blocking: run it on a worker thread)."""
     if directory.is_dir():
         shutil.rmtree(directory)
-
-
-def files_root(data_dir: Path) -> Path:
-    """Where runs keep their files: ``<data dir>/exports/<runId>/``."""
-    return data_dir / "exports"

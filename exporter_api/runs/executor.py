@@ -255,7 +255,13 @@ class RunExecutor:
             render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
             run.taken_names,
         )
-        writer = FileWriter(directory, name, bom=output.encoding == "utf-8-sig")
+        writer = FileWriter(
+            directory,
+            name,
+            bom=output.encoding == "utf-8-sig",
+            file_mode=output.file_mode,
+            dir_mode=output.dir_mode,
+        )
         try:
             async with writer:
                 result = await provider.export(username, password, request, progress.sink(writer))

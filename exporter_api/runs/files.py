@@ -4,20 +4,37 @@ A file is written under a temporary ``.part`` name in the run's directory and re
 complete; its sha256 is computed on the way. Disk writes run on a worker thread in batches of
 about ``flush_bytes`` so the event loop never blocks and memory stays bounded whatever the size
 of the result.
+
+Files and directories are created with the configured ``[output] file_mode`` / ``dir_mode``
+(private to the service's user by default) whatever the process umask. A full or unwritable disk
+raises ``ExportDiskFull`` / ``ExportDiskUnwritable`` (the variant's message) and the partial file
+is removed. A partial file belongs to the writer of its run and variant: nothing else removes
+it while that writer lives (see ``reconcile.reconcile_run_files`` for runs whose owner died).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.to_thread
+import structlog
+
+from exporter_api.runs.errors import disk_error
+
+if TYPE_CHECKING:
+    from exporter_api.config import OutputConfig
+
+_log = structlog.get_logger("exporter_api.runs.files")
+_T = TypeVar("_T")
 
 PART_SUFFIX = ".part"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -27,6 +44,53 @@ _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 
 
 _FADVISE = hasattr(os, "posix_fadvise")
+# O_NOFOLLOW: a symlink planted under the files directory never redirects an export.
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+DEFAULT_FILE_MODE = 0o600
+DEFAULT_DIR_MODE = 0o700
+
+
+def files_root(data_dir: Path, output: OutputConfig) -> Path:
+    """Where runs keep their files (``<root>/<runId>/``): ``[output] files_dir``, relative to
+    the data directory unless absolute; empty means ``<data dir>/exports``.
+
+    The directory may be a volume every instance mounts: a run's directory is written only by
+    the instance driving the run, and cleaned up only by one taking over a dead owner's run."""
+    if not output.files_dir:
+        return data_dir / "exports"
+    configured = Path(output.files_dir)
+    return configured if configured.is_absolute() else data_dir / configured
+
+
+def make_dirs(directory: Path, mode: int) -> None:
+    """Create ``directory`` and its missing parents with exactly ``mode`` (blocking).
+
+    Only directories created here get ``mode``: an existing one (a shared volume's root, a run
+    directory another lane made first) is left as it is."""
+    missing: list[Path] = []
+    path = directory
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:  # another lane or instance made it meanwhile
+            continue
+        os.chmod(path, mode)  # mkdir's mode is filtered by the umask; the configured one is not
+
+
+def _disk_call(fn: Callable[[], _T]) -> _T:
+    """Run blocking file work, turning a full or failing disk into the domain error."""
+    try:
+        return fn()
+    except OSError as exc:
+        error = disk_error(exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 class _StrictFields(dict[str, str]):
@@ -99,9 +163,18 @@ class FileWriter:
     """
 
     def __init__(
-        self, directory: Path, name: str, *, bom: bool = False, flush_bytes: int = 1 << 20
+        self,
+        directory: Path,
+        name: str,
+        *,
+        bom: bool = False,
+        flush_bytes: int = 1 << 20,
+        file_mode: int = DEFAULT_FILE_MODE,
+        dir_mode: int = DEFAULT_DIR_MODE,
     ) -> None:
         self.directory = directory
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
         self.name = name
         self.final_path = directory / name
         self.part_path = directory / f".{name}{PART_SUFFIX}"
@@ -119,10 +192,17 @@ class FileWriter:
 
     async def __aenter__(self) -> FileWriter:
         def _open() -> IO[bytes]:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            return open(self.part_path, "wb")  # closed in commit/discard
+            make_dirs(self.directory, self.dir_mode)
+            fd = os.open(self.part_path, _OPEN_FLAGS, self.file_mode)
+            try:
+                os.fchmod(fd, self.file_mode)  # open's mode is filtered by the umask
+                return os.fdopen(fd, "wb")  # closed in commit/discard
+            except BaseException:
+                os.close(fd)
+                self.part_path.unlink(missing_ok=True)
+                raise
 
-        self._file = await anyio.to_thread.run_sync(_open)
+        self._file = await anyio.to_thread.run_sync(_disk_call, _open)
         if self._bom:
             self._buffer(UTF8_BOM)
         return self
@@ -169,7 +249,7 @@ class FileWriter:
                 )
                 self._writeback_from = self._written
 
-        await anyio.to_thread.run_sync(_write)
+        await anyio.to_thread.run_sync(_disk_call, _write)
 
     async def commit(self) -> WrittenFile:
         """Flush, fsync, close and rename into place."""
@@ -180,11 +260,13 @@ class FileWriter:
         def _finish() -> int:
             file.flush()
             os.fsync(file.fileno())
+            size = os.fstat(file.fileno()).st_size
             file.close()
+            # The last step: once the final name exists, nothing here can fail any more.
             os.replace(self.part_path, self.final_path)
-            return self.final_path.stat().st_size
+            return size
 
-        size = await anyio.to_thread.run_sync(_finish)
+        size = await anyio.to_thread.run_sync(_disk_call, _finish)
         self._file = None
         self._committed = WrittenFile(
             self.final_path, self.name, size, self.rows, self._hash.hexdigest()
@@ -198,18 +280,15 @@ class FileWriter:
 
         def _remove() -> None:
             if file is not None:
-                file.close()
-            self.part_path.unlink(missing_ok=True)
+                # Closing flushes what is still buffered, which fails on a full disk; the
+                # descriptor is closed either way and the data is not wanted.
+                with contextlib.suppress(OSError):
+                    file.close()
+            try:
+                self.part_path.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only or failing disk: the run's cleanup gets it later
+                _log.warning(
+                    "partial_file_not_removed", run_id=self.directory.name, errno=exc.errno
+                )
 
         await anyio.to_thread.run_sync(_remove)
-
-
-def remove_partial_files(directory: Path) -> int:
-    """Remove ``.part`` files a dead process left under ``directory`` (blocking: use a thread)."""
-    removed = 0
-    if not directory.is_dir():
-        return 0
-    for path in directory.glob(f"*/.*{PART_SUFFIX}"):
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed

@@ -28,8 +28,8 @@ from exporter_api.errors import ExporterError
 from exporter_api.notify import RUN_QUEUED_CHANNEL
 from exporter_api.runs.errors import failure_message, root_cause
 from exporter_api.runs.executor import ActiveRun, RunExecutor, Snapshot
-from exporter_api.runs.files import PART_SUFFIX
 from exporter_api.runs.models import RunState, utc_now
+from exporter_api.runs.reconcile import reconcile_run_files
 from exporter_api.runs.repository import RunNotOwned
 from exporter_api.runs.selection import PlanUnavailable, plan_of
 from exporter_api.runs.status import is_active, mark_unfinished, reset_unfinished
@@ -140,8 +140,14 @@ class RunLifecycle:
         except PlanUnavailable as exc:
             raise _Abandon(str(exc)) from None
         recorded = [f.name for f in await self.repo.files(run.run_id)]
-        # Replaced by exporter_api.runs.reconcile.reconcile_run_files when the files work lands.
-        removed = await reconcile_run_files(self.files_root / run.run_id, recorded)
+        # The dead owner's partial and never-recorded files go: the variants that wrote them
+        # start again. (A recorded file gone from disk is logged by the reconciliation.)
+        try:
+            reconciled = await reconcile_run_files(self.files_root / run.run_id, recorded)
+            removed = len(reconciled.removed)
+        except OSError as exc:  # a failing disk fails what is exported next, not the takeover
+            _log.warning("run_files_reconcile_failed", run_id=run.run_id, errno=exc.errno)
+            removed = 0
         run.taken_names = {name.casefold() for name in recorded}
         async with run.lock:
             before = Snapshot(run.state)
@@ -212,30 +218,10 @@ class RunLifecycle:
             await self.executor.publish_changes(run.state, before)
 
 
-async def reconcile_run_files(run_dir: Path, recorded: Collection[str]) -> int:
-    """Remove the partial (``.part``) and unrecorded files of one run's directory (what a dead
-    owner left); returns how many went. A stand-in with the signature of the files work's
-    ``exporter_api.runs.reconcile.reconcile_run_files``."""
-    keep = set(recorded)
-
-    def sweep() -> int:
-        removed = 0
-        if not run_dir.is_dir():
-            return 0
-        for path in run_dir.iterdir():
-            if path.is_file() and (path.name.endswith(PART_SUFFIX) or path.name not in keep):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    return await anyio.to_thread.run_sync(sweep)
-
-
 __all__ = [
     "CREDENTIALS_GONE",
     "NOT_EXECUTED",
     "CredentialSource",
     "RunLifecycle",
-    "reconcile_run_files",
     "too_many_attempts",
 ]

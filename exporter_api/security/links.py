@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Sequence
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -49,10 +50,19 @@ def _unb64(text: str) -> bytes:
 
 
 class DownloadLinks:
-    """Mints and checks ``sig`` values; ``key`` is the service's JWT signing key."""
+    """Mints and checks ``sig`` values from the service's JWT signing key(s).
 
-    def __init__(self, key: bytes, ttl_s: int = 300) -> None:
-        self._aead = AESGCM(hmac.new(key, _LABEL, hashlib.sha256).digest())
+    ``key`` may be one key or several, newest first (a key rotation): links are sealed with the
+    newest and opened with any, so a link minted just before a rotation keeps working for the
+    rest of its short life.
+    """
+
+    def __init__(self, key: bytes | Sequence[bytes], ttl_s: int = 300) -> None:
+        keys = [key] if isinstance(key, bytes) else list(key)
+        if not keys:
+            raise ValueError("DownloadLinks needs at least one key")
+        self._aeads = [AESGCM(hmac.new(k, _LABEL, hashlib.sha256).digest()) for k in keys]
+        self._aead = self._aeads[0]
         self.ttl_s = ttl_s
 
     @staticmethod
@@ -76,15 +86,24 @@ class DownloadLinks:
             raise LinkInvalid
         try:
             raw = _unb64(sig)
-            plain = self._aead.decrypt(
-                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], self._aad(run_id, target)
-            )
-            sealed = msgspec.msgpack.decode(plain, type=_Sealed)
-        except (binascii.Error, ValueError, InvalidTag, msgspec.DecodeError):
+        except (binascii.Error, ValueError):
             raise LinkInvalid from None
+        sealed = self._open_with_any(raw, self._aad(run_id, target))
         if sealed.expires <= int(now if now is not None else time.time()):
             raise LinkExpired
         return sealed.session_id
+
+    def _open_with_any(self, raw: bytes, aad: bytes) -> _Sealed:
+        for aead in self._aeads:
+            try:
+                plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
+            except (ValueError, InvalidTag):
+                continue
+            try:
+                return msgspec.msgpack.decode(plain, type=_Sealed)
+            except msgspec.DecodeError:
+                break
+        raise LinkInvalid
 
 
 __all__ = ["ZIP_TARGET", "DownloadLinks", "LinkExpired", "LinkInvalid"]

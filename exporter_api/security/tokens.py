@@ -8,6 +8,13 @@ access token (claims name the session, never a credential) plus a refresh token 
 a SHA-256 hash). Every refresh consumes its token and issues a new one; presenting a consumed
 token again revokes the whole session. Access tokens are checked against the session row on
 every use (with a cache of at most `_SESSION_CACHE_S`), so logout ends them at once.
+
+Revocation crosses instances: `revoke_session` publishes the session id on the notifier's
+`SESSION_REVOKED_CHANNEL`, and every instance (this one included) runs its `on_revoked` listeners
+when the notification arrives (the hub closes that session's connections there).
+
+Signing keys rotate: tokens are signed with the ring's first key and carry its ``kid``; a token
+verifies under any key of the ring (the ``kid`` picks the first one tried).
 """
 
 from __future__ import annotations
@@ -15,16 +22,19 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 import structlog
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OctKey
+from joserfc.jws import extract_compact
 
 from exporter_api.errors import Unauthorized
+from exporter_api.notify import SESSION_REVOKED_CHANNEL, LocalNotifier, Notifier
+from exporter_api.security.keys import KeyRing
 from exporter_api.security.vault import CredentialVault
 from exporter_api.store import Store
 
@@ -75,13 +85,21 @@ class TokenService:
         self,
         store: Store,
         vault: CredentialVault,
-        signing_key: bytes,
+        signing_keys: KeyRing | Sequence[bytes] | bytes,
         access_ttl_s: int,
         refresh_ttl_s: int,
+        notifier: Notifier | None = None,
     ) -> None:
+        if isinstance(signing_keys, bytes):
+            ring = KeyRing((signing_keys,))
+        elif isinstance(signing_keys, KeyRing):
+            ring = signing_keys
+        else:
+            ring = KeyRing(tuple(signing_keys))
         self._store = store
         self._vault = vault
-        self._key = OctKey.import_key(signing_key)
+        # (kid, key), newest first: the first signs.
+        self._keys = [(ring.kid(k), OctKey.import_key(k)) for k in ring.keys]
         self._claims = jwt.JWTClaimsRegistry(
             leeway=5,
             iss={"essential": True, "value": _ISSUER},
@@ -94,10 +112,12 @@ class TokenService:
         self.refresh_ttl_s = refresh_ttl_s
         self._session_ok: dict[str, float] = {}  # session id -> monotonic time it was checked
         self._listeners: list[RevocationListener] = []
+        self._notifier = notifier if notifier is not None else LocalNotifier()
+        self._notifier.listen(SESSION_REVOKED_CHANNEL, self._session_revoked)
 
     def on_revoked(self, listener: RevocationListener) -> Callable[[], None]:
-        """Call ``listener`` after every revocation (the hub closes the session's connections);
-        returns a function that removes it again."""
+        """Call ``listener`` after every revocation on any instance (the hub closes the session's
+        connections); returns a function that removes it again."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -202,6 +222,21 @@ class TokenService:
             )
             await self._vault.delete(session_id)
         _log.info("session_revoked", session_id=session_id, reason=reason)
+        try:
+            await self._notifier.notify(SESSION_REVOKED_CHANNEL, session_id)
+        except Exception as exc:  # the store is the record; at least this instance reacts now
+            _log.warning("session_revoked_notify_failed", error_type=type(exc).__name__)
+            await self._run_listeners(session_id, reason)
+
+    async def _session_revoked(self, session_id: str) -> None:
+        """A revocation notice from any instance: forget the cached check, run the listeners."""
+        self._session_ok.pop(session_id, None)
+        row = await self._store.fetch_one(
+            "SELECT revoked_reason FROM sessions WHERE id = :id", {"id": session_id}
+        )
+        await self._run_listeners(session_id, str(row[0]) if row and row[0] else "revoked")
+
+    async def _run_listeners(self, session_id: str, reason: str) -> None:
         for listener in list(self._listeners):
             try:
                 await listener(session_id, reason)
@@ -242,12 +277,26 @@ class TokenService:
             "exp": now + self.access_ttl_s,
             "jti": secrets.token_urlsafe(12),
         }
-        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=["HS256"])
+        kid, key = self._keys[0]
+        header = {"alg": "HS256", "typ": "JWT", "kid": kid}
+        return jwt.encode(header, claims, key, algorithms=["HS256"])
+
+    def _decode(self, token: str) -> dict[str, object]:
+        """The claims of ``token`` if one of the ring's keys signed it (its ``kid``'s first)."""
+        kid = extract_compact(token.encode("ascii")).headers().get("kid")
+        keys = sorted(self._keys, key=lambda pair: pair[0] != kid)  # stable: newest next
+        for _, key in keys:
+            try:
+                claims: dict[str, object] = jwt.decode(token, key, algorithms=["HS256"]).claims
+            except BadSignatureError:
+                continue
+            return claims
+        raise BadSignatureError
 
     async def verify_access_token(self, token: str) -> AuthenticatedUser:
         """The user of a valid access token whose session is still live; else Unauthorized."""
         try:
-            claims = jwt.decode(token, self._key, algorithms=["HS256"]).claims
+            claims = self._decode(token)
             self._claims.validate(claims)
             user = AuthenticatedUser(
                 login=str(claims["sub"]),

@@ -2,39 +2,63 @@
 
 Each secret is `base64(nonce || ciphertext+tag)` with the session id as associated data, so a
 row copied to another session does not decrypt. The plaintext exists only in memory.
+
+Key rotation: the vault seals with the first key of its ring and opens with whichever key fits
+(AES-GCM's tag tells a wrong key apart), so sessions sealed before a rotation stay readable while
+the previous key is still listed.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from exporter_api.errors import Unauthorized
+from exporter_api.security.keys import KeyRing
 from exporter_api.store import Store
 
 
 class CredentialVault:
-    def __init__(self, store: Store, key: bytes) -> None:
-        if len(key) != 32:
+    """Seals passwords with ``keys``' first key; opens them with any of its keys.
+
+    ``keys`` is a `KeyRing`, a sequence of keys (newest first) or one key.
+    """
+
+    def __init__(self, store: Store, keys: KeyRing | Sequence[bytes] | bytes) -> None:
+        ring: tuple[bytes, ...]
+        if isinstance(keys, bytes):
+            ring = (keys,)
+        elif isinstance(keys, KeyRing):
+            ring = keys.keys
+        else:
+            ring = tuple(keys)
+        if not ring or any(len(k) != 32 for k in ring):
             raise ValueError("the vault key must be 32 bytes (AES-256)")
         self._store = store
-        self._aead = AESGCM(key)
+        self._aeads = tuple(AESGCM(k) for k in ring)
 
     def encrypt(self, session_id: str, password: str) -> str:
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, password.encode("utf-8"), session_id.encode("utf-8"))
+        sealed = self._aeads[0].encrypt(nonce, password.encode("utf-8"), session_id.encode("utf-8"))
         return base64.b64encode(nonce + sealed).decode("ascii")
 
     def decrypt(self, session_id: str, secret: str) -> str:
-        raw = base64.b64decode(secret)
         try:
-            plain = self._aead.decrypt(raw[:12], raw[12:], session_id.encode("utf-8"))
-        except InvalidTag:
-            raise Unauthorized("the session's credentials cannot be read") from None
-        return plain.decode("utf-8")
+            raw = base64.b64decode(secret, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        for aead in self._aeads:
+            try:
+                plain = aead.decrypt(raw[:12], raw[12:], session_id.encode("utf-8"))
+            except (InvalidTag, ValueError):
+                continue
+            return plain.decode("utf-8")
+        raise Unauthorized("the session's credentials cannot be read")
 
     async def put(self, session_id: str, username: str, password: str) -> None:
         await self._store.execute(

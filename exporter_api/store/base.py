@@ -2,20 +2,26 @@
 
 SQL written for the store uses `:name` parameters and a portable subset of types: TEXT, INTEGER,
 BIGINT, DOUBLE PRECISION; timestamps are ISO-8601 UTC TEXT; booleans INTEGER 0/1.
+
+Driver errors that mean "the store cannot be used right now" (disk full, I/O error, connection
+lost, server shutting down, store closed) are translated at this boundary into one domain error,
+`StoreUnavailable` (503), so no endpoint answers 500 for them. Errors that point at a bug (SQL
+syntax, constraint violations) pass through unchanged.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import structlog
 
+from exporter_api.errors import StoreUnavailable
 from exporter_api.sqlparams import split_statements
 
 _log = structlog.get_logger("exporter_api.store")
@@ -58,6 +64,34 @@ class Store(ABC):
 
     @abstractmethod
     async def aclose(self) -> None: ...
+
+    def _is_unavailable(self, exc: Exception) -> bool:
+        """Whether the driver error `exc` means the store cannot be used right now."""
+        return isinstance(exc, OSError)
+
+    @contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """Around every driver call: unavailability errors become `StoreUnavailable`."""
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if not self._is_unavailable(exc):
+                raise
+            # The driver's text is not logged: only its code (it never names a credential).
+            code = (
+                getattr(exc, "sqlite_errorname", None)
+                or getattr(exc, "sqlstate", None)
+                or getattr(exc, "errno", None)
+            )
+            _log.warning(
+                "store_unavailable",
+                backend=self.backend,
+                error_type=type(exc).__name__,
+                code=code,
+            )
+            raise StoreUnavailable() from exc
 
     @abstractmethod
     def _migration_lock(self) -> AbstractAsyncContextManager[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -13,6 +14,10 @@ import anyio
 import anyio.to_thread
 
 from exporter_api.store.base import Store
+
+# Primary result codes meaning "cannot use the store now": BUSY, LOCKED, NOMEM, READONLY, IOERR,
+# CORRUPT, FULL, CANTOPEN, PROTOCOL, NOLFS, NOTADB.
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 22, 26})
 
 
 class SqliteStore(Store):
@@ -38,11 +43,38 @@ class SqliteStore(Store):
         conn = await anyio.to_thread.run_sync(connect)
         return cls(conn)
 
+    def _is_unavailable(self, exc: Exception) -> bool:
+        if isinstance(exc, sqlite3.ProgrammingError):
+            # Misuse is a bug, except using the store after it was closed (shutdown).
+            return "closed" in str(exc)
+        if isinstance(exc, sqlite3.Error):
+            # By result code: SQLITE_ERROR (a SQL mistake) or a constraint is a bug, not an outage.
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code is not None and code & 0xFF in _UNAVAILABLE_CODES
+        return isinstance(exc, OSError)
+
     async def _run(self, fn: Any, *args: Any) -> Any:
-        if self._in_tx.get():
-            return await anyio.to_thread.run_sync(fn, *args)
-        async with self._lock:
-            return await anyio.to_thread.run_sync(fn, *args)
+        with self._translate_errors():
+            if self._in_tx.get():
+                return await anyio.to_thread.run_sync(fn, *args)
+            async with self._lock:
+                return await anyio.to_thread.run_sync(fn, *args)
+
+    def _rollback(self) -> None:
+        # SQLITE_FULL / SQLITE_IOERR may already have rolled the transaction back; a failing
+        # ROLLBACK must not replace the error that caused it.
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    def _commit(self) -> None:
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (disk full) leaves the transaction open: end it, or every later
+            # BEGIN on this shared connection would fail.
+            self._rollback()
+            raise
 
     async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
         def run() -> int:
@@ -68,15 +100,16 @@ class SqliteStore(Store):
         async with self._lock:
             token = self._in_tx.set(True)
             try:
-                await anyio.to_thread.run_sync(self._conn.execute, "BEGIN IMMEDIATE")
+                with self._translate_errors():
+                    await anyio.to_thread.run_sync(self._conn.execute, "BEGIN IMMEDIATE")
                 try:
                     yield
                 except BaseException:
                     with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(self._conn.execute, "ROLLBACK")
+                        await anyio.to_thread.run_sync(self._rollback)
                     raise
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._conn.execute, "COMMIT")
+                with anyio.CancelScope(shield=True), self._translate_errors():
+                    await anyio.to_thread.run_sync(self._commit)
             finally:
                 self._in_tx.reset(token)
 

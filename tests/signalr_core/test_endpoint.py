@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -337,3 +337,42 @@ async def test_stateful_reconnect_acknowledges_received_messages() -> None:
                     assert isinstance(data, str)
                     seen.extend(parse_frames(data))
             assert {"type": 8, "sequenceId": 3} in seen
+
+
+async def test_new_connections_are_refused_once_shutdown_begins() -> None:
+    """A client reconnecting at once must go elsewhere, not to a server that is going away."""
+    endpoint = HubEndpoint(FeatureHub, options=HubOptions(shutdown_timeout=1.0))
+    async with endpoint.lifespan():
+        transport = httpx.ASGITransport(app=endpoint)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+            before = await http.post("/negotiate?negotiateVersion=1")
+            assert before.status_code == 200
+            token = before.json()["connectionToken"]
+            await endpoint.shutdown()
+            after = await http.post("/negotiate?negotiateVersion=1")
+            assert after.status_code == 503
+            assert after.headers["retry-after"] == "1"
+            assert after.text == "The server is shutting down"
+            # A connection negotiated before the shutdown may not start a transport either.
+            poll = await http.get("/", params={"id": token})
+            assert poll.status_code != 200  # 200 would mean the poll activated it
+            assert endpoint.connection_count == 0
+        sent: list[MutableMapping[str, Any]] = []
+        messages = iter([{"type": "websocket.connect"}])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "websocket",
+            "path": "/",
+            "query_string": b"",
+            "headers": [],
+            "extensions": {"websocket.http.response": {}},
+        }
+        await endpoint(scope, receive, send)
+        assert sent[0]["type"] == "websocket.http.response.start"
+        assert sent[0]["status"] == 503

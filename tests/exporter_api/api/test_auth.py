@@ -60,9 +60,17 @@ async def test_secure_cookie_when_not_on_loopback(settings: Settings) -> None:
         ({"managerId": "nope"}, "managerId"),
         ({"streamId": "s3"}, "streamId"),  # s3 belongs to m2
         ({"dbUsername": ""}, "dbUsername"),
+        ({"dbUsername": "USER1\x00"}, "dbUsername"),
+        ({"dbUsername": "US\nER1"}, "dbUsername"),
+        ({"dbUsername": "U" * 129}, "dbUsername"),
+        ({"dbPassword": "de\x00mo"}, "dbPassword"),
+        ({"dbPassword": "x" * 1025}, "dbPassword"),
+        ({"databaseId": "db-test\x00"}, "databaseId"),
+        ({"managerId": "m" * 129}, "managerId"),
+        ({"streamId": "s1\x7f"}, "streamId"),
     ],
 )
-async def test_unknown_ids_are_400_naming_the_field(
+async def test_unknown_ids_and_bad_input_are_400_naming_the_field(
     settings: Settings, changes: dict[str, str], field: str
 ) -> None:
     async with app_client(settings) as client:

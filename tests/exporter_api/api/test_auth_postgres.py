@@ -69,6 +69,8 @@ def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings
         config_path=config,
         data_dir=tmp_path / "var",
         state_url=create_pg_database(pg, "state"),
+        jwt_key=b"j" * 32,  # a shared store never generates keys
+        vault_key=b"v" * 32,
     )
 
 

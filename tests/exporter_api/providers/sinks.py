@@ -28,3 +28,16 @@ class CollectingSink:
     @property
     def lines(self) -> list[str]:
         return self.data.decode("utf-8").splitlines()
+
+
+class FailingSink(CollectingSink):
+    """Raises `error` from write number `fail_on` (as a file writer hitting a full disk would)."""
+
+    def __init__(self, error: BaseException, fail_on: int = 1) -> None:
+        super().__init__(max_bytes=1)
+        self.error, self.fail_on = error, fail_on
+
+    async def write(self, chunk: bytes, rows: int) -> None:
+        await super().write(chunk, rows)
+        if len(self.rows) == self.fail_on:
+            raise self.error

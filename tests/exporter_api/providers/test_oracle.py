@@ -6,6 +6,8 @@ closed port exercises the real driver's network error path.
 
 from __future__ import annotations
 
+import errno
+
 import anyio
 import oracledb
 import pytest
@@ -13,15 +15,22 @@ import pytest
 from exporter_api.config import DatabaseConfig
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers import create_provider
-from exporter_api.providers.base import ExportColumn, wrap_columns
+from exporter_api.providers.base import (
+    ExportColumn,
+    GuardedSink,
+    translate_errors,
+    wrap_columns,
+)
 from exporter_api.providers.oracle import (
     MIN_ARRAYSIZE,
     OracleProvider,
+    _driver_error,
     close_connection,
     error_code,
     map_error,
 )
 from exporter_api.sqlparams import to_oracle
+from tests.exporter_api.providers.sinks import FailingSink
 from tests.services import free_port
 
 
@@ -74,11 +83,76 @@ def test_error_mapping(message: str, expected: type[Exception]) -> None:
     assert error_code(oracledb.DatabaseError(message)) == message.split(":", 1)[0]
 
 
-def test_timeout_and_sql_error_messages() -> None:
-    timeout = map_error(oracledb.DatabaseError("DPY-4024: call timeout exceeded"), "ora", 2)
-    assert timeout.detail == "statement timeout after 2 s"
-    sql_error = map_error(oracledb.DatabaseError("ORA-00942: table or view does not exist"), "ora")
-    assert sql_error.detail == "SQL error ORA-00942: table or view does not exist"
+LOST = "the database connection was lost (database ora)"
+
+
+@pytest.mark.parametrize(
+    ("message", "connected", "detail"),
+    [
+        (
+            "DPY-4024: call timeout of 2000 ms exceeded",
+            True,
+            "the query exceeded the statement timeout of 2 s",
+        ),
+        (
+            "ORA-00942: table or view does not exist",
+            True,
+            "SQL error ORA-00942: table or view does not exist",
+        ),
+        (
+            "ORA-01031: insufficient privileges",
+            True,
+            "permission denied: ORA-01031: insufficient privileges",
+        ),
+        (
+            "ORA-00933: SQL command not properly ended",
+            True,
+            "SQL syntax error: ORA-00933: SQL command not properly ended",
+        ),
+        (
+            "ORA-12541: Cannot connect. No listener at host",
+            False,
+            "database ora is unreachable (ORA-12541)",
+        ),
+        ("DPY-4011: the database or network closed the connection", True, LOST),
+        ("ORA-03113: end-of-file on communication channel", True, LOST),
+        ("ORA-00028: your session has been killed", True, LOST),
+        (
+            "ORA-01722: invalid number 'tiger-secret'",
+            True,
+            "SQL error ORA-01722: invalid number '***'",
+        ),
+    ],
+)
+def test_error_messages(message: str, connected: bool, detail: str) -> None:
+    error = map_error(
+        oracledb.DatabaseError(message), "ora", 2, connected=connected, password="tiger-secret"
+    )
+    assert error.detail == detail
+
+
+def test_network_errors_depend_on_the_phase() -> None:
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert map_error(refused, "ora").detail == "database ora is unreachable (network)"
+    lost = map_error(ConnectionResetError(104, "reset"), "ora", 5, connected=True)
+    assert lost.detail == "the database connection was lost (database ora)"
+    assert isinstance(lost, DatabaseUnavailable)
+
+
+async def test_sink_errors_are_not_translated() -> None:
+    # The export's translation wraps the fetch loop, which calls the sink: a full disk raised by
+    # the sink passes through as it is, while the same error type from the driver is translated.
+    translate = _driver_error("ora", 5, connected=True, password="")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    sink = GuardedSink(FailingSink(full))
+    with pytest.raises(OSError, match="No space left") as info, translate_errors(translate, sink):
+        await sink.write(b"a\n", 1)
+    assert info.value is full
+    with (
+        pytest.raises(DatabaseUnavailable, match="connection was lost"),
+        translate_errors(translate, sink),
+    ):
+        raise ConnectionResetError(104, "Connection reset by peer")
 
 
 async def test_unreachable_listener_is_503_class() -> None:

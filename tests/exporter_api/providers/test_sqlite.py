@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from exporter_api.config import default_config_path, load_config
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import ExportColumn, ExportRequest
 from exporter_api.providers.sqlite import SqliteProvider
-from tests.exporter_api.providers.sinks import CollectingSink
+from tests.exporter_api.providers.sinks import CollectingSink, FailingSink
 
 DEMO = default_config_path()
 # count, sum(amount), sum(customer_id), max(order_date) of the generated orders
@@ -145,8 +146,9 @@ async def test_statement_timeout(provider: SqliteProvider) -> None:
     slow = "SELECT count(*) FROM ledger a JOIN ledger b ON b.amount = a.amount"
     request = ExportRequest(sql=slow, params={}, statement_timeout_s=0.3)
     started = time.monotonic()
-    with pytest.raises(QueryFailed, match="statement timeout"):
+    with pytest.raises(QueryFailed) as info:
         await provider.export("USER1", "demo", request, CollectingSink())
+    assert info.value.detail == "the query exceeded the statement timeout of 0.3 s"
     assert time.monotonic() - started < 3
 
 
@@ -198,3 +200,37 @@ def test_import_computes_no_password_hash() -> None:
         "assert calls == [1], calls\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_sink_errors_pass_through_unchanged(provider: SqliteProvider) -> None:
+    # A full disk is the file writer's to report: not a database error, not an exception group.
+    error = OSError(errno.ENOSPC, "No space left on device")
+    sink = FailingSink(error, fail_on=2)
+    request = ExportRequest(sql=_script("s-ledger"), params=PARAMS, batch_rows=1000)
+    threads_before = threading.active_count()
+    with pytest.raises(OSError, match="No space left") as info:
+        await provider.export("USER1", "demo", request, sink)
+    assert info.value is error
+    assert len(sink.rows) == 2  # the query stopped at the failed write
+    assert threading.active_count() <= threads_before + 1
+    domain = QueryFailed("a domain error raised by the sink")
+    with pytest.raises(QueryFailed) as raised:
+        await provider.export("USER1", "demo", request, FailingSink(domain))
+    assert raised.value is domain
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM nope", "SQL error: no such table: nope"),
+        ("SELECT * FORM orders", 'SQL syntax error: near "FORM": syntax error'),
+        (
+            "DELETE FROM orders RETURNING order_id",
+            "permission denied: exports may only read (attempt to write a readonly database)",
+        ),
+    ],
+)
+async def test_sql_error_messages(provider: SqliteProvider, sql: str, message: str) -> None:
+    with pytest.raises(QueryFailed) as info:
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), CollectingSink())
+    assert info.value.detail == message

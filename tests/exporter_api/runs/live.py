@@ -67,7 +67,15 @@ async def live_service(
     """The app served by hypercorn; several share one state store (``state_url``) and, with
     ``redis_url``, one hub backplane."""
     port = free_port()
-    settings = Settings(config_path=config_path, data_dir=data_dir, port=port, state_url=state_url)
+    # A shared state store generates no keys: instances sharing one are given the same.
+    settings = Settings(
+        config_path=config_path,
+        data_dir=data_dir,
+        port=port,
+        state_url=state_url,
+        jwt_key=b"j" * 32 if state_url else None,
+        vault_key=b"v" * 32 if state_url else None,
+    )
     runs = build_runs(load_config(config_path), redis_url=redis_url) if redis_url else None
     app = create_app(settings, runs=runs)
     config = HypercornConfig()

@@ -638,6 +638,6 @@ async def test_statement_timeout_fails_the_variant(
         state = await kit.run_to_end(U1, plan(config, single("s-slow", "g-slow")))
     (variant,) = variants(state, "s-slow")
     assert variant.status == "Failed"
-    assert variant.error == "statement timeout after 1 s"
+    assert variant.error == "the query exceeded the statement timeout of 1 s"
     assert state.status == "Failed"
     assert await list_files(tmp_path / "data" / "exports") == []

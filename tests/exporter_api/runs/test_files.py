@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
+from exporter_api.config import OutputConfig
+from exporter_api.runs.errors import (
+    DISK_FULL,
+    DISK_UNWRITABLE,
+    ExportDiskFull,
+    ExportDiskUnwritable,
+)
 from exporter_api.runs.files import (
     UTF8_BOM,
     FileWriter,
-    remove_partial_files,
+    files_root,
     render_file_name,
     safe_file_name,
     unique_name,
 )
+from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 
 
 def _listdir(path: Path) -> list[str]:
@@ -110,15 +121,6 @@ def test_unique_name() -> None:
     assert unique_name("отчЁт", taken) == "отчЁт (2)"
 
 
-def test_remove_partial_files(tmp_path: Path) -> None:
-    run = tmp_path / "RUN1"
-    run.mkdir()
-    (run / ".x.csv.part").write_bytes(b"partial")
-    (run / "done.csv").write_bytes(b"ok")
-    assert remove_partial_files(tmp_path) == 1
-    assert [p.name for p in run.iterdir()] == ["done.csv"]
-
-
 def test_render_names_and_dates_safely() -> None:
     fields = {
         "run_id": "R",
@@ -134,3 +136,107 @@ def test_render_names_and_dates_safely() -> None:
     assert name == "Продажи_2026_.._etc_passwd {run_id}_20260123_123456_v1.csv"
     assert render_file_name("{script_name}.csv", fields) == "_etc_passwd {run_id}.csv"
     assert render_file_name("{group_name:>300}.csv", fields).endswith("Продажи_2026.csv")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(params=[0o022, 0o000, 0o077], ids=lambda m: f"umask{m:03o}")
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """The process umask for one test (0o077 would strip a configured 0o640 if not undone)."""
+    previous = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize(
+    ("configured", "file_mode", "dir_mode"),
+    [(False, 0o600, 0o700), (True, 0o640, 0o750)],
+    ids=["default", "shared-volume"],
+)
+async def test_modes_whatever_the_umask(
+    tmp_path: Path, umask: int, configured: bool, file_mode: int, dir_mode: int
+) -> None:
+    root = tmp_path / "exports"  # missing: created by the writer, with the configured mode
+
+    def writer_for(name: str) -> FileWriter:
+        if not configured:  # the defaults: private to the service's user
+            return FileWriter(root / "RUN1", name, flush_bytes=1)
+        return FileWriter(
+            root / "RUN1", name, flush_bytes=1, file_mode=file_mode, dir_mode=dir_mode
+        )
+
+    async with writer_for("out.csv") as writer:
+        await writer.write(b"a\n", 1)
+        assert _mode(writer.part_path) == file_mode
+        written = await writer.commit()
+    # a second file of the run finds its directory made already
+    async with writer_for("two.csv") as second:
+        await second.write(b"b\n", 1)
+        two = await second.commit()
+    assert _mode(written.path) == file_mode
+    assert _mode(two.path) == file_mode
+    assert _mode(root / "RUN1") == dir_mode
+    assert _mode(root) == dir_mode
+    assert sorted(p.name for p in (root / "RUN1").iterdir()) == ["out.csv", "two.csv"]
+
+
+async def test_existing_directories_keep_their_mode(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"  # a volume's root, made by its administrator
+    shared.mkdir()
+    os.chmod(shared, 0o775)  # noqa: S103 - a shared volume's root, on purpose
+    async with FileWriter(shared / "RUN1", "x.csv") as writer:
+        await writer.write(b"x\n", 1)
+        await writer.commit()
+    assert _mode(shared) == 0o775
+    assert _mode(shared / "RUN1") == 0o700
+
+
+async def test_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    run = tmp_path / "RUN1"
+    run.mkdir()
+    target = tmp_path / "victim"
+    target.write_bytes(b"keep")
+    (run / ".x.csv.part").symlink_to(target)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        async with FileWriter(run, "x.csv"):
+            pass
+    assert target.read_bytes() == b"keep"
+
+
+async def test_full_disk_is_a_domain_error_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "small", size="256k") as disk:
+
+        async def export() -> None:
+            async with FileWriter(disk / "RUN1", "big.csv", flush_bytes=16 << 10) as writer:
+                for _ in range(64):  # 1 MiB into 256 KiB
+                    await writer.write(b"x" * (16 << 10) + b"\n", 1)
+                await writer.commit()
+
+        with pytest.raises(ExportDiskFull) as caught:
+            await export()
+        assert caught.value.detail == DISK_FULL == "the export disk is full"
+        assert caught.value.__cause__ is None  # no OS message (or path) travels with it
+        assert list((disk / "RUN1").iterdir()) == []
+        # the space is back: the next export on this disk works
+        async with FileWriter(disk / "RUN1", "small.csv") as again:
+            await again.write(b"ok\n", 1)
+            assert (await again.commit()).size_bytes == 3
+
+
+async def test_read_only_disk_cannot_be_written(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "ro", read_only=True) as disk:
+        with pytest.raises(ExportDiskUnwritable) as caught:
+            async with FileWriter(disk / "RUN1", "x.csv"):
+                pass
+        assert caught.value.detail == DISK_UNWRITABLE
+        assert list(disk.iterdir()) == []
+
+
+def test_files_root_from_the_output_config(tmp_path: Path) -> None:
+    assert files_root(tmp_path, OutputConfig()) == tmp_path / "exports"
+    assert files_root(tmp_path, OutputConfig(files_dir="shared/out")) == tmp_path / "shared/out"
+    assert files_root(tmp_path, OutputConfig(files_dir="/mnt/exports")) == Path("/mnt/exports")

@@ -4,7 +4,9 @@ with SIGTERM, is carried on by the other and ends Success with every file whole.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +29,7 @@ ORDERS = {
     "selection": {"groups": [{"groupId": "g-sales", "scripts": [{"scriptId": "s-orders"}]}]},
 }
 HEARTBEAT_S, TAKEOVER_S = 0.3, 1.5
+KEY = base64.b64encode(b"k" * 32).decode()  # one key for both (a shared store makes none)
 
 
 def _catalog(tmp_path: Path, export_db: ExportDatabase) -> Path:
@@ -52,6 +55,7 @@ async def serve(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "EXPORTER_JWT_KEY": KEY, "EXPORTER_VAULT_KEY": KEY},
         )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:

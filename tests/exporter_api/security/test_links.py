@@ -56,3 +56,17 @@ def test_tampered_or_other_key() -> None:
         DownloadLinks(KEY).open(flipped, RUN, "f", now=1000)
     with pytest.raises(LinkInvalid):
         DownloadLinks(b"o" * 32).open(sig, RUN, "f", now=1000)
+
+
+def test_links_survive_a_key_rotation() -> None:
+    old, new = b"o" * 32, b"n" * 32
+    before = DownloadLinks(old)
+    sig, _ = before.mint("RUN", "file-1", "session-1")
+    rotated = DownloadLinks([new, old])
+    assert rotated.open(sig, "RUN", "file-1") == "session-1"
+    fresh, _ = rotated.mint("RUN", "file-1", "session-1")
+    assert DownloadLinks(new).open(fresh, "RUN", "file-1") == "session-1"
+    with pytest.raises(LinkInvalid):
+        before.open(fresh, "RUN", "file-1")  # sealed with the new key only
+    with pytest.raises(LinkInvalid):
+        DownloadLinks(new).open(sig, "RUN", "file-1")  # the old key was retired

@@ -8,6 +8,7 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from exporter_api.errors import Unauthorized
+from exporter_api.security.keys import KeyRing
 from exporter_api.security.tokens import TokenService
 from exporter_api.security.vault import CredentialVault
 from exporter_api.store import Store
@@ -117,3 +118,35 @@ async def test_expired_sessions_are_purged(store: Store) -> None:
     await store.execute("UPDATE sessions SET expires_at = '2000-01-01T00:00:00.000Z'")
     assert await tokens.purge_expired() == 1
     assert await store.fetch_all("SELECT * FROM session_credentials") == []
+
+
+async def test_rotated_signing_key_keeps_old_tokens_valid(store: Store) -> None:
+    old_key, new_key = b"o" * 32, b"n" * 32
+    vault = CredentialVault(store, b"v" * 32)
+    before = TokenService(store, vault, old_key, access_ttl_s=300, refresh_ttl_s=3600)
+    old_access = (
+        await before.create_session("USER1", "db-test", "m1", "s1", PASSWORD)
+    ).access_token
+    rotated = TokenService(store, vault, [new_key, old_key], access_ttl_s=300, refresh_ttl_s=3600)
+    new_access = (
+        await rotated.create_session("USER1", "db-test", "m1", "s1", PASSWORD)
+    ).access_token
+    # New tokens are signed with the first key and say so in their kid.
+    header = json.loads(base64.urlsafe_b64decode(new_access.split(".")[0] + "=="))
+    assert header["kid"] == KeyRing.kid(new_key)
+    jwt.decode(new_access, OctKey.import_key(new_key), algorithms=["HS256"])
+    # Tokens signed with the previous key still verify on the rotated instance ...
+    assert (await rotated.verify_access_token(old_access)).login == "USER1"
+    assert (await rotated.verify_access_token(new_access)).login == "USER1"
+    # ... until the old key leaves the ring.
+    dropped = TokenService(store, vault, [new_key], access_ttl_s=300, refresh_ttl_s=3600)
+    with pytest.raises(Unauthorized):
+        await dropped.verify_access_token(old_access)
+    assert (await dropped.verify_access_token(new_access)).login == "USER1"
+    # A kid naming an unknown key is no way round the signature check.
+    claims = jwt.decode(old_access, OctKey.import_key(old_key), algorithms=["HS256"]).claims
+    forged = jwt.encode(
+        {"alg": "HS256", "kid": KeyRing.kid(new_key)}, claims, OctKey.import_key(b"x" * 32)
+    )
+    with pytest.raises(Unauthorized):
+        await rotated.verify_access_token(forged)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from exporter_api.errors import Unauthorized
+from exporter_api.security.keys import KeyRing
 from exporter_api.security.vault import CredentialVault
 from exporter_api.store import Store
 from tests.exporter_api.security.test_tokens import PASSWORD, _login, _service
@@ -25,3 +26,20 @@ async def test_password_is_encrypted_in_the_store(store: Store) -> None:
         vault.decrypt("another-session", row[0])
     with pytest.raises(Unauthorized):
         CredentialVault(store, b"w" * 32).decrypt(session_id, row[0])
+
+
+async def test_rotated_vault_key_still_opens_older_secrets(store: Store) -> None:
+    old = CredentialVault(store, b"o" * 32)
+    sealed_old = old.encrypt("sid-1", PASSWORD)
+    rotated = CredentialVault(store, KeyRing((b"n" * 32, b"o" * 32)))
+    sealed_new = rotated.encrypt("sid-1", PASSWORD)
+    assert rotated.decrypt("sid-1", sealed_old) == PASSWORD
+    assert rotated.decrypt("sid-1", sealed_new) == PASSWORD
+    # New secrets are sealed with the first key only.
+    assert CredentialVault(store, b"n" * 32).decrypt("sid-1", sealed_new) == PASSWORD
+    with pytest.raises(Unauthorized):
+        old.decrypt("sid-1", sealed_new)
+    with pytest.raises(Unauthorized):
+        rotated.decrypt("sid-1", "not base64!")
+    with pytest.raises(ValueError, match="32 bytes"):
+        CredentialVault(store, [b"n" * 32, b"short"])

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
+import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
+from exporter_api.errors import StoreUnavailable
 from exporter_api.store import Store, load_migrations, open_store
+from tests.exporter_api.conftest import create_pg_database
+from tests.services import PostgresCluster
 
 
 def test_migrations_are_numbered_in_order() -> None:
@@ -86,3 +93,87 @@ async def test_sqlite_store_file_is_private(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     await store.aclose()
     assert (tmp_path / "state.sqlite3").stat().st_mode & 0o077 == 0
+
+
+async def test_closed_store_is_unavailable(store: Store) -> None:
+    await store.aclose()
+    with pytest.raises(StoreUnavailable):
+        await store.execute("DELETE FROM login_throttle")
+    with pytest.raises(StoreUnavailable):
+        await store.fetch_all("SELECT * FROM login_throttle")
+    with pytest.raises(StoreUnavailable):
+        async with store.transaction():
+            pass
+
+
+async def test_bugs_are_not_translated(store: Store) -> None:
+    """A constraint violation is a bug in the caller, not an outage: it passes through."""
+    insert = (
+        "INSERT INTO login_throttle (throttle_key, failures, window_start) VALUES ('d', 1, 'w')"
+    )
+    await store.execute(insert)
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
+        await store.execute(insert)
+    with pytest.raises((sqlite3.OperationalError, asyncpg.PostgresSyntaxError)):
+        await store.execute("SELEC 1")
+
+
+async def test_sqlite_full_is_unavailable_and_the_store_recovers(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    try:
+        await store.execute("CREATE TABLE filler (x BLOB)")
+        row = await store.fetch_one("PRAGMA page_count")
+        assert row is not None
+        # The database may not grow: as if the disk were full (SQLITE_FULL).
+        await store.execute(f"PRAGMA max_page_count = {int(row[0])}")
+        with capture_logs() as logs, pytest.raises(StoreUnavailable) as info:
+            await store.execute("INSERT INTO filler VALUES (randomblob(100000))")
+        assert "disk full" in info.value.detail
+        assert info.value.status == 503
+        assert logs[0]["event"] == "store_unavailable"
+        assert logs[0]["code"] == "SQLITE_FULL"
+        with pytest.raises(StoreUnavailable):
+            async with store.transaction():
+                await store.execute("INSERT INTO filler VALUES (randomblob(100000))")
+        # No transaction was left open on the shared connection: the store works again.
+        await store.execute("PRAGMA max_page_count = 1000000")
+        async with store.transaction():
+            await store.execute("INSERT INTO filler VALUES (randomblob(100000))")
+        assert await store.fetch_one("SELECT COUNT(*) FROM filler") == (1,)
+    finally:
+        await store.aclose()
+
+
+async def test_postgres_connection_lost_is_unavailable_and_the_store_recovers(
+    tmp_path: Path, pg: PostgresCluster
+) -> None:
+    url = create_pg_database(pg, "lost")
+    db = url.rsplit("/", 1)[1]
+    store = await open_store(tmp_path, url)
+
+    async def killed_mid_transaction() -> None:
+        async with store.transaction():
+            await store.execute("SELECT 1")
+            await anyio.to_thread.run_sync(
+                pg.psql,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                f" WHERE datname = '{db}' AND pid <> pg_backend_pid()",
+            )
+            await store.execute("SELECT 1")
+
+    try:
+        with pytest.raises(StoreUnavailable):
+            await killed_mid_transaction()
+        # Each call that meets another killed pooled connection fails alike and discards it;
+        # then the pool connects anew.
+        with anyio.fail_after(30):
+            for _ in range(20):
+                try:
+                    assert await store.fetch_one("SELECT 1") == (1,)
+                    break
+                except StoreUnavailable:
+                    await anyio.lowlevel.checkpoint()
+            else:
+                pytest.fail("the store did not recover")
+    finally:
+        await store.aclose()

@@ -1,0 +1,262 @@
+"""`exporter-api` as an operator runs it: exit codes and messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import structlog
+from hypercorn.config import Config as HypercornConfig
+
+from exporter_api.app import create_app
+from exporter_api.cli import _serve_until_signal
+from exporter_api.config import Settings
+from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, generate_key, parse_keys
+from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, create_pg_database
+from tests.services import PostgresCluster, RedisServer, free_port, wait_for_port
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter_api", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_shared_store_without_keys_refuses_to_start(tmp_path: Path) -> None:
+    # The URL is never dialled: the keys are checked before anything listens or connects.
+    result = _cli(
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--state-url",
+        "postgresql://127.0.0.1:9/state",
+        "--port",
+        "9",
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert JWT_KEY_ENV in result.stderr
+    assert "keys_dir" in result.stderr
+    assert not (tmp_path / "jwt.key").exists()
+    # Only the JWT key given: the vault key is named next.
+    result = _cli(
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--state-url",
+        "postgresql://127.0.0.1:9/state",
+        env={JWT_KEY_ENV: _cli("generate-key").stdout.strip()},
+    )
+    assert result.returncode == 1
+    assert VAULT_KEY_ENV in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_generate_key_prints_a_usable_key() -> None:
+    first, second = _cli("generate-key"), _cli("generate-key")
+    assert first.returncode == 0
+    assert len(parse_keys(first.stdout, "stdout").current) == 32
+    assert first.stdout != second.stdout
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_workers_need_the_postgresql_store_and_redis(tmp_path: Path) -> None:
+    keys = {JWT_KEY_ENV: generate_key(), VAULT_KEY_ENV: generate_key()}
+    sqlite = _cli("serve", "--data-dir", str(tmp_path), "--workers", "2", env=keys)
+    assert sqlite.returncode == 1
+    assert "Traceback" not in sqlite.stderr
+    assert "PostgreSQL state store" in sqlite.stderr
+    assert "Redis" in sqlite.stderr
+    secret_url = "postgresql://u:pa55word@127.0.0.1:9/state"
+    no_redis = _cli(
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--workers",
+        "2",
+        "--state-url",
+        secret_url,
+        env=keys,
+    )
+    assert no_redis.returncode == 1
+    assert "PostgreSQL" not in no_redis.stderr
+    assert "--redis-url" in no_redis.stderr
+    assert "pa55word" not in no_redis.stderr
+
+
+def test_workers_serve_one_port_and_stop_on_sigterm(
+    settings: Settings, pg: PostgresCluster, redis: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    state_url = create_pg_database(pg, "state_workers")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")},
+        JWT_KEY_ENV: generate_key(),
+        VAULT_KEY_ENV: generate_key(),
+        "EXPORTER_REDIS_URL": redis.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "workers.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter_api",
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(settings.data_dir),
+                "--state-url",
+                state_url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            wait_for_port(port, timeout=60)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                deadline = time.monotonic() + 60
+                started: set[int] = set()
+                while len(started) < 2 and time.monotonic() < deadline:
+                    events = _events(log_path.read_text(encoding="utf-8"))
+                    started = {e["worker"] for e in events if e["event"] == "service_started"}
+                    time.sleep(0.1)  # polling other processes' logs, bounded by the deadline
+                assert started == {0, 1}
+                assert client.get("/readyz").json() == {"status": "ready"}
+                login = client.post("/api/auth/login", json=DEMO_LOGIN)
+                assert login.status_code == 200
+                token = login.json()["accessToken"]
+                # Both workers accept the token (shared keys and store), whichever answers.
+                for _ in range(6):
+                    scripts = client.get(
+                        "/api/catalog/scripts", headers={"Authorization": f"Bearer {token}"}
+                    )
+                    assert scripts.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise
+    assert code == 0
+    events = _events(log_path.read_text(encoding="utf-8"))
+    pids = {e["pid"] for e in events if e["event"] == "worker_started"}
+    assert len(pids) == 2
+    assert sorted(e["worker"] for e in events if e["event"] == "worker_stopped") == [0, 1]
+    assert sum(e["event"] == "draining_started" for e in events) == 2
+    for pid in pids:  # no worker is left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    text = log_path.read_text(encoding="utf-8")
+    assert pg.password not in text  # the state URL's password is never logged
+
+
+class _DrainingRuns(NoRuns):
+    """A runs component whose drain waits for the test: the order of the stop is observable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.draining = anyio.Event()
+        self.release = anyio.Event()
+
+    async def drain(self) -> list[str]:
+        self.calls.append("drain")
+        self.draining.set()
+        await self.release.wait()
+        return ["run-1"]
+
+    async def shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+
+@asynccontextmanager
+async def _serving(
+    settings: Settings, runs: _DrainingRuns, stop_signal: signal.Signals
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`_serve_until_signal` in this process; ``stop_signal`` is ignored until it is listened
+    for, so a signal sent too early fails the test instead of killing pytest."""
+    previous = signal.signal(stop_signal, signal.SIG_IGN)
+    port = free_port()
+    hc = HypercornConfig()
+    hc.bind = [f"127.0.0.1:{port}"]
+    hc.accesslog = None
+    hc.errorlog = None
+    hc.graceful_timeout = 1
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_serve_until_signal, create_app(settings, runs=runs), hc, (stop_signal,))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                with anyio.fail_after(20):
+                    # Polling conditions with a deadline: the port, then the signal handler.
+                    while True:
+                        try:
+                            if (await client.get("/readyz")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await anyio.sleep(0.05)
+                    while signal.getsignal(stop_signal) == signal.SIG_IGN:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                yield client
+    finally:
+        signal.signal(stop_signal, previous)
+
+
+async def test_sigterm_drains_runs_before_closing_the_hub(settings: Settings) -> None:
+    runs = _DrainingRuns()
+    with structlog.testing.capture_logs() as logs:
+        async with _serving(settings, runs, signal.SIGUSR2) as client:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            with anyio.fail_after(5):
+                await runs.draining.wait()
+            # While runs drain the instance still answers, but is no longer ready.
+            not_ready = await client.get("/readyz")
+            assert (await client.get("/healthz")).status_code == 200
+            assert runs.calls == ["drain"]
+            runs.release.set()
+    assert not_ready.status_code == 503
+    assert not_ready.json()["detail"] == "not ready: draining"
+    assert runs.calls == ["drain", "shutdown"]
+    events = [e["event"] for e in logs]
+    assert events.index("draining_started") < events.index("drained")
+    assert next(e for e in logs if e["event"] == "drained")["handed_over"] == 1
+
+
+async def test_a_second_signal_cuts_the_drain_short(settings: Settings) -> None:
+    runs = _DrainingRuns()
+    with structlog.testing.capture_logs() as logs:
+        async with _serving(settings, runs, signal.SIGUSR2):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            with anyio.fail_after(5):
+                await runs.draining.wait()
+            os.kill(os.getpid(), signal.SIGUSR2)  # never released: only the signal ends it
+    assert runs.calls == ["drain", "shutdown"]
+    assert "drain_cut_short" in [e["event"] for e in logs]

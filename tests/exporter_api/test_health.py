@@ -1,0 +1,117 @@
+"""`/healthz` and `/readyz`: outside /api/ auth, each check bounded, 503 problem JSON naming
+what failed (real SQLite/PostgreSQL stores, a real redis-server and a silent TCP peer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+
+from exporter_api.app import create_app
+from exporter_api.config import Settings, load_config
+from tests.exporter_api.conftest import NoRuns, create_pg_database, running_app
+from tests.services import PostgresCluster, RedisServer, free_port
+
+
+def _app(settings: Settings, **server: object) -> Starlette:
+    config = load_config(settings.config_path)
+    if server:
+        config = msgspec.structs.replace(
+            config, server=msgspec.structs.replace(config.server, **server)
+        )
+    return create_app(settings, config, runs=NoRuns())
+
+
+async def test_health_and_readiness_without_auth(settings: Settings) -> None:
+    app = _app(settings)
+    async with running_app(app) as client:
+        health = await client.get("/healthz")
+        ready = await client.get("/readyz")
+        head = await client.head("/readyz")
+        spec = (await client.get("/api/openapi.json")).json()
+        # Draining (SIGTERM): 503 at once, the process itself still alive.
+        app.state.health.start_draining()
+        draining = await client.get("/readyz")
+        alive = await client.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    assert head.status_code == 200
+    assert ready.headers["cache-control"] == "no-store"
+    assert (settings.data_dir / "exports").is_dir()  # made at start when missing
+    assert list((settings.data_dir / "exports").iterdir()) == []  # the probe file is removed
+    assert draining.status_code == 503
+    assert draining.headers["content-type"] == "application/problem+json"
+    assert draining.json()["detail"] == "not ready: draining"
+    assert alive.status_code == 200
+    for path in ("/healthz", "/readyz"):
+        operation = spec["paths"][path]["get"]
+        assert "security" not in operation
+        assert "200" in operation["responses"]
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
+
+
+async def test_unusable_files_directory_is_named(settings: Settings, tmp_path: Path) -> None:
+    shared = tmp_path / "shared-volume"
+    config = load_config(settings.config_path)
+    config = msgspec.structs.replace(
+        config, output=msgspec.structs.replace(config.output, files_dir=str(shared))
+    )
+    app = create_app(settings, config, runs=NoRuns())
+    async with running_app(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        assert shared.is_dir()
+        shutil.rmtree(shared)
+        shared.write_text("a file where the directory should be")
+        gone = await client.get("/readyz")
+    assert gone.status_code == 503
+    assert gone.json()["detail"] == "not ready: files directory: does not exist"
+
+
+async def test_redis_checked_when_configured(settings: Settings, redis: RedisServer) -> None:
+    async with running_app(_app(dataclasses.replace(settings, redis_url=redis.url))) as client:
+        ok = await client.get("/readyz")
+    assert ok.status_code == 200
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    async with running_app(_app(dataclasses.replace(settings, redis_url=closed))) as client:
+        down = await client.get("/readyz")
+    assert down.status_code == 503
+    detail = down.json()["detail"]
+    assert detail.startswith("not ready: redis: unreachable")
+    assert closed not in detail
+
+
+async def test_a_silent_peer_answers_503_within_the_timeout(settings: Settings) -> None:
+    # A socket that accepts connections (the kernel's backlog) and never says a word.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        app = _app(dataclasses.replace(settings, redis_url=url))
+        async with running_app(app) as client:
+            app.state.health.timeout_s = 0.5
+            started = time.monotonic()
+            with anyio.fail_after(5):
+                slow = await client.get("/readyz")
+            took = time.monotonic() - started
+    assert slow.status_code == 503
+    assert slow.json()["detail"] == "not ready: redis: no answer within 0.5 s"
+    assert took < 2
+
+
+async def test_lost_state_store_is_named(settings: Settings, pg: PostgresCluster) -> None:
+    state_url = create_pg_database(pg, "state_health")
+    pg_settings = dataclasses.replace(
+        settings, state_url=state_url, jwt_key=b"j" * 32, vault_key=b"v" * 32
+    )
+    async with running_app(_app(pg_settings)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        pg.psql(f'DROP DATABASE "{state_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        lost = await client.get("/readyz")
+    assert lost.status_code == 503
+    assert lost.json()["detail"].startswith("not ready: state store: unreachable")

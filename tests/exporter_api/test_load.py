@@ -1,0 +1,260 @@
+"""Load: many hub connections watching many concurrent runs, bounded in time, on a real process.
+
+`exporter-api serve` runs the demo catalog on a free port. Two users keep ``RUNNERS`` runs going
+at once (each runner starts `g-sales`, waits for its end, starts the next) for ``DURATION_S``
+seconds while ``CONNECTIONS`` WebSocket hub connections (the SignalR JSON protocol, written by
+hand on the `websockets` client) subscribe to those runs and must each see every run they
+subscribed to end. Errors of any kind are counted and must be zero; the server's resident memory
+after the load must stay within a bound of what it was after a warm-up round. The figures are
+printed (``-s``) and recorded in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.services import free_port, stop_process, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+RS = "\x1e"
+CONNECTIONS = 200
+RUNNERS = 10
+DURATION_S = 20.0
+RSS_GROWTH_LIMIT_KB = 60 * 1024
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@dataclass
+class Figures:
+    runs_finished: int = 0
+    events: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    demo = tmp_path / "demo"
+    shutil.copytree(ROOT / "examples" / "demo", demo)
+    config = demo / "exporter.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "max_active_runs_per_user = 3" in text
+    config.write_text(
+        text.replace("max_active_runs_per_user = 3", f"max_active_runs_per_user = {RUNNERS}"),
+        encoding="utf-8",
+    )
+    port = free_port()
+    script = Path(sys.executable).with_name("exporter-api")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "exporter_api"]
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                *command,
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, timeout=90)
+            yield f"127.0.0.1:{port}", proc
+        finally:
+            stop_process(proc, 15)
+
+
+class HubClient:
+    """A SignalR JSON-protocol client on one WebSocket: invocations and run events."""
+
+    def __init__(self, ws: ClientConnection, figures: Figures) -> None:
+        self.ws = ws
+        self.figures = figures
+        self._next_id = 0
+        self._results: dict[str, anyio.Event] = {}
+        self._finished: dict[str, anyio.Event] = {}
+
+    def watch(self, run_id: str) -> anyio.Event:
+        return self._finished.setdefault(run_id, anyio.Event())
+
+    async def subscribe(self, run_id: str) -> None:
+        self._next_id += 1
+        invocation = str(self._next_id)
+        done = self._results[invocation] = anyio.Event()
+        message = {
+            "type": 1,
+            "invocationId": invocation,
+            "target": "SubscribeRun",
+            "arguments": [run_id],
+        }
+        await self.ws.send(json.dumps(message) + RS)
+        await done.wait()
+
+    async def read(self) -> None:
+        async for frame in self.ws:
+            assert isinstance(frame, str)
+            for part in frame.split(RS)[:-1]:
+                self._handle(json.loads(part))
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == 3:
+            if message.get("error"):
+                self.figures.errors.append(f"completion error: {message['error']}")
+            result = message.get("result")
+            if isinstance(result, dict) and result.get("status") not in {None, "Queued", "Running"}:
+                # The run ended before the subscription: its final event went out before it.
+                self.watch(result["runId"]).set()
+            event = self._results.pop(message["invocationId"], None)
+            if event is not None:
+                event.set()
+        elif kind == 1:
+            self.figures.events += 1
+            target = message["target"]
+            payload = message["arguments"][0]
+            if target == "run.updated" and payload["status"] not in {"Queued", "Running"}:
+                if payload["status"] != "Success":
+                    self.figures.errors.append(f"run ended {payload['status']}")
+                self.watch(payload["runId"]).set()
+        elif kind == 7:
+            self.figures.errors.append(f"close: {message.get('error')}")
+
+
+@asynccontextmanager
+async def hub_client(host: str, token: str, figures: Figures) -> AsyncIterator[HubClient]:
+    async with connect(f"ws://{host}/hubs/runs?access_token={token}", max_size=1 << 20) as ws:
+        await ws.send(json.dumps({"protocol": "json", "version": 1}) + RS)
+        handshake = await ws.recv()
+        assert handshake == "{}" + RS, handshake
+        client = HubClient(ws, figures)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.read)
+            yield client
+            tg.cancel_scope.cancel()
+
+
+async def _login(http: httpx.AsyncClient, user: str) -> str:
+    body = {
+        "dbUsername": user,
+        "dbPassword": "demo",
+        "databaseId": "db-test",
+        "managerId": "m1",
+        "streamId": "s1",
+    }
+    response = await http.post("/api/auth/login", json=body)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["accessToken"]
+    return token
+
+
+RUN_BODY = {
+    "mode": "SingleGroup",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-sales",
+                "enabled": True,
+                "scripts": [
+                    {"scriptId": script, "enabled": True, "exportMode": "AllColumns"}
+                    for script in ("s-orders", "s-customers", "s-payments")
+                ],
+            }
+        ]
+    },
+}
+
+
+async def test_hub_connections_and_concurrent_runs_under_load(
+    server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    host, proc = server
+    figures = Figures()
+    async with httpx.AsyncClient(base_url=f"http://{host}", timeout=30) as http:
+        tokens = [await _login(http, "USER1"), await _login(http, "USER2")]
+        async with AsyncExitStack() as stack:
+            clients: list[HubClient] = []
+            for i in range(CONNECTIONS):
+                client = await stack.enter_async_context(hub_client(host, tokens[i % 2], figures))
+                clients.append(client)
+
+            async def one_run(runner: int) -> None:
+                token = tokens[runner % 2]
+                response = await http.post(
+                    "/api/runs", json=RUN_BODY, headers={"Authorization": f"Bearer {token}"}
+                )
+                if response.status_code != 201:
+                    figures.errors.append(f"POST /api/runs {response.status_code}")
+                    return
+                run_id = response.json()["runId"]
+                # Every connection of this user with the same remainder watches the run.
+                watchers = clients[runner % 2 :: 2][runner // 2 :: RUNNERS // 2]
+                for watcher in watchers:
+                    watcher.watch(run_id)
+                    await watcher.subscribe(run_id)
+                with anyio.move_on_after(60) as scope:
+                    for watcher in watchers:
+                        await watcher.watch(run_id).wait()
+                if scope.cancelled_caught:
+                    figures.errors.append(f"run {run_id}: not every watcher saw its end")
+                    return
+                state = await http.get(
+                    f"/api/runs/{run_id}", headers={"Authorization": f"Bearer {token}"}
+                )
+                if state.json()["status"] != "Success":
+                    figures.errors.append(f"run {run_id} stored as {state.json()['status']}")
+                figures.runs_finished += 1
+
+            async def runner(index: int, until: float) -> None:
+                while time.monotonic() < until:
+                    await one_run(index)
+
+            # Warm-up: one round, then the memory baseline.
+            async with anyio.create_task_group() as tg:
+                for index in range(RUNNERS):
+                    tg.start_soon(one_run, index)
+            baseline_kb = _rss_kb(proc.pid)
+            started = time.monotonic()
+            async with anyio.create_task_group() as tg:
+                for index in range(RUNNERS):
+                    tg.start_soon(runner, index, started + DURATION_S)
+            elapsed = time.monotonic() - started
+            final_kb = _rss_kb(proc.pid)
+    print(
+        f"\nload: {CONNECTIONS} hub connections, {RUNNERS} concurrent runners, {elapsed:.1f} s:"
+        f" {figures.runs_finished} runs, {figures.events} events delivered,"
+        f" {len(figures.errors)} errors, RSS {baseline_kb // 1024} -> {final_kb // 1024} MB"
+    )
+    assert figures.errors == []
+    assert figures.runs_finished >= 2 * RUNNERS
+    assert final_kb - baseline_kb < RSS_GROWTH_LIMIT_KB

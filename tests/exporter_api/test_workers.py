@@ -1,0 +1,77 @@
+"""The `--workers` supervisor with real child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+
+from exporter_api.workers import listening_socket, supervise
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+async def _wait_for(logs: list[MutableMapping[str, Any]], event: str, count: int) -> None:
+    with anyio.fail_after(20):
+        # Child processes have no event to await here: poll the log, bounded by the deadline.
+        while sum(e["event"] == event for e in logs) < count:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+
+
+async def test_a_worker_that_dies_early_stops_them_all() -> None:
+    def command(index: int) -> list[str]:
+        return [sys.executable, "-c", "raise SystemExit(3)"] if index == 1 else SLEEPER
+
+    with structlog.testing.capture_logs() as logs, anyio.fail_after(30):
+        code = await supervise(2, command, env=os.environ, pass_fds=(), min_uptime_s=60)
+    assert code == 1
+    exited = next(e for e in logs if e["event"] == "worker_exited")
+    assert (exited["worker"], exited["code"]) == (1, 3)
+    stopped = next(e for e in logs if e["event"] == "worker_stopped")
+    assert stopped["worker"] == 0  # the healthy one was told to stop, not left behind
+
+
+async def test_a_crashed_worker_is_restarted_and_sigterm_stops_all() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            codes: list[int] = []
+
+            async def run() -> None:
+                codes.append(
+                    await supervise(
+                        2, lambda _: SLEEPER, env=os.environ, pass_fds=(), min_uptime_s=0
+                    )
+                )
+
+            tg.start_soon(run)
+            await _wait_for(logs, "worker_started", 2)
+            first = next(e for e in logs if e["event"] == "worker_started" and e["worker"] == 0)
+            os.kill(int(str(first["pid"])), signal.SIGKILL)
+            await _wait_for(logs, "worker_started", 3)
+            restarted = [e for e in logs if e["event"] == "worker_started"][-1]
+            assert restarted["worker"] == 0
+            assert restarted["pid"] != first["pid"]
+            os.kill(os.getpid(), signal.SIGTERM)  # the supervisor listens for it by now
+    assert codes == [0]
+    assert sorted(e["worker"] for e in logs if e["event"] == "worker_stopped") == [0, 1]
+    pids = {e["pid"] for e in logs if e["event"] == "worker_started"}
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(str(pid)), 0)
+
+
+def test_listening_socket_is_inheritable_and_binds_once() -> None:
+    with listening_socket("127.0.0.1", 0) as sock:
+        assert sock.get_inheritable()
+        port = sock.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            listening_socket("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
