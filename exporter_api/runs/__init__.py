@@ -6,9 +6,11 @@ endpoint and the engine once the app's services exist; `drain()` then `shutdown(
 gracefully (SIGTERM).
 
 Modules: `service` (what a user may do: REST and the hub both use it), `engine` (supervision:
-claims, heartbeats, takeover, cancel signals, drain, retention), `executor` (running one run),
-`queue` / `slots` (claims and connection caps in the state store), `repository` (run trees),
-`status` (the status rules), `errors` (the domain's errors; mapped to HTTP in `api`).
+claims, heartbeats, takeover, cancel signals, drain, retention), `lifecycle` (how one run
+begins and what its end means), `executor` (running one run), `queue` / `slots` (claims and
+connection caps in the state store), `repository` (run trees), `status` (the status rules),
+`errors` (the domain's errors; mapped to HTTP in `api`), `files` / `reconcile` (export files),
+`downloads` / `zipstream` (serving them).
 """
 
 from __future__ import annotations
