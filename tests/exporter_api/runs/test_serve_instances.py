@@ -35,7 +35,10 @@ KEY = base64.b64encode(b"k" * 32).decode()  # one key for both (a shared store m
 def _catalog(tmp_path: Path, export_db: ExportDatabase) -> Path:
     path = write_catalog(tmp_path / "cat", export_db)
     text = path.read_text(encoding="utf-8").replace(
-        "[server]\n", f"[server]\nheartbeat_s = {HEARTBEAT_S}\ntakeover_after_s = {TAKEOVER_S}\n", 1
+        "[server]\n",
+        f"[server]\nheartbeat_s = {HEARTBEAT_S}\ntakeover_after_s = {TAKEOVER_S}\n"
+        "drain_grace_s = 0\n",  # SIGTERM hands the run over at once
+        1,
     )
     path.write_text(text, encoding="utf-8")
     return path
@@ -127,6 +130,11 @@ async def _carried_on(
         for f in state["files"]:
             body = (await http_b.get(f["downloadUrl"])).content
             assert hashlib.sha256(body).hexdigest() == f["sha256"]
+    a_log = (tmp_path / "a.log").read_text(encoding="utf-8")
+    b_log = (tmp_path / "b.log").read_text(encoding="utf-8")
+    assert "run_claimed" in b_log  # B carried it on
+    assert run_id in b_log
+    assert ("run_handed_over" in a_log) == (stop == signal.SIGTERM)
     assert state["status"] == "Success", state
     assert _variants(state) == ["Success", "Success", "NoData"]
     assert state["files"][0]["fileId"] == first["fileId"]  # the finished variant's file kept
