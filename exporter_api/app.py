@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import structlog
@@ -124,6 +123,10 @@ class Feature(Protocol):
 
     def lifespan(self, services: Services) -> AbstractAsyncContextManager[None]: ...
 
+    async def drain(self) -> list[str]:
+        """SIGTERM, before ``shutdown()``: finish or hand over the work this instance holds;
+        returns the ids of what was handed over."""
+
     async def shutdown(self) -> None:
         """Called when the server stops accepting requests, before open ones are awaited."""
 
@@ -140,15 +143,7 @@ def create_app(
     if runs is None:
         from exporter_api.runs import build_runs
 
-        # `build_runs(config, *, redis_url=...)` comes with the engine helper's branch; until it
-        # is merged, the plain call. (The lead removes this guard at merge.)
-        build: Any = build_runs
-        hub_redis = redis_url(settings, config)
-        runs = (
-            build(config, redis_url=hub_redis)
-            if "redis_url" in inspect.signature(build_runs).parameters
-            else build(config)
-        )
+        runs = build_runs(config, redis_url=redis_url(settings, config))
     data_dir = settings.data_dir
     store_url = state_url(settings, config)
     # Keys are resolved now, not in the lifespan: a shared store without keys must stop `serve`

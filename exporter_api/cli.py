@@ -296,15 +296,8 @@ async def _serve_until_signal(
 async def _drain(app: Starlette) -> None:
     import structlog
 
-    # `RunsComponent.drain()` comes with the engine helper's branch; until it is merged, a
-    # component without it has nothing to drain. (The lead removes this guard at merge.)
-    drain = getattr(app.state.runs, "drain", None)
-    if drain is None:
-        return
-    handed_over = await drain()
-    structlog.get_logger("exporter_api.cli").info(
-        "drained", handed_over=len(handed_over) if handed_over is not None else 0
-    )
+    handed_over = await app.state.runs.drain()
+    structlog.get_logger("exporter_api.cli").info("drained", handed_over=len(handed_over))
 
 
 __all__ = ["main"]

@@ -1,8 +1,16 @@
 """Runs: the export engine, run REST endpoints and the /hubs/runs hub.
 
-`build_runs(config)` is the seam between the app factory (exporter_api.app) and this package:
-its `routes` are mounted at app creation; `lifespan(services)` starts the hub endpoint and the
-engine once the app's services exist.
+`build_runs(config, redis_url=...)` is the seam between the app factory (exporter_api.app) and
+this package: its `routes` are mounted at app creation; `lifespan(services)` starts the hub
+endpoint and the engine once the app's services exist; `drain()` then `shutdown()` stop it
+gracefully (SIGTERM).
+
+Modules: `service` (what a user may do: REST and the hub both use it), `engine` (supervision:
+claims, heartbeats, takeover, cancel signals, drain, retention), `lifecycle` (how one run
+begins and what its end means), `executor` (running one run), `queue` / `slots` (claims and
+connection caps in the state store), `repository` (run trees), `status` (the status rules),
+`errors` (the domain's errors; mapped to HTTP in `api`), `files` / `reconcile` (export files),
+`downloads` / `zipstream` (serving them).
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ from starlette.routing import BaseRoute
 
 from exporter_api.errors import ExporterError
 from exporter_api.runs.api import RunsApi, runs_operations
-from exporter_api.runs.engine import RunEngine, files_root
+from exporter_api.runs.engine import RunEngine
+from exporter_api.runs.files import files_root
 from exporter_api.runs.hub import HubPublisher, RunsHub, bind_runs_hub
 from exporter_api.runs.repository import RunRepository
+from exporter_api.runs.service import RunService
 from signalr_core import HubEndpoint, HubOptions, Principal
 from signalr_core.auth import AuthRequest
+from signalr_core.lifetime import HubLifetimeManager
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
@@ -48,14 +59,25 @@ class RunsComponent:
         *,
         hub_options: HubOptions | None = None,
         session_check_s: float = 2.0,
+        redis_url: str | None = None,
     ) -> None:
         self.config = config
         self.session_check_s = session_check_s
         self._connections: dict[str, str] = {}  # this process's hub connections -> session id
+        lifetime_manager: HubLifetimeManager | None = None
+        if redis_url:
+            from signalr_core.redis import RedisHubLifetimeManager
+
+            # Every instance publishes run events on Redis: a client connected to any instance
+            # gets every event of the runs it subscribed to, in the order they were sent.
+            lifetime_manager = RedisHubLifetimeManager(
+                redis_url, channel_prefix="exporter", hub_name="runs"
+            )
         self.hub_endpoint = HubEndpoint(
             bind_runs_hub(self),
             options=hub_options or HubOptions(),
             authenticate=self._authenticate_hub,
+            lifetime_manager=lifetime_manager,
         )
         self.routes: list[BaseRoute] = [
             *RunsApi(self).routes(),
@@ -65,6 +87,7 @@ class RunsComponent:
         self._services: Services | None = None
         self._engine: RunEngine | None = None
         self._repository: RunRepository | None = None
+        self._service: RunService | None = None
 
     # --- what routes and the hub reach (only while the app runs) -----------------------------
 
@@ -81,6 +104,12 @@ class RunsComponent:
         return self._engine
 
     @property
+    def service(self) -> RunService:
+        if self._service is None:
+            raise RuntimeError("the runs component is not started")
+        return self._service
+
+    @property
     def repository(self) -> RunRepository:
         if self._repository is None:
             raise RuntimeError("the runs component is not started")
@@ -88,7 +117,7 @@ class RunsComponent:
 
     @property
     def files_root(self) -> Path:
-        return files_root(self.services.settings.data_dir)
+        return files_root(self.services.settings.data_dir, self.config.output)
 
     @property
     def links(self) -> DownloadLinks:
@@ -164,6 +193,7 @@ class RunsComponent:
             credentials=services.vault,
             publisher=HubPublisher(self.hub_endpoint.hub_context),
             files_root=self.files_root,
+            notifier=services.notifier,
             exclusive_store=services.store.backend == "sqlite",
         )
         forget_listener = services.tokens.on_revoked(self.close_session_connections)
@@ -175,6 +205,7 @@ class RunsComponent:
             ):
                 tg.start_soon(self._watch_sessions)
                 self._engine = engine
+                self._service = RunService(self._repository, engine, services.links)
                 try:
                     yield
                 finally:
@@ -182,7 +213,16 @@ class RunsComponent:
         finally:
             forget_listener()
             self._engine = None
+            self._service = None
             self._services = None
+
+    async def drain(self) -> list[str]:
+        """SIGTERM, before ``shutdown()``: claim no new runs, let the active ones go on for up
+        to ``server.drain_grace_s``, then hand the rest over to other instances (they resume
+        them; nothing is marked Cancelled or Failed). Returns the ids handed over."""
+        if self._engine is None:
+            return []
+        return await self._engine.drain()
 
     async def shutdown(self) -> None:
         """The server stops accepting requests: tell hub clients to reconnect later.
@@ -193,5 +233,6 @@ class RunsComponent:
         await self.hub_endpoint.shutdown()
 
 
-def build_runs(config: ExportConfig) -> RunsComponent:
-    return RunsComponent(config)
+def build_runs(config: ExportConfig, *, redis_url: str | None = None) -> RunsComponent:
+    """The runs feature; with ``redis_url`` its hub scales out over Redis (a backplane)."""
+    return RunsComponent(config, redis_url=redis_url)

@@ -6,9 +6,9 @@ not exist, so run ids of other users cannot be probed.
 
 from __future__ import annotations
 
+import functools
 import re
-import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,25 +17,40 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from exporter_api.api.deps import json_response, read_json
-from exporter_api.errors import BadRequest, Forbidden, NotFound
+from exporter_api.errors import (
+    BadRequest,
+    Conflict,
+    ExporterError,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+)
 from exporter_api.openapi import Operation
 from exporter_api.runs.downloads import Downloads
+from exporter_api.runs.errors import (
+    DatabaseNotConfigured,
+    RunAlreadyFinished,
+    RunError,
+    RunNotFound,
+    TooManyActiveRuns,
+)
 from exporter_api.runs.models import (
     RunCreated,
     RunCreateRequest,
     RunFiles,
     RunList,
     RunState,
-    format_time,
 )
-from exporter_api.runs.repository import RunOwner, RunRepository, StoredFile
+from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import plan_run
+from exporter_api.runs.service import RunService, owns, sign_files, state_for
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
-    from exporter_api.runs.engine import RunEngine
     from exporter_api.security import AuthenticatedUser
+
+__all__ = ["RunsApi", "http_error", "owns", "runs_operations", "sign_files", "state_for"]
 
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -49,7 +64,7 @@ class RunsBackend(Protocol):
     config: ExportConfig
 
     @property
-    def engine(self) -> RunEngine: ...
+    def service(self) -> RunService: ...
 
     @property
     def repository(self) -> RunRepository: ...
@@ -65,43 +80,30 @@ class RunsBackend(Protocol):
     async def session_user(self, session_id: str) -> AuthenticatedUser | None: ...
 
 
-def owns(owner: RunOwner | None, user: AuthenticatedUser) -> bool:
-    return owner is not None and owner.owns(
-        user.login, user.database_id, user.manager_id, user.stream_id
-    )
+def http_error(exc: RunError) -> ExporterError:
+    """The one mapping of the run domain's errors to HTTP (problem JSON)."""
+    if isinstance(exc, RunNotFound):
+        return NotFound(exc.detail)
+    if isinstance(exc, RunAlreadyFinished):
+        return Conflict(exc.detail)
+    if isinstance(exc, TooManyActiveRuns):
+        return TooManyRequests(exc.detail, retry_after_s=exc.retry_after_s)
+    if isinstance(exc, DatabaseNotConfigured):
+        return NotFound(exc.detail)
+    return ExporterError(exc.detail)
 
 
-def sign_files(
-    links: DownloadLinks, run_id: str, files: list[StoredFile], user: AuthenticatedUser
-) -> RunFiles:
-    """The run's files with signed download links for ``user``'s session (and the zip's)."""
-    now = time.time()
-    dtos = []
-    expires = 0
-    for stored in files:
-        sig, expires = links.mint(run_id, stored.file_id, user.session_id, now)
-        dtos.append(stored.dto(f"{stored.path}?sig={sig}"))
-    sig, expires = links.mint(run_id, ZIP_TARGET, user.session_id, now)
-    return RunFiles(
-        run_id=run_id,
-        files=dtos,
-        zip_url=f"/api/runs/{run_id}/{ZIP_TARGET}?sig={sig}",
-        links_expire_at=format_time(datetime.fromtimestamp(expires, UTC)),
-    )
+def _mapped(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RunError as exc:
+            raise http_error(exc) from None
 
-
-async def state_for(
-    repository: RunRepository, links: DownloadLinks, run_id: str, user: AuthenticatedUser
-) -> RunState | None:
-    """The stored state of ``run_id`` with its files and signed links (for a page reload)."""
-    state = await repository.load(run_id)
-    if state is None:
-        return None
-    signed = sign_files(links, run_id, await repository.files(run_id), user)
-    state.files = signed.files
-    state.zip_url = signed.zip_url
-    state.links_expire_at = signed.links_expire_at
-    return state
+    return endpoint
 
 
 def runs_operations() -> list[Operation]:
@@ -198,10 +200,10 @@ class RunsApi:
     def routes(self) -> list[BaseRoute]:
         return [
             # One route per path, so a wrong method gets a 405 with the full `Allow` header.
-            Route("/api/runs", self.runs, methods=["GET", "POST"]),
-            Route("/api/runs/{run_id}", self.get_run, methods=["GET"]),
-            Route("/api/runs/{run_id}/cancel", self.cancel_run, methods=["POST"]),
-            Route("/api/runs/{run_id}/files", self.list_files, methods=["GET"]),
+            Route("/api/runs", _mapped(self.runs), methods=["GET", "POST"]),
+            Route("/api/runs/{run_id}", _mapped(self.get_run), methods=["GET"]),
+            Route("/api/runs/{run_id}/cancel", _mapped(self.cancel_run), methods=["POST"]),
+            Route("/api/runs/{run_id}/files", _mapped(self.list_files), methods=["GET"]),
             Route("/api/runs/{run_id}/files.zip", self.download_zip, methods=["GET"]),
             Route("/api/runs/{run_id}/files/{file_id}", self.download_file, methods=["GET"]),
         ]
@@ -251,7 +253,7 @@ class RunsApi:
         config = self.backend.config
         body = await read_json(request, RunCreateRequest, config.server.max_body_bytes)
         plan = plan_run(body, config)
-        state = await self.backend.engine.start(user, plan)
+        state = await self.backend.service.start(user, plan)
         return json_response(
             RunCreated(run_id=state.run_id, status=state.status),
             201,
@@ -272,39 +274,23 @@ class RunsApi:
         cursor = request.query_params.get("cursor") or None
         if cursor is not None and not _ULID.match(cursor):
             raise BadRequest("cursor must be a run id", field="cursor")
-        items = await self.backend.repository.list_runs(
-            user.login,
-            user.database_id,
-            user.manager_id,
-            user.stream_id,
-            limit=limit + 1,
-            cursor=cursor,
-        )
-        more = len(items) > limit
-        items = items[:limit]
-        return json_response(
-            RunList(items=items, next_cursor=items[-1].run_id if more and items else None)
-        )
+        page = await self.backend.service.list(user, limit=limit, cursor=cursor)
+        return json_response(page)
 
     async def get_run(self, request: Request) -> Response:
-        user, run_id = await self._own_run(request)
-        state = await state_for(self.backend.repository, self.backend.links, run_id, user)
-        if state is None:
-            raise NotFound("run not found")
+        user = await self.backend.authenticate(request)
+        state = await self.backend.service.state(user, request.path_params["run_id"])
         return json_response(state, headers=_NO_STORE)
 
     async def cancel_run(self, request: Request) -> Response:
-        user, run_id = await self._own_run(request)
-        await self.backend.engine.cancel(run_id)
-        state = await state_for(self.backend.repository, self.backend.links, run_id, user)
-        if state is None:  # pragma: no cover - runs are not deleted while active
-            raise NotFound("run not found")
+        user = await self.backend.authenticate(request)
+        state = await self.backend.service.cancel(user, request.path_params["run_id"])
         return json_response(state, 202, headers=_NO_STORE)
 
     async def list_files(self, request: Request) -> Response:
-        user, run_id = await self._own_run(request)
-        files = await self.backend.repository.files(run_id)
-        return json_response(sign_files(self.backend.links, run_id, files, user), headers=_NO_STORE)
+        user = await self.backend.authenticate(request)
+        files = await self.backend.service.files(user, request.path_params["run_id"])
+        return json_response(files, headers=_NO_STORE)
 
     def _media_type(self) -> str:
         charset = "windows-1251" if self.backend.config.output.encoding == "cp1251" else "utf-8"

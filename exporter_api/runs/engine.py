@@ -1,29 +1,36 @@
-"""The export engine: one anyio task group per run, lanes concurrent, scripts in a lane in turn.
+"""The run engine: supervision of the runs this instance drives (`RunExecutor` runs them).
 
 Theory of operation
 -------------------
-``RunEngine.running()`` (entered in the app lifespan) owns one long-lived task group; each run
-is a task in it, wrapped in its own ``CancelScope`` (cancel = cancel that scope). Inside a run,
-one task per execution lane runs its scripts in catalog order, and each script runs its
-variants in turn. Every variant takes a slot of its database's ``CapacityLimiter`` (shared by
-all runs: at most ``max_connections`` concurrent queries per database) before it starts.
+Runs live in the state store; an instance drives a run once it has *claimed* it
+(`exporter_api.runs.queue`). ``start`` inserts a new run already claimed by the instance that
+received it (unless that instance is draining: then it is queued unclaimed and
+``RUN_QUEUED_CHANNEL`` wakes the others). ``RunEngine.running()`` (entered in the app lifespan)
+owns one task group; each run driven here is a task in it, wrapped in its own ``CancelScope``.
 
-The live ``RunState`` of a run is mutated only under the run's lock; each change is persisted
-(one store transaction) and then published to the hub group ``runs:{runId}`` while the lock is
-held, so the store and the event stream always agree on the order of changes. Progress
-(``script.progress``) is throttled to ``progress_interval_s`` per script, with a final event
-after every variant.
+Alongside, three loops:
 
-When a run's scope ends (done, cancelled, or the server shutting down) a shielded finaliser
-marks whatever is still Queued/Running as ``Cancelled`` (user cancel) or ``Failed`` (shutdown:
-"interrupted by a server restart"), persists and publishes. At start, and then periodically,
-runs left active by a dead process are marked ``Failed`` the same way, and so are runs of this
-process whose final save failed (no task drives them any more).
+* heartbeat (every ``heartbeat_s``): refresh the heartbeat of the runs and database-slot leases
+  held here; a run whose row names another instance was taken over (this one was cut off from
+  the store) and stops here without writing anything; cancel flags set through instances whose
+  notification was lost are applied (the safety net of ``CANCEL_CHANNEL``); final states whose
+  save failed are saved again.
+* claim (on ``RUN_QUEUED_CHANNEL``, else every ``heartbeat_s``): claim runs nobody drives --
+  queued ones, and those whose driver's heartbeat is older than ``takeover_after_s`` (it died).
+  A claimed run resumes: its directory is reconciled with the files recorded (a dead owner's
+  partial files go), the variants that were unfinished start again from the beginning, the
+  finished ones and their files stay. A run taken over more than ``max_run_attempts`` times,
+  or whose credentials cannot be read any more, ends ``Failed`` with a message saying so.
+* retention (when ``server.retention_days`` > 0).
 
-Several instances may share a PostgreSQL state store. A cancel asked through an instance that
-does not drive the run sets ``cancel_requested`` on its row; the driving instance polls the flag
-with its heartbeat and cancels the run's scope. Saves name the driving instance, so an instance
-whose run was taken over (recovered or cancelled by another) can no longer overwrite it.
+How one run begins (fresh or resumed) and what its end means -- Cancelled, Failed naming the
+cause, handed over (drain, or the server stopping: the claim is released without marking
+anything, so another instance, or this one restarted on a SQLite store, resumes it) or lost --
+is `exporter_api.runs.lifecycle`'s.
+
+Cancel reaches the driving instance in well under a second: the receiving instance sets
+``cancel_requested`` (the durable truth) and notifies ``CANCEL_CHANNEL``; the driver cancels
+the run's scope on receipt, so its query stops on the database server at once.
 """
 
 from __future__ import annotations
@@ -31,53 +38,42 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import structlog
 
-from exporter_api.errors import Conflict, ExporterError, NotFound, TooManyRequests
-from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.runs.files import FileWriter, render_file_name, unique_name
+from exporter_api.notify import CANCEL_CHANNEL, RUN_QUEUED_CHANNEL, LocalNotifier, Notifier
+from exporter_api.runs.errors import (
+    DatabaseNotConfigured,
+    RunAlreadyFinished,
+    RunNotFound,
+    TooManyActiveRuns,
+)
+from exporter_api.runs.executor import ActiveRun, EventPublisher, RunExecutor
+from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle
 from exporter_api.runs.models import (
-    GROUP_UPDATED,
-    RUN_UPDATED,
-    SCRIPT_PROGRESS,
-    SCRIPT_UPDATED,
-    GroupState,
-    GroupUpdated,
     RunState,
-    RunUpdated,
-    ScriptProgress,
-    ScriptState,
-    ScriptUpdated,
-    Status,
-    VariantState,
     format_time,
     utc_now,
 )
-from exporter_api.runs.reconcile import reconcile_run_files
-from exporter_api.runs.repository import (
-    INTERRUPTED,
-    RunOwner,
-    RunRepository,
-    StoredFile,
-    mark_unfinished,
-    recompute_script,
-)
-from exporter_api.runs.selection import PlannedScript, RunPlan
-from exporter_api.runs.status import group_status, is_active, run_status
+from exporter_api.runs.queue import UNCLAIMED, Claim, Claimable, RunQueue
+from exporter_api.runs.repository import RunOwner
+from exporter_api.runs.selection import initial_state
+from exporter_api.runs.slots import SlotLeases
+from exporter_api.runs.status import is_active
 
 if TYPE_CHECKING:
-    from exporter_api.config import ExportConfig, ScriptVariant
+    from exporter_api.config import ExportConfig
     from exporter_api.providers.base import DatabaseProvider
+    from exporter_api.runs.repository import RunRepository
+    from exporter_api.runs.selection import RunPlan
     from exporter_api.security import AuthenticatedUser
 
 _log = structlog.get_logger("exporter_api.runs.engine")
@@ -91,45 +87,6 @@ def new_ulid() -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def new_file_id() -> str:
-    return secrets.token_urlsafe(12)
-
-
-class EventPublisher(Protocol):
-    async def publish(self, run_id: str, method: str, payload: object) -> None: ...
-
-
-class CredentialSource(Protocol):
-    async def get(self, session_id: str) -> tuple[str, str]: ...
-
-
-@dataclass
-class _ActiveRun:
-    state: RunState
-    owner: RunOwner
-    plan: RunPlan
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    cancel_requested: bool = False
-    taken_names: set[str] = field(default_factory=set)
-
-    def group(self, group_id: str) -> GroupState:
-        return next(g for g in self.state.groups if g.group_id == group_id)
-
-    def script(self, group_id: str, script_id: str) -> ScriptState:
-        return next(s for s in self.group(group_id).scripts if s.script_id == script_id)
-
-
-class _Snapshot:
-    """Statuses before a change, to publish only what changed."""
-
-    def __init__(self, state: RunState) -> None:
-        self.run = state.status
-        self.groups = {g.group_id: g.status for g in state.groups}
-        self.scripts = {s.script_id: (s.status, s.message) for g in state.groups for s in g.scripts}
-
-
 class RunEngine:
     def __init__(
         self,
@@ -140,114 +97,332 @@ class RunEngine:
         credentials: CredentialSource,
         publisher: EventPublisher,
         files_root: Path,
+        notifier: Notifier | None = None,
         exclusive_store: bool = True,
-        heartbeat_s: float = 5.0,
+        heartbeat_s: float | None = None,
+        takeover_after_s: float | None = None,
+        max_run_attempts: int | None = None,
+        drain_grace_s: float | None = None,
         retention_sweep_s: float = 3600.0,
         progress_interval_s: float = 0.25,
         persist_progress_s: float = 1.0,
+        slot_poll_s: float = 0.1,
+        cancel_wait_s: float = 5.0,
+        claim_delay_s: float = 0.05,
     ) -> None:
+        server = config.server
         self.config = config
         self.repo = repository
         self.providers = providers
         self.credentials = credentials
-        self.publisher = publisher
         self.files_root = files_root
+        self.notifier: Notifier = notifier if notifier is not None else LocalNotifier()
         self.exclusive_store = exclusive_store
-        self.heartbeat_s = heartbeat_s
+        self.heartbeat_s = heartbeat_s if heartbeat_s is not None else server.heartbeat_s
+        self.takeover_after_s = (
+            takeover_after_s if takeover_after_s is not None else server.takeover_after_s
+        )
+        self.max_run_attempts = (
+            max_run_attempts if max_run_attempts is not None else server.max_run_attempts
+        )
+        self.drain_grace_s = drain_grace_s if drain_grace_s is not None else server.drain_grace_s
         self.retention_sweep_s = retention_sweep_s
-        self.progress_interval_s = progress_interval_s
-        self.persist_progress_s = persist_progress_s
+        self.cancel_wait_s = cancel_wait_s
+        self.claim_delay_s = claim_delay_s
         self.instance_id = secrets.token_hex(8)
-        self._limiters = {
-            db.id: anyio.CapacityLimiter(max(1, db.max_connections)) for db in config.databases
-        }
+        self.queue = RunQueue(repository.store)
+        self.slots = SlotLeases(
+            repository.store,
+            self.instance_id,
+            {db.id: db.max_connections for db in config.databases},
+            stale_after_s=self.takeover_after_s,
+            poll_s=slot_poll_s,
+        )
+        self.executor = executor = RunExecutor(
+            config=config,
+            repository=repository,
+            providers=providers,
+            publisher=publisher,
+            slots=self.slots,
+            files_root=files_root,
+            instance_id=self.instance_id,
+            progress_interval_s=progress_interval_s,
+            persist_progress_s=persist_progress_s,
+        )
+        self.lifecycle = RunLifecycle(
+            config=config,
+            repository=repository,
+            queue=self.queue,
+            credentials=credentials,
+            executor=executor,
+            files_root=files_root,
+            instance_id=self.instance_id,
+            max_run_attempts=self.max_run_attempts,
+            notify=self._notify,
+        )
         self._databases = {db.id: db for db in config.databases}
-        self._active: dict[str, _ActiveRun] = {}
+        self._active: dict[str, ActiveRun] = {}
         self._start_lock = anyio.Lock()
+        self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._shutting_down = False
+        self._draining = False
+
+    @property
+    def publisher(self) -> EventPublisher:
+        return self.executor.publisher
+
+    @publisher.setter
+    def publisher(self, publisher: EventPublisher) -> None:
+        self.executor.publisher = publisher
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Recover interrupted runs, then own the runs' task group until the app stops."""
-        await self.recover(startup=True)
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._heartbeat_loop)
-            if self.config.server.retention_days > 0:
-                tg.start_soon(self._retention_loop)
-            try:
-                yield
-            finally:
-                self._shutting_down = True
-                tg.cancel_scope.cancel()
-        self._tg = None
-
-    async def recover(self, *, startup: bool = False) -> list[str]:
-        """Mark runs no live process drives as Failed ("interrupted by a server restart").
-
-        With a store only this process uses (SQLite), every active run found at start is
-        orphaned; with a shared store, a run is orphaned once its heartbeat is stale. A run
-        recorded as this instance's but no longer driven here (its final save failed while the
-        store was down) is orphaned too."""
-        now = datetime.now(UTC)
-        stale: str | None = format_time(now - timedelta(seconds=3 * self.heartbeat_s))
-        if startup and self.exclusive_store:
-            stale = None
-        candidates = await self.repo.interrupted_runs(
-            instance_id=self.instance_id, stale_before=stale
-        )
-        candidates += await self.repo.active_runs_of(self.instance_id)
-        recovered: list[str] = []
-        for run_id in candidates:
-            if run_id in self._active:  # driven here: its task records its end
-                continue
-            state = await self.repo.fail_interrupted(run_id, utc_now(), self.instance_id)
-            if state is None:
-                continue
-            recovered.append(run_id)
-            _log.warning("run_interrupted", run_id=run_id)
-            await self._reconcile_files(run_id)
-            await self._publish(
-                run_id,
-                RUN_UPDATED,
-                RunUpdated(run_id=run_id, status=state.status, updated_at=state.updated_at),
-            )
-        return recovered
-
-    async def _reconcile_files(self, run_id: str) -> None:
-        """After taking over a dead owner's run: its directory keeps exactly its recorded
-        files (its ``.part`` and never-recorded files go; missing ones are logged)."""
+        """Own the runs' task group until the app stops; resume runs nobody drives."""
+        await self.slots.prepare(exclusive=self.exclusive_store)
+        forget = [
+            self.notifier.listen(CANCEL_CHANNEL, self._on_cancel),
+            self.notifier.listen(RUN_QUEUED_CHANNEL, self._on_queued),
+        ]
         try:
-            recorded = [f.name for f in await self.repo.files(run_id)]
-            await reconcile_run_files(self.files_root / run_id, recorded)
-        except OSError as exc:  # a failing disk must not stop the recovery of other runs
-            _log.warning("run_files_reconcile_failed", run_id=run_id, errno=exc.errno)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                # A store only this process uses: every active run in it was left by a previous
+                # process, so it resumes now rather than after the takeover delay.
+                await self.claim_orphans(startup=True)
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._claim_loop)
+                if self.config.server.retention_days > 0:
+                    tg.start_soon(self._retention_loop)
+                try:
+                    yield
+                finally:
+                    self._shutting_down = True
+                    tg.cancel_scope.cancel()
+        finally:
+            for stop in forget:
+                stop()
+            self._tg = None
+
+    async def drain(self, grace_s: float | None = None) -> list[str]:
+        """Claim nothing more; let the active runs go on for up to ``grace_s`` (default
+        ``server.drain_grace_s``), then hand the rest over to other instances without marking
+        anything. Returns the ids of the runs handed over."""
+        self._draining = True
+        grace = self.drain_grace_s if grace_s is None else grace_s
+        _log.info("runs_draining", active=len(self._active), grace_s=grace)
+        with anyio.move_on_after(grace):
+            while self._active:
+                await next(iter(self._active.values())).done.wait()
+        handed: list[str] = []
+        while self._active:  # a claim in flight when the drain began may still add one
+            runs = list(self._active.values())
+            for run in runs:
+                run.handover = True
+                run.scope.cancel()
+                handed.append(run.run_id)
+            for run in runs:
+                await run.done.wait()
+        _log.info("runs_drained", handed_over=len(handed))
+        return handed
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def start(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
+        """Persist a new run (all Queued). An idle instance drives it at once; a busy or
+        draining one queues it and notifies ``RUN_QUEUED_CHANNEL``: the idlest instance
+        claims it (busy ones wait a little longer before they try, see ``claim_orphans``)."""
+        if self._tg is None:
+            raise RuntimeError("the run engine is not running")
+        if user.database_id not in self._databases or user.database_id not in self.providers:
+            raise DatabaseNotConfigured(user.database_id)
+        username, password = await self.credentials.get(user.session_id)
+        state = self._initial_state(user, plan)
+        owner = RunOwner(
+            user.login, user.database_id, user.manager_id, user.stream_id, user.session_id
+        )
+        limit = self.config.server.max_active_runs_per_user
+        run = ActiveRun(state=state, owner=owner, plan=plan)
+        here = not self._draining and not self._active
+        async with self._start_lock:
+            driver = self.instance_id if here else UNCLAIMED
+            if not await self.repo.insert_run(state, owner, driver, max_active=limit):
+                raise TooManyActiveRuns(limit)
+            if here:
+                # No checkpoint between the insert and this: the heartbeat never sees the run
+                # as this instance's without it being active here.
+                self._active[state.run_id] = run
+        _log.info("run_queued", run_id=state.run_id, login=user.login, mode=plan.mode, here=here)
+        if here:
+            self._tg.start_soon(self._drive, run, (str(username), str(password)), None)
+        else:
+            await self._notify(RUN_QUEUED_CHANNEL, state.run_id)
+        return state
+
+    async def cancel(self, run_id: str) -> RunState:
+        """Cancel a run wherever it is driven; returns its state once the cancel took effect
+        (bounded by ``cancel_wait_s``). ``RunAlreadyFinished`` when it had already ended."""
+        run = self._active.get(run_id)
+        driver = await self.queue.request_cancel(run_id)  # the durable truth first
+        if driver is None:
+            state = await self.repo.load(run_id)
+            if state is None:
+                raise RunNotFound()
+            raise RunAlreadyFinished(state.status)
+        if run is not None:
+            self._cancel_here(run)
+        if driver.instance_id != self.instance_id:  # another (or nobody, or a dead one)
+            await self._notify(CANCEL_CHANNEL, run_id)
+        unattended = driver.instance_id == UNCLAIMED or driver.heartbeat_at < self._stale_before()
+        if run is None and unattended:
+            # Nobody drives it (queued, or its driver died): cancel it here and now.
+            claim = await self.queue.claim(driver, self.instance_id, utc_now())
+            if claim is not None and (done := await self.lifecycle.cancel_unattended(run_id)):
+                return done
+        with anyio.move_on_after(self.cancel_wait_s):
+            if run is not None:
+                await run.done.wait()
+            else:
+                while True:
+                    loaded = await self.repo.load(run_id)
+                    if loaded is None or not is_active(loaded.status):
+                        break
+                    await anyio.sleep(0.05)
+        state = await self.repo.load(run_id)
+        if state is None:  # pragma: no cover - active runs are never deleted
+            raise RunNotFound()
+        return state
+
+    def is_active(self, run_id: str) -> bool:
+        return run_id in self._active
+
+    async def wait(self, run_id: str) -> None:
+        """Return once the run has stopped here, or has ended wherever it was driven."""
+        while True:
+            run = self._active.get(run_id)
+            if run is not None:
+                await run.done.wait()
+                return
+            state = await self.repo.load(run_id)
+            if state is None or not is_active(state.status):
+                return
+            await anyio.sleep(0.05)
+
+    def _cancel_here(self, run: ActiveRun) -> None:
+        if run.done.is_set() or run.cancel_requested:
+            return
+        run.cancel_requested = True
+        run.scope.cancel()
+        _log.info("run_cancel_requested", run_id=run.run_id)
+
+    # --- signals ------------------------------------------------------------------------------
+
+    async def _notify(self, channel: str, run_id: str) -> None:
+        """A hint to the other instances; the store holds the truth and their periodic checks
+        catch up on a lost one, so a failure is only logged."""
+        try:
+            await self.notifier.notify(channel, run_id)
+        except Exception as exc:
+            _log.warning(
+                "notify_failed", channel=channel, run_id=run_id, error_type=type(exc).__name__
+            )
+
+    async def _on_cancel(self, run_id: str) -> None:
+        run = self._active.get(run_id)
+        if run is not None:
+            self._cancel_here(run)
+
+    async def _on_queued(self, run_id: str) -> None:
+        self._wake.set()
+
+    async def apply_cancel_requests(self) -> list[str]:
+        """Cancel the runs driven here whose cancel flag is set (a lost notification)."""
+        cancelled: list[str] = []
+        for run_id in await self.queue.cancel_requests(self.instance_id):
+            run = self._active.get(run_id)
+            if run is not None and not run.done.is_set() and not run.cancel_requested:
+                self._cancel_here(run)
+                cancelled.append(run_id)
+        return cancelled
+
+    # --- supervision loops --------------------------------------------------------------------
+
+    def _stale_before(self) -> str:
+        return format_time(datetime.now(UTC) - timedelta(seconds=self.takeover_after_s))
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await anyio.sleep(self.heartbeat_s)
             try:
-                await self.repo.heartbeat(list(self._active), utc_now())
-                await self.apply_cancel_requests()
-                await self.recover()
+                await self.heartbeat()
             except Exception as exc:  # the store may be briefly unavailable; try again later
                 _log.warning("heartbeat_failed", error_type=type(exc).__name__)
 
-    async def apply_cancel_requests(self) -> list[str]:
-        """Cancel the runs driven here that another instance was asked to cancel."""
-        cancelled: list[str] = []
-        for run_id in await self.repo.cancel_requests(self.instance_id):
+    async def heartbeat(self) -> None:
+        now = utc_now()
+        ids = [*self._active, *self.lifecycle.unsaved]
+        lost = await self.queue.heartbeat(ids, self.instance_id, now)
+        for run_id in lost:
             run = self._active.get(run_id)
-            if run is None or run.done.is_set() or run.cancel_requested:
+            if run is not None:
+                self.executor.lose(run)
+        await self.slots.heartbeat(now)
+        await self.apply_cancel_requests()
+        await self.lifecycle.save_unsaved(lost)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            with anyio.move_on_after(self.heartbeat_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                while await self.claim_orphans(limit=1):  # one at a time: the load changes
+                    pass
+            except Exception as exc:  # the store may be briefly unavailable; try again later
+                _log.warning("claim_failed", error_type=type(exc).__name__)
+
+    async def claim_orphans(self, *, startup: bool = False, limit: int | None = None) -> list[str]:
+        """Claim and resume (at most ``limit``) runs nobody drives: queued, or whose driver died.
+
+        Before each claim an instance waits ``claim_delay_s`` per run it already drives (up to
+        ten): an idle instance claims at once, so queued runs spread over the instances."""
+        if self._draining or self._tg is None:
+            return []
+        stale = None if startup and self.exclusive_store else self._stale_before()
+        claimed: list[str] = []
+        for seen in await self.queue.claimable(stale_before=stale):
+            if self._draining or (limit is not None and len(claimed) >= limit):
+                break
+            if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
                 continue
-            run.cancel_requested = True
-            run.scope.cancel()
-            cancelled.append(run_id)
-            _log.info("run_cancel_requested", run_id=run_id, remote=True)
-        return cancelled
+            if not startup and self._active:
+                await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
+            claim = await self.queue.claim(seen, self.instance_id, utc_now())
+            if claim is not None and await self._adopt(seen, claim):
+                claimed.append(seen.run_id)
+        return claimed
+
+    async def _adopt(self, seen: Claimable, claim: Claim) -> bool:
+        state = await self.repo.load(claim.run_id)
+        owner = await self.repo.owner(claim.run_id)
+        if state is None or owner is None or self._tg is None:  # pragma: no cover - deleted
+            return False
+        run = ActiveRun(state=state, owner=owner, cancel_requested=claim.cancel_requested)
+        self._active[claim.run_id] = run
+        _log.info(
+            "run_claimed",
+            run_id=claim.run_id,
+            attempts=claim.attempts,
+            takeover=seen.instance_id != UNCLAIMED,
+        )
+        self._tg.start_soon(self._drive, run, None, claim)
+        return True
 
     async def _retention_loop(self) -> None:
         while True:
@@ -278,488 +453,24 @@ class RunEngine:
             _log.info("runs_expired", count=len(deleted), retention_days=days)
         return deleted
 
-    # --- commands -----------------------------------------------------------------------------
-
-    async def start(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
-        """Persist a new run (all Queued) and start it; 429 beyond the per-user limit."""
-        if self._tg is None:
-            raise RuntimeError("the run engine is not running")
-        database = self._databases.get(user.database_id)
-        if database is None or user.database_id not in self.providers:
-            raise NotFound(f"database {user.database_id!r} is not configured")
-        username, password = await self.credentials.get(user.session_id)
-        state = self._initial_state(user, plan)
-        owner = RunOwner(
-            user.login, user.database_id, user.manager_id, user.stream_id, user.session_id
-        )
-        limit = self.config.server.max_active_runs_per_user
-        run = _ActiveRun(state=state, owner=owner, plan=plan)
-        async with self._start_lock:
-            if not await self.repo.insert_run(state, owner, self.instance_id, max_active=limit):
-                raise TooManyRequests(
-                    f"at most {limit} active runs per user; wait for one to finish",
-                    retry_after_s=5,
-                )
-            # No checkpoint between the insert and this: recovery never sees the stored run
-            # as this instance's without it being active here.
-            self._active[state.run_id] = run
-        _log.info("run_queued", run_id=state.run_id, login=user.login, mode=plan.mode)
-        self._tg.start_soon(self._execute, run, str(username), str(password))
-        return state
-
-    async def cancel(self, run_id: str, wait_s: float = 5.0) -> RunState:
-        """Cancel a run; ``Conflict`` when it already ended. Waits (bounded) for the cleanup."""
-        run = self._active.get(run_id)
-        if run is None:
-            state = await self.repo.load(run_id)
-            if state is None:
-                raise NotFound("run not found")
-            if not is_active(state.status):
-                raise Conflict(f"run already ended with status {state.status}")
-            # Active in the store but driven by no task here: another instance or a dead one.
-            driver = await self.repo.request_cancel(run_id)
-            stale = format_time(datetime.now(UTC) - timedelta(seconds=3 * self.heartbeat_s))
-            if driver is not None and driver[0] != self.instance_id and driver[1] >= stale:
-                # A live instance drives it: it cancels on its next heartbeat. Wait (bounded).
-                with anyio.move_on_after(wait_s):
-                    while True:
-                        loaded = await self.repo.load(run_id)
-                        if loaded is None or not is_active(loaded.status):
-                            break
-                        await anyio.sleep(0.1)
-                return await self.repo.load(run_id) or state
-            state = await self.repo.load(run_id) or state
-            if not is_active(state.status):
-                raise Conflict(f"run already ended with status {state.status}")
-            await self.repo.take_over(run_id, self.instance_id)  # the dead driver's saves stop
-            await self._reconcile_files(run_id)
-            now = utc_now()
-            mark_unfinished(state, "Cancelled", now, error=None)
-            await self.repo.save_all(state, self.instance_id)
-            await self._publish(
-                run_id,
-                RUN_UPDATED,
-                RunUpdated(run_id=run_id, status=state.status, updated_at=state.updated_at),
-            )
-            return state
-        if run.done.is_set():
-            raise Conflict(f"run already ended with status {run.state.status}")
-        run.cancel_requested = True
-        run.scope.cancel()
-        _log.info("run_cancel_requested", run_id=run_id)
-        with anyio.move_on_after(wait_s):
-            await run.done.wait()
-        return await self.repo.load(run_id) or run.state
-
-    def is_active(self, run_id: str) -> bool:
-        return run_id in self._active
-
-    async def wait(self, run_id: str) -> None:
-        """Return once the run driven here has finished (at once if it is not active here)."""
-        run = self._active.get(run_id)
-        if run is not None:
-            await run.done.wait()
-
-    # --- execution ----------------------------------------------------------------------------
+    # --- one run ------------------------------------------------------------------------------
 
     def _initial_state(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
-        now = utc_now()
-        groups = [
-            GroupState(
-                group_id=pg.group.id,
-                display_name=pg.group.display_name,
-                status="Queued",
-                scripts=[
-                    ScriptState(
-                        script_id=ps.script.id,
-                        display_name=ps.script.display_name,
-                        execution_lane=ps.script.execution_lane,
-                        export_mode=ps.export_mode,
-                        columns=[c.id for c in ps.columns],
-                        status="Queued",
-                        message="Queued",
-                        variants=[
-                            VariantState(variant=v.index, status="Queued", message="Queued")
-                            for v in ps.script.variants
-                        ],
-                    )
-                    for ps in pg.scripts
-                ],
-            )
-            for pg in plan.groups
-        ]
-        return RunState(
-            run_id=new_ulid(),
-            status="Queued",
-            mode=plan.mode,
-            login=user.login,
-            database_id=user.database_id,
-            manager_id=user.manager_id,
-            stream_id=user.stream_id,
-            created_at=now,
-            updated_at=now,
-            groups=groups,
-        )
+        return initial_state(plan, user, new_ulid())
 
-    async def _execute(self, run: _ActiveRun, username: str, password: str) -> None:
-        log = _log.bind(run_id=run.state.run_id)
-        failure: str | None = None
+    async def _drive(
+        self, run: ActiveRun, credentials: tuple[str, str] | None, claim: Claim | None
+    ) -> None:
         try:
-            with run.scope:
-                async with anyio.create_task_group() as tg:
-                    for lane, scripts in run.plan.lanes().items():
-                        tg.start_soon(self._lane, run, lane, scripts, username, password)
-        except Exception as exc:  # a bug or the store failing: the run fails, the server goes on
-            failure = f"internal error ({type(exc).__name__})"
-            log.error("run_crashed", error_type=type(exc).__name__)
+            await self.lifecycle.drive(
+                run, credentials, claim, stopping=lambda: self._shutting_down
+            )
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._finish(run, failure)
-                except Exception as exc:
-                    log.error("run_finish_failed", error_type=type(exc).__name__)
-                finally:
-                    self._active.pop(run.state.run_id, None)
-                    run.done.set()
-        log.info("run_finished", status=run.state.status)
-
-    async def _finish(self, run: _ActiveRun, failure: str | None) -> None:
-        async with run.lock:
-            before = _Snapshot(run.state)
-            now = utc_now()
-            if run.cancel_requested:
-                mark_unfinished(run.state, "Cancelled", now, error=None)
-            elif failure is not None or self._shutting_down:
-                mark_unfinished(run.state, "Failed", now, error=failure or INTERRUPTED)
-                run.state.error = failure or INTERRUPTED
-            else:
-                mark_unfinished(run.state, "Failed", now, error="not executed")
-            await self.repo.save_all(run.state, self.instance_id)
-            await self._publish_changes(run, before)
-
-    async def _lane(
-        self,
-        run: _ActiveRun,
-        lane: int,
-        scripts: list[PlannedScript],
-        username: str,
-        password: str,
-    ) -> None:
-        for planned in scripts:
-            await self._script(run, planned, username, password)
-
-    async def _script(
-        self, run: _ActiveRun, planned: PlannedScript, username: str, password: str
-    ) -> None:
-        """Run the script's variants in turn on one database slot.
-
-        The slot is held across the variants (they run one after another anyway), and the next
-        variant is marked Running in the same change that finishes the previous one, so the
-        script never flickers back to Queued between variants."""
-        script = run.script(planned.group_id, planned.script.id)
-        variants = planned.script.variants
-        n = len(variants)
-        vstates = [next(v for v in script.variants if v.variant == x.index) for x in variants]
-
-        def start(k: int, now: str) -> None:
-            vstates[k].status = "Running"
-            vstates[k].message = f"Executing variant {k + 1}/{n}"
-            vstates[k].started_at = now
-            script.started_at = script.started_at or now
-            run.state.started_at = run.state.started_at or now
-
-        async with self._limiters[run.state.database_id]:
-            await self._change(
-                run,
-                planned.group_id,
-                script,
-                [vstates[0]],
-                lambda now: start(0, now),
-                message=f"Executing variant 1/{n}",
-            )
-            for k, variant in enumerate(variants):
-                vstate = vstates[k]
-                progress = _Progress(self, run, script, vstate)
-                outcome, error, stored = await self._export(
-                    run, planned, variant, k + 1, progress, username, password
-                )
-
-                def finish(
-                    now: str,
-                    k: int = k,
-                    outcome: Status = outcome,
-                    error: str | None = error,
-                    stored: StoredFile | None = stored,
-                ) -> None:
-                    v = vstates[k]
-                    v.status = outcome
-                    v.finished_at = now
-                    v.error = error
-                    v.message = error if error else outcome
-                    v.file_id = stored.file_id if stored else None
-                    if k + 1 < n:
-                        start(k + 1, now)
-
-                changed = [vstate, vstates[k + 1]] if k + 1 < n else [vstate]
-                # Shielded: once the export returned, its file is committed; a cancel arriving
-                # now must not leave that file unrecorded (it takes effect at the next variant).
-                with anyio.CancelScope(shield=True):
-                    await progress.emit(final=True)  # before the status change it explains
-                    await self._change(
-                        run,
-                        planned.group_id,
-                        script,
-                        changed,
-                        finish,
-                        file=stored,
-                        message=f"Executing variant {k + 2}/{n}" if k + 1 < n else None,
-                    )
-
-    async def _export(
-        self,
-        run: _ActiveRun,
-        planned: PlannedScript,
-        variant: ScriptVariant,
-        i: int,
-        progress: _Progress,
-        username: str,
-        password: str,
-    ) -> tuple[Status, str | None, StoredFile | None]:
-        """One variant: one query streamed into one file. Never raises but cancellation."""
-        state = run.state
-        vstate = progress.variant
-        database = self._databases[state.database_id]
-        provider = self.providers[state.database_id]
-        output = self.config.output
-        log = _log.bind(run_id=state.run_id, script_id=planned.script.id, variant=variant.index)
-        request = ExportRequest(
-            sql=variant.sql,
-            params={
-                "manager_id": state.manager_id,
-                "stream_id": state.stream_id,
-                "login": state.login,
-                "database_id": state.database_id,
-            },
-            columns=[ExportColumn(source=c.source, label=c.label) for c in planned.columns] or None,
-            delimiter=output.delimiter,
-            encoding="cp1251" if output.encoding == "cp1251" else "utf-8",
-            header=output.header,
-            statement_timeout_s=database.statement_timeout_s,
-            batch_rows=database.fetch_batch_rows,
-        )
-        directory = self.files_root / state.run_id
-        name = unique_name(
-            render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
-            run.taken_names,
-        )
-        writer = FileWriter(
-            directory,
-            name,
-            bom=output.encoding == "utf-8-sig",
-            file_mode=output.file_mode,
-            dir_mode=output.dir_mode,
-        )
-        try:
-            async with writer:
-                result = await provider.export(username, password, request, progress.sink(writer))
-                vstate.rows_exported = result.rows
-                if result.rows == 0:
-                    vstate.bytes_written = 0
-                    return "NoData", None, None  # leaving the block removes the header-only file
-                written = await writer.commit()
-                vstate.bytes_written = written.size_bytes
-                return (
-                    "Success",
-                    None,
-                    StoredFile(
-                        run_id=state.run_id,
-                        file_id=new_file_id(),
-                        group_id=planned.group_id,
-                        script_id=planned.script.id,
-                        variant=variant.index,
-                        name=written.name,
-                        size_bytes=written.size_bytes,
-                        rows=result.rows,
-                        sha256=written.sha256,
-                        created_at=utc_now(),
-                    ),
-                )
-        except ExporterError as exc:
-            log.warning("variant_failed", error_type=type(exc).__name__)
-            error = exc.detail or type(exc).__name__
-        except Exception as exc:
-            log.error("variant_crashed", error_type=type(exc).__name__)
-            error = f"internal error ({type(exc).__name__})"
-        vstate.rows_exported = 0
-        vstate.bytes_written = 0
-        return "Failed", error, None
-
-    def _name_fields(self, run: _ActiveRun, planned: PlannedScript, i: int) -> dict[str, str]:
-        state = run.state
-        created = state.created_at.replace(":", "").replace("-", "")
-        return {
-            "run_id": state.run_id,
-            "group_id": planned.group_id,
-            "group_name": run.group(planned.group_id).display_name,
-            "script_id": planned.script.id,
-            "script_name": planned.script.display_name,
-            "variant": str(i),
-            "login": state.login,
-            "database_id": state.database_id,
-            "manager_id": state.manager_id,
-            "stream_id": state.stream_id,
-            "date": created[:8],
-            "time": created[9:15],
-        }
-
-    async def _change(
-        self,
-        run: _ActiveRun,
-        group_id: str,
-        script: ScriptState,
-        variants: list[VariantState],
-        apply: Callable[[str], None],
-        *,
-        file: StoredFile | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Apply a variant change, recompute the aggregates, persist, publish what changed."""
-        async with run.lock:
-            state = run.state
-            before = _Snapshot(state)
-            now = utc_now()
-            apply(now)
-            recompute_script(script, now)
-            if is_active(script.status) and message:
-                script.message = message
-            group = run.group(group_id)
-            group.status = group_status(group.scripts)
-            state.status = run_status(state.groups)
-            state.updated_at = now
-            if not is_active(state.status):
-                state.finished_at = state.finished_at or now
-            with anyio.CancelScope(shield=True):  # a cancel must not tear a half-written change
-                await self.repo.save(
-                    state,
-                    group=group,
-                    script=script,
-                    variants=variants,
-                    file=file,
-                    instance_id=self.instance_id,
-                )
-                await self._publish_changes(run, before)
-
-    async def _publish_changes(self, run: _ActiveRun, before: _Snapshot) -> None:
-        state = run.state
-        run_id = state.run_id
-        for group in state.groups:
-            for script in group.scripts:
-                if before.scripts.get(script.script_id) != (script.status, script.message):
-                    await self._publish(
-                        run_id,
-                        SCRIPT_UPDATED,
-                        ScriptUpdated(
-                            run_id=run_id,
-                            group_id=group.group_id,
-                            script_id=script.script_id,
-                            status=script.status,
-                            message=script.message,
-                        ),
-                    )
-            if before.groups.get(group.group_id) != group.status:
-                await self._publish(
-                    run_id,
-                    GROUP_UPDATED,
-                    GroupUpdated(run_id=run_id, group_id=group.group_id, status=group.status),
-                )
-        if before.run != state.status:
-            await self._publish(
-                run_id,
-                RUN_UPDATED,
-                RunUpdated(run_id=run_id, status=state.status, updated_at=state.updated_at),
-            )
-
-    async def _publish(self, run_id: str, method: str, payload: object) -> None:
-        try:
-            await self.publisher.publish(run_id, method, payload)
-        except Exception as exc:  # live events are best effort; the state is in the store
-            _log.warning(
-                "event_publish_failed", run_id=run_id, method=method, error_type=type(exc).__name__
-            )
-
-
-class _Progress:
-    """Counts rows/bytes of one variant and emits throttled ``script.progress`` events."""
-
-    def __init__(
-        self, engine: RunEngine, run: _ActiveRun, script: ScriptState, variant: VariantState
-    ) -> None:
-        self.engine = engine
-        self.run = run
-        self.script = script
-        self.variant = variant
-        self.base_rows = sum(v.rows_exported for v in script.variants if v is not variant)
-        self.base_bytes = sum(v.bytes_written for v in script.variants if v is not variant)
-        self.last_emit = 0.0
-        self.last_persist = time.monotonic()
-
-    def sink(self, writer: FileWriter) -> _ProgressSink:
-        return _ProgressSink(self, writer)
-
-    async def emit(self, *, final: bool = False) -> None:
-        script = self.script
-        if final:  # the variant's own counters are final: sum over every variant
-            rows = sum(v.rows_exported for v in script.variants)
-            size = sum(v.bytes_written for v in script.variants)
-        else:
-            rows = self.base_rows + self.variant.rows_exported
-            size = self.base_bytes + self.variant.bytes_written
-        run_id = self.run.state.run_id
-        await self.engine._publish(
-            run_id,
-            SCRIPT_PROGRESS,
-            ScriptProgress(
-                run_id=run_id, script_id=script.script_id, rows_exported=rows, bytes_written=size
-            ),
-        )
-
-    async def on_write(self, rows: int, size: int) -> None:
-        self.variant.rows_exported = rows
-        self.variant.bytes_written = size
-        now = time.monotonic()
-        if now - self.last_emit >= self.engine.progress_interval_s:
-            self.last_emit = now
-            await self.emit()
-        if now - self.last_persist >= self.engine.persist_progress_s:
-            self.last_persist = now
-            self.script.rows_exported = self.base_rows + rows
-            self.script.bytes_written = self.base_bytes + size
-            async with self.run.lock:
-                with anyio.CancelScope(shield=True):
-                    await self.engine.repo.save(
-                        self.run.state,
-                        script=self.script,
-                        variants=[self.variant],
-                        instance_id=self.engine.instance_id,
-                    )
-
-
-class _ProgressSink:
-    def __init__(self, progress: _Progress, writer: FileWriter) -> None:
-        self._progress = progress
-        self._writer = writer
-
-    async def write(self, chunk: bytes, rows: int) -> None:
-        await self._writer.write(chunk, rows)
-        await self._progress.on_write(self._writer.rows, self._writer.bytes_written)
+            self._active.pop(run.run_id, None)
+            run.done.set()
 
 
 def _remove_tree(directory: Path) -> None:
     """Remove a run's file directory (blocking: run it on a worker thread)."""
     if directory.is_dir():
         shutil.rmtree(directory)
-
-
-def files_root(data_dir: Path) -> Path:
-    """Where runs keep their files: ``<data dir>/exports/<runId>/``."""
-    return data_dir / "exports"

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from exporter_api.runs.api import owns, state_for
+from exporter_api.runs.errors import RunError
 from exporter_api.runs.models import RunState
 from exporter_api.security import AuthenticatedUser
 from signalr_core import Hub, HubException, hub_method
 
 if TYPE_CHECKING:
-    from exporter_api.runs.repository import RunRepository
-    from exporter_api.security.links import DownloadLinks
+    from exporter_api.runs.service import RunService
     from signalr_core.clients import HubContext
 
 
@@ -28,10 +27,7 @@ def run_group(run_id: str) -> str:
 
 class HubBackend(Protocol):
     @property
-    def repository(self) -> RunRepository: ...
-
-    @property
-    def links(self) -> DownloadLinks: ...
+    def service(self) -> RunService: ...
 
     async def session_live(self, session_id: str) -> bool: ...
 
@@ -81,14 +77,13 @@ class RunsHub(Hub):
     @hub_method("SubscribeRun")
     async def subscribe_run(self, run_id: str) -> RunState:
         user = await self._user()
-        repo = self.backend.repository
-        if not owns(await repo.owner(run_id), user):
-            raise HubException(f"Run {run_id} not found")
-        await self.groups.add(self.context.connection_id, run_group(run_id))
-        state = await state_for(repo, self.backend.links, run_id, user)
-        if state is None:  # deleted by the retention sweep in between
-            raise HubException(f"Run {run_id} not found")
-        return state
+        service = self.backend.service
+        try:
+            await service.check_owner(user, run_id)
+            await self.groups.add(self.context.connection_id, run_group(run_id))
+            return await service.state(user, run_id)
+        except RunError:  # the hub's one mapping: every run error reads as "not found"
+            raise HubException(f"Run {run_id} not found") from None
 
     @hub_method("UnsubscribeRun")
     async def unsubscribe_run(self, run_id: str) -> None:

@@ -1,8 +1,9 @@
-"""Persistence of runs through the state store (tables from migration 0002_runs.sql).
+"""Persistence of run trees through the state store (tables from migration 0002_runs.sql).
 
 The engine keeps the live ``RunState`` of each active run in memory and writes every change here
 as it happens; readers (REST, hub subscription) always read the store, so one source of truth
-serves running and finished runs alike.
+serves running and finished runs alike. Who drives a run (claims, heartbeats, cancel flags) is
+`exporter_api.runs.queue`'s.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from exporter_api.runs.models import (
     RunState,
     RunSummary,
     ScriptState,
-    Status,
     VariantState,
+    utc_now,
 )
-from exporter_api.runs.status import group_status, is_active, run_status, script_status
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
 
-INTERRUPTED = "interrupted by a server restart"
 # SQL below spells ``ACTIVE_STATUSES`` out as ('Queued', 'Running'); Python code uses is_active().
 
 
@@ -257,11 +256,15 @@ class RunRepository:
     async def _save_run(self, state: RunState, instance_id: str | None) -> None:
         changed = await self.store.execute(
             "UPDATE runs SET status = :status, error = :error, updated_at = :updated_at,"
-            " heartbeat_at = :updated_at, started_at = :started_at,"
+            " heartbeat_at = :beat, started_at = :started_at,"
             " finished_at = :finished_at WHERE run_id = :run_id"
             " AND (:instance = '' OR instance_id = :instance)",
             {
                 "instance": instance_id or "",
+                # A save proves its instance alive now: never the (older) time of the change
+                # being saved, else a long variant's progress saves would make its run look
+                # abandoned to the other instances.
+                "beat": utc_now(),
                 "run_id": state.run_id,
                 "status": state.status,
                 "error": state.error,
@@ -336,46 +339,6 @@ class RunRepository:
             {"run_id": run_id},
         )
         return deleted > 0
-
-    async def take_over(self, run_id: str, instance_id: str) -> None:
-        """Record ``instance_id`` as the run's driver: the previous one's saves stop applying."""
-        await self.store.execute(
-            "UPDATE runs SET instance_id = :instance WHERE run_id = :run_id",
-            {"instance": instance_id, "run_id": run_id},
-        )
-
-    async def request_cancel(self, run_id: str) -> tuple[str, str] | None:
-        """Flag an active run for cancellation by its driving instance; its
-        ``(instance_id, heartbeat_at)``, or None when the run is not active."""
-        async with self.store.transaction():
-            changed = await self.store.execute(
-                "UPDATE runs SET cancel_requested = 1"
-                " WHERE run_id = :run_id AND status IN ('Queued', 'Running')",
-                {"run_id": run_id},
-            )
-            if not changed:
-                return None
-            row = await self.store.fetch_one(
-                "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
-                {"run_id": run_id},
-            )
-        return (str(row[0]), str(row[1])) if row is not None else None
-
-    async def cancel_requests(self, instance_id: str) -> list[str]:
-        """Active runs driven by ``instance_id`` that another instance asked to cancel."""
-        rows = await self.store.fetch_all(
-            "SELECT run_id FROM runs WHERE instance_id = :instance AND cancel_requested = 1"
-            " AND status IN ('Queued', 'Running')",
-            {"instance": instance_id},
-        )
-        return [str(r[0]) for r in rows]
-
-    async def heartbeat(self, run_ids: list[str], now: str) -> None:
-        for run_id in run_ids:
-            await self.store.execute(
-                "UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id",
-                {"now": now, "run_id": run_id},
-            )
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -520,69 +483,3 @@ class RunRepository:
             {"run_id": run_id, "file_id": file_id},
         )
         return _file(row) if row is not None else None
-
-    async def interrupted_runs(self, *, instance_id: str, stale_before: str | None) -> list[str]:
-        """Active runs no live process is driving: every active run not ours when
-        ``stale_before`` is None, else those whose heartbeat is older than it."""
-        rows = await self.store.fetch_all(
-            "SELECT run_id FROM runs WHERE status IN ('Queued', 'Running')"
-            " AND instance_id <> :instance AND (:stale = '' OR heartbeat_at < :stale)",
-            {"instance": instance_id, "stale": stale_before or ""},
-        )
-        return [str(r[0]) for r in rows]
-
-    async def active_runs_of(self, instance_id: str) -> list[str]:
-        """Active runs recorded as driven by ``instance_id``."""
-        rows = await self.store.fetch_all(
-            "SELECT run_id FROM runs WHERE status IN ('Queued', 'Running')"
-            " AND instance_id = :instance",
-            {"instance": instance_id},
-        )
-        return [str(r[0]) for r in rows]
-
-    async def fail_interrupted(
-        self, run_id: str, now: str, instance_id: str | None = None
-    ) -> RunState | None:
-        """Mark what was Queued or Running in ``run_id`` as Failed (interrupted); with
-        ``instance_id``, that instance takes the run over first."""
-        state = await self.load(run_id)
-        if state is None or not is_active(state.status):
-            return None
-        if instance_id is not None:
-            await self.take_over(run_id, instance_id)
-        mark_unfinished(state, "Failed", now, error=INTERRUPTED)
-        state.error = INTERRUPTED
-        await self.save_all(state)
-        return state
-
-
-def mark_unfinished(state: RunState, status: Status, now: str, *, error: str | None) -> None:
-    """Set every Queued/Running variant to ``status`` and recompute the aggregates."""
-    for group in state.groups:
-        for script in group.scripts:
-            for variant in script.variants:
-                if is_active(variant.status):
-                    variant.status = status
-                    variant.message = error or status
-                    variant.error = error
-                    variant.finished_at = now
-            recompute_script(script, now)
-        group.status = group_status(group.scripts)
-    state.status = run_status(state.groups)
-    state.updated_at = now
-    if not is_active(state.status):
-        state.finished_at = state.finished_at or now
-
-
-def recompute_script(script: ScriptState, now: str) -> None:
-    script.status = script_status(v.status for v in script.variants)
-    script.rows_exported = sum(v.rows_exported for v in script.variants)
-    script.bytes_written = sum(v.bytes_written for v in script.variants)
-    errors = [v.error for v in script.variants if v.error]
-    script.error = "; ".join(dict.fromkeys(errors)) if errors else None
-    if not is_active(script.status):
-        script.finished_at = script.finished_at or now
-        if script.status == "Failed":
-            script.message = script.error
-        else:
-            script.message = script.status

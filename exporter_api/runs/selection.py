@@ -10,10 +10,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
 from exporter_api.errors import BadRequest
-from exporter_api.runs.models import ExportMode, RunCreateRequest, RunMode, ScriptSelection
+from exporter_api.runs.models import (
+    ExportMode,
+    GroupState,
+    RunCreateRequest,
+    RunMode,
+    RunState,
+    ScriptSelection,
+    ScriptState,
+    VariantState,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from exporter_api.config import ColumnItem, ExportConfig, GroupConfig, ScriptConfig
+    from exporter_api.security import AuthenticatedUser
 
 RUN_MODES: tuple[str, ...] = get_args(RunMode)
 EXPORT_MODES: tuple[str, ...] = get_args(ExportMode)
@@ -178,3 +189,78 @@ def plan_run(request: RunCreateRequest, config: ExportConfig) -> RunPlan:
             planned.append(PlannedScript(group.id, script, export_mode, columns))
         planned_groups.append(PlannedGroup(group, tuple(planned)))
     return RunPlan(mode, tuple(planned_groups))
+
+
+class PlanUnavailable(Exception):
+    """A stored run can no longer be planned: the catalog changed under it."""
+
+
+def plan_of(state: RunState, config: ExportConfig) -> RunPlan:
+    """The plan of a stored run (one taken over from another instance), from the catalog.
+
+    The run's scripts, export modes and column ids were fixed when it started; a catalog that
+    no longer has one of its groups, scripts or variants cannot carry it on."""
+    groups_by_id = {g.id: g for g in config.groups}
+    profiles = {p.id: p for p in config.columns_profiles}
+    planned_groups: list[PlannedGroup] = []
+    for gstate in state.groups:
+        group = groups_by_id.get(gstate.group_id)
+        if group is None:
+            raise PlanUnavailable(f"group {gstate.group_id!r} is no longer in the catalog")
+        scripts_by_id = {s.id: s for s in group.scripts}
+        planned: list[PlannedScript] = []
+        for sstate in gstate.scripts:
+            script = scripts_by_id.get(sstate.script_id)
+            if script is None or {v.index for v in script.variants} != {
+                v.variant for v in sstate.variants
+            }:
+                raise PlanUnavailable(
+                    f"script {sstate.script_id!r} changed in the catalog since the run started"
+                )
+            profile = profiles.get(script.columns_profile_id)
+            wanted = set(sstate.columns or ())
+            columns = tuple(i for i in profile.items if i.id in wanted) if profile else ()
+            planned.append(PlannedScript(group.id, script, sstate.export_mode, columns))
+        planned_groups.append(PlannedGroup(group, tuple(planned)))
+    return RunPlan(state.mode, tuple(planned_groups))
+
+
+def initial_state(plan: RunPlan, user: AuthenticatedUser, run_id: str) -> RunState:
+    """The state of a new run of ``plan``: everything Queued."""
+    now = utc_now()
+    groups = [
+        GroupState(
+            group_id=pg.group.id,
+            display_name=pg.group.display_name,
+            status="Queued",
+            scripts=[
+                ScriptState(
+                    script_id=ps.script.id,
+                    display_name=ps.script.display_name,
+                    execution_lane=ps.script.execution_lane,
+                    export_mode=ps.export_mode,
+                    columns=[c.id for c in ps.columns],
+                    status="Queued",
+                    message="Queued",
+                    variants=[
+                        VariantState(variant=v.index, status="Queued", message="Queued")
+                        for v in ps.script.variants
+                    ],
+                )
+                for ps in pg.scripts
+            ],
+        )
+        for pg in plan.groups
+    ]
+    return RunState(
+        run_id=run_id,
+        status="Queued",
+        mode=plan.mode,
+        login=user.login,
+        database_id=user.database_id,
+        manager_id=user.manager_id,
+        stream_id=user.stream_id,
+        created_at=now,
+        updated_at=now,
+        groups=groups,
+    )

@@ -42,6 +42,9 @@ class NoRuns:
         self.services = services
         yield
 
+    async def drain(self) -> list[str]:
+        return []
+
     async def shutdown(self) -> None:
         pass
 

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from exporter_api.config import ExportConfig
+from exporter_api.errors import Unauthorized
 from exporter_api.providers.base import DatabaseProvider
 from exporter_api.providers.postgres import PostgresProvider
 from exporter_api.runs.engine import RunEngine
@@ -50,11 +51,14 @@ class RecordingPublisher:
 
 @dataclass
 class StaticCredentials:
-    """The vault's `get` for one known session (the vault itself is E1's and tested there)."""
+    """The vault's `get` for known sessions (the vault itself is tested with security); an
+    unknown session fails as the vault does when a session's entry is gone."""
 
     secrets: dict[str, tuple[str, str]]
 
     async def get(self, session_id: str) -> tuple[str, str]:
+        if session_id not in self.secrets:
+            raise Unauthorized("the session's credentials cannot be read")
         return self.secrets[session_id]
 
 

@@ -19,7 +19,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from exporter_api.app import create_app
-from exporter_api.config import Settings
+from exporter_api.config import Settings, load_config
+from exporter_api.runs import build_runs
 from tests.services import free_port
 
 HUB_WATCH = Path(__file__).with_name("hub_watch.mjs")
@@ -56,10 +57,27 @@ def bearer(token: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def live_service(
-    config_path: Path, data_dir: Path, database_id: str = "db-pg"
+    config_path: Path,
+    data_dir: Path,
+    database_id: str = "db-pg",
+    *,
+    state_url: str | None = None,
+    redis_url: str | None = None,
 ) -> AsyncIterator[Service]:
+    """The app served by hypercorn; several share one state store (``state_url``) and, with
+    ``redis_url``, one hub backplane."""
     port = free_port()
-    app = create_app(Settings(config_path=config_path, data_dir=data_dir, port=port))
+    # A shared state store generates no keys: instances sharing one are given the same.
+    settings = Settings(
+        config_path=config_path,
+        data_dir=data_dir,
+        port=port,
+        state_url=state_url,
+        jwt_key=b"j" * 32 if state_url else None,
+        vault_key=b"v" * 32 if state_url else None,
+    )
+    runs = build_runs(load_config(config_path), redis_url=redis_url) if redis_url else None
+    app = create_app(settings, runs=runs)
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
@@ -96,14 +114,16 @@ async def hub_watch(
     create: dict[str, Any] | None = None,
     protocol: str = "json",
     transport: str = "WebSockets",
+    api: Service | None = None,
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Run hub_watch.mjs (watching ``run_id``, or starting the run ``create`` once connected);
-    the yielded list fills with its JSON lines until it is done."""
+    """Run hub_watch.mjs (watching ``run_id``, or starting the run ``create`` once connected,
+    through ``api`` when given: another instance than the hub's); the yielded list fills with
+    its JSON lines until it is done."""
     command = _command(service, token, protocol, transport)
     if run_id is not None:
         command += ["--run", run_id]
     if create is not None:
-        command += ["--create", json.dumps(create), "--api", service.base]
+        command += ["--create", json.dumps(create), "--api", (api or service).base]
     async with _node(command) as (lines, _):
         yield lines
 

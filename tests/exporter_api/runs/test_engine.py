@@ -16,11 +16,12 @@ import anyio.to_thread
 import pytest
 
 from exporter_api.config import ExportConfig, load_config
-from exporter_api.errors import Conflict, TooManyRequests
 from exporter_api.runs.engine import RunEngine
+from exporter_api.runs.errors import RunAlreadyFinished, TooManyActiveRuns
 from exporter_api.runs.files import UTF8_BOM
 from exporter_api.runs.models import RunState, ScriptState, VariantState
-from exporter_api.runs.repository import INTERRUPTED, RunNotOwned, RunOwner
+from exporter_api.runs.repository import RunNotOwned, RunOwner, RunRepository
+from exporter_api.store import open_store
 from tests.exporter_api.runs.conftest import (
     USER1,
     USER1_PASSWORD,
@@ -241,7 +242,7 @@ async def test_cancel_stops_the_query_on_the_server(
         await poll_until(lambda: no_active_query(export_db), limit_s=1.0)
         assert time.monotonic() - cancelled_at < 1.0
         assert await list_files(tmp_path / "data" / "exports") == []  # partial file removed
-        with pytest.raises(Conflict):
+        with pytest.raises(RunAlreadyFinished):
             await kit.engine.cancel(state.run_id)
         loaded = await kit.repo.load(state.run_id)
         assert loaded is not None
@@ -348,7 +349,7 @@ async def test_per_user_active_run_limit(catalog: ExportConfig, tmp_path: Path) 
     slow = plan(catalog, single("s-slow", "g-slow"))
     async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
         started = [await kit.engine.start(U1, slow) for _ in range(3)]
-        with pytest.raises(TooManyRequests):
+        with pytest.raises(TooManyActiveRuns):
             await kit.engine.start(U1, slow)
         # another user is not affected
         other = await kit.engine.start(user(USER2, "sess-2"), slow)
@@ -359,23 +360,55 @@ async def test_per_user_active_run_limit(catalog: ExportConfig, tmp_path: Path) 
         await kit.engine.cancel(again.run_id)
 
 
-async def test_shutdown_marks_running_runs_interrupted(
+async def test_a_restart_resumes_the_runs_the_server_stopped(
     catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
 ) -> None:
-    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
-        state = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+    """SQLite, one process: stopping the server hands its runs back to the store (nothing is
+    marked Failed); the next start resumes them. Finished variants keep their files; the
+    variant that was running starts again from the beginning."""
+    data = tmp_path / "data"
+    async with engine_kit(catalog, data, CREDS) as kit:
+        state = await kit.engine.start(U1, plan(catalog, single("s-orders", "g-sales")))
+
+        async def second_running() -> bool:
+            loaded = await kit.repo.load(state.run_id)
+            return loaded is not None and variants(loaded, "s-orders")[1].status == "Running"
+
+        await poll_until(second_running)
         await poll_until(lambda: has_active_query(export_db))
-    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
-        loaded = await kit.repo.load(state.run_id)
-    assert loaded is not None
-    assert loaded.status == "Failed"
-    assert loaded.error == INTERRUPTED
-    assert variants(loaded, "s-slow")[0].error == INTERRUPTED
+        (first_file,) = await kit.repo.files(state.run_id)
+    stopped = await _load(data, state.run_id)
+    assert stopped.status == "Running"  # handed over, not failed
+    assert [v.status for v in variants(stopped, "s-orders")] == ["Success", "Running", "Queued"]
     assert await active_queries(export_db, USER1) == []
-    assert await list_files(tmp_path / "data" / "exports") == []
+    assert [p.name for p in await list_files(data / "exports")] == [first_file.name]  # no .part
+
+    async with engine_kit(catalog, data, CREDS) as kit:
+        await kit.engine.wait(state.run_id)  # claimed at start: a store only this process uses
+        loaded = await kit.repo.load(state.run_id)
+        files = await kit.repo.files(state.run_id)
+        messages = [e["message"] for e in kit.events.of("script.updated", scriptId="s-orders")]
+    assert loaded is not None
+    assert loaded.status == "Success"
+    assert [v.status for v in variants(loaded, "s-orders")] == ["Success", "Success", "NoData"]
+    assert variants(loaded, "s-orders")[0].file_id == first_file.file_id  # kept as it was
+    assert [f.variant for f in files] == [1, 2]
+    assert messages == ["Queued", "Executing variant 2/3", "Executing variant 3/3", "Success"]
+    on_disk = await list_files(data / "exports")
+    assert sorted(p.name for p in on_disk) == sorted(f.name for f in files)
 
 
-async def test_restart_recovers_runs_of_a_dead_process(
+async def _load(data: Path, run_id: str) -> RunState:
+    store = await open_store(data)
+    try:
+        loaded = await RunRepository(store).load(run_id)
+    finally:
+        await store.aclose()
+    assert loaded is not None
+    return loaded
+
+
+async def test_restart_resumes_runs_of_a_dead_process(
     catalog: ExportConfig, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
@@ -392,43 +425,49 @@ async def test_restart_recovers_runs_of_a_dead_process(
         part.parent.mkdir(parents=True)
         part.write_bytes(b"OrderId\n1\n")
     async with engine_kit(catalog, data, CREDS) as kit:
+        await kit.engine.wait(state.run_id)
         loaded = await kit.repo.load(state.run_id)
+        files = await kit.repo.files(state.run_id)
         events = kit.events.of("run.updated", runId=state.run_id)
     assert loaded is not None
-    assert loaded.status == "Failed"
-    assert loaded.error == INTERRUPTED
-    assert loaded.finished_at is not None
+    assert loaded.status == "Failed"  # as a fresh run of ALL: s-bad's variant 2 fails
+    assert loaded.error is None
+    assert script_of(loaded, "s-orders").status == "Success"
+    assert len(files) == 6
     statuses = {v.status for g in loaded.groups for s in g.scripts for v in s.variants}
-    assert statuses == {"Failed"}  # nothing stays Queued or Running
-    assert all(g.status == "Failed" for g in loaded.groups)
+    assert not statuses & {"Queued", "Running"}
     assert not part.exists()
-    assert events == [{"runId": state.run_id, "status": "Failed", "updatedAt": loaded.updated_at}]
+    # nothing had finished: the run was Queued again until its first variant started anew
+    assert [e["status"] for e in events] == ["Queued", "Running", "Failed"]
+    assert events[-1]["updatedAt"] == loaded.updated_at
 
 
-async def test_periodic_recovery_fails_own_runs_no_longer_driven(
+async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
 ) -> None:
-    # What a run whose final save failed (state store briefly down) leaves behind: a Running run
-    # recorded as this very instance's, with no task driving it any more.
-    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
+    # What a run whose final save failed on a crashed path leaves behind: a Running run recorded
+    # as this very instance's, with no task driving it (its heartbeat is no longer refreshed).
+    async with engine_kit(
+        catalog, tmp_path / "data", CREDS, heartbeat_s=0.1, takeover_after_s=0.5
+    ) as kit:
         live = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         await poll_until(lambda: has_active_query(export_db))
-        state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
+        state = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
         state.status = state.groups[0].status = "Running"
         state.groups[0].scripts[0].status = "Running"
         state.groups[0].scripts[0].variants[0].status = "Running"
         owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
         assert await kit.repo.insert_run(state, owner, kit.engine.instance_id, max_active=None)
-        assert await kit.engine.recover() == [state.run_id]  # the live run is left alone
-        loaded = await kit.repo.load(state.run_id)
+
+        async def ended() -> bool:
+            loaded = await kit.repo.load(state.run_id)
+            return loaded is not None and loaded.status == "NoData"
+
+        await poll_until(ended)
         still = await kit.repo.load(live.run_id)
         await kit.engine.cancel(live.run_id)
-    assert loaded is not None
-    assert loaded.status == "Failed"
-    assert loaded.error == INTERRUPTED
-    assert loaded.finished_at is not None
     assert still is not None
-    assert still.status == "Running"
+    assert still.status == "Running"  # the live run is left alone
 
 
 async def test_utf8_sig_writes_a_bom(tmp_path: Path, export_db: ExportDatabase) -> None:
@@ -523,24 +562,25 @@ async def test_postgres_state_store(
         state = await kit.run_to_end(U1, plan(catalog, ALL))
         files = await kit.repo.files(state.run_id)
         listed = await kit.repo.list_runs(USER1, "db-pg", "m1", "s1", limit=10, cursor=None)
-        # a run another instance left Running: recovered once its heartbeat is stale
+        # a run another instance left Running: taken over once its heartbeat is stale
         orphan = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
         orphan.status = "Running"
         owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
         assert await kit.repo.insert_run(orphan, owner, "other-instance", max_active=None)
-        assert await kit.engine.recover() == []  # its heartbeat is fresh: another live instance
+        assert await kit.engine.claim_orphans() == []  # fresh heartbeat: a live instance
         await kit.store.execute(
             "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE run_id = :r",
             {"r": orphan.run_id},
         )
-        assert await kit.engine.recover() == [orphan.run_id]
+        assert await kit.engine.claim_orphans() == [orphan.run_id]
+        await kit.engine.wait(orphan.run_id)
         recovered = await kit.repo.load(orphan.run_id)
     assert state.status == "Failed"
     assert len(files) == 6
     assert [r.run_id for r in listed] == [state.run_id]
     assert recovered is not None
-    assert recovered.status == "Failed"
-    assert recovered.error == INTERRUPTED
+    assert recovered.status == "NoData"
+    assert recovered.error is None
 
 
 async def test_cancel_through_another_instance_sharing_the_state_store(
@@ -563,7 +603,7 @@ async def test_cancel_through_another_instance_sharing_the_state_store(
         await poll_until(lambda: no_active_query(export_db), limit_s=2.0)
         await anyio.sleep(0.5)  # a few more heartbeats: nothing rewrites the outcome
         loaded = await b.repo.load(state.run_id)
-        with pytest.raises(Conflict):
+        with pytest.raises(RunAlreadyFinished):
             await b.engine.cancel(state.run_id)
     assert loaded is not None
     assert loaded.status == "Cancelled"
@@ -579,7 +619,9 @@ async def test_saves_of_an_instance_that_lost_the_run_are_refused(
         assert await kit.repo.insert_run(state, owner, "instance-a", max_active=None)
         state.status = "Running"
         await kit.repo.save(state, instance_id="instance-a")
-        await kit.repo.take_over(state.run_id, "instance-b")
+        await kit.store.execute(  # instance B took it over
+            "UPDATE runs SET instance_id = 'instance-b' WHERE run_id = :r", {"r": state.run_id}
+        )
         state.status = "Success"
         with pytest.raises(RunNotOwned):
             await kit.repo.save_all(state, "instance-a")

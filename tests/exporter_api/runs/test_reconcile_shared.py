@@ -1,6 +1,6 @@
 """9.3: instances sharing one files directory (and a PostgreSQL state store). An instance that
-starts, or recovers on its heartbeat, reconciles only the runs whose owner is dead: a live
-instance's partial file in the same directory tree is never touched."""
+starts, or claims runs on its heartbeat, reconciles only the runs whose owner is dead (which it
+takes over): a live instance's partial file in the same directory tree is never touched."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from exporter_api.config import ExportConfig
 from exporter_api.runs.models import utc_now
-from exporter_api.runs.repository import INTERRUPTED, RunOwner, StoredFile
+from exporter_api.runs.repository import RunOwner, StoredFile
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
 
@@ -68,14 +68,16 @@ async def test_only_a_dead_owners_run_is_reconciled(
             {"at": LONG_AGO, "run_id": dead.run_id},
         )
 
-        # A second instance starts on the same store and files directory.
+        # A second instance starts on the same store and files directory: it takes the dead
+        # instance's run over (and carries it to its end), never the live one.
         async with engine_kit(catalog, data, CREDS, state_url=pg_state_url) as b:
+            await b.engine.wait(dead.run_id)
             recovered = await b.repo.load(dead.run_id)
             still = await b.repo.load(live.run_id)
             dead_files = sorted(p.name for p in dead_dir.iterdir())
             live_part_there = live_part.exists()
-            # and its periodic recovery leaves the live run alone too
-            assert await b.engine.recover() == []
+            # and its periodic claims leave the live run alone too
+            assert await b.engine.claim_orphans() == []
         assert live_part.exists()
         assert still is not None
         assert still.status == "Running"
@@ -83,9 +85,9 @@ async def test_only_a_dead_owners_run_is_reconciled(
         live_left = _parts(live_dir)  # its own writer removes its partial file
 
     assert recovered is not None
-    assert recovered.status == "Failed"
-    assert recovered.error == INTERRUPTED
-    assert dead_files == ["v1.csv"]  # recorded kept; partial and orphan gone
+    assert recovered.status == "Success"
+    # recorded kept; partial and orphan gone; variant 2 exported anew (variant 3 has no rows)
+    assert dead_files == sorted(["v1.csv", f"{USER1}_s-orders_v2.csv"])
     assert live_part_there
     assert cancelled.status == "Cancelled"
     assert live_left == []

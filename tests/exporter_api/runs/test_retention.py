@@ -14,12 +14,18 @@ import msgspec
 from exporter_api.app import create_app
 from exporter_api.config import ExportConfig, Settings, load_config
 from exporter_api.runs import RunsComponent
-from exporter_api.runs.engine import files_root, new_ulid
+from exporter_api.runs.engine import new_ulid
+from exporter_api.runs.files import files_root
 from exporter_api.runs.models import RunState, utc_now
 from exporter_api.runs.repository import RunOwner, RunRepository
 from exporter_api.store import open_store
 from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database, running_app
 from tests.services import PostgresCluster
+
+
+def exports_of(settings: Settings) -> Path:
+    return files_root(settings.data_dir, load_config(settings.config_path).output)
+
 
 SALES = {
     "mode": "SingleGroup",
@@ -70,14 +76,14 @@ async def test_file_names_from_display_names_and_dates(settings: Settings) -> No
         stamp = created.strftime("%Y%m%d_%H%M%S")
         names = sorted(f["name"] for f in state["files"])
         assert names == [f"Sales_Orders export_{stamp}_v{i}.csv" for i in (1, 2, 3)]
-        assert sorted(p.name for p in (files_root(settings.data_dir) / run_id).iterdir()) == names
+        assert sorted(p.name for p in (exports_of(settings) / run_id).iterdir()) == names
 
 
 async def test_retention_sweep_deletes_old_finished_runs_and_files(settings: Settings) -> None:
     app = create_app(settings, _config(settings, retention_days=2))
     async with running_app(app) as client:
         run_id, auth = await _run(client)
-        directory = files_root(settings.data_dir) / run_id
+        directory = exports_of(settings) / run_id
         assert len(list(directory.iterdir())) == 3
         runs: RunsComponent = app.state.runs
         engine = runs.engine
@@ -105,7 +111,7 @@ async def test_retention_runs_in_the_background_from_the_start(settings: Setting
         with anyio.fail_after(10):
             while (await client.get(f"/api/runs/{old}", headers=auth)).status_code != 404:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
-        assert not (files_root(settings.data_dir) / old).exists()
+        assert not (exports_of(settings) / old).exists()
         assert (await client.get(f"/api/runs/{kept}", headers=auth)).status_code == 200
     # retention_days = 0 keeps everything
     async with running_app(create_app(settings, _config(settings))) as client:

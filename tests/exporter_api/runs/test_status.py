@@ -129,6 +129,10 @@ def test_a_failed_script_with_a_running_variant_keeps_group_and_run_running() ->
     assert group_status([_script("s", "Success", "Failed", "Cancelled")]) == "Failed"
     # nothing started yet is still Queued
     assert group_status([_script("a", "Queued"), _script("b", "Queued", "Queued")]) == "Queued"
+    # a script taken over after its first variant ended waits again: its run has started
+    waiting = _script("a", "Success", "Queued")
+    assert waiting.status == "Queued"
+    assert group_status([waiting]) == "Running"
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

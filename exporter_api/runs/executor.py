@@ -1,0 +1,488 @@
+"""Running one run: lanes concurrent, scripts of a lane in turn, variants of a script in turn.
+
+The executor knows nothing of claims, heartbeats or recovery (`exporter_api.runs.engine` does):
+it is handed an :class:`ActiveRun` whose state says what is left to do -- every variant still
+``Queued`` -- and runs exactly that, so a fresh run and a run taken over from a dead instance
+go through the same code.
+
+The live ``RunState`` of a run is mutated only under the run's lock; each change is persisted
+(one store transaction, fenced by this instance's id) and then published to the run's hub group
+while the lock is held, so the store and the event stream always agree on the order of changes.
+Progress (``script.progress``) is throttled to ``progress_interval_s`` per script, with a final
+event after every variant. A save refused because another instance took the run over marks the
+run *lost* and cancels its scope: from then on this instance writes and publishes nothing for it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from exporter_api.errors import ExporterError
+from exporter_api.providers.base import ExportColumn, ExportRequest
+from exporter_api.runs.errors import failure_message
+from exporter_api.runs.files import FileWriter, render_file_name, unique_name
+from exporter_api.runs.models import (
+    GROUP_UPDATED,
+    RUN_UPDATED,
+    SCRIPT_PROGRESS,
+    SCRIPT_UPDATED,
+    GroupState,
+    GroupUpdated,
+    RunState,
+    RunUpdated,
+    ScriptProgress,
+    ScriptState,
+    ScriptUpdated,
+    Status,
+    VariantState,
+    utc_now,
+)
+from exporter_api.runs.repository import RunNotOwned, RunOwner, StoredFile
+from exporter_api.runs.status import is_active, recompute_script, refresh_run
+
+if TYPE_CHECKING:
+    from exporter_api.config import ExportConfig, ScriptVariant
+    from exporter_api.providers.base import DatabaseProvider
+    from exporter_api.runs.repository import RunRepository
+    from exporter_api.runs.selection import PlannedScript, RunPlan
+    from exporter_api.runs.slots import SlotLeases
+
+_log = structlog.get_logger("exporter_api.runs.executor")
+
+
+class EventPublisher(Protocol):
+    async def publish(self, run_id: str, method: str, payload: object) -> None: ...
+
+
+def new_file_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+@dataclass
+class ActiveRun:
+    """A run driven by this instance. ``cancel_requested`` (a user cancel), ``handover`` (a
+    drain gives it to another instance) and ``lost`` (another instance took it over) say why
+    its scope was cancelled."""
+
+    state: RunState
+    owner: RunOwner
+    plan: RunPlan | None = None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    cancel_requested: bool = False
+    handover: bool = False
+    lost: bool = False
+    taken_names: set[str] = field(default_factory=set)
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+    def group(self, group_id: str) -> GroupState:
+        return next(g for g in self.state.groups if g.group_id == group_id)
+
+    def script(self, group_id: str, script_id: str) -> ScriptState:
+        return next(s for s in self.group(group_id).scripts if s.script_id == script_id)
+
+
+class Snapshot:
+    """Statuses before a change, to publish only what changed."""
+
+    def __init__(self, state: RunState) -> None:
+        self.run = state.status
+        self.groups = {g.group_id: g.status for g in state.groups}
+        self.scripts = {s.script_id: (s.status, s.message) for g in state.groups for s in g.scripts}
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        *,
+        config: ExportConfig,
+        repository: RunRepository,
+        providers: Mapping[str, DatabaseProvider],
+        publisher: EventPublisher,
+        slots: SlotLeases,
+        files_root: Path,
+        instance_id: str,
+        progress_interval_s: float = 0.25,
+        persist_progress_s: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.repo = repository
+        self.providers = providers
+        self.publisher = publisher
+        self.slots = slots
+        self.files_root = files_root
+        self.instance_id = instance_id
+        self.progress_interval_s = progress_interval_s
+        self.persist_progress_s = persist_progress_s
+        self._databases = {db.id: db for db in config.databases}
+
+    async def execute(self, run: ActiveRun, username: str, password: str) -> None:
+        """Run every variant of ``run`` still ``Queued``; returns when all lanes are done.
+        Raises what a lane raised (a bug, the store failing); cancelled through ``run.scope``
+        by the caller."""
+        assert run.plan is not None
+        async with anyio.create_task_group() as tg:
+            for scripts in run.plan.lanes().values():
+                tg.start_soon(self._lane, run, scripts, username, password)
+
+    async def _lane(
+        self, run: ActiveRun, scripts: list[PlannedScript], username: str, password: str
+    ) -> None:
+        for planned in scripts:
+            await self._script(run, planned, username, password)
+
+    async def _script(
+        self, run: ActiveRun, planned: PlannedScript, username: str, password: str
+    ) -> None:
+        """Run the script's pending variants in turn on one database slot.
+
+        The slot is held across the variants (they run one after another anyway), and the next
+        variant is marked Running in the same change that finishes the previous one, so the
+        script never flickers back to Queued between variants."""
+        script = run.script(planned.group_id, planned.script.id)
+        variants = planned.script.variants
+        n = len(variants)
+        by_index = {v.variant: v for v in script.variants}
+        vstates = [by_index[x.index] for x in variants]
+        pending = [k for k in range(n) if vstates[k].status == "Queued"]
+        if not pending:
+            return
+
+        def start(k: int, now: str) -> None:
+            vstates[k].status = "Running"
+            vstates[k].message = f"Executing variant {k + 1}/{n}"
+            vstates[k].started_at = now
+            script.started_at = script.started_at or now
+            run.state.started_at = run.state.started_at or now
+
+        async with self.slots.hold(run.state.database_id, run.run_id):
+            first = pending[0]
+            await self._change(
+                run,
+                planned.group_id,
+                script,
+                [vstates[first]],
+                lambda now: start(first, now),
+                message=f"Executing variant {first + 1}/{n}",
+            )
+            for i, k in enumerate(pending):
+                nxt = pending[i + 1] if i + 1 < len(pending) else None
+                vstate = vstates[k]
+                progress = _Progress(self, run, script, vstate)
+                outcome, error, stored = await self._export(
+                    run, planned, variants[k], k + 1, progress, username, password
+                )
+
+                def finish(
+                    now: str,
+                    k: int = k,
+                    nxt: int | None = nxt,
+                    outcome: Status = outcome,
+                    error: str | None = error,
+                    stored: StoredFile | None = stored,
+                ) -> None:
+                    v = vstates[k]
+                    v.status = outcome
+                    v.finished_at = now
+                    v.error = error
+                    v.message = error if error else outcome
+                    v.file_id = stored.file_id if stored else None
+                    if nxt is not None:
+                        start(nxt, now)
+
+                changed = [vstate] if nxt is None else [vstate, vstates[nxt]]
+                # Shielded: once the export returned, its file is committed; a cancel arriving
+                # now must not leave that file unrecorded (it takes effect at the next variant).
+                with anyio.CancelScope(shield=True):
+                    await progress.emit(final=True)  # before the status change it explains
+                    await self._change(
+                        run,
+                        planned.group_id,
+                        script,
+                        changed,
+                        finish,
+                        file=stored,
+                        message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
+                    )
+
+    async def _export(
+        self,
+        run: ActiveRun,
+        planned: PlannedScript,
+        variant: ScriptVariant,
+        i: int,
+        progress: _Progress,
+        username: str,
+        password: str,
+    ) -> tuple[Status, str | None, StoredFile | None]:
+        """One variant: one query streamed into one file. Never raises but cancellation."""
+        state = run.state
+        vstate = progress.variant
+        database = self._databases[state.database_id]
+        provider = self.providers[state.database_id]
+        output = self.config.output
+        log = _log.bind(run_id=state.run_id, script_id=planned.script.id, variant=variant.index)
+        request = ExportRequest(
+            sql=variant.sql,
+            params={
+                "manager_id": state.manager_id,
+                "stream_id": state.stream_id,
+                "login": state.login,
+                "database_id": state.database_id,
+            },
+            columns=[ExportColumn(source=c.source, label=c.label) for c in planned.columns] or None,
+            delimiter=output.delimiter,
+            encoding="cp1251" if output.encoding == "cp1251" else "utf-8",
+            header=output.header,
+            statement_timeout_s=database.statement_timeout_s,
+            batch_rows=database.fetch_batch_rows,
+        )
+        directory = self.files_root / state.run_id
+        name = unique_name(
+            render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
+            run.taken_names,
+        )
+        writer = FileWriter(
+            directory,
+            name,
+            bom=output.encoding == "utf-8-sig",
+            file_mode=output.file_mode,
+            dir_mode=output.dir_mode,
+        )
+        try:
+            async with writer:
+                result = await provider.export(username, password, request, progress.sink(writer))
+                vstate.rows_exported = result.rows
+                if result.rows == 0:
+                    vstate.bytes_written = 0
+                    return "NoData", None, None  # leaving the block removes the header-only file
+                written = await writer.commit()
+                vstate.bytes_written = written.size_bytes
+                return (
+                    "Success",
+                    None,
+                    StoredFile(
+                        run_id=state.run_id,
+                        file_id=new_file_id(),
+                        group_id=planned.group_id,
+                        script_id=planned.script.id,
+                        variant=variant.index,
+                        name=written.name,
+                        size_bytes=written.size_bytes,
+                        rows=result.rows,
+                        sha256=written.sha256,
+                        created_at=utc_now(),
+                    ),
+                )
+        except ExporterError as exc:
+            log.warning("variant_failed", error_type=type(exc).__name__)
+            error = exc.detail or type(exc).__name__
+        except Exception as exc:
+            log.error("variant_crashed", error_type=type(exc).__name__)
+            error = f"internal error ({type(exc).__name__})"
+        vstate.rows_exported = 0
+        vstate.bytes_written = 0
+        return "Failed", error, None
+
+    def _name_fields(self, run: ActiveRun, planned: PlannedScript, i: int) -> dict[str, str]:
+        state = run.state
+        created = state.created_at.replace(":", "").replace("-", "")
+        return {
+            "run_id": state.run_id,
+            "group_id": planned.group_id,
+            "group_name": run.group(planned.group_id).display_name,
+            "script_id": planned.script.id,
+            "script_name": planned.script.display_name,
+            "variant": str(i),
+            "login": state.login,
+            "database_id": state.database_id,
+            "manager_id": state.manager_id,
+            "stream_id": state.stream_id,
+            "date": created[:8],
+            "time": created[9:15],
+        }
+
+    async def _change(
+        self,
+        run: ActiveRun,
+        group_id: str,
+        script: ScriptState,
+        variants: list[VariantState],
+        apply: Callable[[str], None],
+        *,
+        file: StoredFile | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Apply a variant change, recompute the aggregates, persist, publish what changed."""
+        async with run.lock:
+            if run.lost:
+                return
+            state = run.state
+            before = Snapshot(state)
+            now = utc_now()
+            apply(now)
+            recompute_script(script, now)
+            if is_active(script.status) and message:
+                script.message = message
+            refresh_run(state, now)
+            with anyio.CancelScope(shield=True):  # a cancel must not tear a half-written change
+                try:
+                    await self.repo.save(
+                        state,
+                        group=run.group(group_id),
+                        script=script,
+                        variants=variants,
+                        file=file,
+                        instance_id=self.instance_id,
+                    )
+                except RunNotOwned:
+                    self.lose(run)
+                    return
+                except Exception as exc:
+                    if file is not None:
+                        await self._unrecorded(run, variants, file, failure_message(exc))
+                    raise
+                await self.publish_changes(run.state, before)
+
+    async def _unrecorded(
+        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, error: str
+    ) -> None:
+        """A committed file whose record could not be saved: its variant failed (saying why)
+        and the file goes, so the run's directory holds recorded files only."""
+        for v in variants:
+            if v.file_id == file.file_id:
+                v.status, v.file_id = "Failed", None
+                v.error = v.message = f"the file could not be recorded: {error}"
+        path = self.files_root / run.run_id / file.name
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+    def lose(self, run: ActiveRun) -> None:
+        """Another instance drives ``run`` now: stop it here without writing anything more."""
+        if not run.lost:
+            run.lost = True
+            run.scope.cancel()
+            _log.warning("run_lost", run_id=run.run_id)
+
+    async def publish_changes(self, state: RunState, before: Snapshot) -> None:
+        run_id = state.run_id
+        for group in state.groups:
+            for script in group.scripts:
+                if before.scripts.get(script.script_id) != (script.status, script.message):
+                    await self.publish(
+                        run_id,
+                        SCRIPT_UPDATED,
+                        ScriptUpdated(
+                            run_id=run_id,
+                            group_id=group.group_id,
+                            script_id=script.script_id,
+                            status=script.status,
+                            message=script.message,
+                        ),
+                    )
+            if before.groups.get(group.group_id) != group.status:
+                await self.publish(
+                    run_id,
+                    GROUP_UPDATED,
+                    GroupUpdated(run_id=run_id, group_id=group.group_id, status=group.status),
+                )
+        if before.run != state.status:
+            await self.publish(
+                run_id,
+                RUN_UPDATED,
+                RunUpdated(run_id=run_id, status=state.status, updated_at=state.updated_at),
+            )
+
+    async def publish(self, run_id: str, method: str, payload: object) -> None:
+        try:
+            await self.publisher.publish(run_id, method, payload)
+        except Exception as exc:  # live events are best effort; the state is in the store
+            _log.warning(
+                "event_publish_failed", run_id=run_id, method=method, error_type=type(exc).__name__
+            )
+
+
+class _Progress:
+    """Counts rows/bytes of one variant and emits throttled ``script.progress`` events."""
+
+    def __init__(
+        self, executor: RunExecutor, run: ActiveRun, script: ScriptState, variant: VariantState
+    ) -> None:
+        self.executor = executor
+        self.run = run
+        self.script = script
+        self.variant = variant
+        self.base_rows = sum(v.rows_exported for v in script.variants if v is not variant)
+        self.base_bytes = sum(v.bytes_written for v in script.variants if v is not variant)
+        self.last_emit = 0.0
+        self.last_persist = time.monotonic()
+
+    def sink(self, writer: FileWriter) -> _ProgressSink:
+        return _ProgressSink(self, writer)
+
+    async def emit(self, *, final: bool = False) -> None:
+        if self.run.lost:
+            return
+        script = self.script
+        if final:  # the variant's own counters are final: sum over every variant
+            rows = sum(v.rows_exported for v in script.variants)
+            size = sum(v.bytes_written for v in script.variants)
+        else:
+            rows = self.base_rows + self.variant.rows_exported
+            size = self.base_bytes + self.variant.bytes_written
+        run_id = self.run.run_id
+        await self.executor.publish(
+            run_id,
+            SCRIPT_PROGRESS,
+            ScriptProgress(
+                run_id=run_id, script_id=script.script_id, rows_exported=rows, bytes_written=size
+            ),
+        )
+
+    async def on_write(self, rows: int, size: int) -> None:
+        self.variant.rows_exported = rows
+        self.variant.bytes_written = size
+        now = time.monotonic()
+        if now - self.last_emit >= self.executor.progress_interval_s:
+            self.last_emit = now
+            await self.emit()
+        if now - self.last_persist >= self.executor.persist_progress_s:
+            self.last_persist = now
+            self.script.rows_exported = self.base_rows + rows
+            self.script.bytes_written = self.base_bytes + size
+            async with self.run.lock:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.executor.repo.save(
+                            self.run.state,
+                            script=self.script,
+                            variants=[self.variant],
+                            instance_id=self.executor.instance_id,
+                        )
+                    except RunNotOwned:
+                        self.executor.lose(self.run)
+
+
+class _ProgressSink:
+    def __init__(self, progress: _Progress, writer: FileWriter) -> None:
+        self._progress = progress
+        self._writer = writer
+
+    async def write(self, chunk: bytes, rows: int) -> None:
+        await self._writer.write(chunk, rows)
+        await self._progress.on_write(self._writer.rows, self._writer.bytes_written)
+
+
+__all__ = ["ActiveRun", "EventPublisher", "RunExecutor", "Snapshot", "new_file_id"]

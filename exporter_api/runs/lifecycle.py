@@ -1,0 +1,227 @@
+"""One run driven by this instance, from its beginning to what its end means.
+
+A run begins fresh (started here) or resumed (claimed from the queue: after a hand-over, or a
+takeover from an instance that died). Resuming checks that the run may go on -- not taken over
+more than ``max_run_attempts`` times, its session's credentials still readable, its scripts
+still in the catalog -- reconciles its directory with the files recorded (the dead owner's
+partial and unrecorded files go) and sets what was unfinished back to ``Queued`` (a fresh
+query, a fresh file); the executor then runs exactly what is ``Queued``.
+
+The end, decided in a shielded finaliser: a user cancel marks what is unfinished
+``Cancelled``; a crash, or a run that cannot go on, ``Failed`` naming the cause (a full state
+store says so, never "interrupted by a server restart"); a hand-over releases the claim without
+marking anything (another instance resumes the run at once); a lost run writes nothing. A final
+state whose save fails is kept (`unsaved`) and saved by the engine's heartbeat once it can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from exporter_api.errors import ExporterError
+from exporter_api.notify import RUN_QUEUED_CHANNEL
+from exporter_api.runs.errors import failure_message, root_cause
+from exporter_api.runs.executor import ActiveRun, RunExecutor, Snapshot
+from exporter_api.runs.models import RunState, utc_now
+from exporter_api.runs.reconcile import reconcile_run_files
+from exporter_api.runs.repository import RunNotOwned
+from exporter_api.runs.selection import PlanUnavailable, plan_of
+from exporter_api.runs.status import is_active, mark_unfinished, reset_unfinished
+
+if TYPE_CHECKING:
+    from exporter_api.config import ExportConfig
+    from exporter_api.runs.queue import Claim, RunQueue
+    from exporter_api.runs.repository import RunRepository
+
+_log = structlog.get_logger("exporter_api.runs.lifecycle")
+
+CREDENTIALS_GONE = (
+    "the session's database credentials can no longer be read (it was logged out or has"
+    " expired), so the run could not be carried on; start it again"
+)
+NOT_EXECUTED = "not executed"
+
+
+def too_many_attempts(attempts: int, limit: int) -> str:
+    return (
+        f"the instance driving this run stopped {attempts} times; given up after"
+        f" {limit} takeovers (server.max_run_attempts)"
+    )
+
+
+class CredentialSource(Protocol):
+    async def get(self, session_id: str) -> tuple[str, str]: ...
+
+
+class _Abandon(Exception):
+    """The run cannot go on (its credentials are gone, too many takeovers): it ends Failed."""
+
+
+class RunLifecycle:
+    def __init__(
+        self,
+        *,
+        config: ExportConfig,
+        repository: RunRepository,
+        queue: RunQueue,
+        credentials: CredentialSource,
+        executor: RunExecutor,
+        files_root: Path,
+        instance_id: str,
+        max_run_attempts: int,
+        notify: Callable[[str, str], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.repo = repository
+        self.queue = queue
+        self.credentials = credentials
+        self.executor = executor
+        self.files_root = files_root
+        self.instance_id = instance_id
+        self.max_run_attempts = max_run_attempts
+        self._notify = notify
+        # Ended, but the final save failed (the store was unavailable or full): the heartbeat
+        # keeps the claim and saves the final state (then publishes it) once it can.
+        self.unsaved: dict[str, tuple[ActiveRun, Snapshot]] = {}
+
+    async def drive(
+        self,
+        run: ActiveRun,
+        credentials: tuple[str, str] | None,
+        claim: Claim | None,
+        *,
+        stopping: Callable[[], bool],
+    ) -> None:
+        """Run ``run`` (resuming it first when it was claimed) and record its end; with
+        ``stopping()`` true at the end (the server stops), an unfinished run is handed over."""
+        log = _log.bind(run_id=run.run_id)
+        failure: str | None = None
+        try:
+            with run.scope:
+                if claim is not None:
+                    credentials = await self._resume(run, claim)
+                if credentials is not None and not run.cancel_requested:
+                    await self.executor.execute(run, *credentials)
+        except _Abandon as exc:
+            failure = str(exc)
+            log.warning("run_abandoned", reason=failure)
+        except Exception as exc:  # a bug or the store failing: the run fails, the server goes on
+            failure = failure_message(exc)
+            log.error("run_crashed", error_type=type(root_cause(exc)).__name__)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._finish(run, failure, handover=run.handover or stopping())
+                except Exception as exc:
+                    log.error("run_finish_failed", error_type=type(exc).__name__)
+        log.info("run_finished", status=run.state.status, lost=run.lost, handover=run.handover)
+
+    async def _resume(self, run: ActiveRun, claim: Claim) -> tuple[str, str] | None:
+        """Prepare a claimed run to go on here; the credentials to run it with (None: it is
+        to be cancelled, or was lost). Raises ``_Abandon`` when it cannot go on."""
+        if claim.cancel_requested:
+            return None
+        if claim.attempts > self.max_run_attempts:
+            raise _Abandon(too_many_attempts(claim.attempts, self.max_run_attempts))
+        if run.state.database_id not in self.executor.providers:
+            raise _Abandon(f"database {run.state.database_id!r} is no longer configured")
+        try:
+            username, password = await self.credentials.get(run.owner.session_id)
+        except ExporterError:
+            raise _Abandon(CREDENTIALS_GONE) from None
+        try:
+            run.plan = plan_of(run.state, self.config)
+        except PlanUnavailable as exc:
+            raise _Abandon(str(exc)) from None
+        recorded = [f.name for f in await self.repo.files(run.run_id)]
+        # The dead owner's partial and never-recorded files go: the variants that wrote them
+        # start again. (A recorded file gone from disk is logged by the reconciliation.)
+        try:
+            reconciled = await reconcile_run_files(self.files_root / run.run_id, recorded)
+            removed = len(reconciled.removed)
+        except OSError as exc:  # a failing disk fails what is exported next, not the takeover
+            _log.warning("run_files_reconcile_failed", run_id=run.run_id, errno=exc.errno)
+            removed = 0
+        run.taken_names = {name.casefold() for name in recorded}
+        async with run.lock:
+            before = Snapshot(run.state)
+            reset_unfinished(run.state, utc_now())
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.repo.save_all(run.state, self.instance_id)
+                except RunNotOwned:
+                    self.executor.lose(run)
+                    return None
+                await self.executor.publish_changes(run.state, before)
+        _log.info("run_resumed", run_id=run.run_id, attempts=claim.attempts, removed=removed)
+        return str(username), str(password)
+
+    async def _finish(self, run: ActiveRun, failure: str | None, *, handover: bool) -> None:
+        if run.lost:
+            return
+        if handover and failure is None and not run.cancel_requested:
+            released = is_active(run.state.status) and await self.queue.release(
+                run.run_id, self.instance_id, utc_now()
+            )
+            if released:
+                _log.info("run_handed_over", run_id=run.run_id)
+                await self._notify(RUN_QUEUED_CHANNEL, run.run_id)
+            return
+        async with run.lock:
+            if not is_active(run.state.status):
+                return  # ended by its last change, saved and published then
+            before = Snapshot(run.state)
+            now = utc_now()
+            if run.cancel_requested:
+                mark_unfinished(run.state, "Cancelled", now, error=None)
+            else:
+                mark_unfinished(run.state, "Failed", now, error=failure or NOT_EXECUTED)
+            try:
+                await self.repo.save_all(run.state, self.instance_id)
+            except RunNotOwned:
+                run.lost = True
+                return
+            except Exception as exc:
+                self.unsaved[run.run_id] = (run, before)
+                _log.error(
+                    "run_final_save_failed", run_id=run.run_id, error_type=type(exc).__name__
+                )
+                return
+            await self.executor.publish_changes(run.state, before)
+
+    async def cancel_unattended(self, run_id: str) -> RunState | None:
+        """Cancel a run this instance has just claimed for that purpose (nobody drove it)."""
+        state = await self.repo.load(run_id)
+        if state is None:  # pragma: no cover - active runs are never deleted
+            return None
+        before = Snapshot(state)
+        mark_unfinished(state, "Cancelled", utc_now(), error=None)
+        await self.repo.save_all(state, self.instance_id)
+        await self.executor.publish_changes(state, before)
+        _log.info("run_cancelled_unattended", run_id=run_id)
+        return state
+
+    async def save_unsaved(self, lost: Collection[str] = ()) -> None:
+        """Save the final states whose save failed (forgetting those another instance took)."""
+        for run_id in lost:
+            self.unsaved.pop(run_id, None)
+        for run_id, (run, before) in list(self.unsaved.items()):
+            await self.repo.save_all(run.state, self.instance_id)
+            self.unsaved.pop(run_id, None)
+            _log.info("run_final_state_saved", run_id=run_id)
+            await self.executor.publish_changes(run.state, before)
+
+
+__all__ = [
+    "CREDENTIALS_GONE",
+    "NOT_EXECUTED",
+    "CredentialSource",
+    "RunLifecycle",
+    "too_many_attempts",
+]

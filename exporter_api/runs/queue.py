@@ -1,0 +1,142 @@
+"""Who drives which run: claims, heartbeats, hand-overs and cancel flags in the state store.
+
+Every active run row names the instance driving it (``instance_id``) and when that instance last
+proved alive (``heartbeat_at``). A run is *claimable* when nobody drives it (``instance_id = ''``:
+queued, or handed over by a draining instance) or when its driver's heartbeat is older than the
+takeover threshold (the instance died). Claiming is one conditional ``UPDATE`` that names the
+driver and heartbeat the claimer saw: of several instances racing for a run exactly one changes
+the row (PostgreSQL re-checks the ``WHERE`` on the row it locked; SQLite has one writer), the
+others change nothing and move on. The same code serves both stores.
+
+Saves of the run tree are fenced by ``instance_id`` too (`RunRepository.save`), so an instance
+that lost its run (taken over while it was cut off from the store) can no longer overwrite it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporter_api.store import Store
+
+UNCLAIMED = ""
+
+
+@dataclass(frozen=True)
+class Claimable:
+    run_id: str
+    instance_id: str
+    heartbeat_at: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this instance now drives: how often it was taken over, whether a cancel waits."""
+
+    run_id: str
+    attempts: int
+    cancel_requested: bool
+
+
+class RunQueue:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def claimable(self, *, stale_before: str | None, limit: int = 20) -> list[Claimable]:
+        """Active runs nobody drives, oldest first: unclaimed ones, and those whose driver's
+        heartbeat is older than ``stale_before`` (every claimed one when it is None: a store
+        only this process uses, just started)."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id, instance_id, heartbeat_at FROM runs"
+            " WHERE status IN ('Queued', 'Running')"
+            " AND (instance_id = '' OR :stale = '' OR heartbeat_at < :stale)"
+            " ORDER BY run_id LIMIT :limit",
+            {"stale": stale_before or "", "limit": limit},
+        )
+        return [Claimable(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def claim(self, seen: Claimable, instance_id: str, now: str) -> Claim | None:
+        """Take ``seen`` over if it is still as seen; None when another instance was first."""
+        async with self.store.transaction():
+            changed = await self.store.execute(
+                "UPDATE runs SET instance_id = :me, heartbeat_at = :now,"
+                " attempts = attempts + CASE WHEN instance_id = '' THEN 0 ELSE 1 END"
+                " WHERE run_id = :run_id AND instance_id = :seen AND heartbeat_at = :seen_at"
+                " AND status IN ('Queued', 'Running')",
+                {
+                    "me": instance_id,
+                    "now": now,
+                    "run_id": seen.run_id,
+                    "seen": seen.instance_id,
+                    "seen_at": seen.heartbeat_at,
+                },
+            )
+            if not changed:
+                return None
+            row = await self.store.fetch_one(
+                "SELECT attempts, cancel_requested FROM runs WHERE run_id = :run_id",
+                {"run_id": seen.run_id},
+            )
+        assert row is not None
+        return Claim(seen.run_id, int(row[0]), bool(row[1]))
+
+    async def release(self, run_id: str, instance_id: str, now: str) -> bool:
+        """Hand a run this instance drives back to the queue (a drain): another claims it at
+        once, and it does not count as a takeover."""
+        changed = await self.store.execute(
+            "UPDATE runs SET instance_id = '', heartbeat_at = :now"
+            " WHERE run_id = :run_id AND instance_id = :me AND status IN ('Queued', 'Running')",
+            {"run_id": run_id, "me": instance_id, "now": now},
+        )
+        return changed > 0
+
+    async def heartbeat(self, run_ids: list[str], instance_id: str, now: str) -> list[str]:
+        """Refresh the heartbeat of the runs driven here; returns those no longer ours (taken
+        over while this instance could not reach the store)."""
+        lost: list[str] = []
+        for run_id in run_ids:
+            changed = await self.store.execute(
+                "UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id"
+                " AND instance_id = :me AND status IN ('Queued', 'Running')",
+                {"now": now, "run_id": run_id, "me": instance_id},
+            )
+            if not changed:
+                lost.append(run_id)
+        return lost
+
+    async def request_cancel(self, run_id: str) -> Claimable | None:
+        """Flag an active run for cancellation (the durable truth of a cancel); its driver and
+        heartbeat, or None when the run is not active."""
+        async with self.store.transaction():
+            changed = await self.store.execute(
+                "UPDATE runs SET cancel_requested = 1"
+                " WHERE run_id = :run_id AND status IN ('Queued', 'Running')",
+                {"run_id": run_id},
+            )
+            if not changed:
+                return None
+            row = await self.store.fetch_one(
+                "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
+                {"run_id": run_id},
+            )
+        return Claimable(run_id, str(row[0]), str(row[1])) if row is not None else None
+
+    async def cancel_requests(self, instance_id: str) -> list[str]:
+        """Active runs driven by ``instance_id`` that a cancel was asked for."""
+        rows = await self.store.fetch_all(
+            "SELECT run_id FROM runs WHERE instance_id = :me AND cancel_requested = 1"
+            " AND status IN ('Queued', 'Running')",
+            {"me": instance_id},
+        )
+        return [str(r[0]) for r in rows]
+
+    async def driver(self, run_id: str) -> Claimable | None:
+        row = await self.store.fetch_one(
+            "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
+            {"run_id": run_id},
+        )
+        return Claimable(run_id, str(row[0]), str(row[1])) if row is not None else None
+
+
+__all__ = ["UNCLAIMED", "Claim", "Claimable", "RunQueue"]

@@ -1,0 +1,153 @@
+"""Per-database connection caps that hold across every instance sharing the state store.
+
+A database with ``max_connections = N`` has N rows in ``run_slots``. A variant's query runs only
+while its script holds one: first a slot of the in-process ``CapacityLimiter`` (so this
+instance's lanes queue without touching the store), then a lease on a free row, taken by one
+conditional ``UPDATE`` (PostgreSQL re-checks the ``WHERE`` on the row it locked, so two
+instances never lease the same row; SQLite has one writer). Leases carry the instance's
+heartbeat: a dead instance's leases go stale after the takeover threshold and are free again,
+without any cluster protocol. A lease is released as soon as the script ends.
+
+Why rows and not PostgreSQL advisory locks held on a dedicated connection (released by the
+server when the instance dies): the same code serves the SQLite default, the leases are visible
+(and countable) in the store, and a run taken over frees its dead owner's slots on the same
+takeover clock as the run itself.
+
+Waiting for a slot another instance holds is a short poll (``poll_s``); releases made here wake
+the local waiters at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from exporter_api.runs.models import format_time, utc_now
+
+if TYPE_CHECKING:
+    from exporter_api.store import Store
+
+_log = structlog.get_logger("exporter_api.runs.slots")
+
+
+class SlotLeases:
+    def __init__(
+        self,
+        store: Store,
+        instance_id: str,
+        limits: Mapping[str, int],
+        *,
+        stale_after_s: float,
+        poll_s: float = 0.2,
+    ) -> None:
+        self.store = store
+        self.instance_id = instance_id
+        self.limits = {db: max(1, n) for db, n in limits.items()}
+        self.stale_after_s = stale_after_s
+        self.poll_s = poll_s
+        self._local = {db: anyio.CapacityLimiter(n) for db, n in self.limits.items()}
+        self._released = anyio.Event()
+        # Leases whose release failed (the store was unavailable): released by the heartbeat,
+        # never refreshed by it (else a live instance would hold them for ever).
+        self._unreleased: set[str] = set()
+
+    async def prepare(self, *, exclusive: bool) -> None:
+        """Create the slot rows (idempotent). With a store only this process uses, leases left
+        by a previous process are freed at once."""
+        now = utc_now()
+        for db, n in self.limits.items():
+            for slot in range(n):
+                await self.store.execute(
+                    "INSERT INTO run_slots (database_id, slot, instance_id, holder, heartbeat_at)"
+                    " VALUES (:db, :slot, '', '', :now) ON CONFLICT (database_id, slot) DO NOTHING",
+                    {"db": db, "slot": slot, "now": now},
+                )
+        if exclusive:
+            await self.store.execute(
+                "UPDATE run_slots SET instance_id = '', holder = '', run_id = NULL"
+                " WHERE instance_id <> :me",
+                {"me": self.instance_id},
+            )
+
+    @asynccontextmanager
+    async def hold(self, database_id: str, run_id: str) -> AsyncIterator[None]:
+        """Hold one connection slot of ``database_id`` (waiting for one as long as needed)."""
+        async with self._local[database_id]:
+            holder = secrets.token_hex(12)
+            while True:
+                released = self._released
+                try:
+                    if await self._try_lease(database_id, run_id, holder):
+                        break
+                except Exception as exc:  # the store may be briefly unavailable: wait, retry
+                    _log.warning("slot_lease_failed", run_id=run_id, error_type=type(exc).__name__)
+                with anyio.move_on_after(self.poll_s):
+                    await released.wait()
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._release(holder)
+
+    async def heartbeat(self, now: str) -> None:
+        for holder in list(self._unreleased):
+            await self._release(holder)
+        await self.store.execute(
+            "UPDATE run_slots SET heartbeat_at = :now WHERE instance_id = :me AND holder <> ''",
+            {"now": now, "me": self.instance_id},
+        )
+
+    async def held(self, database_id: str) -> int:
+        """Leases of ``database_id`` held now by live instances (tests, metrics)."""
+        row = await self.store.fetch_one(
+            "SELECT COUNT(*) FROM run_slots WHERE database_id = :db AND holder <> ''"
+            " AND heartbeat_at >= :stale",
+            {"db": database_id, "stale": self._stale_before()},
+        )
+        return int(row[0]) if row is not None else 0
+
+    def _stale_before(self) -> str:
+        return format_time(datetime.now(UTC) - timedelta(seconds=self.stale_after_s))
+
+    async def _try_lease(self, database_id: str, run_id: str, holder: str) -> bool:
+        free = "(holder = '' OR heartbeat_at < :stale)"
+        changed = await self.store.execute(
+            f"UPDATE run_slots SET instance_id = :me, holder = :holder, run_id = :run_id,"  # noqa: S608
+            f" heartbeat_at = :now WHERE database_id = :db AND {free} AND slot = ("
+            f" SELECT slot FROM run_slots WHERE database_id = :db AND slot < :max AND {free}"
+            " ORDER BY slot LIMIT 1)",
+            {
+                "me": self.instance_id,
+                "holder": holder,
+                "run_id": run_id,
+                "now": utc_now(),
+                "db": database_id,
+                "max": self.limits[database_id],
+                "stale": self._stale_before(),
+            },
+        )
+        return changed > 0
+
+    async def _release(self, holder: str) -> None:
+        try:
+            await self.store.execute(
+                "UPDATE run_slots SET instance_id = '', holder = '', run_id = NULL"
+                " WHERE holder = :holder",
+                {"holder": holder},
+            )
+        except Exception as exc:
+            self._unreleased.add(holder)
+            _log.warning("slot_release_failed", error_type=type(exc).__name__)
+            return
+        self._unreleased.discard(holder)
+        released, self._released = self._released, anyio.Event()
+        released.set()
+
+
+__all__ = ["SlotLeases"]
