@@ -189,6 +189,14 @@ class HubClient:
             timeout,
         )
 
+    def final_status(self, run_id: str, timeout: float) -> str:
+        """The run's final status, from its last ``run.updated`` or a SubscribeRun state."""
+        line = self.wait_run_final(run_id, timeout)
+        status: str = (
+            line["payload"]["status"] if line["type"] == "event" else line["state"]["status"]
+        )
+        return status
+
     def events(self, run_id: str, name: str | None = None) -> list[dict[str, Any]]:
         return [
             x

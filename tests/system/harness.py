@@ -396,10 +396,12 @@ class System:
         *,
         env: dict[str, str] | None = None,
         config_path: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> Instance:
-        """An instance like the others (not behind HAProxy; its own environment or catalog
-        when given), not started yet."""
+        """An instance like the others (not behind HAProxy; its own environment, catalog or
+        extra ``serve`` arguments when given), not started yet."""
         instance = _make_instance(self, name, env, config_path)
+        instance.command += args
         self.extra.append(instance)
         return instance
 

@@ -57,9 +57,9 @@ def test_events_of_a_run_driven_by_another_instance(
     client = hub_clients.start("watcher", session, pin=pinned.name)
     state = client.subscribe(run_id)
     assert state["runId"] == run_id
-    final = client.wait_run_final(run_id, 30)
+    final = client.final_status(run_id, 30)
     client.stop()
-    assert final["payload"]["status"] == "Success"
+    assert final == "Success"
     events = client.events(run_id)
     names = {e["name"] for e in events}
     assert {"script.updated", "script.progress", "group.updated", "run.updated"} <= names, names
