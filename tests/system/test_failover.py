@@ -119,6 +119,7 @@ def test_rolling_restart_during_a_two_million_row_export(
     _wait_ledger_under_way(system.haproxy.url, session, run_id)
 
     timings = []
+    first_sigterm = time.time()
     for instance in system.instances:
         # Still under way when each instance goes: every restart happens during the export.
         assert get_run(system.haproxy.url, session, run_id)["status"] in {"Queued", "Running"}
@@ -135,6 +136,9 @@ def test_rolling_restart_during_a_two_million_row_export(
     client.stop()
     # Only reconnects: the client was on one of the three, each told it to come back.
     check_only_reconnects(client, run_id)
+    # And the export's progress kept coming to it through the restarts.
+    later = {e["name"] for e in client.events(run_id) if e["ts"] > first_sigterm}
+    assert {"script.progress", "run.updated"} <= later, later
     print(f"SIGTERM to exit: {', '.join(f'{t:.2f}s' for t in timings)}")
 
 
