@@ -184,7 +184,9 @@ frontend exporter
 
 backend exporters
     balance roundrobin
-    # SignalR: negotiate, then connect with the connection token, must reach one server.
+    # SignalR: negotiate, then connect with the connection token, must reach one server (the
+    # token lives in that process); with SSE and Long Polling every later poll and send is a
+    # request of its own that must reach it too. The client keeps this cookie (in Node too).
     cookie SRV insert indirect nocache httponly
     option httpchk GET {ready}
     http-check expect status 200
