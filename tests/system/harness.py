@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import os
 import re
 import secrets
@@ -450,18 +449,6 @@ class System:
         return {p: p.stat().st_size if p.exists() else 0 for p in paths}
 
 
-@functools.cache
-def _supports_flag(flag: str) -> bool:
-    out = subprocess.run(
-        [sys.executable, "-m", "exporter_api", "serve", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return flag in out.stdout
-
-
 def _make_instance(
     system: System,
     name: str,
@@ -480,9 +467,8 @@ def _make_instance(
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--data-dir", str(data_dir)),
         *("--state-url", system.state_url),
+        *("--redis-url", system.redis.url),
     ]
-    if _supports_flag("--redis-url"):
-        command += ["--redis-url", system.redis.url]
     log_path = system.base / f"{name}.log"
     return Instance(name, port, command, system.env if env is None else env, log_path)
 
@@ -504,9 +490,9 @@ def start_system(base: Path, pg: PostgresCluster, count: int = 3) -> System:
         "PYTHONPATH": str(ROOT),
         "EXPORTER_JWT_KEY": new_key(),
         "EXPORTER_VAULT_KEY": new_key(),
-        "EXPORTER_REDIS_URL": redis.url,
     }
-    env.pop("EXPORTER_STATE_URL", None)
+    for name in ("EXPORTER_STATE_URL", "EXPORTER_REDIS_URL"):
+        env.pop(name, None)
     redis.start()
     try:
         monitor = PgMonitor(pg.dsn(db="sysexport"))
