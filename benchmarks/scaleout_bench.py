@@ -1,14 +1,16 @@
 """Scale-out: total export throughput of concurrent large runs, one process vs ``--workers 2``.
 
-``python -m benchmarks.scaleout_bench [--rows N] [--runs K]`` (also run by ``make bench``):
+``python -m benchmarks.scaleout_bench [--rows N] [--runs K] [--sources postgres,sqlite]``
+(also run by ``make bench``):
 
-1. starts a throwaway PostgreSQL cluster (the export database *and* the service's state store)
-   and a redis-server (the hub backplane), and fills ``ledger`` with N rows (2,000,000 by
-   default, about 200 MB of CSV per run) — the same table and query as ``export_bench``;
-2. for each configuration — the baseline ``exporter-api serve`` (one process), then
-   ``exporter-api serve --workers 2`` (two instances on one port) — starts the service on a fresh
-   state database and files directory, logs in, POSTs K runs at once (6 by default; the runs go
-   to the shared queue and whichever instance claims them executes them) and waits for all;
+1. starts a throwaway PostgreSQL cluster (the service's state store, and the export database of
+   the ``postgres`` source) and a redis-server (the hub backplane);
+2. for each source — ``postgres``: the ``export_bench`` ledger of N rows (2,000,000 by default,
+   about 200 MB of CSV per run) through the COPY path; ``sqlite``: the demo's 2,000,000-row
+   ledger (``g-big``) through the DB-API row path — and for each configuration — the baseline
+   ``exporter-api serve`` (one process), then ``exporter-api serve --workers 2`` (two instances on
+   one port) — starts the service on a fresh state database and files directory, logs in, POSTs K
+   runs at once (6 by default; whichever instance claims a run executes it) and waits for all;
 3. reports each configuration's wall time (first POST to the last ``finishedAt``), total
    throughput (MB/s of CSV written) and the ratio against the one-process baseline.
 
@@ -20,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,8 @@ from tests.services import (
     stop_process,
     wait_for_port,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CATALOG = """
 [server]
@@ -99,27 +106,93 @@ def _key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _measure(
-    cluster: PostgresCluster, redis: RedisServer, work: Path, workers: int, runs: int, rows: int
-) -> tuple[float, int]:
-    """Wall seconds for ``runs`` concurrent runs and the bytes they wrote."""
-    name = f"w{workers}"
-    state_db = f"state_{name}"
-    cluster.psql(f"CREATE DATABASE {state_db}")
-    catalog = work / name
-    catalog.mkdir()
-    files_dir = work / f"files-{name}"
+@dataclass(frozen=True)
+class Source:
+    name: str
+    config: Path  # the catalog to serve
+    login: dict[str, str]
+    body: dict[str, Any]
+
+
+def _postgres_source(cluster: PostgresCluster, work: Path, runs: int, files_dir: Path) -> Source:
+    catalog = work / "catalog-postgres"
+    catalog.mkdir(exist_ok=True)
     (catalog / "ledger.sql").write_text(QUERY + "\n")
     items = ", ".join(f'{{ id = "{c}", label = "{c}", source = "{c}" }}' for c in COLUMNS)
-    (catalog / "exporter.toml").write_text(
+    config = catalog / "exporter.toml"
+    config.write_text(
         CATALOG.format(
-            runs=runs,
-            files_dir=files_dir,
-            host=cluster.host,
-            port=cluster.port,
-            db=DB,
-            items=items,
+            runs=runs, files_dir=files_dir, host=cluster.host, port=cluster.port, db=DB, items=items
         )
+    )
+    login = {"dbUsername": ROLE, "dbPassword": ROLE_PASSWORD, "databaseId": "db-bench"}
+    return Source("postgres", config, login, RUN_BODY)
+
+
+def _sqlite_source(work: Path, runs: int, files_dir: Path) -> Source:
+    """The demo catalog with its database built once, up front, at an absolute path."""
+    catalog = work / "catalog-sqlite"
+    if not catalog.exists():
+        shutil.copytree(ROOT / "examples" / "demo", catalog)
+    database = work / "demo.sqlite3"
+    if not database.exists():
+        script = (catalog / "sql" / "init_demo.sql").read_text(encoding="utf-8")
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            conn.executescript(script)
+    text = (ROOT / "examples" / "demo" / "exporter.toml").read_text(encoding="utf-8")
+    for old, new in (
+        ("max_active_runs_per_user = 3", f"max_active_runs_per_user = {runs}"),
+        ('dsn = "demo/db-test.sqlite3"', f'dsn = "{database}"'),
+        ('init_sql = "sql/init_demo.sql"', ""),
+        ("max_connections = 4", f"max_connections = {runs}"),
+        ("[output]\n", f'[output]\nfiles_dir = "{files_dir}"\n'),
+        ("[server]\n", "[server]\nheartbeat_s = 1.0\ntakeover_after_s = 5.0\n"),
+    ):
+        if old not in text:
+            raise RuntimeError(f"examples/demo/exporter.toml no longer has {old!r}")
+        text = text.replace(old, new, 1)
+    config = catalog / "exporter.toml"
+    config.write_text(text, encoding="utf-8")
+    body = {
+        "mode": "SingleGroup",
+        "selection": {
+            "groups": [
+                {
+                    "groupId": "g-big",
+                    "enabled": True,
+                    "scripts": [
+                        {"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}
+                    ],
+                }
+            ]
+        },
+    }
+    return Source(
+        "sqlite",
+        config,
+        {"dbUsername": "USER1", "dbPassword": "demo", "databaseId": "db-test"},
+        body,
+    )
+
+
+def _measure(
+    cluster: PostgresCluster,
+    redis: RedisServer,
+    work: Path,
+    source_name: str,
+    workers: int,
+    runs: int,
+    rows: int,
+) -> tuple[float, int, int]:
+    """Wall seconds for ``runs`` concurrent runs, the bytes and the rows they wrote."""
+    name = f"{source_name}_w{workers}"
+    state_db = f"state_{name}"
+    cluster.psql(f"CREATE DATABASE {state_db}")
+    files_dir = work / f"files-{name}"
+    source = (
+        _postgres_source(cluster, work, runs, files_dir)
+        if source_name == "postgres"
+        else _sqlite_source(work, runs, files_dir)
     )
     port = free_port()
     env = {
@@ -136,7 +209,7 @@ def _measure(
             "exporter_api",
             "serve",
             "--config",
-            str(catalog / "exporter.toml"),
+            str(source.config),
             "--data-dir",
             str(work / f"data-{name}"),
             "--port",
@@ -156,13 +229,7 @@ def _measure(
         status, login = _request(
             "POST",
             f"{base}/api/auth/login",
-            {
-                "dbUsername": ROLE,
-                "dbPassword": ROLE_PASSWORD,
-                "databaseId": "db-bench",
-                "managerId": "m1",
-                "streamId": "s1",
-            },
+            {**source.login, "managerId": "m1", "streamId": "s1"},
         )
         if status != 200:
             raise RuntimeError(f"login answered {status}: {login}")
@@ -171,7 +238,7 @@ def _measure(
         with ThreadPoolExecutor(runs) as pool:
             created = list(
                 pool.map(
-                    lambda _: _request("POST", f"{base}/api/runs", RUN_BODY, token), range(runs)
+                    lambda _: _request("POST", f"{base}/api/runs", source.body, token), range(runs)
                 )
             )
         run_ids = []
@@ -193,9 +260,9 @@ def _measure(
             finished.append(datetime.fromisoformat(state["finishedAt"].replace("Z", "+00:00")))
             total_bytes += sum(f["sizeBytes"] for f in state["files"])
             total_rows += sum(f["rows"] for f in state["files"])
-        if total_rows != rows * runs:
+        if source_name == "postgres" and total_rows != rows * runs:
             raise RuntimeError(f"exported {total_rows:,} rows, expected {rows * runs:,}")
-        return (max(finished) - started).total_seconds(), total_bytes
+        return (max(finished) - started).total_seconds(), total_bytes, total_rows
     finally:
         stop_process(server, 30)
         shutil.rmtree(files_dir, ignore_errors=True)
@@ -205,7 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--sources", default="postgres,sqlite")
     args = parser.parse_args(argv if argv is not None else [])
+    sources = [s for s in args.sources.split(",") if s]
+    if not set(sources) <= {"postgres", "sqlite"}:
+        parser.error("--sources takes postgres and/or sqlite")
 
     work = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
     try:
@@ -214,24 +285,25 @@ def main(argv: list[str] | None = None) -> None:
             cluster.psql(f"CREATE DATABASE {DB}")
             cluster.psql(SETUP.replace(":rows", str(args.rows)), db=DB)
             cluster.psql("VACUUM ANALYZE ledger", db=DB)
-            results: dict[int, tuple[float, int]] = {}
-            for workers in (1, 2):
-                elapsed, size = _measure(cluster, redis, work, workers, args.runs, args.rows)
-                results[workers] = (elapsed, size)
-                print(
-                    f"  {'serve' if workers == 1 else f'serve --workers {workers}':<20}"
-                    f" {args.runs} runs x {args.rows:,} rows: {elapsed:6.1f} s,"
-                    f" {size / 1e6 / elapsed:6.1f} MB/s",
-                    flush=True,
-                )
-            base_elapsed, _ = results[1]
-            for workers, (elapsed, _) in results.items():
-                if workers != 1:
+            for source in sources:
+                results: dict[int, float] = {}
+                for workers in (1, 2):
+                    elapsed, size, total_rows = _measure(
+                        cluster, redis, work, source, workers, args.runs, args.rows
+                    )
+                    results[workers] = size / elapsed
+                    label = "serve" if workers == 1 else f"serve --workers {workers}"
                     print(
-                        f"throughput with --workers {workers}: {base_elapsed / elapsed:.2f}x"
-                        " the one-process baseline",
+                        f"  {source:<9} {label:<18}"
+                        f" {args.runs} runs, {total_rows:,} rows: {elapsed:6.1f} s,"
+                        f" {size / 1e6 / elapsed:6.1f} MB/s",
                         flush=True,
                     )
+                print(
+                    f"{source}: throughput with --workers 2 is {results[2] / results[1]:.2f}x"
+                    " the one-process baseline",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
