@@ -223,3 +223,11 @@ async def test_the_negotiating_endpoint_drops_the_connection_it_never_saw_connec
             assert (await client.invoke("Echo", "still here"))["result"] == "still here"
         # Dropped unused, its token is spent on A too: A does not adopt it afterwards.
         assert await refused_status(f"{url_a}?id={token}") == 404
+
+
+async def test_stateful_reconnect_is_not_offered_with_a_key() -> None:
+    options = HubOptions(connection_token_key=KEY, allow_stateful_reconnect=True)
+    async with running_server(HubEndpoint(FeatureHub, options=options)) as url:
+        async with httpx.AsyncClient() as http:
+            asked = await http.post(f"{url}/negotiate?negotiateVersion=1&useStatefulReconnect=true")
+        assert "useStatefulReconnect" not in asked.json()
