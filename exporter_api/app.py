@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -104,6 +106,14 @@ def _key_rings(
     return rings[0], rings[1]
 
 
+def hub_token_key(jwt_keys: KeyRing) -> bytes:
+    """The hub's connection token key under ``--workers``: derived from the JWT signing key
+    every worker shares (a labelled HMAC, so the signing key itself is never used for it)."""
+    return hmac.new(
+        jwt_keys.current, b"exporter-api hub connection tokens", hashlib.sha256
+    ).digest()
+
+
 def redis_url(settings: Settings, config: ExportConfig) -> str | None:
     """The hub backplane: ``--redis-url``, ``EXPORTER_REDIS_URL`` or ``[server] redis_url``."""
     return settings.redis_url or os.environ.get(REDIS_URL_ENV) or config.server.redis_url or None
@@ -140,10 +150,6 @@ def create_app(
     """
     config = config if config is not None else load_config(settings.config_path)
     config_dir = Path(config.source_path or settings.config_path).resolve().parent
-    if runs is None:
-        from exporter_api.runs import build_runs
-
-        runs = build_runs(config, redis_url=redis_url(settings, config))
     data_dir = settings.data_dir
     store_url = state_url(settings, config)
     # Keys are resolved now, not in the lifespan: a shared store without keys must stop `serve`
@@ -151,6 +157,14 @@ def create_app(
     jwt_keys, vault_keys = _key_rings(
         settings, config, config_dir, shared_store=store_url is not None
     )
+    if runs is None:
+        from exporter_api.runs import build_runs
+
+        runs = build_runs(
+            config,
+            redis_url=redis_url(settings, config),
+            hub_token_key=hub_token_key(jwt_keys) if settings.workers > 1 else None,
+        )
     health = Health(
         files_dir(settings, config), redis_url(settings, config), dir_mode=config.output.dir_mode
     )

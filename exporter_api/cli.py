@@ -143,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     config = app.state.config
     log = structlog.get_logger("exporter_api.cli")
-    if settings.workers > 1:
+    if settings.workers > 1 and args.worker_index is None:
         missing = [
             what
             for what, present in (
@@ -232,6 +232,8 @@ def _serve_workers(
             str(sock.fileno()),
             "--worker-index",
             str(index),
+            "--workers",  # the worker serves alone, but knows it has siblings (hub tokens)
+            str(settings.workers),
             *(["--insecure-cookies"] if args.insecure_cookies else []),
         ]
 

@@ -19,6 +19,9 @@ from the connection's user (GET, POST, DELETE) or a WebSocket upgrade's ``Origin
 allowed by the CORS policy, ``405`` for other methods, ``401`` when the hub requires an
 authenticated user and there is none.
 
+With ``HubOptions.connection_token_key`` a WebSocket connect with a token this process does not
+know may adopt a connection another process negotiated (see :mod:`signalr_core.tokens`).
+
 Connections run in the endpoint's task group: enter ``async with endpoint.lifespan():`` in
 the host application's lifespan (the endpoint also answers ASGI ``lifespan`` events itself
 when it is the root application).
@@ -55,6 +58,7 @@ from signalr_core.negotiate import (
 )
 from signalr_core.options import HttpTransportType, HubOptions
 from signalr_core.protocols import HubProtocol, default_protocols
+from signalr_core.tokens import ConnectionTokens
 from signalr_core.transports import (
     ASGIReceive,
     ASGISend,
@@ -160,6 +164,16 @@ class HubEndpoint:
         self._require_user = bool(getattr(hub_class, "authorize", False))
         self._transport_infos = tuple(
             info for flag, _, info in _TRANSPORTS if self.options.transports & flag
+        )
+        key = self.options.connection_token_key
+        self._tokens = (
+            ConnectionTokens(
+                key,
+                scope=hub_class.__qualname__,
+                max_age=self.options.connection_token_max_age,
+            )
+            if key is not None
+            else None
         )
 
     # -- public API ----------------------------------------------------------------------------
@@ -319,7 +333,7 @@ class HubEndpoint:
     # -- negotiate -----------------------------------------------------------------------------
 
     async def _negotiate(self, request: AuthRequest, send: ASGISend) -> None:
-        await self._principal(request)
+        user = await self._principal(request)
         headers = [("cache-control", "no-cache")]
         hook = self.options.negotiate_headers
         if hook is not None:
@@ -355,10 +369,16 @@ class HubEndpoint:
                 return
             version = max(0, min(version, _SERVER_NEGOTIATE_VERSION))
         connection_id = new_connection_id()
-        token = new_connection_id() if version >= 1 else connection_id
+        if version < 1:
+            token = connection_id
+        elif self._tokens is not None:
+            token = self._tokens.mint(connection_id, user.user_id if user is not None else None)
+        else:
+            token = new_connection_id()
         connection = self._new_connection(connection_id, token)
         stateful = (
-            self.options.allow_stateful_reconnect
+            self._tokens is None  # a resume may reach another process, without the buffers
+            and self.options.allow_stateful_reconnect
             and request.query.get("useStatefulReconnect", "").lower() == "true"
         )
         connection.use_stateful_reconnect = stateful
@@ -427,7 +447,20 @@ class HubEndpoint:
         )
         self._tg.start_soon(connection.run)
 
+    def _adopt(self, request: AuthRequest, user: Principal | None) -> HubServerConnection:
+        """The connection of a token this process does not know, minted by another one."""
+        token = request.query.get("id", "")
+        if self._tokens is None or not self.options.transports & HttpTransportType.WEBSOCKETS:
+            raise _Refused(404, "No Connection with that ID")
+        connection_id = self._tokens.adoptable(token, user.user_id if user is not None else None)
+        if connection_id is None or connection_id in self._by_id:
+            raise _Refused(404, "No Connection with that ID")
+        _log.debug("signalr.connection_adopted", connection_id=connection_id)
+        return self._new_connection(connection_id, token)
+
     def _forget(self, connection: HubServerConnection) -> None:
+        if self._tokens is not None:
+            self._tokens.spend(connection.connection_token)
         if self._connections.get(connection.connection_token) is connection:
             del self._connections[connection.connection_token]
         if self._by_id.get(connection.connection_id) is connection:
@@ -517,7 +550,12 @@ class HubEndpoint:
             self._refuse_if_shutting_down()
             user = await self._principal(request)
             if request.query.get("id"):
-                connection = self._lookup(request)
+                try:
+                    connection = self._lookup(request)
+                except _Refused as unknown:
+                    if unknown.status != 404:
+                        raise
+                    connection = self._adopt(request, user)
                 self._check_transport(connection, TransportName.WEBSOCKETS, user)
                 if connection.status is ConnectionStatus.FINISHED:
                     raise _Refused(404, "No Connection with that ID")

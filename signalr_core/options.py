@@ -88,6 +88,26 @@ class HubOptions:
         application_max_buffer_size: Received bytes a connection holds before its transport
             waits (backpressure); also the largest send POST body (413) and the largest
             WebSocket message (the socket is closed with 1009).
+        connection_token_key: Opt-in shared secret (at least 16 bytes) for running one hub in
+            several processes or hosts without affinity. Negotiate (version 1) then mints
+            self-verifying tokens, ``<connectionId>.<issued-at>.<MAC>`` (HMAC-SHA256 over the
+            connection id, the issue time and the user id), and a WebSocket connect whose token
+            this process does not know *adopts* the connection when the MAC verifies, the token
+            is younger than ``connection_token_max_age`` and the request's user is the one it
+            was issued to; anything else is still ``404``. Give every process the same key
+            (derive it from a secret they share; never reuse that secret itself). Only
+            WebSockets can be adopted: Server-Sent Events and Long Polling spread one connection
+            over several requests, which must all reach the process holding it, so offer only
+            :attr:`HttpTransportType.WEBSOCKETS` when processes are not behind sticky sessions.
+            A token is adopted at most once per process (forgotten tokens are remembered until
+            they expire); another process that never saw it could still adopt it within the
+            bound, for the same user only. Stateful reconnect is not offered with a key: its
+            replay buffer lives in one process. Version 0 negotiate (the connection id is the
+            token) is unchanged.
+        connection_token_max_age: Seconds after negotiate during which another process may
+            adopt a token. The client connects right after negotiate; the negotiating process
+            itself drops a connection that is not connected within ``disconnect_timeout``,
+            which is why the default is the same 15 s.
     """
 
     transports: HttpTransportType = HttpTransportType.ALL
@@ -111,6 +131,8 @@ class HubOptions:
     application_max_buffer_size: int = 1024 * 1024
     max_pending_client_results: int = 64
     stateful_reconnect_buffer_size: int = 1024 * 1024
+    connection_token_key: bytes | None = field(default=None, repr=False)
+    connection_token_max_age: float = 15.0
 
     def __post_init__(self) -> None:
         if self.max_parallel_invocations < 1:
@@ -121,6 +143,8 @@ class HubOptions:
             raise ValueError("stateful_reconnect_buffer_size must be positive")
         if self.max_pending_client_results < 1:
             raise ValueError("max_pending_client_results must be at least 1")
+        if self.connection_token_key is not None and len(self.connection_token_key) < 16:
+            raise ValueError("connection_token_key must have at least 16 bytes")
         if self.stream_buffer_capacity < 1:
             raise ValueError("stream_buffer_capacity must be at least 1")
         for name in (
@@ -129,6 +153,7 @@ class HubOptions:
             "handshake_timeout",
             "long_poll_timeout",
             "disconnect_timeout",
+            "connection_token_max_age",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

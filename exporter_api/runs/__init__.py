@@ -32,7 +32,7 @@ from exporter_api.runs.files import files_root
 from exporter_api.runs.hub import HubPublisher, RunsHub, bind_runs_hub
 from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.service import RunService
-from signalr_core import HubEndpoint, HubOptions, Principal
+from signalr_core import HttpTransportType, HubEndpoint, HubOptions, Principal
 from signalr_core.auth import AuthRequest
 from signalr_core.lifetime import HubLifetimeManager
 
@@ -233,6 +233,19 @@ class RunsComponent:
         await self.hub_endpoint.shutdown()
 
 
-def build_runs(config: ExportConfig, *, redis_url: str | None = None) -> RunsComponent:
-    """The runs feature; with ``redis_url`` its hub scales out over Redis (a backplane)."""
-    return RunsComponent(config, redis_url=redis_url)
+def build_runs(
+    config: ExportConfig, *, redis_url: str | None = None, hub_token_key: bytes | None = None
+) -> RunsComponent:
+    """The runs feature; with ``redis_url`` its hub scales out over Redis (a backplane).
+
+    ``hub_token_key`` (``serve --workers N``, N > 1): processes share one socket, so a hub
+    client's requests reach any of them. The hub then mints self-verifying connection tokens
+    (any worker adopts a WebSocket negotiated by another) and offers only WebSockets, the one
+    transport that is a single request.
+    """
+    hub_options = None
+    if hub_token_key is not None:
+        hub_options = HubOptions(
+            transports=HttpTransportType.WEBSOCKETS, connection_token_key=hub_token_key
+        )
+    return RunsComponent(config, redis_url=redis_url, hub_options=hub_options)
