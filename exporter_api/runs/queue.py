@@ -93,12 +93,14 @@ class RunQueue:
 
     async def heartbeat(self, run_ids: list[str], instance_id: str, now: str) -> list[str]:
         """Refresh the heartbeat of the runs driven here; returns those no longer ours (taken
-        over while this instance could not reach the store)."""
+        over while this instance could not reach the store).
+
+        A run this instance has just saved as finished is still its own (the row names it):
+        only a row naming another driver, or a row that is gone, means the run was lost."""
         lost: list[str] = []
         for run_id in run_ids:
             changed = await self.store.execute(
-                "UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id"
-                " AND instance_id = :me AND status IN ('Queued', 'Running')",
+                "UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id AND instance_id = :me",
                 {"now": now, "run_id": run_id, "me": instance_id},
             )
             if not changed:
