@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -13,10 +14,13 @@ import pytest
 
 from exporter_api.config import OutputConfig
 from exporter_api.runs.errors import (
+    DISK_FORBIDDEN,
     DISK_FULL,
     DISK_UNWRITABLE,
     ExportDiskFull,
     ExportDiskUnwritable,
+    disk_error,
+    failure_message,
 )
 from exporter_api.runs.files import (
     UTF8_BOM,
@@ -234,6 +238,20 @@ async def test_read_only_disk_cannot_be_written(tmp_path: Path) -> None:
                 pass
         assert caught.value.detail == DISK_UNWRITABLE
         assert list(disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
+def test_permission_errors_say_the_service_may_not_write(code: int) -> None:
+    # A files directory owned by another user (or a volume mounted with other ids): the
+    # variant's message names the problem instead of "internal error (PermissionError)".
+    error = disk_error(PermissionError(code, os.strerror(code), "/srv/exports/RUN1/.x.csv.part"))
+    assert isinstance(error, ExportDiskUnwritable)
+    assert error.detail == DISK_FORBIDDEN == "the service may not write to the export directory"
+    assert failure_message(error) == DISK_FORBIDDEN
+
+
+def test_other_os_errors_are_not_disk_errors() -> None:
+    assert disk_error(OSError(errno.ENAMETOOLONG, "File name too long")) is None
 
 
 def test_files_root_from_the_output_config(tmp_path: Path) -> None:
