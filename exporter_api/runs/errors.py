@@ -16,6 +16,8 @@ from exporter_api.errors import ExporterError
 DISK_FULL = "the export disk is full"
 DISK_UNWRITABLE = "the export disk cannot be written"
 DISK_FORBIDDEN = "the service may not write to the export directory"
+FILE_WRITTEN_ELSEWHERE = "the file was written by another instance"
+PART_REMOVED_ELSEWHERE = "the partial file was removed by an instance that took the run over"
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNWRITABLE = frozenset({errno.EROFS, errno.EIO})
@@ -43,6 +45,18 @@ class ExportDiskUnwritable(ExportDiskError):
     write there (EACCES, EPERM: ``DISK_FORBIDDEN``)."""
 
     def __init__(self, detail: str = DISK_UNWRITABLE) -> None:
+        super().__init__(detail)
+
+
+class ExportFileConflict(ExporterError):
+    """Another writer of the same file got there first: a cut-off owner still writing after
+    its run was taken over (or the new owner, when the old one committed first). The file on
+    disk is left as it is; this writer's partial file is removed."""
+
+    status = 409
+    title = "Conflict"
+
+    def __init__(self, detail: str = FILE_WRITTEN_ELSEWHERE) -> None:
         super().__init__(detail)
 
 
@@ -117,10 +131,13 @@ __all__ = [
     "DISK_FORBIDDEN",
     "DISK_FULL",
     "DISK_UNWRITABLE",
+    "FILE_WRITTEN_ELSEWHERE",
+    "PART_REMOVED_ELSEWHERE",
     "DatabaseNotConfigured",
     "ExportDiskError",
     "ExportDiskFull",
     "ExportDiskUnwritable",
+    "ExportFileConflict",
     "RunAlreadyFinished",
     "RunError",
     "RunNotFound",
