@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from exporter_api.config import Settings, default_config_path, load_config
 from exporter_api.errors import ConfigError
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     from hypercorn.config import Config as HypercornConfig
     from starlette.applications import Starlette
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -188,8 +190,35 @@ def _serve(args: argparse.Namespace) -> int:
     signals = (
         (signal.SIGTERM,) if args.worker_index is not None else (signal.SIGINT, signal.SIGTERM)
     )
-    anyio.run(_serve_until_signal, app, hc, signals)
+    try:
+        anyio.run(_serve_until_signal, app, hc, signals)
+    except Exception as exc:
+        # Raised in the app's lifespan, so it reaches us wrapped by hypercorn and the task groups.
+        from exporter_api.store.sqlite import DataDirInUse
+
+        in_use = _find_error(exc, DataDirInUse)
+        if in_use is None:
+            raise
+        print(f"error: {in_use}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _find_error(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first ``kind`` in ``exc``, its exception groups' members, causes and contexts."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 def _serve_workers(

@@ -5,7 +5,9 @@ state store answers ``SELECT 1``, Redis answers ``PING`` when the hub uses it, a
 directory exists and takes a file. Every check is bounded by ``timeout_s`` and they run
 concurrently, so a probe answers within about ``timeout_s`` whatever hangs. The files check runs
 in a worker thread of its own (a hung NFS mount blocks that one thread, never the shared pool):
-while a previous check is still stuck, the next one fails at once instead of queueing.
+while a previous check's thread has not returned, the next check fails at once ("files directory
+not answering") and starts no thread, so a hung mount holds one thread however often the load
+balancer asks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,6 +58,11 @@ class Health:
         self._store: Store | None = None
         self._redis: Any = None
         self._files_limiter: anyio.CapacityLimiter | None = None  # made in running()
+        # Set while a files check's thread may still run; cleared by that thread when it returns
+        # (a timed-out check abandons its thread, and anyio then frees the limiter's token, so
+        # the limiter alone would let every probe leave one more thread on a hung mount).
+        self._probe_busy = False
+        self._probe_guard = threading.Lock()  # held only to flip the flags below, never to wait
         self._probe_name = f".readyz-{secrets.token_hex(6)}"  # one per instance (shared volume)
 
     @property
@@ -142,11 +150,33 @@ class Health:
     async def _files_ok(self) -> None:
         if self._files_limiter is None:
             raise RuntimeError("not started")
-        if self._files_limiter.borrowed_tokens:
-            raise _Stuck
-        await anyio.to_thread.run_sync(
-            self._write_probe, limiter=self._files_limiter, abandon_on_cancel=True
-        )
+        with self._probe_guard:
+            if self._probe_busy:
+                raise _Stuck
+            self._probe_busy = True
+        entered = abandoned = False
+
+        def probe() -> None:
+            nonlocal entered
+            with self._probe_guard:
+                if abandoned:  # the check gave up before this thread got to it
+                    return
+                entered = True
+            try:
+                self._write_probe()
+            finally:
+                with self._probe_guard:
+                    self._probe_busy = False
+
+        try:
+            await anyio.to_thread.run_sync(
+                probe, limiter=self._files_limiter, abandon_on_cancel=True
+            )
+        finally:
+            with self._probe_guard:
+                if not entered:  # cancelled before the thread ran: no thread to wait for
+                    abandoned = True
+                    self._probe_busy = False
 
     def _write_probe(self) -> None:
         if not self.files_dir.is_dir():
@@ -167,7 +197,7 @@ class _Stuck(Exception):
 def _reason(exc: Exception, *, files: bool) -> str:
     # Exception texts may hold a URL with a password: only fixed phrases go out.
     if isinstance(exc, _Stuck):
-        return "the previous check has not returned yet"
+        return "not answering (the previous check has not returned yet)"
     if not files:
         return f"unreachable ({type(exc).__name__})"
     if isinstance(exc, FileNotFoundError):

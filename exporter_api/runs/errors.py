@@ -15,9 +15,15 @@ from exporter_api.errors import ExporterError
 
 DISK_FULL = "the export disk is full"
 DISK_UNWRITABLE = "the export disk cannot be written"
+DISK_FORBIDDEN = "the service may not write to the export directory"
+FILE_WRITTEN_ELSEWHERE = "the file was written by another instance"
+PART_REMOVED_ELSEWHERE = "the partial file was removed by an instance that took the run over"
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNWRITABLE = frozenset({errno.EROFS, errno.EIO})
+# Ownership or mode of the files directory (or a volume mounted with other ids): an operator's
+# fix, so the message says what to look at rather than "internal error (PermissionError)".
+_FORBIDDEN = frozenset({errno.EACCES, errno.EPERM})
 
 
 class ExportDiskError(ExporterError):
@@ -35,9 +41,22 @@ class ExportDiskFull(ExportDiskError):
 
 
 class ExportDiskUnwritable(ExportDiskError):
-    """The files directory's disk is read-only or failing (EROFS, EIO)."""
+    """The files directory's disk is read-only or failing (EROFS, EIO), or the service may not
+    write there (EACCES, EPERM: ``DISK_FORBIDDEN``)."""
 
     def __init__(self, detail: str = DISK_UNWRITABLE) -> None:
+        super().__init__(detail)
+
+
+class ExportFileConflict(ExporterError):
+    """Another writer of the same file got there first: a cut-off owner still writing after
+    its run was taken over (or the new owner, when the old one committed first). The file on
+    disk is left as it is; this writer's partial file is removed."""
+
+    status = 409
+    title = "Conflict"
+
+    def __init__(self, detail: str = FILE_WRITTEN_ELSEWHERE) -> None:
         super().__init__(detail)
 
 
@@ -47,6 +66,8 @@ def disk_error(exc: OSError) -> ExportDiskError | None:
         return ExportDiskFull()
     if exc.errno in _UNWRITABLE:
         return ExportDiskUnwritable()
+    if exc.errno in _FORBIDDEN:
+        return ExportDiskUnwritable(DISK_FORBIDDEN)
     return None
 
 
@@ -107,12 +128,16 @@ def failure_message(exc: BaseException) -> str:
 
 
 __all__ = [
+    "DISK_FORBIDDEN",
     "DISK_FULL",
     "DISK_UNWRITABLE",
+    "FILE_WRITTEN_ELSEWHERE",
+    "PART_REMOVED_ELSEWHERE",
     "DatabaseNotConfigured",
     "ExportDiskError",
     "ExportDiskFull",
     "ExportDiskUnwritable",
+    "ExportFileConflict",
     "RunAlreadyFinished",
     "RunError",
     "RunNotFound",

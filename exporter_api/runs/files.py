@@ -1,9 +1,12 @@
 """Export files: safe names from the configured template and a streaming, hashing writer.
 
-A file is written under a temporary ``.part`` name in the run's directory and renamed when it is
-complete; its sha256 is computed on the way. Disk writes run on a worker thread in batches of
-about ``flush_bytes`` so the event loop never blocks and memory stays bounded whatever the size
-of the result.
+A file is written under a temporary name of its own in the run's directory
+(``.<name>.<random>.part``) and moved into place when it is complete; its sha256 is computed on
+the way. Moving never overwrites: a final name that exists already (an owner cut off from the
+store still writing after its run was taken over, racing the new owner) fails that commit with
+``ExportFileConflict`` and leaves the file on disk as it was. Disk writes run on a worker thread
+in batches of about ``flush_bytes`` so the event loop never blocks and memory stays bounded
+whatever the size of the result.
 
 Files and directories are created with the configured ``[output] file_mode`` / ``dir_mode``
 (private to the service's user by default) whatever the process umask. A full or unwritable disk
@@ -15,9 +18,11 @@ it while that writer lives (see ``reconcile.reconcile_run_files`` for runs whose
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +33,12 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from exporter_api.runs.errors import disk_error
+from exporter_api.runs.errors import (
+    FILE_WRITTEN_ELSEWHERE,
+    PART_REMOVED_ELSEWHERE,
+    ExportFileConflict,
+    disk_error,
+)
 
 if TYPE_CHECKING:
     from exporter_api.config import OutputConfig
@@ -44,8 +54,14 @@ _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 
 
 _FADVISE = hasattr(os, "posix_fadvise")
-# O_NOFOLLOW: a symlink planted under the files directory never redirects an export.
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+# O_EXCL (which also refuses a symlink): a partial file is always new, never another writer's
+# or a symlink planted under the files directory.
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+# link() errors of file systems without hard links (SMB/CIFS without unix extensions, some FUSE
+# volumes): the commit falls back to a rename there.
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK}
+)
 DEFAULT_FILE_MODE = 0o600
 DEFAULT_DIR_MODE = 0o700
 
@@ -91,6 +107,34 @@ def _disk_call(fn: Callable[[], _T]) -> _T:
         if error is None:
             raise
         raise error from None
+
+
+def _publish(part: Path, final: Path) -> None:
+    """Give the complete ``part`` its ``final`` name, never replacing a file (blocking)."""
+    try:
+        os.link(part, final)
+    except FileExistsError:
+        raise ExportFileConflict(FILE_WRITTEN_ELSEWHERE) from None
+    except FileNotFoundError:
+        # Our partial file is gone: the instance that took the run over removed it.
+        raise ExportFileConflict(PART_REMOVED_ELSEWHERE) from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links on this volume (SMB without unix extensions): rename, which replaces,
+        # after checking the name is free. Two writers can still both pass the check; the
+        # window is the few microseconds between the two calls, not a whole export.
+        if os.path.lexists(final):
+            raise ExportFileConflict(FILE_WRITTEN_ELSEWHERE) from None
+        try:
+            os.rename(part, final)
+        except FileNotFoundError:
+            raise ExportFileConflict(PART_REMOVED_ELSEWHERE) from None
+        return
+    try:
+        part.unlink()
+    except OSError as exc:  # the file is in place; the stray link is reconciled as partial
+        _log.warning("partial_file_not_removed", run_id=part.parent.name, errno=exc.errno)
 
 
 class _StrictFields(dict[str, str]):
@@ -177,7 +221,9 @@ class FileWriter:
         self.dir_mode = dir_mode
         self.name = name
         self.final_path = directory / name
-        self.part_path = directory / f".{name}{PART_SUFFIX}"
+        # One name per writer: an old owner still alive at a takeover and the new owner never
+        # write (or remove) the same partial file.
+        self.part_path = directory / f".{name}.{secrets.token_hex(8)}{PART_SUFFIX}"
         self._bom = bom
         self._flush_bytes = flush_bytes
         self._pending: list[bytes] = []
@@ -263,7 +309,7 @@ class FileWriter:
             size = os.fstat(file.fileno()).st_size
             file.close()
             # The last step: once the final name exists, nothing here can fail any more.
-            os.replace(self.part_path, self.final_path)
+            _publish(self.part_path, self.final_path)
             return size
 
         size = await anyio.to_thread.run_sync(_disk_call, _finish)

@@ -63,8 +63,9 @@ class Reconciled:
 
 
 def is_partial_name(name: str) -> bool:
-    """A ``FileWriter`` temporary name: ``.<final name>.part`` (final names never start with a
-    dot, so a partial name can never equal a recorded one)."""
+    """A ``FileWriter`` temporary name: ``.<final name>.<random>.part`` (and the older
+    ``.<final name>.part``). Final names never start with a dot, so a partial name can never
+    equal a recorded one."""
     return name.startswith(".") and name.endswith(PART_SUFFIX)
 
 

@@ -23,6 +23,7 @@ from exporter_api.app import create_app
 from exporter_api.cli import _serve_until_signal
 from exporter_api.config import Settings
 from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, generate_key, parse_keys
+from exporter_api.store import open_store
 from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, create_pg_database
 from tests.services import PostgresCluster, RedisServer, free_port, wait_for_port
 
@@ -67,6 +68,24 @@ def test_shared_store_without_keys_refuses_to_start(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert VAULT_KEY_ENV in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_second_process_on_one_sqlite_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    # The first instance (its SQLite store open here) is left alone: the second never listens.
+    first = await open_store(tmp_path)
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: _cli("serve", "--data-dir", str(tmp_path), "--port", str(free_port()))
+        )
+        assert await first.fetch_one("SELECT 1") == (1,)
+    finally:
+        await first.aclose()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith(
+        f"error: another exporter-api process is using the data directory {tmp_path}; stop it, "
+        "or use a PostgreSQL state store to run several instances"
+    )
 
 
 def test_generate_key_prints_a_usable_key() -> None:

@@ -4,9 +4,12 @@ what failed (real SQLite/PostgreSQL stores, a real redis-server and a silent TCP
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import anyio
@@ -16,6 +19,7 @@ from starlette.applications import Starlette
 from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
 from tests.exporter_api.conftest import NoRuns, create_pg_database, running_app
+from tests.exporter_api.runs.conftest import poll_until
 from tests.services import PostgresCluster, RedisServer, free_port
 
 
@@ -71,6 +75,46 @@ async def test_unusable_files_directory_is_named(settings: Settings, tmp_path: P
         gone = await client.get("/readyz")
     assert gone.status_code == 503
     assert gone.json()["detail"] == "not ready: files directory: does not exist"
+
+
+def _threads_in_probe() -> int:
+    """Worker threads currently inside the files check."""
+    return sum(
+        any(frame.f_code.co_name == "_write_probe" for frame, _ in traceback.walk_stack(top))
+        for top in sys._current_frames().values()
+    )
+
+
+async def test_a_hung_files_directory_holds_one_thread(settings: Settings) -> None:
+    app = _app(settings)
+    async with running_app(app) as client:
+        health = app.state.health
+        health.timeout_s = 0.2
+        # A FIFO where the probe file goes: opening it for writing blocks until a reader comes,
+        # as a write on a hung NFS mount does.
+        probe = health.files_dir / health._probe_name
+        os.mkfifo(probe, 0o600)
+        answers = [await client.get("/readyz") for _ in range(5)]
+        stuck = _threads_in_probe()
+        # The mount answers again: the blocked check finishes and the next one passes.
+        reader = os.open(probe, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+
+            async def returned() -> bool:
+                return _threads_in_probe() == 0
+
+            await poll_until(returned, limit_s=5)
+            back = await client.get("/readyz")
+        finally:
+            os.close(reader)
+    assert stuck == 1, "every probe started one more thread on the hung directory"
+    assert [a.status_code for a in answers] == [503] * 5
+    assert answers[0].json()["detail"] == "not ready: files directory: no answer within 0.2 s"
+    assert {a.json()["detail"] for a in answers[1:]} == {
+        "not ready: files directory: not answering (the previous check has not returned yet)"
+    }
+    assert back.status_code == 200
+    assert not probe.exists()
 
 
 async def test_redis_checked_when_configured(settings: Settings, redis: RedisServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -13,10 +14,16 @@ import pytest
 
 from exporter_api.config import OutputConfig
 from exporter_api.runs.errors import (
+    DISK_FORBIDDEN,
     DISK_FULL,
     DISK_UNWRITABLE,
+    FILE_WRITTEN_ELSEWHERE,
+    PART_REMOVED_ELSEWHERE,
     ExportDiskFull,
     ExportDiskUnwritable,
+    ExportFileConflict,
+    disk_error,
+    failure_message,
 )
 from exporter_api.runs.files import (
     UTF8_BOM,
@@ -26,6 +33,7 @@ from exporter_api.runs.files import (
     safe_file_name,
     unique_name,
 )
+from exporter_api.runs.reconcile import is_partial_name, reconcile_run_files
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 
 
@@ -200,11 +208,83 @@ async def test_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
     run.mkdir()
     target = tmp_path / "victim"
     target.write_bytes(b"keep")
-    (run / ".x.csv.part").symlink_to(target)
-    with pytest.raises(OSError, match="Too many levels of symbolic links"):
-        async with FileWriter(run, "x.csv"):
-            pass
+    (run / "x.csv").symlink_to(target)  # where the export is about to land
+    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
+        await writer.write(b"data\n", 1)
+        with pytest.raises(ExportFileConflict):
+            await writer.commit()
     assert target.read_bytes() == b"keep"
+    assert (run / "x.csv").is_symlink()
+    assert _listdir(run) == ["x.csv"]
+
+
+async def test_each_writer_has_a_partial_file_of_its_own(tmp_path: Path) -> None:
+    async with (
+        FileWriter(tmp_path, "x.csv") as one,
+        FileWriter(tmp_path, "x.csv") as two,
+    ):
+        assert one.part_path != two.part_path
+        assert one.part_path.name.startswith(".x.csv.")
+        assert is_partial_name(one.part_path.name)
+        assert is_partial_name(two.part_path.name)
+        assert len(_listdir(tmp_path)) == 2
+
+
+async def test_an_old_owner_never_publishes_over_the_new_owner(tmp_path: Path) -> None:
+    # The owner of a run, cut off from the store but still alive, goes on writing while another
+    # instance takes the run over: clears the run's directory, then writes the same variant.
+    run = tmp_path / "RUN1"
+    async with FileWriter(run, "x.csv", flush_bytes=1) as old:
+        await old.write(b"old-complete\n", 1)
+        taken_over = await reconcile_run_files(run, [])  # removes the old partial file
+        assert taken_over.partial == (old.part_path.name,)
+        async with FileWriter(run, "x.csv", flush_bytes=1) as new:
+            await new.write(b"new-half", 1)
+            with pytest.raises(ExportFileConflict) as lost:
+                await old.commit()
+            assert not (run / "x.csv").exists()  # nothing half-written went into place
+            await new.write(b"-rest\n", 1)
+            written = await new.commit()
+    assert lost.value.detail == PART_REMOVED_ELSEWHERE
+    assert written.path.read_bytes() == b"new-half-rest\n"
+    assert written.sha256 == hashlib.sha256(b"new-half-rest\n").hexdigest()
+    assert _listdir(run) == ["x.csv"]
+
+
+async def test_a_commit_never_replaces_a_file_already_in_place(tmp_path: Path) -> None:
+    # The new owner committed (and recorded) the variant first; the old owner finishes later.
+    run = tmp_path / "RUN1"
+    async with FileWriter(run, "x.csv", flush_bytes=1) as old:
+        await old.write(b"old\n", 1)
+        async with FileWriter(run, "x.csv", flush_bytes=1) as new:
+            await new.write(b"new\n", 1)
+            recorded = await new.commit()
+        with pytest.raises(ExportFileConflict) as refused:
+            await old.commit()
+    assert refused.value.detail == FILE_WRITTEN_ELSEWHERE
+    assert recorded.path.read_bytes() == b"new\n"
+    assert _listdir(run) == ["x.csv"]  # the old owner's partial file is gone too
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP])
+async def test_volumes_without_hard_links_fall_back_to_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    # SMB/CIFS without unix extensions refuses link(); no such volume can be mounted here.
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "link", no_links)
+    run = tmp_path / "RUN1"
+    async with FileWriter(run, "x.csv", flush_bytes=1) as first:
+        await first.write(b"first\n", 1)
+        written = await first.commit()
+    async with FileWriter(run, "x.csv", flush_bytes=1) as second:
+        await second.write(b"second\n", 1)
+        with pytest.raises(ExportFileConflict):
+            await second.commit()
+    assert written.path.read_bytes() == b"first\n"
+    assert _listdir(run) == ["x.csv"]
 
 
 async def test_full_disk_is_a_domain_error_and_leaves_no_partial_file(tmp_path: Path) -> None:
@@ -234,6 +314,20 @@ async def test_read_only_disk_cannot_be_written(tmp_path: Path) -> None:
                 pass
         assert caught.value.detail == DISK_UNWRITABLE
         assert list(disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
+def test_permission_errors_say_the_service_may_not_write(code: int) -> None:
+    # A files directory owned by another user (or a volume mounted with other ids): the
+    # variant's message names the problem instead of "internal error (PermissionError)".
+    error = disk_error(PermissionError(code, os.strerror(code), "/srv/exports/RUN1/.x.csv.part"))
+    assert isinstance(error, ExportDiskUnwritable)
+    assert error.detail == DISK_FORBIDDEN == "the service may not write to the export directory"
+    assert failure_message(error) == DISK_FORBIDDEN
+
+
+def test_other_os_errors_are_not_disk_errors() -> None:
+    assert disk_error(OSError(errno.ENAMETOOLONG, "File name too long")) is None
 
 
 def test_files_root_from_the_output_config(tmp_path: Path) -> None:

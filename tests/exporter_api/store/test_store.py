@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import asyncpg
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
 from exporter_api.errors import StoreUnavailable
 from exporter_api.store import Store, load_migrations, open_store
+from exporter_api.store.sqlite import LOCK_FILE_NAME, DataDirInUse
 from tests.exporter_api.conftest import create_pg_database
 from tests.services import PostgresCluster
 
@@ -93,6 +97,69 @@ async def test_sqlite_store_file_is_private(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     await store.aclose()
     assert (tmp_path / "state.sqlite3").stat().st_mode & 0o077 == 0
+
+
+async def test_one_process_holds_a_sqlite_data_dir(tmp_path: Path) -> None:
+    first = await open_store(tmp_path)
+    try:
+        with pytest.raises(DataDirInUse) as refused:
+            await open_store(tmp_path)
+        # Another process: the lock is the kernel's, not this process's memory.
+        other = await anyio.run_process(
+            [sys.executable, "-c", _OPEN_STORE, str(tmp_path)], check=False
+        )
+        assert await first.fetch_one("SELECT 1") == (1,)  # the holder is unaffected
+    finally:
+        await first.aclose()
+    assert str(refused.value) == (
+        f"another exporter-api process is using the data directory {tmp_path}; stop it, or use "
+        "a PostgreSQL state store to run several instances"
+    )
+    assert other.returncode == 3, other.stderr.decode()
+    assert (tmp_path / LOCK_FILE_NAME).stat().st_mode & 0o077 == 0
+    again = await open_store(tmp_path)  # closing released it
+    await again.aclose()
+
+
+async def test_a_killed_process_releases_the_sqlite_data_dir(tmp_path: Path) -> None:
+    async with await anyio.open_process(
+        [sys.executable, "-c", _HOLD_STORE, str(tmp_path)], stdout=subprocess.DEVNULL
+    ) as holder:
+        assert holder.stderr is not None
+        with anyio.fail_after(60):
+            said = await BufferedByteReceiveStream(holder.stderr).receive_until(b"\n", 100)
+        assert said == b"held"
+        with pytest.raises(DataDirInUse):
+            await open_store(tmp_path)
+        holder.kill()
+        await holder.wait()
+    store = await open_store(tmp_path)  # SIGKILL left no lock behind
+    await store.aclose()
+
+
+_OPEN_STORE = """
+import sys, anyio
+from pathlib import Path
+from exporter_api.store import open_store
+from exporter_api.store.sqlite import DataDirInUse
+try:
+    anyio.run(open_store, Path(sys.argv[1]))
+except DataDirInUse:
+    sys.exit(3)
+"""
+
+_HOLD_STORE = """
+import sys, anyio
+from pathlib import Path
+from exporter_api.store import open_store
+
+async def main() -> None:
+    await open_store(Path(sys.argv[1]))
+    print("held", file=sys.stderr, flush=True)
+    await anyio.sleep_forever()
+
+anyio.run(main)
+"""
 
 
 async def test_closed_store_is_unavailable(store: Store) -> None:
