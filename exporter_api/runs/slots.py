@@ -15,6 +15,12 @@ takeover clock as the run itself.
 
 Waiting for a slot another instance holds is a short poll (``poll_s``); releases made here wake
 the local waiters at once.
+
+A lease attempt can change the row and still fail here (the caller is cancelled, or the store
+fails, before the reply arrives): the attempt's holder is then released at once (shielded,
+bounded), and each new attempt takes a fresh holder. The heartbeat refreshes only the holders
+this instance holds (or is leasing) now -- never every row naming it -- so a lease nobody holds
+goes stale and is free again instead of shrinking the database's cap for good.
 """
 
 from __future__ import annotations
@@ -45,14 +51,19 @@ class SlotLeases:
         *,
         stale_after_s: float,
         poll_s: float = 0.2,
+        release_timeout_s: float = 5.0,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
         self.limits = {db: max(1, n) for db, n in limits.items()}
         self.stale_after_s = stale_after_s
         self.poll_s = poll_s
+        self.release_timeout_s = release_timeout_s
         self._local = {db: anyio.CapacityLimiter(n) for db, n in self.limits.items()}
         self._released = anyio.Event()
+        # Holders of this instance's leases (and of the attempt in flight): the heartbeat
+        # refreshes these only.
+        self._held: set[str] = set()
         # Leases whose release failed (the store was unavailable): released by the heartbeat,
         # never refreshed by it (else a live instance would hold them for ever).
         self._unreleased: set[str] = set()
@@ -79,28 +90,55 @@ class SlotLeases:
     async def hold(self, database_id: str, run_id: str) -> AsyncIterator[None]:
         """Hold one connection slot of ``database_id`` (waiting for one as long as needed)."""
         async with self._local[database_id]:
-            holder = secrets.token_hex(12)
-            while True:
-                released = self._released
-                try:
-                    if await self._try_lease(database_id, run_id, holder):
-                        break
-                except Exception as exc:  # the store may be briefly unavailable: wait, retry
-                    _log.warning("slot_lease_failed", run_id=run_id, error_type=type(exc).__name__)
-                with anyio.move_on_after(self.poll_s):
-                    await released.wait()
+            holder = await self._lease(database_id, run_id)
             try:
                 yield
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._release(holder)
+                await self._release_now(holder)
+
+    async def _lease(self, database_id: str, run_id: str) -> str:
+        """Lease a row; its holder. Whatever interrupts an attempt releases that attempt's
+        holder (its ``UPDATE`` may have been applied without the reply reaching us)."""
+        while True:
+            holder = secrets.token_hex(12)
+            self._held.add(holder)
+            released = self._released
+            leased: bool | None = None  # None: the attempt failed or was cancelled
+            try:
+                leased = await self._try_lease(database_id, run_id, holder)
+            except Exception as exc:  # the store may be briefly unavailable: wait, retry
+                _log.warning("slot_lease_failed", run_id=run_id, error_type=type(exc).__name__)
+            finally:
+                if leased is None:  # the row may be leased all the same: free it
+                    await self._release_now(holder)
+            if leased:
+                return holder
+            self._held.discard(holder)
+            with anyio.move_on_after(self.poll_s):
+                await released.wait()
+
+    async def _release_now(self, holder: str) -> None:
+        """Release ``holder`` even when cancelled, for at most ``release_timeout_s``; a release
+        that could not be made is left to the heartbeat."""
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.release_timeout_s) as bounded:
+                await self._release(holder)
+            if bounded.cancelled_caught:
+                self._unreleased.add(holder)
+                _log.warning("slot_release_failed", error_type="TimeoutError")
+        self._held.discard(holder)
 
     async def heartbeat(self, now: str) -> None:
         for holder in list(self._unreleased):
             await self._release(holder)
+        held = sorted(self._held - self._unreleased)
+        if not held:
+            return
+        names = {f"h{i}": h for i, h in enumerate(held)}
         await self.store.execute(
-            "UPDATE run_slots SET heartbeat_at = :now WHERE instance_id = :me AND holder <> ''",
-            {"now": now, "me": self.instance_id},
+            "UPDATE run_slots SET heartbeat_at = :now"  # noqa: S608 - placeholders only
+            f" WHERE instance_id = :me AND holder IN ({', '.join(':' + n for n in names)})",
+            {"now": now, "me": self.instance_id, **names},
         )
 
     async def held(self, database_id: str) -> int:
