@@ -268,8 +268,10 @@ class RunEngine:
     async def cancel(self, run_id: str) -> RunState:
         """Cancel a run wherever it is driven; returns its state once the cancel took effect
         (bounded by ``cancel_wait_s``). ``RunAlreadyFinished`` when it had already ended."""
-        run = self._active.get(run_id)
         driver = await self.queue.request_cancel(run_id)  # the durable truth first
+        # Read after the flag is set: a run this instance claimed meanwhile is known by now
+        # (or reads the flag when it resumes).
+        run = self._active.get(run_id)
         if driver is None:
             state = await self.repo.load(run_id)
             if state is None:
@@ -334,6 +336,8 @@ class RunEngine:
             )
 
     async def _on_cancel(self, run_id: str) -> None:
+        # A run claimed here but not known yet reads the flag when it resumes (set before this
+        # notification was sent), so an unknown id is dropped safely.
         run = self._active.get(run_id)
         if run is not None:
             self._cancel_here(run)

@@ -128,7 +128,10 @@ class RunLifecycle:
     async def _resume(self, run: ActiveRun, claim: Claim) -> tuple[str, str] | None:
         """Prepare a claimed run to go on here; the credentials to run it with (None: it is
         to be cancelled, or was lost). Raises ``_Abandon`` when it cannot go on."""
-        if claim.cancel_requested:
+        if claim.cancel_requested or await self.queue.cancel_requested(run.run_id):
+            # Read again now that the engine knows the run: a cancel flagged after the claim,
+            # whose notification came before the run was known here, is not missed.
+            run.cancel_requested = True
             return None
         if claim.attempts > self.max_run_attempts:
             raise _Abandon(too_many_attempts(claim.attempts, self.max_run_attempts))

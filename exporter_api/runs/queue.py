@@ -133,6 +133,13 @@ class RunQueue:
         )
         return [str(r[0]) for r in rows]
 
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether a cancel was asked for ``run_id``."""
+        row = await self.store.fetch_one(
+            "SELECT cancel_requested FROM runs WHERE run_id = :run_id", {"run_id": run_id}
+        )
+        return row is not None and bool(row[0])
+
     async def driver(self, run_id: str) -> Claimable | None:
         row = await self.store.fetch_one(
             "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
