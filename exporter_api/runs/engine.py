@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("exporter_api.runs.engine")
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CLAIM_PAGE = 20  # claimable runs read at a time
 
 
 def new_ulid() -> str:
@@ -400,17 +401,22 @@ class RunEngine:
             return []
         stale = None if startup and self.exclusive_store else self._stale_before()
         claimed: list[str] = []
-        for seen in await self.queue.claimable(stale_before=stale):
-            if self._draining or (limit is not None and len(claimed) >= limit):
-                break
-            if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
-                continue
-            if not startup and self._active:
-                await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
-            claim = await self.queue.claim(seen, self.instance_id, utc_now())
-            if claim is not None and await self._adopt(seen, claim):
-                claimed.append(seen.run_id)
-        return claimed
+        after = ""
+        while True:  # page by page (run ids ascending): at startup every orphan is claimed
+            page = await self.queue.claimable(stale_before=stale, after=after, limit=_CLAIM_PAGE)
+            for seen in page:
+                if self._draining or (limit is not None and len(claimed) >= limit):
+                    return claimed
+                if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
+                    continue
+                if not startup and self._active:
+                    await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
+                claim = await self.queue.claim(seen, self.instance_id, utc_now())
+                if claim is not None and await self._adopt(seen, claim):
+                    claimed.append(seen.run_id)
+            if len(page) < _CLAIM_PAGE:
+                return claimed
+            after = page[-1].run_id
 
     async def _adopt(self, seen: Claimable, claim: Claim) -> bool:
         state = await self.repo.load(claim.run_id)

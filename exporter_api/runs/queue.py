@@ -43,16 +43,18 @@ class RunQueue:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def claimable(self, *, stale_before: str | None, limit: int = 20) -> list[Claimable]:
-        """Active runs nobody drives, oldest first: unclaimed ones, and those whose driver's
-        heartbeat is older than ``stale_before`` (every claimed one when it is None: a store
-        only this process uses, just started)."""
+    async def claimable(
+        self, *, stale_before: str | None, after: str = "", limit: int = 20
+    ) -> list[Claimable]:
+        """Active runs nobody drives, oldest first (those after the run id ``after``: pages):
+        unclaimed ones, and those whose driver's heartbeat is older than ``stale_before``
+        (every claimed one when it is None: a store only this process uses, just started)."""
         rows = await self.store.fetch_all(
             "SELECT run_id, instance_id, heartbeat_at FROM runs"
-            " WHERE status IN ('Queued', 'Running')"
+            " WHERE status IN ('Queued', 'Running') AND run_id > :after"
             " AND (instance_id = '' OR :stale = '' OR heartbeat_at < :stale)"
             " ORDER BY run_id LIMIT :limit",
-            {"stale": stale_before or "", "limit": limit},
+            {"stale": stale_before or "", "after": after, "limit": limit},
         )
         return [Claimable(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
