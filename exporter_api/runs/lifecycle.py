@@ -177,7 +177,7 @@ class RunLifecycle:
             return
         if handover and failure is None and not run.cancel_requested:
             released = is_active(run.state.status) and await self.queue.release(
-                run.run_id, self.instance_id, utc_now()
+                run.run_id, self.instance_id
             )
             if released:
                 _log.info("run_handed_over", run_id=run.run_id)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import pytest
 
 from exporter_api.config import ExportConfig, load_config
 from exporter_api.notify import CANCEL_CHANNEL, LocalNotifier
+from exporter_api.runs import engine as engine_module
+from exporter_api.runs import models as models_module
 from exporter_api.runs.lifecycle import CREDENTIALS_GONE, too_many_attempts
 from exporter_api.runs.models import RunState
 from exporter_api.runs.queue import UNCLAIMED, Claimable
@@ -357,8 +360,8 @@ async def test_a_cancel_while_a_claim_is_being_adopted_stops_the_run_within_a_se
         else:  # A goes on once the cancel flag is set
             request_cancel = a.engine.queue.request_cancel
 
-            async def flag_then_release(run_id: str) -> Claimable | None:
-                driver = await request_cancel(run_id)
+            async def flag_then_release(run_id: str, *, stale_after_s: float) -> Claimable | None:
+                driver = await request_cancel(run_id, stale_after_s=stale_after_s)
                 held.release.set()
                 return driver
 
@@ -375,6 +378,33 @@ async def test_a_cancel_while_a_claim_is_being_adopted_stops_the_run_within_a_se
     assert after.status == "Cancelled"  # the 202 body names the outcome, never "Running"
     assert final.status == "Cancelled"
     assert [v.status for v in variants(final, "s-slow")] == ["Cancelled"]
+
+
+class ClockAhead(datetime):
+    """This process's wall clock an hour ahead of the state store's (a skewed VM, an NTP step)."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return datetime.now(tz) + timedelta(hours=1)
+
+
+async def test_an_instance_whose_clock_is_ahead_takes_no_live_run_over(
+    catalog: ExportConfig, tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Heartbeats far apart: A's run is proved alive only by its start, stamped by the store.
+    async with two_engines(
+        catalog, tmp_path / "data", state_url, heartbeat_s=60.0, takeover_after_s=120.0
+    ) as (a, b):
+        live = await a.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+        with monkeypatch.context() as clock:
+            for module in (engine_module, models_module):
+                clock.setattr(module, "datetime", ClockAhead)
+            claimed = await b.engine.claim_orphans()
+            driver = await b.engine.queue.driver(live.run_id)
+        await a.engine.cancel(live.run_id)
+    assert claimed == []
+    assert driver is not None
+    assert driver.instance_id == a.engine.instance_id
 
 
 async def test_drain_hands_a_run_over_and_it_ends_success(

@@ -36,6 +36,7 @@ class LateLeaseReply:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self.backend = store.backend
         self.applied = anyio.Event()
 
     async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
@@ -101,13 +102,15 @@ async def test_the_heartbeat_refreshes_only_the_leases_held_here(store: Store) -
         {"long_ago": LONG_AGO},
     )
     async with slots.hold("db", "r1"):
-        await slots.heartbeat("2100-01-01T00:00:00.000Z")
+        await store.execute("UPDATE run_slots SET heartbeat_at = :long_ago", {"long_ago": LONG_AGO})
+        await slots.heartbeat()
         rows = await store.fetch_all(
             "SELECT holder, run_id, heartbeat_at FROM run_slots WHERE database_id = 'db'"
             " ORDER BY slot"
         )
         held = await slots.held("db")
-    assert rows[0][1:] == ("r1", "2100-01-01T00:00:00.000Z")
+    assert rows[0][1] == "r1"
+    assert rows[0][2] > LONG_AGO  # refreshed
     assert rows[1] == ("leaked", "r0", LONG_AGO)  # not kept alive: stale, so free for the taking
     assert held == 1
     assert await leased_rows(store) == 1  # the leaked one only
