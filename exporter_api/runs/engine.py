@@ -61,7 +61,6 @@ from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle
 from exporter_api.runs.models import (
     RunState,
     format_time,
-    utc_now,
 )
 from exporter_api.runs.queue import UNCLAIMED, Claim, Claimable, RunQueue
 from exporter_api.runs.repository import RunOwner
@@ -79,6 +78,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("exporter_api.runs.engine")
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CLAIM_PAGE = 20  # claimable runs read at a time
 
 
 def new_ulid() -> str:
@@ -268,8 +268,11 @@ class RunEngine:
     async def cancel(self, run_id: str) -> RunState:
         """Cancel a run wherever it is driven; returns its state once the cancel took effect
         (bounded by ``cancel_wait_s``). ``RunAlreadyFinished`` when it had already ended."""
+        # the durable truth first
+        driver = await self.queue.request_cancel(run_id, stale_after_s=self.takeover_after_s)
+        # Read after the flag is set: a run this instance claimed meanwhile is known by now
+        # (or reads the flag when it resumes).
         run = self._active.get(run_id)
-        driver = await self.queue.request_cancel(run_id)  # the durable truth first
         if driver is None:
             state = await self.repo.load(run_id)
             if state is None:
@@ -279,10 +282,10 @@ class RunEngine:
             self._cancel_here(run)
         if driver.instance_id != self.instance_id:  # another (or nobody, or a dead one)
             await self._notify(CANCEL_CHANNEL, run_id)
-        unattended = driver.instance_id == UNCLAIMED or driver.heartbeat_at < self._stale_before()
+        unattended = driver.instance_id == UNCLAIMED or driver.stale
         if run is None and unattended:
             # Nobody drives it (queued, or its driver died): cancel it here and now.
-            claim = await self.queue.claim(driver, self.instance_id, utc_now())
+            claim = await self.queue.claim(driver, self.instance_id)
             if claim is not None and (done := await self.lifecycle.cancel_unattended(run_id)):
                 return done
         with anyio.move_on_after(self.cancel_wait_s):
@@ -334,6 +337,8 @@ class RunEngine:
             )
 
     async def _on_cancel(self, run_id: str) -> None:
+        # A run claimed here but not known yet reads the flag when it resumes (set before this
+        # notification was sent), so an unknown id is dropped safely.
         run = self._active.get(run_id)
         if run is not None:
             self._cancel_here(run)
@@ -353,9 +358,6 @@ class RunEngine:
 
     # --- supervision loops --------------------------------------------------------------------
 
-    def _stale_before(self) -> str:
-        return format_time(datetime.now(UTC) - timedelta(seconds=self.takeover_after_s))
-
     async def _heartbeat_loop(self) -> None:
         while True:
             await anyio.sleep(self.heartbeat_s)
@@ -365,14 +367,13 @@ class RunEngine:
                 _log.warning("heartbeat_failed", error_type=type(exc).__name__)
 
     async def heartbeat(self) -> None:
-        now = utc_now()
         ids = [*self._active, *self.lifecycle.unsaved]
-        lost = await self.queue.heartbeat(ids, self.instance_id, now)
+        lost = await self.queue.heartbeat(ids, self.instance_id)
         for run_id in lost:
             run = self._active.get(run_id)
             if run is not None:
                 self.executor.lose(run)
-        await self.slots.heartbeat(now)
+        await self.slots.heartbeat()
         await self.apply_cancel_requests()
         await self.lifecycle.save_unsaved(lost)
 
@@ -394,19 +395,26 @@ class RunEngine:
         ten): an idle instance claims at once, so queued runs spread over the instances."""
         if self._draining or self._tg is None:
             return []
-        stale = None if startup and self.exclusive_store else self._stale_before()
+        stale_after_s = None if startup and self.exclusive_store else self.takeover_after_s
         claimed: list[str] = []
-        for seen in await self.queue.claimable(stale_before=stale):
-            if self._draining or (limit is not None and len(claimed) >= limit):
-                break
-            if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
-                continue
-            if not startup and self._active:
-                await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
-            claim = await self.queue.claim(seen, self.instance_id, utc_now())
-            if claim is not None and await self._adopt(seen, claim):
-                claimed.append(seen.run_id)
-        return claimed
+        after = ""
+        while True:  # page by page (run ids ascending): at startup every orphan is claimed
+            page = await self.queue.claimable(
+                stale_after_s=stale_after_s, after=after, limit=_CLAIM_PAGE
+            )
+            for seen in page:
+                if self._draining or (limit is not None and len(claimed) >= limit):
+                    return claimed
+                if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
+                    continue
+                if not startup and self._active:
+                    await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
+                claim = await self.queue.claim(seen, self.instance_id)
+                if claim is not None and await self._adopt(seen, claim):
+                    claimed.append(seen.run_id)
+            if len(page) < _CLAIM_PAGE:
+                return claimed
+            after = page[-1].run_id
 
     async def _adopt(self, seen: Claimable, claim: Claim) -> bool:
         state = await self.repo.load(claim.run_id)

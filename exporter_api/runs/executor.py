@@ -9,8 +9,10 @@ The live ``RunState`` of a run is mutated only under the run's lock; each change
 (one store transaction, fenced by this instance's id) and then published to the run's hub group
 while the lock is held, so the store and the event stream always agree on the order of changes.
 Progress (``script.progress``) is throttled to ``progress_interval_s`` per script, with a final
-event after every variant. A save refused because another instance took the run over marks the
-run *lost* and cancels its scope: from then on this instance writes and publishes nothing for it.
+event after every variant; the counters are saved every ``persist_progress_s``, and a failed
+progress save is only logged (the next one retries), unlike a status change. A save refused
+because another instance took the run over marks the run *lost* and cancels its scope: from
+then on this instance writes and publishes nothing for it.
 """
 
 from __future__ import annotations
@@ -473,6 +475,14 @@ class _Progress:
                         )
                     except RunNotOwned:
                         self.executor.lose(self.run)
+                    except Exception as exc:
+                        # Progress is advisory: a store blip (a failover) must not stop the
+                        # export. The next interval saves again; state changes still fail the run.
+                        _log.warning(
+                            "progress_save_failed",
+                            run_id=self.run.run_id,
+                            error_type=type(exc).__name__,
+                        )
 
 
 class _ProgressSink:

@@ -1,11 +1,12 @@
 """One run driven by this instance, from its beginning to what its end means.
 
 A run begins fresh (started here) or resumed (claimed from the queue: after a hand-over, or a
-takeover from an instance that died). Resuming checks that the run may go on -- not taken over
-more than ``max_run_attempts`` times, its session's credentials still readable, its scripts
-still in the catalog -- reconciles its directory with the files recorded (the dead owner's
-partial and unrecorded files go) and sets what was unfinished back to ``Queued`` (a fresh
-query, a fresh file); the executor then runs exactly what is ``Queued``.
+takeover from an instance that died). A claimed run's directory is reconciled with the files
+recorded first, whatever comes next (the dead owner's partial and unrecorded files go, also when
+the run is then ended rather than resumed). Resuming checks that the run may go on -- no cancel
+pending, not taken over more than ``max_run_attempts`` times, its session's credentials still
+readable, its scripts still in the catalog -- and sets what was unfinished back to ``Queued`` (a
+fresh query, a fresh file); the executor then runs exactly what is ``Queued``.
 
 The end, decided in a shielded finaliser: a user cancel marks what is unfinished
 ``Cancelled``; a crash, or a run that cannot go on, ``Failed`` naming the cause (a full state
@@ -103,6 +104,8 @@ class RunLifecycle:
         log = _log.bind(run_id=run.run_id)
         failure: str | None = None
         try:
+            if claim is not None:  # outside the run's scope: a cancel must not cut it short
+                run.taken_names = await self._reconcile(run.run_id)
             with run.scope:
                 if claim is not None:
                     credentials = await self._resume(run, claim)
@@ -125,7 +128,10 @@ class RunLifecycle:
     async def _resume(self, run: ActiveRun, claim: Claim) -> tuple[str, str] | None:
         """Prepare a claimed run to go on here; the credentials to run it with (None: it is
         to be cancelled, or was lost). Raises ``_Abandon`` when it cannot go on."""
-        if claim.cancel_requested:
+        if claim.cancel_requested or await self.queue.cancel_requested(run.run_id):
+            # Read again now that the engine knows the run: a cancel flagged after the claim,
+            # whose notification came before the run was known here, is not missed.
+            run.cancel_requested = True
             return None
         if claim.attempts > self.max_run_attempts:
             raise _Abandon(too_many_attempts(claim.attempts, self.max_run_attempts))
@@ -139,16 +145,6 @@ class RunLifecycle:
             run.plan = plan_of(run.state, self.config)
         except PlanUnavailable as exc:
             raise _Abandon(str(exc)) from None
-        recorded = [f.name for f in await self.repo.files(run.run_id)]
-        # The dead owner's partial and never-recorded files go: the variants that wrote them
-        # start again. (A recorded file gone from disk is logged by the reconciliation.)
-        try:
-            reconciled = await reconcile_run_files(self.files_root / run.run_id, recorded)
-            removed = len(reconciled.removed)
-        except OSError as exc:  # a failing disk fails what is exported next, not the takeover
-            _log.warning("run_files_reconcile_failed", run_id=run.run_id, errno=exc.errno)
-            removed = 0
-        run.taken_names = {name.casefold() for name in recorded}
         async with run.lock:
             before = Snapshot(run.state)
             reset_unfinished(run.state, utc_now())
@@ -159,15 +155,29 @@ class RunLifecycle:
                     self.executor.lose(run)
                     return None
                 await self.executor.publish_changes(run.state, before)
-        _log.info("run_resumed", run_id=run.run_id, attempts=claim.attempts, removed=removed)
+        _log.info("run_resumed", run_id=run.run_id, attempts=claim.attempts)
         return str(username), str(password)
+
+    async def _reconcile(self, run_id: str) -> set[str]:
+        """Remove the dead owner's partial and never-recorded files from the directory of a run
+        just claimed (the variants that wrote them start again, or the run ends); the recorded
+        names, casefolded. A recorded file gone from disk is logged by the reconciliation."""
+        recorded = [f.name for f in await self.repo.files(run_id)]
+        try:
+            reconciled = await reconcile_run_files(self.files_root / run_id, recorded)
+        except OSError as exc:  # a failing disk fails what is exported next, not the takeover
+            _log.warning("run_files_reconcile_failed", run_id=run_id, errno=exc.errno)
+        else:
+            if reconciled.removed:
+                _log.info("run_files_reconciled", run_id=run_id, removed=len(reconciled.removed))
+        return {name.casefold() for name in recorded}
 
     async def _finish(self, run: ActiveRun, failure: str | None, *, handover: bool) -> None:
         if run.lost:
             return
         if handover and failure is None and not run.cancel_requested:
             released = is_active(run.state.status) and await self.queue.release(
-                run.run_id, self.instance_id, utc_now()
+                run.run_id, self.instance_id
             )
             if released:
                 _log.info("run_handed_over", run_id=run.run_id)
@@ -197,6 +207,7 @@ class RunLifecycle:
 
     async def cancel_unattended(self, run_id: str) -> RunState | None:
         """Cancel a run this instance has just claimed for that purpose (nobody drove it)."""
+        await self._reconcile(run_id)
         state = await self.repo.load(run_id)
         if state is None:  # pragma: no cover - active runs are never deleted
             return None

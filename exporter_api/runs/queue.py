@@ -10,6 +10,11 @@ others change nothing and move on. The same code serves both stores.
 
 Saves of the run tree are fenced by ``instance_id`` too (`RunRepository.save`), so an instance
 that lost its run (taken over while it was cut off from the store) can no longer overwrite it.
+
+Heartbeats are stamped, and compared with the takeover cut-off, by the store's clock
+(`store_clock`), never by an instance's own: instances whose clocks disagree by more than
+``takeover_after_s - heartbeat_s`` would otherwise take live runs over. (A SQLite store has one
+process, whose clock it is.)
 """
 
 from __future__ import annotations
@@ -23,11 +28,24 @@ if TYPE_CHECKING:
 UNCLAIMED = ""
 
 
+def store_clock(store: Store, *, minus: str | None = None) -> str:
+    """SQL for the store's clock now -- minus the seconds bound to the parameter named
+    ``minus`` -- as the ISO-8601 UTC text of ``models.format_time`` (milliseconds)."""
+    if store.backend == "postgres":
+        moment = "clock_timestamp()"
+        if minus is not None:
+            moment = f"(clock_timestamp() - make_interval(secs => :{minus}))"
+        return f"to_char({moment} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    shift = "" if minus is None else f", printf('-%.3f seconds', :{minus})"
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now'{shift})"
+
+
 @dataclass(frozen=True)
 class Claimable:
     run_id: str
     instance_id: str
     heartbeat_at: str
+    stale: bool = False  # its driver's heartbeat is older than the takeover cut-off
 
 
 @dataclass(frozen=True)
@@ -43,30 +61,37 @@ class RunQueue:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def claimable(self, *, stale_before: str | None, limit: int = 20) -> list[Claimable]:
-        """Active runs nobody drives, oldest first: unclaimed ones, and those whose driver's
-        heartbeat is older than ``stale_before`` (every claimed one when it is None: a store
-        only this process uses, just started)."""
+    async def claimable(
+        self, *, stale_after_s: float | None, after: str = "", limit: int = 20
+    ) -> list[Claimable]:
+        """Active runs nobody drives, oldest first (those after the run id ``after``: pages):
+        unclaimed ones, and those whose driver's heartbeat is older than ``stale_after_s``
+        (every claimed one when it is None: a store only this process uses, just started)."""
         rows = await self.store.fetch_all(
-            "SELECT run_id, instance_id, heartbeat_at FROM runs"
-            " WHERE status IN ('Queued', 'Running')"
-            " AND (instance_id = '' OR :stale = '' OR heartbeat_at < :stale)"
+            "SELECT run_id, instance_id, heartbeat_at FROM runs"  # noqa: S608 - no user input
+            " WHERE status IN ('Queued', 'Running') AND run_id > :after"
+            " AND (instance_id = '' OR :every = 1"
+            f" OR heartbeat_at < {store_clock(self.store, minus='stale_s')})"
             " ORDER BY run_id LIMIT :limit",
-            {"stale": stale_before or "", "limit": limit},
+            {
+                "every": int(stale_after_s is None),
+                "stale_s": float(stale_after_s or 0.0),
+                "after": after,
+                "limit": limit,
+            },
         )
         return [Claimable(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
-    async def claim(self, seen: Claimable, instance_id: str, now: str) -> Claim | None:
+    async def claim(self, seen: Claimable, instance_id: str) -> Claim | None:
         """Take ``seen`` over if it is still as seen; None when another instance was first."""
         async with self.store.transaction():
             changed = await self.store.execute(
-                "UPDATE runs SET instance_id = :me, heartbeat_at = :now,"
+                f"UPDATE runs SET instance_id = :me, heartbeat_at = {store_clock(self.store)},"  # noqa: S608 - no user input
                 " attempts = attempts + CASE WHEN instance_id = '' THEN 0 ELSE 1 END"
                 " WHERE run_id = :run_id AND instance_id = :seen AND heartbeat_at = :seen_at"
                 " AND status IN ('Queued', 'Running')",
                 {
                     "me": instance_id,
-                    "now": now,
                     "run_id": seen.run_id,
                     "seen": seen.instance_id,
                     "seen_at": seen.heartbeat_at,
@@ -81,17 +106,17 @@ class RunQueue:
         assert row is not None
         return Claim(seen.run_id, int(row[0]), bool(row[1]))
 
-    async def release(self, run_id: str, instance_id: str, now: str) -> bool:
+    async def release(self, run_id: str, instance_id: str) -> bool:
         """Hand a run this instance drives back to the queue (a drain): another claims it at
         once, and it does not count as a takeover."""
         changed = await self.store.execute(
-            "UPDATE runs SET instance_id = '', heartbeat_at = :now"
+            f"UPDATE runs SET instance_id = '', heartbeat_at = {store_clock(self.store)}"  # noqa: S608 - no user input
             " WHERE run_id = :run_id AND instance_id = :me AND status IN ('Queued', 'Running')",
-            {"run_id": run_id, "me": instance_id, "now": now},
+            {"run_id": run_id, "me": instance_id},
         )
         return changed > 0
 
-    async def heartbeat(self, run_ids: list[str], instance_id: str, now: str) -> list[str]:
+    async def heartbeat(self, run_ids: list[str], instance_id: str) -> list[str]:
         """Refresh the heartbeat of the runs driven here; returns those no longer ours (taken
         over while this instance could not reach the store).
 
@@ -100,16 +125,17 @@ class RunQueue:
         lost: list[str] = []
         for run_id in run_ids:
             changed = await self.store.execute(
-                "UPDATE runs SET heartbeat_at = :now WHERE run_id = :run_id AND instance_id = :me",
-                {"now": now, "run_id": run_id, "me": instance_id},
+                f"UPDATE runs SET heartbeat_at = {store_clock(self.store)}"  # noqa: S608 - no user input
+                " WHERE run_id = :run_id AND instance_id = :me",
+                {"run_id": run_id, "me": instance_id},
             )
             if not changed:
                 lost.append(run_id)
         return lost
 
-    async def request_cancel(self, run_id: str) -> Claimable | None:
+    async def request_cancel(self, run_id: str, *, stale_after_s: float) -> Claimable | None:
         """Flag an active run for cancellation (the durable truth of a cancel); its driver and
-        heartbeat, or None when the run is not active."""
+        heartbeat (stale when older than ``stale_after_s``), or None when it is not active."""
         async with self.store.transaction():
             changed = await self.store.execute(
                 "UPDATE runs SET cancel_requested = 1"
@@ -119,10 +145,14 @@ class RunQueue:
             if not changed:
                 return None
             row = await self.store.fetch_one(
-                "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
-                {"run_id": run_id},
+                "SELECT instance_id, heartbeat_at,"  # noqa: S608 - no user input
+                f" CASE WHEN heartbeat_at < {store_clock(self.store, minus='stale_s')}"
+                " THEN 1 ELSE 0 END FROM runs WHERE run_id = :run_id",
+                {"run_id": run_id, "stale_s": float(stale_after_s)},
             )
-        return Claimable(run_id, str(row[0]), str(row[1])) if row is not None else None
+        if row is None:
+            return None
+        return Claimable(run_id, str(row[0]), str(row[1]), stale=bool(row[2]))
 
     async def cancel_requests(self, instance_id: str) -> list[str]:
         """Active runs driven by ``instance_id`` that a cancel was asked for."""
@@ -133,6 +163,13 @@ class RunQueue:
         )
         return [str(r[0]) for r in rows]
 
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether a cancel was asked for ``run_id``."""
+        row = await self.store.fetch_one(
+            "SELECT cancel_requested FROM runs WHERE run_id = :run_id", {"run_id": run_id}
+        )
+        return row is not None and bool(row[0])
+
     async def driver(self, run_id: str) -> Claimable | None:
         row = await self.store.fetch_one(
             "SELECT instance_id, heartbeat_at FROM runs WHERE run_id = :run_id",
@@ -141,4 +178,4 @@ class RunQueue:
         return Claimable(run_id, str(row[0]), str(row[1])) if row is not None else None
 
 
-__all__ = ["UNCLAIMED", "Claim", "Claimable", "RunQueue"]
+__all__ = ["UNCLAIMED", "Claim", "Claimable", "RunQueue", "store_clock"]

@@ -20,8 +20,8 @@ from exporter_api.runs.models import (
     RunSummary,
     ScriptState,
     VariantState,
-    utc_now,
 )
+from exporter_api.runs.queue import store_clock
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
@@ -127,11 +127,12 @@ class RunRepository:
                 )
                 if row is not None and int(row[0]) >= max_active:
                     return False
+            beat = store_clock(self.store)  # the store's clock, as every heartbeat's
             await self.store.execute(
-                "INSERT INTO runs (run_id, login, database_id, manager_id, stream_id, session_id,"
+                "INSERT INTO runs (run_id, login, database_id, manager_id, stream_id, session_id,"  # noqa: S608 - no user input
                 " mode, status, error, instance_id, heartbeat_at, created_at, updated_at,"
                 " started_at, finished_at) VALUES (:run_id, :login, :database_id, :manager_id,"
-                " :stream_id, :session_id, :mode, :status, :error, :instance_id, :heartbeat_at,"
+                f" :stream_id, :session_id, :mode, :status, :error, :instance_id, {beat},"
                 " :created_at, :updated_at, :started_at, :finished_at)",
                 {
                     "run_id": state.run_id,
@@ -144,7 +145,6 @@ class RunRepository:
                     "status": state.status,
                     "error": state.error,
                     "instance_id": instance_id,
-                    "heartbeat_at": state.updated_at,
                     "created_at": state.created_at,
                     "updated_at": state.updated_at,
                     "started_at": state.started_at,
@@ -254,17 +254,17 @@ class RunRepository:
                         await self._save_variant(state.run_id, script.script_id, variant)
 
     async def _save_run(self, state: RunState, instance_id: str | None) -> None:
+        # A save proves its instance alive now (by the store's clock, as every heartbeat):
+        # never the older time of the change saved, else a long variant's progress saves
+        # would make its run look abandoned to the other instances.
+        beat = store_clock(self.store)
         changed = await self.store.execute(
-            "UPDATE runs SET status = :status, error = :error, updated_at = :updated_at,"
-            " heartbeat_at = :beat, started_at = :started_at,"
+            "UPDATE runs SET status = :status, error = :error, updated_at = :updated_at,"  # noqa: S608 - no user input
+            f" heartbeat_at = {beat}, started_at = :started_at,"
             " finished_at = :finished_at WHERE run_id = :run_id"
             " AND (:instance = '' OR instance_id = :instance)",
             {
                 "instance": instance_id or "",
-                # A save proves its instance alive now: never the (older) time of the change
-                # being saved, else a long variant's progress saves would make its run look
-                # abandoned to the other instances.
-                "beat": utc_now(),
                 "run_id": state.run_id,
                 "status": state.status,
                 "error": state.error,

@@ -442,6 +442,31 @@ async def test_restart_resumes_runs_of_a_dead_process(
     assert events[-1]["updatedAt"] == loaded.updated_at
 
 
+async def test_restart_resumes_every_run_of_a_dead_process_at_once(
+    catalog: ExportConfig, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
+    async with engine_kit(catalog, data, CREDS) as kit:
+        run_ids = []
+        for _ in range(45):  # more than one page of claimable runs
+            state = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
+            assert await kit.repo.insert_run(state, owner, "dead-process", max_active=None)
+            run_ids.append(state.run_id)
+    # Restarted (a store only it uses): every run is claimed before it serves anything, none
+    # is left for the takeover delay.
+    async with engine_kit(catalog, data, CREDS) as kit:
+        left = await kit.store.fetch_one(
+            "SELECT COUNT(*) FROM runs WHERE instance_id = 'dead-process'"
+        )
+        for run_id in run_ids:
+            await kit.engine.wait(run_id)
+        ended = [await kit.repo.load(run_id) for run_id in run_ids]
+    assert left == (0,)
+    assert {s.status for s in ended if s is not None} == {"NoData"}
+    assert len(ended) == 45
+
+
 async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter_api.runs.models import utc_now
 from exporter_api.runs.queue import RunQueue
 from exporter_api.store import Store, open_store
 
@@ -36,10 +37,9 @@ async def test_heartbeat_reports_only_runs_another_instance_drives(store: Store)
     await _insert(store, "RUNNING-HERE", "Running", "me")
     await _insert(store, "JUST-FINISHED", "Success", "me")  # saved, not yet forgotten here
     await _insert(store, "TAKEN-OVER", "Running", "other")
-    lost = await queue.heartbeat(
-        ["RUNNING-HERE", "JUST-FINISHED", "TAKEN-OVER"], "me", "2026-11-30T12:00:05.000Z"
-    )
+    before = utc_now()
+    lost = await queue.heartbeat(["RUNNING-HERE", "JUST-FINISHED", "TAKEN-OVER"], "me")
     assert lost == ["TAKEN-OVER"]
     row = await store.fetch_one("SELECT heartbeat_at FROM runs WHERE run_id = 'RUNNING-HERE'")
     assert row is not None
-    assert row[0] == "2026-11-30T12:00:05.000Z"
+    assert before <= row[0] <= utc_now()  # stamped by the store's clock (SQLite: this process)

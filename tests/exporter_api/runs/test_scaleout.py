@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,12 @@ import asyncpg
 import pytest
 
 from exporter_api.config import ExportConfig, load_config
-from exporter_api.notify import LocalNotifier
+from exporter_api.notify import CANCEL_CHANNEL, LocalNotifier
+from exporter_api.runs import engine as engine_module
+from exporter_api.runs import models as models_module
 from exporter_api.runs.lifecycle import CREDENTIALS_GONE, too_many_attempts
 from exporter_api.runs.models import RunState
-from exporter_api.runs.queue import UNCLAIMED
+from exporter_api.runs.queue import UNCLAIMED, Claimable
 from exporter_api.runs.repository import RunOwner
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import (
@@ -318,6 +321,90 @@ async def test_cancel_through_the_other_engine_stops_the_query_within_a_second(
     assert after.status == "Cancelled"  # the 202 body names the outcome, never "Running"
     assert [v.status for v in variants(after, "s-slow")] == ["Cancelled"]
     assert stopped < 1.0
+
+
+class HeldAdoption:
+    """Holds engine A between claiming a run and knowing it (a slow store round trip right
+    after the claim): ``claimed`` is set once the claim is committed, ``release`` lets A go on."""
+
+    def __init__(self, kit: EngineKit) -> None:
+        self.claimed = anyio.Event()
+        self.release = anyio.Event()
+        self._owner = kit.repo.owner
+        kit.repo.owner = self.owner  # type: ignore[method-assign]
+
+    async def owner(self, run_id: str) -> RunOwner | None:
+        self.claimed.set()
+        await self.release.wait()
+        return await self._owner(run_id)
+
+
+@pytest.mark.parametrize("via", ["other", "same"])
+async def test_a_cancel_while_a_claim_is_being_adopted_stops_the_run_within_a_second(
+    catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase, state_url: str, via: str
+) -> None:
+    # Heartbeats far apart: neither the periodic claims nor the cancel safety net run here.
+    async with two_engines(
+        catalog, tmp_path / "data", state_url, heartbeat_s=60.0, takeover_after_s=120.0
+    ) as (a, b):
+        queued = a.engine._initial_state(U1, plan(catalog, single("s-slow", "g-slow")))
+        assert await a.repo.insert_run(queued, OWNER, UNCLAIMED, max_active=None)
+        held = HeldAdoption(a)
+        canceller = b if via == "other" else a
+        if via == "other":  # A is told while it does not know the run yet, then goes on
+
+            async def notified(run_id: str) -> None:
+                held.release.set()
+
+            a.engine.notifier.listen(CANCEL_CHANNEL, notified)
+        else:  # A goes on once the cancel flag is set
+            request_cancel = a.engine.queue.request_cancel
+
+            async def flag_then_release(run_id: str, *, stale_after_s: float) -> Claimable | None:
+                driver = await request_cancel(run_id, stale_after_s=stale_after_s)
+                held.release.set()
+                return driver
+
+            a.engine.queue.request_cancel = flag_then_release  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.engine.claim_orphans)
+            await held.claimed.wait()
+            asked = time.monotonic()
+            after = await canceller.engine.cancel(queued.run_id)
+            answered = time.monotonic() - asked
+        await poll_until(lambda: no_active_query(export_db), limit_s=1.0)
+        final = await stored(a, queued.run_id)
+    assert answered < 1.0
+    assert after.status == "Cancelled"  # the 202 body names the outcome, never "Running"
+    assert final.status == "Cancelled"
+    assert [v.status for v in variants(final, "s-slow")] == ["Cancelled"]
+
+
+class ClockAhead(datetime):
+    """This process's wall clock an hour ahead of the state store's (a skewed VM, an NTP step)."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return datetime.now(tz) + timedelta(hours=1)
+
+
+async def test_an_instance_whose_clock_is_ahead_takes_no_live_run_over(
+    catalog: ExportConfig, tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Heartbeats far apart: A's run is proved alive only by its start, stamped by the store.
+    async with two_engines(
+        catalog, tmp_path / "data", state_url, heartbeat_s=60.0, takeover_after_s=120.0
+    ) as (a, b):
+        live = await a.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+        with monkeypatch.context() as clock:
+            for module in (engine_module, models_module):
+                clock.setattr(module, "datetime", ClockAhead)
+            claimed = await b.engine.claim_orphans()
+            driver = await b.engine.queue.driver(live.run_id)
+        await a.engine.cancel(live.run_id)
+    assert claimed == []
+    assert driver is not None
+    assert driver.instance_id == a.engine.instance_id
 
 
 async def test_drain_hands_a_run_over_and_it_ends_success(

@@ -9,9 +9,10 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 
 from exporter_api.config import ExportConfig
-from exporter_api.errors import ExporterError
+from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.runs.repository import RunRepository
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
@@ -88,3 +89,39 @@ async def test_a_full_store_fails_the_run_with_its_real_cause(
     assert recorded == []
     assert on_disk == []
     assert published[-1]["status"] == "Failed"
+
+
+class FailingProgressSaves:
+    """Fault injection on a real repository: the first ``failures`` periodic progress saves
+    (a script and its running variant, no group or file) fail as during a store failover."""
+
+    def __init__(self, repo: RunRepository, failures: int) -> None:
+        self.failures = failures
+        self._save = repo.save
+        repo.save = self.save  # type: ignore[method-assign]
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        progress_only = kwargs.get("group") is None and kwargs.get("file") is None
+        if progress_only and kwargs.get("variants") and self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("the state store is unavailable")
+        await self._save(*args, **kwargs)
+
+
+async def test_a_failed_progress_save_is_retried_and_the_run_goes_on(
+    catalog: ExportConfig, tmp_path: Path
+) -> None:
+    async with engine_kit(catalog, tmp_path / "data", CREDS, persist_progress_s=0.2) as kit:
+        faults = FailingProgressSaves(kit.repo, failures=2)
+        with structlog.testing.capture_logs() as logs:
+            state = await kit.run_to_end(
+                user(USER1, "sess-1"), plan(catalog, single("s-progress", "g-slow"))
+            )
+    failed_saves = [e for e in logs if e["event"] == "progress_save_failed"]
+    assert faults.failures == 0
+    assert state.status == "Success"
+    assert [v.status for v in state.groups[0].scripts[0].variants] == ["Success"]
+    assert state.groups[0].scripts[0].rows_exported == 300_000
+    assert len(failed_saves) == 2
+    assert {e["error_type"] for e in failed_saves} == {"StoreUnavailable"}
+    assert {e["run_id"] for e in failed_saves} == {state.run_id}
