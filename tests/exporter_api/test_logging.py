@@ -57,3 +57,34 @@ def test_dsn_password_with_at_signs_is_redacted_whole() -> None:
     assert redact_value("redis://:pa/ss@cache:6379/0") == f"redis://:{REDACTED}@cache:6379/0"
     assert redact_value("a://u:p@h b://v:q@r@s") == f"a://u:{REDACTED}@h b://v:{REDACTED}@s"
     assert redact_value("https://example.org/path@x") == "https://example.org/path@x"
+
+
+class _Writes(io.StringIO):
+    """Records every ``write`` call (what reaches a shared stderr as one piece)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write() -> None:
+    """Worker processes share one stderr: a line written in two pieces can interleave with
+    another process's line and corrupt both for a log collector."""
+    stream = _Writes()
+    configure_logging("info", stream)
+    try:
+        structlog.get_logger("test").info("service_started", worker=1)
+        logging.getLogger("hypercorn.error").warning("a stdlib line")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    pieces = [call for call in stream.calls if call]
+    assert len(pieces) == 2
+    for piece in pieces:
+        assert piece.endswith("\n")
+        assert piece.count("\n") == 1
+        json.loads(piece)
