@@ -1,4 +1,5 @@
-"""Throwaway real servers for the test suite: a PostgreSQL cluster and a Redis server.
+"""Throwaway real servers for the test suite: a PostgreSQL cluster, a Redis server, and the
+service itself (`exporter-api serve` on a copy of the demo catalog).
 
 Each is started on a free loopback port in a temporary directory and stopped afterwards. The
 machine's own PostgreSQL and Redis (trust auth, shared state) are never used.
@@ -13,9 +14,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,69 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_command() -> list[str]:
+    """How to run ``exporter-api`` with this interpreter (the venv's script, or ``-m``)."""
+    script = Path(sys.executable).with_name("exporter-api")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "exporter_api"]
+
+
+def demo_config(directory: Path, replacements: Mapping[str, str] | None = None) -> Path:
+    """A copy of examples/demo (catalog and SQL files) under ``directory``; each ``old -> new``
+    of ``replacements`` is applied once to its exporter.toml (and must be found there)."""
+    demo = directory / "demo"
+    shutil.copytree(ROOT / "examples" / "demo", demo)
+    config = demo / "exporter.toml"
+    text = config.read_text(encoding="utf-8")
+    for old, new in (replacements or {}).items():
+        assert old in text, f"examples/demo/exporter.toml no longer has {old!r}"
+        text = text.replace(old, new, 1)
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+@contextlib.contextmanager
+def exporter_serve(
+    config: Path,
+    data_dir: Path,
+    log_path: Path,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``exporter-api serve`` on a free port, its output appended to ``log_path``; yields the
+    process and its base URL and stops it (if still alive) when the block ends."""
+    port = free_port()
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                *serve_command(),
+                "serve",
+                *("--config", str(config), "--host", "127.0.0.1", "--port", str(port)),
+                *("--data-dir", str(data_dir), *args),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        try:
+            # A first start on the demo builds its database (2,000,000 ledger rows) first.
+            wait_for_port(port, timeout=timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"exporter-api did not start:\n{log_path.read_text(errors='replace')}"
+            ) from None
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            stop_process(proc, 15)
 
 
 def _pg_bin(name: str) -> str:

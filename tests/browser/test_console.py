@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import free_port, stop_process, wait_for_port
+from tests.services import demo_config, exporter_serve
 
 pytestmark = pytest.mark.browser
 
@@ -30,69 +29,20 @@ DOCS_SCREENSHOT = ROOT / "docs" / "console.png"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def _serve_command() -> list[str]:
-    script = Path(sys.executable).with_name("exporter-api")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "exporter_api"]
-
-
 # The demo's access tokens live 300 s; the copy served here issues short ones so the scenario
 # outlives a few and proves the console refreshes them on its own.
 TOKEN_TTL_S = 8
 
 
-def _demo_config(tmp_path: Path) -> Path:
-    """A copy of examples/demo (catalog and SQL files) with short-lived access tokens."""
-    demo = tmp_path / "demo"
-    shutil.copytree(ROOT / "examples" / "demo", demo)
-    config = demo / "exporter.toml"
-    text = config.read_text(encoding="utf-8")
-    assert "access_token_ttl_s = 300" in text
-    config.write_text(
-        text.replace("access_token_ttl_s = 300", f"access_token_ttl_s = {TOKEN_TTL_S}"),
-        encoding="utf-8",
-    )
-    return config
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """`exporter-api serve` on the demo catalog, a throwaway data dir and a free port."""
-    config = _demo_config(tmp_path)
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                *_serve_command(),
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            try:
-                # The first start builds the demo database (2,000,000 ledger rows) before listening.
-                wait_for_port(port, timeout=90)
-            except TimeoutError:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"exporter-api did not start:\n{log_path.read_text(errors='replace')}")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(proc, 15)
+    """`exporter-api serve` on the demo catalog (short-lived access tokens), a throwaway data
+    dir and a free port."""
+    config = demo_config(
+        tmp_path, {"access_token_ttl_s = 300": f"access_token_ttl_s = {TOKEN_TTL_S}"}
+    )
+    with exporter_serve(config, tmp_path / "data", tmp_path / "server.log") as (_, url):
+        yield url
 
 
 @pytest.mark.timeout(240)

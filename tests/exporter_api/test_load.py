@@ -12,10 +12,7 @@ printed (``-s``) and recorded in docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,9 +25,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.services import free_port, stop_process, wait_for_port
+from tests.services import demo_config, exporter_serve
 
-ROOT = Path(__file__).resolve().parents[2]
 RS = "\x1e"
 CONNECTIONS = 200
 RUNNERS = 10
@@ -56,43 +52,13 @@ class Figures:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    demo = tmp_path / "demo"
-    shutil.copytree(ROOT / "examples" / "demo", demo)
-    config = demo / "exporter.toml"
-    text = config.read_text(encoding="utf-8")
-    assert "max_active_runs_per_user = 3" in text
-    config.write_text(
-        text.replace("max_active_runs_per_user = 3", f"max_active_runs_per_user = {RUNNERS}"),
-        encoding="utf-8",
+    config = demo_config(
+        tmp_path, {"max_active_runs_per_user = 3": f"max_active_runs_per_user = {RUNNERS}"}
     )
-    port = free_port()
-    script = Path(sys.executable).with_name("exporter-api")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "exporter_api"]
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                *command,
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, timeout=90)
-            yield f"127.0.0.1:{port}", proc
-        finally:
-            stop_process(proc, 15)
+    with exporter_serve(
+        config, tmp_path / "data", tmp_path / "server.log", args=("--log-level", "warning")
+    ) as (proc, url):
+        yield url.removeprefix("http://"), proc
 
 
 class HubClient:

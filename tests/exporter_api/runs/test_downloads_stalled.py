@@ -10,10 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -25,9 +23,8 @@ import httpx
 import pytest
 
 from tests.exporter_api.conftest import DEMO_LOGIN
-from tests.services import free_port, stop_process, wait_for_port
+from tests.services import demo_config, exporter_serve
 
-ROOT = Path(__file__).resolve().parents[3]
 PER_USER = 20  # two users x 20 = 40 stalled clients, each user exactly at the limit
 FILE_BYTES = 4 * 1024 * 1024  # incompressible: each ZIP is ~12 MB, far beyond any buffer
 SALES = {
@@ -78,55 +75,18 @@ class Server:
         return self.cpu_s() - before < max_cpu_s
 
 
-def _serve_command() -> list[str]:
-    script = Path(sys.executable).with_name("exporter-api")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "exporter_api"]
-
-
 @pytest.fixture
 def server(tmp_path: Path, demo_data_dir: Path) -> Iterator[Server]:
     """`exporter-api serve` on a copy of the demo allowing PER_USER downloads per user."""
-    demo = tmp_path / "demo"
-    shutil.copytree(ROOT / "examples" / "demo", demo)
-    config = demo / "exporter.toml"
-    text = config.read_text(encoding="utf-8")
-    assert "[server]\n" in text
-    config.write_text(
-        text.replace("[server]\n", f"[server]\nmax_downloads_per_user = {PER_USER}\n", 1),
-        encoding="utf-8",
+    config = demo_config(
+        tmp_path, {"[server]\n": f"[server]\nmax_downloads_per_user = {PER_USER}\n"}
     )
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "demo").symlink_to(demo_data_dir / "demo", target_is_directory=True)
-    port = free_port()
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                *_serve_command(),
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            try:
-                wait_for_port(port, timeout=60)
-            except TimeoutError:
-                pytest.fail(f"exporter-api did not start:\n{log_path.read_text(errors='replace')}")
-            yield Server(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
-        finally:
-            stop_process(proc, 15)
+    with exporter_serve(config, data_dir, log_path, timeout=60) as (proc, url):
+        yield Server(url, proc, log_path, data_dir)
 
 
 def _login(client: httpx.Client, user: str) -> dict[str, str]:
