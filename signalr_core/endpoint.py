@@ -547,8 +547,10 @@ class HubEndpoint:
         try:
             if not self._cors.websocket_allowed(request.headers.get("origin")):
                 raise _Refused(403, "Origin not allowed")
-            self._refuse_if_shutting_down()
             user = await self._principal(request)
+            # After the (possibly slow) authentication, with no await until the claim below: a
+            # shutdown that began meanwhile must not get a connection it will never close.
+            self._refuse_if_shutting_down()
             if request.query.get("id"):
                 try:
                     connection = self._lookup(request)

@@ -376,3 +376,40 @@ async def test_new_connections_are_refused_once_shutdown_begins() -> None:
         await endpoint(scope, receive, send)
         assert sent[0]["type"] == "websocket.http.response.start"
         assert sent[0]["status"] == 503
+
+
+async def test_a_websocket_authenticated_while_shutdown_begins_is_refused() -> None:
+    """The authentication hook may be slow (a store query): a shutdown that begins meanwhile
+    must refuse the connection, not accept one it will never send ``Close`` to."""
+    entered, release = anyio.Event(), anyio.Event()
+
+    async def authenticate(request: AuthRequest) -> None:
+        entered.set()
+        await release.wait()
+
+    endpoint = HubEndpoint(
+        FeatureHub, options=HubOptions(shutdown_timeout=1.0), authenticate=authenticate
+    )
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/",
+        "query_string": b"",
+        "headers": [],
+        "extensions": {"websocket.http.response": {}},
+    }
+    async with endpoint.lifespan(), anyio.create_task_group() as tg:
+        tg.start_soon(endpoint, scope, receive, send)
+        await entered.wait()
+        await endpoint.shutdown()
+        release.set()
+    assert sent[0]["type"] == "websocket.http.response.start"
+    assert sent[0]["status"] == 503
+    assert endpoint.connection_count == 0
