@@ -16,9 +16,18 @@ from urllib.parse import urlencode
 import anyio
 import pytest
 
-from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, USER2, USER2_PASSWORD
+from tests.exporter_api.conftest import create_pg_database
+from tests.exporter_api.runs.conftest import (
+    USER1,
+    USER1_PASSWORD,
+    USER2,
+    USER2_PASSWORD,
+    ExportDatabase,
+    write_catalog,
+)
 from tests.exporter_api.runs.live import Service, _node, bearer, events, live_service
 from tests.exporter_api.runs.test_runs_live import FAST, single, start
+from tests.services import PostgresCluster, RedisServer
 
 pytestmark = pytest.mark.compat
 
@@ -120,7 +129,7 @@ async def test_run_id_in_the_query_string_subscribes_and_foreign_ids_leak_nothin
     # The status read right after the join comes first, then the changes; each event once
     # although the connection is in the run's group and in its user's group.
     statuses = [e["status"] for e in events(mine, "run.updated", runId=run_id)]
-    assert statuses == ["Running", "Cancelled"] or statuses == ["Queued", "Running", "Cancelled"]
+    assert statuses in (["Running", "Cancelled"], ["Queued", "Running", "Cancelled"])
     # The other run is the user's too: the feed brings its run.updated, but nothing else.
     assert {line["name"] for line in of_run(mine, other)} == {"run.updated"}
     # The other user asked for both runs at connect: refused, zero events.
@@ -277,3 +286,57 @@ async def test_events_have_the_contract_shapes(
         "status": "Cancelled",
         "message": "Cancelled",
     }
+
+
+# --- 5. reconnects ----------------------------------------------------------------------------
+
+
+async def test_the_run_id_in_the_url_subscribes_again_after_a_reconnect(
+    catalog_path: Path, tmp_path: Path
+) -> None:
+    async with live_service(catalog_path, tmp_path / "data") as service:
+        token = await service.login(USER1, USER1_PASSWORD)
+        run_id = await start(service, token, SLOW)
+        async with frontend(service, token, run_ids=(run_id,)) as (lines, _):
+            await until(lines, has_event(lines, "script.progress", runId=run_id))
+            # The server ends the connection but lets the client reconnect (as on a restart).
+            closed = await service.app.state.runs.hub_endpoint.hub_context.close_connections(
+                where=lambda ctx: True, error="restarting", allow_reconnect=True
+            )
+            assert closed == 1
+            await until(lines, lambda: any(line["type"] == "reconnected" for line in lines))
+            mark = next(i for i, line in enumerate(lines) if line["type"] == "reconnected")
+            # No call after the reconnect: the URL's runId joined the new connection.
+            await until(lines, lambda: bool(events(lines[mark:], "script.progress", runId=run_id)))
+            await cancel(service, token, run_id)
+            await until(lines, has_event(lines, "run.updated", runId=run_id, status="Cancelled"))
+
+    statuses = [e["status"] for e in events(lines, "run.updated", runId=run_id)]
+    if statuses[0] == "Queued":  # connected before the run started: then its start follows
+        statuses = statuses[1:]
+    assert statuses == ["Running", "Running", "Cancelled"]  # one at each connect, then the end
+    assert "closed" not in [line["type"] for line in lines]
+
+
+# --- 6. the user feed across instances (Redis backplane) -----------------------------------
+
+
+async def test_user_feed_crosses_instances(
+    tmp_path: Path, export_db: ExportDatabase, pg: PostgresCluster, redis: RedisServer
+) -> None:
+    catalog_path = write_catalog(tmp_path / "cat", export_db)
+    url = create_pg_database(pg, "frontend_feed")
+    data = tmp_path / "data"
+    async with (
+        live_service(catalog_path, data, state_url=url, redis_url=redis.url) as a,
+        live_service(catalog_path, data, state_url=url, redis_url=redis.url) as b,
+    ):
+        token = await a.login(USER1, USER1_PASSWORD)
+        async with frontend(b, token) as (lines, _):  # on B; the run starts through A
+            run_id = await start(a, token, FAST)
+            await until(lines, has_event(lines, "run.updated", runId=run_id, status="Failed"))
+    assert [e["status"] for e in events(lines, "run.updated", runId=run_id)] == [
+        "Running",
+        "Failed",
+    ]
+    assert {line["name"] for line in of_run(lines, run_id)} == {"run.updated"}
