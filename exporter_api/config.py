@@ -50,8 +50,27 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+class HubConfig(_Base):
+    """`[server.hub]`: how clients written against the contract may subscribe on the hub."""
+
+    # Hub method names that subscribe a connection to a run (each takes the run id, as a string
+    # or as `{ runId }`, and returns the run's state) and that unsubscribe it. `SubscribeRun` and
+    # `UnsubscribeRun` always answer (the console uses them); these add the names an existing
+    # frontend calls (`JoinRun`, `Subscribe`, ...).
+    subscribe_methods: list[str] = msgspec.field(default_factory=lambda: ["SubscribeRun"])
+    unsubscribe_methods: list[str] = msgspec.field(default_factory=lambda: ["UnsubscribeRun"])
+    # Every authenticated connection also receives `run.updated` for each of its user's runs.
+    user_feed: bool = True
+
+
+BUILTIN_SUBSCRIBE = "SubscribeRun"
+BUILTIN_UNSUBSCRIBE = "UnsubscribeRun"
+_HUB_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
 class ServerConfig(_Base):
     hub_path: str = "/hubs/runs"
+    hub: HubConfig = msgspec.field(default_factory=HubConfig)
     access_token_ttl_s: int = 300
     refresh_ttl_s: int = 8 * 3600
     max_active_runs_per_user: int = 3
@@ -396,6 +415,7 @@ def _validate(config: ExportConfig, path: Path) -> None:
     ):
         if getattr(server, name) < 1:
             fail(f"server.{name}", "must be at least 1")
+    _validate_hub(server.hub, fail)
     if server.retention_days < 0:
         fail("server.retention_days", "must be 0 (keep forever) or a number of days")
     if server.state_url:
@@ -433,6 +453,36 @@ def _validate(config: ExportConfig, path: Path) -> None:
             fail(f"output.{name}", "must be a mode such as 0o600 (owner read+write)")
     if out.dir_mode & 0o100 == 0:
         fail("output.dir_mode", "must let the owner enter the directory (0o700 or wider)")
+
+
+def _hub_key(name: str) -> str:
+    # signalr_core matches wire names case-insensitively with underscores ignored.
+    return name.replace("_", "").lower()
+
+
+def _validate_hub(hub: HubConfig, fail: Callable[[str, str], NoReturn]) -> None:
+    """Method names are identifiers, and no two of them (nor a name and the other built-in
+    method) reach the same hub method."""
+    taken: dict[str, str] = {}  # hub key -> the list entry that claimed it
+    lists = (
+        ("subscribe_methods", hub.subscribe_methods, BUILTIN_SUBSCRIBE),
+        ("unsubscribe_methods", hub.unsubscribe_methods, BUILTIN_UNSUBSCRIBE),
+    )
+    for list_name, _, builtin in lists:
+        taken[_hub_key(builtin)] = list_name
+    for list_name, names, _ in lists:
+        entry = f"server.hub.{list_name}"
+        seen: set[str] = set()
+        for name in names:
+            if not _HUB_METHOD.match(name):
+                fail(entry, f"{name!r} is not a method name (a letter, then letters, digits, '_')")
+            key = _hub_key(name)
+            if key in seen:
+                fail(entry, f"{name!r} is listed twice (names match ignoring case and '_')")
+            seen.add(key)
+            owner = taken.setdefault(key, list_name)
+            if owner != list_name:
+                fail(entry, f"{name!r} clashes with a name of server.hub.{owner}")
 
 
 def _validate_dsn(db: DatabaseConfig, fail: Callable[[str, str], NoReturn], entry: str) -> None:
@@ -481,12 +531,15 @@ def _load_sql(
 
 
 __all__ = [
+    "BUILTIN_SUBSCRIBE",
+    "BUILTIN_UNSUBSCRIBE",
     "SCRIPT_PARAMETERS",
     "ColumnItem",
     "ColumnsProfile",
     "DatabaseConfig",
     "ExportConfig",
     "GroupConfig",
+    "HubConfig",
     "ManagerConfig",
     "OutputConfig",
     "ScriptConfig",

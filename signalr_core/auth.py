@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl
@@ -29,6 +29,8 @@ class AuthRequest:
         path: Request path.
         headers: Request headers; names lower-case, repeated headers joined with ``", "``.
         query: Query parameters (last value wins).
+        query_values: Every value of each query parameter, in order (a parameter may repeat:
+            ``?runId=a&runId=b``), like ASP.NET's ``Request.Query[name]``.
         cookies: Cookies from the ``Cookie`` header.
         access_token: The bearer token from ``Authorization: Bearer`` or the ``access_token``
             query parameter (the header wins), ``None`` when absent.
@@ -40,6 +42,7 @@ class AuthRequest:
     query: Mapping[str, str]
     cookies: Mapping[str, str]
     access_token: str | None
+    query_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 Authenticator: TypeAlias = Callable[[AuthRequest], "Principal | Awaitable[Principal | None] | None"]
@@ -63,9 +66,12 @@ def request_from_scope(scope: Mapping[str, Any]) -> AuthRequest:
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    query = dict(
-        parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    )
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query = dict(pairs)
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    query_values = {key: tuple(values) for key, values in grouped.items()}
     token: str | None = None
     authorization = headers.get("authorization")
     if authorization is not None:
@@ -83,6 +89,7 @@ def request_from_scope(scope: Mapping[str, Any]) -> AuthRequest:
         query=query,
         cookies=cookies,
         access_token=token,
+        query_values=query_values,
     )
 
 

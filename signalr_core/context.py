@@ -33,7 +33,9 @@ class HubCallerContext:
         user: The principal from the ``authenticate`` hook, ``None`` when anonymous.
         items: A mutable dict that lives as long as the connection.
         headers: Request headers of the request that started the transport (lower-case names).
-        query: Query parameters of that request (``access_token`` removed).
+        query: Query parameters of that request (``access_token`` removed; last value wins).
+        query_values: Every value of each of those parameters, in order (a parameter may
+            repeat), like ASP.NET's ``Request.Query[name]``.
         cookies: Cookies of that request.
         transport: ``"WebSockets"``, ``"ServerSentEvents"`` or ``"LongPolling"``.
     """
@@ -45,6 +47,7 @@ class HubCallerContext:
     query: Mapping[str, str]
     cookies: Mapping[str, str]
     transport: str
+    query_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     on_abort: Callable[[], None] | None = field(default=None, repr=False)
     """Set by the server layer: what :meth:`abort` does."""
 

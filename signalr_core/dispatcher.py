@@ -409,6 +409,7 @@ class HubServerConnection:
         headers: Mapping[str, str],
         query: Mapping[str, str],
         cookies: Mapping[str, str],
+        query_values: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         """Bind the transport and the request that started it; then start :meth:`run`."""
         formats = (
@@ -427,6 +428,7 @@ class HubServerConnection:
             query={k: v for k, v in query.items() if k != "access_token"},
             cookies=dict(cookies),
             transport=str(transport),
+            query_values={k: v for k, v in (query_values or {}).items() if k != "access_token"},
             on_abort=self.close,
         )
         self._state = HubConnectionState(

@@ -444,6 +444,7 @@ class HubEndpoint:
             headers=request.headers,
             query=request.query,
             cookies=request.cookies,
+            query_values=request.query_values,
         )
         self._tg.start_soon(connection.run)
 

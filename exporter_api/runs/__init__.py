@@ -74,7 +74,7 @@ class RunsComponent:
                 redis_url, channel_prefix="exporter", hub_name="runs"
             )
         self.hub_endpoint = HubEndpoint(
-            bind_runs_hub(self),
+            bind_runs_hub(self, config.server.hub),
             options=hub_options or HubOptions(),
             authenticate=self._authenticate_hub,
             lifetime_manager=lifetime_manager,
@@ -191,7 +191,10 @@ class RunsComponent:
             repository=self._repository,
             providers=services.providers,
             credentials=services.vault,
-            publisher=HubPublisher(self.hub_endpoint.hub_context),
+            publisher=HubPublisher(
+                self.hub_endpoint.hub_context,
+                owners=self._repository.owner if self.config.server.hub.user_feed else None,
+            ),
             files_root=self.files_root,
             notifier=services.notifier,
             exclusive_store=services.store.backend == "sqlite",

@@ -194,3 +194,57 @@ def test_retention_days(tmp_path: Path, value: str, ok: bool) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.entry == "server.retention_days"
+
+
+def _with_hub(tmp_path: Path, body: str) -> Path:
+    path = _copy_demo(tmp_path)
+    with path.open("a", encoding="utf-8") as file:
+        file.write(f"\n[server.hub]\n{body}\n")
+    return path
+
+
+def test_hub_defaults_and_aliases(tmp_path: Path) -> None:
+    hub = load_config(DEMO).server.hub
+    assert (hub.subscribe_methods, hub.unsubscribe_methods, hub.user_feed) == (
+        ["SubscribeRun"],
+        ["UnsubscribeRun"],
+        True,
+    )
+    path = _with_hub(
+        tmp_path,
+        'subscribe_methods = ["JoinRun", "join_run_group"]\n'
+        'unsubscribe_methods = ["LeaveRun"]\nuser_feed = false',
+    )
+    hub = load_config(path).server.hub
+    assert hub.subscribe_methods == ["JoinRun", "join_run_group"]
+    assert hub.unsubscribe_methods == ["LeaveRun"]
+    assert hub.user_feed is False
+
+
+@pytest.mark.parametrize(
+    ("body", "entry", "problem"),
+    [
+        ('subscribe_methods = ["Join Run"]', "subscribe_methods", "is not a method name"),
+        ('subscribe_methods = ["1Join"]', "subscribe_methods", "is not a method name"),
+        ('subscribe_methods = [""]', "subscribe_methods", "is not a method name"),
+        ('subscribe_methods = ["JoinRun", "join_run"]', "subscribe_methods", "listed twice"),
+        ('subscribe_methods = ["unsubscriberun"]', "subscribe_methods", "clashes"),
+        ('unsubscribe_methods = ["Subscribe_Run"]', "unsubscribe_methods", "clashes"),
+        (
+            'subscribe_methods = ["Join"]\nunsubscribe_methods = ["JOIN"]',
+            "unsubscribe_methods",
+            "clashes with a name of server.hub.subscribe_methods",
+        ),
+        ("user_feed = 1", "server.hub.user_feed", "Expected `bool`"),
+    ],
+)
+def test_hub_method_names_that_clash_are_refused(
+    tmp_path: Path, body: str, entry: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_hub(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.entry.endswith(entry)
+    assert problem in info.value.problem
+    assert main(["check-config", str(path)]) == 1
+    assert problem in capsys.readouterr().err

@@ -228,6 +228,7 @@ class FeatureHub(Hub):
             "transport": self.context.transport,
             "header": self.context.headers.get("x-test"),
             "query": self.context.query.get("q"),
+            "queryValues": {k: list(v) for k, v in self.context.query_values.items()},
             "cookie": self.context.cookies.get("c"),
             "user": self.context.user_id,
         }

@@ -213,3 +213,10 @@ async def test_logs_bind_connection_id_and_never_contain_tokens() -> None:
     for entry in logs:
         assert secret not in repr(entry)
         assert body["connectionToken"] not in repr(entry)
+
+
+def test_request_from_scope_keeps_every_value_of_a_repeated_parameter() -> None:
+    scope = {"type": "websocket", "path": "/hub", "query_string": b"runId=a&x=1&runId=b&runId=a"}
+    request = request_from_scope(scope)
+    assert request.query["runId"] == "a"  # last value wins
+    assert request.query_values == {"runId": ("a", "b", "a"), "x": ("1",)}

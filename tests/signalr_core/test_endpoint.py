@@ -186,6 +186,13 @@ async def test_context_carries_request_details(url: str) -> None:
     )
 
 
+async def test_context_keeps_every_value_of_a_repeated_query_parameter(url: str) -> None:
+    async with json_ws(f"{url}?q=a&access_token=secret&q=b") as client:
+        context = (await client.invoke("GetContext"))["result"]
+    assert context["query"] == "b"  # last value wins
+    assert context["queryValues"] == {"q": ["a", "b"]}  # never the access token
+
+
 async def test_keep_alive_pings_and_client_timeout() -> None:
     options = HubOptions(keep_alive_interval=0.2, client_timeout=1.0)
     async with (
