@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     # A worker started by `--workers`: the inherited listening socket and the worker's number.
     serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument(
         "--insecure-cookies",
         action="store_true",
@@ -122,8 +123,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     if args.worker_index is not None:
+        from exporter_api.workers import follow_supervisor
+
         structlog.contextvars.bind_contextvars(worker=args.worker_index)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches us through the supervisor
+        supervisor = args.supervisor_pid if args.supervisor_pid is not None else os.getppid()
+        if not follow_supervisor(supervisor):  # it died while this worker started: nothing to do
+            structlog.get_logger("exporter_api.cli").warning("supervisor_gone")
+            return 1
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 1
@@ -261,6 +268,8 @@ def _serve_workers(
             str(sock.fileno()),
             "--worker-index",
             str(index),
+            "--supervisor-pid",
+            str(os.getpid()),
             "--workers",  # the worker serves alone, but knows it has siblings (hub tokens)
             str(settings.workers),
             *(["--insecure-cookies"] if args.insecure_cookies else []),

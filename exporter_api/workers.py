@@ -8,6 +8,10 @@ end up on a port of its own. Each worker is a full instance (its own lifespan, i
 connections): exactly what several hosts would run, hence the PostgreSQL state store and Redis it
 requires.
 
+A worker asks the kernel for SIGTERM when its supervisor dies (``follow_supervisor``, Linux's
+``PR_SET_PDEATHSIG``): a supervisor killed with SIGKILL (OOM killer, ``kill -9``) would otherwise
+leave its workers serving the port, and a new supervisor could not bind it.
+
 Signals: SIGTERM or SIGINT to the supervisor becomes SIGTERM to every worker, which drains (see
 ``exporter_api.cli``); a second one is forwarded again and makes the workers stop without
 waiting. Workers ignore SIGINT so that Ctrl+C in a terminal (sent to the whole process group)
@@ -18,9 +22,12 @@ is stopped and the supervisor exits with status 1.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -31,6 +38,20 @@ import structlog
 _log = structlog.get_logger("exporter_api.workers")
 
 MIN_UPTIME_S = 10.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def follow_supervisor(supervisor_pid: int) -> bool:
+    """In a worker: SIGTERM (drain, exit) when the supervisor dies; ``False`` if it already has.
+
+    The death signal is Linux only; elsewhere only the check that the supervisor is still the
+    parent is made. The check comes after the request, so a supervisor dying in between is seen.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            _log.warning("parent_death_signal_failed", errno=ctypes.get_errno())
+    return os.getppid() == supervisor_pid
 
 
 def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -105,4 +126,4 @@ async def supervise(
     return 1 if failed else 0
 
 
-__all__ = ["MIN_UPTIME_S", "listening_socket", "supervise"]
+__all__ = ["MIN_UPTIME_S", "follow_supervisor", "listening_socket", "supervise"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 import structlog
 
 from exporter_api.workers import listening_socket, supervise
+from tests.services import free_port
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -75,3 +78,72 @@ def test_listening_socket_is_inheritable_and_binds_once() -> None:
             listening_socket("127.0.0.1", port)
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
+
+
+# A supervisor in a process of its own (the test kills it); its workers follow it as
+# `serve --worker-index` does, then sleep (SIGTERM's default action ends them).
+_SUPERVISOR = """
+import os, sys, anyio, structlog
+from exporter_api.workers import follow_supervisor, listening_socket, supervise
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: the test's
+sock = listening_socket("127.0.0.1", int(sys.argv[1]))
+worker = (
+    "import sys, time; from exporter_api.workers import follow_supervisor;"
+    " assert follow_supervisor(int(sys.argv[1])); print('worker', flush=True); time.sleep(120)"
+)
+command = [sys.executable, "-c", worker, str(os.getpid())]
+print(os.getpid(), flush=True)
+anyio.run(lambda: supervise(2, lambda _: command, env=os.environ, pass_fds=(sock.fileno(),)))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_die_with_a_killed_supervisor() -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR, str(port)], stdout=subprocess.PIPE, text=True
+    ) as supervisor:
+        assert supervisor.stdout is not None
+        try:
+            assert int(supervisor.stdout.readline()) == supervisor.pid
+            assert [supervisor.stdout.readline() for _ in range(2)] == ["worker\n"] * 2
+            children = subprocess.run(
+                ["ps", "-o", "pid=", "--ppid", str(supervisor.pid)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            workers = [int(pid) for pid in children.stdout.split()]
+            assert len(workers) == 2
+        finally:
+            supervisor.kill()  # SIGKILL: no chance to stop its workers itself
+    deadline = time.monotonic() + 10
+    # Other processes: poll until they are gone, bounded by the deadline.
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "workers outlived their supervisor"
+    with listening_socket("127.0.0.1", port):  # the port is free for the next supervisor
+        pass
+
+
+def test_follow_supervisor_sees_a_supervisor_already_gone() -> None:
+    # In a child (the death signal is per process): the parent is this test, not "the
+    # supervisor" 1 (it died while the worker started and the worker was re-parented).
+    check = (
+        "import os; from exporter_api.workers import follow_supervisor;"
+        " print(follow_supervisor(os.getppid()), follow_supervisor(1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.split() == ["True", "False"]
