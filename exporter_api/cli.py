@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 _E = TypeVar("_E", bound=BaseException)
 
+_GRACEFUL_TIMEOUT_S = 5  # hypercorn's wait for open requests once the drain is done
+# After the drain and hypercorn's stop, a worker still has its lifespan to close (hub
+# connections, pools): the supervisor kills a worker only past all of that.
+_STOP_MARGIN_S = 15.0
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exporter-api", description="The export service.")
@@ -176,7 +181,11 @@ def _serve(args: argparse.Namespace) -> int:
             )
             return 1
         return _serve_workers(
-            args, settings, state_url(settings, config), redis_url(settings, config)
+            args,
+            settings,
+            state_url(settings, config),
+            redis_url(settings, config),
+            stop_timeout_s=config.server.drain_grace_s + _GRACEFUL_TIMEOUT_S + _STOP_MARGIN_S,
         )
     hc = HypercornConfig()
     if args.listen_fd is not None:
@@ -185,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         hc.bind = [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # JSON through configure_logging
-    hc.graceful_timeout = 5
+    hc.graceful_timeout = _GRACEFUL_TIMEOUT_S
     if args.worker_index is None:
         log.info(
             "listening",
@@ -229,7 +238,12 @@ def _find_error(exc: BaseException, kind: type[_E]) -> _E | None:
 
 
 def _serve_workers(
-    args: argparse.Namespace, settings: Settings, store_url: str | None, hub_url: str | None
+    args: argparse.Namespace,
+    settings: Settings,
+    store_url: str | None,
+    hub_url: str | None,
+    *,
+    stop_timeout_s: float,
 ) -> int:
     import anyio
     import structlog
@@ -283,7 +297,13 @@ def _serve_workers(
     )
     with sock:
         return anyio.run(
-            lambda: supervise(settings.workers, command, env=env, pass_fds=(sock.fileno(),))
+            lambda: supervise(
+                settings.workers,
+                command,
+                env=env,
+                pass_fds=(sock.fileno(),),
+                stop_timeout_s=stop_timeout_s,
+            )
         )
 
 
