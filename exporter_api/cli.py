@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 _E = TypeVar("_E", bound=BaseException)
 
+_GRACEFUL_TIMEOUT_S = 5  # hypercorn's wait for open requests once the drain is done
+# After the drain and hypercorn's stop, a worker still has its lifespan to close (hub
+# connections, pools): the supervisor kills a worker only past all of that.
+_STOP_MARGIN_S = 15.0
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exporter-api", description="The export service.")
@@ -62,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     # A worker started by `--workers`: the inherited listening socket and the worker's number.
     serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument(
         "--insecure-cookies",
         action="store_true",
@@ -122,8 +128,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     if args.worker_index is not None:
+        from exporter_api.workers import follow_supervisor
+
         structlog.contextvars.bind_contextvars(worker=args.worker_index)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches us through the supervisor
+        supervisor = args.supervisor_pid if args.supervisor_pid is not None else os.getppid()
+        if not follow_supervisor(supervisor):  # it died while this worker started: nothing to do
+            structlog.get_logger("exporter_api.cli").warning("supervisor_gone")
+            return 1
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 1
@@ -169,7 +181,11 @@ def _serve(args: argparse.Namespace) -> int:
             )
             return 1
         return _serve_workers(
-            args, settings, state_url(settings, config), redis_url(settings, config)
+            args,
+            settings,
+            state_url(settings, config),
+            redis_url(settings, config),
+            stop_timeout_s=config.server.drain_grace_s + _GRACEFUL_TIMEOUT_S + _STOP_MARGIN_S,
         )
     hc = HypercornConfig()
     if args.listen_fd is not None:
@@ -178,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         hc.bind = [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # JSON through configure_logging
-    hc.graceful_timeout = 5
+    hc.graceful_timeout = _GRACEFUL_TIMEOUT_S
     if args.worker_index is None:
         log.info(
             "listening",
@@ -222,7 +238,12 @@ def _find_error(exc: BaseException, kind: type[_E]) -> _E | None:
 
 
 def _serve_workers(
-    args: argparse.Namespace, settings: Settings, store_url: str | None, hub_url: str | None
+    args: argparse.Namespace,
+    settings: Settings,
+    store_url: str | None,
+    hub_url: str | None,
+    *,
+    stop_timeout_s: float,
 ) -> int:
     import anyio
     import structlog
@@ -261,6 +282,8 @@ def _serve_workers(
             str(sock.fileno()),
             "--worker-index",
             str(index),
+            "--supervisor-pid",
+            str(os.getpid()),
             "--workers",  # the worker serves alone, but knows it has siblings (hub tokens)
             str(settings.workers),
             *(["--insecure-cookies"] if args.insecure_cookies else []),
@@ -274,7 +297,13 @@ def _serve_workers(
     )
     with sock:
         return anyio.run(
-            lambda: supervise(settings.workers, command, env=env, pass_fds=(sock.fileno(),))
+            lambda: supervise(
+                settings.workers,
+                command,
+                env=env,
+                pass_fds=(sock.fileno(),),
+                stop_timeout_s=stop_timeout_s,
+            )
         )
 
 

@@ -3,11 +3,15 @@
 A load balancer sends traffic only to ready instances. Ready means: not draining (SIGTERM), the
 state store answers ``SELECT 1``, Redis answers ``PING`` when the hub uses it, and the files
 directory exists and takes a file. Every check is bounded by ``timeout_s`` and they run
-concurrently, so a probe answers within about ``timeout_s`` whatever hangs. The files check runs
-in a worker thread of its own (a hung NFS mount blocks that one thread, never the shared pool):
-while a previous check's thread has not returned, the next check fails at once ("files directory
-not answering") and starts no thread, so a hung mount holds one thread however often the load
-balancer asks.
+concurrently, so a probe answers within about ``timeout_s`` whatever hangs.
+
+One evaluation is in flight at a time: a probe that arrives while one runs awaits that one and
+shares its result (``/readyz`` is anonymous; several load balancer checkers or a burst of requests
+must not fail each other, nor open one Redis connection each). The files check runs in a worker
+thread of its own (a hung NFS mount blocks that one thread, never the shared pool). Evaluations
+never overlap, so a files thread still running when the next one starts belongs to an evaluation
+that already gave up on it after ``timeout_s``: that check fails at once ("files directory not
+answering") and starts no thread, so a hung mount holds one thread however often it is asked.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Health:
         self._probe_busy = False
         self._probe_guard = threading.Lock()  # held only to flip the flags below, never to wait
         self._probe_name = f".readyz-{secrets.token_hex(6)}"  # one per instance (shared volume)
+        self._in_flight: _Evaluation | None = None
 
     @property
     def draining(self) -> bool:
@@ -114,6 +119,24 @@ class Health:
         """What is not ready, as short phrases (empty: ready)."""
         if self._draining:
             return ["draining"]
+        current = self._in_flight
+        if current is not None:  # one evaluation at a time: share the running one's result
+            await current.done.wait()
+        else:
+            current = self._in_flight = _Evaluation()
+            try:
+                # Shielded: callers that joined wait for this result even if the caller that
+                # started it goes away. Every check is bounded by timeout_s, so this ends soon.
+                with anyio.CancelScope(shield=True):
+                    current.result = await self._evaluate()
+            finally:
+                self._in_flight = None
+                current.done.set()
+        if current.result is None:  # the evaluation itself broke (not a check): not ready
+            return ["readiness check: interrupted"]
+        return list(current.result)
+
+    async def _evaluate(self) -> list[str]:
         checks: list[tuple[str, Callable[[], Awaitable[None]]]] = [("state store", self._store_ok)]
         if self._redis_url:
             checks.append(("redis", self._redis_ok))
@@ -188,6 +211,14 @@ class Health:
         finally:
             os.close(fd)
         probe.unlink()
+
+
+class _Evaluation:
+    """One readiness evaluation; the probes that arrive while it runs await ``done``."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: list[str] | None = None
 
 
 class _Stuck(Exception):

@@ -8,19 +8,34 @@ end up on a port of its own. Each worker is a full instance (its own lifespan, i
 connections): exactly what several hosts would run, hence the PostgreSQL state store and Redis it
 requires.
 
+A worker asks the kernel for SIGTERM when its supervisor dies (``follow_supervisor``, Linux's
+``PR_SET_PDEATHSIG``): a supervisor killed with SIGKILL (OOM killer, ``kill -9``) would otherwise
+leave its workers serving the port, and a new supervisor could not bind it.
+
 Signals: SIGTERM or SIGINT to the supervisor becomes SIGTERM to every worker, which drains (see
 ``exporter_api.cli``); a second one is forwarded again and makes the workers stop without
 waiting. Workers ignore SIGINT so that Ctrl+C in a terminal (sent to the whole process group)
-reaches them once, through the supervisor. A worker that exits on its own is started again,
-unless it did not live ``min_uptime_s`` (a start-up failure would only repeat): then every worker
-is stopped and the supervisor exits with status 1.
+reaches them once, through the supervisor. A worker that has not exited ``stop_timeout_s`` after
+the stop was asked for (a drain that hangs) is killed. The supervisor exits with status 1 if a
+worker did not stop cleanly (status 0, or killed by the SIGTERM it was sent before it listened
+for it), else 0.
+
+Restarts: a worker whose first start does not live ``min_uptime_s`` is a start-up failure (bad
+configuration, unreachable store) that would only repeat: every worker is stopped and the
+supervisor exits with status 1. Any later exit is one worker's trouble and never stops its
+healthy siblings: it is started again after a delay that doubles from ``restart_delay_s`` up to
+``max_restart_delay_s`` while the restarts keep dying within ``min_uptime_s``, and starts again
+from ``restart_delay_s`` once a restart has lived that long.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -31,6 +46,23 @@ import structlog
 _log = structlog.get_logger("exporter_api.workers")
 
 MIN_UPTIME_S = 10.0
+RESTART_DELAY_S = 1.0
+MAX_RESTART_DELAY_S = 30.0
+STOP_TIMEOUT_S = 60.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def follow_supervisor(supervisor_pid: int) -> bool:
+    """In a worker: SIGTERM (drain, exit) when the supervisor dies; ``False`` if it already has.
+
+    The death signal is Linux only; elsewhere only the check that the supervisor is still the
+    parent is made. The check comes after the request, so a supervisor dying in between is seen.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            _log.warning("parent_death_signal_failed", errno=ctypes.get_errno())
+    return os.getppid() == supervisor_pid
 
 
 def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -48,8 +80,15 @@ async def supervise(
     env: Mapping[str, str],
     pass_fds: Sequence[int],
     min_uptime_s: float = MIN_UPTIME_S,
+    restart_delay_s: float = RESTART_DELAY_S,
+    max_restart_delay_s: float = MAX_RESTART_DELAY_S,
+    stop_timeout_s: float = STOP_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Run ``command(i)`` for i in ``range(count)`` until SIGTERM/SIGINT; returns the exit code."""
+    """Run ``command(i)`` for i in ``range(count)`` until SIGTERM/SIGINT; returns the exit code.
+
+    ``clock`` measures how long a worker lived (tests drive it).
+    """
     processes: dict[int, anyio.abc.Process] = {}
     stopping = anyio.Event()
     failed = False
@@ -60,32 +99,57 @@ async def supervise(
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
 
+    async def kill_after_stop(index: int, proc: anyio.abc.Process) -> None:
+        await stopping.wait()
+        await anyio.sleep(stop_timeout_s)
+        _log.warning("worker_killed", worker=index, pid=proc.pid, stop_timeout_s=stop_timeout_s)
+        proc.kill()
+
+    async def run_once(index: int) -> int:
+        async with await anyio.open_process(
+            list(command(index)),
+            stdin=subprocess.DEVNULL,
+            stdout=None,  # the supervisor's own stdout/stderr: one log stream
+            stderr=None,
+            env=dict(env),
+            pass_fds=pass_fds,
+        ) as proc:
+            processes[index] = proc
+            _log.info("worker_started", worker=index, pid=proc.pid)
+            if stopping.is_set():  # the signal came while this one was starting
+                proc.send_signal(signal.SIGTERM)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kill_after_stop, index, proc)
+                code = await proc.wait()
+                tg.cancel_scope.cancel()
+        del processes[index]
+        return code
+
     async def worker(index: int) -> None:
         nonlocal failed
+        delay = restart_delay_s
+        first = True
         while not stopping.is_set():
-            started = time.monotonic()
-            async with await anyio.open_process(
-                list(command(index)),
-                stdin=subprocess.DEVNULL,
-                stdout=None,  # the supervisor's own stdout/stderr: one log stream
-                stderr=None,
-                env=dict(env),
-                pass_fds=pass_fds,
-            ) as proc:
-                processes[index] = proc
-                _log.info("worker_started", worker=index, pid=proc.pid)
-                if stopping.is_set():  # the signal came while this one was starting
-                    proc.send_signal(signal.SIGTERM)
-                code = await proc.wait()
-            del processes[index]
+            started = clock()
+            code = await run_once(index)
+            lived = clock() - started
             if stopping.is_set():
                 _log.info("worker_stopped", worker=index, code=code)
+                if code not in (0, -signal.SIGTERM):
+                    failed = True
                 return
-            _log.warning("worker_exited", worker=index, code=code)
-            if time.monotonic() - started < min_uptime_s:
+            _log.warning("worker_exited", worker=index, code=code, lived_s=round(lived, 3))
+            if lived < min_uptime_s and first:  # a start-up failure: it would only repeat
                 failed = True
                 stop_all()
                 return
+            first = False
+            if lived >= min_uptime_s:
+                delay = restart_delay_s
+            _log.info("worker_restarting", worker=index, delay_s=delay)
+            with anyio.move_on_after(delay):
+                await stopping.wait()
+            delay = min(delay * 2, max_restart_delay_s)
 
     async def forward_signals(
         *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -105,4 +169,12 @@ async def supervise(
     return 1 if failed else 0
 
 
-__all__ = ["MIN_UPTIME_S", "listening_socket", "supervise"]
+__all__ = [
+    "MAX_RESTART_DELAY_S",
+    "MIN_UPTIME_S",
+    "RESTART_DELAY_S",
+    "STOP_TIMEOUT_S",
+    "follow_supervisor",
+    "listening_socket",
+    "supervise",
+]

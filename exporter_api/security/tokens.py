@@ -9,9 +9,11 @@ a SHA-256 hash). Every refresh consumes its token and issues a new one; presenti
 token again revokes the whole session. Access tokens are checked against the session row on
 every use (with a cache of at most `_SESSION_CACHE_S`), so logout ends them at once.
 
-Revocation crosses instances: `revoke_session` publishes the session id on the notifier's
-`SESSION_REVOKED_CHANNEL`, and every instance (this one included) runs its `on_revoked` listeners
-when the notification arrives (the hub closes that session's connections there).
+Revocation crosses instances: `revoke_session` runs this instance's `on_revoked` listeners at
+once, then publishes the session id on the notifier's `SESSION_REVOKED_CHANNEL`, and every
+instance runs its listeners when the notification arrives (the hub closes that session's
+connections there). The revoking instance thus runs them twice (its own notification comes back):
+listeners are idempotent, and its connections close even while its LISTEN connection reconnects.
 
 Signing keys rotate: tokens are signed with the ring's first key and carry its ``kid``; a token
 verifies under any key of the ring (the ``kid`` picks the first one tried).
@@ -117,7 +119,8 @@ class TokenService:
 
     def on_revoked(self, listener: RevocationListener) -> Callable[[], None]:
         """Call ``listener`` after every revocation on any instance (the hub closes the session's
-        connections); returns a function that removes it again."""
+        connections); returns a function that removes it again. It may be called more than once
+        for one session and must be idempotent."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -222,11 +225,12 @@ class TokenService:
             )
             await self._vault.delete(session_id)
         _log.info("session_revoked", session_id=session_id, reason=reason)
+        # This instance reacts now, not when (or if) its own notification comes back.
+        await self._run_listeners(session_id, reason)
         try:
             await self._notifier.notify(SESSION_REVOKED_CHANNEL, session_id)
-        except Exception as exc:  # the store is the record; at least this instance reacts now
+        except Exception as exc:  # the store is the record; the others' checks catch up
             _log.warning("session_revoked_notify_failed", error_type=type(exc).__name__)
-            await self._run_listeners(session_id, reason)
 
     async def _session_revoked(self, session_id: str) -> None:
         """A revocation notice from any instance: forget the cached check, run the listeners."""

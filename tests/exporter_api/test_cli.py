@@ -24,6 +24,7 @@ from exporter_api.cli import _serve_until_signal
 from exporter_api.config import Settings
 from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, generate_key, parse_keys
 from exporter_api.store import open_store
+from exporter_api.workers import listening_socket
 from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, create_pg_database
 from tests.services import PostgresCluster, RedisServer, free_port, wait_for_port
 
@@ -123,11 +124,9 @@ def test_workers_need_the_postgresql_store_and_redis(tmp_path: Path) -> None:
     assert "pa55word" not in no_redis.stderr
 
 
-def test_workers_serve_one_port_and_stop_on_sigterm(
-    settings: Settings, pg: PostgresCluster, redis: RedisServer, tmp_path: Path
-) -> None:
-    port = free_port()
-    state_url = create_pg_database(pg, "state_workers")
+def _serve_workers(
+    settings: Settings, state_url: str, redis: RedisServer, port: int, log: Any
+) -> subprocess.Popen[bytes]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")},
         JWT_KEY_ENV: generate_key(),
@@ -135,37 +134,50 @@ def test_workers_serve_one_port_and_stop_on_sigterm(
         "EXPORTER_REDIS_URL": redis.url,
         "PYTHONUNBUFFERED": "1",
     }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter_api",
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(settings.data_dir),
+            "--state-url",
+            state_url,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def _wait_for_workers(log_path: Path) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    started: set[int] = set()
+    while len(started) < 2 and time.monotonic() < deadline:
+        events = _events(log_path.read_text(encoding="utf-8"))
+        started = {e["worker"] for e in events if e["event"] == "service_started"}
+        time.sleep(0.1)  # polling other processes' logs, bounded by the deadline
+    assert started == {0, 1}
+    return events
+
+
+def test_workers_serve_one_port_and_stop_on_sigterm(
+    settings: Settings, pg: PostgresCluster, redis: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    state_url = create_pg_database(pg, "state_workers")
     log_path = tmp_path / "workers.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter_api",
-                "serve",
-                "--workers",
-                "2",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(settings.data_dir),
-                "--state-url",
-                state_url,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        proc = _serve_workers(settings, state_url, redis, port, log)
         try:
             wait_for_port(port, timeout=60)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                deadline = time.monotonic() + 60
-                started: set[int] = set()
-                while len(started) < 2 and time.monotonic() < deadline:
-                    events = _events(log_path.read_text(encoding="utf-8"))
-                    started = {e["worker"] for e in events if e["event"] == "service_started"}
-                    time.sleep(0.1)  # polling other processes' logs, bounded by the deadline
-                assert started == {0, 1}
+                _wait_for_workers(log_path)
                 assert client.get("/readyz").json() == {"status": "ready"}
                 login = client.post("/api/auth/login", json=DEMO_LOGIN)
                 assert login.status_code == 200
@@ -195,6 +207,43 @@ def test_workers_serve_one_port_and_stop_on_sigterm(
             os.kill(pid, 0)
     text = log_path.read_text(encoding="utf-8")
     assert pg.password not in text  # the state URL's password is never logged
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(
+    settings: Settings, pg: PostgresCluster, redis: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    state_url = create_pg_database(pg, "state_orphans")
+    log_path = tmp_path / "workers.log"
+    with log_path.open("wb") as log:
+        proc = _serve_workers(settings, state_url, redis, port, log)
+        try:
+            wait_for_port(port, timeout=60)
+            events = _wait_for_workers(log_path)
+        finally:
+            proc.kill()  # SIGKILL (OOM killer, kill -9): the supervisor stops no one itself
+            proc.wait()
+        pids = {e["pid"] for e in events if e["event"] == "worker_started"}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # other processes: poll, bounded by the deadline
+            alive = set()
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                    alive.add(pid)
+                except ProcessLookupError:
+                    pass
+            if not alive:
+                break
+            time.sleep(0.1)
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+    assert len(pids) == 2
+    assert alive == set(), "workers outlived their supervisor"
+    events = _events(log_path.read_text(encoding="utf-8"))
+    assert sum(e["event"] == "draining_started" for e in events) == 2  # as on SIGTERM
+    with listening_socket("127.0.0.1", port):  # a new supervisor can bind the port
+        pass
 
 
 class _DrainingRuns(NoRuns):

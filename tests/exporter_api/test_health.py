@@ -18,6 +18,9 @@ from starlette.applications import Starlette
 
 from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
+from exporter_api.health import Health
+from exporter_api.store.base import Store
+from exporter_api.store.sqlite import SqliteStore
 from tests.exporter_api.conftest import NoRuns, create_pg_database, running_app
 from tests.exporter_api.runs.conftest import poll_until
 from tests.services import PostgresCluster, RedisServer, free_port
@@ -159,3 +162,36 @@ async def test_lost_state_store_is_named(settings: Settings, pg: PostgresCluster
         lost = await client.get("/readyz")
     assert lost.status_code == 503
     assert lost.json()["detail"].startswith("not ready: state store: unreachable")
+
+
+async def _concurrent_failures(health: Health, store: Store, count: int) -> list[list[str]]:
+    results: list[list[str]] = []
+    async with health.running(store):
+
+        async def probe() -> None:
+            results.append(await health.failures())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(probe)
+    return results
+
+
+async def test_overlapping_probes_share_one_check(tmp_path: Path) -> None:
+    # Two load balancer checkers, or a burst of anonymous requests, at the same moment.
+    store = await SqliteStore.open(tmp_path / "state.db")
+    try:
+        results = await _concurrent_failures(Health(tmp_path / "exports", None), store, 4)
+    finally:
+        await store.aclose()
+    assert results == [[], [], [], []]
+
+
+async def test_overlapping_probes_with_redis(tmp_path: Path, redis: RedisServer) -> None:
+    # More probes than the health client's Redis connections (2): none fails for want of one.
+    store = await SqliteStore.open(tmp_path / "state.db")
+    try:
+        results = await _concurrent_failures(Health(tmp_path / "exports", redis.url), store, 6)
+    finally:
+        await store.aclose()
+    assert results == [[]] * 6

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,6 +17,7 @@ import pytest
 import structlog
 
 from exporter_api.workers import listening_socket, supervise
+from tests.services import free_port
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -46,7 +50,12 @@ async def test_a_crashed_worker_is_restarted_and_sigterm_stops_all() -> None:
             async def run() -> None:
                 codes.append(
                     await supervise(
-                        2, lambda _: SLEEPER, env=os.environ, pass_fds=(), min_uptime_s=0
+                        2,
+                        lambda _: SLEEPER,
+                        env=os.environ,
+                        pass_fds=(),
+                        min_uptime_s=0,
+                        restart_delay_s=0.01,
                     )
                 )
 
@@ -67,6 +76,122 @@ async def test_a_crashed_worker_is_restarted_and_sigterm_stops_all() -> None:
             os.kill(int(str(pid)), 0)
 
 
+async def _supervise_until_sigterm(
+    logs: list[MutableMapping[str, Any]],
+    until: Callable[[], Awaitable[None]],
+    command: Callable[[int], Sequence[str]],
+    **options: Any,
+) -> int:
+    """``supervise(2, command)`` until ``until()`` returns, then SIGTERM; its exit code."""
+    codes: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            codes.append(await supervise(2, command, env=os.environ, pass_fds=(), **options))
+
+        tg.start_soon(run)
+        await _wait_for(logs, "worker_started", 2)
+        await until()
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor listens for it by now
+    return codes[0]
+
+
+def _ready_worker(ready: Path, on_sigterm: str) -> list[str]:
+    """A worker that handles SIGTERM with ``on_sigterm``, then says so by making ``ready``."""
+    code = (
+        "import pathlib, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, {on_sigterm})\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(120)\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+async def _exists(path: Path) -> None:
+    with anyio.fail_after(20):
+        while not await anyio.Path(path).exists():  # noqa: ASYNC110 (another process's file)
+            await anyio.sleep(0.02)
+
+
+async def test_restarts_back_off_and_never_stop_healthy_workers(tmp_path: Path) -> None:
+    # Worker 1 lives long on its first start, then every restart dies at once.
+    marker = tmp_path / "started-once"
+    crasher = [
+        sys.executable,
+        "-c",
+        f"import pathlib, time; p = pathlib.Path({str(marker)!r})\n"
+        "if p.exists(): raise SystemExit(3)\n"
+        "p.touch(); time.sleep(120)",
+    ]
+    now = 0.0
+    with structlog.testing.capture_logs() as logs:
+
+        async def crash_after_a_long_life() -> None:
+            nonlocal now
+            await _exists(marker)
+            now += 100  # worker 1 has lived past min_uptime_s
+            started = [e for e in logs if e["event"] == "worker_started" and e["worker"] == 1]
+            os.kill(int(str(started[0]["pid"])), signal.SIGKILL)
+            await _wait_for(logs, "worker_restarting", 5)
+
+        code = await _supervise_until_sigterm(
+            logs,
+            crash_after_a_long_life,
+            lambda index: crasher if index == 1 else SLEEPER,
+            min_uptime_s=60,
+            restart_delay_s=0.01,
+            max_restart_delay_s=0.04,
+            clock=lambda: now,
+        )
+    restarts = [e for e in logs if e["event"] == "worker_restarting"]
+    assert {e["worker"] for e in restarts} == {1}
+    assert [e["delay_s"] for e in restarts[:5]] == [0.01, 0.02, 0.04, 0.04, 0.04]
+    exits = [e["code"] for e in logs if e["event"] == "worker_exited"]
+    assert exits[:5] == [-signal.SIGKILL, 3, 3, 3, 3]
+    # Worker 0 ran on untouched until the SIGTERM: one start, one stop.
+    zero = [e["event"] for e in logs if e.get("worker") == 0]
+    assert zero == ["worker_started", "worker_stopped"]
+    assert code in (0, 1)  # 1 if a restart of worker 1 happened to be dying (3) at the stop
+
+
+async def test_a_worker_that_ignores_the_stop_is_killed(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    with structlog.testing.capture_logs() as logs:
+
+        async def until() -> None:
+            await _exists(ready)
+
+        code = await _supervise_until_sigterm(
+            logs,
+            until,
+            lambda index: _ready_worker(ready, "signal.SIG_IGN") if index == 0 else SLEEPER,
+            stop_timeout_s=0.2,
+        )
+    assert code == 1  # a worker that had to be killed did not stop cleanly
+    killed = [e for e in logs if e["event"] == "worker_killed"]
+    assert [e["worker"] for e in killed] == [0]
+    stopped = {e["worker"]: e["code"] for e in logs if e["event"] == "worker_stopped"}
+    assert stopped == {0: -signal.SIGKILL, 1: -signal.SIGTERM}
+
+
+async def test_a_worker_failing_its_stop_makes_the_exit_code_1(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    with structlog.testing.capture_logs() as logs:
+
+        async def until() -> None:
+            await _exists(ready)
+
+        code = await _supervise_until_sigterm(
+            logs,
+            until,
+            lambda index: _ready_worker(ready, "lambda *_: sys.exit(2)") if index == 0 else SLEEPER,
+        )
+    assert code == 1
+    stopped = {e["worker"]: e["code"] for e in logs if e["event"] == "worker_stopped"}
+    assert stopped == {0: 2, 1: -signal.SIGTERM}
+    assert not [e for e in logs if e["event"] == "worker_killed"]
+
+
 def test_listening_socket_is_inheritable_and_binds_once() -> None:
     with listening_socket("127.0.0.1", 0) as sock:
         assert sock.get_inheritable()
@@ -75,3 +200,72 @@ def test_listening_socket_is_inheritable_and_binds_once() -> None:
             listening_socket("127.0.0.1", port)
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
+
+
+# A supervisor in a process of its own (the test kills it); its workers follow it as
+# `serve --worker-index` does, then sleep (SIGTERM's default action ends them).
+_SUPERVISOR = """
+import os, sys, anyio, structlog
+from exporter_api.workers import follow_supervisor, listening_socket, supervise
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: the test's
+sock = listening_socket("127.0.0.1", int(sys.argv[1]))
+worker = (
+    "import os, sys, time; from exporter_api.workers import follow_supervisor;"
+    " assert follow_supervisor(int(sys.argv[1])); os.write(1, b'worker\\\\n'); time.sleep(120)"
+)
+command = [sys.executable, "-c", worker, str(os.getpid())]
+print(os.getpid(), flush=True)
+anyio.run(lambda: supervise(2, lambda _: command, env=os.environ, pass_fds=(sock.fileno(),)))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_die_with_a_killed_supervisor() -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR, str(port)], stdout=subprocess.PIPE, text=True
+    ) as supervisor:
+        assert supervisor.stdout is not None
+        try:
+            assert int(supervisor.stdout.readline()) == supervisor.pid
+            assert [supervisor.stdout.readline() for _ in range(2)] == ["worker\n"] * 2
+            children = subprocess.run(
+                ["ps", "-o", "pid=", "--ppid", str(supervisor.pid)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            workers = [int(pid) for pid in children.stdout.split()]
+            assert len(workers) == 2
+        finally:
+            supervisor.kill()  # SIGKILL: no chance to stop its workers itself
+    deadline = time.monotonic() + 10
+    # Other processes: poll until they are gone, bounded by the deadline.
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "workers outlived their supervisor"
+    with listening_socket("127.0.0.1", port):  # the port is free for the next supervisor
+        pass
+
+
+def test_follow_supervisor_sees_a_supervisor_already_gone() -> None:
+    # In a child (the death signal is per process): the parent is this test, not "the
+    # supervisor" 1 (it died while the worker started and the worker was re-parented).
+    check = (
+        "import os; from exporter_api.workers import follow_supervisor;"
+        " print(follow_supervisor(os.getppid()), follow_supervisor(1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.split() == ["True", "False"]

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from exporter_api.errors import Unauthorized
+from exporter_api.notify import Handler
 from exporter_api.security.keys import KeyRing
 from exporter_api.security.tokens import TokenService
 from exporter_api.security.vault import CredentialVault
@@ -110,6 +112,34 @@ async def test_revocation_by_another_instance_is_seen_within_a_second(store: Sto
     await anyio.sleep(1.1)
     with pytest.raises(Unauthorized):
         await tokens.verify_access_token(access)
+
+
+class _DroppingNotifier:
+    """A notifier whose deliveries are lost (this instance's LISTEN connection reconnecting)."""
+
+    async def notify(self, channel: str, payload: str) -> None:
+        pass
+
+    def listen(self, channel: str, handler: Handler) -> Callable[[], None]:
+        return lambda: None
+
+
+async def test_revoking_runs_this_instances_listeners_without_the_notification(
+    store: Store,
+) -> None:
+    vault = CredentialVault(store, b"v" * 32)
+    tokens = TokenService(
+        store, vault, KEY, access_ttl_s=300, refresh_ttl_s=3600, notifier=_DroppingNotifier()
+    )
+    _, _, session_id = await _login(tokens)
+    revoked: list[tuple[str, str]] = []
+
+    async def listener(session: str, reason: str) -> None:
+        revoked.append((session, reason))
+
+    tokens.on_revoked(listener)
+    await tokens.revoke_session(session_id, "logout")
+    assert revoked == [(session_id, "logout")]  # at once, not at the next check
 
 
 async def test_expired_sessions_are_purged(store: Store) -> None:
