@@ -30,8 +30,8 @@ import structlog
 
 from exporter_api.errors import ExporterError
 from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.runs.errors import failure_message
-from exporter_api.runs.files import FileWriter, render_file_name, unique_name
+from exporter_api.runs.errors import FILE_WRITTEN_ELSEWHERE, ExportFileConflict, failure_message
+from exporter_api.runs.files import FileWriter, WrittenFile, render_file_name, unique_name
 from exporter_api.runs.models import (
     GROUP_UPDATED,
     RUN_UPDATED,
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from exporter_api.runs.slots import SlotLeases
 
 _log = structlog.get_logger("exporter_api.runs.executor")
+
+_MAX_STALE_NAMES = 20  # final names met in place, skipped before a variant gives up
 
 
 class EventPublisher(Protocol):
@@ -253,10 +255,8 @@ class RunExecutor:
             batch_rows=database.fetch_batch_rows,
         )
         directory = self.files_root / state.run_id
-        name = unique_name(
-            render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
-            run.taken_names,
-        )
+        rendered = render_file_name(output.file_name_template, self._name_fields(run, planned, i))
+        name = unique_name(rendered, run.taken_names)
         writer = FileWriter(
             directory,
             name,
@@ -271,7 +271,7 @@ class RunExecutor:
                 if result.rows == 0:
                     vstate.bytes_written = 0
                     return "NoData", None, None  # leaving the block removes the header-only file
-                written = await writer.commit()
+                written = await self._commit(run, writer, rendered, log)
                 vstate.bytes_written = written.size_bytes
                 return (
                     "Success",
@@ -298,6 +298,25 @@ class RunExecutor:
         vstate.rows_exported = 0
         vstate.bytes_written = 0
         return "Failed", error, None
+
+    async def _commit(
+        self, run: ActiveRun, writer: FileWriter, rendered: str, log: structlog.BoundLogger
+    ) -> WrittenFile:
+        """Commit ``writer``; a final name already in place takes the next free name.
+
+        The name was free of the run's recorded files, so the file in place is no file of this
+        run: a previous driver's, still writing when it was cut off from the store after the
+        run was taken over from it (its saves are refused now, it never records that file).
+        Failing the variant for it would fail the run of the instance that holds it."""
+        for _ in range(_MAX_STALE_NAMES):
+            try:
+                return await writer.commit()
+            except ExportFileConflict as exc:
+                if exc.detail != FILE_WRITTEN_ELSEWHERE:
+                    raise
+            writer.rename(unique_name(rendered, run.taken_names))
+            log.warning("stale_export_file_skipped")
+        return await writer.commit()
 
     def _name_fields(self, run: ActiveRun, planned: PlannedScript, i: int) -> dict[str, str]:
         state = run.state

@@ -6,7 +6,8 @@ the way. The data is fsynced before the move and the directory after it (and the
 directory just made), so a file the store records survives a power loss. Moving never
 overwrites: a final name that exists already (an owner cut off from the store still writing
 after its run was taken over, racing the new owner) fails that commit with
-``ExportFileConflict`` and leaves the file on disk as it was. Disk writes run on a worker
+``ExportFileConflict`` and leaves the file on disk as it was (the run's owner then commits
+under the next free name: see ``RunExecutor``). Disk writes run on a worker
 thread in batches of about ``flush_bytes`` so the event loop never blocks and memory stays
 bounded whatever the size of the result.
 
@@ -250,6 +251,7 @@ class FileWriter:
         self._writeback_from = 0
         self.rows = 0
         self.bytes_written = 0  # payload bytes received (BOM included)
+        self._size: int | None = None  # once the data is complete and synced
         self._committed: WrittenFile | None = None
 
     async def __aenter__(self) -> FileWriter:
@@ -314,33 +316,47 @@ class FileWriter:
 
         await anyio.to_thread.run_sync(_disk_call, _write)
 
-    async def commit(self) -> WrittenFile:
-        """Flush, fsync, close and link into place."""
-        await self._flush()
-        file = self._file
-        assert file is not None
+    def rename(self, name: str) -> None:
+        """Commit under ``name`` instead (after ``commit()`` met a final name in place)."""
+        if self._committed is not None:
+            raise RuntimeError("the file is committed already")
+        self.name = name
+        self.final_path = self.directory / name
 
-        def _finish() -> int:
-            file.flush()
-            os.fsync(file.fileno())
-            size = os.fstat(file.fileno()).st_size
-            file.close()
+    async def commit(self) -> WrittenFile:
+        """Flush, fsync, close and link into place; after an ``ExportFileConflict`` for a name
+        in place, ``rename()`` and ``commit()`` again (the data is kept)."""
+        if self._size is None:
+            await self._flush()
+            file = self._file
+            assert file is not None
+
+            def _seal() -> int:
+                file.flush()
+                os.fsync(file.fileno())
+                size = os.fstat(file.fileno()).st_size
+                file.close()
+                return size
+
+            self._size = await anyio.to_thread.run_sync(_disk_call, _seal)
+            self._file = None
+        final = self.final_path
+
+        def _finish() -> None:
             # Once the final name exists, only its durability is left: the store records the
             # file next, so its directory entry must survive a power loss as well as its data.
-            _publish(self.part_path, self.final_path)
+            _publish(self.part_path, final)
             try:
                 fsync_dir(self.directory)
             except BaseException:
                 # Not durable, so not committed: the name goes, the variant fails.
                 with contextlib.suppress(OSError):
-                    self.final_path.unlink()
+                    final.unlink()
                 raise
-            return size
 
-        size = await anyio.to_thread.run_sync(_disk_call, _finish)
-        self._file = None
+        await anyio.to_thread.run_sync(_disk_call, _finish)
         self._committed = WrittenFile(
-            self.final_path, self.name, size, self.rows, self._hash.hexdigest()
+            final, self.name, self._size, self.rows, self._hash.hexdigest()
         )
         return self._committed
 

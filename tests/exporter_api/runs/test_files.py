@@ -381,3 +381,24 @@ async def test_a_file_whose_entry_cannot_be_synced_is_not_committed(
         with pytest.raises(ExportDiskUnwritable):
             await writer.commit()
     assert _listdir(run) == []
+
+
+async def test_a_commit_refused_for_a_name_in_place_goes_through_under_another(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "RUN1"
+    run.mkdir()
+    (run / "x.csv").write_bytes(b"stale\n")
+    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
+        await writer.write(b"mine\n", 1)
+        with pytest.raises(ExportFileConflict):
+            await writer.commit()
+        writer.rename("x (2).csv")
+        written = await writer.commit()
+        with pytest.raises(RuntimeError):
+            writer.rename("x (3).csv")
+    assert written.name == "x (2).csv"
+    assert written.path.read_bytes() == b"mine\n"
+    assert written.sha256 == hashlib.sha256(b"mine\n").hexdigest()
+    assert (run / "x.csv").read_bytes() == b"stale\n"
+    assert _listdir(run) == ["x (2).csv", "x.csv"]
