@@ -87,6 +87,13 @@ class ActiveRun:
     handover: bool = False
     lost: bool = False
     taken_names: set[str] = field(default_factory=set)
+    # When (time.monotonic()) a store write that stamped the run's heartbeat last began: the
+    # run is this instance's for ``takeover_after_s`` from then, no longer for sure after.
+    leased_at: float = field(default_factory=time.monotonic)
+
+    def renew(self, began: float) -> None:
+        """A write stamping the run's heartbeat, begun at ``began``, succeeded."""
+        self.leased_at = max(self.leased_at, began)
 
     @property
     def run_id(self) -> str:
@@ -360,6 +367,7 @@ class RunExecutor:
                 script.message = message
             refresh_run(state, now)
             with anyio.CancelScope(shield=True):  # a cancel must not tear a half-written change
+                began = time.monotonic()
                 try:
                     await self.repo.save(
                         state,
@@ -376,6 +384,7 @@ class RunExecutor:
                     if file is not None:
                         await self._unrecorded(run, variants, file, failure_message(exc))
                     raise
+                run.renew(began)
                 await self.publish_changes(run.state, before)
 
     async def _unrecorded(
@@ -485,6 +494,7 @@ class _Progress:
             self.script.bytes_written = self.base_bytes + size
             async with self.run.lock:
                 with anyio.CancelScope(shield=True):
+                    began = time.monotonic()
                     try:
                         await self.executor.repo.save(
                             self.run.state,
@@ -492,6 +502,7 @@ class _Progress:
                             variants=[self.variant],
                             instance_id=self.executor.instance_id,
                         )
+                        self.run.renew(began)
                     except RunNotOwned:
                         self.executor.lose(self.run)
                     except Exception as exc:

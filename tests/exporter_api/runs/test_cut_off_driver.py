@@ -5,15 +5,20 @@ fail the variants of the instance that holds the run now."""
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog.testing
 
 from exporter_api.config import ExportConfig
+from exporter_api.errors import StoreUnavailable
 from exporter_api.runs.repository import RunOwner
-from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD
+from exporter_api.store import Store
+from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, poll_until
 from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
+from tests.exporter_api.runs.test_engine import has_active_query, no_active_query
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
 U1 = user(USER1, "sess-1")
@@ -81,3 +86,68 @@ async def test_a_stale_file_of_the_old_driver_never_fails_the_new_owners_variant
     assert zombie.stale is not None
     assert zombie.stale.read_bytes() == STALE  # never replaced
     assert [e["run_id"] for e in logs if e["event"] == "stale_export_file_skipped"] == [run_id]
+
+
+class Unreachable:
+    """Fault injection on a real store: while ``cut`` every statement fails as it does when the
+    store cannot be reached (the engine's transactions fail on their first statement)."""
+
+    def __init__(self, store: Store) -> None:
+        self.cut = False
+        self._execute, self._fetch_all = store.execute, store.fetch_all
+        store.execute = self.execute  # type: ignore[method-assign]
+        store.fetch_all = self.fetch_all  # type: ignore[method-assign]
+
+    async def execute(self, *args: Any, **kwargs: Any) -> int:
+        if self.cut:
+            raise StoreUnavailable()
+        return await self._execute(*args, **kwargs)
+
+    async def fetch_all(self, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        if self.cut:
+            raise StoreUnavailable()
+        return await self._fetch_all(*args, **kwargs)
+
+
+async def test_a_driver_that_cannot_reach_the_store_stops_before_a_takeover(
+    catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
+) -> None:
+    heartbeat, takeover = 0.5, 3.0
+    async with engine_kit(
+        catalog, tmp_path / "data", CREDS, heartbeat_s=heartbeat, takeover_after_s=takeover
+    ) as kit:
+        store = Unreachable(kit.store)
+        state = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
+        await poll_until(lambda: has_active_query(export_db))
+        with structlog.testing.capture_logs() as logs:
+            store.cut = True
+            await poll_until(lambda: no_active_query(export_db), limit_s=takeover)
+            stopped_at = datetime.now(UTC)  # a SQLite store's clock is this process's
+            with anyio.fail_after(5):
+                await kit.engine.wait(state.run_id)
+            assert not kit.engine.is_active(state.run_id)
+            store.cut = False
+            left = await kit.repo.load(state.run_id)
+            driver = await kit.engine.queue.driver(state.run_id)
+            # Once the store answers, the run is claimed again when its heartbeat is stale
+            # (here by this very instance, the only one).
+            await poll_until(lambda: ready(kit, state.run_id), limit_s=2 * takeover)
+            await kit.engine.cancel(state.run_id)
+        attempts = await kit.store.fetch_one(
+            "SELECT attempts FROM runs WHERE run_id = :r", {"r": state.run_id}
+        )
+    abandoned = [e for e in logs if e["event"] == "runs_abandoned_store_unreachable"]
+    assert [e["run_ids"] for e in abandoned] == [[state.run_id]]
+    # Stopped (its query gone on the server) before another instance could take it over.
+    assert driver is not None
+    last_beat = datetime.fromisoformat(driver.heartbeat_at)
+    assert stopped_at < last_beat + timedelta(seconds=takeover)
+    assert left is not None
+    assert left.status == "Running"  # nothing written by the run that stopped
+    assert [v.status for v in left.groups[0].scripts[0].variants] == ["Running"]
+    assert driver.instance_id == kit.engine.instance_id
+    assert attempts == (1,)
+
+
+async def ready(kit: EngineKit, run_id: str) -> bool:
+    return kit.engine.is_active(run_id)
