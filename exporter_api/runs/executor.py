@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from exporter_api.errors import ExporterError
+from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.providers.base import ExportColumn, ExportRequest
 from exporter_api.runs.errors import FILE_WRITTEN_ELSEWHERE, ExportFileConflict, failure_message
 from exporter_api.runs.files import FileWriter, WrittenFile, render_file_name, unique_name
@@ -63,6 +63,12 @@ _log = structlog.get_logger("exporter_api.runs.executor")
 _MAX_STALE_NAMES = 20  # final names met in place, skipped before a variant gives up
 
 
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a save that raised ``exc`` may have been applied all the same: the store became
+    unreachable (or stopped answering) around its COMMIT, so its reply was lost."""
+    return isinstance(exc, (StoreUnavailable, TimeoutError, OSError))
+
+
 class EventPublisher(Protocol):
     async def publish(self, run_id: str, method: str, payload: object) -> None: ...
 
@@ -90,6 +96,9 @@ class ActiveRun:
     # When (time.monotonic()) a store write that stamped the run's heartbeat last began: the
     # run is this instance's for ``takeover_after_s`` from then, no longer for sure after.
     leased_at: float = field(default_factory=time.monotonic)
+    # Committed files whose record's save ended in doubt (the connection dropped around the
+    # COMMIT): settled by the run's final save (`RunLifecycle`) or by the one taking it over.
+    uncertain: dict[str, StoredFile] = field(default_factory=dict)
 
     def renew(self, began: float) -> None:
         """A write stamping the run's heartbeat, begun at ``began``, succeeded."""
@@ -382,22 +391,71 @@ class RunExecutor:
                     return
                 except Exception as exc:
                     if file is not None:
-                        await self._unrecorded(run, variants, file, failure_message(exc))
+                        await self._unrecorded(run, variants, file, exc)
+                        recompute_script(script, now)
+                        refresh_run(state, now)
                     raise
                 run.renew(began)
                 await self.publish_changes(run.state, before)
 
     async def _unrecorded(
-        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, error: str
+        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, exc: Exception
     ) -> None:
-        """A committed file whose record could not be saved: its variant failed (saying why)
-        and the file goes, so the run's directory holds recorded files only."""
+        """A committed file whose record could not be saved: its variant failed (saying why).
+
+        The file goes when the save surely did not happen, so the run's directory holds
+        recorded files only. When the store became unreachable the COMMIT may have been
+        applied all the same (the reply lost): the file stays, and the run's final save finds
+        out (``settle_uncertain``) -- else whoever takes the run over reconciles its files."""
+        error = failure_message(exc)
         for v in variants:
             if v.file_id == file.file_id:
                 v.status, v.file_id = "Failed", None
                 v.error = v.message = f"the file could not be recorded: {error}"
+        if outcome_unknown(exc):
+            run.uncertain[file.file_id] = file
+            _log.warning("file_record_outcome_unknown", run_id=run.run_id, file_id=file.file_id)
+            return
         path = self.files_root / run.run_id / file.name
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+    async def settle_uncertain(self, run: ActiveRun) -> list[StoredFile]:
+        """Before the run's final save: the variant of a file recorded after all is
+        ``Success`` again with its file; the files not recorded are returned, to be removed
+        once that (fenced) save proves this instance still holds the run."""
+        if not run.uncertain:
+            return []
+        recorded = {f.file_id for f in await self.repo.files(run.run_id)}
+        now = utc_now()
+        stray: list[StoredFile] = []
+        for file in run.uncertain.values():
+            if file.file_id not in recorded:
+                stray.append(file)
+                continue
+            script = run.script(file.group_id, file.script_id)
+            for v in script.variants:
+                if v.variant == file.variant:
+                    v.status = "Success"
+                    v.file_id = file.file_id
+                    v.error = None
+                    v.message = "Success"
+            recompute_script(script, now)
+        refresh_run(run.state, now)
+        return stray
+
+    async def remove_unrecorded(self, run: ActiveRun, stray: list[StoredFile]) -> None:
+        """After the run's final save: remove the files ``settle_uncertain`` found unrecorded
+        (nobody records a file of this run any more)."""
+        paths = [self.files_root / run.run_id / f.name for f in stray]
+
+        def _remove() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        if paths:
+            await anyio.to_thread.run_sync(_remove)
+            _log.info("unrecorded_files_removed", run_id=run.run_id, count=len(paths))
+        run.uncertain.clear()
 
     def lose(self, run: ActiveRun) -> None:
         """Another instance drives ``run`` now: stop it here without writing anything more."""
@@ -525,4 +583,11 @@ class _ProgressSink:
         await self._progress.on_write(self._writer.rows, self._writer.bytes_written)
 
 
-__all__ = ["ActiveRun", "EventPublisher", "RunExecutor", "Snapshot", "new_file_id"]
+__all__ = [
+    "ActiveRun",
+    "EventPublisher",
+    "RunExecutor",
+    "Snapshot",
+    "new_file_id",
+    "outcome_unknown",
+]
