@@ -99,6 +99,9 @@ class ActiveRun:
     # Committed files whose record's save ended in doubt (the connection dropped around the
     # COMMIT): settled by the run's final save (`RunLifecycle`) or by the one taking it over.
     uncertain: dict[str, StoredFile] = field(default_factory=dict)
+    # The statuses before a change whose save failed (so it was never published): the run's
+    # final save publishes from there.
+    unpublished: Snapshot | None = None
 
     def renew(self, began: float) -> None:
         """A write stamping the run's heartbeat, begun at ``began``, succeeded."""
@@ -394,6 +397,8 @@ class RunExecutor:
                         await self._unrecorded(run, variants, file, exc)
                         recompute_script(script, now)
                         refresh_run(state, now)
+                    if run.unpublished is None:
+                        run.unpublished = before
                     raise
                 run.renew(began)
                 await self.publish_changes(run.state, before)

@@ -188,8 +188,9 @@ class RunLifecycle:
         async with run.lock:
             if not is_active(run.state.status) and failure is None:
                 return  # ended by its last change, saved and published then
-            # (A crash may come from the save of the change that ended it: saved again here.)
-            before = Snapshot(run.state)
+            # (A crash may come from the save of the change that ended it: saved again here,
+            # and published from the statuses before that change.)
+            before = run.unpublished or Snapshot(run.state)
             now = utc_now()
             if run.cancel_requested:
                 mark_unfinished(run.state, "Cancelled", now, error=None)

@@ -214,6 +214,8 @@ async def test_a_run_whose_last_change_could_not_be_saved_still_ends_in_the_stor
         state = await kit.run_to_end(
             user(USER1, "sess-1"), plan(catalog, single("s-progress", "g-slow"))
         )
+        published = kit.events.of("run.updated", runId=state.run_id)
     assert state.status == "Failed"  # not left Running
+    assert [e["status"] for e in published] == ["Running", "Failed"]
     (variant,) = state.groups[0].scripts[0].variants
     assert variant.error == f"the file could not be recorded: {FULL}"
