@@ -455,7 +455,10 @@ class RunExecutor:
 
         def _remove() -> None:
             for path in paths:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # a failing disk: the next reconciliation gets it
+                    _log.warning("unrecorded_file_not_removed", run_id=run.run_id, errno=exc.errno)
 
         if paths:
             await anyio.to_thread.run_sync(_remove)
