@@ -5,11 +5,13 @@ fail the variants of the instance that holds the run now."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import structlog.testing
 
 from exporter_api.config import ExportConfig
@@ -88,9 +90,12 @@ async def test_a_stale_file_of_the_old_driver_never_fails_the_new_owners_variant
     assert [e["run_id"] for e in logs if e["event"] == "stale_export_file_skipped"] == [run_id]
 
 
+_LOOKING = ContextVar("_LOOKING", default=False)
+
+
 class Unreachable:
-    """Fault injection on a real store: while ``cut`` every statement fails as it does when the
-    store cannot be reached (the engine's transactions fail on their first statement)."""
+    """Fault injection on a real store: while ``cut`` every statement of the engine fails as
+    it does when the store cannot be reached; the test itself may look (``looking()``)."""
 
     def __init__(self, store: Store) -> None:
         self.cut = False
@@ -98,13 +103,21 @@ class Unreachable:
         store.execute = self.execute  # type: ignore[method-assign]
         store.fetch_all = self.fetch_all  # type: ignore[method-assign]
 
+    @contextmanager
+    def looking(self) -> Iterator[None]:
+        token = _LOOKING.set(True)
+        try:
+            yield
+        finally:
+            _LOOKING.reset(token)
+
     async def execute(self, *args: Any, **kwargs: Any) -> int:
-        if self.cut:
+        if self.cut and not _LOOKING.get():
             raise StoreUnavailable()
         return await self._execute(*args, **kwargs)
 
     async def fetch_all(self, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
-        if self.cut:
+        if self.cut and not _LOOKING.get():
             raise StoreUnavailable()
         return await self._fetch_all(*args, **kwargs)
 
@@ -123,12 +136,11 @@ async def test_a_driver_that_cannot_reach_the_store_stops_before_a_takeover(
             store.cut = True
             await poll_until(lambda: no_active_query(export_db), limit_s=takeover)
             stopped_at = datetime.now(UTC)  # a SQLite store's clock is this process's
-            with anyio.fail_after(5):
-                await kit.engine.wait(state.run_id)
-            assert not kit.engine.is_active(state.run_id)
+            await poll_until(lambda: stopped_here(kit, state.run_id), limit_s=5)
+            with store.looking():  # what the run left, before anyone may claim it again
+                left = await kit.repo.load(state.run_id)
+                driver = await kit.engine.queue.driver(state.run_id)
             store.cut = False
-            left = await kit.repo.load(state.run_id)
-            driver = await kit.engine.queue.driver(state.run_id)
             # Once the store answers, the run is claimed again when its heartbeat is stale
             # (here by this very instance, the only one).
             await poll_until(lambda: ready(kit, state.run_id), limit_s=2 * takeover)
@@ -151,3 +163,7 @@ async def test_a_driver_that_cannot_reach_the_store_stops_before_a_takeover(
 
 async def ready(kit: EngineKit, run_id: str) -> bool:
     return kit.engine.is_active(run_id)
+
+
+async def stopped_here(kit: EngineKit, run_id: str) -> bool:
+    return not kit.engine.is_active(run_id)
