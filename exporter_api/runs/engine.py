@@ -8,13 +8,17 @@ received it (unless that instance is draining: then it is queued unclaimed and
 ``RUN_QUEUED_CHANNEL`` wakes the others). ``RunEngine.running()`` (entered in the app lifespan)
 owns one task group; each run driven here is a task in it, wrapped in its own ``CancelScope``.
 
-Alongside, three loops:
+Alongside, four loops:
 
 * heartbeat (every ``heartbeat_s``): refresh the heartbeat of the runs and database-slot leases
   held here; a run whose row names another instance was taken over (this one was cut off from
   the store) and stops here without writing anything; cancel flags set through instances whose
   notification was lost are applied (the safety net of ``CANCEL_CHANNEL``); final states whose
   save failed are saved again.
+* lease: a run whose heartbeat has not been stamped for ``takeover_after_s - heartbeat_s``
+  (the store cannot be reached) stops here without writing anything, as a lost run does --
+  before another instance may take it over, so two instances never write its files at once.
+  It is taken over, or claimed again here, once the store answers.
 * claim (on ``RUN_QUEUED_CHANNEL``, else every ``heartbeat_s``): claim runs nobody drives --
   queued ones, and those whose driver's heartbeat is older than ``takeover_after_s`` (it died).
   A claimed run resumes: its directory is reconciled with the files recorded (a dead owner's
@@ -126,6 +130,8 @@ class RunEngine:
             max_run_attempts if max_run_attempts is not None else server.max_run_attempts
         )
         self.drain_grace_s = drain_grace_s if drain_grace_s is not None else server.drain_grace_s
+        # The config keeps takeover_after_s >= 2 * heartbeat_s; half of it for direct callers.
+        self.lease_s = max(self.takeover_after_s - self.heartbeat_s, self.takeover_after_s / 2)
         self.retention_sweep_s = retention_sweep_s
         self.cancel_wait_s = cancel_wait_s
         self.claim_delay_s = claim_delay_s
@@ -197,6 +203,7 @@ class RunEngine:
                 # process, so it resumes now rather than after the takeover delay.
                 await self.claim_orphans(startup=True)
                 tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._lease_loop)
                 tg.start_soon(self._claim_loop)
                 if self.config.server.retention_days > 0:
                     tg.start_soon(self._retention_loop)
@@ -367,15 +374,46 @@ class RunEngine:
                 _log.warning("heartbeat_failed", error_type=type(exc).__name__)
 
     async def heartbeat(self) -> None:
-        ids = [*self._active, *self.lifecycle.unsaved]
-        lost = await self.queue.heartbeat(ids, self.instance_id)
-        for run_id in lost:
-            run = self._active.get(run_id)
-            if run is not None:
+        driven = [run for run in self._active.values() if not run.lost]
+        began = time.monotonic()
+        lost = await self.queue.heartbeat(
+            [*(run.run_id for run in driven), *self.lifecycle.unsaved], self.instance_id
+        )
+        for run in driven:
+            if run.run_id in lost:
                 self.executor.lose(run)
+            else:
+                run.renew(began)
         await self.slots.heartbeat()
         await self.apply_cancel_requests()
         await self.lifecycle.save_unsaved(lost)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            leased = [run.leased_at for run in self._active.values() if not run.lost]
+            expiry = min(leased, default=time.monotonic() + self.heartbeat_s) + self.lease_s
+            await anyio.sleep(min(self.heartbeat_s, max(0.0, expiry - time.monotonic())))
+            self.abandon_expired()
+
+    def abandon_expired(self) -> list[str]:
+        """Stop the runs whose heartbeat could not be stamped for ``lease_s``: another instance
+        may take them over soon, so this one writes nothing more for them."""
+        now = time.monotonic()
+        expired = [
+            run
+            for run in self._active.values()
+            if not run.lost and now - run.leased_at >= self.lease_s
+        ]
+        for run in expired:
+            run.lost = True
+            run.scope.cancel()
+        if expired:
+            _log.warning(
+                "runs_abandoned_store_unreachable",
+                run_ids=[run.run_id for run in expired],
+                lease_s=self.lease_s,
+            )
+        return [run.run_id for run in expired]
 
     async def _claim_loop(self) -> None:
         while True:
@@ -409,19 +447,25 @@ class RunEngine:
                     continue
                 if not startup and self._active:
                     await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
+                began = time.monotonic()
                 claim = await self.queue.claim(seen, self.instance_id)
-                if claim is not None and await self._adopt(seen, claim):
+                if claim is not None and await self._adopt(seen, claim, began):
                     claimed.append(seen.run_id)
             if len(page) < _CLAIM_PAGE:
                 return claimed
             after = page[-1].run_id
 
-    async def _adopt(self, seen: Claimable, claim: Claim) -> bool:
+    async def _adopt(self, seen: Claimable, claim: Claim, claimed_at: float) -> bool:
         state = await self.repo.load(claim.run_id)
         owner = await self.repo.owner(claim.run_id)
         if state is None or owner is None or self._tg is None:  # pragma: no cover - deleted
             return False
-        run = ActiveRun(state=state, owner=owner, cancel_requested=claim.cancel_requested)
+        run = ActiveRun(
+            state=state,
+            owner=owner,
+            cancel_requested=claim.cancel_requested,
+            leased_at=claimed_at,  # the claim stamped the heartbeat
+        )
         self._active[claim.run_id] = run
         _log.info(
             "run_claimed",

@@ -28,10 +28,10 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from exporter_api.errors import ExporterError
+from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.runs.errors import failure_message
-from exporter_api.runs.files import FileWriter, render_file_name, unique_name
+from exporter_api.runs.errors import FILE_WRITTEN_ELSEWHERE, ExportFileConflict, failure_message
+from exporter_api.runs.files import FileWriter, WrittenFile, render_file_name, unique_name
 from exporter_api.runs.models import (
     GROUP_UPDATED,
     RUN_UPDATED,
@@ -60,6 +60,14 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("exporter_api.runs.executor")
 
+_MAX_STALE_NAMES = 20  # final names met in place, skipped before a variant gives up
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a save that raised ``exc`` may have been applied all the same: the store became
+    unreachable (or stopped answering) around its COMMIT, so its reply was lost."""
+    return isinstance(exc, (StoreUnavailable, TimeoutError, OSError))
+
 
 class EventPublisher(Protocol):
     async def publish(self, run_id: str, method: str, payload: object) -> None: ...
@@ -85,6 +93,19 @@ class ActiveRun:
     handover: bool = False
     lost: bool = False
     taken_names: set[str] = field(default_factory=set)
+    # When (time.monotonic()) a store write that stamped the run's heartbeat last began: the
+    # run is this instance's for ``takeover_after_s`` from then, no longer for sure after.
+    leased_at: float = field(default_factory=time.monotonic)
+    # Committed files whose record's save ended in doubt (the connection dropped around the
+    # COMMIT): settled by the run's final save (`RunLifecycle`) or by the one taking it over.
+    uncertain: dict[str, StoredFile] = field(default_factory=dict)
+    # The statuses before a change whose save failed (so it was never published): the run's
+    # final save publishes from there.
+    unpublished: Snapshot | None = None
+
+    def renew(self, began: float) -> None:
+        """A write stamping the run's heartbeat, begun at ``began``, succeeded."""
+        self.leased_at = max(self.leased_at, began)
 
     @property
     def run_id(self) -> str:
@@ -253,10 +274,8 @@ class RunExecutor:
             batch_rows=database.fetch_batch_rows,
         )
         directory = self.files_root / state.run_id
-        name = unique_name(
-            render_file_name(output.file_name_template, self._name_fields(run, planned, i)),
-            run.taken_names,
-        )
+        rendered = render_file_name(output.file_name_template, self._name_fields(run, planned, i))
+        name = unique_name(rendered, run.taken_names)
         writer = FileWriter(
             directory,
             name,
@@ -271,7 +290,7 @@ class RunExecutor:
                 if result.rows == 0:
                     vstate.bytes_written = 0
                     return "NoData", None, None  # leaving the block removes the header-only file
-                written = await writer.commit()
+                written = await self._commit(run, writer, rendered, log)
                 vstate.bytes_written = written.size_bytes
                 return (
                     "Success",
@@ -298,6 +317,25 @@ class RunExecutor:
         vstate.rows_exported = 0
         vstate.bytes_written = 0
         return "Failed", error, None
+
+    async def _commit(
+        self, run: ActiveRun, writer: FileWriter, rendered: str, log: structlog.BoundLogger
+    ) -> WrittenFile:
+        """Commit ``writer``; a final name already in place takes the next free name.
+
+        The name was free of the run's recorded files, so the file in place is no file of this
+        run: a previous driver's, still writing when it was cut off from the store after the
+        run was taken over from it (its saves are refused now, it never records that file).
+        Failing the variant for it would fail the run of the instance that holds it."""
+        for _ in range(_MAX_STALE_NAMES):
+            try:
+                return await writer.commit()
+            except ExportFileConflict as exc:
+                if exc.detail != FILE_WRITTEN_ELSEWHERE:
+                    raise
+            writer.rename(unique_name(rendered, run.taken_names))
+            log.warning("stale_export_file_skipped")
+        return await writer.commit()
 
     def _name_fields(self, run: ActiveRun, planned: PlannedScript, i: int) -> dict[str, str]:
         state = run.state
@@ -341,6 +379,7 @@ class RunExecutor:
                 script.message = message
             refresh_run(state, now)
             with anyio.CancelScope(shield=True):  # a cancel must not tear a half-written change
+                began = time.monotonic()
                 try:
                     await self.repo.save(
                         state,
@@ -355,21 +394,76 @@ class RunExecutor:
                     return
                 except Exception as exc:
                     if file is not None:
-                        await self._unrecorded(run, variants, file, failure_message(exc))
+                        await self._unrecorded(run, variants, file, exc)
+                        recompute_script(script, now)
+                        refresh_run(state, now)
+                    if run.unpublished is None:
+                        run.unpublished = before
                     raise
+                run.renew(began)
                 await self.publish_changes(run.state, before)
 
     async def _unrecorded(
-        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, error: str
+        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, exc: Exception
     ) -> None:
-        """A committed file whose record could not be saved: its variant failed (saying why)
-        and the file goes, so the run's directory holds recorded files only."""
+        """A committed file whose record could not be saved: its variant failed (saying why).
+
+        The file goes when the save surely did not happen, so the run's directory holds
+        recorded files only. When the store became unreachable the COMMIT may have been
+        applied all the same (the reply lost): the file stays, and the run's final save finds
+        out (``settle_uncertain``) -- else whoever takes the run over reconciles its files."""
+        error = failure_message(exc)
         for v in variants:
             if v.file_id == file.file_id:
                 v.status, v.file_id = "Failed", None
                 v.error = v.message = f"the file could not be recorded: {error}"
+        if outcome_unknown(exc):
+            run.uncertain[file.file_id] = file
+            _log.warning("file_record_outcome_unknown", run_id=run.run_id, file_id=file.file_id)
+            return
         path = self.files_root / run.run_id / file.name
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+    async def settle_uncertain(self, run: ActiveRun) -> list[StoredFile]:
+        """Before the run's final save: the variant of a file recorded after all is
+        ``Success`` again with its file; the files not recorded are returned, to be removed
+        once that (fenced) save proves this instance still holds the run."""
+        if not run.uncertain:
+            return []
+        recorded = {f.file_id for f in await self.repo.files(run.run_id)}
+        now = utc_now()
+        stray: list[StoredFile] = []
+        for file in run.uncertain.values():
+            if file.file_id not in recorded:
+                stray.append(file)
+                continue
+            script = run.script(file.group_id, file.script_id)
+            for v in script.variants:
+                if v.variant == file.variant:
+                    v.status = "Success"
+                    v.file_id = file.file_id
+                    v.error = None
+                    v.message = "Success"
+            recompute_script(script, now)
+        refresh_run(run.state, now)
+        return stray
+
+    async def remove_unrecorded(self, run: ActiveRun, stray: list[StoredFile]) -> None:
+        """After the run's final save: remove the files ``settle_uncertain`` found unrecorded
+        (nobody records a file of this run any more)."""
+        paths = [self.files_root / run.run_id / f.name for f in stray]
+
+        def _remove() -> None:
+            for path in paths:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # a failing disk: the next reconciliation gets it
+                    _log.warning("unrecorded_file_not_removed", run_id=run.run_id, errno=exc.errno)
+
+        if paths:
+            await anyio.to_thread.run_sync(_remove)
+            _log.info("unrecorded_files_removed", run_id=run.run_id, count=len(paths))
+        run.uncertain.clear()
 
     def lose(self, run: ActiveRun) -> None:
         """Another instance drives ``run`` now: stop it here without writing anything more."""
@@ -466,6 +560,7 @@ class _Progress:
             self.script.bytes_written = self.base_bytes + size
             async with self.run.lock:
                 with anyio.CancelScope(shield=True):
+                    began = time.monotonic()
                     try:
                         await self.executor.repo.save(
                             self.run.state,
@@ -473,6 +568,7 @@ class _Progress:
                             variants=[self.variant],
                             instance_id=self.executor.instance_id,
                         )
+                        self.run.renew(began)
                     except RunNotOwned:
                         self.executor.lose(self.run)
                     except Exception as exc:
@@ -495,4 +591,11 @@ class _ProgressSink:
         await self._progress.on_write(self._writer.rows, self._writer.bytes_written)
 
 
-__all__ = ["ActiveRun", "EventPublisher", "RunExecutor", "Snapshot", "new_file_id"]
+__all__ = [
+    "ActiveRun",
+    "EventPublisher",
+    "RunExecutor",
+    "Snapshot",
+    "new_file_id",
+    "outcome_unknown",
+]

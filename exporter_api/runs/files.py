@@ -2,11 +2,14 @@
 
 A file is written under a temporary name of its own in the run's directory
 (``.<name>.<random>.part``) and moved into place when it is complete; its sha256 is computed on
-the way. Moving never overwrites: a final name that exists already (an owner cut off from the
-store still writing after its run was taken over, racing the new owner) fails that commit with
-``ExportFileConflict`` and leaves the file on disk as it was. Disk writes run on a worker thread
-in batches of about ``flush_bytes`` so the event loop never blocks and memory stays bounded
-whatever the size of the result.
+the way. The data is fsynced before the move and the directory after it (and the parent of a
+directory just made), so a file the store records survives a power loss. Moving never
+overwrites: a final name that exists already (an owner cut off from the store still writing
+after its run was taken over, racing the new owner) fails that commit with
+``ExportFileConflict`` and leaves the file on disk as it was (the run's owner then commits
+under the next free name: see ``RunExecutor``). Disk writes run on a worker
+thread in batches of about ``flush_bytes`` so the event loop never blocks and memory stays
+bounded whatever the size of the result.
 
 Files and directories are created with the configured ``[output] file_mode`` / ``dir_mode``
 (private to the service's user by default) whatever the process umask. A full or unwritable disk
@@ -78,8 +81,9 @@ def files_root(data_dir: Path, output: OutputConfig) -> Path:
     return configured if configured.is_absolute() else data_dir / configured
 
 
-def make_dirs(directory: Path, mode: int) -> None:
-    """Create ``directory`` and its missing parents with exactly ``mode`` (blocking).
+def make_dirs(directory: Path, mode: int) -> list[Path]:
+    """Create ``directory`` and its missing parents with exactly ``mode`` (blocking); the
+    directories created here, outermost first.
 
     Only directories created here get ``mode``: an existing one (a shared volume's root, a run
     directory another lane made first) is left as it is."""
@@ -90,12 +94,25 @@ def make_dirs(directory: Path, mode: int) -> None:
         if path.parent == path:
             break
         path = path.parent
+    created: list[Path] = []
     for path in reversed(missing):
         try:
             path.mkdir(mode=mode)
         except FileExistsError:  # another lane or instance made it meanwhile
             continue
         os.chmod(path, mode)  # mkdir's mode is filtered by the umask; the configured one is not
+        created.append(path)
+    return created
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` durable (blocking): a file linked or a directory made
+    in it survives a power loss only once its parent directory is synced too."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _disk_call(fn: Callable[[], _T]) -> _T:
@@ -234,11 +251,13 @@ class FileWriter:
         self._writeback_from = 0
         self.rows = 0
         self.bytes_written = 0  # payload bytes received (BOM included)
+        self._size: int | None = None  # once the data is complete and synced
         self._committed: WrittenFile | None = None
 
     async def __aenter__(self) -> FileWriter:
         def _open() -> IO[bytes]:
-            make_dirs(self.directory, self.dir_mode)
+            for created in make_dirs(self.directory, self.dir_mode):
+                fsync_dir(created.parent)  # the new directory's own entry
             fd = os.open(self.part_path, _OPEN_FLAGS, self.file_mode)
             try:
                 os.fchmod(fd, self.file_mode)  # open's mode is filtered by the umask
@@ -297,25 +316,47 @@ class FileWriter:
 
         await anyio.to_thread.run_sync(_disk_call, _write)
 
+    def rename(self, name: str) -> None:
+        """Commit under ``name`` instead (after ``commit()`` met a final name in place)."""
+        if self._committed is not None:
+            raise RuntimeError("the file is committed already")
+        self.name = name
+        self.final_path = self.directory / name
+
     async def commit(self) -> WrittenFile:
-        """Flush, fsync, close and rename into place."""
-        await self._flush()
-        file = self._file
-        assert file is not None
+        """Flush, fsync, close and link into place; after an ``ExportFileConflict`` for a name
+        in place, ``rename()`` and ``commit()`` again (the data is kept)."""
+        if self._size is None:
+            await self._flush()
+            file = self._file
+            assert file is not None
 
-        def _finish() -> int:
-            file.flush()
-            os.fsync(file.fileno())
-            size = os.fstat(file.fileno()).st_size
-            file.close()
-            # The last step: once the final name exists, nothing here can fail any more.
-            _publish(self.part_path, self.final_path)
-            return size
+            def _seal() -> int:
+                file.flush()
+                os.fsync(file.fileno())
+                size = os.fstat(file.fileno()).st_size
+                file.close()
+                return size
 
-        size = await anyio.to_thread.run_sync(_disk_call, _finish)
-        self._file = None
+            self._size = await anyio.to_thread.run_sync(_disk_call, _seal)
+            self._file = None
+        final = self.final_path
+
+        def _finish() -> None:
+            # Once the final name exists, only its durability is left: the store records the
+            # file next, so its directory entry must survive a power loss as well as its data.
+            _publish(self.part_path, final)
+            try:
+                fsync_dir(self.directory)
+            except BaseException:
+                # Not durable, so not committed: the name goes, the variant fails.
+                with contextlib.suppress(OSError):
+                    final.unlink()
+                raise
+
+        await anyio.to_thread.run_sync(_disk_call, _finish)
         self._committed = WrittenFile(
-            self.final_path, self.name, size, self.rows, self._hash.hexdigest()
+            final, self.name, self._size, self.rows, self._hash.hexdigest()
         )
         return self._committed
 

@@ -12,7 +12,9 @@ The end, decided in a shielded finaliser: a user cancel marks what is unfinished
 ``Cancelled``; a crash, or a run that cannot go on, ``Failed`` naming the cause (a full state
 store says so, never "interrupted by a server restart"); a hand-over releases the claim without
 marking anything (another instance resumes the run at once); a lost run writes nothing. A final
-state whose save fails is kept (`unsaved`) and saved by the engine's heartbeat once it can.
+state whose save fails is kept (`unsaved`) and saved by the engine's heartbeat once it can. A
+file whose record's save ended in doubt (the store unreachable around the COMMIT) is settled by
+that final save: recorded after all, its variant succeeded; else the file goes.
 """
 
 from __future__ import annotations
@@ -184,15 +186,18 @@ class RunLifecycle:
                 await self._notify(RUN_QUEUED_CHANNEL, run.run_id)
             return
         async with run.lock:
-            if not is_active(run.state.status):
+            if not is_active(run.state.status) and failure is None:
                 return  # ended by its last change, saved and published then
-            before = Snapshot(run.state)
+            # (A crash may come from the save of the change that ended it: saved again here,
+            # and published from the statuses before that change.)
+            before = run.unpublished or Snapshot(run.state)
             now = utc_now()
             if run.cancel_requested:
                 mark_unfinished(run.state, "Cancelled", now, error=None)
             else:
                 mark_unfinished(run.state, "Failed", now, error=failure or NOT_EXECUTED)
             try:
+                stray = await self.executor.settle_uncertain(run)
                 await self.repo.save_all(run.state, self.instance_id)
             except RunNotOwned:
                 run.lost = True
@@ -203,6 +208,7 @@ class RunLifecycle:
                     "run_final_save_failed", run_id=run.run_id, error_type=type(exc).__name__
                 )
                 return
+            await self.executor.remove_unrecorded(run, stray)
             await self.executor.publish_changes(run.state, before)
 
     async def cancel_unattended(self, run_id: str) -> RunState | None:
@@ -223,9 +229,11 @@ class RunLifecycle:
         for run_id in lost:
             self.unsaved.pop(run_id, None)
         for run_id, (run, before) in list(self.unsaved.items()):
+            stray = await self.executor.settle_uncertain(run)
             await self.repo.save_all(run.state, self.instance_id)
             self.unsaved.pop(run_id, None)
             _log.info("run_final_state_saved", run_id=run_id)
+            await self.executor.remove_unrecorded(run, stray)
             await self.executor.publish_changes(run.state, before)
 
 

@@ -334,3 +334,71 @@ def test_files_root_from_the_output_config(tmp_path: Path) -> None:
     assert files_root(tmp_path, OutputConfig()) == tmp_path / "exports"
     assert files_root(tmp_path, OutputConfig(files_dir="shared/out")) == tmp_path / "shared/out"
     assert files_root(tmp_path, OutputConfig(files_dir="/mnt/exports")) == Path("/mnt/exports")
+
+
+async def test_new_entries_are_made_durable_by_syncing_their_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power loss must not lose a file the store lists: the link into place (and the run's new
+    # directory) is only durable once the directory holding the entry is fsynced, after it.
+    synced: list[tuple[str, list[str]]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        entries = sorted(os.listdir(target)) if os.path.isdir(target) else []
+        synced.append((target, entries))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    root = tmp_path / "exports"
+    run = root / "RUN1"
+    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
+        await writer.write(b"x\n", 1)
+        assert [t for t, _ in synced] == [str(tmp_path), str(root)]  # the new directories
+        await writer.commit()
+    targets = [t for t, _ in synced]
+    assert targets[2] == str(writer.part_path)  # the data first, under its partial name
+    assert synced[3] == (str(run), ["x.csv"])  # then the entry, once linked into place
+    assert len(synced) == 4
+
+
+async def test_a_file_whose_entry_cannot_be_synced_is_not_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def failing_dir_fsync(fd: int) -> None:
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    run = tmp_path / "RUN1"
+    run.mkdir()
+    monkeypatch.setattr(os, "fsync", failing_dir_fsync)
+    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
+        await writer.write(b"x\n", 1)
+        with pytest.raises(ExportDiskUnwritable):
+            await writer.commit()
+    assert _listdir(run) == []
+
+
+async def test_a_commit_refused_for_a_name_in_place_goes_through_under_another(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "RUN1"
+    run.mkdir()
+    (run / "x.csv").write_bytes(b"stale\n")
+    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
+        await writer.write(b"mine\n", 1)
+        with pytest.raises(ExportFileConflict):
+            await writer.commit()
+        writer.rename("x (2).csv")
+        written = await writer.commit()
+        with pytest.raises(RuntimeError):
+            writer.rename("x (3).csv")
+    assert written.name == "x (2).csv"
+    assert written.path.read_bytes() == b"mine\n"
+    assert written.sha256 == hashlib.sha256(b"mine\n").hexdigest()
+    assert (run / "x.csv").read_bytes() == b"stale\n"
+    assert _listdir(run) == ["x (2).csv", "x.csv"]

@@ -4,6 +4,7 @@ could not be saved is saved by the heartbeat once the store accepts it again."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from exporter_api.config import ExportConfig
 from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.runs.repository import RunRepository
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
 
@@ -125,3 +126,96 @@ async def test_a_failed_progress_save_is_retried_and_the_run_goes_on(
     assert len(failed_saves) == 2
     assert {e["error_type"] for e in failed_saves} == {"StoreUnavailable"}
     assert {e["run_id"] for e in failed_saves} == {state.run_id}
+
+
+class DoubtfulFileSave:
+    """Fault injection on a real repository: the save recording the first committed file
+    raises ``StoreUnavailable`` -- after being applied (the connection dropped before the
+    COMMIT's reply came back) or not -- and the next ``final_failures`` whole-tree saves fail
+    as well (the store still unreachable)."""
+
+    def __init__(self, repo: RunRepository, *, applied: bool, final_failures: int) -> None:
+        self.applied = applied
+        self.pending = True
+        self.final_failures = final_failures
+        self._save, self._save_all = repo.save, repo.save_all
+        repo.save = self.save  # type: ignore[method-assign]
+        repo.save_all = self.save_all  # type: ignore[method-assign]
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pending and kwargs.get("file") is not None:
+            self.pending = False
+            if self.applied:
+                await self._save(*args, **kwargs)
+            raise StoreUnavailable()
+        await self._save(*args, **kwargs)
+
+    async def save_all(self, *args: Any, **kwargs: Any) -> None:
+        if not self.pending and self.final_failures:
+            self.final_failures -= 1
+            raise StoreUnavailable()
+        await self._save_all(*args, **kwargs)
+
+
+@pytest.mark.parametrize("final_failures", [0, 2], ids=["final-save-works", "final-save-later"])
+@pytest.mark.parametrize("applied", [True, False], ids=["commit-applied", "commit-not-applied"])
+async def test_a_file_whose_record_may_have_been_saved_is_kept_until_that_is_known(
+    catalog: ExportConfig, tmp_path: Path, applied: bool, final_failures: int
+) -> None:
+    async with engine_kit(catalog, tmp_path / "data", CREDS, heartbeat_s=0.1) as kit:
+        faults = DoubtfulFileSave(kit.repo, applied=applied, final_failures=final_failures)
+        state = await kit.engine.start(
+            user(USER1, "sess-1"), plan(catalog, single("s-orders", "g-sales"))
+        )
+        await kit.engine.wait(state.run_id)
+
+        async def saved() -> bool:
+            loaded = await kit.repo.load(state.run_id)
+            return loaded is not None and loaded.status == "Failed"
+
+        await poll_until(saved)  # by the heartbeat when the final save failed first
+        await poll_until(lambda: ended_here(kit, state.run_id))
+        loaded = await kit.repo.load(state.run_id)
+        recorded = await kit.repo.files(state.run_id)
+        run_dir = kit.files_root / state.run_id
+        on_disk = sorted([p.name async for p in anyio.Path(run_dir).iterdir()])
+        contents = {f.name: await anyio.Path(run_dir / f.name).read_bytes() for f in recorded}
+    assert faults.final_failures == 0
+    assert loaded is not None
+    variants = loaded.groups[0].scripts[0].variants
+    unavailable = StoreUnavailable().detail
+    assert [v.error for v in variants[1:]] == [unavailable, unavailable]
+    if applied:  # recorded after all: listed, on disk, and its variant succeeded
+        assert [f.variant for f in recorded] == [1]
+        assert on_disk == [recorded[0].name]
+        data = contents[recorded[0].name]
+        assert hashlib.sha256(data).hexdigest() == recorded[0].sha256
+        assert variants[0].status == "Success"
+        assert variants[0].file_id == recorded[0].file_id
+    else:  # never recorded: gone once the run's final save proved it
+        assert recorded == []
+        assert on_disk == []
+        assert variants[0].status == "Failed"
+        assert variants[0].error == f"the file could not be recorded: {unavailable}"
+        assert variants[0].file_id is None
+
+
+async def ended_here(kit: EngineKit, run_id: str) -> bool:
+    """The final state is saved (no longer kept for the heartbeat to save)."""
+    return run_id not in kit.engine.lifecycle.unsaved
+
+
+async def test_a_run_whose_last_change_could_not_be_saved_still_ends_in_the_store(
+    catalog: ExportConfig, tmp_path: Path
+) -> None:
+    # The save failing is the one that would have ended the run (its only variant's file).
+    async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
+        FailingSaves(kit.repo, final_failures=0, with_file=True)
+        state = await kit.run_to_end(
+            user(USER1, "sess-1"), plan(catalog, single("s-progress", "g-slow"))
+        )
+        published = kit.events.of("run.updated", runId=state.run_id)
+    assert state.status == "Failed"  # not left Running
+    assert [e["status"] for e in published] == ["Running", "Failed"]
+    (variant,) = state.groups[0].scripts[0].variants
+    assert variant.error == f"the file could not be recorded: {FULL}"
