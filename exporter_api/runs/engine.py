@@ -40,11 +40,9 @@ the run's scope on receipt, so its query stops on the database server at once.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,10 +62,10 @@ from exporter_api.runs.executor import ActiveRun, EventPublisher, RunExecutor
 from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle
 from exporter_api.runs.models import (
     RunState,
-    format_time,
 )
 from exporter_api.runs.queue import UNCLAIMED, Claim, Claimable, RunQueue
 from exporter_api.runs.repository import RunOwner
+from exporter_api.runs.retention import Retention
 from exporter_api.runs.selection import initial_state
 from exporter_api.runs.slots import SlotLeases
 from exporter_api.runs.status import is_active
@@ -132,7 +130,13 @@ class RunEngine:
         self.drain_grace_s = drain_grace_s if drain_grace_s is not None else server.drain_grace_s
         # The config keeps takeover_after_s >= 2 * heartbeat_s; half of it for direct callers.
         self.lease_s = max(self.takeover_after_s - self.heartbeat_s, self.takeover_after_s / 2)
-        self.retention_sweep_s = retention_sweep_s
+        self.retention = Retention(
+            repository,
+            files_root,
+            server.retention_days,
+            is_active=lambda run_id: run_id in self._active,
+            sweep_s=retention_sweep_s,
+        )
         self.cancel_wait_s = cancel_wait_s
         self.claim_delay_s = claim_delay_s
         self.instance_id = secrets.token_hex(8)
@@ -206,7 +210,7 @@ class RunEngine:
                 tg.start_soon(self._lease_loop)
                 tg.start_soon(self._claim_loop)
                 if self.config.server.retention_days > 0:
-                    tg.start_soon(self._retention_loop)
+                    tg.start_soon(self.retention.loop)
                 try:
                     yield
                 finally:
@@ -476,35 +480,6 @@ class RunEngine:
         self._tg.start_soon(self._drive, run, None, claim)
         return True
 
-    async def _retention_loop(self) -> None:
-        while True:
-            try:
-                await self.sweep_retention()
-            except Exception as exc:  # the store may be briefly unavailable; try again later
-                _log.warning("retention_sweep_failed", error_type=type(exc).__name__)
-            await anyio.sleep(self.retention_sweep_s)
-
-    async def sweep_retention(self, now: datetime | None = None) -> list[str]:
-        """Delete runs that finished more than ``server.retention_days`` ago, files first."""
-        days = self.config.server.retention_days
-        if days <= 0:
-            return []
-        cutoff = format_time((now or datetime.now(UTC)) - timedelta(days=days))
-        deleted: list[str] = []
-        while batch := await self.repo.finished_before(cutoff):
-            for run_id in batch:
-                if run_id in self._active:  # pragma: no cover - finished runs are not active
-                    continue
-                directory = self.files_root / run_id
-                await anyio.to_thread.run_sync(_remove_tree, directory)
-                if await self.repo.delete_run(run_id):
-                    deleted.append(run_id)
-            if len(batch) < 500 or not deleted:
-                break
-        if deleted:
-            _log.info("runs_expired", count=len(deleted), retention_days=days)
-        return deleted
-
     # --- one run ------------------------------------------------------------------------------
 
     def _initial_state(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
@@ -520,9 +495,3 @@ class RunEngine:
         finally:
             self._active.pop(run.run_id, None)
             run.done.set()
-
-
-def _remove_tree(directory: Path) -> None:
-    """Remove a run's file directory (blocking: run it on a worker thread)."""
-    if directory.is_dir():
-        shutil.rmtree(directory)

@@ -87,9 +87,9 @@ async def test_retention_sweep_deletes_old_finished_runs_and_files(settings: Set
         assert len(list(directory.iterdir())) == 3
         runs: RunsComponent = app.state.runs
         engine = runs.engine
-        assert await engine.sweep_retention() == []  # fresh: kept
-        assert await engine.sweep_retention(datetime.now(UTC) + timedelta(days=1)) == []
-        assert await engine.sweep_retention(datetime.now(UTC) + timedelta(days=3)) == [run_id]
+        assert await engine.retention.sweep() == []  # fresh: kept
+        assert await engine.retention.sweep(datetime.now(UTC) + timedelta(days=1)) == []
+        assert await engine.retention.sweep(datetime.now(UTC) + timedelta(days=3)) == [run_id]
         assert not directory.exists()
         assert (await client.get(f"/api/runs/{run_id}", headers=auth)).status_code == 404
         assert (await client.get("/api/runs", headers=auth)).json()["items"] == []
@@ -118,7 +118,7 @@ async def test_retention_runs_in_the_background_from_the_start(settings: Setting
         token = (await client.post("/api/auth/login", json=DEMO_LOGIN)).json()["accessToken"]
         auth = {"Authorization": f"Bearer {token}"}
         runs: RunsComponent = client._transport.app.state.runs  # type: ignore[attr-defined]
-        assert await runs.engine.sweep_retention(datetime.now(UTC) + timedelta(days=999)) == []
+        assert await runs.engine.retention.sweep(datetime.now(UTC) + timedelta(days=999)) == []
         assert (await client.get(f"/api/runs/{kept}", headers=auth)).status_code == 200
 
 
