@@ -443,6 +443,7 @@ function findScripts(scriptId, groupId) {
 
 /** Applies one hub event (run.updated, group.updated, script.updated, script.progress). */
 function applyEvent(name, payload) {
+  if (name === 'run.updated' && payload?.runId) followMyRun(payload);
   const run = model.run;
   if (!run || payload?.runId !== run.runId) return;
   let known = true;
@@ -802,6 +803,27 @@ async function loadRecent() {
         onclick: () => openRun(run.runId),
       }, current ? 'Open ✓' : 'Open'))));
   }
+}
+
+/**
+ * The hub's user feed sends run.updated for every run of this user (not only the open one):
+ * it keeps the statuses in Recent runs current, and lists a run started elsewhere (another
+ * tab, the API) without polling.
+ */
+function followMyRun(payload) {
+  const known = model.recent.find((r) => r.runId === payload.runId);
+  if (known) {
+    known.status = payload.status;
+    updateRecentStatus(payload.runId, payload.status);
+  } else if (payload.runId !== model.run?.runId) {
+    scheduleRecent();
+  }
+}
+
+let recentTimer = null;
+function scheduleRecent() {
+  if (recentTimer) return;  // one reload for a burst of new runs
+  recentTimer = setTimeout(() => { recentTimer = null; loadRecent(); }, 500);
 }
 
 function updateRecentStatus(runId, status) {

@@ -284,6 +284,25 @@ try {
   log('g-big cancelled');
   assert.ok(refreshes.some((t) => t > reloadAt), 'the reloaded page got its token from the cookie');
 
+  // ---- the user feed: a run of this user started elsewhere (the API, another session) ------
+  // shows up in Recent runs and reaches its end there, with no click on Refresh.
+  const elsewhere = await fetch(`${BASE_URL}/api/auth/login`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ dbUsername: 'USER1', dbPassword: 'demo', databaseId: 'db-test', managerId: 'm1', streamId: 's1' }),
+  });
+  assert.equal(elsewhere.status, 200);
+  const otherToken = (await elsewhere.json()).accessToken;
+  const started2 = await fetch(`${BASE_URL}/api/runs`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${otherToken}` },
+    body: JSON.stringify({ mode: 'SingleScript', selection: { groups: [{ groupId: 'g-sales', enabled: true,
+      scripts: [{ scriptId: 's-orders', enabled: true, exportMode: 'AllColumns' }] }] } }),
+  });
+  assert.equal(started2.status, 201);
+  const apiRunId = (await started2.json()).runId;
+  await byTestId('recent-run', { 'run-id': apiRunId }).getByTestId('recent-status')
+    .getByText('Success').waitFor({ timeout: 30_000 });
+  log(`run ${apiRunId} started through the API appeared in Recent runs and ended Success`);
+
   // ---- logout ends the session (a reload does not bring it back) ---------------------------
   await byTestId('logout').click();
   await byTestId('login-form').waitFor();
