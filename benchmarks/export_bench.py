@@ -71,14 +71,16 @@ PSQL_QUERY %= _SELECT_LIST
 
 CATALOG = """
 [server]
-max_active_runs_per_user = 1
+max_active_runs_per_user = {max_runs}
+{server}
+{output}
 
 [[databases]]
 id = "db-bench"
 display_name = "Bench"
 provider = "postgres"
 dsn = "postgresql://{host}:{port}/{db}"
-max_connections = 2
+max_connections = {max_connections}
 statement_timeout_s = 600
 
 [[managers]]
@@ -157,21 +159,54 @@ def _psql_copy(cluster: PostgresCluster, target: Path) -> float:
     return time.perf_counter() - started
 
 
+RUN_BODY = {
+    "mode": "SingleScript",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-bench",
+                "enabled": True,
+                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
+            }
+        ]
+    },
+}
+
+
+def write_catalog(
+    directory: Path,
+    cluster: PostgresCluster,
+    *,
+    max_runs: int = 1,
+    max_connections: int = 2,
+    server: str = "",
+    output: str = "",
+) -> Path:
+    """The one-script ledger catalog (and its SQL file) in ``directory``; its exporter.toml.
+
+    ``server`` and ``output`` are extra TOML lines for those sections (``output`` includes its
+    ``[output]`` header)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ledger.sql").write_text(QUERY + "\n")
+    items = ", ".join(f'{{ id = "{c}", label = "{c}", source = "{c}" }}' for c in COLUMNS)
+    config = directory / "exporter.toml"
+    config.write_text(
+        CATALOG.format(
+            max_runs=max_runs,
+            server=server,
+            output=output,
+            host=cluster.host,
+            port=cluster.port,
+            db=DB,
+            max_connections=max_connections,
+            items=items,
+        )
+    )
+    return config
+
+
 def _service_export(base: str, token: str) -> tuple[float, dict[str, Any]]:
-    body = {
-        "mode": "SingleScript",
-        "selection": {
-            "groups": [
-                {
-                    "groupId": "g-bench",
-                    "enabled": True,
-                    "scripts": [
-                        {"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}
-                    ],
-                }
-            ]
-        },
-    }
+    body = RUN_BODY
     started_wall = datetime.now(UTC)
     status, created = _request("POST", f"{base}/api/runs", body, token)
     if status != 201:
@@ -210,13 +245,7 @@ def _run(cluster: PostgresCluster, work: Path, rows: int, repeat: int) -> None:
     cluster.psql(SETUP.replace(":rows", str(rows)), db=DB)
     cluster.psql("VACUUM ANALYZE ledger", db=DB)
 
-    catalog = work / "catalog"
-    catalog.mkdir()
-    (catalog / "ledger.sql").write_text(QUERY + "\n")
-    items = ", ".join(f'{{ id = "{c}", label = "{c}", source = "{c}" }}' for c in COLUMNS)
-    (catalog / "exporter.toml").write_text(
-        CATALOG.format(host=cluster.host, port=cluster.port, db=DB, items=items)
-    )
+    config = write_catalog(work / "catalog", cluster)
     port = free_port()
     data_dir = work / "data"
     server = subprocess.Popen(  # noqa: S603
@@ -226,7 +255,7 @@ def _run(cluster: PostgresCluster, work: Path, rows: int, repeat: int) -> None:
             "exporter_api",
             "serve",
             "--config",
-            str(catalog / "exporter.toml"),
+            str(config),
             "--data-dir",
             str(data_dir),
             "--port",

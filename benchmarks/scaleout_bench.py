@@ -21,10 +21,8 @@ number of processes.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
-import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -37,7 +35,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.export_bench import COLUMNS, DB, QUERY, ROLE, ROLE_PASSWORD, SETUP, _request
+from benchmarks.export_bench import (
+    DB,
+    ROLE,
+    ROLE_PASSWORD,
+    RUN_BODY,
+    SETUP,
+    _request,
+    write_catalog,
+)
+from exporter_api.security.keys import generate_key
 from tests.services import (
     PostgresCluster,
     RedisServer,
@@ -50,61 +57,6 @@ from tests.services import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CATALOG = """
-[server]
-max_active_runs_per_user = {runs}
-heartbeat_s = 1.0
-takeover_after_s = 5.0
-
-[output]
-files_dir = "{files_dir}"
-
-[[databases]]
-id = "db-bench"
-display_name = "Bench"
-provider = "postgres"
-dsn = "postgresql://{host}:{port}/{db}"
-max_connections = {runs}
-statement_timeout_s = 600
-
-[[managers]]
-id = "m1"
-display_name = "Manager 1"
-streams = [{{ id = "s1", display_name = "Stream 1" }}]
-
-[[columns_profiles]]
-id = "ledger_cols"
-items = [{items}]
-
-[[groups]]
-id = "g-bench"
-display_name = "Bench"
-
-[[groups.scripts]]
-id = "s-ledger"
-display_name = "Ledger"
-execution_lane = 0
-columns_profile_id = "ledger_cols"
-variants = ["ledger.sql"]
-"""
-
-RUN_BODY = {
-    "mode": "SingleScript",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-bench",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
-
-
-def _key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
-
 
 @dataclass(frozen=True)
 class Source:
@@ -115,15 +67,13 @@ class Source:
 
 
 def _postgres_source(cluster: PostgresCluster, work: Path, runs: int, files_dir: Path) -> Source:
-    catalog = work / "catalog-postgres"
-    catalog.mkdir(exist_ok=True)
-    (catalog / "ledger.sql").write_text(QUERY + "\n")
-    items = ", ".join(f'{{ id = "{c}", label = "{c}", source = "{c}" }}' for c in COLUMNS)
-    config = catalog / "exporter.toml"
-    config.write_text(
-        CATALOG.format(
-            runs=runs, files_dir=files_dir, host=cluster.host, port=cluster.port, db=DB, items=items
-        )
+    config = write_catalog(
+        work / "catalog-postgres",
+        cluster,
+        max_runs=runs,
+        max_connections=runs,
+        server="heartbeat_s = 1.0\ntakeover_after_s = 5.0",
+        output=f'[output]\nfiles_dir = "{files_dir}"',
     )
     login = {"dbUsername": ROLE, "dbPassword": ROLE_PASSWORD, "databaseId": "db-bench"}
     return Source("postgres", config, login, RUN_BODY)
@@ -197,8 +147,8 @@ def _measure(
     port = free_port()
     env = {
         **os.environ,
-        "EXPORTER_JWT_KEY": _key(),
-        "EXPORTER_VAULT_KEY": _key(),
+        "EXPORTER_JWT_KEY": generate_key(),
+        "EXPORTER_VAULT_KEY": generate_key(),
         "EXPORTER_STATE_URL": cluster.dsn(db=state_db),
         "EXPORTER_REDIS_URL": redis.url,
     }
