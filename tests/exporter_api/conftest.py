@@ -103,6 +103,31 @@ def create_pg_database(pg: PostgresCluster, prefix: str) -> str:
     return pg.dsn(db=name)
 
 
+def pg_login_database(pg: PostgresCluster, prefix: str, role: str, password: str) -> str:
+    """A fresh database and a login role ``role`` with ``password`` (users log in with their own
+    database accounts); returns the DSN a catalog names (no credentials)."""
+    name = create_pg_database(pg, prefix).rsplit("/", 1)[1]
+    pg.psql(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+        f"CREATE ROLE {role} LOGIN PASSWORD '{password}'; END IF; END $$"
+    )
+    return f"postgresql://{pg.host}:{pg.port}/{name}"
+
+
+def pg_store_settings(tmp_path: Path, pg: PostgresCluster, config_text: str) -> Settings:
+    """Settings for ``config_text`` (written to tmp_path/exporter.toml) on a fresh PostgreSQL
+    state store, with keys given (a shared store never generates them)."""
+    config = tmp_path / "exporter.toml"
+    config.write_text(config_text, encoding="utf-8")
+    return Settings(
+        config_path=config,
+        data_dir=tmp_path / "var",
+        state_url=create_pg_database(pg, "state"),
+        jwt_key=b"j" * 32,
+        vault_key=b"v" * 32,
+    )
+
+
 @pytest.fixture(scope="module")
 def pg_state_url(pg: PostgresCluster, request: pytest.FixtureRequest) -> str:
     """A PostgreSQL database for the state store, one per test module."""

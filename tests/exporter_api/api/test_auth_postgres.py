@@ -8,7 +8,12 @@ import pytest
 
 from exporter_api.app import create_app
 from exporter_api.config import Settings
-from tests.exporter_api.conftest import NoRuns, create_pg_database, running_app
+from tests.exporter_api.conftest import (
+    NoRuns,
+    pg_login_database,
+    pg_store_settings,
+    running_app,
+)
 from tests.services import PostgresCluster, free_port
 
 PASSWORD = "bob-Pa55-word"
@@ -52,26 +57,13 @@ variants = ["q.sql"]
 
 @pytest.fixture(scope="module")
 def pg_target(pg: PostgresCluster) -> str:
-    dsn = create_pg_database(pg, "login")
-    pg.psql(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bob') THEN "
-        f"CREATE ROLE bob LOGIN PASSWORD '{PASSWORD}'; END IF; END $$"
-    )
-    return f"postgresql://{pg.host}:{pg.port}/{dsn.rsplit('/', 1)[1]}"
+    return pg_login_database(pg, "login", "bob", PASSWORD)
 
 
 @pytest.fixture
 def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings:
     (tmp_path / "q.sql").write_text("SELECT 1 AS x WHERE :manager_id = 'm1'", encoding="utf-8")
-    config = tmp_path / "exporter.toml"
-    config.write_text(CONFIG.format(dsn=pg_target, closed_port=free_port()), encoding="utf-8")
-    return Settings(
-        config_path=config,
-        data_dir=tmp_path / "var",
-        state_url=create_pg_database(pg, "state"),
-        jwt_key=b"j" * 32,  # a shared store never generates keys
-        vault_key=b"v" * 32,
-    )
+    return pg_store_settings(tmp_path, pg, CONFIG.format(dsn=pg_target, closed_port=free_port()))
 
 
 def _body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:

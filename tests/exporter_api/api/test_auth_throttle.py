@@ -20,7 +20,13 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.providers.base import DatabaseProvider
 from exporter_api.services import Services
-from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, create_pg_database, running_app
+from tests.exporter_api.conftest import (
+    DEMO_LOGIN,
+    NoRuns,
+    pg_login_database,
+    pg_store_settings,
+    running_app,
+)
 from tests.services import PostgresCluster, free_port
 
 PARALLEL = 50
@@ -137,26 +143,13 @@ async def test_parallel_wrong_logins_reach_the_database_five_times_sqlite_store(
 
 @pytest.fixture(scope="module")
 def pg_target(pg: PostgresCluster) -> str:
-    dsn = create_pg_database(pg, "throttle")
-    pg.psql(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'carol') THEN "
-        f"CREATE ROLE carol LOGIN PASSWORD '{PASSWORD}'; END IF; END $$"
-    )
-    return f"postgresql://{pg.host}:{pg.port}/{dsn.rsplit('/', 1)[1]}"
+    return pg_login_database(pg, "throttle", "carol", PASSWORD)
 
 
 @pytest.fixture
 def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings:
     (tmp_path / "q.sql").write_text("SELECT 1 AS x", encoding="utf-8")
-    config = tmp_path / "exporter.toml"
-    config.write_text(PG_CONFIG.format(dsn=pg_target, closed_port=free_port()), encoding="utf-8")
-    return Settings(
-        config_path=config,
-        data_dir=tmp_path / "var",
-        state_url=create_pg_database(pg, "state"),
-        jwt_key=b"j" * 32,  # a shared store never generates keys
-        vault_key=b"v" * 32,
-    )
+    return pg_store_settings(tmp_path, pg, PG_CONFIG.format(dsn=pg_target, closed_port=free_port()))
 
 
 def _pg_body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
