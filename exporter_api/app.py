@@ -273,7 +273,9 @@ def create_app(
         *meta.health_operations(),
         *getattr(runs, "openapi_operations", []),
     ]
-    app.state.openapi = build_openapi(operations, title="exporter-api", version="0.1.0")
+    app.state.openapi = build_openapi(
+        operations, title="exporter-api", version="0.1.0", refine=meta.login_schema(config)
+    )
     app.state.settings = settings
     app.state.runs = runs
     app.state.health = health  # /readyz; `health.start_draining()` on SIGTERM

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 from starlette.requests import Request
@@ -20,6 +22,7 @@ T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 _AT = re.compile(r" - at `\$(?P<loc>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_REGEX = re.compile(r"matching regex '.*'(?= - at `)")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
@@ -69,20 +72,61 @@ async def read_json(request: Request, type_: type[T], limit: int | None = None) 
     return decode_json(body, type_)
 
 
+def _bad_request(exc: msgspec.ValidationError, what: str) -> BadRequest:
+    message = _REGEX.sub("in the documented format (/api/openapi.json)", str(exc))
+    field = None
+    if m := _AT.search(message):
+        field = m.group("loc").lstrip(".") or None
+        message = message[: m.start()]
+    if m := _MISSING.search(message) or _UNKNOWN.search(message):
+        field = ".".join(p for p in (field, m.group("field")) if p)
+    return BadRequest(f"invalid {what}: {message}", field=field)
+
+
 def decode_json(body: bytes, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        field = None
-        if m := _AT.search(message):
-            field = m.group("loc").lstrip(".") or None
-            message = message[: m.start()]
-        if m := _MISSING.search(message) or _UNKNOWN.search(message):
-            field = ".".join(p for p in (field, m.group("field")) if p)
-        raise BadRequest(f"invalid request body: {message}", field=field) from None
+        raise _bad_request(exc, "request body") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def _bare(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    while isinstance(t, msgspec.inspect.Metadata):
+        t = t.type
+    return t
+
+
+@functools.cache
+def _integer_fields(type_: Hashable) -> frozenset[str]:
+    info = msgspec.inspect.type_info(type_)
+    assert isinstance(info, msgspec.inspect.StructType)
+    names: set[str] = set()
+    for f in info.fields:
+        t = _bare(f.type)
+        options = t.types if isinstance(t, msgspec.inspect.UnionType) else (t,)
+        if any(isinstance(_bare(o), msgspec.inspect.IntType) for o in options):
+            names.add(f.encode_name)
+    return frozenset(names)
+
+
+# A query integer is plain ASCII decimal (no "²", "1e1", "5.0" or 5000 digits); anything else
+# stays a string, which the Struct then refuses naming the parameter.
+_QUERY_INT = re.compile(r"-?[0-9]{1,18}", re.ASCII)
+
+
+def read_query(request: Request, type_: type[T]) -> T:
+    """The query string as ``type_``, a flat Struct whose fields (and their `msgspec.Meta`
+    constraints) are the parameters: 400 naming the parameter when one does not fit."""
+    ints = _integer_fields(cast("Hashable", type_))
+    values: dict[str, Any] = {}
+    for name, value in request.query_params.items():
+        values[name] = int(value) if name in ints and _QUERY_INT.fullmatch(value) else value
+    try:
+        return msgspec.convert(values, type_)
+    except msgspec.ValidationError as exc:
+        raise _bad_request(exc, "query parameter") from None
 
 
 def json_response(
@@ -103,5 +147,6 @@ __all__ = [
     "json_response",
     "read_body",
     "read_json",
+    "read_query",
     "services",
 ]

@@ -2,22 +2,112 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from exporter_api.api.auth import LoginRequest, LoginResponse
-from exporter_api.api.catalog import DatabasesResponse, ScriptsResponse, StreamsResponse
+from exporter_api.api.auth import LoginRequest, LoginResponse, UserDto
+from exporter_api.api.catalog import (
+    ColumnItemDto,
+    ColumnsProfileDto,
+    DatabasesResponse,
+    GroupDto,
+    ScriptDto,
+    ScriptsResponse,
+    StreamsResponse,
+)
 from exporter_api.api.deps import json_response
-from exporter_api.openapi import Operation
+from exporter_api.openapi import ANONYMOUS, BEARER, REFRESH_COOKIE_AUTH, Operation
 from exporter_api.problems import problem
+
+if TYPE_CHECKING:
+    from exporter_api.config import ExportConfig
 
 
 class HealthResponse(msgspec.Struct):
     """The process is alive (``ok``) or ready to take requests (``ready``)."""
 
     status: str
+
+
+# The contract's examples (section 7.1); the login one is the demo catalog's.
+LOGIN_EXAMPLE = LoginRequest(
+    db_username="USER1",
+    db_password="******",  # noqa: S106  # the contract's placeholder
+    database_id="db-test",
+    manager_id="m1",
+    stream_id="s1",
+)
+LOGIN_RESPONSE_EXAMPLE = LoginResponse(
+    access_token="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",  # noqa: S106  # a placeholder
+    user=UserDto(login="USER1", database_id="db-test", manager_id="m1", stream_id="s1"),
+)
+SCRIPTS_EXAMPLE = ScriptsResponse(
+    groups=[
+        GroupDto(
+            id="g-sales",
+            display_name="Sales",
+            scripts=[
+                ScriptDto(
+                    id="s-orders",
+                    display_name="Orders export",
+                    execution_lane=0,
+                    columns_profile_id="orders_cols",
+                )
+            ],
+        )
+    ],
+    columns_profiles=[
+        ColumnsProfileDto(
+            id="orders_cols",
+            items=[
+                ColumnItemDto(id="order_id", label="OrderId"),
+                ColumnItemDto(id="customer", label="Customer"),
+            ],
+        )
+    ],
+)
+
+_REQUESTED_WITH = {
+    "name": "X-Requested-With",
+    "in": "header",
+    "required": False,
+    "description": "Proof of a same-origin request for clients that send no Origin header"
+    " (any value; a cross-site form cannot set it). Without it and without a same-origin"
+    " Origin, refresh is refused with 403.",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+def login_schema(config: ExportConfig) -> dict[str, dict[str, Any]]:
+    """What the login checks its ids against (the catalog), for the LoginRequest schema: the
+    ids as enums, and each manager with its own streams."""
+
+    def ids(values: Iterable[str]) -> dict[str, Any]:
+        return {"type": "string", "enum": sorted(set(values))}
+
+    return {
+        "LoginRequest": {
+            "properties": {
+                "databaseId": ids(d.id for d in config.databases),
+                "managerId": ids(m.id for m in config.managers),
+                "streamId": ids(s.id for m in config.managers for s in m.streams),
+            },
+            "anyOf": [
+                {
+                    "properties": {
+                        "managerId": {"const": m.id},
+                        "streamId": ids(s.id for s in m.streams),
+                    }
+                }
+                for m in config.managers
+            ],
+        }
+    }
 
 
 def auth_and_catalog_operations() -> list[Operation]:
@@ -31,7 +121,17 @@ def auth_and_catalog_operations() -> list[Operation]:
             request=LoginRequest,
             response=LoginResponse,
             errors=(400, 401, 413, 429, 503),
-            auth=False,
+            security=(),
+            request_example=LOGIN_EXAMPLE,
+            response_example=LOGIN_RESPONSE_EXAMPLE,
+            response_headers={
+                "Set-Cookie": {
+                    "description": "The HttpOnly refresh cookie (exporter_refresh, path /api/auth)",
+                    "schema": {"type": "string"},
+                }
+            },
+            description="streamId must be one of managerId's streams. Repeated failures for one"
+            " user and client are locked out for a while (429 with Retry-After).",
         ),
         Operation(
             "post",
@@ -41,7 +141,9 @@ def auth_and_catalog_operations() -> list[Operation]:
             "auth",
             response=LoginResponse,
             errors=(401, 403),
-            auth=False,
+            security=(REFRESH_COOKIE_AUTH,),
+            headers=(_REQUESTED_WITH,),
+            response_example=LOGIN_RESPONSE_EXAMPLE,
         ),
         Operation(
             "post",
@@ -50,7 +152,9 @@ def auth_and_catalog_operations() -> list[Operation]:
             "logout",
             "auth",
             status=204,
-            auth=False,
+            security=(ANONYMOUS, BEARER, REFRESH_COOKIE_AUTH),
+            description="Ends the session of the refresh cookie and of the Bearer token, when"
+            " sent; always 204.",
         ),
         Operation(
             "get",
@@ -59,7 +163,7 @@ def auth_and_catalog_operations() -> list[Operation]:
             "listDatabases",
             "catalog",
             response=DatabasesResponse,
-            auth=False,
+            security=(),
         ),
         Operation(
             "get",
@@ -68,7 +172,7 @@ def auth_and_catalog_operations() -> list[Operation]:
             "listStreams",
             "catalog",
             response=StreamsResponse,
-            auth=False,
+            security=(),
         ),
         Operation(
             "get",
@@ -77,6 +181,7 @@ def auth_and_catalog_operations() -> list[Operation]:
             "listScripts",
             "catalog",
             response=ScriptsResponse,
+            response_example=SCRIPTS_EXAMPLE,
         ),
     ]
 
@@ -90,7 +195,7 @@ def health_operations() -> list[Operation]:
             "healthz",
             "health",
             response=HealthResponse,
-            auth=False,
+            security=(),
         ),
         Operation(
             "get",
@@ -101,7 +206,7 @@ def health_operations() -> list[Operation]:
             "health",
             response=HealthResponse,
             errors=(503,),
-            auth=False,
+            security=(),
         ),
     ]
 
@@ -137,4 +242,10 @@ routes = [
     Route("/readyz", readyz, methods=["GET"]),
 ]
 
-__all__ = ["HealthResponse", "auth_and_catalog_operations", "health_operations", "routes"]
+__all__ = [
+    "HealthResponse",
+    "auth_and_catalog_operations",
+    "health_operations",
+    "login_schema",
+    "routes",
+]

@@ -10,22 +10,22 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from exporter_api.api.deps import json_response, read_json
+from exporter_api.api.deps import json_response, read_json, read_query
 from exporter_api.errors import (
-    BadRequest,
     Conflict,
     ExporterError,
     Forbidden,
     NotFound,
     TooManyRequests,
 )
-from exporter_api.openapi import Operation
+from exporter_api.openapi import BEARER, SIGNED_LINK, Operation
 from exporter_api.runs.downloads import Downloads
 from exporter_api.runs.errors import (
     DatabaseNotConfigured,
@@ -35,11 +35,18 @@ from exporter_api.runs.errors import (
     TooManyActiveRuns,
 )
 from exporter_api.runs.models import (
+    FILE_ID_PATTERN,
+    RUN_ID_PATTERN,
+    FileId,
+    GroupSelection,
     RunCreated,
     RunCreateRequest,
     RunFiles,
+    RunId,
     RunList,
     RunState,
+    ScriptSelection,
+    Selection,
 )
 from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import plan_run
@@ -52,9 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RunsApi", "http_error", "owns", "runs_operations", "sign_files", "state_for"]
 
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
-_FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SIG_PARAM = ("sig", "a signed link's signature (downloadUrl / zipUrl) instead of a Bearer token")
+_ULID = re.compile(RUN_ID_PATTERN)
+_FILE_ID = re.compile(FILE_ID_PATTERN)
 _NO_STORE = {"Cache-Control": "private, no-store"}  # bodies carry signed download links
 
 
@@ -106,9 +112,52 @@ def _mapped(
     return endpoint
 
 
+class RunPath(msgspec.Struct, rename="camel"):
+    run_id: RunId
+
+
+class RunFilePath(msgspec.Struct, rename="camel"):
+    run_id: RunId
+    file_id: FileId
+
+
+class RunListQuery(msgspec.Struct):
+    """``GET /api/runs``: decoded by `read_query`, so the document shows what is checked."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100, description="Page size")] = 20
+    cursor: Annotated[RunId, msgspec.Meta(description="nextCursor of the previous page")] | None = (
+        None
+    )
+
+
+# The contract's example (section 7.1), valid against the demo catalog.
+RUN_REQUEST_EXAMPLE = RunCreateRequest(
+    mode="AllGroups",
+    selection=Selection(
+        groups=[
+            GroupSelection(
+                group_id="g-sales",
+                scripts=[
+                    ScriptSelection(
+                        script_id="s-orders",
+                        export_mode="CustomColumns",
+                        selected_column_item_ids=["order_id", "customer"],
+                    )
+                ],
+            )
+        ]
+    ),
+)
+RUN_CREATED_EXAMPLE = RunCreated(run_id="01KB5Q4ZK8M3T2V6W9YB0C1DEF", status="Queued")
+
+
+def _run_link(operation_id: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": {"runId": "$response.body#/runId"}}
+
+
 def runs_operations() -> list[Operation]:
     """OpenAPI descriptions of the routes below (merged into /api/openapi.json by the app)."""
-    run = ("runId",)
+    download = (BEARER, SIGNED_LINK)
     return [
         Operation(
             "post",
@@ -119,7 +168,25 @@ def runs_operations() -> list[Operation]:
             request=RunCreateRequest,
             response=RunCreated,
             status=201,
-            errors=(400, 401, 413, 429),
+            errors=(400, 401, 404, 413, 429),
+            request_example=RUN_REQUEST_EXAMPLE,
+            response_example=RUN_CREATED_EXAMPLE,
+            response_headers={
+                "Location": {
+                    "description": "The new run: /api/runs/{runId}",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            },
+            links={
+                "GetRun": _run_link("getRun"),
+                "CancelRun": _run_link("cancelRun"),
+                "ListRunFiles": _run_link("listRunFiles"),
+            },
+            description="The selection is checked against the catalog (unknown ids, a mode that"
+            " does not fit the enabled groups or scripts, a CustomColumns script without"
+            " columns: 400 naming the field); a user has at most"
+            " server.max_active_runs_per_user active runs (429).",
         ),
         Operation(
             "get",
@@ -129,10 +196,7 @@ def runs_operations() -> list[Operation]:
             "runs",
             response=RunList,
             errors=(400, 401),
-            query_params=(
-                ("limit", "page size, 1-100 (default 20)"),
-                ("cursor", "nextCursor of the previous page"),
-            ),
+            query=RunListQuery,
         ),
         Operation(
             "get",
@@ -142,7 +206,7 @@ def runs_operations() -> list[Operation]:
             "runs",
             response=RunState,
             errors=(401, 404),
-            path_params=run,
+            path_params=RunPath,
         ),
         Operation(
             "post",
@@ -153,7 +217,7 @@ def runs_operations() -> list[Operation]:
             response=RunState,
             status=202,
             errors=(401, 404, 409),
-            path_params=run,
+            path_params=RunPath,
         ),
         Operation(
             "get",
@@ -163,7 +227,17 @@ def runs_operations() -> list[Operation]:
             "runs",
             response=RunFiles,
             errors=(401, 404),
-            path_params=run,
+            path_params=RunPath,
+            links={
+                "DownloadRunFile": {
+                    "operationId": "downloadRunFile",
+                    "parameters": {
+                        "runId": "$response.body#/runId",
+                        "fileId": "$response.body#/files/0/fileId",
+                    },
+                },
+                "DownloadRunZip": _run_link("downloadRunZip"),
+            },
         ),
         Operation(
             "get",
@@ -174,8 +248,8 @@ def runs_operations() -> list[Operation]:
             response="binary",
             response_content_type="text/csv",
             errors=(401, 403, 404, 416, 429),
-            path_params=("runId", "fileId"),
-            query_params=(_SIG_PARAM,),
+            path_params=RunFilePath,
+            security=download,
         ),
         Operation(
             "get",
@@ -186,8 +260,8 @@ def runs_operations() -> list[Operation]:
             response="binary",
             response_content_type="application/zip",
             errors=(401, 403, 404, 429),
-            path_params=run,
-            query_params=(_SIG_PARAM,),
+            path_params=RunPath,
+            security=download,
         ),
     ]
 
@@ -225,7 +299,8 @@ class RunsApi:
         self, request: Request, target: str
     ) -> tuple[AuthenticatedUser, str]:
         """The run of a signed download link (``?sig=``) for ``target``, checked like a token:
-        forged or foreign links are 404, expired links and ended sessions 403."""
+        forged links, links of another file or run, expired links and ended sessions are 403
+        (the signature is checked before the run is looked up: nothing about it is told)."""
         run_id = request.path_params["run_id"]
         sig = request.query_params["sig"]
         if not _ULID.match(run_id):
@@ -233,7 +308,7 @@ class RunsApi:
         try:
             session_id = self.backend.links.open(sig, run_id, target)
         except LinkInvalid:
-            raise NotFound("run not found") from None
+            raise Forbidden("the download link is not valid for this file") from None
         except LinkExpired:
             raise Forbidden("the download link has expired; list the files again") from None
         user = await self.backend.session_user(session_id)
@@ -262,19 +337,8 @@ class RunsApi:
 
     async def list_runs(self, request: Request) -> Response:
         user = await self.backend.authenticate(request)
-        raw_limit = request.query_params.get("limit", "20")
-        # isdigit() alone accepts "²" or "١" (int() refuses the first) and any length (int()
-        # refuses more than 4300 digits): ASCII digits, at most 3 of them, then the range.
-        if (
-            not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3)
-            or not 1 <= int(raw_limit) <= 100
-        ):
-            raise BadRequest("limit must be an integer from 1 to 100", field="limit")
-        limit = int(raw_limit)
-        cursor = request.query_params.get("cursor") or None
-        if cursor is not None and not _ULID.match(cursor):
-            raise BadRequest("cursor must be a run id", field="cursor")
-        page = await self.backend.service.list(user, limit=limit, cursor=cursor)
+        query = read_query(request, RunListQuery)
+        page = await self.backend.service.list(user, limit=query.limit, cursor=query.cursor)
         return json_response(page)
 
     async def get_run(self, request: Request) -> Response:

@@ -7,7 +7,7 @@ strings with millisecond precision (``2026-01-23T12:34:56.000Z``), as the contra
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -19,6 +19,22 @@ ACTIVE_STATUSES: frozenset[Status] = frozenset({"Queued", "Running"})
 
 RunMode = Literal["AllGroups", "SingleGroup", "SingleScript"]
 ExportMode = Literal["AllColumns", "CustomColumns"]
+
+RUN_ID_PATTERN = "^[0-9A-HJKMNP-TV-Z]{26}$"
+RunId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=RUN_ID_PATTERN,
+        description="A run id: a ULID (26 characters of Crockford's base32, sorts by time)",
+        examples=["01KB5Q4ZK8M3T2V6W9YB0C1DEF"],
+    ),
+]
+FILE_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+FileId = Annotated[str, msgspec.Meta(pattern=FILE_ID_PATTERN, description="A file of a run")]
+# The request keeps these two as strings (the selection validator names the accepted values in
+# its 400); the document still lists them.
+_RUN_MODE = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(RunMode))})]
+_EXPORT_MODE = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(ExportMode))})]
 
 
 def utc_now() -> str:
@@ -40,7 +56,7 @@ class _Camel(msgspec.Struct, rename="camel", kw_only=True):
 class ScriptSelection(_Camel, forbid_unknown_fields=True):
     script_id: str
     enabled: bool = True
-    export_mode: str = "AllColumns"
+    export_mode: _EXPORT_MODE = "AllColumns"
     selected_column_item_ids: list[str] = msgspec.field(default_factory=list)
 
 
@@ -58,12 +74,12 @@ class RunCreateRequest(_Camel, forbid_unknown_fields=True):
     """The contract's body. ``mode`` / ``exportMode`` are checked by the selection validator so a
     wrong value is a 400 naming the field and the accepted values."""
 
-    mode: str
+    mode: _RUN_MODE
     selection: Selection
 
 
 class RunCreated(_Camel):
-    run_id: str
+    run_id: RunId
     status: Status
 
 
@@ -106,7 +122,7 @@ class GroupState(_Camel):
 
 
 class RunState(_Camel):
-    run_id: str
+    run_id: RunId
     status: Status
     mode: RunMode
     login: str
@@ -127,7 +143,7 @@ class RunState(_Camel):
 
 
 class RunSummary(_Camel):
-    run_id: str
+    run_id: RunId
     status: Status
     mode: RunMode
     database_id: str
@@ -144,7 +160,7 @@ class RunList(_Camel):
     """``GET /api/runs?limit=&cursor=``: newest first; pass ``nextCursor`` back as ``cursor``."""
 
     items: list[RunSummary]
-    next_cursor: str | None = None
+    next_cursor: RunId | None = None
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -154,7 +170,7 @@ class RunFile(_Camel):
     """``downloadUrl`` is a signed, short-lived link (``?sig=``, see ``linksExpireAt``) that a
     plain ``<a download>`` can follow; the same path without ``sig`` takes a Bearer token."""
 
-    file_id: str
+    file_id: FileId
     group_id: str
     script_id: str
     variant: int
@@ -167,7 +183,7 @@ class RunFile(_Camel):
 
 
 class RunFiles(_Camel):
-    run_id: str
+    run_id: RunId
     files: list[RunFile]
     zip_url: str
     links_expire_at: str

@@ -97,7 +97,7 @@ async def test_signed_links_download_without_a_token(settings: Settings) -> None
             f"{bare}?sig=",
         ):
             response = await client.get(wrong)
-            assert response.status_code == 404, wrong
+            assert response.status_code == 403, wrong
             assert response.headers["content-type"] == "application/problem+json"
 
         # Another user holding the link, with their own token: 404 as for any run of others.
