@@ -20,11 +20,13 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The browser console loads the official client from our own server: no CDN.
+# The browser console loads the official client, and /api/docs Swagger UI, from our own server:
+# no CDN.
 assets: $(NODE_STAMP)
-	mkdir -p $(VENDOR)
+	mkdir -p $(VENDOR)/swagger-ui
 	cp node_modules/@microsoft/signalr/dist/browser/signalr.min.js $(VENDOR)/
 	cp node_modules/@microsoft/signalr-protocol-msgpack/dist/browser/signalr-protocol-msgpack.min.js $(VENDOR)/
+	cp node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui.css,LICENSE,NOTICE} $(VENDOR)/swagger-ui/
 
 install: $(VENV_STAMP) $(NODE_STAMP) assets
 

@@ -1,13 +1,15 @@
-"""`/api/openapi.json`, `/healthz`, `/readyz` and the operations of the auth and catalog routes."""
+"""`/api/openapi.json`, `/api/docs`, `/healthz`, `/readyz` and the operations of the auth and
+catalog routes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from exporter_api.api.auth import LoginRequest, LoginResponse, UserDto
@@ -21,6 +23,7 @@ from exporter_api.api.catalog import (
     StreamsResponse,
 )
 from exporter_api.api.deps import json_response
+from exporter_api.errors import NotFound
 from exporter_api.openapi import ANONYMOUS, BEARER, REFRESH_COOKIE_AUTH, Operation
 from exporter_api.problems import problem
 
@@ -211,6 +214,27 @@ def health_operations() -> list[Operation]:
     ]
 
 
+_STATIC = Path(__file__).resolve().parent.parent / "static"
+_DOCS_PAGE = _STATIC / "api-docs.html"
+_DOCS_BUNDLE = _STATIC / "vendor" / "swagger-ui" / "swagger-ui-bundle.js"
+# The page runs this origin's scripts only (no inline script, no CDN, no validator badge).
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none';"
+    " frame-ancestors 'none'"
+)
+
+
+async def api_docs(request: Request) -> Response:
+    """Swagger UI on /api/openapi.json, from the vendored swagger-ui-dist (`make assets`)."""
+    if not (_DOCS_PAGE.is_file() and _DOCS_BUNDLE.is_file()):
+        raise NotFound("the API documentation page is not installed: run `make assets`")
+    return FileResponse(
+        _DOCS_PAGE,
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": DOCS_CSP},
+    )
+
+
 async def openapi_json(request: Request) -> Response:
     document = request.app.state.openapi
     return json_response(document)
@@ -238,6 +262,7 @@ async def readyz(request: Request) -> Response:
 
 routes = [
     Route("/api/openapi.json", openapi_json, methods=["GET"]),
+    Route("/api/docs", api_docs, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]
