@@ -50,6 +50,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 import structlog
+from ulid import ULID
 
 from exporter_api.notify import CANCEL_CHANNEL, RUN_QUEUED_CHANNEL, LocalNotifier, Notifier
 from exporter_api.runs.errors import (
@@ -79,14 +80,12 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("exporter_api.runs.engine")
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CLAIM_PAGE = 20  # claimable runs read at a time
 
 
 def new_ulid() -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32 (sorts by time)."""
-    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return str(ULID())
 
 
 class RunEngine:

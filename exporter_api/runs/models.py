@@ -6,10 +6,13 @@ strings with millisecond precision (``2026-01-23T12:34:56.000Z``), as the contra
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
 import msgspec
+
+# Re-exported: the runs modules take the wire's timestamps from here.
+from exporter_api.timestamps import format_time as format_time
+from exporter_api.timestamps import utc_now as utc_now
 
 Status = Literal["Queued", "Running", "Success", "NoData", "Failed", "Cancelled"]
 """RunStatus / GroupStatus / ScriptStatus / variant status: one vocabulary for all levels."""
@@ -35,15 +38,6 @@ FileId = Annotated[str, msgspec.Meta(pattern=FILE_ID_PATTERN, description="A fil
 # its 400); the document still lists them.
 _RUN_MODE = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(RunMode))})]
 _EXPORT_MODE = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(ExportMode))})]
-
-
-def utc_now() -> str:
-    """The current time as the wire's ISO-8601 UTC string."""
-    return format_time(datetime.now(UTC))
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Camel(msgspec.Struct, rename="camel", kw_only=True):

@@ -29,13 +29,16 @@ import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import anyio
 import structlog
 
 from exporter_api.errors import StoreUnavailable, TooManyRequests
 from exporter_api.store import Store
+from exporter_api.timestamps import format_time as _iso
+from exporter_api.timestamps import parse_time as _parse
+from exporter_api.timestamps import wall_clock as _now
 
 _log = structlog.get_logger("exporter_api.security.throttle")
 
@@ -44,18 +47,6 @@ _EXPIRY_MARGIN = timedelta(seconds=30)
 # Bounds the shielded store writes made while a request unwinds.
 _STORE_TIMEOUT_S = 10.0
 _LOCK_PREFIX = "login_throttle:"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class LoginAttempt:

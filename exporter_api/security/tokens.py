@@ -25,7 +25,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 import structlog
@@ -39,6 +39,9 @@ from exporter_api.notify import SESSION_REVOKED_CHANNEL, LocalNotifier, Notifier
 from exporter_api.security.keys import KeyRing
 from exporter_api.security.vault import CredentialVault
 from exporter_api.store import Store
+from exporter_api.timestamps import format_time as _iso
+from exporter_api.timestamps import parse_time as _parse
+from exporter_api.timestamps import wall_clock as _now
 
 _log = structlog.get_logger("exporter_api.security.tokens")
 
@@ -64,18 +67,6 @@ class IssuedTokens(msgspec.Struct, frozen=True):
     refresh_token: str
     refresh_expires_at: datetime
     user: AuthenticatedUser
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def hash_token(token: str) -> str:

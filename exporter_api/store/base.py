@@ -15,7 +15,6 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -23,14 +22,10 @@ import structlog
 
 from exporter_api.errors import StoreUnavailable
 from exporter_api.sqlparams import split_statements
+from exporter_api.timestamps import utc_now as utcnow_iso
 
 _log = structlog.get_logger("exporter_api.store")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-def utcnow_iso() -> str:
-    """Timestamps in the store: `2026-01-23T12:34:56.789Z` (sortable as text)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Store(ABC):

@@ -23,9 +23,9 @@ import anyio.to_thread
 import asyncpg
 import pytest
 
+from exporter_api import timestamps as timestamps_module
 from exporter_api.config import ExportConfig, load_config
 from exporter_api.notify import CANCEL_CHANNEL, LocalNotifier
-from exporter_api.runs import models as models_module
 from exporter_api.runs import retention as retention_module
 from exporter_api.runs.lifecycle import CREDENTIALS_GONE, too_many_attempts
 from exporter_api.runs.models import RunState
@@ -397,7 +397,7 @@ async def test_an_instance_whose_clock_is_ahead_takes_no_live_run_over(
     ) as (a, b):
         live = await a.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         with monkeypatch.context() as clock:
-            for module in (models_module, retention_module):  # every wall-clock reader
+            for module in (timestamps_module, retention_module):  # every wall-clock reader
                 clock.setattr(module, "datetime", ClockAhead)
             claimed = await b.engine.claim_orphans()
             driver = await b.engine.queue.driver(live.run_id)
