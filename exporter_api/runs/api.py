@@ -155,6 +155,19 @@ def _run_link(operation_id: str) -> dict[str, Any]:
     return {"operationId": operation_id, "parameters": {"runId": "$response.body#/runId"}}
 
 
+# A run's state and its file list both name its files: the downloads follow from either.
+_FILE_LINKS = {
+    "DownloadRunFile": {
+        "operationId": "downloadRunFile",
+        "parameters": {
+            "runId": "$response.body#/runId",
+            "fileId": "$response.body#/files/0/fileId",
+        },
+    },
+    "DownloadRunZip": _run_link("downloadRunZip"),
+}
+
+
 def runs_operations() -> list[Operation]:
     """OpenAPI descriptions of the routes below (merged into /api/openapi.json by the app)."""
     download = (BEARER, SIGNED_LINK)
@@ -207,6 +220,7 @@ def runs_operations() -> list[Operation]:
             response=RunState,
             errors=(401, 404),
             path_params=RunPath,
+            links=_FILE_LINKS,
         ),
         Operation(
             "post",
@@ -228,16 +242,7 @@ def runs_operations() -> list[Operation]:
             response=RunFiles,
             errors=(401, 404),
             path_params=RunPath,
-            links={
-                "DownloadRunFile": {
-                    "operationId": "downloadRunFile",
-                    "parameters": {
-                        "runId": "$response.body#/runId",
-                        "fileId": "$response.body#/files/0/fileId",
-                    },
-                },
-                "DownloadRunZip": _run_link("downloadRunZip"),
-            },
+            links=_FILE_LINKS,
         ),
         Operation(
             "get",
