@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
@@ -42,6 +43,21 @@ def redact_secrets(
         elif isinstance(value, str):
             event_dict[key] = redact_value(value)
     return event_dict
+
+
+@contextmanager
+def log_context(**values: Any) -> Iterator[None]:
+    """Bind ``values`` (structlog contextvars) for the code inside, and on the way out drop what
+    that code bound as well: a request binds ``client_ip`` here, then the caller's ``login`` once
+    authenticated, and nothing of it outlives the request (tests call the app in their own task).
+    """
+    before = structlog.contextvars.get_contextvars()
+    structlog.contextvars.bind_contextvars(**values)
+    try:
+        yield
+    finally:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**before)
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:

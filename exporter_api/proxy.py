@@ -21,8 +21,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from exporter_api.logging import log_context
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,7 +80,7 @@ class ProxyHeadersMiddleware:
         if self.networks and peer and self.trusted(_address(str(peer[0]))):
             scope = self._rewritten(scope)
         client = scope.get("client")
-        with structlog.contextvars.bound_contextvars(client_ip=client[0] if client else None):
+        with log_context(client_ip=client[0] if client else None):
             await self.app(scope, receive, send)
 
     def _rewritten(self, scope: Scope) -> Scope:

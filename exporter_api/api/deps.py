@@ -8,6 +8,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -44,7 +45,9 @@ async def current_user(request: Request) -> AuthenticatedUser:
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("an access token is required (Authorization: Bearer ...)")
-    return await services(request).tokens.verify_access_token(token)
+    user = await services(request).tokens.verify_access_token(token)
+    structlog.contextvars.bind_contextvars(login=user.login)  # the rest of this request's lines
+    return user
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytes:

@@ -174,6 +174,8 @@ class RunsComponent:
             user = await self._services.tokens.verify_access_token(request.access_token)
         except ExporterError:
             return None
+        # The connection's tasks start from this request's context: its lines carry the login.
+        structlog.contextvars.bind_contextvars(login=user.login)
         return Principal(
             user_id=f"{user.login}@{user.database_id}",
             name=user.login,

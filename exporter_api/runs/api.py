@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -319,6 +320,7 @@ class RunsApi:
         user = await self.backend.session_user(session_id)
         if user is None:
             raise Forbidden("the session of this download link has ended")
+        structlog.contextvars.bind_contextvars(login=user.login)
         if not owns(await self.backend.repository.owner(run_id), user):
             raise NotFound("run not found")
         return user, run_id

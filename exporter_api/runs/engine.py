@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("exporter_api.runs.engine")
 
 _CLAIM_PAGE = 20  # claimable runs read at a time
+_ORIGINS_KEPT = 1024
 
 
 def new_ulid() -> str:
@@ -171,6 +173,8 @@ class RunEngine:
         )
         self._databases = {db.id: db for db in config.databases}
         self._active: dict[str, ActiveRun] = {}
+        # Client addresses of the runs queued here, for their log lines if claimed here too.
+        self._origins: OrderedDict[str, str] = OrderedDict()
         self._start_lock = anyio.Lock()
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -272,6 +276,10 @@ class RunEngine:
         if here:
             self._tg.start_soon(self._drive, run, (str(username), str(password)), None)
         else:
+            if client_ip := structlog.contextvars.get_contextvars().get("client_ip"):
+                self._origins[state.run_id] = client_ip
+                while len(self._origins) > _ORIGINS_KEPT:  # claimed elsewhere, never popped
+                    self._origins.popitem(last=False)
             await self._notify(RUN_QUEUED_CHANNEL, state.run_id)
         return state
 
@@ -472,7 +480,7 @@ class RunEngine:
         self._active[claim.run_id] = run
         _log.info(
             "run_claimed",
-            run_id=claim.run_id,
+            **self._run_context(claim.run_id, owner.login),
             attempts=claim.attempts,
             takeover=seen.instance_id != UNCLAIMED,
         )
@@ -481,12 +489,24 @@ class RunEngine:
 
     # --- one run ------------------------------------------------------------------------------
 
+    def _run_context(self, run_id: str, login: str, *, forget: bool = False) -> dict[str, str]:
+        """What a run's log lines carry: its id, its user, and the client address of the
+        request that queued it here (if one did)."""
+        origin = self._origins.pop(run_id, None) if forget else self._origins.get(run_id)
+        return {"run_id": run_id, "login": login, **({"client_ip": origin} if origin else {})}
+
     def _initial_state(self, user: AuthenticatedUser, plan: RunPlan) -> RunState:
         return initial_state(plan, user, new_ulid())
 
     async def _drive(
         self, run: ActiveRun, credentials: tuple[str, str] | None, claim: Claim | None
     ) -> None:
+        # The run's own task: every line of it (and of its variants) names the run and the user,
+        # and the client address when a request started it here (its context is copied) or
+        # queued it here.
+        structlog.contextvars.bind_contextvars(
+            **self._run_context(run.run_id, run.owner.login, forget=True)
+        )
         try:
             await self.lifecycle.drive(
                 run, credentials, claim, stopping=lambda: self._shutting_down

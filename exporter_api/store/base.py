@@ -22,10 +22,15 @@ import structlog
 
 from exporter_api.errors import StoreUnavailable
 from exporter_api.sqlparams import split_statements
-from exporter_api.timestamps import utc_now as utcnow_iso
+from exporter_api.timestamps import utc_now
 
 _log = structlog.get_logger("exporter_api.store")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def utcnow_iso() -> str:
+    """Timestamps in the store: `2026-01-23T12:34:56.789Z` (sortable as text)."""
+    return utc_now()
 
 
 class Store(ABC):
