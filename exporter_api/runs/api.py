@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from exporter_api.api.deps import json_response, read_json, read_query
+from exporter_api.api import deps
+from exporter_api.api.deps import json_response, read_json
 from exporter_api.errors import (
     Conflict,
     ExporterError,
@@ -344,7 +345,7 @@ class RunsApi:
 
     async def list_runs(self, request: Request) -> Response:
         user = await self.backend.authenticate(request)
-        query = read_query(request, RunListQuery)
+        query = deps.read_query(request, RunListQuery)
         page = await self.backend.service.list(user, limit=query.limit, cursor=query.cursor)
         return json_response(page)
 
