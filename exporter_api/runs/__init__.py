@@ -25,6 +25,7 @@ import structlog
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from exporter_api.audit.hooks import RunEndRecorder
 from exporter_api.errors import ExporterError
 from exporter_api.runs.api import RunsApi, runs_operations
 from exporter_api.runs.engine import RunEngine
@@ -64,6 +65,7 @@ class RunsComponent:
         self.config = config
         self.session_check_s = session_check_s
         self._connections: dict[str, str] = {}  # this process's hub connections -> session id
+        self._transports: dict[str, str] = {}  # ... -> transport (metrics)
         lifetime_manager: HubLifetimeManager | None = None
         if redis_url:
             from signalr_core.redis import RedisHubLifetimeManager
@@ -134,11 +136,16 @@ class RunsComponent:
     async def session_live(self, session_id: str) -> bool:
         return await self.services.tokens.session_live(session_id)
 
-    def connection_opened(self, connection_id: str, session_id: str) -> None:
+    def connection_opened(self, connection_id: str, session_id: str, transport: str) -> None:
         self._connections[connection_id] = session_id
+        self._transports[connection_id] = transport
+        self.services.metrics.hub_connection(transport, +1)
 
     def connection_closed(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)
+        transport = self._transports.pop(connection_id, None)
+        if transport is not None and self._services is not None:
+            self._services.metrics.hub_connection(transport, -1)
 
     async def _watch_sessions(self) -> None:
         """Close connections whose session ended elsewhere: revoked through another instance
@@ -194,10 +201,12 @@ class RunsComponent:
             publisher=HubPublisher(
                 self.hub_endpoint.hub_context,
                 owners=self._repository.owner if self.config.server.hub.user_feed else None,
+                metrics=services.metrics,
             ),
             files_root=self.files_root,
             notifier=services.notifier,
             exclusive_store=services.store.backend == "sqlite",
+            observer=RunEndRecorder(services.audit, services.metrics, self._repository),
         )
         forget_listener = services.tokens.on_revoked(self.close_session_connections)
         try:
