@@ -1,4 +1,4 @@
-"""`exporter-api serve | check-config | hash-password | generate-key`."""
+"""`exporter-api serve | check-config | hash-password | generate-key | audit`."""
 
 from __future__ import annotations
 
@@ -79,6 +79,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration and its SQL files")
     check.add_argument("path", type=Path)
 
+    audit = sub.add_parser(
+        "audit", help="export the audit trail of a period (CSV or JSON lines) to stdout"
+    )
+    audit.add_argument("--config", type=Path, default=None, help="TOML configuration")
+    audit.add_argument("--data-dir", type=Path, default=Path("var"))
+    audit.add_argument(
+        "--state-url", default=None, help="PostgreSQL state store URL; also EXPORTER_STATE_URL"
+    )
+    audit.add_argument(
+        "--since", required=True, help="from this ISO-8601 date or time (UTC unless given)"
+    )
+    audit.add_argument("--until", default=None, help="before this date or time (default: now)")
+    audit.add_argument("--login", default=None, help="only this login (case-insensitive)")
+    audit.add_argument("--format", choices=("csv", "json"), default="csv")
+
     sub.add_parser("hash-password", help="hash a password for a sqlite demo account (stdin)")
     sub.add_parser(
         "generate-key",
@@ -101,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {len(config.groups)} groups, {scripts} scripts)"
         )
         return 0
+    if args.command == "audit":
+        return _audit(args)
     if args.command == "hash-password":
         from exporter_api.security.passwords import hash_password
 
@@ -113,6 +130,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(generate_key())
         return 0
     return _serve(args)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import anyio
+
+    from exporter_api.app import state_url
+    from exporter_api.audit.export import export_records, parse_moment
+    from exporter_api.store import Store
+
+    try:
+        since = parse_moment(args.since)
+        until = parse_moment(args.until) if args.until else None
+    except ValueError:
+        print("error: --since and --until take ISO-8601 dates or times", file=sys.stderr)
+        return 2
+    config_path = (args.config or default_config_path()).resolve()
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    settings = Settings(
+        config_path=config_path, data_dir=args.data_dir.resolve(), state_url=args.state_url
+    )
+    url = state_url(settings, config)
+
+    async def run() -> int:
+        from exporter_api.store.base import utcnow_iso
+
+        store: Store
+        if url:
+            from exporter_api.store.postgres import PostgresStore
+
+            store = await PostgresStore.open(url, max_size=1)
+        else:
+            from exporter_api.store.sqlite import SqliteStore
+
+            store = await SqliteStore.open_readonly(settings.data_dir / "state.sqlite3")
+        try:
+            return await export_records(
+                store,
+                sys.stdout,
+                since=since,
+                until=until or utcnow_iso(),
+                login=args.login,
+                fmt=args.format,
+            )
+        finally:
+            await store.aclose()
+
+    try:
+        count = anyio.run(run)
+    except FileNotFoundError:
+        print(f"error: no state store in {settings.data_dir}", file=sys.stderr)
+        return 1
+    print(f"{count} audit records", file=sys.stderr)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

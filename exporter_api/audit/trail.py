@@ -19,7 +19,9 @@ first byte -- the caller passes ``required=True`` and the request fails (503) in
 
 from __future__ import annotations
 
+import secrets
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,23 @@ _encoder = msgspec.json.Encoder()
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class MonotonicIds:
+    """ULIDs that also sort in the order they were made within one process: records written
+    in the same millisecond (a failed login and the lock-out it caused) keep their order."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self) -> str:
+        value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(79)
+        value = max(value, self._last + 1)
+        self._last = value
+        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 class JsonLinesSink:
@@ -101,13 +120,11 @@ class AuditTrail:
         new_id: Callable[[], str] | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
-        from exporter_api.runs.engine import new_ulid
-
         self.store = store
         self.retention_days = retention_days
         self.sink = sink
         self._on_failure = on_failure
-        self._new_id = new_id or new_ulid
+        self._new_id = new_id or MonotonicIds()
         self._now = now or (lambda: datetime.now(UTC))
 
     @asynccontextmanager
@@ -245,4 +262,4 @@ class AuditTrail:
             await anyio.sleep(every_s)
 
 
-__all__ = ["AuditTrail", "JsonLinesSink"]
+__all__ = ["AuditTrail", "JsonLinesSink", "MonotonicIds"]
