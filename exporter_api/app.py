@@ -170,7 +170,6 @@ def create_app(
     health = Health(
         files_dir(settings, config), redis_url(settings, config), dir_mode=config.output.dir_mode
     )
-    metrics = Metrics()
     metrics_access: MetricsAccess | None = None
     if config.metrics.enabled:
         token = settings.metrics_token or os.environ.get(METRICS_TOKEN_ENV) or None
@@ -211,6 +210,7 @@ def create_app(
                 stack.push_async_callback(provider.aclose)
                 await provider.start()
                 providers[db.id] = provider
+            metrics = Metrics()
             audit = AuditTrail(
                 store,
                 retention_days=config.audit.retention_days,

@@ -260,7 +260,14 @@ def _serve(args: argparse.Namespace) -> int:
             state_url(settings, config),
             redis_url(settings, config),
             stop_timeout_s=config.server.drain_grace_s + _GRACEFUL_TIMEOUT_S + _STOP_MARGIN_S,
+            metrics=config.metrics.enabled,
         )
+    if args.worker_index is None and config.metrics.enabled:
+        from exporter_api.metrics import MULTIPROC_DIR_ENV
+        from exporter_api.workers import prepare_metrics_dir
+
+        if given := os.environ.get(MULTIPROC_DIR_ENV):  # the operator's multiprocess setup
+            prepare_metrics_dir(settings.data_dir, given)
     hc = HypercornConfig()
     if args.listen_fd is not None:
         hc.bind = [f"fd://{args.listen_fd}"]
@@ -318,12 +325,19 @@ def _serve_workers(
     hub_url: str | None,
     *,
     stop_timeout_s: float,
+    metrics: bool = False,
 ) -> int:
     import anyio
     import structlog
 
     from exporter_api.app import REDIS_URL_ENV, STATE_URL_ENV
-    from exporter_api.workers import listening_socket, supervise
+    from exporter_api.metrics import MULTIPROC_DIR_ENV
+    from exporter_api.workers import (
+        listening_socket,
+        metrics_worker_exited,
+        prepare_metrics_dir,
+        supervise,
+    )
 
     try:
         sock = listening_socket(settings.host, settings.port)
@@ -335,6 +349,11 @@ def _serve_workers(
         return 1
     # URLs may hold passwords: the workers get them in their environment, never in argv (ps).
     env = {**os.environ, STATE_URL_ENV: store_url or "", REDIS_URL_ENV: hub_url or ""}
+    on_exit = None
+    if metrics:  # one scrape answers for every worker (prometheus-client multiprocess mode)
+        metrics_dir = prepare_metrics_dir(settings.data_dir, os.environ.get(MULTIPROC_DIR_ENV))
+        env[MULTIPROC_DIR_ENV] = str(metrics_dir)
+        on_exit = metrics_worker_exited(metrics_dir)
 
     def command(index: int) -> list[str]:
         return [
@@ -377,6 +396,7 @@ def _serve_workers(
                 env=env,
                 pass_fds=(sock.fileno(),),
                 stop_timeout_s=stop_timeout_s,
+                on_exit=on_exit,
             )
         )
 

@@ -6,7 +6,9 @@ Two kinds of numbers, read two ways:
 
 * Events are counted where they happen, in this process: logins, runs ended (by status), rows
   and bytes exported, script durations, queue waits, downloads, hub connections (per
-  transport), hub messages sent, backplane publish failures. `Metrics` owns one
+  transport), hub messages sent, backplane publish failures. (Slow-consumer aborts happen inside
+  signalr_core, which offers no hook for them yet: its ``signalr.slow_consumer`` log line is
+  the record.) `Metrics` owns one
   ``CollectorRegistry`` per app (made in `create_app`, never a module global), so several apps
   in one process (tests) do not collide.
 * State shared by every instance is read from the state store when scraped: runs active now
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("exporter_api.metrics")
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format every Prometheus reads (our names need none of 1.0.0's escaping).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_TOKEN_ENV = "EXPORTER_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 # Export durations: from a second to a few hours.
@@ -137,12 +141,6 @@ class Metrics:
             ["method"],
             registry=registry,
         )
-        self.hub_slow_consumers = Counter(
-            "exporter_hub_slow_consumer_aborts",
-            "Hub connections aborted because their outgoing buffer was full.",
-            ["transport"],
-            registry=registry,
-        )
         self.backplane_failures = Counter(
             "exporter_backplane_publish_failures",
             "Run events the Redis backplane failed to publish.",
@@ -186,9 +184,6 @@ class Metrics:
 
     def hub_message(self, method: str) -> None:
         self.hub_messages.labels(method).inc()
-
-    def slow_consumer(self, transport: str) -> None:
-        self.hub_slow_consumers.labels(transport).inc()
 
     def backplane_failure(self) -> None:
         self.backplane_failures.inc()
@@ -309,7 +304,7 @@ def metrics_route(path: str, access: MetricsAccess) -> Route:
             services.store, services.config, services.config.server.takeover_after_s
         )
         body = services.metrics.render(shared)
-        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+        return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
     return Route(path, endpoint, methods=["GET"])
 
