@@ -6,9 +6,8 @@ Two kinds of numbers, read two ways:
 
 * Events are counted where they happen, in this process: logins, runs ended (by status), rows
   and bytes exported, script durations, queue waits, downloads, hub connections (per
-  transport), hub messages sent, backplane publish failures. (Slow-consumer aborts happen inside
-  signalr_core, which offers no hook for them yet: its ``signalr.slow_consumer`` log line is
-  the record.) `Metrics` owns one
+  transport), hub messages sent, slow-consumer aborts (signalr_core's
+  ``HubOptions.on_slow_consumer``), backplane publish failures of run events. `Metrics` owns one
   ``CollectorRegistry`` per app (made in `create_app`, never a module global), so several apps
   in one process (tests) do not collide.
 * State shared by every instance is read from the state store when scraped: runs active now
@@ -141,6 +140,12 @@ class Metrics:
             ["method"],
             registry=registry,
         )
+        self.hub_slow_consumers = Counter(
+            "exporter_hub_slow_consumer_aborts",
+            "Hub connections aborted because their outgoing buffer was full, per transport.",
+            ["transport"],
+            registry=registry,
+        )
         self.backplane_failures = Counter(
             "exporter_backplane_publish_failures",
             "Run events the Redis backplane failed to publish.",
@@ -184,6 +189,9 @@ class Metrics:
 
     def hub_message(self, method: str) -> None:
         self.hub_messages.labels(method).inc()
+
+    def slow_consumer(self, transport: str) -> None:
+        self.hub_slow_consumers.labels(transport).inc()
 
     def backplane_failure(self) -> None:
         self.backplane_failures.inc()

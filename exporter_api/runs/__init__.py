@@ -15,6 +15,7 @@ connection caps in the state store), `repository` (run trees), `status` (the sta
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -77,7 +78,9 @@ class RunsComponent:
             )
         self.hub_endpoint = HubEndpoint(
             bind_runs_hub(self, config.server.hub),
-            options=hub_options or HubOptions(),
+            options=dataclasses.replace(
+                hub_options or HubOptions(), on_slow_consumer=self._slow_consumer
+            ),
             authenticate=self._authenticate_hub,
             lifetime_manager=lifetime_manager,
         )
@@ -140,6 +143,10 @@ class RunsComponent:
         self._connections[connection_id] = session_id
         self._transports[connection_id] = transport
         self.services.metrics.hub_connection(transport, +1)
+
+    def _slow_consumer(self, transport: str) -> None:
+        if self._services is not None:
+            self._services.metrics.slow_consumer(transport)
 
     def connection_closed(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)

@@ -126,3 +126,14 @@ async def test_shared_gauges_come_from_the_store(settings: Settings) -> None:
         async with slots.hold("db-test", "RUN"):
             holding = await _scrape(client)
         assert sample(holding, "exporter_db_connections_in_use", database="db-test") == 1
+
+
+async def test_slow_consumer_aborts_reach_the_metrics(settings: Settings) -> None:
+    app = create_app(settings, metrics_config())
+    async with running_app(app) as client:
+        # What signalr_core calls when it aborts a connection whose buffer is full (the abort
+        # itself is tested in tests/signalr_core/test_endpoint.py).
+        observer = app.state.runs.hub_endpoint.options.on_slow_consumer
+        observer("LongPolling")
+        text = await _scrape(client)
+    assert sample(text, "exporter_hub_slow_consumer_aborts_total", transport="LongPolling") == 1
