@@ -4,6 +4,9 @@ its numbers move with what happens (logins, runs, downloads, the store's shared 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+from pathlib import Path
 
 import anyio
 import httpx
@@ -12,9 +15,11 @@ import pytest
 from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.errors import ConfigError
+from exporter_api.metrics import Metrics
 from tests.exporter_api.conftest import DEMO_LOGIN, running_app
 from tests.exporter_api.metricskit import metrics_config, sample
 
+ROOT = Path(__file__).resolve().parents[2]
 SALES = {
     "mode": "SingleGroup",
     "selection": {
@@ -137,3 +142,27 @@ async def test_slow_consumer_aborts_reach_the_metrics(settings: Settings) -> Non
         observer("LongPolling")
         text = await _scrape(client)
     assert sample(text, "exporter_hub_slow_consumer_aborts_total", transport="LongPolling") == 1
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_expose() -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text("utf-8"))
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\bexporter_[a-z_]+", target["expr"])
+    }
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exposed = {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes[family.type]
+    }
+    exposed |= {"exporter_store_up", "exporter_runs_active", "exporter_db_connections_in_use"}
+    exposed |= {"exporter_db_connections_max"}
+    assert used, "the dashboard queries nothing"
+    assert used <= exposed, used - exposed
+    # Every metric has a panel (histograms through their buckets).
+    shown = {n.removesuffix("_bucket") for n in used}
+    every = {n.removesuffix("_bucket") for n in exposed if not n.endswith(("_count", "_sum"))}
+    assert shown == every, every - shown
