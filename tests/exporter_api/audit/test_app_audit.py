@@ -199,7 +199,10 @@ async def test_a_cancel_and_the_run_it_ended_are_recorded(store_settings: Settin
     assert records[3].details == {"status": "Cancelled"}
 
 
-def test_the_audit_command_exports_csv_and_json(settings: Settings) -> None:
+def test_the_audit_command_exports_csv_and_json(store_settings: Settings) -> None:
+    settings = store_settings
+    store_args = ["--state-url", settings.state_url] if settings.state_url else []
+
     async def fill() -> None:
         app = create_app(settings)
         async with running_app(app) as client:
@@ -220,6 +223,7 @@ def test_the_audit_command_exports_csv_and_json(settings: Settings) -> None:
                 str(settings.data_dir),
                 "--since",
                 "2000-01-01",
+                *store_args,
                 *args,
             ],
             capture_output=True,
