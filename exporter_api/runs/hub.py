@@ -180,7 +180,6 @@ class RunsHub(Hub):
         if user is None:
             return
         connection_id = self.context.connection_id
-        self.backend.connection_opened(connection_id, user.session_id, self.context.transport)
         if self.settings.user_feed:
             await self.groups.add(connection_id, user_group(user))
         run_ids = list(dict.fromkeys(self.context.query_values.get(RUN_ID_PARAMETER, ())))
@@ -199,6 +198,8 @@ class RunsHub(Hub):
                     run_id=state.run_id, status=state.status, updated_at=state.updated_at
                 )
                 await self.clients.caller.send(RUN_UPDATED, update)
+        # Last: signalr_core calls on_disconnected only after on_connected has succeeded.
+        self.backend.connection_opened(connection_id, user.session_id, self.context.transport)
 
     async def on_disconnected(self, error: Exception | None) -> None:
         self.backend.connection_closed(self.context.connection_id)
