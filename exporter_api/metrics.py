@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -45,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from exporter_api.errors import StoreUnavailable
 from exporter_api.problems import problem
 
 if TYPE_CHECKING:
@@ -258,8 +260,8 @@ async def store_gauges(store: Store, config: ExportConfig, stale_after_s: float)
                 {"stale_s": float(stale_after_s)},
             )
         )
-    except Exception as exc:  # a scrape still answers (with exporter_store_up 0)
-        _log.warning("metrics_store_read_failed", error_type=type(exc).__name__)
+    except StoreUnavailable:  # a scrape still answers (with exporter_store_up 0)
+        _log.warning("metrics_store_read_failed")
         up.add_metric([], 0)
         return [up, limit]
     up.add_metric([], 1)
@@ -311,7 +313,8 @@ def metrics_route(path: str, access: MetricsAccess) -> Route:
         shared = await store_gauges(
             services.store, services.config, services.config.server.takeover_after_s
         )
-        body = services.metrics.render(shared)
+        # Multiprocess mode reads every worker's files: off the event loop.
+        body = await anyio.to_thread.run_sync(services.metrics.render, shared)
         return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
     return Route(path, endpoint, methods=["GET"])
