@@ -15,6 +15,7 @@ processes only through Redis channels named after a prefix (``{channel_prefix}:{
 ``{prefix}:internal:groups``       group add/remove for a connection that lives elsewhere
 ``{prefix}:internal:ack:{server}`` acknowledgements of those commands, one channel per server
 ``{prefix}:internal:return:{srv}`` completions of client results this server waits for
+``{prefix}:internal:servers``      announcements: subscribed again, heartbeat, goodbye
 =================================  ==============================================================
 
 A send publishes one :class:`RedisInvocation` (method name, arguments, excluded connection ids)
@@ -46,10 +47,15 @@ Closing connections from another server (``close_remote``): a :class:`RedisClose
 on the channel of each selected connection id (or, with only user ids, of each user); each
 server holding a selected connection closes it (``LocalConnection.close``).
 
-Redis pub/sub is fire-and-forget: while Redis is unreachable, messages are lost (as in
-ASP.NET). The subscriber logs the loss, reconnects with exponential back-off and subscribes again
-to every channel the local state needs; publishing while Redis is down raises
-:class:`RedisBackplaneError` to the caller.
+Redis pub/sub is fire-and-forget, and ASP.NET's backplane loses what is published while a
+server's subscription is away. Here every send goes through a delivery gate
+(``_redis_delivery.py``): servers announce themselves on ``{prefix}:internal:servers`` once
+subscribed, ``PUBLISH``'s subscriber count is checked against the servers that must receive, and
+while a subscription is coming back sends wait in a bounded, ordered buffer (``buffer_limit``,
+``buffer_max_age``) or are refused with :class:`RedisBackplaneError`. A send that returns was
+delivered by Redis to every server that needed it; none is reported as sent and then lost. The
+subscriber logs a loss, reconnects with exponential back-off and subscribes again, in one
+``SUBSCRIBE``, to every channel the local state needs.
 
 Everything is bounded: the publisher's connection pool (``max_publish_connections``), pending
 acknowledgements (``max_pending_acks``), the queue of group commands from other servers
@@ -79,6 +85,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from signalr_core._redis_delivery import (
+    DeliveryGate,
+    RedisBackplaneError,
+    RedisHello,
+    decode_hello,
+)
 from signalr_core.errors import (
     ClientResultError,
     ClientUnavailableError,
@@ -102,13 +114,10 @@ __all__ = [
     "RedisClose",
     "RedisCompletion",
     "RedisGroupCommand",
+    "RedisHello",
     "RedisHubLifetimeManager",
     "RedisInvocation",
 ]
-
-
-class RedisBackplaneError(SignalRError):
-    """Redis is unreachable, or another server did not acknowledge a group command in time."""
 
 
 # ------------------------------------------------------------------------ messages on Redis ---
@@ -213,6 +222,7 @@ class RedisChannels:
         self.prefix = prefix
         self.all = f"{prefix}:all"
         self.group_management = f"{prefix}:internal:groups"
+        self.servers = f"{prefix}:internal:servers"
 
     def connection(self, connection_id: str) -> str:
         return f"{self.prefix}:connection:{connection_id}"
@@ -265,10 +275,19 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             most ``publish_timeout`` seconds) for a free connection.
         publish_timeout: Socket timeout and pool wait for one publish.
         reconnect_delay: ``(first, max)`` seconds between attempts to reconnect the subscriber.
+            Keep ``max`` below ``peer_timeout``: a peer still backing off must not be taken
+            for gone.
         server_name: This process's name on the ack channel (default: host name + random).
         max_pending_results: Client results for connections on other servers this server may
             wait for at once, and (separately) client-result invocations from other servers it
             may run at once for its own connections; beyond it ``ClientUnavailableError``.
+        buffer_limit: Sends that may wait while a subscription comes back; beyond it they are
+            refused with :class:`RedisBackplaneError`.
+        buffer_max_age: Seconds a send waits for the subscriptions to come back before it is
+            refused (``0``: refuse at once instead of waiting).
+        heartbeat_interval: Seconds between this server's announcements.
+        peer_timeout: Seconds of silence (while this server is subscribed) after which another
+            server is taken for gone; it must exceed ``heartbeat_interval``.
     """
 
     def __init__(
@@ -283,9 +302,13 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         group_command_buffer: int = 256,
         max_publish_connections: int = 8,
         publish_timeout: float = 5.0,
-        reconnect_delay: tuple[float, float] = (0.1, 5.0),
+        reconnect_delay: tuple[float, float] = (0.1, 2.0),
         server_name: str | None = None,
         max_pending_results: int = 1024,
+        buffer_limit: int = 1000,
+        buffer_max_age: float = 10.0,
+        heartbeat_interval: float = 1.0,
+        peer_timeout: float = 5.0,
     ) -> None:
         self._url = redis_url
         self._channels = RedisChannels(f"{channel_prefix}:{hub_name}")
@@ -325,6 +348,15 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._replies: MemoryObjectSendStream[tuple[str, RedisCompletion]] | None = None
         self._task_group: TaskGroup | None = None
         self._protocols: dict[str, HubProtocol] = default_protocols()
+        self._gate = DeliveryGate(
+            self._publish,
+            server_name=self._server_name,
+            servers_channel=self._channels.servers,
+            buffer_limit=buffer_limit,
+            buffer_max_age=buffer_max_age,
+            heartbeat_interval=heartbeat_interval,
+            peer_timeout=peer_timeout,
+        )
 
     @property
     def server_name(self) -> str:
@@ -336,12 +368,24 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         """Whether the subscriber currently holds a connection to Redis."""
         return self._pubsub is not None
 
+    @property
+    def ready(self) -> bool:
+        """Whether sends are published at once: this server and every live peer it knows are
+        subscribed (otherwise they wait in the buffer)."""
+        return self._gate.is_open
+
+    @property
+    def peers(self) -> int:
+        """How many other live servers of this hub this server knows."""
+        return len(self._gate.peers)
+
     # ----------------------------------------------------------------------------- lifespan ---
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """Connect to Redis and run the subscriber until the endpoint stops.
 
-        Entering waits for the first subscription attempt; if Redis is down then, the server
-        still starts and the subscriber keeps retrying in the background (with logging).
+        Entering waits for the first subscription attempt (and, at most ``subscribe_timeout``
+        seconds, for the delivery gate to open); if Redis is down then, the server still starts
+        and the subscriber keeps retrying in the background (with logging).
         """
         return self._lifespan()
 
@@ -383,14 +427,23 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 reply_receive,
             ):
                 self._task_group = tg
+                self._gate.start()
                 await tg.start(self._subscribe_loop, subscriber)
                 tg.start_soon(self._command_loop, receive)
                 tg.start_soon(self._reply_loop, reply_receive)
+                tg.start_soon(self._gate.run_announcements)
+                tg.start_soon(self._gate.run_flusher)
+                with anyio.move_on_after(self._subscribe_timeout):
+                    await self._gate.wait_open()
                 try:
                     yield
                 finally:
+                    self._gate.stop("The Redis backplane stopped.")
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self._publish_timeout):
+                        await self._gate.say_goodbye()
                     tg.cancel_scope.cancel()
         finally:
+            self._gate.fail_all("The Redis backplane stopped.")
             self._publisher, self._commands, self._pubsub = None, None, None
             self._replies, self._task_group = None, None
             self._fail_pending("The Redis backplane stopped.")
@@ -411,15 +464,17 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         while True:
             pubsub = client.pubsub()
             try:
+                # One SUBSCRIBE naming every channel, the servers channel last: its confirmation
+                # means all of them are in place (the delivery gate's cue to announce).
                 await pubsub.subscribe(
                     self._channels.all,
                     self._channels.group_management,
                     self._ack_channel,
                     self._return_channel,
+                    *self._wanted,
+                    self._channels.servers,
                 )
                 self._pubsub = pubsub
-                if self._wanted:
-                    await pubsub.subscribe(*self._wanted)
                 if lost:
                     self._log.info("redis_backplane_reconnected", channels=len(self._wanted) + 4)
                 else:
@@ -441,6 +496,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 lost = True
             finally:
                 self._pubsub = None
+                self._gate.unsubscribed()
                 # Completions published while we are not subscribed are lost: fail the waits.
                 self._fail_pending("The connection to the Redis backplane was lost.")
                 with anyio.CancelScope(shield=True):
@@ -461,6 +517,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         if isinstance(channel, bytes):
             channel = channel.decode()
         if kind == "subscribe":
+            if channel == self._channels.servers:
+                self._gate.subscribed()
             event = self._confirmations.pop(channel, None)
             if event is not None:
                 event.set()
@@ -510,6 +568,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                         group=command.group,
                         connection_id=command.connection_id,
                     )
+        elif channel == self._channels.servers:
+            self._gate.on_hello(decode_hello(data))
         elif channel == self._ack_channel:
             event = self._acks.get(_decode_ack(data).id)
             if event is not None:
@@ -758,7 +818,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self, method: str, args: Sequence[Any], exclude: Collection[str] = ()
     ) -> None:
         inv = RedisInvocation(target=method, arguments=tuple(args), exclude=tuple(exclude))
-        await self._publish(self._channels.all, _encode(inv))
+        await self._gate.send(self._channels.all, _encode(inv), self._gate.expected_all)
 
     async def send_connections(
         self, connection_ids: Collection[str], method: str, args: Sequence[Any]
@@ -775,7 +835,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 continue
             if payload is None:
                 payload = _encode(RedisInvocation(target=method, arguments=tuple(args)))
-            await self._publish(self._channels.connection(connection_id), payload)
+            await self._gate.send(self._channels.connection(connection_id), payload, _none)
 
     async def send_groups(
         self,
@@ -789,20 +849,27 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             return
         if len(names) == 1:
             inv = RedisInvocation(target=method, arguments=tuple(args), exclude=tuple(exclude))
-            await self._publish(self._channels.group(names[0]), _encode(inv))
+            group = names[0]
+            await self._gate.send(
+                self._channels.group(group), _encode(inv), lambda: int(group in self._groups)
+            )
             return
         # Several groups: one message on the all channel so each connection gets it once.
         inv = RedisInvocation(
             target=method, arguments=tuple(args), exclude=tuple(exclude), groups=names
         )
-        await self._publish(self._channels.all, _encode(inv))
+        await self._gate.send(self._channels.all, _encode(inv), self._gate.expected_all)
 
     async def send_users(self, user_ids: Collection[str], method: str, args: Sequence[Any]) -> None:
         payload: bytes | None = None
         for user_id in dict.fromkeys(user_ids):
             if payload is None:
                 payload = _encode(RedisInvocation(target=method, arguments=tuple(args)))
-            await self._publish(self._channels.user(user_id), payload)
+            await self._gate.send(
+                self._channels.user(user_id),
+                payload,
+                lambda user_id=user_id: int(user_id in self._users),  # type: ignore[misc]
+            )
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
         connection = self._connections.get(connection_id)
@@ -848,7 +915,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             return
         payload = _encode(close)
         for channel in channels:
-            await self._publish(channel, payload)
+            await self._gate.send(channel, payload, _none)
 
     async def invoke_connection(
         self,
@@ -986,6 +1053,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 )
         finally:
             del self._acks[command_id]
+
+
+def _none() -> int:
+    return 0  # a channel whose subscribers this server cannot know (no check but the gate)
 
 
 def _message(inv: RedisInvocation) -> InvocationMessage:
