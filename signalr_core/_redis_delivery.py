@@ -49,12 +49,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
-import msgspec
 import structlog
 
+from signalr_core._redis_wire import RedisHello, encode
 from signalr_core.errors import SignalRError
 
-__all__ = ["DeliveryGate", "PeerTable", "RedisBackplaneError", "RedisHello"]
+__all__ = ["DeliveryGate", "PeerTable", "RedisBackplaneError"]
 
 Clock = Callable[[], float]
 Publish = Callable[[str, bytes], Awaitable[int]]
@@ -63,22 +63,6 @@ Publish = Callable[[str, bytes], Awaitable[int]]
 class RedisBackplaneError(SignalRError):
     """Redis is unreachable, a message could not be delivered to every server that needed it,
     or another server did not acknowledge a group command in time."""
-
-
-class RedisHello(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
-    """A server's announcement on the servers channel.
-
-    ``ask``: the sender is recovering and asks every subscribed server to announce itself now.
-    ``bye``: the sender stops; forget it at once.
-    """
-
-    server_name: str
-    ask: bool = False
-    bye: bool = False
-
-
-encode_hello = msgspec.msgpack.Encoder().encode
-decode_hello = msgspec.msgpack.Decoder(RedisHello).decode
 
 
 class PeerTable:
@@ -361,7 +345,7 @@ class DeliveryGate:
                     self._log.warning("redis_backplane_peer_lost", peer=name)
                 hello = RedisHello(server_name=self._name, ask=not self._open)
                 try:
-                    await self._publish(self._channel, encode_hello(hello))
+                    await self._publish(self._channel, encode(hello))
                 except RedisBackplaneError as exc:
                     self._log.warning("redis_backplane_announce_failed", error=str(exc))
             self._evaluate()
@@ -369,9 +353,7 @@ class DeliveryGate:
     async def say_goodbye(self) -> None:
         """Tell the peers this server stops (best effort)."""
         try:
-            await self._publish(
-                self._channel, encode_hello(RedisHello(server_name=self._name, bye=True))
-            )
+            await self._publish(self._channel, encode(RedisHello(server_name=self._name, bye=True)))
         except RedisBackplaneError as exc:
             self._log.debug("redis_backplane_goodbye_failed", error=str(exc))
 

@@ -169,7 +169,7 @@ async def test_second_local_joiner_waits_for_the_group_subscription(redis: Redis
 
         async def join(connection_id: str) -> None:
             await b.add_to_group(connection_id, "race")
-            subscribed_when_returned.append(channel not in b._confirmations)
+            subscribed_when_returned.append(channel not in b._subscriber.confirmations)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(join, "b1")
@@ -356,7 +356,7 @@ async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServ
         with anyio.fail_after(2), pytest.raises(TimeoutError):
             await a.invoke_connection("b1", "Wait", [], timeout=0.2)
 
-        await eventually(lambda: b._serving == 0)  # B's own wait for "Wait" ended too
+        await eventually(lambda: b._results.serving == 0)  # B's own wait for "Wait" ended too
 
         # The waiting table is bounded (max_pending_results=1).
         results: list[Any] = []
@@ -366,13 +366,13 @@ async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServ
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(first)
-            await eventually(lambda: len(a._results) == 1)
+            await eventually(lambda: len(a._results.waiting) == 1)
             with pytest.raises(ClientUnavailableError, match="Too many"):
                 await a.invoke_connection("b1", "Wait", [])
             release.set()
         assert results == ["late"]
-        assert a._results == {}
-        assert b._serving == 0
+        assert a._results.waiting == {}
+        assert b._results.serving == 0
 
 
 async def test_waiters_fail_when_the_owning_server_stops(redis: RedisServer) -> None:
@@ -397,7 +397,7 @@ async def test_waiters_fail_when_the_owning_server_stops(redis: RedisServer) -> 
             async with b.lifespan():
                 await b.on_connected(Conn("b1", handler=handler))
                 tg.start_soon(wait)
-                await eventually(lambda: b._serving == 1)
+                await eventually(lambda: b._results.serving == 1)
             # b stopped: its running invocation told a at once (no timeout was given).
             with anyio.fail_after(5):
                 await eventually(lambda: bool(errors))

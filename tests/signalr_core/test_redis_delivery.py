@@ -17,7 +17,8 @@ from typing import Any
 import anyio
 import pytest
 
-from signalr_core._redis_delivery import DeliveryGate, RedisHello, encode_hello
+from signalr_core._redis_delivery import DeliveryGate
+from signalr_core._redis_wire import RedisHello, encode
 from signalr_core.redis import RedisBackplaneError, RedisHubLifetimeManager
 from tests.services import RedisServer, free_port, redis_server
 from tests.signalr_core.test_redis import Conn, _kill_redis, eventually
@@ -214,7 +215,7 @@ async def test_a_server_that_vanished_without_goodbye_holds_broadcasts_until_its
             await eventually(lambda: a.peers == 1 and a.ready)
             # A server that announced itself once and is gone (crashed: no goodbye).
             await client.publish(
-                f"signalr:{hub}:internal:servers", encode_hello(RedisHello(server_name="ghost"))
+                f"signalr:{hub}:internal:servers", encode(RedisHello(server_name="ghost"))
             )
             await eventually(lambda: a.peers == 2)
             with pytest.raises(RedisBackplaneError, match="2 of 3 servers"):
