@@ -367,7 +367,7 @@ class DeliveryGate:
         self._announce.set()
 
     def _evaluate(self) -> None:
-        if self._open or not self._subscribed:
+        if self._open or not self._subscribed or not self._running:
             return
         if self.peers.all_heard_in(self._epoch):
             self._open = True
