@@ -273,7 +273,7 @@ class DeliveryGate:
                 with anyio.CancelScope(shield=True):
                     await entry.done.wait()
         finally:
-            if not entry.done.is_set() and not entry.in_flight:
+            if not entry.done.is_set() and not entry.in_flight and entry in self._queue:
                 self._queue.remove(entry)  # timed out or cancelled while waiting
         if not entry.done.is_set():
             raise RedisBackplaneError(
@@ -308,31 +308,29 @@ class DeliveryGate:
             while self._open and self._queue:
                 entry = self._queue[0]
                 entry.in_flight = True
+                error: RedisBackplaneError | None = None
                 try:
                     count = await self._publish(entry.channel, entry.payload)
                 except RedisBackplaneError as exc:
-                    self._queue.popleft()
-                    entry.finish(exc)  # may or may not have reached Redis: never repeated
-                    continue
+                    count, error = -1, exc  # may or may not have reached Redis: never repeated
                 finally:
                     entry.in_flight = False
+                if entry.done.is_set():
+                    continue  # refused meanwhile (the backplane stops): no longer queued
                 wanted = entry.expected()
-                if count == 0 and wanted > 0:
+                if error is None and count == 0 and wanted > 0:
                     self._close("redis_backplane_no_subscriber", expected=wanted)
                     break  # nobody got it: it stays first in line
                 self._queue.popleft()
-                if count < wanted:
+                if error is None and count < wanted:
                     self._close(
                         "redis_backplane_partial_delivery", receivers=count, expected=wanted
                     )
-                    entry.finish(
-                        RedisBackplaneError(
-                            f"Redis delivered the message to {count} of {wanted} servers; "
-                            "the others are not subscribed."
-                        )
+                    error = RedisBackplaneError(
+                        f"Redis delivered the message to {count} of {wanted} servers; "
+                        "the others are not subscribed."
                     )
-                    break
-                entry.finish()
+                entry.finish(error)
 
     async def run_announcements(self) -> None:
         """Announce this server every heartbeat (at once when asked), and expire silent peers."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from signalr_core._redis_delivery import DeliveryGate
 from signalr_core._redis_wire import RedisHello, encode
@@ -35,9 +36,14 @@ class ScriptedRedis:
     failing: bool = False
     published: list[tuple[str, bytes]] = field(default_factory=list)
     gate: DeliveryGate | None = None
+    hold: anyio.Event | None = None  # PUBLISH on "all" waits for it (a slow Redis)
+    holding: bool = False
 
     async def publish(self, channel: str, payload: bytes) -> int:
         await anyio.lowlevel.checkpoint()
+        if channel == "all" and self.hold is not None:
+            self.holding = True
+            await self.hold.wait()
         if self.failing:
             raise RedisBackplaneError("Publishing to Redis failed: ConnectionError")
         self.published.append((channel, payload))
@@ -197,7 +203,47 @@ async def test_a_stopped_gate_refuses_at_once() -> None:
             await gate.send("all", b"y", gate.expected_all)
 
 
+async def test_stopping_while_a_buffered_send_is_being_published_refuses_it_once() -> None:
+    async with scripted_gate() as (gate, redis):
+        redis.hold = anyio.Event()
+        gate.unsubscribed()
+        outcome: list[str] = []
+
+        async def send() -> None:
+            try:
+                await gate.send("all", b"x", gate.expected_all)
+            except RedisBackplaneError as exc:
+                outcome.append(str(exc))
+            else:
+                outcome.append("sent")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            await eventually(lambda: gate.buffered == 1)
+            gate.subscribed()  # opens: the flusher publishes it, and Redis is slow to answer
+            await eventually(lambda: redis.holding)
+            gate.stop("The Redis backplane stopped.")
+            redis.hold.set()
+        assert outcome == ["The Redis backplane stopped."]
+        assert gate.buffered == 0
+
+
 # ------------------------------------------------------------------------- real Redis ---
+async def test_servers_learn_each_other_and_stop_without_warnings(redis: RedisServer) -> None:
+    hub = f"hub-{uuid.uuid4().hex}"
+    a = RedisHubLifetimeManager(redis.url, hub_name=hub)
+    b = RedisHubLifetimeManager(redis.url, hub_name=hub)
+    with capture_logs() as logs:
+        async with a.lifespan():
+            async with b.lifespan():
+                await eventually(lambda: a.peers == 1 and b.peers == 1)
+                assert a.ready
+                assert b.ready
+            await eventually(lambda: a.peers == 0)  # b said goodbye: nothing is held back
+            assert a.ready
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == []
+
+
 async def test_a_server_that_vanished_without_goodbye_holds_broadcasts_until_its_timeout(
     redis: RedisServer,
 ) -> None:
