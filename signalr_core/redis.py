@@ -268,9 +268,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """Connect to Redis and run the subscriber until the endpoint stops.
 
-        Entering waits for the first subscription attempt (and, at most ``subscribe_timeout``
-        seconds, for the delivery gate to open); if Redis is down then, the server still starts
-        and the subscriber keeps retrying in the background (with logging).
+        Entering waits for the first subscription attempt and, when it succeeded, at most
+        ``subscribe_timeout`` seconds for the delivery gate to open; if Redis is down then, the
+        server still starts at once and the subscriber keeps retrying in the background (with
+        logging; sends wait for it as after a restart).
         """
         return self._lifespan()
 
@@ -288,8 +289,9 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 await tg.start(self._subscriber.run, subscriber)
                 tg.start_soon(self._gate.run_announcements)
                 tg.start_soon(self._gate.run_flusher)
-                with anyio.move_on_after(self._subscribe_timeout):
-                    await self._gate.wait_open()
+                if self._subscriber.connected:  # Redis is down: start now, recover later
+                    with anyio.move_on_after(self._subscribe_timeout):
+                        await self._gate.wait_open()
                 try:
                     yield
                 finally:

@@ -277,6 +277,33 @@ async def test_a_server_that_vanished_without_goodbye_holds_broadcasts_until_its
         await client.aclose()
 
 
+async def test_a_server_started_while_redis_is_down_holds_sends_until_it_is_up() -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    manager = RedisHubLifetimeManager(
+        url,
+        hub_name=f"hub-{uuid.uuid4().hex}",
+        reconnect_delay=(0.02, 0.1),
+        publish_timeout=1.0,
+        subscribe_timeout=30.0,
+    )
+    conn = Conn("c1")
+    with contextlib.ExitStack() as servers:
+        async with contextlib.AsyncExitStack() as stack:
+            started = anyio.current_time()
+            await stack.enter_async_context(manager.lifespan())
+            # Started at once, not after subscribe_timeout (30 s) for a gate that cannot open.
+            assert anyio.current_time() - started < 10
+            await manager.on_connected(conn)
+            assert not manager.ready
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(manager.send_all, "Early", [])
+                await eventually(lambda: manager._gate.buffered == 1)
+                await anyio.to_thread.run_sync(servers.enter_context, redis_server(port))
+            assert manager.ready
+            await eventually(lambda: conn.calls() == [("Early", ())])
+
+
 async def test_every_accepted_message_arrives_once_across_a_redis_restart() -> None:
     """Three servers, two connections each (all in group ``g``), two senders per server
     alternating ``send_all`` and ``send_groups``; Redis is shut down and started again while
