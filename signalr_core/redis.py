@@ -558,8 +558,14 @@ def _local(has: Callable[[str], bool], key: str) -> Callable[[], int]:
 def _clients(
     url: str, max_connections: int, timeout: float
 ) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """The publisher (a bounded pool, one retry to replace a dead pooled connection) and the
-    subscriber's client (no automatic retries: Subscriber.run logs and backs off)."""
+    """The publisher (a bounded pool) and the subscriber's client (Subscriber.run logs a loss and
+    backs off).
+
+    Neither retries a command: a ``PUBLISH`` whose answer timed out or whose connection broke
+    after sending may have been delivered, and repeating it would deliver it twice (the delivery
+    gate refuses it instead). A pooled connection that Redis closed meanwhile (a restart) is
+    replaced when it is taken from the pool, before anything is sent on it.
+    """
     # from_pool: the client owns (and closes) its bounded pool.
     publisher: aioredis.Redis = aioredis.Redis.from_pool(
         aioredis.BlockingConnectionPool.from_url(
@@ -568,7 +574,7 @@ def _clients(
             timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 0),
         )
     )
     subscriber: aioredis.Redis = aioredis.Redis.from_url(
