@@ -66,8 +66,9 @@ the subscriber and its reconnection (``_redis_subscriber.py``), the delivery gat
 Everything is bounded: the publisher's connection pool (``max_publish_connections``), pending
 acknowledgements (``max_pending_acks``), the queue of group commands from other servers
 (``group_command_buffer``; overflow is logged and the sender times out), client results waited
-for and run for other servers (``max_pending_results`` each) and every wait (``ack_timeout``,
-``publish_timeout``, the caller's client-result ``timeout``).
+for and run for other servers (``max_pending_results`` each), sends held back while a
+subscription comes back (``buffer_limit``) and every wait (``ack_timeout``, ``publish_timeout``,
+``buffer_max_age``, the caller's client-result ``timeout``).
 """
 
 from __future__ import annotations
