@@ -73,8 +73,10 @@ class RunsComponent:
 
             # Every instance publishes run events on Redis: a client connected to any instance
             # gets every event of the runs it subscribed to, in the order they were sent.
+            # Run events are best effort (the state is in the store), so a send waits at
+            # most a second for the backplane to come back instead of slowing every run.
             lifetime_manager = RedisHubLifetimeManager(
-                redis_url, channel_prefix="exporter", hub_name="runs"
+                redis_url, channel_prefix="exporter", hub_name="runs", buffer_max_age=1.0
             )
         self.hub_endpoint = HubEndpoint(
             bind_runs_hub(self, config.server.hub),
