@@ -22,9 +22,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from exporter_api.api import auth, catalog, meta
+from exporter_api.audit import AuditTrail, JsonLinesSink
 from exporter_api.config import ExportConfig, Settings, load_config
-from exporter_api.errors import NotFound
+from exporter_api.errors import ConfigError, NotFound
 from exporter_api.health import Health
+from exporter_api.metrics import METRICS_TOKEN_ENV, Metrics, MetricsAccess, metrics_route
 from exporter_api.notify import LocalNotifier, Notifier, PostgresNotifier
 from exporter_api.openapi import build_openapi
 from exporter_api.problems import exception_handlers, problem
@@ -168,6 +170,13 @@ def create_app(
     health = Health(
         files_dir(settings, config), redis_url(settings, config), dir_mode=config.output.dir_mode
     )
+    metrics_access: MetricsAccess | None = None
+    if config.metrics.enabled:
+        token = settings.metrics_token or os.environ.get(METRICS_TOKEN_ENV) or None
+        try:
+            metrics_access = MetricsAccess(config.metrics.allow_from, token)
+        except ValueError as exc:
+            raise ConfigError(str(config.source_path), "metrics", str(exc)) from None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -201,6 +210,14 @@ def create_app(
                 stack.push_async_callback(provider.aclose)
                 await provider.start()
                 providers[db.id] = provider
+            metrics = Metrics()
+            audit = AuditTrail(
+                store,
+                retention_days=config.audit.retention_days,
+                sink=JsonLinesSink(config.audit.sink, data_dir) if config.audit.sink else None,
+                on_failure=metrics.audit_failure,
+            )
+            await stack.enter_async_context(audit.running())
             if isinstance(notifier, PostgresNotifier):
                 await stack.enter_async_context(notifier.running())
             await stack.enter_async_context(health.running(store))
@@ -216,9 +233,13 @@ def create_app(
                 links=DownloadLinks(jwt_keys.keys, config.server.download_link_ttl_s),
                 notifier=notifier,
                 task_group=task_group,
+                audit=audit,
+                metrics=metrics,
             )
             app.state.services = services
             task_group.start_soon(_purge_sessions, tokens)
+            if config.audit.retention_days > 0:
+                task_group.start_soon(audit.purge_loop)
             _log.info(
                 "service_started",
                 config=str(settings.config_path),
@@ -241,6 +262,8 @@ def create_app(
         *runs.routes,
         Route("/", _index, methods=["GET"]),
     ]
+    if metrics_access is not None:
+        routes.append(metrics_route(config.metrics.path, metrics_access))
     if STATIC_DIR.is_dir():
         routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     # Outermost: every later layer (CORS, throttling, logs, cookies) sees the real client.

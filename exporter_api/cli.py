@@ -1,4 +1,4 @@
-"""`exporter-api serve | check-config | hash-password | generate-key`."""
+"""`exporter-api serve | check-config | hash-password | generate-key | audit`."""
 
 from __future__ import annotations
 
@@ -79,6 +79,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration and its SQL files")
     check.add_argument("path", type=Path)
 
+    audit = sub.add_parser(
+        "audit", help="export the audit trail of a period (CSV or JSON lines) to stdout"
+    )
+    audit.add_argument("--config", type=Path, default=None, help="TOML configuration")
+    audit.add_argument("--data-dir", type=Path, default=Path("var"))
+    audit.add_argument(
+        "--state-url", default=None, help="PostgreSQL state store URL; also EXPORTER_STATE_URL"
+    )
+    audit.add_argument(
+        "--since", required=True, help="from this ISO-8601 date or time (UTC unless given)"
+    )
+    audit.add_argument("--until", default=None, help="before this date or time (default: now)")
+    audit.add_argument("--login", default=None, help="only this login (case-insensitive)")
+    audit.add_argument("--format", choices=("csv", "json"), default="csv")
+
     sub.add_parser("hash-password", help="hash a password for a sqlite demo account (stdin)")
     sub.add_parser(
         "generate-key",
@@ -101,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {len(config.groups)} groups, {scripts} scripts)"
         )
         return 0
+    if args.command == "audit":
+        return _audit(args)
     if args.command == "hash-password":
         from exporter_api.security.passwords import hash_password
 
@@ -113,6 +130,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(generate_key())
         return 0
     return _serve(args)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import anyio
+
+    from exporter_api.app import state_url
+    from exporter_api.audit.export import export_records, parse_moment
+    from exporter_api.store import Store
+
+    try:
+        since = parse_moment(args.since)
+        until = parse_moment(args.until) if args.until else None
+    except ValueError:
+        print("error: --since and --until take ISO-8601 dates or times", file=sys.stderr)
+        return 2
+    config_path = (args.config or default_config_path()).resolve()
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    settings = Settings(
+        config_path=config_path, data_dir=args.data_dir.resolve(), state_url=args.state_url
+    )
+    url = state_url(settings, config)
+
+    async def run() -> int:
+        from exporter_api.store.base import utcnow_iso
+
+        store: Store
+        if url:
+            from exporter_api.store.postgres import PostgresStore
+
+            store = await PostgresStore.open(url, max_size=1)
+        else:
+            from exporter_api.store.sqlite import SqliteStore
+
+            store = await SqliteStore.open_readonly(settings.data_dir / "state.sqlite3")
+        try:
+            return await export_records(
+                store,
+                sys.stdout,
+                since=since,
+                until=until or utcnow_iso(),
+                login=args.login,
+                fmt=args.format,
+            )
+        finally:
+            await store.aclose()
+
+    try:
+        count = anyio.run(run)
+    except FileNotFoundError:
+        print(f"error: no state store in {settings.data_dir}", file=sys.stderr)
+        return 1
+    print(f"{count} audit records", file=sys.stderr)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -186,7 +260,14 @@ def _serve(args: argparse.Namespace) -> int:
             state_url(settings, config),
             redis_url(settings, config),
             stop_timeout_s=config.server.drain_grace_s + _GRACEFUL_TIMEOUT_S + _STOP_MARGIN_S,
+            metrics=config.metrics.enabled,
         )
+    if args.worker_index is None and config.metrics.enabled:
+        from exporter_api.metrics import MULTIPROC_DIR_ENV
+        from exporter_api.workers import prepare_metrics_dir
+
+        if given := os.environ.get(MULTIPROC_DIR_ENV):  # the operator's multiprocess setup
+            prepare_metrics_dir(settings.data_dir, given)
     hc = HypercornConfig()
     if args.listen_fd is not None:
         hc.bind = [f"fd://{args.listen_fd}"]
@@ -244,12 +325,19 @@ def _serve_workers(
     hub_url: str | None,
     *,
     stop_timeout_s: float,
+    metrics: bool = False,
 ) -> int:
     import anyio
     import structlog
 
     from exporter_api.app import REDIS_URL_ENV, STATE_URL_ENV
-    from exporter_api.workers import listening_socket, supervise
+    from exporter_api.metrics import MULTIPROC_DIR_ENV
+    from exporter_api.workers import (
+        listening_socket,
+        metrics_worker_exited,
+        prepare_metrics_dir,
+        supervise,
+    )
 
     try:
         sock = listening_socket(settings.host, settings.port)
@@ -261,6 +349,11 @@ def _serve_workers(
         return 1
     # URLs may hold passwords: the workers get them in their environment, never in argv (ps).
     env = {**os.environ, STATE_URL_ENV: store_url or "", REDIS_URL_ENV: hub_url or ""}
+    on_exit = None
+    if metrics:  # one scrape answers for every worker (prometheus-client multiprocess mode)
+        metrics_dir = prepare_metrics_dir(settings.data_dir, os.environ.get(MULTIPROC_DIR_ENV))
+        env[MULTIPROC_DIR_ENV] = str(metrics_dir)
+        on_exit = metrics_worker_exited(metrics_dir)
 
     def command(index: int) -> list[str]:
         return [
@@ -303,6 +396,7 @@ def _serve_workers(
                 env=env,
                 pass_fds=(sock.fileno(),),
                 stop_timeout_s=stop_timeout_s,
+                on_exit=on_exit,
             )
         )
 

@@ -188,6 +188,27 @@ class GroupConfig(_Base):
     scripts: list[ScriptConfig]
 
 
+class MetricsConfig(_Base):
+    """`[metrics]`: `GET /metrics` (Prometheus), see `exporter_api.metrics`."""
+
+    enabled: bool = False
+    path: str = "/metrics"
+    # Addresses (CIDRs) that may scrape; with EXPORTER_METRICS_TOKEN set, a scrape needs the
+    # token too. Empty = any address (then the token is required).
+    allow_from: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+
+
+class AuditConfig(_Base):
+    """`[audit]`: the audit trail, see `exporter_api.audit`."""
+
+    # Records older than this many days are purged (0 keeps them for ever); independent of
+    # server.retention_days (deleting a run never deletes its records).
+    retention_days: int = 400
+    # A copy of every record as JSON lines for a SIEM: "" (none), "stdout", or a file path
+    # (relative to the data directory), appended to.
+    sink: str = ""
+
+
 class ExportConfig(_Base):
     databases: list[DatabaseConfig]
     managers: list[ManagerConfig]
@@ -195,6 +216,8 @@ class ExportConfig(_Base):
     groups: list[GroupConfig] = []
     output: OutputConfig = msgspec.field(default_factory=OutputConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     source_path: str = ""  # the file it was loaded from (set by load_config)
 
     # Lookups (ids are unique, checked by load_config).
@@ -228,6 +251,7 @@ class Settings:
     vault_key: bytes | None = None
     redis_url: str | None = None  # overrides config.server.redis_url (may hold a password)
     workers: int = 1  # processes serving one port (needs the PostgreSQL store and Redis)
+    metrics_token: str | None = None  # overrides EXPORTER_METRICS_TOKEN
 
     @property
     def cookie_secure(self) -> bool:
@@ -447,6 +471,18 @@ def _validate(config: ExportConfig, path: Path) -> None:
             fail(f"server.{name}", "must be at least 1")
     if server.drain_grace_s < 0:
         fail("server.drain_grace_s", "must not be negative")
+    metrics = config.metrics
+    if not metrics.path.startswith("/") or metrics.path.startswith(("/api/", server.hub_path)):
+        fail("metrics.path", "must start with '/' and be outside /api/ and the hub path")
+    for index, cidr in enumerate(metrics.allow_from):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            fail(f"metrics.allow_from[{index}]", f"{cidr!r} is not an address or CIDR")
+    if config.audit.retention_days < 0:
+        fail("audit.retention_days", "must be 0 (keep forever) or a number of days")
+    if "\x00" in config.audit.sink:
+        fail("audit.sink", "must be empty, 'stdout' or a file path")
     for name in ("file_mode", "dir_mode"):
         mode = getattr(out, name)
         if not 0 <= mode <= 0o777 or mode & 0o600 != 0o600:
@@ -534,6 +570,7 @@ __all__ = [
     "BUILTIN_SUBSCRIBE",
     "BUILTIN_UNSUBSCRIBE",
     "SCRIPT_PARAMETERS",
+    "AuditConfig",
     "ColumnItem",
     "ColumnsProfile",
     "DatabaseConfig",
@@ -541,6 +578,7 @@ __all__ = [
     "GroupConfig",
     "HubConfig",
     "ManagerConfig",
+    "MetricsConfig",
     "OutputConfig",
     "ScriptConfig",
     "ScriptVariant",

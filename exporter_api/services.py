@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import anyio.abc
 
+from exporter_api.audit import AuditTrail
 from exporter_api.config import ExportConfig, Settings
+from exporter_api.metrics import Metrics
 from exporter_api.notify import Notifier
 from exporter_api.providers.base import DatabaseProvider
 from exporter_api.security.links import DownloadLinks
@@ -29,6 +31,8 @@ class Services:
     links: DownloadLinks  # signed download links (?sig=)
     notifier: Notifier  # signals to every instance (PostgreSQL LISTEN/NOTIFY; in-process: SQLite)
     task_group: anyio.abc.TaskGroup  # the app's long-lived task group (lifespan)
+    audit: AuditTrail  # the append-only audit trail (exporter_api.audit)
+    metrics: Metrics  # Prometheus metrics of this app (exporter_api.metrics)
 
 
 __all__ = ["Services", "Settings"]

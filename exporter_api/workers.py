@@ -26,6 +26,13 @@ supervisor exits with status 1. Any later exit is one worker's trouble and never
 healthy siblings: it is started again after a delay that doubles from ``restart_delay_s`` up to
 ``max_restart_delay_s`` while the restarts keep dying within ``min_uptime_s``, and starts again
 from ``restart_delay_s`` once a restart has lived that long.
+
+Metrics (``[metrics] enabled``): each worker keeps its counters in files of one directory
+(prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``: the operator's, else
+``<data dir>/metrics``) and the worker a scrape reaches sums them all. The supervisor empties the
+directory before the first worker starts (numbers of an earlier run must not add up with this
+one's) and, when a worker exits, removes its live gauges (``mark_process_dead``: its hub
+connections are gone); its counters stay, as Prometheus expects of a counter.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -65,6 +73,27 @@ def follow_supervisor(supervisor_pid: int) -> bool:
     return os.getppid() == supervisor_pid
 
 
+def prepare_metrics_dir(data_dir: Path, given: str | None = None) -> Path:
+    """The multiprocess metrics directory (``given``, else ``<data_dir>/metrics``), created and
+    emptied of an earlier run's files (blocking: call it before the event loop starts)."""
+    path = Path(given) if given else data_dir / "metrics"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def metrics_worker_exited(path: Path) -> Callable[[int], None]:
+    """``supervise(on_exit=...)``: forget the live gauges of a worker that exited."""
+
+    def forget(pid: int) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+
+    return forget
+
+
 def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """The one socket every worker accepts on (inheritable)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -84,10 +113,12 @@ async def supervise(
     max_restart_delay_s: float = MAX_RESTART_DELAY_S,
     stop_timeout_s: float = STOP_TIMEOUT_S,
     clock: Callable[[], float] = time.monotonic,
+    on_exit: Callable[[int], None] | None = None,
 ) -> int:
     """Run ``command(i)`` for i in ``range(count)`` until SIGTERM/SIGINT; returns the exit code.
 
-    ``clock`` measures how long a worker lived (tests drive it).
+    ``clock`` measures how long a worker lived (tests drive it); ``on_exit(pid)`` is called
+    after each worker process has exited.
     """
     processes: dict[int, anyio.abc.Process] = {}
     stopping = anyio.Event()
@@ -123,6 +154,8 @@ async def supervise(
                 code = await proc.wait()
                 tg.cancel_scope.cancel()
         del processes[index]
+        if on_exit is not None:
+            on_exit(proc.pid)
         return code
 
     async def worker(index: int) -> None:
@@ -176,5 +209,7 @@ __all__ = [
     "STOP_TIMEOUT_S",
     "follow_supervisor",
     "listening_socket",
+    "metrics_worker_exited",
+    "prepare_metrics_dir",
     "supervise",
 ]

@@ -582,6 +582,8 @@ class HubServerConnection:
                 pending_bytes=self.outgoing.pending_bytes,
                 pending_messages=len(self.outgoing),
             )
+            if self._options.on_slow_consumer is not None:
+                self._options.on_slow_consumer(str(self.transport))
             self.abort()
 
     # -- ending --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from signalr_core._registry import ConnectionRegistry
 from signalr_core.errors import ClientUnavailableError
 from signalr_core.messages import HubMessage, InvocationMessage
 
@@ -191,67 +192,36 @@ def invocation(method: str, args: Sequence[Any]) -> InvocationMessage:
 
 
 class DefaultHubLifetimeManager(HubLifetimeManager):
-    """In-process lifetime manager: plain dicts, no I/O."""
+    """In-process lifetime manager: one :class:`ConnectionRegistry`, no I/O."""
 
     def __init__(self) -> None:
-        self._connections: dict[str, HubConnectionHandle] = {}
-        self._groups: dict[str, dict[str, HubConnectionHandle]] = {}
-        self._groups_of: dict[str, set[str]] = {}
-        self._users: dict[str, dict[str, HubConnectionHandle]] = {}
+        self._registry: ConnectionRegistry[HubConnectionHandle] = ConnectionRegistry()
 
     @property
     def connection_count(self) -> int:
         """How many connections are registered."""
-        return len(self._connections)
+        return len(self._registry)
 
     def group_members(self, group: str) -> frozenset[str]:
         """Connection ids in ``group`` (for tests and diagnostics)."""
-        return frozenset(self._groups.get(group, ()))
+        return frozenset(self._registry.members(group))
 
     async def on_connected(self, connection: HubConnectionHandle) -> None:
-        self._connections[connection.connection_id] = connection
-        user_id = connection.user_id
-        if user_id is not None:
-            self._users.setdefault(user_id, {})[connection.connection_id] = connection
+        self._registry.add(connection)
 
     async def on_disconnected(self, connection: HubConnectionHandle) -> None:
-        connection_id = connection.connection_id
-        self._connections.pop(connection_id, None)
-        for group in self._groups_of.pop(connection_id, ()):
-            members = self._groups.get(group)
-            if members is not None:
-                members.pop(connection_id, None)
-                if not members:
-                    del self._groups[group]
-        user_id = connection.user_id
-        if user_id is not None:
-            conns = self._users.get(user_id)
-            if conns is not None:
-                conns.pop(connection_id, None)
-                if not conns:
-                    del self._users[user_id]
+        self._registry.remove(connection)
 
     async def send_all(
         self, method: str, args: Sequence[Any], exclude: Collection[str] = ()
     ) -> None:
-        message = invocation(method, args)
-        if exclude:
-            excluded = set(exclude)
-            for connection in list(self._connections.values()):
-                if connection.connection_id not in excluded:
-                    connection.write(message)
-        else:
-            for connection in list(self._connections.values()):
-                connection.write(message)
+        write_all(self._registry.excluding(self._registry.connections, exclude), method, args)
 
     async def send_connections(
         self, connection_ids: Collection[str], method: str, args: Sequence[Any]
     ) -> None:
-        message = invocation(method, args)
-        for connection_id in set(connection_ids):
-            connection = self._connections.get(connection_id)
-            if connection is not None:
-                connection.write(message)
+        targets = (self._registry.get(cid) for cid in set(connection_ids))
+        write_all([c for c in targets if c is not None], method, args)
 
     async def send_groups(
         self,
@@ -260,40 +230,24 @@ class DefaultHubLifetimeManager(HubLifetimeManager):
         args: Sequence[Any],
         exclude: Collection[str] = (),
     ) -> None:
-        message = invocation(method, args)
-        targets: dict[str, HubConnectionHandle] = {}
-        for group in groups:
-            members = self._groups.get(group)
-            if members:
-                targets.update(members)
-        for connection_id in exclude:
-            targets.pop(connection_id, None)
-        for connection in targets.values():
-            connection.write(message)
+        targets = self._registry.in_groups(groups)
+        write_all(self._registry.excluding(targets, exclude), method, args)
 
     async def send_users(self, user_ids: Collection[str], method: str, args: Sequence[Any]) -> None:
-        message = invocation(method, args)
-        targets: dict[str, HubConnectionHandle] = {}
-        for user_id in user_ids:
-            conns = self._users.get(user_id)
-            if conns:
-                targets.update(conns)
-        for connection in targets.values():
-            connection.write(message)
+        write_all(list(self._registry.of_users(user_ids).values()), method, args)
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
-        connection = self._connections.get(connection_id)
-        if connection is None:
-            return  # as ASP.NET: unknown (or remote) connection ids are ignored
-        self._groups.setdefault(group, {})[connection_id] = connection
-        self._groups_of.setdefault(connection_id, set()).add(group)
+        connection = self._registry.get(connection_id)
+        if connection is not None:  # as ASP.NET: unknown (or remote) connection ids are ignored
+            self._registry.join(connection, group)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
-        members = self._groups.get(group)
-        if members is not None:
-            members.pop(connection_id, None)
-            if not members:
-                del self._groups[group]
-        groups = self._groups_of.get(connection_id)
-        if groups is not None:
-            groups.discard(group)
+        self._registry.leave(connection_id, group)
+
+
+def write_all(targets: Sequence[HubConnectionHandle], method: str, args: Sequence[Any]) -> None:
+    """Write one invocation message object to every target (each protocol encodes it once)."""
+    if targets:
+        message = invocation(method, args)
+        for connection in targets:
+            connection.write(message)

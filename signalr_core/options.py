@@ -104,6 +104,10 @@ class HubOptions:
             bound, for the same user only. Stateful reconnect is not offered with a key: its
             replay buffer lives in one process. Version 0 negotiate (the connection id is the
             token) is unchanged.
+        on_slow_consumer: Optional observer (metrics), called with the transport's name
+            (``"WebSockets"``, ``"ServerSentEvents"``, ``"LongPolling"``) each time a
+            connection is aborted as a slow consumer. It runs in the sender's task: it must
+            return at once and not raise.
         connection_token_max_age: Seconds after negotiate during which another process may
             adopt a token. The client connects right after negotiate; the negotiating process
             itself drops a connection that is not connected within ``disconnect_timeout``,
@@ -133,6 +137,7 @@ class HubOptions:
     stateful_reconnect_buffer_size: int = 1024 * 1024
     connection_token_key: bytes | None = field(default=None, repr=False)
     connection_token_max_age: float = 15.0
+    on_slow_consumer: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         if self.max_parallel_invocations < 1:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from exporter_api.api.deps import bearer_token, json_response, read_json, services
+from exporter_api.audit import hooks as audit
 from exporter_api.errors import (
     BadRequest,
     DatabaseUnavailable,
@@ -146,14 +147,15 @@ async def login(request: Request) -> Response:
         )
     key = svc.throttle.key(database.id, body.db_username, _client(request))
     time_limit_s = database.connect_timeout_s + _LOGIN_GRACE_S
+    who = audit.LoginOf(body.db_username, database.id, manager.id, body.stream_id)
     # The reservation is taken before the database is asked (429 beyond the limit) and the
     # database call is bounded by the reservation's time limit: parallel attempts stay exact.
-    async with svc.throttle.attempt(key, time_limit_s) as attempt:
+    async with audit.login_attempt(svc, request, who, key, time_limit_s) as attempt:
         try:
             with anyio.fail_after(time_limit_s):
                 await svc.providers[database.id].verify_login(body.db_username, body.db_password)
         except InvalidCredentials:
-            await attempt.failed()
+            await audit.login(svc, request, who, await attempt.failed(), "invalid_credentials")
             _log.info(
                 "login_failed",
                 login=body.db_username,
@@ -168,6 +170,7 @@ async def login(request: Request) -> Response:
                 database_id=database.id,
                 reason="database_unavailable",
             )
+            await audit.login(svc, request, who, False, "database_unavailable")
             if isinstance(exc, TimeoutError):
                 raise DatabaseUnavailable(
                     f"database {database.id} did not answer in time"
@@ -183,6 +186,7 @@ async def login(request: Request) -> Response:
         database_id=database.id,
         session_id=issued.user.session_id,
     )
+    await audit.login(svc, request, who, False, session_id=issued.user.session_id)
     return _token_response(request, issued)
 
 
@@ -235,6 +239,7 @@ async def logout(request: Request) -> Response:
         with contextlib.suppress(Unauthorized):
             session_ids.add((await svc.tokens.verify_access_token(access)).session_id)
     for session_id in sorted(session_ids):
+        await audit.logout(svc, request, session_id)
         await svc.tokens.revoke_session(session_id, "logout")
     response = Response(status_code=204)
     _clear_cookie(request, response)

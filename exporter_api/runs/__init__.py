@@ -15,6 +15,7 @@ connection caps in the state store), `repository` (run trees), `status` (the sta
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ import structlog
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from exporter_api.audit.hooks import RunEndRecorder
 from exporter_api.errors import ExporterError
 from exporter_api.runs.api import RunsApi, runs_operations
 from exporter_api.runs.engine import RunEngine
@@ -64,18 +66,23 @@ class RunsComponent:
         self.config = config
         self.session_check_s = session_check_s
         self._connections: dict[str, str] = {}  # this process's hub connections -> session id
+        self._transports: dict[str, str] = {}  # ... -> transport (metrics)
         lifetime_manager: HubLifetimeManager | None = None
         if redis_url:
             from signalr_core.redis import RedisHubLifetimeManager
 
             # Every instance publishes run events on Redis: a client connected to any instance
             # gets every event of the runs it subscribed to, in the order they were sent.
+            # Run events are best effort (the state is in the store), so a send waits at
+            # most a second for the backplane to come back instead of slowing every run.
             lifetime_manager = RedisHubLifetimeManager(
-                redis_url, channel_prefix="exporter", hub_name="runs"
+                redis_url, channel_prefix="exporter", hub_name="runs", buffer_max_age=1.0
             )
         self.hub_endpoint = HubEndpoint(
             bind_runs_hub(self, config.server.hub),
-            options=hub_options or HubOptions(),
+            options=dataclasses.replace(
+                hub_options or HubOptions(), on_slow_consumer=self._slow_consumer
+            ),
             authenticate=self._authenticate_hub,
             lifetime_manager=lifetime_manager,
         )
@@ -134,11 +141,20 @@ class RunsComponent:
     async def session_live(self, session_id: str) -> bool:
         return await self.services.tokens.session_live(session_id)
 
-    def connection_opened(self, connection_id: str, session_id: str) -> None:
+    def connection_opened(self, connection_id: str, session_id: str, transport: str) -> None:
         self._connections[connection_id] = session_id
+        self._transports[connection_id] = transport
+        self.services.metrics.hub_connection(transport, +1)
+
+    def _slow_consumer(self, transport: str) -> None:
+        if self._services is not None:
+            self._services.metrics.slow_consumer(transport)
 
     def connection_closed(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)
+        transport = self._transports.pop(connection_id, None)
+        if transport is not None and self._services is not None:
+            self._services.metrics.hub_connection(transport, -1)
 
     async def _watch_sessions(self) -> None:
         """Close connections whose session ended elsewhere: revoked through another instance
@@ -196,10 +212,12 @@ class RunsComponent:
             publisher=HubPublisher(
                 self.hub_endpoint.hub_context,
                 owners=self._repository.owner if self.config.server.hub.user_feed else None,
+                metrics=services.metrics,
             ),
             files_root=self.files_root,
             notifier=services.notifier,
             exclusive_store=services.store.backend == "sqlite",
+            observer=RunEndRecorder(services.audit, services.metrics, self._repository),
         )
         forget_listener = services.tokens.on_revoked(self.close_session_connections)
         try:

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from exporter_api.api import deps
 from exporter_api.api.deps import json_response, read_json
+from exporter_api.audit import hooks as audit
 from exporter_api.errors import (
     Conflict,
     ExporterError,
@@ -58,6 +59,7 @@ from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
     from exporter_api.security import AuthenticatedUser
+    from exporter_api.services import Services
 
 __all__ = ["RunsApi", "http_error", "owns", "runs_operations", "sign_files", "state_for"]
 
@@ -70,6 +72,9 @@ class RunsBackend(Protocol):
     """What the routes need from the component (available once the app has started)."""
 
     config: ExportConfig
+
+    @property
+    def services(self) -> Services: ...
 
     @property
     def service(self) -> RunService: ...
@@ -337,6 +342,7 @@ class RunsApi:
         body = await read_json(request, RunCreateRequest, config.server.max_body_bytes)
         plan = plan_run(body, config)
         state = await self.backend.service.start(user, plan)
+        await audit.run_started(self.backend.services, request, user, state)
         return json_response(
             RunCreated(run_id=state.run_id, status=state.status),
             201,
@@ -357,6 +363,7 @@ class RunsApi:
     async def cancel_run(self, request: Request) -> Response:
         user = await self.backend.authenticate(request)
         state = await self.backend.service.cancel(user, request.path_params["run_id"])
+        await audit.run_cancelled(self.backend.services, request, user, state)
         return json_response(state, 202, headers=_NO_STORE)
 
     async def list_files(self, request: Request) -> Response:
@@ -379,6 +386,8 @@ class RunsApi:
         )
         if stored is None:
             raise NotFound("file not found")
+        signed = self._signed(request)
+        await audit.download(self.backend.services, request, user, run_id, [stored], signed=signed)
         return await self.downloads.file(
             (user.login, user.database_id),
             self.backend.files_root / run_id,
@@ -388,11 +397,14 @@ class RunsApi:
         )
 
     async def download_zip(self, request: Request) -> Response:
-        if self._signed(request):
+        if signed := self._signed(request):
             user, run_id = await self._own_run_by_link(request, ZIP_TARGET)
         else:
             user, run_id = await self._own_run(request)
         files = await self.backend.repository.files(run_id)
+        await audit.download(
+            self.backend.services, request, user, run_id, files, zipped=True, signed=signed
+        )
         return self.downloads.zip(
             (user.login, user.database_id), run_id, self.backend.files_root / run_id, files
         )

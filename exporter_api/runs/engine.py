@@ -61,7 +61,7 @@ from exporter_api.runs.errors import (
     TooManyActiveRuns,
 )
 from exporter_api.runs.executor import ActiveRun, EventPublisher, RunExecutor
-from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle
+from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle, RunObserver
 from exporter_api.runs.models import (
     RunState,
 )
@@ -112,6 +112,7 @@ class RunEngine:
         slot_poll_s: float = 0.1,
         cancel_wait_s: float = 5.0,
         claim_delay_s: float = 0.05,
+        observer: RunObserver | None = None,
     ) -> None:
         server = config.server
         self.config = config
@@ -170,6 +171,7 @@ class RunEngine:
             instance_id=self.instance_id,
             max_run_attempts=self.max_run_attempts,
             notify=self._notify,
+            observer=observer,
         )
         self._databases = {db.id: db for db in config.databases}
         self._active: dict[str, ActiveRun] = {}

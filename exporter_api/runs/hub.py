@@ -33,8 +33,10 @@ from exporter_api.runs.errors import RunError
 from exporter_api.runs.models import RUN_UPDATED, RunState, RunUpdated
 from exporter_api.security import AuthenticatedUser
 from signalr_core import Hub, HubException, hub_method
+from signalr_core.redis import RedisBackplaneError
 
 if TYPE_CHECKING:
+    from exporter_api.metrics import Metrics
     from exporter_api.runs.repository import RunOwner
     from exporter_api.runs.service import RunService
     from signalr_core.clients import HubContext
@@ -87,7 +89,7 @@ class HubBackend(Protocol):
 
     async def session_live(self, session_id: str) -> bool: ...
 
-    def connection_opened(self, connection_id: str, session_id: str) -> None: ...
+    def connection_opened(self, connection_id: str, session_id: str, transport: str) -> None: ...
 
     def connection_closed(self, connection_id: str) -> None: ...
 
@@ -100,14 +102,30 @@ class HubPublisher:
     also to its owner's user group when the user feed is on (``owners`` given)."""
 
     def __init__(
-        self, hub_context: HubContext, *, owners: OwnerLookup | None = None, cache: int = 1024
+        self,
+        hub_context: HubContext,
+        *,
+        owners: OwnerLookup | None = None,
+        cache: int = 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self._hub_context = hub_context
+        self._metrics = metrics
         self._owners = owners
         self._cache_size = cache
         self._user_groups: dict[str, str] = {}  # run id -> owner's group (owners never change)
 
     async def publish(self, run_id: str, method: str, payload: object) -> None:
+        try:
+            await self._publish(run_id, method, payload)
+        except RedisBackplaneError:
+            if self._metrics is not None:
+                self._metrics.backplane_failure()
+            raise
+        if self._metrics is not None:
+            self._metrics.hub_message(method)
+
+    async def _publish(self, run_id: str, method: str, payload: object) -> None:
         clients = self._hub_context.clients
         if method == RUN_UPDATED and self._owners is not None:
             group = await self._user_group(run_id)
@@ -162,7 +180,6 @@ class RunsHub(Hub):
         if user is None:
             return
         connection_id = self.context.connection_id
-        self.backend.connection_opened(connection_id, user.session_id)
         if self.settings.user_feed:
             await self.groups.add(connection_id, user_group(user))
         run_ids = list(dict.fromkeys(self.context.query_values.get(RUN_ID_PARAMETER, ())))
@@ -181,6 +198,8 @@ class RunsHub(Hub):
                     run_id=state.run_id, status=state.status, updated_at=state.updated_at
                 )
                 await self.clients.caller.send(RUN_UPDATED, update)
+        # Last: signalr_core calls on_disconnected only after on_connected has succeeded.
+        self.backend.connection_opened(connection_id, user.session_id, self.context.transport)
 
     async def on_disconnected(self, error: Exception | None) -> None:
         self.backend.connection_closed(self.context.connection_id)

@@ -62,6 +62,13 @@ class CredentialSource(Protocol):
     async def get(self, session_id: str) -> tuple[str, str]: ...
 
 
+class RunObserver(Protocol):
+    """Told once about each run that reaches its final status on this instance (the audit
+    trail and the metrics, `exporter_api.audit.hooks.RunEndRecorder`)."""
+
+    async def run_ended(self, state: RunState) -> None: ...
+
+
 class _Abandon(Exception):
     """The run cannot go on (its credentials are gone, too many takeovers): it ends Failed."""
 
@@ -79,8 +86,10 @@ class RunLifecycle:
         instance_id: str,
         max_run_attempts: int,
         notify: Callable[[str, str], Awaitable[None]],
+        observer: RunObserver | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer
         self.repo = repository
         self.queue = queue
         self.credentials = credentials
@@ -125,6 +134,8 @@ class RunLifecycle:
                     await self._finish(run, failure, handover=run.handover or stopping())
                 except Exception as exc:
                     log.error("run_finish_failed", error_type=type(exc).__name__)
+                if not run.lost and run.run_id not in self.unsaved:
+                    await self._ended(run.state)
         log.info("run_finished", status=run.state.status, lost=run.lost, handover=run.handover)
 
     async def _resume(self, run: ActiveRun, claim: Claim) -> tuple[str, str] | None:
@@ -222,6 +233,7 @@ class RunLifecycle:
         await self.repo.save_all(state, self.instance_id)
         await self.executor.publish_changes(state, before)
         _log.info("run_cancelled_unattended", run_id=run_id)
+        await self._ended(state)
         return state
 
     async def save_unsaved(self, lost: Collection[str] = ()) -> None:
@@ -235,6 +247,20 @@ class RunLifecycle:
             _log.info("run_final_state_saved", run_id=run_id)
             await self.executor.remove_unrecorded(run, stray)
             await self.executor.publish_changes(run.state, before)
+            await self._ended(run.state)
+
+    async def _ended(self, state: RunState) -> None:
+        """Tell the observer about a run that has reached its final status here (a failing
+        observer is logged; the run's end stands)."""
+        if self.observer is None or is_active(state.status):
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.observer.run_ended(state)
+            except Exception as exc:
+                _log.error(
+                    "run_end_observer_failed", run_id=state.run_id, error_type=type(exc).__name__
+                )
 
 
 __all__ = [
@@ -242,5 +268,6 @@ __all__ = [
     "NOT_EXECUTED",
     "CredentialSource",
     "RunLifecycle",
+    "RunObserver",
     "too_many_attempts",
 ]

@@ -58,18 +58,21 @@ class LoginAttempt:
         self.attempt_id = attempt_id
         self.open = True  # False once the outcome is recorded
 
-    async def failed(self) -> None:
+    async def failed(self) -> bool:
         """The database refused the credentials: the reservation becomes a counted failure.
+        Returns whether this failure locked the key out.
 
         Raises StoreUnavailable when the failure cannot be recorded; the reservation is then
         kept (never released) and counts until it expires.
         """
         self.open = False
+        locked = False
         # Shielded: once the database has said no, a cancelled request must not uncount it.
         with anyio.move_on_after(_STORE_TIMEOUT_S, shield=True) as scope:
-            await self._throttle._record_failure(self)
+            locked = await self._throttle._record_failure(self)
         if scope.cancelled_caught:
             raise StoreUnavailable()
+        return locked
 
     async def succeeded(self) -> None:
         """The credentials are good: drop the reservation and the key's failure count."""
@@ -155,7 +158,7 @@ class LoginThrottle:
             )
         return LoginAttempt(self, key, attempt_id)
 
-    async def _record_failure(self, attempt: LoginAttempt) -> None:
+    async def _record_failure(self, attempt: LoginAttempt) -> bool:
         now = _now()
         key = attempt.key
         async with self._store.transaction():
@@ -180,6 +183,7 @@ class LoginThrottle:
                 " locked_until = excluded.locked_until",
                 params,
             )
+        return locked is not None
 
     async def _record_success(self, attempt: LoginAttempt) -> None:
         async with self._store.transaction():

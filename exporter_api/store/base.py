@@ -25,7 +25,10 @@ from exporter_api.sqlparams import split_statements
 from exporter_api.timestamps import utc_now
 
 _log = structlog.get_logger("exporter_api.store")
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# `NNNN_name.sql` runs on both backends; `NNNN_name.sqlite.sql` / `NNNN_name.postgres.sql` only
+# on that one (after the portable file of the same version, in the same transaction): triggers
+# and functions are not portable.
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(sqlite|postgres))?\.sql$")
 
 
 def utcnow_iso() -> str:
@@ -97,6 +100,10 @@ class Store(ABC):
     def _migration_lock(self) -> AbstractAsyncContextManager[None]:
         """Held while migrating (several instances may start at once)."""
 
+    def _statements(self, sql: str) -> list[str]:
+        """The statements of a migration script."""
+        return split_statements(sql)
+
     async def migrate(self) -> list[str]:
         """Apply pending migrations in order; returns the names applied."""
         applied: list[str] = []
@@ -108,11 +115,11 @@ class Store(ABC):
             done = {
                 int(r[0]) for r in await self.fetch_all("SELECT version FROM schema_migrations")
             }
-            for version, name, sql in load_migrations():
+            for version, name, sql in load_migrations(self.backend):
                 if version in done:
                     continue
                 async with self.transaction():
-                    for statement in split_statements(sql):
+                    for statement in self._statements(sql):
                         await self.execute(statement)
                     await self.execute(
                         "INSERT INTO schema_migrations (version, name, applied_at)"
@@ -124,17 +131,33 @@ class Store(ABC):
         return applied
 
 
-def load_migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) of every `NNNN_name.sql` in store/migrations, in order."""
-    found: list[tuple[int, str, str]] = []
+def load_migrations(backend: str | None = None) -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every migration in store/migrations, in order.
+
+    A version's SQL is its portable file followed, with ``backend``, by that backend's own file;
+    its name is the portable file's (``NNNN_name.sql``) whichever backend runs it.
+    """
+    portable: dict[int, tuple[str, str]] = {}
+    specific: dict[tuple[int, str], str] = {}
+    names: dict[int, str] = {}
     for entry in resources.files("exporter_api.store").joinpath("migrations").iterdir():
         m = _MIGRATION_NAME.match(entry.name)
-        if m:
-            found.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise RuntimeError("two migrations share a version number")
+        if not m:
+            continue
+        version, base, only = int(m.group(1)), m.group(2), m.group(3)
+        if names.setdefault(version, base) != base:
+            raise RuntimeError("two migrations share a version number")
+        text = entry.read_text(encoding="utf-8")
+        if only is None:
+            portable[version] = (entry.name, text)
+        else:
+            specific[(version, only)] = text
+    found: list[tuple[int, str, str]] = []
+    for version in sorted(names):
+        name, sql = portable.get(version, (f"{version:04d}_{names[version]}.sql", ""))
+        if backend is not None and (version, backend) in specific:
+            sql = f"{sql}\n;\n{specific[(version, backend)]}"
+        found.append((version, name, sql))
     return found
 
 

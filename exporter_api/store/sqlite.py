@@ -98,6 +98,22 @@ class SqliteStore(Store):
         conn, lock_fd = await anyio.to_thread.run_sync(connect)
         return cls(conn, lock_fd)
 
+    @classmethod
+    async def open_readonly(cls, path: Path) -> SqliteStore:
+        """Open the store at ``path`` for reading only, without the data directory's lock: a
+        tool reading it beside the running service (``exporter-api audit``)."""
+
+        def connect() -> sqlite3.Connection:
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 5000")
+            return conn
+
+        return cls(await anyio.to_thread.run_sync(connect))
+
     def _is_unavailable(self, exc: Exception) -> bool:
         if isinstance(exc, sqlite3.ProgrammingError):
             # Misuse is a bug, except using the store after it was closed (shutdown).
@@ -130,6 +146,19 @@ class SqliteStore(Store):
             # BEGIN on this shared connection would fail.
             self._rollback()
             raise
+
+    def _statements(self, sql: str) -> list[str]:
+        # A trigger body holds `;`s: pieces are joined until SQLite calls the statement complete.
+        statements: list[str] = []
+        pending = ""
+        for piece in super()._statements(sql):
+            pending = f"{pending}\n{piece};" if pending else f"{piece};"
+            if sqlite3.complete_statement(pending):
+                statements.append(pending)
+                pending = ""
+        if pending:
+            statements.append(pending)
+        return statements
 
     async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
         def run() -> int:

@@ -248,3 +248,25 @@ def test_hub_method_names_that_clash_are_refused(
     assert problem in info.value.problem
     assert main(["check-config", str(path)]) == 1
     assert problem in capsys.readouterr().err
+
+
+def test_metrics_and_audit_sections_are_validated(tmp_path: Path) -> None:
+    base = default_config_path().read_text(encoding="utf-8")
+    for section, entry in (
+        ('[metrics]\nenabled = true\nallow_from = ["10.0.0.300/8"]\n', "metrics.allow_from[0]"),
+        ('[metrics]\npath = "/api/metrics"\n', "metrics.path"),
+        ("[audit]\nretention_days = -1\n", "audit.retention_days"),
+    ):
+        config = tmp_path / "demo" / "exporter.toml"
+        if not config.exists():
+            shutil.copytree(default_config_path().parent, tmp_path / "demo")
+        config.write_text(base + "\n" + section, encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert caught.value.entry == entry
+    config.write_text(base + '\n[metrics]\nenabled = true\n[audit]\nsink = "stdout"\n', "utf-8")
+    loaded = load_config(config)
+    assert loaded.metrics.enabled
+    assert loaded.metrics.allow_from == ["127.0.0.1/32", "::1/128"]
+    assert loaded.audit.sink == "stdout"
+    assert loaded.audit.retention_days == 400

@@ -277,7 +277,10 @@ async def _silent_ws_client(port: int) -> anyio.abc.SocketStream:
 
 
 async def test_slow_consumer_is_disconnected() -> None:
-    options = HubOptions(max_buffered_messages=50, max_buffered_bytes=64 * 1024)
+    aborted: list[str] = []
+    options = HubOptions(
+        max_buffered_messages=50, max_buffered_bytes=64 * 1024, on_slow_consumer=aborted.append
+    )
     endpoint = HubEndpoint(FeatureHub, options=options)
     async with running_server(endpoint) as base:
         slow = await _silent_ws_client(int(base.rsplit(":", 1)[1]))
@@ -295,6 +298,7 @@ async def test_slow_consumer_is_disconnected() -> None:
             # The sender is unaffected.
             assert (await fast.invoke("Echo", "done"))["result"] == "done"
         await slow.aclose()
+    assert aborted == ["WebSockets"]  # the observer heard of it once
 
 
 async def test_lifespan_must_be_running() -> None:

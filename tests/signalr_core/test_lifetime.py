@@ -116,3 +116,28 @@ def test_encode_cache_encodes_a_broadcast_once_per_protocol() -> None:
     other = cache.encode(protocol, InvocationMessage(target="M", arguments=(1,)))
     assert other == first
     assert other is not first
+
+
+def test_registry_tells_when_a_group_or_user_gains_its_first_or_loses_its_last() -> None:
+    # The Redis manager (un)subscribes a channel exactly at these transitions.
+    from signalr_core._registry import ConnectionRegistry
+
+    registry: ConnectionRegistry[Recorder] = ConnectionRegistry()
+    a, b = Recorder("a", "alice"), Recorder("b", "alice")
+    assert registry.add(a) is True  # alice's first connection
+    assert registry.add(b) is False
+    assert registry.join(a, "g") is True  # g's first member
+    assert registry.join(a, "g") is None  # already a member
+    assert registry.join(b, "g") is False
+    assert registry.join(b, "h") is True
+    assert registry.leave("a", "g") is False  # b is still in g
+    assert registry.leave("a", "g") is False  # not a member any more
+    departure = registry.remove(a)
+    assert (departure.groups, departure.user_id) == ([], None)  # b holds g and alice
+    departure = registry.remove(b)
+    assert sorted(departure.groups) == ["g", "h"]
+    assert departure.user_id == "alice"
+    assert len(registry) == 0
+    assert not registry.has_group("g")
+    assert not registry.has_user("alice")
+    assert registry.excluding({"x": a, "y": b}, ["x"]) == [b]

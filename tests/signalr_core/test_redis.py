@@ -169,7 +169,7 @@ async def test_second_local_joiner_waits_for_the_group_subscription(redis: Redis
 
         async def join(connection_id: str) -> None:
             await b.add_to_group(connection_id, "race")
-            subscribed_when_returned.append(channel not in b._confirmations)
+            subscribed_when_returned.append(channel not in b._subscriber.confirmations)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(join, "b1")
@@ -271,7 +271,7 @@ async def test_subscriptions_follow_local_state(redis: RedisServer) -> None:
     try:
         async with two_servers(redis.url) as (a, b):
             prefix = f"signalr:{_hub_of(a)}"
-            fixed = {f"{prefix}:all", f"{prefix}:internal:groups"}
+            fixed = {f"{prefix}:all", f"{prefix}:internal:groups", f"{prefix}:internal:servers"}
             fixed |= {f"{prefix}:internal:ack:{m.server_name}" for m in (a, b)}
             fixed |= {f"{prefix}:internal:return:{m.server_name}" for m in (a, b)}
             assert await channels(prefix) == fixed
@@ -356,7 +356,7 @@ async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServ
         with anyio.fail_after(2), pytest.raises(TimeoutError):
             await a.invoke_connection("b1", "Wait", [], timeout=0.2)
 
-        await eventually(lambda: b._serving == 0)  # B's own wait for "Wait" ended too
+        await eventually(lambda: b._results.serving == 0)  # B's own wait for "Wait" ended too
 
         # The waiting table is bounded (max_pending_results=1).
         results: list[Any] = []
@@ -366,13 +366,13 @@ async def test_client_result_errors_map_to_the_local_exceptions(redis: RedisServ
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(first)
-            await eventually(lambda: len(a._results) == 1)
+            await eventually(lambda: len(a._results.waiting) == 1)
             with pytest.raises(ClientUnavailableError, match="Too many"):
                 await a.invoke_connection("b1", "Wait", [])
             release.set()
         assert results == ["late"]
-        assert a._results == {}
-        assert b._serving == 0
+        assert a._results.waiting == {}
+        assert b._results.serving == 0
 
 
 async def test_waiters_fail_when_the_owning_server_stops(redis: RedisServer) -> None:
@@ -397,7 +397,7 @@ async def test_waiters_fail_when_the_owning_server_stops(redis: RedisServer) -> 
             async with b.lifespan():
                 await b.on_connected(Conn("b1", handler=handler))
                 tg.start_soon(wait)
-                await eventually(lambda: b._serving == 1)
+                await eventually(lambda: b._results.serving == 1)
             # b stopped: its running invocation told a at once (no timeout was given).
             with anyio.fail_after(5):
                 await eventually(lambda: bool(errors))
@@ -442,20 +442,22 @@ async def test_reconnects_and_resubscribes_after_redis_restart() -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     with capture_logs() as logs, redis_server(port):
-        async with two_servers(url, reconnect_delay=(0.05, 0.2), publish_timeout=1.0) as (a, b):
+        async with two_servers(
+            url, reconnect_delay=(0.05, 0.2), publish_timeout=1.0, buffer_max_age=0.3
+        ) as (a, b):
             b1 = Conn("b1", "u")
             await b.on_connected(b1)
             await a.add_to_group("b1", "g")
             await a.send_all("Before", [])
             await eventually(lambda: len(b1.received) == 1)
-            # Redis goes away: both subscribers notice, publishing fails loudly.
+            # Redis goes away: both subscribers notice; a send waits buffer_max_age, then fails.
             _kill_redis(port)
             await eventually(lambda: not a.connected and not b.connected)
-            with pytest.raises(RedisBackplaneError):
+            with pytest.raises(RedisBackplaneError, match=r"did not come back within 0\.3 s"):
                 await a.send_all("Lost", [])
             # Redis is back on the same port: group, user and connection channels again.
             with redis_server(port):
-                await eventually(lambda: a.connected and b.connected)
+                await eventually(lambda: a.ready and b.ready)
                 await a.send_groups(["g"], "Group", [])
                 await a.send_users(["u"], "User", [])
                 await a.send_connections(["b1"], "Conn", [])

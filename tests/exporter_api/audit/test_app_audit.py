@@ -1,0 +1,248 @@
+"""The audit trail of a running service, on both state stores: logins (failed, locked out,
+throttled, succeeded), a run from start to end with the sha256 of its files, downloads by token
+and by signed link, a cancel, a logout; run retention keeps the records; `exporter-api audit`
+exports them."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from exporter_api.app import create_app
+from exporter_api.audit import AuditRecord
+from exporter_api.config import Settings
+from exporter_api.services import Services
+from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database, running_app
+from tests.services import PostgresCluster
+
+SALES = {
+    "mode": "SingleGroup",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-sales",
+                "enabled": True,
+                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
+            }
+        ]
+    },
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "sqlite":
+        return settings
+    pg: PostgresCluster = request.getfixturevalue("pg")
+    return dataclasses.replace(
+        settings,
+        state_url=create_pg_database(pg, "audit"),
+        jwt_key=b"j" * 32,
+        vault_key=b"v" * 32,
+    )
+
+
+def _services(app: Starlette) -> Services:
+    services: Services = app.state.services
+    return services
+
+
+async def _records(app: Starlette, **filters: Any) -> list[AuditRecord]:
+    trail = _services(app).audit
+    return [r async for r in trail.query("2000-01-01", "2100-01-01", **filters)]
+
+
+async def _wait_for_end(client: httpx.AsyncClient, run_id: str, auth: dict[str, str]) -> None:
+    with anyio.fail_after(20):
+        while True:
+            state = (await client.get(f"/api/runs/{run_id}", headers=auth)).json()
+            if state["status"] not in ("Queued", "Running"):
+                return
+            await anyio.sleep(0.05)
+
+
+async def test_logins_are_recorded_never_the_password(store_settings: Settings) -> None:
+    app = create_app(store_settings)
+    async with running_app(app) as client:
+        for _ in range(5):  # the 5th failure locks (login, client) out
+            bad = await client.post("/api/auth/login", json={**DEMO_LOGIN, "dbPassword": "nope"})
+            assert bad.status_code == 401
+        throttled = await client.post("/api/auth/login", json=DEMO_LOGIN)
+        assert throttled.status_code == 429
+        other = await client.post("/api/auth/login", json={**DEMO_LOGIN, "dbUsername": "USER2"})
+        assert other.status_code == 200
+        token = other.json()["accessToken"]
+        logout = await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {token}"})
+        assert logout.status_code == 204
+        records = await _records(app)
+    actions = [(r.action, r.login) for r in records]
+    assert actions == [
+        *[("login.failed", "USER1")] * 5,
+        ("login.locked_out", "USER1"),
+        ("login.throttled", "USER1"),
+        ("login.succeeded", "USER2"),
+        ("logout", "USER2"),
+    ]
+    assert {r.client for r in records} == {"127.0.0.1"}
+    assert {r.database_id for r in records} == {"db-test"}
+    assert records[0].details == {
+        "manager_id": "m1",
+        "stream_id": "s1",
+        "reason": "invalid_credentials",
+    }
+    session = records[-2].details["session_id"]
+    assert records[-1].details == {"session_id": session}
+    text = json.dumps([r.details for r in records])
+    assert "nope" not in text
+    assert "demo" not in text
+    assert token not in text
+
+
+async def test_a_run_its_downloads_and_its_end_are_recorded(store_settings: Settings) -> None:
+    app = create_app(store_settings)
+    async with running_app(app) as client:
+        login = await client.post("/api/auth/login", json=DEMO_LOGIN)
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
+        await _wait_for_end(client, run_id, auth)
+        listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()
+        first = listed["files"][0]
+        by_token = await client.get(f"/api/runs/{run_id}/files/{first['fileId']}", headers=auth)
+        assert by_token.status_code == 200
+        by_link = await client.get(listed["zipUrl"])  # no token: the signed link alone
+        assert by_link.status_code == 200
+        records = await _records(app, login="user1")
+
+        # Retention of the run (and its files) keeps every record of it.
+        engine = app.state.runs.engine
+        engine.retention.days = 1
+        assert await engine.retention.sweep(datetime.now(UTC) + timedelta(days=2)) == [run_id]
+        assert (await client.get(f"/api/runs/{run_id}", headers=auth)).status_code == 404
+        assert await _records(app, login="user1") == records
+
+    by_action = {r.action: r for r in records}
+    assert [r.action for r in records] == [
+        "login.succeeded",
+        "run.started",
+        "run.ended",
+        "download.file",
+        "download.zip",
+    ]
+    started = by_action["run.started"]
+    assert started.run_id == run_id
+    assert started.client == "127.0.0.1"
+    assert started.details["manager_id"] == "m1"
+    assert started.details["stream_id"] == "s1"
+    assert started.details["mode"] == "SingleGroup"
+    [script] = started.details["scripts"]
+    assert script["group_id"] == "g-sales"
+    assert script["script_id"] == "s-orders"
+    assert script["export_mode"] == "AllColumns"
+    assert script["variants"]
+    assert script["columns"]
+    assert started.details["format"]["type"] == "csv"
+
+    ended = by_action["run.ended"]
+    assert ended.run_id == run_id
+    assert ended.details["status"] == "Success"
+    files = ended.details["files"]
+    assert [f["file_id"] for f in files] == [f["fileId"] for f in listed["files"]]
+    assert ended.details["rows"] == sum(f["rows"] for f in files) > 0
+    assert ended.details["bytes"] == sum(f["size_bytes"] for f in files)
+    # The sha256 recorded is the downloaded content's.
+    assert files[0]["sha256"] == hashlib.sha256(by_token.content).hexdigest()
+
+    file_record = by_action["download.file"]
+    assert file_record.details["via"] == "token"
+    assert file_record.details["files"] == [
+        {"file_id": first["fileId"], "name": first["name"], "sha256": first["sha256"]}
+    ]
+    zip_record = by_action["download.zip"]
+    assert zip_record.details["via"] == "link"
+    assert len(zip_record.details["files"]) == len(files)
+    assert "sig" not in json.dumps(zip_record.details)
+
+
+async def test_a_cancel_and_the_run_it_ended_are_recorded(store_settings: Settings) -> None:
+    app = create_app(store_settings)
+    async with running_app(app) as client:
+        login = await client.post("/api/auth/login", json=DEMO_LOGIN)
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        # A draining instance only queues new runs: this one stays Queued until cancelled.
+        await app.state.runs.engine.drain(grace_s=0)
+        run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
+        cancelled = await client.post(f"/api/runs/{run_id}/cancel", headers=auth)
+        assert cancelled.status_code == 202
+        assert cancelled.json()["status"] == "Cancelled"
+        records = await _records(app)
+    assert [r.action for r in records] == [
+        "login.succeeded",
+        "run.started",
+        "run.ended",
+        "run.cancel_requested",
+    ]
+    assert records[2].details["status"] == "Cancelled"
+    assert records[2].details["files"] == []
+    assert records[3].run_id == run_id
+    assert records[3].details == {"status": "Cancelled"}
+
+
+def test_the_audit_command_exports_csv_and_json(store_settings: Settings) -> None:
+    settings = store_settings
+    store_args = ["--state-url", settings.state_url] if settings.state_url else []
+
+    async def fill() -> None:
+        app = create_app(settings)
+        async with running_app(app) as client:
+            for user in ("USER1", "USER2"):
+                ok = await client.post("/api/auth/login", json={**DEMO_LOGIN, "dbUsername": user})
+                assert ok.status_code == 200
+
+    anyio.run(fill)
+
+    def audit(*args: str) -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter_api",
+                "audit",
+                "--data-dir",
+                str(settings.data_dir),
+                "--since",
+                "2000-01-01",
+                *store_args,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rows = list(csv.DictReader(io.StringIO(audit())))
+    assert [(r["action"], r["login"]) for r in rows] == [
+        ("login.succeeded", "USER1"),
+        ("login.succeeded", "USER2"),
+    ]
+    assert json.loads(rows[0]["details"])["manager_id"] == "m1"
+    lines = audit("--login", "user2", "--format", "json").splitlines()
+    assert [json.loads(line)["login"] for line in lines] == ["USER2"]
+    assert (
+        audit("--until", "2001-01-01")
+        == "event_id,at,action,login,database_id,client,run_id,details\n"
+    )

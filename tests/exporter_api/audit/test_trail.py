@@ -1,0 +1,129 @@
+"""The audit trail in the state store (both backends): records, filters, pages, append-only
+enforcement, retention purge, the JSON-lines sink and what a failed write does."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from structlog.testing import capture_logs
+
+from exporter_api.audit import AuditTrail, JsonLinesSink
+from exporter_api.audit import trail as trail_module
+from exporter_api.errors import StoreUnavailable
+from exporter_api.store import Store, open_store
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+async def _fill(trail: AuditTrail, clock: Clock) -> None:
+    for day, login in enumerate(["alice", "bob", "Alice", "carol"]):
+        clock.now = START + timedelta(days=day)
+        await trail.record(
+            "login.succeeded",
+            login=login,
+            database_id="db",
+            client="10.0.0.1",
+            details={"day": day},
+        )
+
+
+async def test_records_read_back_by_period_and_login(store: Store) -> None:
+    clock = Clock(START)
+    trail = AuditTrail(store, now=clock)
+    await _fill(trail, clock)
+    everything = [r async for r in trail.query("2026-01-01", "2027-01-01")]
+    assert [r.login for r in everything] == ["alice", "bob", "Alice", "carol"]
+    assert everything[0].at == "2026-03-01T12:00:00.000Z"
+    assert everything[0].client == "10.0.0.1"
+    assert everything[0].details == {"day": 0}
+    window = [r.login async for r in trail.query("2026-03-02T12:00:00.000Z", "2026-03-04")]
+    assert window == ["bob", "Alice"]  # since inclusive, until exclusive
+    alices = [r.details["day"] async for r in trail.query("2026", "2027", login="ALICE")]
+    assert alices == [0, 2]
+
+
+async def test_query_reads_page_by_page(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trail_module, "_PAGE", 2)
+    clock = Clock(START)
+    trail = AuditTrail(store, now=clock)
+    for i in range(5):  # several records in the same millisecond: ordered by event id
+        await trail.record("logout", login=f"u{i}", database_id="db")
+    logins = [r.login async for r in trail.query("2026", "2027")]
+    assert sorted(logins) == [f"u{i}" for i in range(5)]
+    assert len(logins) == 5
+
+
+async def test_audit_log_refuses_update_and_delete(store: Store) -> None:
+    trail = AuditTrail(store, now=Clock(START))
+    await trail.record("logout", login="alice", database_id="db")
+    refused = (sqlite3.IntegrityError, asyncpg.PostgresError)
+    statements = ["UPDATE audit_log SET login = 'mallory'", "DELETE FROM audit_log"]
+    if store.backend == "postgres":
+        statements.append("TRUNCATE audit_log")
+    for statement in statements:
+        with pytest.raises(refused, match="append-only"):
+            await store.execute(statement)
+    assert await store.fetch_all("SELECT login FROM audit_log") == [("alice",)]
+
+
+async def test_purge_deletes_only_records_past_retention(store: Store) -> None:
+    clock = Clock(START)
+    trail = AuditTrail(store, retention_days=2, now=clock)
+    await _fill(trail, clock)  # days 0..3
+    clock.now = START + timedelta(days=4, hours=1)  # cutoff: day 2, 13:00
+    assert await trail.purge() == 3
+    assert [r.login async for r in trail.query("2026", "2027")] == ["carol"]
+    # The gate is closed again: a plain DELETE is still refused.
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.PostgresError), match="append-only"):
+        await store.execute("DELETE FROM audit_log")
+    assert await AuditTrail(store, retention_days=0).purge() == 0  # 0 keeps for ever
+
+
+async def test_sink_gets_every_record_as_a_json_line(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    sink = JsonLinesSink("audit/trail.jsonl", tmp_path)
+    trail = AuditTrail(store, sink=sink, now=Clock(START))
+    try:
+        async with trail.running():
+            await trail.record("logout", login="alice", database_id="db", client="::1")
+            await trail.record("run.started", login="bob", database_id="db", run_id="R1")
+    finally:
+        await store.aclose()
+    lines = (tmp_path / "audit" / "trail.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["action"], r["login"], r["run_id"]) for r in records] == [
+        ("logout", "alice", None),
+        ("run.started", "bob", "R1"),
+    ]
+    assert records[0]["client"] == "::1"
+    assert records[0]["at"] == "2026-03-01T12:00:00.000Z"
+
+
+async def test_an_unsaved_record_is_logged_whole_and_counted(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    await store.aclose()  # every write now fails as StoreUnavailable
+    failures: list[int] = []
+    trail = AuditTrail(store, on_failure=lambda: failures.append(1), now=Clock(START))
+    with capture_logs() as logs:
+        record = await trail.record("logout", login="alice", database_id="db", client="::1")
+    assert failures == [1]
+    unsaved = [e for e in logs if e["event"] == "audit_record_unsaved"]
+    assert len(unsaved) == 1
+    assert unsaved[0]["event_id"] == record.event_id
+    assert unsaved[0]["login"] == "alice"
+    with pytest.raises(StoreUnavailable):
+        await trail.record("download.file", login="alice", database_id="db", required=True)
