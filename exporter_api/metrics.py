@@ -32,7 +32,6 @@ import hmac
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -48,6 +47,7 @@ from starlette.routing import Route
 
 from exporter_api.errors import StoreUnavailable
 from exporter_api.problems import problem
+from exporter_api.timestamps import parse_time
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
@@ -75,9 +75,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     """Seconds between two of the wire's ISO-8601 UTC times (``None`` if one is missing)."""
     if not start or not end:
         return None
-    began = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    return max(0.0, (ended - began).total_seconds())
+    return max(0.0, (parse_time(end) - parse_time(start)).total_seconds())
 
 
 class Metrics:

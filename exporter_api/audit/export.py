@@ -7,7 +7,7 @@ the writer) without the data directory's lock; PostgreSQL is read like any clien
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TextIO
 
 import msgspec
@@ -15,6 +15,7 @@ import msgspec
 from exporter_api.audit.records import COLUMNS, AuditRecord
 from exporter_api.audit.trail import AuditTrail
 from exporter_api.store import Store
+from exporter_api.timestamps import format_time, parse_time
 
 FORMATS = ("csv", "json")
 
@@ -22,10 +23,8 @@ FORMATS = ("csv", "json")
 def parse_moment(text: str) -> str:
     """``2026-01-23``, ``2026-01-23T12:00`` or ``...Z`` / ``+02:00`` -> the store's UTC text.
     A time without an offset is UTC."""
-    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    moment = parse_time(text.strip())
+    return format_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def _csv_row(record: AuditRecord) -> list[str]:

@@ -19,9 +19,7 @@ first byte -- the caller passes ``required=True`` and the request fails (503) in
 
 from __future__ import annotations
 
-import secrets
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,23 +30,18 @@ import anyio
 import anyio.to_thread
 import msgspec
 import structlog
+from ulid import ULID
 
 from exporter_api.audit.records import AuditRecord
 from exporter_api.errors import StoreUnavailable
 from exporter_api.store.base import Store
+from exporter_api.timestamps import format_time as _iso
 
 _log = structlog.get_logger("exporter_api.audit")
 
 _WRITE_TIMEOUT_S = 10.0  # a record's store write, shielded from the request's cancellation
 _PAGE = 500  # rows read at a time by `query`
 _encoder = msgspec.json.Encoder()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 class MonotonicIds:
@@ -59,10 +52,10 @@ class MonotonicIds:
         self._last = 0
 
     def __call__(self) -> str:
-        value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(79)
-        value = max(value, self._last + 1)
+        # python-ulid is monotonic within a millisecond; this also when the clock steps back.
+        value = max(int(ULID()), self._last + 1)
         self._last = value
-        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+        return str(ULID.from_int(value))
 
 
 class JsonLinesSink:
