@@ -74,8 +74,10 @@ class Operation:
     path_params: Any = None  # a Struct: one field per template name (camelCase on the wire)
     query: Any = None  # a Struct: one field per query parameter
     headers: tuple[dict[str, Any], ...] = ()  # header parameters, as OpenAPI Parameter objects
-    response_content_type: str = "application/json"
+    response_content_type: str | tuple[str, ...] = "application/json"  # one, or any of these
     response_headers: dict[str, Any] = field(default_factory=dict)
+    error_headers: dict[int, dict[str, Any]] = field(default_factory=dict)  # beyond Retry-After
+    more_responses: dict[int, dict[str, Any]] = field(default_factory=dict)  # other 2xx, as is
     request_example: Any = None  # encoded with msgspec: a Struct or plain JSON
     response_example: Any = None
     links: dict[str, Any] = field(default_factory=dict)  # OpenAPI links of the 2xx response
@@ -189,12 +191,17 @@ def build_openapi(
         ok: dict[str, Any] = {"description": "Success"}
         if op.response is not None:
             schema = by_type.get(op.response, {"type": "string", "format": "binary"})
-            ok["content"] = {op.response_content_type: _media(schema, op.response_example)}
+            media = op.response_content_type
+            ok["content"] = {
+                media_type: _media(schema, op.response_example)
+                for media_type in ((media,) if isinstance(media, str) else media)
+            }
         if op.response_headers:
             ok["headers"] = op.response_headers
         if op.links:
             ok["links"] = op.links
         responses: dict[str, Any] = {str(op.status): ok}
+        responses.update({str(status): r for status, r in op.more_responses.items()})
         credentials = [name for name in op.security if name]
         for status in sorted({*op.errors, *((401,) if credentials else ())}):
             error: dict[str, Any] = {
@@ -203,6 +210,8 @@ def build_openapi(
             }
             if status == 429:
                 error["headers"] = RETRY_AFTER
+            if status in op.error_headers:
+                error["headers"] = op.error_headers[status]
             responses[str(status)] = error
         item["responses"] = responses
         if credentials:

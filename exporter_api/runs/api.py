@@ -162,6 +162,32 @@ def _run_link(operation_id: str) -> dict[str, Any]:
     return {"operationId": operation_id, "parameters": {"runId": "$response.body#/runId"}}
 
 
+# What a file is served as (by its format: CSV, gzip-compressed CSV, XLSX).
+FILE_MEDIA_TYPES = (
+    "text/csv",
+    "application/gzip",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+)
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": {"type": "string"}}
+
+
+_ATTACHMENT = {"Content-Disposition": _header("attachment, with the file's name")}
+_FILE_HEADERS = {
+    "X-Content-SHA256": _header("SHA-256 of the whole file, hex (as sha256 in the listing)"),
+    "Accept-Ranges": _header("bytes"),
+}
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "description": "bytes=<first>-<last>: resume an interrupted download (206)",
+    "schema": {"type": "string"},
+}
+
 # A run's state and its file list both name its files: the downloads follow from either.
 _FILE_LINKS = {
     "DownloadRunFile": {
@@ -258,9 +284,23 @@ def runs_operations() -> list[Operation]:
             "downloadRunFile",
             "runs",
             response="binary",
-            response_content_type="text/csv",
+            response_content_type=FILE_MEDIA_TYPES,
+            response_headers={**_ATTACHMENT, **_FILE_HEADERS},
             errors=(401, 403, 404, 416, 429),
+            error_headers={416: {"Content-Range": _header("bytes */<size of the file>")}},
+            more_responses={
+                206: {
+                    "description": "The byte range asked for (one range; several: the whole file)",
+                    "headers": {
+                        **_ATTACHMENT,
+                        **_FILE_HEADERS,
+                        "Content-Range": _header("bytes <first>-<last>/<size>"),
+                    },
+                    "content": {t: {"schema": _BINARY} for t in FILE_MEDIA_TYPES},
+                }
+            },
             path_params=RunFilePath,
+            headers=(_RANGE,),
             security=download,
         ),
         Operation(
@@ -271,6 +311,7 @@ def runs_operations() -> list[Operation]:
             "runs",
             response="binary",
             response_content_type="application/zip",
+            response_headers=_ATTACHMENT,
             errors=(401, 403, 404, 429),
             path_params=RunPath,
             security=download,

@@ -189,5 +189,20 @@ def test_path_parameters_come_from_structs() -> None:
     assert [(p["name"], p["in"], p["required"]) for p in download["parameters"]] == [
         ("runId", "path", True),
         ("fileId", "path", True),
+        ("Range", "header", False),
     ]
     assert download["parameters"][1]["schema"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+
+
+def test_downloads_document_ranges_and_their_headers(settings: Settings) -> None:
+    paths = _document(settings)["paths"]
+    file = paths["/api/runs/{runId}/files/{fileId}"]["get"]
+    assert "Range" in {p["name"] for p in file["parameters"] if p["in"] == "header"}
+    ok, partial = file["responses"]["200"], file["responses"]["206"]
+    assert set(ok["content"]) == set(partial["content"]) >= {"text/csv"}
+    assert {"Content-Disposition", "X-Content-SHA256", "Accept-Ranges"} <= set(ok["headers"])
+    assert partial["headers"]["Content-Range"]["required"] is True
+    assert "Content-Range" in file["responses"]["416"]["headers"]
+    archive = paths["/api/runs/{runId}/files.zip"]["get"]["responses"]["200"]
+    assert list(archive["content"]) == ["application/zip"]
+    assert "Content-Disposition" in archive["headers"]
