@@ -8,7 +8,7 @@ Endpoints:
 
 - ``/hub``: :class:`ClientsHub`, every transport, JSON and MessagePack.
 - ``/authhub``: :class:`AuthHub`, only for a valid bearer token (header or ``access_token``).
-- ``GET /token?user=NAME``: an HS256 JWT for ``NAME`` (the compat server's issuer).
+- ``GET /token?user=NAME``: a new opaque access token for ``NAME`` (kept in memory).
 
 Both clients send uploads as invocations without an id (their results are dropped), so
 ``UploadToCaller`` pushes what it read back to the caller: the test sees the upload arrive.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,8 +28,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from examples.compat_server import JwtIssuer
-from signalr_core import Hub, HubEndpoint, HubException, HubOptions, hub_method
+from signalr_core import (
+    AuthRequest,
+    Hub,
+    HubEndpoint,
+    HubException,
+    HubOptions,
+    Principal,
+    hub_method,
+)
 
 
 class ClientsHub(Hub):
@@ -108,13 +116,20 @@ class AuthHub(Hub):
 
 
 def create_app() -> Starlette:
-    issuer = JwtIssuer()
+    users_by_token: dict[str, str] = {}
+
+    def authenticate(request: AuthRequest) -> Principal | None:
+        user = users_by_token.get(request.access_token or "")
+        return None if user is None else Principal(user_id=user)
+
     options = HubOptions(enable_detailed_errors=True)
     hub = HubEndpoint(ClientsHub, options=options)
-    auth = HubEndpoint(AuthHub, options=options, authenticate=issuer.authenticate)
+    auth = HubEndpoint(AuthHub, options=options, authenticate=authenticate)
 
     async def token(request: Request) -> Response:
-        return PlainTextResponse(issuer.issue(request.query_params.get("user", "testuser")))
+        issued = secrets.token_urlsafe(24)
+        users_by_token[issued] = request.query_params.get("user", "testuser")
+        return PlainTextResponse(issued)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
