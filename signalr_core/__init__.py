@@ -16,6 +16,7 @@ Example::
     #     async with endpoint.lifespan(): yield
 """
 
+from signalr_core._logging import LoggerFactory, StructuredLogger, set_logger_factory
 from signalr_core.auth import Authenticator, AuthRequest
 from signalr_core.clients import (
     ClientProxy,
@@ -110,6 +111,7 @@ __all__ = [
     "InvocationMessage",
     "JsonHubProtocol",
     "LocalConnection",
+    "LoggerFactory",
     "MessageEncodeError",
     "MessagePackHubProtocol",
     "MessageTooLargeError",
@@ -121,7 +123,9 @@ __all__ = [
     "SingleClientProxy",
     "StreamInvocationMessage",
     "StreamItemMessage",
+    "StructuredLogger",
     "TransferFormat",
     "default_protocols",
     "hub_method",
+    "set_logger_factory",
 ]

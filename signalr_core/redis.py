@@ -71,7 +71,6 @@ from typing import Any
 import anyio
 import msgspec
 import redis.asyncio as aioredis
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio.client import PubSub
@@ -79,6 +78,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from signalr_core._logging import get_logger
 from signalr_core.errors import (
     ClientResultError,
     ClientUnavailableError,
@@ -300,9 +300,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._max_publish_connections = max_publish_connections
         self._publish_timeout = publish_timeout
         self._reconnect_delay = reconnect_delay
-        self._log = structlog.get_logger("signalr_core.redis").bind(
-            hub=hub_name, server=self._server_name
-        )
+        self._log = get_logger("signalr_core.redis").bind(hub=hub_name, server=self._server_name)
 
         self._connections: dict[str, HubConnectionHandle] = {}
         self._groups: dict[str, dict[str, HubConnectionHandle]] = {}
