@@ -32,10 +32,14 @@ def start_app(server: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str
     return proc, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log_path = tmp_path_factory.mktemp("clients-server") / "server.log"
-    proc, url = start_app("hypercorn", log_path)
+@pytest.fixture(scope="module", params=("hypercorn", "uvicorn"))
+def base_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The hub server's base URL, on each ASGI server in turn."""
+    server: str = request.param
+    log_path = tmp_path_factory.mktemp(f"clients-server-{server}") / "server.log"
+    proc, url = start_app(server, log_path)
     try:
         yield url
     finally:
