@@ -51,6 +51,7 @@ def _readme_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.timeout(400)  # a cold pip cache downloads the dependencies
 def test_wheel_alone_serves_the_readme_chat_to_the_official_client(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None or not (ROOT / "node_modules" / "@microsoft" / "signalr").is_dir():
