@@ -8,12 +8,16 @@ NODE_STAMP := node_modules/.installed
 VENDOR := exporter_api/static/vendor
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck unit bench assets clean
+CORE := packages/signalr-core
+DIST := dist
 
-$(VENV_STAMP): pyproject.toml
+.PHONY: install run test lint typecheck unit bench assets dist clean
+
+# signalr-exporter depends on signalr-core (not on PyPI): both are installed in one step.
+$(VENV_STAMP): pyproject.toml $(CORE)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e $(CORE) -e '.[dev]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -46,8 +50,18 @@ unit: $(VENV_STAMP)
 test: install lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Wheels and sdists of signalr-core and signalr-exporter in dist/. Reproducible: file times
+# come from the last commit (SOURCE_DATE_EPOCH), so the same commit gives the same bytes.
+dist: $(VENV_STAMP) assets
+	rm -rf $(DIST)
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) && \
+	export SOURCE_DATE_EPOCH && \
+	$(PY) -m build --no-isolation --outdir $(DIST) $(CORE) && \
+	$(PY) -m build --no-isolation --outdir $(DIST) .
+	ls -l $(DIST)
+
 bench: install
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) node_modules $(VENDOR) .mypy_cache .ruff_cache .pytest_cache var
+	rm -rf $(VENV) node_modules $(VENDOR) $(DIST) .mypy_cache .ruff_cache .pytest_cache var

@@ -4,7 +4,7 @@ A fixed contract (issue 2). It mirrors the ASP.NET Core functional-test server o
 TypeScript client (``dotnet/aspnetcore``: ``src/SignalR/clients/ts/FunctionalTests``), so the
 behaviours its tests expect hold here too::
 
-    python examples/compat_server.py --host 127.0.0.1 --port 5000
+    python examples/compat_server.py --host 127.0.0.1 --port 5000 [--server uvicorn]
 
 Endpoints (detailed errors on everywhere):
 
@@ -427,12 +427,39 @@ async def _serve(host: str, port: int) -> None:
     await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
 
+async def _serve_uvicorn(host: str, port: int) -> None:
+    import uvicorn
+
+    app = create_app()
+    endpoints: tuple[HubEndpoint, ...] = app.state.hub_endpoints
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        # uvicorn calls this from its signal handler; as with hypercorn, tell clients to
+        # reconnect later before uvicorn closes sockets and waits for open requests.
+        loop.call_soon_threadsafe(stop.set)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await stop.wait()
+        await asyncio.gather(*(endpoint.shutdown() for endpoint in endpoints))
+        server.should_exit = True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--server", choices=("hypercorn", "uvicorn"), default="hypercorn")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
+    serve = _serve_uvicorn if args.server == "uvicorn" else _serve
+    asyncio.run(serve(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from signalr_core import set_logger_factory
+
 REDACTED = "[redacted]"
 
 _SECRET_KEYS = re.compile(
@@ -98,6 +100,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(log_level)
+    # The hub library logs through structlog too: its events get the same processors and keep
+    # their fields (connection_id, method, ...) as keys.
+    set_logger_factory(structlog.get_logger)
 
 
 __all__ = ["REDACTED", "configure_logging", "redact_secrets", "redact_value"]

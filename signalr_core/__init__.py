@@ -1,21 +1,32 @@
 """signalr_core: an ASGI implementation of the ASP.NET Core SignalR server.
 
-The official ``@microsoft/signalr`` JavaScript client (browser and Node) connects unchanged over
-WebSockets, Server-Sent Events and Long Polling, with the JSON and MessagePack hub protocols.
+The official ``@microsoft/signalr`` client (browser and Node) connects unchanged over
+WebSockets, Server-Sent Events and Long Polling, with the JSON and MessagePack hub protocols;
+so do the Python clients ``pysignalr`` and ``signalrcore``. It runs on any ASGI server
+(hypercorn and uvicorn are tested).
+
+The public API is what this module exports (``__all__``), plus
+:class:`signalr_core.redis.RedisHubLifetimeManager` (extra ``redis``); every other module and
+name is private. The reference is ``docs/signalr_core.md``.
 
 Example::
 
-    from signalr_core import Hub, HubEndpoint, HubOptions
+    from signalr_core import Hub, HubEndpoint, HubOptions, hub_method
 
     class ChatHub(Hub):
-        async def send(self, user: str, message: str) -> None:
+        @hub_method("SendMessage")
+        async def send_message(self, user: str, message: str) -> None:
             await self.clients.all.send("ReceiveMessage", user, message)
 
-    endpoint = HubEndpoint(ChatHub, options=HubOptions(enable_detailed_errors=True))
-    # Starlette: routes=[*endpoint.routes("/hubs/chat")], and in the app lifespan:
+    endpoint = HubEndpoint(ChatHub, options=HubOptions())
+    # Starlette: routes=[*endpoint.routes("/chat")], and in the app lifespan:
     #     async with endpoint.lifespan(): yield
+
+Logging goes to the standard library's ``signalr_core`` loggers unless the application calls
+:func:`set_logger_factory` (for example with ``structlog.get_logger``).
 """
 
+from signalr_core._logging import LoggerFactory, StructuredLogger, set_logger_factory
 from signalr_core.auth import Authenticator, AuthRequest
 from signalr_core.clients import (
     ClientProxy,
@@ -110,6 +121,7 @@ __all__ = [
     "InvocationMessage",
     "JsonHubProtocol",
     "LocalConnection",
+    "LoggerFactory",
     "MessageEncodeError",
     "MessagePackHubProtocol",
     "MessageTooLargeError",
@@ -121,7 +133,9 @@ __all__ = [
     "SingleClientProxy",
     "StreamInvocationMessage",
     "StreamItemMessage",
+    "StructuredLogger",
     "TransferFormat",
     "default_protocols",
     "hub_method",
+    "set_logger_factory",
 ]

@@ -49,8 +49,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
-import structlog
 
+from signalr_core._logging import get_logger
 from signalr_core._redis_wire import RedisHello, encode
 from signalr_core.errors import SignalRError
 
@@ -187,7 +187,7 @@ class DeliveryGate:
         self._announce = anyio.Event()
         self._flush = anyio.Event()
         self._opened = anyio.Event()
-        self._log = structlog.get_logger("signalr_core.redis").bind(server=server_name)
+        self._log = get_logger("signalr_core.redis").bind(server=server_name)
 
     @property
     def is_open(self) -> bool:

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from structlog.typing import FilteringBoundLogger
 
+from signalr_core._logging import StructuredLogger
 from signalr_core._redis_delivery import RedisBackplaneError
 from signalr_core._redis_wire import (
     GroupAction,
@@ -55,7 +55,7 @@ class GroupCommands:
         ack_timeout: float,
         max_pending: int,
         buffer: int,
-        log: FilteringBoundLogger,
+        log: StructuredLogger,
     ) -> None:
         self._publish = publish
         self._server_name = server_name

@@ -18,8 +18,8 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from structlog.typing import FilteringBoundLogger
 
+from signalr_core._logging import StructuredLogger
 from signalr_core._redis_delivery import RedisBackplaneError
 from signalr_core._redis_wire import (
     CompletionKind,
@@ -74,7 +74,7 @@ class ClientResults:
         max_pending: int,
         publish_timeout: float,
         reply_buffer: int,
-        log: FilteringBoundLogger,
+        log: StructuredLogger,
     ) -> None:
         self._publish = publish
         self._server_name = server_name

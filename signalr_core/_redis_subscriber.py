@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
-from structlog.typing import FilteringBoundLogger
+
+from signalr_core._logging import StructuredLogger
 
 __all__ = ["Subscriber"]
 
@@ -47,7 +48,7 @@ class Subscriber:
         on_lost: Callable[[], None],
         subscribe_timeout: float,
         reconnect_delay: tuple[float, float],
-        log: FilteringBoundLogger,
+        log: StructuredLogger,
     ) -> None:
         self._fixed = tuple(fixed)
         self._last = last

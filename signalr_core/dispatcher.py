@@ -66,9 +66,9 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from signalr_core._logging import get_logger
 from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
 from signalr_core.context import HubCallerContext, Principal
@@ -109,7 +109,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnection"]
 
-_log = structlog.get_logger("signalr_core")
+_log = get_logger("signalr_core")
 
 CONNECTION_ERROR: Final = "Connection closed with an error."
 _BINDING_MISMATCH: Final = (

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import structlog
 
+from signalr_core._logging import get_logger
 from signalr_core.auth import Authenticator, AuthRequest, call_authenticate, request_from_scope
 from signalr_core.clients import HubContext
 from signalr_core.context import Principal
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HubEndpoint"]
 
-_log = structlog.get_logger("signalr_core")
+_log = get_logger("signalr_core")
 
 _SERVER_NEGOTIATE_VERSION = 1
 _TRANSPORTS: tuple[tuple[HttpTransportType, TransportName, TransportInfo], ...] = (

@@ -81,11 +81,11 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from signalr_core._logging import get_logger
 from signalr_core._redis_delivery import DeliveryGate, RedisBackplaneError
 from signalr_core._redis_groups import GroupCommands
 from signalr_core._redis_results import ClientResults
@@ -198,7 +198,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._subscribe_timeout = subscribe_timeout
         self._max_publish_connections = max_publish_connections
         self._publish_timeout = publish_timeout
-        self._log = log = structlog.get_logger("signalr_core.redis").bind(hub=hub_name, server=name)
+        self._log = log = get_logger("signalr_core.redis").bind(hub=hub_name, server=name)
         self._registry: ConnectionRegistry[HubConnectionHandle] = ConnectionRegistry()
         self._publisher: aioredis.Redis | None = None
         self._gate = DeliveryGate(

@@ -12,7 +12,9 @@ Message layouts (``HubProtocol.md``)::
     Ack               [8, SequenceId]
     Sequence          [9, SequenceId]
 
-Trailing elements beyond these are ignored so future additions stay compatible. Datetimes
+The server writes Invocation and StreamInvocation in the 6-element form (an empty ``StreamIds``
+array when there are none), as ASP.NET does; it reads both. Trailing elements beyond these are
+ignored so future additions stay compatible. Datetimes
 encode as the MessagePack timestamp extension (type -1), ``bytes`` as ``bin``; argument objects
 (Structs, dataclasses, dicts) encode as maps.
 """
@@ -266,19 +268,17 @@ class MessagePackHubProtocol(HubProtocol):
         payload: tuple[Any, ...]
         match message:
             case InvocationMessage():
-                args = tuple(map(utc_value, message.arguments))
-                headers = message.headers or _NO_HEADERS
-                if message.stream_ids:
-                    payload = (
-                        1,
-                        headers,
-                        message.invocation_id,
-                        message.target,
-                        args,
-                        message.stream_ids,
-                    )
-                else:
-                    payload = (1, headers, message.invocation_id, message.target, args)
+                # Always the 6-element form, as ASP.NET writes it: an empty stream-id array
+                # last. Clients that read a fixed layout (the ``signalrcore`` Python client)
+                # drop 5-element invocations, and the rest of the frame with them.
+                payload = (
+                    1,
+                    message.headers or _NO_HEADERS,
+                    message.invocation_id,
+                    message.target,
+                    tuple(map(utc_value, message.arguments)),
+                    message.stream_ids,
+                )
             case StreamItemMessage():
                 payload = (
                     2,

@@ -1,9 +1,10 @@
 """The official ``@microsoft/signalr`` client, driven from Node, against the compat server.
 
-One compat server (``examples/compat_server.py``) runs for the session. For each transport and
-protocol pair one Node process (``scenarios.mjs``) runs every scenario that applies to the pair
-and prints one JSON line per scenario; the five processes run concurrently and each test below
-reads one line, so a failure names the scenario, the pair, what the client saw and its log.
+One compat server (``examples/compat_server.py``) runs at a time, on each ASGI server in turn
+(hypercorn, then uvicorn: the library runs on any). For each transport and protocol pair one
+Node process (``scenarios.mjs``) runs every scenario that applies to the pair and prints one JSON
+line per scenario; the five processes run concurrently and each test below reads one line, so a
+failure names the scenario, the pair, the server, what the client saw and its log.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.compat
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS_JS = Path(__file__).with_name("scenarios.mjs")
 NODE_TIMEOUT_SECONDS = 100.0
+SERVERS = ("hypercorn", "uvicorn")
 
 WS, SSE, LP = "WebSockets", "ServerSentEvents", "LongPolling"
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -124,6 +126,7 @@ def _node() -> str:
 class CompatServer:
     base_url: str
     log_path: Path
+    server: str
 
 
 @dataclass
@@ -137,7 +140,7 @@ class PairRun:
     returncode: int | None = None
 
 
-def _start_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_server(port: int, log_path: Path, server: str) -> subprocess.Popen[bytes]:
     with log_path.open("a") as log:
         proc = subprocess.Popen(
             [
@@ -147,6 +150,8 @@ def _start_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--server",
+                server,
             ],
             cwd=ROOT,
             stdout=log,
@@ -169,13 +174,16 @@ def _stop_server(proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc)
 
 
-@pytest.fixture(scope="session")
-def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatServer]:
+@pytest.fixture(scope="session", params=SERVERS)
+def compat_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CompatServer]:
+    server: str = request.param
     port = free_port()
-    log_path = tmp_path_factory.mktemp("compat-server") / "server.log"
-    proc = _start_server(port, log_path)
+    log_path = tmp_path_factory.mktemp(f"compat-server-{server}") / "server.log"
+    proc = _start_server(port, log_path, server)
     try:
-        yield CompatServer(f"http://127.0.0.1:{port}", log_path)
+        yield CompatServer(f"http://127.0.0.1:{port}", log_path, server)
     finally:
         _stop_server(proc)
 
@@ -266,7 +274,8 @@ def test_scenario(
     if not record["ok"]:
         logs = "\n".join(record.get("logs") or [])
         pytest.fail(
-            f"{scenario} over {transport}/{protocol}: {record['error']}\n"
+            f"{scenario} over {transport}/{protocol} on {compat_server.server}: "
+            f"{record['error']}\n"
             f"client log:\n{logs}\nserver log: {compat_server.log_path}",
             pytrace=False,
         )
@@ -345,13 +354,16 @@ def _round_event(kind: str, round_no: int) -> Callable[[dict[str, Any]], bool]:
     return lambda e: e["event"] == kind and e.get("round") == round_no
 
 
-@pytest.fixture(scope="module")
-def restart_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartRun]:
+@pytest.fixture(scope="module", params=SERVERS)
+def restart_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RestartRun]:
+    asgi_server: str = request.param
     node = _node()
     port = free_port()
-    out_dir = tmp_path_factory.mktemp("compat-restart")
+    out_dir = tmp_path_factory.mktemp(f"compat-restart-{asgi_server}")
     log_path = out_dir / "server.log"
-    server = _start_server(port, log_path)
+    server = _start_server(port, log_path, asgi_server)
     lines: queue.Queue[tuple[tuple[str, str], dict[str, Any]]] = queue.Queue()
     events: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in PAIRS}
     procs: dict[tuple[str, str], subprocess.Popen[str]] = {}
@@ -392,7 +404,7 @@ def restart_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartRun
             server.send_signal(stop)
             server.wait(20)
             _wait_all(lines, events, _round_event("reconnecting", round_no))
-            server = _start_server(port, log_path)
+            server = _start_server(port, log_path, asgi_server)
             _wait_all(lines, events, _round_event("reconnected", round_no))
         _wait_all(lines, events, lambda e: e["event"] == "done")
         for pair, proc in procs.items():

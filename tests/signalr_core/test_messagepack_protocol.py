@@ -147,7 +147,7 @@ def test_accepts_both_invocation_lengths_nil_stream_ids_and_nil_headers() -> Non
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        (InvocationMessage(target="M", arguments=("a", 1)), [1, {}, None, "M", ["a", 1]]),
+        (InvocationMessage(target="M", arguments=("a", 1)), [1, {}, None, "M", ["a", 1], []]),
         (
             InvocationMessage(target="M", arguments=(), invocation_id="1", stream_ids=("s",)),
             [1, {}, "1", "M", [], ["s"]],

@@ -40,6 +40,8 @@ SELECT i, 'ACC-' || lpad((i % 9973)::text, 6, '0'), (i * 7919) % 1000000
 FROM generate_series(1::bigint, {LEDGER_ROWS}) AS i;
 """
 
+GATE_ROW = 1_000_000
+GATE_LOCK = 4242
 PAUSE = "WITH pause AS MATERIALIZED (SELECT pg_sleep(1.0))\n"
 SQL: dict[str, str] = {
     # g-events: three variants in turn, each a second of waiting then 20,000 rows.
@@ -56,6 +58,13 @@ SQL: dict[str, str] = {
     "head_v1.sql": f"SELECT entry_id, account, amount FROM ledger WHERE entry_id <= {HEAD_ROWS};",
     "ledger_v2.sql": "SELECT entry_id, account, amount FROM ledger\n"
     "WHERE CASE WHEN entry_id % 200000 = 0 THEN pg_sleep(0.4) IS NOT NULL ELSE true END;",
+    # g-gated: the whole ledger, held at row GATE_ROW until the test releases the advisory
+    # lock GATE_LOCK it holds: however fast the machine, the export is still under way at
+    # every restart the test makes. The lock is transaction-scoped: a cancelled attempt
+    # lets go of it at once.
+    "gated_v2.sql": "SELECT entry_id, account, amount FROM ledger\n"
+    f"WHERE CASE WHEN entry_id = {GATE_ROW} THEN pg_advisory_xact_lock_shared({GATE_LOCK})::text"
+    " IS NOT NULL ELSE true END;",
     # g-slow: rows trickle for hours, a query to cancel.
     "slow_v1.sql": "SELECT g AS entry_id, 'row ' || g AS account, g AS amount\n"
     "FROM generate_series(1, 100000000) AS g CROSS JOIN LATERAL (SELECT pg_sleep(0.001)) AS p;",
@@ -119,6 +128,16 @@ columns_profile_id = "ledger_cols"
 variants = ["sql/head_v1.sql", "sql/ledger_v2.sql"]
 
 [[groups]]
+id = "g-gated"
+display_name = "Gated ledger"
+[[groups.scripts]]
+id = "s-gated"
+display_name = "Head, then the whole ledger, held halfway until released"
+execution_lane = 0
+columns_profile_id = "ledger_cols"
+variants = ["sql/head_v1.sql", "sql/gated_v2.sql"]
+
+[[groups]]
 id = "g-slow"
 display_name = "Slow"
 [[groups.scripts]]
@@ -129,7 +148,12 @@ columns_profile_id = "ledger_cols"
 variants = ["sql/slow_v1.sql"]
 """
 
-SCRIPTS = {"g-events": "s-events", "g-big": "s-ledger", "g-slow": "s-slow"}
+SCRIPTS = {
+    "g-events": "s-events",
+    "g-big": "s-ledger",
+    "g-gated": "s-gated",
+    "g-slow": "s-slow",
+}
 
 
 def run_body(group_id: str) -> dict[str, object]:

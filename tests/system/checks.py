@@ -14,6 +14,7 @@ LEDGER = range(1, LEDGER_ROWS + 1)
 EXPECTED_ROWS: dict[str, dict[int, range]] = {
     "g-events": {v: events_ids(v) for v in (1, 2, 3)},
     "g-big": {1: HEAD, 2: LEDGER},
+    "g-gated": {1: HEAD, 2: LEDGER},
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.catalog import HEAD_ROWS
+from tests.system.catalog import GATE_LOCK, HEAD_ROWS
 from tests.system.checks import check_files, check_only_reconnects, other_than
 from tests.system.client import (
     HubClients,
@@ -114,25 +114,31 @@ def test_rolling_restart_during_a_two_million_row_export(
     system: System, hub_clients: HubClients
 ) -> None:
     session = login(system.haproxy.url, "sys_user5")
-    run_id = start_run(system.haproxy.url, session, "g-big")
-    client = hub_clients.start("rolling", session)
-    client.subscribe(run_id)
-    _wait_ledger_under_way(system.haproxy.url, session, run_id)
+    # The export stops at row GATE_ROW until the gate opens: every restart below happens
+    # during it, on a fast machine as on a loaded one.
+    system.monitor.fetch("SELECT pg_advisory_lock($1)", GATE_LOCK)
+    try:
+        run_id = start_run(system.haproxy.url, session, "g-gated")
+        client = hub_clients.start("rolling", session)
+        client.subscribe(run_id)
+        _wait_ledger_under_way(system.haproxy.url, session, run_id)
 
-    timings = []
-    first_sigterm = time.time()
-    for instance in system.instances:
-        # Still under way when each instance goes: every restart happens during the export.
+        timings = []
+        first_sigterm = time.time()
+        for instance in system.instances:
+            assert get_run(system.haproxy.url, session, run_id)["status"] in {"Queued", "Running"}
+            drained_s = instance.terminate(timeout=60)
+            instance.start()
+            instance.wait_ready()
+            system.haproxy.wait_up([instance.name])
+            timings.append(drained_s)
         assert get_run(system.haproxy.url, session, run_id)["status"] in {"Queued", "Running"}
-        drained_s = instance.terminate(timeout=60)
-        instance.start()
-        instance.wait_ready()
-        system.haproxy.wait_up([instance.name])
-        timings.append(drained_s)
+    finally:
+        system.monitor.fetch("SELECT pg_advisory_unlock($1)", GATE_LOCK)
 
     final = wait_final(system.haproxy.url, session, run_id, 180)
     assert final["status"] == "Success", final
-    check_files(system.haproxy.url, session, run_id, "g-big")
+    check_files(system.haproxy.url, session, run_id, "g-gated")
     client.wait_run_final(run_id, 10)
     client.stop()
     # Only reconnects: the client was on one of the three, each told it to come back.
