@@ -5,14 +5,16 @@ a run begin, not passed by each caller."""
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import anyio
+import pytest
 import structlog
 from websockets.asyncio.client import connect
 
 from exporter_api.config import Settings
+from signalr_core import set_logger_factory
 from tests.exporter_api.runs.live import bearer, live_service
 
 RS = "\x1e"
@@ -47,6 +49,17 @@ def _without(entries: list[MutableMapping[str, Any]], *keys: str) -> list[Mutabl
     return [e for e in entries if any(e.get(k) is None for k in keys)]
 
 
+@pytest.fixture
+def hub_logs_through_structlog() -> Iterator[None]:
+    """As `exporter_api.logging.configure_logging` does when the service starts."""
+    set_logger_factory(structlog.get_logger)
+    try:
+        yield
+    finally:
+        set_logger_factory(None)
+
+
+@pytest.mark.usefixtures("hub_logs_through_structlog")
 async def test_run_and_hub_lines_name_the_run_connection_login_and_client(
     settings: Settings,
 ) -> None:
