@@ -166,12 +166,13 @@ class Console {
     $('#workspace').hidden = false;
     $('#session').hidden = false;
     $('#user-info').textContent = describeUser(user, this.session.databases, this.session.managers);
+    const runId = runIdFromUrl();
+    // Out of the hidden form and onto what comes next: the run being reopened, else the catalog.
+    if (focus) $(runId ? '#run-title' : '#catalog-title').focus();
     await this.loadCatalog();
     this.live.start().catch(() => {});
     this.loadRecent(false);
-    const runId = runIdFromUrl();
     if (runId) await this.openRun(runId, { push: false });
-    if (focus) $(runId ? '#run-title' : '#catalog-title').focus();
   }
 
   async logout() {

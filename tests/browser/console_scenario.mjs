@@ -514,7 +514,7 @@ try {
   await page.getByLabel('Password').fill('demo');
   await byTestId('login-submit').click();
   await page.locator(`#run-panel[data-run-id="${salesRunId}"]`).waitFor();
-  assert.equal(await page.evaluate(() => document.activeElement.id), 'run-title');
+  await page.waitForFunction(() => document.activeElement.id === 'run-title');
   log('expired session: signing in again reopened the run');
 
   // ---- logout ends the session (a reload does not bring it back) ---------------------------
