@@ -368,6 +368,12 @@ try {
     '[data-testid="script-metrics"][data-script-id="s-ledger"]').textContent), null, { timeout: 15_000 });
   await page.screenshot({ path: join(ARTIFACTS, 'console-g-big-running.png') });
   log(`after the reload: ${await byTestId('script-metrics', { 'script-id': 's-ledger' }).textContent()}`);
+  // The page redraws every second while a run goes on: a keyboard user's focus stays put.
+  await byTestId('recent-run', { 'run-id': salesRunId }).getByTestId('recent-open').focus();
+  const elapsedNow = await byTestId('run-elapsed').textContent();
+  await page.waitForFunction((t) => document.querySelector('#run-elapsed').textContent !== t, elapsedNow);
+  assert.equal(await page.evaluate(() => document.activeElement.closest('[data-testid="recent-run"]')?.dataset.runId),
+    salesRunId, 'the focused Open button survives the redraws');
 
   // Meanwhile another session starts a short run; while the hub is away it is cancelled. The
   // page sees no event of it, and corrects the row from the run's state on reconnect.

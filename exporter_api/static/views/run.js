@@ -160,11 +160,18 @@ export function describeWhat(run, i18n) {
   return `${label}: ${shown}`;
 }
 
-/** The files of the open run only: another run's files are never on screen. */
+/**
+ * The files of the open run only: another run's files are never on screen. Rebuilt only when
+ * they change, so a link keeps its focus (and a click in progress) while the clock redraws.
+ */
 function renderFiles(state, i18n) {
-  const list = clear($('#files'));
   const run = state.run;
   const files = run && state.files.runId === run.runId ? state.files : { items: [], zipUrl: null };
+  const list = $('#files');
+  const key = `${i18n.lang}|${run?.runId}|${files.zipUrl}|${files.items.map((f) => f.downloadUrl).join(' ')}|${structureKey(run ?? { groups: [] })}`;
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  clear(list);
   $('#files-empty').hidden = files.items.length > 0;
   const zip = $('#zip-link');
   zip.hidden = !files.zipUrl || files.items.length === 0;
