@@ -247,12 +247,15 @@ export function scriptProgress(script, track, { now, hub }) {
       out.rate = { rows: (last.rows - first.rows) / (span / 1000), bytes: (last.bytes - first.bytes) / (span / 1000) };
     }
   }
-  const expected = track?.rowsExpected;
+  // From the last script.progress, else from the snapshot (a reload): the script's state has them too.
+  const expected = track?.rowsExpected ?? script.rowsExpected;
   if (expected > 0) {
     // Expectations are estimates: never claim 100 % before the script says it is done.
     out.fraction = Math.min(rows / expected, 0.99);
-    if (Number.isFinite(track.etaSeconds)) {
+    if (Number.isFinite(track?.etaSeconds)) {
       out.etaMs = Math.max(0, track.etaSeconds * 1000 - (now - track.etaAt));
+    } else if (Number.isFinite(script.etaSeconds)) {
+      out.etaMs = script.etaSeconds * 1000;
     } else if (out.rate?.rows > 0) {
       out.etaMs = Math.max(0, (expected - rows) / out.rate.rows) * 1000;
     }

@@ -368,6 +368,15 @@ try {
     '[data-testid="script-metrics"][data-script-id="s-ledger"]').textContent), null, { timeout: 15_000 });
   await page.screenshot({ path: join(ARTIFACTS, 'console-g-big-running.png') });
   log(`after the reload: ${await byTestId('script-metrics', { 'script-id': 's-ledger' }).textContent()}`);
+  // With an expectation (sent by servers that know the script's usual size) the same line
+  // shows a percentage and the time left; fed here as the hub would deliver it.
+  const expectRows = (await rowsOf('s-ledger')) * 4;
+  await page.evaluate(([runId, rows, expected]) => window.exporterConsole.onEvent('script.progress', {
+    runId, scriptId: 's-ledger', rowsExported: rows, bytesWritten: 1, rowsExpected: expected, etaSeconds: 90,
+  }), [bigRunId, await rowsOf('s-ledger'), expectRows]);
+  await page.waitForFunction(() => /\d+% · .*about 1m( \d+s)? left/.test(document.querySelector(
+    '[data-testid="script-metrics"][data-script-id="s-ledger"]').textContent));
+  log(`with an expectation: ${await byTestId('script-metrics', { 'script-id': 's-ledger' }).textContent()}`);
   // The page redraws every second while a run goes on: a keyboard user's focus stays put.
   await byTestId('recent-run', { 'run-id': salesRunId }).getByTestId('recent-open').focus();
   const elapsedNow = await byTestId('run-elapsed').textContent();

@@ -81,6 +81,18 @@ test('percent and ETA come from the expectation when the server sends one', () =
   assert.equal(p.elapsedMs, 10_000 + (T0 - Date.parse(script.startedAt)));
 });
 
+test('after a reload the expectation comes from the snapshot until the next event', () => {
+  let s = S.openRun(S.initialState(), A);
+  const snap = snapshot(A);
+  Object.assign(snap.groups[0].scripts[0], { rowsExported: 400, rowsExpected: 1000, etaSeconds: 12 });
+  s = S.applySnapshot(s, snap);
+  const p = S.scriptProgress(s.run.groups[0].scripts[0], s.tracks.s, { now: T0, hub: 'connected' });
+  assert.equal(p.fraction, 0.4);
+  assert.equal(p.etaMs, 12_000);
+  const done = S.scriptProgress({ ...s.run.groups[0].scripts[0], rowsExported: 5000 }, undefined, { now: T0, hub: 'connected' });
+  assert.equal(done.fraction, 0.99, 'an estimate never says 100 % before the end');
+});
+
 test('without an expectation: an honest rate over a window, no percent for one variant', () => {
   let s = S.openRun(S.initialState(), A);
   s = S.applySnapshot(s, snapshot(A));

@@ -102,7 +102,9 @@ export class RunView {
     setProgress(dom.progress, p.fraction, script.status);
     const parts = [i18n.t('rows', { n: i18n.count(script.rowsExported) }), i18n.bytes(script.bytesWritten)];
     if (script.status === 'Running') {
-      if (p.fraction !== null && state.tracks[script.scriptId]?.rowsExpected) parts.push(i18n.percent(p.fraction));
+      if (p.fraction !== null && (state.tracks[script.scriptId]?.rowsExpected ?? script.rowsExpected) > 0) {
+        parts.push(i18n.percent(p.fraction));
+      }
       if (p.stale) {
         parts.push(i18n.t('stale'));
       } else {
