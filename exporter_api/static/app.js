@@ -49,6 +49,7 @@ class Console {
     this.drawQueued = false;
     this.refetching = false;
     this.confirmAfterMs = 60_000; // cancelling an export older than this asks first
+    this.hubAway = false; // the hub was lost since the last 'connected'
   }
 
   // --- state and drawing ----------------------------------------------------------------------
@@ -297,11 +298,13 @@ class Console {
   }
 
   onHub(hub, error) {
-    const was = this.state.hub;
     this.update((s) => S.setHub(s, hub));
     renderConnection(hub, error, this.i18n);
     if (hub === 'connected' && error) showError(this.i18n.t('conn.error', { error: error.message }));
     const away = hub === 'reconnecting' || hub === 'disconnected';
+    const wasAway = this.hubAway;
+    if (away) this.hubAway = true;
+    else if (hub === 'connected') this.hubAway = false;
     if (away) {
       this.timers.every('poll', POLL_MS, () => {
         if (this.state.run && !S.FINAL.has(this.state.run.status)) this.scheduleRefetch(0);
@@ -310,7 +313,8 @@ class Console {
       this.timers.clear('poll');
     }
     // Back after an outage: what ended meanwhile sent no event this page saw; read it again.
-    if (hub === 'connected' && (was === 'reconnecting' || was === 'disconnected') && this.session.user) {
+    // (A new connection after 'disconnected' passes through 'connecting': hence the flag.)
+    if (hub === 'connected' && wasAway && this.session.user) {
       this.loadRecent(false);
       this.loadRecentDetails(S.unsettledRecent(this.state));
     }
