@@ -16,10 +16,12 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Scope
 
 from exporter_api.api import auth, catalog, meta
 from exporter_api.audit import AuditTrail, JsonLinesSink
@@ -60,6 +62,29 @@ async def _index(request: Request) -> Response:
     if not index.is_file():
         raise NotFound("the console is not installed (exporter_api/static/index.html)")
     return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+
+class _ConsoleFiles(StaticFiles):
+    """The console's files. They keep their names across releases, so the browser revalidates
+    them on every load (a cheap 304 through ETag / Last-Modified); the vendored SignalR client
+    changes only with its package and is kept for a day."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        vendored = Path(full_path).parent.name == "vendor"
+        response.headers["Cache-Control"] = "public, max-age=86400" if vendored else "no-cache"
+        return response
+
+
+def _gzip(app: ASGIApp) -> GZipMiddleware:
+    """Text assets go compressed to browsers that accept it (API bodies and downloads do not)."""
+    return GZipMiddleware(app, minimum_size=512)
 
 
 class ProblemCORSMiddleware(CORSMiddleware):
@@ -260,12 +285,14 @@ def create_app(
         *catalog.routes,
         *meta.routes,
         *runs.routes,
-        Route("/", _index, methods=["GET"]),
+        Route("/", _gzip(request_response(_index)), methods=["GET"]),
     ]
     if metrics_access is not None:
         routes.append(metrics_route(config.metrics.path, metrics_access))
     if STATIC_DIR.is_dir():
-        routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+        routes.append(
+            Mount("/static", app=_gzip(_ConsoleFiles(directory=STATIC_DIR)), name="static")
+        )
     # Outermost: every later layer (CORS, throttling, logs, cookies) sees the real client.
     middleware: list[Middleware] = [
         Middleware(ProxyHeadersMiddleware, trusted_proxies=config.server.trusted_proxies)

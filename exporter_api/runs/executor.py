@@ -486,6 +486,10 @@ class RunExecutor:
                             script_id=script.script_id,
                             status=script.status,
                             message=script.message,
+                            variant=next(
+                                (v.variant for v in script.variants if v.status == "Running"), None
+                            ),
+                            variant_count=len(script.variants),
                         ),
                     )
             if before.groups.get(group.group_id) != group.status:

@@ -209,6 +209,10 @@ class ScriptUpdated(_Camel):
     script_id: str
     status: Status
     message: str | None = None
+    # Beyond the contract (additive): the running variant (1-based) and how many the script has,
+    # so a client need not parse them out of ``message``.
+    variant: int | None = None
+    variant_count: int | None = None
 
 
 class ScriptProgress(_Camel):

@@ -11,10 +11,13 @@ const REFRESH_LOCK = 'exporter-console-refresh';
 const REFRESH_MARGIN_MS = 30_000; // refresh this long before expiry (or at 75 % of the lifetime)
 
 export class ApiError extends Error {
-  constructor(status, problem) {
+  constructor(status, problem, retryAfter = null) {
     super(problem?.detail || problem?.title || `HTTP ${status}`);
     this.status = status;
     this.problem = problem;
+    // Seconds to wait, from the Retry-After header (429, 503), when the server sent one.
+    const seconds = Number(retryAfter);
+    this.retryAfterS = retryAfter !== null && Number.isFinite(seconds) ? seconds : null;
   }
 }
 
@@ -96,7 +99,9 @@ export class Api {
 
   async #send(method, path, body, { auth = true } = {}) {
     const response = await this.#fetch(method, path, body, auth);
-    if (!response.ok) throw new ApiError(response.status, await readProblem(response));
+    if (!response.ok) {
+      throw new ApiError(response.status, await readProblem(response), response.headers.get('Retry-After'));
+    }
     if (response.status === 204) return null;
     return response.json();
   }

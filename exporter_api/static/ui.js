@@ -31,38 +31,23 @@ export function clear(element) {
   return element;
 }
 
-const counts = new Intl.NumberFormat('en-US');
-
-export function formatCount(value) {
-  return counts.format(value ?? 0);
+/** Sets a status badge: the words in the chosen language, the raw status for styles and tests. */
+export function setStatus(element, status, i18n) {
+  element.textContent = status ? i18n.status(status) : '';
+  element.dataset.status = status ?? '';
 }
 
-export function formatBytes(value) {
-  const bytes = Number(value) || 0;
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let size = bytes;
-  let unit = 0;
-  while (size >= 1000 && unit < units.length - 1) {
-    size /= 1000;
-    unit += 1;
+/** A <progress>: a fraction in [0, 1], or null for "moving, amount unknown". */
+export function setProgress(element, fraction, status) {
+  element.dataset.status = status ?? '';
+  if (fraction === null || fraction === undefined) element.removeAttribute('value');
+  else element.value = Math.min(1, Math.max(0, fraction));
+}
+
+/** Sets every `data-i18n` text and `data-i18n-label` aria-label under `root`. */
+export function translateStatic(root, i18n) {
+  for (const element of root.querySelectorAll('[data-i18n]')) element.textContent = i18n.t(element.dataset.i18n);
+  for (const element of root.querySelectorAll('[data-i18n-label]')) {
+    element.setAttribute('aria-label', i18n.t(element.dataset.i18nLabel));
   }
-  return `${unit === 0 ? size : size.toFixed(size < 10 ? 2 : 1)} ${units[unit]}`;
-}
-
-export function formatDuration(ms) {
-  if (!Number.isFinite(ms) || ms < 0) return '';
-  const seconds = Math.round(ms / 100) / 10;
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const minutes = Math.floor(seconds / 60);
-  const rest = Math.round(seconds % 60);
-  return `${minutes} min ${rest} s`;
-}
-
-export function formatTime(iso) {
-  if (!iso) return '';
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return iso;
-  return date.toLocaleString(undefined, {
-    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
-  });
 }

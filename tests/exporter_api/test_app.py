@@ -70,6 +70,34 @@ async def test_console_index_served_at_root(
     assert asset.status_code == 200
 
 
+async def test_console_files_compressed_and_revalidated(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    static = tmp_path / "static"
+    (static / "vendor").mkdir(parents=True)
+    script = "export const x = 1;\n" * 200
+    (static / "index.html").write_text("<!doctype html>" + "<p>console</p>" * 100, encoding="utf-8")
+    (static / "app.js").write_text(script, encoding="utf-8")
+    (static / "vendor" / "client.js").write_text(script, encoding="utf-8")
+    monkeypatch.setattr(app_module, "STATIC_DIR", static)
+    gzip = {"Accept-Encoding": "gzip"}
+    async with app_client(settings) as client:
+        index = await client.get("/", headers=gzip)
+        asset = await client.get("/static/app.js", headers=gzip)
+        vendored = await client.get("/static/vendor/client.js", headers=gzip)
+        plain = await client.get("/static/app.js", headers={"Accept-Encoding": "identity"})
+        again = await client.get("/static/app.js", headers={"If-None-Match": asset.headers["etag"]})
+    for response in (index, asset, vendored):
+        assert response.status_code == 200
+        assert response.headers["content-encoding"] == "gzip"
+        assert int(response.headers["content-length"]) < len(script) / 4
+    assert asset.text == script  # httpx decoded it
+    assert asset.headers["cache-control"] == "no-cache"
+    assert vendored.headers["cache-control"] == "public, max-age=86400"
+    assert "content-encoding" not in plain.headers
+    assert again.status_code == 304
+
+
 def test_serve_runs_under_hypercorn_with_json_logs(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "serve.log"

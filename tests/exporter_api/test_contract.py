@@ -82,6 +82,10 @@ async def login(service: Service) -> tuple[str, httpx.Response]:
     return token, response
 
 
+# Additive, beyond section 7: the running variant and the variant count (issue 12), always sent.
+EVENT_FIELDS["script.updated"] = EVENT_FIELDS["script.updated"] | {"variant", "variantCount"}
+
+
 async def test_section_7_end_to_end(settings: Settings) -> None:
     async with live_service(default_config_path(), settings.data_dir, "db-test") as service:
         http = service.http
@@ -167,6 +171,12 @@ async def test_section_7_end_to_end(settings: Settings) -> None:
         # (variant 1 may start before SubscribeRun: its state is in the subscription's answer)
         assert "Executing variant 2/3" in messages
         assert "Executing variant 3/3" in messages
+        running = [
+            (p["variant"], p["variantCount"])
+            for p in events(lines, "script.updated", scriptId="s-orders")
+            if p["status"] == "Running"
+        ]
+        assert {(2, 3), (3, 3)} <= set(running), running
         for payload in events(lines, "script.progress", runId=run_id):
             assert payload["scriptId"] == "s-orders"
             assert isinstance(payload["rowsExported"], int)

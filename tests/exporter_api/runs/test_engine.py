@@ -181,6 +181,11 @@ async def test_events_of_a_run(catalog: ExportConfig, tmp_path: Path) -> None:
         "Executing variant 2/3",
         "Executing variant 3/3",
     ]
+    assert [(e["variant"], e["variantCount"]) for e in orders if e["status"] == "Running"] == [
+        (1, 3),
+        (2, 3),
+        (3, 3),
+    ]
     assert orders[-1]["status"] == "Success"
     assert all(e["groupId"] == "g-sales" for e in orders)
     bad = events.of("script.updated", scriptId="s-bad")

@@ -247,6 +247,9 @@ CONTRACT: dict[str, dict[str, type | tuple[type, ...]]] = {
         "scriptId": str,
         "status": str,
         "message": (str, type(None)),
+        # additive: the running variant (none once final) and the script's variant count
+        "variant": (int, type(None)),
+        "variantCount": int,
     },
     "script.progress": {"runId": str, "scriptId": str, "rowsExported": int, "bytesWritten": int},
 }
@@ -285,6 +288,8 @@ async def test_events_have_the_contract_shapes(
         "scriptId": "s-slow",
         "status": "Cancelled",
         "message": "Cancelled",
+        "variant": None,
+        "variantCount": 1,
     }
 
 

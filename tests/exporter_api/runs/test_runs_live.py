@@ -119,6 +119,8 @@ async def test_full_run_observed_through_the_official_client(
         "scriptId": "s-orders",
         "status": "Success",
         "message": "Success",
+        "variant": None,
+        "variantCount": 3,
     }
     assert events(lines, "group.updated", groupId="g-misc")[-1] == {
         "runId": run_id,
