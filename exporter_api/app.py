@@ -222,6 +222,7 @@ def create_app(
                 access_ttl_s=config.server.access_token_ttl_s,
                 refresh_ttl_s=config.server.refresh_ttl_s,
                 notifier=notifier,
+                reuse_grace_s=config.server.refresh_reuse_grace_s,
             )
             throttle = LoginThrottle(
                 store,

@@ -73,6 +73,10 @@ class ServerConfig(_Base):
     hub: HubConfig = msgspec.field(default_factory=HubConfig)
     access_token_ttl_s: int = 300
     refresh_ttl_s: int = 8 * 3600
+    # A refresh token presented again this soon after it was used gets a new pair instead of
+    # ending the session as a theft: a page reloaded while its refresh was in flight never
+    # received the rotated cookie. 0 turns the grace off.
+    refresh_reuse_grace_s: float = 10.0
     max_active_runs_per_user: int = 3
     cors_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
@@ -425,6 +429,8 @@ def _validate(config: ExportConfig, path: Path) -> None:
         fail("output.file_name_template", "must be a file name, not a path")
 
     server = config.server
+    if server.refresh_reuse_grace_s < 0:
+        fail("server.refresh_reuse_grace_s", "must be 0 (off) or more")
     if not server.hub_path.startswith("/") or server.hub_path.startswith("/api/"):
         fail("server.hub_path", "must start with '/' and be outside /api/")
     for name in (

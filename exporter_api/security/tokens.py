@@ -82,6 +82,7 @@ class TokenService:
         access_ttl_s: int,
         refresh_ttl_s: int,
         notifier: Notifier | None = None,
+        reuse_grace_s: float = 10.0,
     ) -> None:
         if isinstance(signing_keys, bytes):
             ring = KeyRing((signing_keys,))
@@ -103,6 +104,7 @@ class TokenService:
         )
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
+        self.reuse_grace_s = reuse_grace_s
         self._session_ok: dict[str, float] = {}  # session id -> monotonic time it was checked
         self._listeners: list[RevocationListener] = []
         self._notifier = notifier if notifier is not None else LocalNotifier()
@@ -181,9 +183,14 @@ class TokenService:
                 " JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = :h",
                 {"h": token_hash},
             )
+            live = row is not None and row[7] is None and _parse(str(row[6])) > now
             if row is not None and not consumed and row[1] is not None and row[7] is None:
-                reused_session = str(row[0])
-            elif row is not None and consumed and row[7] is None and _parse(str(row[6])) > now:
+                # Used before: a theft, unless it comes back within the grace (the client
+                # never got the rotated token); then it gets a new pair, once more rotated.
+                used_s = (now - _parse(str(row[1]))).total_seconds()
+                if not (live and 0 <= used_s <= self.reuse_grace_s):
+                    reused_session = str(row[0])
+            if row is not None and live and reused_session is None and (consumed or row[1]):
                 user = AuthenticatedUser(
                     login=str(row[2]),
                     database_id=str(row[3]),

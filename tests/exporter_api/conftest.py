@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -68,6 +69,19 @@ def settings(tmp_path: Path, demo_data_dir: Path) -> Settings:
     (data_dir / "demo").symlink_to(demo, target_is_directory=True)
     demo.mkdir(exist_ok=True)
     return Settings(config_path=default_config_path(), data_dir=data_dir)
+
+
+def demo_config_with(tmp_path: Path, server_lines: str) -> Path:
+    """A copy of the demo configuration (its SQL files too) with ``server_lines`` added to
+    its ``[server]`` table; returns the copy's path."""
+    config_dir = tmp_path / "config"
+    shutil.copytree(default_config_path().parent, config_dir)
+    config_path = config_dir / default_config_path().name
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        text.replace("[server]\n", f"[server]\n{server_lines}\n", 1), encoding="utf-8"
+    )
+    return config_path
 
 
 @asynccontextmanager

@@ -16,7 +16,13 @@ from exporter_api.config import Settings
 from exporter_api.logging import configure_logging
 from exporter_api.problems import PROBLEM_CONTENT_TYPE
 from exporter_api.security.passwords import hash_password
-from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, app_client, running_app
+from tests.exporter_api.conftest import (
+    DEMO_LOGIN,
+    NoRuns,
+    app_client,
+    demo_config_with,
+    running_app,
+)
 
 SAME_ORIGIN = {"X-Requested-With": "XMLHttpRequest"}
 
@@ -137,7 +143,9 @@ async def test_scripts_need_a_token(settings: Settings) -> None:
         assert bad.status_code == 401
 
 
-async def test_refresh_rotates_and_detects_reuse(settings: Settings) -> None:
+async def test_refresh_rotates_and_detects_reuse(settings: Settings, tmp_path: Path) -> None:
+    # No grace for a token presented again (see security/test_tokens.py for the grace).
+    settings.config_path = demo_config_with(tmp_path, "refresh_reuse_grace_s = 0")
     async with app_client(settings) as client:
         login = await _login(client)
         first = login.cookies[REFRESH_COOKIE]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
 
 from exporter_api.config import Settings, default_config_path
-from tests.exporter_api.conftest import DEMO_LOGIN
+from tests.exporter_api.conftest import DEMO_LOGIN, demo_config_with
 from tests.exporter_api.runs.live import (
     bearer,
     held_hub_watch,
@@ -33,8 +35,11 @@ SALES = {
 SAME_ORIGIN = {"X-Requested-With": "test"}
 
 
-async def test_refresh_token_reuse_closes_the_sessions_connections(settings: Settings) -> None:
-    async with live_service(default_config_path(), settings.data_dir, "db-test") as service:
+async def test_refresh_token_reuse_closes_the_sessions_connections(
+    settings: Settings, tmp_path: Path
+) -> None:
+    config_path = demo_config_with(tmp_path, "refresh_reuse_grace_s = 0")
+    async with live_service(config_path, settings.data_dir, "db-test") as service:
         http = service.http
         login = await http.post("/api/auth/login", json=DEMO_LOGIN)
         token = login.json()["accessToken"]

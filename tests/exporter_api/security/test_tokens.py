@@ -11,7 +11,7 @@ from joserfc.jwk import OctKey
 from exporter_api.errors import Unauthorized
 from exporter_api.notify import Handler
 from exporter_api.security.keys import KeyRing
-from exporter_api.security.tokens import TokenService
+from exporter_api.security.tokens import TokenService, hash_token
 from exporter_api.security.vault import CredentialVault
 from exporter_api.store import Store
 
@@ -19,9 +19,16 @@ PASSWORD = "Very$ecret-pa55word"
 KEY = b"k" * 32
 
 
-def _service(store: Store, access_ttl_s: int = 300) -> TokenService:
+def _service(store: Store, access_ttl_s: int = 300, reuse_grace_s: float = 0) -> TokenService:
     vault = CredentialVault(store, b"v" * 32)
-    return TokenService(store, vault, KEY, access_ttl_s=access_ttl_s, refresh_ttl_s=3600)
+    return TokenService(
+        store,
+        vault,
+        KEY,
+        access_ttl_s=access_ttl_s,
+        refresh_ttl_s=3600,
+        reuse_grace_s=reuse_grace_s,
+    )
 
 
 async def _login(tokens: TokenService) -> tuple[str, str, str]:
@@ -82,6 +89,34 @@ async def test_refresh_rotates_and_reuse_revokes_the_session(store: Store) -> No
         await tokens.refresh(issued.refresh_token)
     with pytest.raises(Unauthorized):
         await tokens.verify_access_token(access)
+    row = await store.fetch_one(
+        "SELECT revoked_reason FROM sessions WHERE id = :id", {"id": session_id}
+    )
+    assert row == ("refresh_token_reuse",)
+
+
+async def test_a_token_reused_within_the_grace_gets_a_new_pair_and_later_ends_the_session(
+    store: Store,
+) -> None:
+    # A page reloaded while its refresh was in flight sends the old token again.
+    tokens = _service(store, reuse_grace_s=10)
+    _, refresh1, session_id = await _login(tokens)
+    first = await tokens.refresh(refresh1)
+    again = await tokens.refresh(refresh1)
+    assert again.user.session_id == session_id
+    assert len({refresh1, first.refresh_token, again.refresh_token}) == 3
+    await tokens.verify_access_token(again.access_token)
+    # Both successors stay usable: whichever the client kept goes on rotating.
+    await tokens.refresh(first.refresh_token)
+    # Out of the grace (its use moved 11 s back) the same token is a theft again.
+    await store.execute(
+        "UPDATE refresh_tokens SET used_at = :t WHERE token_hash = :h",
+        {"t": "2000-01-01T00:00:00.000Z", "h": hash_token(refresh1)},
+    )
+    with pytest.raises(Unauthorized):
+        await tokens.refresh(refresh1)
+    with pytest.raises(Unauthorized):
+        await tokens.verify_access_token(again.access_token)
     row = await store.fetch_one(
         "SELECT revoked_reason FROM sessions WHERE id = :id", {"id": session_id}
     )
