@@ -19,7 +19,7 @@ import csv
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 import msgspec
@@ -43,6 +43,8 @@ class ExportRequest(msgspec.Struct, kw_only=True):
     header: bool = True
     statement_timeout_s: float = 3600
     batch_rows: int = 5000
+    # Deliver rows (`RowSink.write_rows`, formatted by the sink) instead of CSV bytes.
+    rows: bool = False
 
 
 class ExportResult(msgspec.Struct):
@@ -59,8 +61,25 @@ class ExportSink(Protocol):
         """
 
 
+@runtime_checkable
+class RowSink(ExportSink, Protocol):
+    async def write_rows(self, header: Sequence[str], batch: Sequence[Sequence[object]]) -> None:
+        """One call per batch of rows as the DB-API cursor gives them (``fetchmany``), with the
+        result's column labels; a result without rows makes no call at all."""
+
+
+def row_sink(sink: ExportSink) -> RowSink:
+    """``sink`` as a `RowSink` (an `ExportRequest` with ``rows`` needs one)."""
+    if not isinstance(sink, RowSink):
+        raise TypeError("ExportRequest.rows needs a sink with write_rows()")
+    return sink
+
+
 class DatabaseProvider(ABC):
     """One configured database."""
+
+    # The server formats CSV itself (PostgreSQL COPY): bytes are cheaper than rows there.
+    server_csv = False
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
@@ -110,6 +129,13 @@ class GuardedSink:
     async def write(self, chunk: bytes, rows: int) -> None:
         try:
             await self._sink.write(chunk, rows)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+
+    async def write_rows(self, header: Sequence[str], batch: Sequence[Sequence[object]]) -> None:
+        try:
+            await row_sink(self._sink).write_rows(header, batch)
         except BaseException as exc:
             self._failure = exc
             raise
@@ -200,8 +226,10 @@ __all__ = [
     "ExportResult",
     "ExportSink",
     "GuardedSink",
+    "RowSink",
     "connection_lost",
     "permission_denied",
+    "row_sink",
     "scrub",
     "statement_timeout",
     "translate_errors",

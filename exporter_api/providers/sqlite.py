@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -29,6 +30,7 @@ from exporter_api.providers.base import (
     ExportResult,
     ExportSink,
     permission_denied,
+    row_sink,
     statement_timeout,
     wrap_columns,
 )
@@ -51,6 +53,10 @@ def _check_password(password: str, encoded: str | None) -> bool:
 
 class _Stopped(Exception):
     pass
+
+
+# CSV bytes, or the labels with a batch of rows (`ExportRequest.rows`); and the row count.
+_Batch = tuple[bytes | tuple[list[str], list[Any]], int]
 
 
 class SqliteProvider(DatabaseProvider):
@@ -105,7 +111,8 @@ class SqliteProvider(DatabaseProvider):
         rows = size = 0
         failures: list[Exception] = []
         sink_failure: Exception | None = None
-        send, receive = anyio.create_memory_object_stream[tuple[bytes, int]](2)
+        rows_out = row_sink(sink) if request.rows else None
+        send, receive = anyio.create_memory_object_stream[_Batch](2)
         # Closed here too: a cancellation may come before the producer task ever starts.
         with send, receive:
             async with self.limiter, anyio.create_task_group() as tg:
@@ -113,14 +120,18 @@ class SqliteProvider(DatabaseProvider):
                 try:
                     async for chunk, count in receive:
                         try:
-                            await sink.write(chunk, count)
+                            if isinstance(chunk, bytes):
+                                await sink.write(chunk, count)
+                                size += len(chunk)
+                            else:
+                                assert rows_out is not None
+                                await rows_out.write_rows(*chunk)
                         except Exception as exc:
                             # Raised below, after the task group, as it is: not wrapped in an
                             # exception group, and never taken for a database error.
                             sink_failure = exc
                             break
                         rows += count
-                        size += len(chunk)
                 finally:
                     # Cancellation, a sink error or the end: the worker thread stops at its
                     # next progress-handler tick (or its blocked send fails) and the task
@@ -139,7 +150,7 @@ class SqliteProvider(DatabaseProvider):
         args: list[object],
         request: ExportRequest,
         stop: threading.Event,
-        send: anyio.abc.ObjectSendStream[tuple[bytes, int]],
+        send: anyio.abc.ObjectSendStream[_Batch],
         failures: list[Exception],
     ) -> None:
         async with send:
@@ -154,7 +165,7 @@ class SqliteProvider(DatabaseProvider):
         args: list[object],
         request: ExportRequest,
         stop: threading.Event,
-        send: anyio.abc.ObjectSendStream[tuple[bytes, int]],
+        send: anyio.abc.ObjectSendStream[_Batch],
     ) -> None:
         deadline = time.monotonic() + request.statement_timeout_s
         timed_out = False
@@ -181,8 +192,12 @@ class SqliteProvider(DatabaseProvider):
                     batch = cursor.fetchmany(request.batch_rows)
                     if not batch:
                         break
-                    head = [header] if (first and request.header) else []
-                    chunk = encoder.encode([*head, *batch])
+                    chunk: bytes | tuple[list[str], list[Any]]
+                    if request.rows:  # the sink formats (on a thread of its own)
+                        chunk = (header, batch)
+                    else:
+                        head = [header] if (first and request.header) else []
+                        chunk = encoder.encode([*head, *batch])
                     first = False
                     if stop.is_set():
                         raise _Stopped

@@ -8,6 +8,7 @@ serves running and finished runs alike. Who drives a run (claims, heartbeats, ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from exporter_api.runs.models import (
     VariantState,
 )
 from exporter_api.runs.queue import store_clock
+from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
@@ -81,6 +83,8 @@ class StoredFile:
             sha256=self.sha256,
             created_at=self.created_at,
             download_url=download_url or self.path,
+            format=format_of(self.name),
+            media_type=MEDIA_TYPES[format_of(self.name)],
         )
 
 
@@ -166,9 +170,10 @@ class RunRepository:
                 for spos, script in enumerate(group.scripts):
                     await self.store.execute(
                         "INSERT INTO run_scripts (run_id, group_id, script_id, position,"
-                        " display_name, execution_lane, export_mode, column_ids, status, message)"
-                        " VALUES (:run_id, :group_id, :script_id, :position, :display_name,"
-                        " :lane, :export_mode, :column_ids, :status, :message)",
+                        " display_name, execution_lane, export_mode, column_ids, status, message,"
+                        " format) VALUES (:run_id, :group_id, :script_id, :position,"
+                        " :display_name, :lane, :export_mode, :column_ids, :status, :message,"
+                        " :format)",
                         {
                             "run_id": state.run_id,
                             "group_id": group.group_id,
@@ -184,6 +189,7 @@ class RunRepository:
                             ),
                             "status": script.status,
                             "message": script.message,
+                            "format": script.format,
                         },
                     )
                     for variant in script.variants:
@@ -208,9 +214,11 @@ class RunRepository:
         script: ScriptState | None = None,
         variants: list[VariantState] | None = None,
         file: StoredFile | None = None,
+        files: Sequence[StoredFile] = (),
         instance_id: str | None = None,
     ) -> None:
-        """Persist the run row and the given changed parts, in one transaction. With
+        """Persist the run row and the given changed parts (and new ``file`` / ``files``),
+        in one transaction. With
         ``instance_id``, only while that instance still drives the run (else ``RunNotOwned``,
         nothing written)."""
         async with self.store.transaction():
@@ -222,24 +230,27 @@ class RunRepository:
             if variants and script is not None:
                 for variant in variants:
                     await self._save_variant(state.run_id, script.script_id, variant)
-            if file is not None:
-                await self.store.execute(
-                    f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
-                    " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
-                    " :created_at)",
-                    {
-                        "run_id": file.run_id,
-                        "file_id": file.file_id,
-                        "group_id": file.group_id,
-                        "script_id": file.script_id,
-                        "variant": file.variant,
-                        "name": file.name,
-                        "size_bytes": file.size_bytes,
-                        "rows": file.rows,
-                        "sha256": file.sha256,
-                        "created_at": file.created_at,
-                    },
-                )
+            for new in [file, *files] if file is not None else files:
+                await self._insert_file(new)
+
+    async def _insert_file(self, file: StoredFile) -> None:
+        await self.store.execute(
+            f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
+            " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
+            " :created_at)",
+            {
+                "run_id": file.run_id,
+                "file_id": file.file_id,
+                "group_id": file.group_id,
+                "script_id": file.script_id,
+                "variant": file.variant,
+                "name": file.name,
+                "size_bytes": file.size_bytes,
+                "rows": file.rows,
+                "sha256": file.sha256,
+                "created_at": file.created_at,
+            },
+        )
 
     async def save_all(self, state: RunState, instance_id: str | None = None) -> None:
         """Persist the whole tree (after a cancel or a failure touched many parts); with
@@ -383,8 +394,8 @@ class RunRepository:
         scripts: dict[str, ScriptState] = {}
         for s in await self.store.fetch_all(
             "SELECT group_id, script_id, display_name, execution_lane, export_mode, column_ids,"
-            " status, message, rows_exported, bytes_written, started_at, finished_at, error"
-            " FROM run_scripts WHERE run_id = :run_id ORDER BY position",
+            " status, message, rows_exported, bytes_written, started_at, finished_at, error,"
+            " format FROM run_scripts WHERE run_id = :run_id ORDER BY position",
             params,
         ):
             script = ScriptState(
@@ -400,6 +411,7 @@ class RunRepository:
                 started_at=s[10],
                 finished_at=s[11],
                 error=s[12],
+                format=s[13],
             )
             scripts[script.script_id] = script
             groups[s[0]].scripts.append(script)
