@@ -483,7 +483,7 @@ class RunRepository:
     async def files(self, run_id: str) -> list[StoredFile]:
         rows = await self.store.fetch_all(
             f"SELECT {_FILE_COLUMNS} FROM run_files WHERE run_id = :run_id"  # noqa: S608
-            " ORDER BY created_at, file_id",
+            " ORDER BY created_at, name, file_id",  # parts of a variant share created_at
             {"run_id": run_id},
         )
         return [_file(r) for r in rows]

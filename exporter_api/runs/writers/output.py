@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -113,13 +113,49 @@ class _CsvPart:
         self.writer.seal_sync()
 
 
+class _ZipTarget:
+    """The partial file as XlsxWriter's ZIP sees it. A ZIP that failed half-way (a full disk)
+    stays referenced by its traceback and finishes itself when collected: once ``cut`` it
+    writes into nothing, instead of into a file that is closed (or another file by then)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._end = 0  # the offset a cut target pretends to be at (the ZIP computes with it)
+        self.cut = False
+
+    def write(self, data: bytes) -> int:
+        if self.cut:
+            self._end += len(data)
+            return len(data)
+        written = self._file.write(data)
+        self._end = max(self._end, self._file.tell())
+        return written
+
+    def tell(self) -> int:
+        return self._end if self.cut else self._file.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self.cut:
+            self._end = offset if whence == 0 else self._end + offset
+            return self._end
+        return self._file.seek(offset, whence)
+
+    def flush(self) -> None:
+        if not self.cut:
+            self._file.flush()
+
+    def seekable(self) -> bool:
+        return True
+
+
 class _XlsxPart:
     def __init__(self, writer: FileWriter, spec: OutputSpec, labels: Sequence[str]) -> None:
         writer.open_sync()
         self.writer = writer
         self.rows = 0
+        self._target = _ZipTarget(writer.file)
         self.book = XlsxBook(
-            writer.file,
+            self._target,  # type: ignore[arg-type]  # the part of IO[bytes] a ZipFile uses
             labels,
             text_dates=spec.style.text_dates,
             rows_per_sheet=spec.xlsx_rows_per_sheet,
@@ -138,9 +174,13 @@ class _XlsxPart:
         try:
             self.book.close()
         except FileCreateError as exc:  # XlsxWriter wraps the OSError of writing the ZIP
+            self._target.cut = True
             cause = exc.args[0] if exc.args else None
             if isinstance(cause, OSError):
                 raise cause from None
+            raise
+        except BaseException:
+            self._target.cut = True
             raise
         self.writer.rehash_sync()
         self.writer.seal_sync()

@@ -176,3 +176,26 @@ def test_duplicates_are_refused(config: ExportConfig) -> None:
         plan_run(
             request("AllGroups", group("g-sales", script("s-orders"), script("s-orders"))), config
         )
+
+
+def test_format_is_checked_and_planned(config: ExportConfig) -> None:
+    with pytest.raises(BadRequest) as err:
+        plan_run(
+            request("AllGroups", group("g-sales", {"scriptId": "s-orders", "format": "pdf"})),
+            config,
+        )
+    assert err.value.field == "selection.groups[0].scripts[0].format"
+    assert err.value.detail == "format must be one of csv, csv.gz, xlsx, not 'pdf'"
+    plan = plan_run(
+        request(
+            "AllGroups",
+            group(
+                "g-sales",
+                {"scriptId": "s-orders", "format": "xlsx"},
+                {"scriptId": "s-customers", "format": "csv.gz"},
+                {"scriptId": "s-payments"},
+            ),
+        ),
+        config,
+    )
+    assert [s.format for s in plan.scripts()] == ["xlsx", "csv.gz", None]
