@@ -18,6 +18,7 @@ then on this instance writes and publishes nothing for it.
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -227,6 +228,9 @@ class RunExecutor:
             script.started_at = script.started_at or now
             run.state.started_at = run.state.started_at or now
 
+        if script.rows_expected is None:
+            script.rows_expected = await self._expected_rows(run, planned)
+        pace = _Pace(sum(v.rows_exported for v in script.variants))
         async with self.slots.hold(run.state.database_id, run.run_id):
             first = pending[0]
             await self._change(
@@ -240,7 +244,7 @@ class RunExecutor:
             for i, k in enumerate(pending):
                 nxt = pending[i + 1] if i + 1 < len(pending) else None
                 vstate = vstates[k]
-                progress = _Progress(self, run, script, vstate)
+                progress = _Progress(self, run, script, vstate, pace)
                 outcome, error, stored = await self._export(
                     run, planned, variants[k], k + 1, progress, username, password
                 )
@@ -276,6 +280,21 @@ class RunExecutor:
                         files=stored,
                         message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
                     )
+
+    async def _expected_rows(self, run: ActiveRun, planned: PlannedScript) -> int | None:
+        """What the ETA is measured against: the rows of the script's last successful run
+        for this database, manager and stream (None: never run there, or the store did not
+        answer -- an ETA is advisory and never delays the export)."""
+        state = run.state
+        try:
+            return await self.repo.last_rows(
+                state.database_id, state.manager_id, state.stream_id, planned.script.id
+            )
+        except Exception as exc:
+            _log.warning(
+                "expected_rows_unknown", run_id=state.run_id, error_type=type(exc).__name__
+            )
+            return None
 
     async def _export(
         self,
@@ -593,13 +612,36 @@ class RunExecutor:
             )
 
 
+class _Pace:
+    """When this instance began a script's pending variants, and the rows done before."""
+
+    def __init__(self, rows_before: int) -> None:
+        self.started = time.monotonic()
+        self.rows_before = rows_before  # exported before a takeover: not this pace's
+
+    def eta(self, expected: int | None, rows: int) -> int | None:
+        """Seconds left to reach ``expected`` rows at the pace since ``started`` (None when
+        not known: no expectation, nothing exported yet here, or past the expectation)."""
+        done_here = rows - self.rows_before
+        elapsed = time.monotonic() - self.started
+        if expected is None or done_here <= 0 or rows >= expected or elapsed <= 0:
+            return None
+        return math.ceil((expected - rows) * elapsed / done_here)
+
+
 class _Progress:
     """Counts rows/bytes of one variant and emits throttled ``script.progress`` events."""
 
     def __init__(
-        self, executor: RunExecutor, run: ActiveRun, script: ScriptState, variant: VariantState
+        self,
+        executor: RunExecutor,
+        run: ActiveRun,
+        script: ScriptState,
+        variant: VariantState,
+        pace: _Pace,
     ) -> None:
         self.executor = executor
+        self.pace = pace
         self.run = run
         self.script = script
         self.variant = variant
@@ -618,12 +660,18 @@ class _Progress:
         else:
             rows = self.base_rows + self.variant.rows_exported
             size = self.base_bytes + self.variant.bytes_written
+        script.eta_seconds = self.pace.eta(script.rows_expected, rows)
         run_id = self.run.run_id
         await self.executor.publish(
             run_id,
             SCRIPT_PROGRESS,
             ScriptProgress(
-                run_id=run_id, script_id=script.script_id, rows_exported=rows, bytes_written=size
+                run_id=run_id,
+                script_id=script.script_id,
+                rows_exported=rows,
+                bytes_written=size,
+                rows_expected=script.rows_expected,
+                eta_seconds=script.eta_seconds,
             ),
         )
 

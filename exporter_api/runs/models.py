@@ -93,6 +93,10 @@ class ScriptState(_Camel):
     columns: list[str] | None
     status: Status
     format: str | None = None  # the run's choice for this script; None = the catalog's default
+    # Rows of the script's last successful run for the same database, manager and stream, and
+    # the seconds left at this run's pace (both None when not known: never guessed).
+    rows_expected: int | None = None
+    eta_seconds: int | None = None
     message: str | None = None
     rows_exported: int = 0
     bytes_written: int = 0
@@ -207,8 +211,12 @@ class ScriptUpdated(_Camel):
     message: str | None = None
 
 
-class ScriptProgress(_Camel):
+class ScriptProgress(_Camel, omit_defaults=True):
+    """The contract's four fields, and ``rowsExpected`` / ``etaSeconds`` only when known."""
+
     run_id: str
     script_id: str
     rows_exported: int
     bytes_written: int
+    rows_expected: int | None = None
+    eta_seconds: int | None = None

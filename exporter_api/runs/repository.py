@@ -297,8 +297,8 @@ class RunRepository:
         await self.store.execute(
             "UPDATE run_scripts SET status = :status, message = :message,"
             " rows_exported = :rows, bytes_written = :bytes, started_at = :started_at,"
-            " finished_at = :finished_at, error = :error"
-            " WHERE run_id = :run_id AND script_id = :sid",
+            " finished_at = :finished_at, error = :error, rows_expected = :expected,"
+            " eta_seconds = :eta WHERE run_id = :run_id AND script_id = :sid",
             {
                 "run_id": run_id,
                 "sid": script.script_id,
@@ -309,8 +309,24 @@ class RunRepository:
                 "started_at": script.started_at,
                 "finished_at": script.finished_at,
                 "error": script.error,
+                "expected": script.rows_expected,
+                "eta": script.eta_seconds,
             },
         )
+
+    async def last_rows(
+        self, database_id: str, manager_id: str, stream_id: str, script_id: str
+    ) -> int | None:
+        """Rows the last successful run of ``script_id`` for this database, manager and stream
+        exported (whoever ran it), or None when it never succeeded there."""
+        row = await self.store.fetch_one(
+            "SELECT s.rows_exported FROM run_scripts s JOIN runs r ON r.run_id = s.run_id"
+            " WHERE r.database_id = :db AND r.manager_id = :manager AND r.stream_id = :stream"
+            " AND s.script_id = :sid AND s.status = 'Success'"
+            " ORDER BY s.finished_at DESC LIMIT 1",
+            {"db": database_id, "manager": manager_id, "stream": stream_id, "sid": script_id},
+        )
+        return int(row[0]) if row is not None else None
 
     async def _save_variant(self, run_id: str, script_id: str, variant: VariantState) -> None:
         await self.store.execute(
@@ -395,7 +411,8 @@ class RunRepository:
         for s in await self.store.fetch_all(
             "SELECT group_id, script_id, display_name, execution_lane, export_mode, column_ids,"
             " status, message, rows_exported, bytes_written, started_at, finished_at, error,"
-            " format FROM run_scripts WHERE run_id = :run_id ORDER BY position",
+            " format, rows_expected, eta_seconds FROM run_scripts WHERE run_id = :run_id"
+            " ORDER BY position",
             params,
         ):
             script = ScriptState(
@@ -412,6 +429,8 @@ class RunRepository:
                 finished_at=s[11],
                 error=s[12],
                 format=s[13],
+                rows_expected=int(s[14]) if s[14] is not None else None,
+                eta_seconds=int(s[15]) if s[15] is not None else None,
             )
             scripts[script.script_id] = script
             groups[s[0]].scripts.append(script)
