@@ -132,7 +132,8 @@ class OutputConfig(_Base):
     # every part has the header.
     max_rows_per_file: int = 0
     max_bytes_per_file: int = 0
-    gzip_level: int = 6  # csv.gz: 1 (fastest) .. 9 (smallest)
+    # csv.gz: 1 (fastest; the default: 5x less CPU than 6 for ~15% more bytes) .. 9 (smallest)
+    gzip_level: int = 1
     profiles: list[OutputProfile] = []
     file_name_template: str = "{run_id}_{group_id}_{script_id}_v{variant}.csv"
     # Where exported files live: `<files_dir>/<runId>/`; may be a shared volume (NFS, SMB, a

@@ -69,7 +69,7 @@ class OutputSpec:
     style: CsvStyle = field(default_factory=CsvStyle)
     max_rows_per_file: int = 0  # 0: no limit
     max_bytes_per_file: int = 0
-    gzip_level: int = 6
+    gzip_level: int = 1
     file_mode: int = DEFAULT_FILE_MODE
     dir_mode: int = DEFAULT_DIR_MODE
     xlsx_rows_per_sheet: int = XLSX_MAX_ROWS - 1
