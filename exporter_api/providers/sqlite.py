@@ -155,7 +155,16 @@ class SqliteProvider(DatabaseProvider):
     ) -> None:
         async with send:
             try:
-                await anyio.to_thread.run_sync(self._run_query, sql, args, request, stop, send)
+                # A thread of its own for the whole query (not the shared pool's).
+                await anyio.to_thread.run_sync(
+                    self._run_query,
+                    sql,
+                    args,
+                    request,
+                    stop,
+                    send,
+                    limiter=anyio.CapacityLimiter(1),
+                )
             except (QueryFailed, DatabaseUnavailable) as exc:
                 failures.append(exc)  # raised by export() itself, not as an exception group
 

@@ -216,6 +216,9 @@ class VariantOutput:
         self._failure: BaseException | None = None
         self._done = anyio.Event()
         self._stack = AsyncExitStack()
+        # A thread of this output's own: never one of the shared pool's, which a few slow disks
+        # could otherwise exhaust while fetch threads wait on their hand-offs.
+        self._thread = anyio.CapacityLimiter(1)
         self._send: MemoryObjectSendStream[_Item] | None = None
         self._tg: anyio.abc.TaskGroup
 
@@ -247,7 +250,7 @@ class VariantOutput:
             await self._stack.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._discard)
+                await anyio.to_thread.run_sync(self._discard, limiter=self._thread)
 
     def _discard(self) -> None:
         for writer in self.parts:
@@ -283,7 +286,7 @@ class VariantOutput:
         await self._done.wait()
         if self._failure is not None:
             raise self._failure
-        await anyio.to_thread.run_sync(disk_call, self._close_part)
+        await anyio.to_thread.run_sync(disk_call, self._close_part, limiter=self._thread)
         return self.rows
 
     # --- the consumer --------------------------------------------------------------------
@@ -293,7 +296,9 @@ class VariantOutput:
             async with receive:
                 async for item in receive:
                     try:
-                        await anyio.to_thread.run_sync(disk_call, lambda i=item: self._process(i))
+                        await anyio.to_thread.run_sync(
+                            disk_call, lambda i=item: self._process(i), limiter=self._thread
+                        )
                     except Exception as exc:
                         # The next hand-off raises it (the receiving end closes now), so the
                         # provider stops the query and the variant fails with this error.
