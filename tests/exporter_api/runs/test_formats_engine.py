@@ -11,7 +11,7 @@ from pathlib import Path
 from exporter_api.config import ExportConfig, OutputProfile
 from exporter_api.runs.models import RunState
 from exporter_api.runs.repository import StoredFile
-from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD
+from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog, demo_providers
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
 from tests.exporter_api.runs.xlsxread import read_xlsx
@@ -187,3 +187,28 @@ async def test_postgres_rows_path_for_xlsx_profiles_and_parts(
         f"{USER1}_s-bad_v1_part001.csv",
         f"{USER1}_s-bad_v1_part002.csv",
     ]
+
+
+async def test_a_cancelled_xlsx_export_leaves_no_file(tmp_path: Path) -> None:
+    config, providers = await demo_providers(
+        demo_catalog(tmp_path / "demo", 300_000), tmp_path / "d"
+    )
+    async with engine_kit(
+        config, tmp_path / "d", DEMO_CREDS, providers=providers, progress_interval_s=0.05
+    ) as kit:
+        state = await kit.engine.start(WHO, plan(config, body("s-ledger", "g-big", format="xlsx")))
+
+        async def writing() -> bool:
+            return bool(kit.events.of("script.progress", runId=state.run_id))
+
+        await poll_until(writing, 60)
+        await kit.engine.cancel(state.run_id)
+        await kit.engine.wait(state.run_id)
+        loaded = await kit.repo.load(state.run_id)
+        files = await kit.repo.files(state.run_id)
+        directory = kit.files_root / state.run_id
+        left = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    assert loaded is not None
+    assert loaded.status == "Cancelled"
+    assert files == []
+    assert left == []
