@@ -12,6 +12,8 @@ import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from exporter_api.providers.base import (
     wrap_columns,
 )
 from exporter_api.security.passwords import hash_password, verify_password
-from exporter_api.sqlparams import to_qmark
+from exporter_api.sqlparams import quote_ident, strip_terminator, to_qmark
 
 _log = structlog.get_logger("exporter_api.providers.sqlite")
 
@@ -60,6 +62,9 @@ _Batch = tuple[bytes | tuple[list[str], list[Any]], int]
 
 
 class SqliteProvider(DatabaseProvider):
+    # Plain CSV: SQLite turns each row into one line of text itself (`_line_query`).
+    server_csv = True
+
     def __init__(self, config: DatabaseConfig, data_dir: Path, config_dir: Path) -> None:
         super().__init__(config)
         dsn = Path(config.dsn)
@@ -192,11 +197,16 @@ class SqliteProvider(DatabaseProvider):
             raise DatabaseUnavailable(f"database {self.config.id} is not available") from None
         try:
             conn.set_progress_handler(progress, 10_000)
-            encoder = CsvEncoder(request.delimiter, request.encoding)
             try:
-                cursor = conn.execute(sql, args)
-                header = [d[0] for d in cursor.description or ()]
-                first = True
+                lines = None if request.rows else _line_query(conn, sql, args, request)
+                cursor = conn.execute(lines or sql, args)
+                header = (
+                    _labels(conn, sql, args, request)
+                    if lines
+                    else [d[0] for d in cursor.description or ()]
+                )
+                encoder = CsvEncoder(request.delimiter, request.encoding, header)
+                done = 0
                 while True:
                     batch = cursor.fetchmany(request.batch_rows)
                     if not batch:
@@ -205,9 +215,13 @@ class SqliteProvider(DatabaseProvider):
                     if request.rows:  # the sink formats (on a thread of its own)
                         chunk = (header, batch)
                     else:
-                        head = [header] if (first and request.header) else []
-                        chunk = encoder.encode([*head, *batch])
-                    first = False
+                        head = encoder.encode([header]) if (not done and request.header) else b""
+                        if lines:
+                            body = _encode_lines(batch, len(header), request, encoder, done + 1)
+                        else:
+                            body = encoder.encode(batch, done + 1)
+                        chunk = head + body
+                    done += len(batch)
                     if stop.is_set():
                         raise _Stopped
                     try:
@@ -226,6 +240,71 @@ class SqliteProvider(DatabaseProvider):
                 return
         finally:
             conn.close()
+
+
+# Between the fields of a line SQLite builds (see `_line_query`): a control character that text
+# values practically never hold; a batch where one does is formatted field by field instead.
+_US = "\x1f"
+
+
+def _labels(
+    conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
+) -> list[str]:
+    """The result's column names: the profile's labels, else what SQLite says (no rows read)."""
+    if request.columns:
+        return [c.label for c in request.columns]
+    cursor = conn.execute(f"SELECT * FROM (\n{strip_terminator(sql)}\n) LIMIT 0", args)  # noqa: S608
+    names = [d[0] for d in cursor.description or ()]
+    cursor.close()
+    return names
+
+
+def _line_query(
+    conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
+) -> str | None:
+    """The script as one text value per row, its fields joined by ``_US`` (NULL as empty):
+    SQLite turns values into text in C, which is the costly part of CSV in Python. None when
+    the result's names cannot be referred to one by one (two columns of the same name)."""
+    try:
+        names = _labels(conn, sql, args, request)
+    except sqlite3.Error:  # not a query that can be a subquery: run as it is (and fail there)
+        return None
+    if not names or len(set(names)) != len(names):
+        return None
+    fields = " || char(31) || ".join(f"ifnull({quote_ident(n)}, '')" for n in names)
+    if len(names) == 1:
+        fields = "'' || " + fields  # text, even for a BLOB
+    return f"SELECT {fields} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
+
+
+def _encode_lines(
+    batch: list[Any], width: int, request: ExportRequest, encoder: CsvEncoder, first_row: int
+) -> bytes:
+    """CSV of a batch of `_line_query` rows. A batch with nothing to quote (no quote, delimiter
+    or line break in any value: the common case) only needs its separators replaced; others
+    are split into fields and quoted by ``csv.writer``."""
+    lines = list(map(itemgetter(0), batch))
+    text = "\n".join(lines) + "\n"
+    clean = (
+        text.count(_US) == (width - 1) * len(lines)
+        and text.count("\n") == len(lines)
+        and '"' not in text
+        and "\r" not in text
+        and request.delimiter not in text
+    )
+
+    def fields() -> list[Sequence[object]]:
+        rows = [line.split(_US) for line in lines]
+        if any(len(row) != width for row in rows):
+            raise QueryFailed(
+                "a value holds the control character U+001F, which CSV from SQLite cannot "
+                "carry here; export this script as xlsx"
+            )
+        return list(rows)
+
+    if clean:
+        return encoder.encode_text(text.replace(_US, request.delimiter), fields, first_row)
+    return encoder.encode(fields(), first_row)
 
 
 def _sql_error(exc: sqlite3.Error) -> QueryFailed:

@@ -73,6 +73,7 @@ class OutputSpec:
     file_mode: int = DEFAULT_FILE_MODE
     dir_mode: int = DEFAULT_DIR_MODE
     xlsx_rows_per_sheet: int = XLSX_MAX_ROWS - 1
+    xlsx_tmpdir: str | None = None  # XlsxWriter's per-sheet row files; None = the system's
 
     @property
     def splits(self) -> bool:
@@ -159,6 +160,7 @@ class _XlsxPart:
             labels,
             text_dates=spec.style.text_dates,
             rows_per_sheet=spec.xlsx_rows_per_sheet,
+            tmpdir=spec.xlsx_tmpdir,
         )
 
     @property
@@ -210,6 +212,7 @@ class VariantOutput:
         self.rows = 0
         self._on_progress = on_progress
         self._current: _Part | None = None
+        self._books: list[XlsxBook] = []  # workbooks not closed yet
         self._sealed_bytes = 0
         self._labels: list[str] | None = None
         self._encoder: RowEncoder | None = None
@@ -253,6 +256,8 @@ class VariantOutput:
                 await anyio.to_thread.run_sync(self._discard, limiter=self._thread)
 
     def _discard(self) -> None:
+        for book in self._books:
+            book.abort()
         for writer in self.parts:
             if not writer.committed:
                 writer.discard_sync()
@@ -361,6 +366,7 @@ class VariantOutput:
         part: _Part
         if spec.format == "xlsx":
             part = _XlsxPart(writer, spec, labels or [])
+            self._books.append(part.book)
         else:
             header = None
             if labels is not None and spec.style.header:
@@ -374,6 +380,8 @@ class VariantOutput:
         part, self._current = self._current, None
         if part is not None:
             part.seal()
+            if isinstance(part, _XlsxPart):
+                self._books.remove(part.book)
             self._sealed_bytes += part.size
 
 

@@ -10,6 +10,8 @@ sheets ``Data_002``, ``Data_003``, ..., each with the header again.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -142,6 +144,18 @@ class XlsxBook:
                 n = 19 if isinstance(v, datetime) else 10 if isinstance(v, date) else len(str(v))
                 widths[c] = max(widths[c], n + 2)
         return [min(w, _MAX_WIDTH) for w in widths]
+
+    def abort(self) -> None:
+        """Drop a workbook never (or not successfully) closed: constant-memory mode keeps each
+        sheet's rows in a temporary file of its own, removed here rather than left behind."""
+        for sheet in self._book.worksheets():
+            handle = getattr(sheet, "row_data_fh", None)
+            name = getattr(sheet, "row_data_filename", None)
+            with contextlib.suppress(OSError):
+                if handle is not None:
+                    handle.close()
+                if name:
+                    os.unlink(name)
 
     def close(self) -> None:
         """Write the workbook (the whole ZIP goes to the target now)."""

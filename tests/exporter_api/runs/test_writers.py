@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import pytest
 
 from exporter_api.runs.errors import DISK_FULL, ExportDiskFull
@@ -249,3 +250,30 @@ async def test_a_full_disk_fails_and_leaves_no_file(tmp_path: Path, fmt: str) ->
         left = sorted(p.name for p in (disk / "run").iterdir())
     assert caught.value.detail == DISK_FULL
     assert left == []
+
+
+async def test_an_xlsx_export_that_fails_leaves_no_temporary_file(tmp_path: Path) -> None:
+    # constant-memory XlsxWriter keeps each sheet's rows in a file of its own until the end
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    spec = OutputSpec(format="xlsx", max_rows_per_file=300, xlsx_tmpdir=str(scratch))
+    written = anyio.Event()
+    seen: list[str] = []
+
+    async def on_progress(count: int, size: int) -> None:
+        if count == 510:
+            written.set()
+
+    async def fail_half_way() -> None:
+        async with VariantOutput(spec, tmp_path / "run", "out.xlsx", on_progress) as out:
+            await out.write_rows(LABELS, rows(500))
+            await out.write_rows(LABELS, rows(10, start=501))
+            await written.wait()  # part 1 sealed, part 2 open with 210 rows
+            seen.extend(names(scratch))
+            raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError, match="the database went away"):
+        await fail_half_way()
+    assert len(seen) == 1  # part 2's sheet rows, on disk
+    assert names(scratch) == []
+    assert names(tmp_path / "run") == []
