@@ -21,7 +21,7 @@ from exporter_api.runs.models import (
     VariantState,
     utc_now,
 )
-from exporter_api.runs.writers.formats import FILE_FORMATS
+from exporter_api.runs.writers.formats import FILE_FORMATS, XLSX_MAX_COLUMNS
 
 if TYPE_CHECKING:
     from exporter_api.config import (
@@ -204,6 +204,12 @@ def plan_run(request: RunCreateRequest, config: ExportConfig) -> RunPlan:
                 "CustomColumns" if picked.export_mode == "CustomColumns" else "AllColumns"
             )
             fmt: FileFormat | None = picked.format  # type: ignore[assignment]  # checked above
+            if fmt == "xlsx" and len(columns) > XLSX_MAX_COLUMNS:
+                raise BadRequest(
+                    f"script {script.id!r} has {len(columns):,} columns; an XLSX sheet holds at "
+                    f"most {XLSX_MAX_COLUMNS:,} (choose csv)",
+                    field="selection.groups.scripts.format",
+                )
             planned.append(PlannedScript(group.id, script, export_mode, columns, fmt))
         planned_groups.append(PlannedGroup(group, tuple(planned)))
     return RunPlan(mode, tuple(planned_groups))

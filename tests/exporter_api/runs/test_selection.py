@@ -199,3 +199,21 @@ def test_format_is_checked_and_planned(config: ExportConfig) -> None:
         config,
     )
     assert [s.format for s in plan.scripts()] == ["xlsx", "csv.gz", None]
+
+
+def test_xlsx_of_more_columns_than_a_sheet_holds_is_refused_before_the_run(
+    config: ExportConfig,
+) -> None:
+    profile = config.profile("orders_cols")
+    assert profile is not None
+    template = profile.items[0]
+    profile.items = [
+        msgspec.structs.replace(template, id=f"c{i}", label=f"C{i}") for i in range(16_385)
+    ]
+    body = group("g-sales", {"scriptId": "s-orders", "format": "xlsx"})
+    with pytest.raises(BadRequest) as err:
+        plan_run(request("AllGroups", body), config)
+    assert err.value.field == "selection.groups.scripts.format"
+    assert "16,385 columns" in err.value.detail
+    csv_body = group("g-sales", {"scriptId": "s-orders", "format": "csv"})
+    assert len(plan_run(request("AllGroups", csv_body), config).scripts()[0].columns) == 16_385
