@@ -201,9 +201,8 @@ def test_format_is_checked_and_planned(config: ExportConfig) -> None:
     assert [s.format for s in plan.scripts()] == ["xlsx", "csv.gz", None]
 
 
-def test_xlsx_of_more_columns_than_a_sheet_holds_is_refused_before_the_run(
-    config: ExportConfig,
-) -> None:
+def test_xlsx_of_more_columns_than_a_sheet_holds_is_refused_before_the_run() -> None:
+    config = load_config(DEMO)  # its own: the profile is changed below
     profile = config.profile("orders_cols")
     assert profile is not None
     template = profile.items[0]
