@@ -288,6 +288,22 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
         "selection.groups.scripts.selectedColumnItemIds",
     ),
     ("unknown field", {**RUN, "extra": True}, "extra"),
+    (
+        "unknown format",
+        {
+            "mode": "SingleScript",
+            "selection": {
+                "groups": [
+                    {
+                        "groupId": "g-sales",
+                        "enabled": True,
+                        "scripts": [{"scriptId": "s-orders", "format": "pdf"}],
+                    }
+                ]
+            },
+        },
+        "selection.groups[0].scripts[0].format",
+    ),
 ]
 
 
