@@ -1,9 +1,11 @@
 """The demo provider: a local SQLite file with the accounts listed in the configuration.
 
 SQLite has no accounts, so `verify_login` checks the configured scrypt/PBKDF2 hash. Queries run
-on a worker thread over a read-only connection; batches come back to the event loop through a
-bounded memory stream. Cancellation and the statement timeout stop the query through SQLite's
-progress handler, so nothing keeps running after `export` returns.
+on a worker thread of their own over a read-only connection; batches come back to the event
+loop through a bounded memory stream: rows as fetched (`ExportRequest.rows`: the sink formats
+them), or plain CSV whose lines SQLite itself builds, one text value per row (`_line_query`).
+Cancellation and the statement timeout stop the query through SQLite's progress handler, so
+nothing keeps running after `export` returns.
 """
 
 from __future__ import annotations
