@@ -1,17 +1,24 @@
-"""Export throughput: the service's COPY path against ``psql \\copy`` on the same query.
+"""Export throughput: each format through the service against its baseline, same run.
 
-``python -m benchmarks.export_bench [--rows N] [--repeat K]`` (also run by ``make bench``):
+``python -m benchmarks.export_bench [--rows N] [--repeat K] [--sources postgres,sqlite]
+[--formats csv,csv.gz,xlsx]`` (also run by ``make bench``):
 
-1. starts a throwaway PostgreSQL cluster (``tests/services.py``) and fills ``ledger`` with N
-   rows (2,000,000 by default, about 200 MB of CSV); a login role ``bench`` may read it;
-2. starts ``exporter-api serve`` in its own process on a catalog with one script (the whole
-   ledger, every column through a column profile, as users export it);
-3. K times each, alternating: ``psql -c "\\copy (SELECT ...) TO FILE CSV HEADER"`` and a
-   SingleScript run through the service (POST /api/runs, until the run's final status);
-4. reports the best time of each, the throughput ratio (psql time / service time; 1.0 = as fast
-   as psql) and the service's peak RSS (VmHWM of the server process).
+- ``postgres``: a throwaway PostgreSQL cluster (``tests/services.py``) whose ``ledger`` gets N
+  rows (2,000,000 by default, about 200 MB of CSV), a login role ``bench`` and a one-script
+  catalog (the whole ledger, every column through a column profile). CSV goes through COPY;
+  csv.gz and XLSX through the cursor (row) path.
+- ``sqlite``: the bundled demo catalog and its generated database; the run exports ``g-big``
+  (2,000,000 rows) through the DB-API row path.
 
-Goal: ratio >= 0.9 and peak RSS < 150 MB.
+For each source and format a fresh ``exporter-api serve`` process (so its peak RSS, VmHWM, is
+that format's) runs SingleScript runs over REST (POST /api/runs, polled until the final status;
+the time is the run's own ``finishedAt`` minus the POST). Baselines, each its own process:
+``psql -c "\\copy (...) TO FILE CSV HEADER"`` and ``sqlite3 -csv -header`` of the same query
+(for CSV K rounds, alternating; once for csv.gz), and for XLSX the same rows, fetched into a list
+first, written by XlsxWriter alone (only the writing timed). Ratio = baseline time / service time
+(1.0 = as fast as the baseline).
+
+Goals: CSV >= 0.9 of psql, >= 0.8 of sqlite3 -csv; peak RSS < 150 MB.
 """
 
 from __future__ import annotations
@@ -205,10 +212,11 @@ def write_catalog(
     return config
 
 
-def _service_export(base: str, token: str) -> tuple[float, dict[str, Any]]:
-    body = RUN_BODY
+def _service_export(
+    base: str, token: str, body: dict[str, Any] | None = None
+) -> tuple[float, dict[str, Any]]:
     started_wall = datetime.now(UTC)
-    status, created = _request("POST", f"{base}/api/runs", body, token)
+    status, created = _request("POST", f"{base}/api/runs", body or RUN_BODY, token)
     if status != 201:
         raise RuntimeError(f"POST /api/runs answered {status}: {created}")
     run_id = created["runId"]
@@ -225,29 +233,77 @@ def _service_export(base: str, token: str) -> tuple[float, dict[str, Any]]:
     return elapsed, {"state": state, "file": files["files"][0]}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv if argv is not None else [])
+def _with_format(body: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """``body`` (a SingleScript run) with ``format`` on its script selection."""
+    copy: dict[str, Any] = json.loads(json.dumps(body))
+    copy["selection"]["groups"][0]["scripts"][0]["format"] = fmt
+    return copy
 
-    work = Path(tempfile.mkdtemp(prefix="export-bench-"))
+
+def _child(
+    cmd: list[str], stdout: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
+    """Run a baseline process: its wall time, its peak RSS (MB) and what it printed."""
+    out = stdout.open("wb") if stdout else subprocess.PIPE
+    started = time.perf_counter()
     try:
-        with postgres_cluster() as cluster:
-            _run(cluster, work, args.rows, args.repeat)
+        proc = subprocess.Popen(cmd, stdout=out, env=env)  # noqa: S603
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        printed = proc.stdout.read().decode() if proc.stdout else ""
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if stdout:
+            out.close()  # type: ignore[union-attr]
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024, printed
 
 
-def _run(cluster: PostgresCluster, work: Path, rows: int, repeat: int) -> None:
-    print(f"filling ledger with {rows:,} rows ...", flush=True)
-    cluster.psql(f"CREATE DATABASE {DB}")
-    cluster.psql(SETUP.replace(":rows", str(rows)), db=DB)
-    cluster.psql("VACUUM ANALYZE ledger", db=DB)
+# The XLSX baseline: the same rows, fetched into a list first, written by XlsxWriter alone in
+# constant-memory mode; only the writing is timed. argv: source, target, then the source's
+# arguments (sqlite: file, query; postgres: dsn, query).
+_XLSX_BASELINE = """
+import asyncio, sqlite3, sys, time, xlsxwriter
+source, target, where, query = sys.argv[1:5]
+if source == "sqlite":
+    conn = sqlite3.connect(where)
+    cursor = conn.execute(query)
+    header = [d[0] for d in cursor.description]
+    rows = cursor.fetchall()
+else:
+    import asyncpg
+    async def fetch():
+        conn = await asyncpg.connect(where)
+        stmt = await conn.prepare(query)
+        return [a.name for a in stmt.get_attributes()], [tuple(r) for r in await stmt.fetch()]
+    header, rows = asyncio.run(fetch())
+started = time.perf_counter()
+book = xlsxwriter.Workbook(target, {"constant_memory": True, "remove_timezone": True,
+                                    "strings_to_numbers": False, "strings_to_formulas": False,
+                                    "strings_to_urls": False})
+sheet, r = None, 1048576
+for row in rows:
+    if r == 1048576:
+        sheet = book.add_worksheet()
+        sheet.write_row(0, 0, header)
+        r = 1
+    sheet.write_row(r, 0, row)
+    r += 1
+book.close()
+print(f"{time.perf_counter() - started:.3f}")
+"""
 
-    config = write_catalog(work / "catalog", cluster)
+
+def _xlsx_baseline(source: str, target: Path, where: str, query: str) -> tuple[float, float]:
+    _, rss, printed = _child(
+        [sys.executable, "-c", _XLSX_BASELINE, source, str(target), where, query]
+    )
+    return float(printed.strip()), rss
+
+
+def _serve(config: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    data_dir = work / "data"
     server = subprocess.Popen(  # noqa: S603
         [
             sys.executable,
@@ -266,59 +322,221 @@ def _run(cluster: PostgresCluster, work: Path, rows: int, repeat: int) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port, 60)
-        base = f"http://127.0.0.1:{port}"
-        status, login = _request(
-            "POST",
-            f"{base}/api/auth/login",
-            {
-                "dbUsername": ROLE,
-                "dbPassword": ROLE_PASSWORD,
-                "databaseId": "db-bench",
-                "managerId": "m1",
-                "streamId": "s1",
-            },
-        )
-        if status != 200:
-            raise RuntimeError(f"login answered {status}: {login}")
-        token = login["accessToken"]
-        idle_rss = _rss_mb(server.pid)
+        wait_for_port(port, 120)
+    except BaseException:
+        stop_process(server, 15)
+        raise
+    return server, f"http://127.0.0.1:{port}"
 
-        psql_times: list[float] = []
-        service_times: list[float] = []
-        result: dict[str, Any] = {}
-        psql_file = work / "psql.csv"
-        for i in range(repeat):
-            psql_times.append(_psql_copy(cluster, psql_file))
-            elapsed, result = _service_export(base, token)
-            service_times.append(elapsed)
-            print(
-                f"  round {i + 1}: psql {psql_times[-1]:.2f} s, service {elapsed:.2f} s", flush=True
-            )
-        peak = _peak_rss_mb(server.pid)
+
+def _login(base: str, credentials: dict[str, str]) -> str:
+    status, login = _request("POST", f"{base}/api/auth/login", credentials)
+    if status != 200:
+        raise RuntimeError(f"login answered {status}: {login}")
+    return str(login["accessToken"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sources", default="postgres,sqlite")
+    parser.add_argument("--formats", default="csv,csv.gz,xlsx")
+    args = parser.parse_args(argv if argv is not None else [])
+    sources = args.sources.split(",")
+    formats = args.formats.split(",")
+
+    work = Path(tempfile.mkdtemp(prefix="export-bench-"))
+    try:
+        if "postgres" in sources:
+            with postgres_cluster() as cluster:
+                _run(cluster, work, args.rows, args.repeat, formats)
+        if "sqlite" in sources:
+            _run_sqlite(work, args.repeat, formats)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_LONG_TOKENS = "access_token_ttl_s = 3600"
+PG_CREDENTIALS = {
+    "dbUsername": ROLE,
+    "dbPassword": ROLE_PASSWORD,
+    "databaseId": "db-bench",
+    "managerId": "m1",
+    "streamId": "s1",
+}
+
+
+def _run(
+    cluster: PostgresCluster, work: Path, rows: int, repeat: int, formats: list[str] | None = None
+) -> None:
+    formats = formats or ["csv"]
+    print(f"filling ledger with {rows:,} rows ...", flush=True)
+    cluster.psql(f"CREATE DATABASE {DB}")
+    cluster.psql(SETUP.replace(":rows", str(rows)), db=DB)
+    cluster.psql("VACUUM ANALYZE ledger", db=DB)
+    # An XLSX of 2,000,000 rows takes minutes: the bench's token must outlive one run.
+    config = write_catalog(work / "catalog", cluster, server=_LONG_TOKENS)
+    psql_file = work / "psql.csv"
+    psql_times: list[float] = []
+    for fmt in formats:
+        data_dir = work / f"data-pg-{fmt}"
+        server, base = _serve(config, data_dir)
+        try:
+            token = _login(base, PG_CREDENTIALS)
+            idle_rss = _rss_mb(server.pid)
+            body = _with_format(RUN_BODY, fmt)
+            times: list[float] = []
+            result: dict[str, Any] = {}
+            for i in range(repeat if fmt == "csv" else 1):
+                if fmt == "csv" or not psql_times:
+                    psql_times.append(_psql_copy(cluster, psql_file))
+                elapsed, result = _service_export(base, token, body)
+                times.append(elapsed)
+                print(
+                    f"  postgres {fmt} round {i + 1}: psql {psql_times[-1]:.2f} s,"
+                    f" service {elapsed:.2f} s",
+                    flush=True,
+                )
+            peak = _peak_rss_mb(server.pid)
+        finally:
+            stop_process(server, 15)
         size = psql_file.stat().st_size
         exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
-        same = hashlib.sha256(psql_file.read_bytes()).hexdigest() == result["file"]["sha256"]
-        best_psql, best_service = min(psql_times), min(service_times)
-        ratio = best_psql / best_service
-        print(f"rows exported:          {result['file']['rows']:,}")
-        print(
-            f"CSV size:               {size / 1e6:.1f} MB (service file "
-            f"{exported.stat().st_size / 1e6:.1f} MB, identical to psql: {same})"
-        )
-        print(f"psql \\copy best:        {best_psql:.2f} s ({size / 1e6 / best_psql:.0f} MB/s)")
-        print(
-            f"service best:           {best_service:.2f} s ({size / 1e6 / best_service:.0f} MB/s)"
-        )
-        paired = sorted(p / v for p, v in zip(psql_times, service_times, strict=True))
-        median = paired[len(paired) // 2]
-        print(f"throughput ratio:       {ratio:.2f} of psql, best vs best (goal >= 0.9)")
-        print(
-            f"ratio per round:        {', '.join(f'{r:.2f}' for r in paired)} (median {median:.2f})"
-        )
-        print(f"service RSS idle/peak:  {idle_rss:.0f} MB / {peak:.0f} MB (goal peak < 150 MB)")
-    finally:
-        stop_process(server, 15)
+        best = min(times)
+        line = _service_line("postgres", fmt, best, result, exported)
+        if fmt == "xlsx":
+            baseline, base_rss = _xlsx_baseline(
+                "postgres", work / "baseline.xlsx", _pg_dsn(cluster), PSQL_QUERY
+            )
+            line += _xlsx_line(baseline, best, base_rss)
+        else:
+            base_s = min(psql_times)
+            line += (
+                f"; psql \\copy best {base_s:.2f} s ({size / 1e6:.1f} MB) -> {base_s / best:.2f}x"
+            )
+            if fmt == "csv":
+                same = (
+                    hashlib.sha256(psql_file.read_bytes()).hexdigest() == result["file"]["sha256"]
+                )
+                line += f", identical to psql: {same}"
+        print(line + f"; service RSS idle/peak {idle_rss:.0f}/{peak:.0f} MB", flush=True)
+
+
+def _service_line(
+    source: str, fmt: str, best: float, result: dict[str, Any], exported: Path
+) -> str:
+    rows, size = result["file"]["rows"], exported.stat().st_size / 1e6
+    return f"{source} {fmt:6}: service best {best:.2f} s ({rows:,} rows, {size:.1f} MB)"
+
+
+def _xlsx_line(baseline: float, best: float, rss: float) -> str:
+    return (
+        f"; XlsxWriter alone {baseline:.2f} s -> {baseline / best:.2f}x"
+        f" (baseline RSS {rss:.0f} MB, its list of rows included)"
+    )
+
+
+def _pg_dsn(cluster: PostgresCluster) -> str:
+    return f"postgresql://{cluster.host}:{cluster.port}/{DB}?user={ROLE}&password={ROLE_PASSWORD}"
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+DEMO_BODY = {
+    "mode": "SingleScript",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-big",
+                "enabled": True,
+                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
+            }
+        ]
+    },
+}
+DEMO_CREDENTIALS = {
+    "dbUsername": "USER1",
+    "dbPassword": "demo",
+    "databaseId": "db-test",
+    "managerId": "m1",
+    "streamId": "s1",
+}
+# The demo's ledger script as the service runs it: wrapped by the column profile, the user's
+# manager and stream inlined.
+DEMO_LABELS = [
+    ("entry_id", "EntryId"),
+    ("manager_id", "Manager"),
+    ("stream_id", "Stream"),
+    ("account", "Account"),
+    ("booked_at", "BookedAt"),
+    ("amount", "Amount"),
+]
+
+
+def _demo_query() -> str:
+    script = (DEMO / "sql" / "ledger_v1.sql").read_text("utf-8").strip().rstrip(";")
+    script = script.replace(":manager_id", "'m1'").replace(":stream_id", "'s1'")
+    select = ", ".join(f'"{s}" AS "{label}"' for s, label in DEMO_LABELS)
+    return f"SELECT {select} FROM (\n{script}\n) q"  # noqa: S608 - the demo's own SQL
+
+
+def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
+    """The demo's g-big (2,000,000 rows, the DB-API row path) against ``sqlite3 -csv -header``."""
+    query = _demo_query()
+    demo = work / "demo" / "exporter.toml"
+    shutil.copytree(DEMO, demo.parent)
+    text = demo.read_text("utf-8")
+    demo.write_text(text.replace("access_token_ttl_s = 300 ", _LONG_TOKENS + " "), "utf-8")
+    cli_file = work / "sqlite3.csv"
+    cli_times: list[float] = []
+    cli_rss = 0.0
+    database: Path | None = None
+    for fmt in formats:
+        data_dir = work / f"data-sqlite-{fmt}"
+        if database is not None:  # the demo database is built once (at the first start)
+            (data_dir / "demo").mkdir(parents=True)
+            shutil.copy(database, data_dir / "demo" / database.name)
+        server, base = _serve(demo, data_dir)
+        database = data_dir / "demo" / "db-test.sqlite3"
+        try:
+            token = _login(base, DEMO_CREDENTIALS)
+            idle_rss = _rss_mb(server.pid)
+            body = _with_format(DEMO_BODY, fmt)
+            times: list[float] = []
+            result: dict[str, Any] = {}
+            for i in range(repeat if fmt == "csv" else 1):
+                if fmt == "csv" or not cli_times:
+                    seconds, cli_rss, _ = _child(
+                        ["sqlite3", "-csv", "-header", str(database), query], stdout=cli_file
+                    )
+                    cli_times.append(seconds)
+                elapsed, result = _service_export(base, token, body)
+                times.append(elapsed)
+                print(
+                    f"  sqlite {fmt} round {i + 1}: sqlite3 {cli_times[-1]:.2f} s,"
+                    f" service {elapsed:.2f} s",
+                    flush=True,
+                )
+            peak = _peak_rss_mb(server.pid)
+        finally:
+            stop_process(server, 15)
+        exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
+        best = min(times)
+        line = _service_line("sqlite", fmt, best, result, exported)
+        if fmt == "xlsx":
+            baseline, base_rss = _xlsx_baseline(
+                "sqlite", work / "baseline.xlsx", str(database), query
+            )
+            line += _xlsx_line(baseline, best, base_rss)
+        else:
+            base_s = min(cli_times)
+            line += (
+                f"; sqlite3 -csv best {base_s:.2f} s (RSS {cli_rss:.0f} MB) -> {base_s / best:.2f}x"
+            )
+            if fmt == "csv":
+                same = hashlib.sha256(cli_file.read_bytes()).hexdigest() == result["file"]["sha256"]
+                line += f", identical to sqlite3: {same}"
+        print(line + f"; service RSS idle/peak {idle_rss:.0f}/{peak:.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import csv
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 import msgspec
@@ -43,6 +43,8 @@ class ExportRequest(msgspec.Struct, kw_only=True):
     header: bool = True
     statement_timeout_s: float = 3600
     batch_rows: int = 5000
+    # Deliver rows (`RowSink.write_rows`, formatted by the sink) instead of CSV bytes.
+    rows: bool = False
 
 
 class ExportResult(msgspec.Struct):
@@ -59,8 +61,25 @@ class ExportSink(Protocol):
         """
 
 
+@runtime_checkable
+class RowSink(ExportSink, Protocol):
+    async def write_rows(self, header: Sequence[str], batch: Sequence[Sequence[object]]) -> None:
+        """One call per batch of rows as the DB-API cursor gives them (``fetchmany``), with the
+        result's column labels; a result without rows makes no call at all."""
+
+
+def row_sink(sink: ExportSink) -> RowSink:
+    """``sink`` as a `RowSink` (an `ExportRequest` with ``rows`` needs one)."""
+    if not isinstance(sink, RowSink):
+        raise TypeError("ExportRequest.rows needs a sink with write_rows()")
+    return sink
+
+
 class DatabaseProvider(ABC):
     """One configured database."""
+
+    # The server formats CSV itself (PostgreSQL COPY): bytes are cheaper than rows there.
+    server_csv = False
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
@@ -110,6 +129,13 @@ class GuardedSink:
     async def write(self, chunk: bytes, rows: int) -> None:
         try:
             await self._sink.write(chunk, rows)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+
+    async def write_rows(self, header: Sequence[str], batch: Sequence[Sequence[object]]) -> None:
+        try:
+            await row_sink(self._sink).write_rows(header, batch)
         except BaseException as exc:
             self._failure = exc
             raise
@@ -169,16 +195,21 @@ def scrub(text: str, *secrets: str) -> str:
 
 
 class CsvEncoder:
-    """Formats rows like PostgreSQL's CSV COPY output (minimal quoting, `\\n` line ends)."""
+    """Formats rows like PostgreSQL's CSV COPY output (minimal quoting, `\\n` line ends).
 
-    def __init__(self, delimiter: str, encoding: str) -> None:
+    With ``labels``, a value the encoding cannot hold is named by row and column (rows count
+    from ``first_row``, the 1-based number of the batch's first data row)."""
+
+    def __init__(self, delimiter: str, encoding: str, labels: Sequence[str] = ()) -> None:
         self._buffer = io.StringIO()
         self._writer = csv.writer(
             self._buffer, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"
         )
         self._encoding = "cp1251" if encoding.lower() in {"cp1251", "windows-1251"} else "utf-8"
+        self._labels = list(labels)
 
-    def encode(self, rows: Iterable[Sequence[object]]) -> bytes:
+    def encode(self, rows: Iterable[Sequence[object]], first_row: int = 0) -> bytes:
+        rows = rows if isinstance(rows, list) else list(rows)
         self._writer.writerows(rows)
         text = self._buffer.getvalue()
         self._buffer.seek(0)
@@ -186,10 +217,35 @@ class CsvEncoder:
         try:
             return text.encode(self._encoding)
         except UnicodeEncodeError as exc:
-            bad = exc.object[exc.start : exc.end]
-            raise QueryFailed(
-                f"a value holds {bad!r}, which cannot be written in {self._encoding}"
-            ) from None
+            raise self._unencodable(rows, first_row, exc) from None
+
+    def encode_text(
+        self, text: str, rows: Callable[[], list[Sequence[object]]], first_row: int
+    ) -> bytes:
+        """CSV ``text`` already formatted; ``rows()`` gives its values when a character
+        cannot be encoded (to name where it is)."""
+        try:
+            return text.encode(self._encoding)
+        except UnicodeEncodeError as exc:
+            raise self._unencodable(rows(), first_row, exc) from None
+
+    def _unencodable(
+        self, rows: list[Sequence[object]], first_row: int, exc: UnicodeEncodeError
+    ) -> QueryFailed:
+        if self._labels and first_row:
+            for r, row in enumerate(rows):
+                for c, value in enumerate(row):
+                    try:
+                        str(value if value is not None else "").encode(self._encoding)
+                    except UnicodeEncodeError as cell:
+                        bad = cell.object[cell.start : cell.end]
+                        column = self._labels[c] if c < len(self._labels) else str(c + 1)
+                        return QueryFailed(
+                            f"row {first_row + r}, column {column!r} holds {bad!r}, which "
+                            f"cannot be written in {self._encoding}"
+                        )
+        bad = exc.object[exc.start : exc.end]
+        return QueryFailed(f"a value holds {bad!r}, which cannot be written in {self._encoding}")
 
 
 __all__ = [
@@ -200,8 +256,10 @@ __all__ = [
     "ExportResult",
     "ExportSink",
     "GuardedSink",
+    "RowSink",
     "connection_lost",
     "permission_denied",
+    "row_sink",
     "scrub",
     "statement_timeout",
     "translate_errors",

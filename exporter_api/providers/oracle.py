@@ -31,6 +31,7 @@ from exporter_api.providers.base import (
     GuardedSink,
     connection_lost,
     permission_denied,
+    row_sink,
     scrub,
     statement_timeout,
     translate_errors,
@@ -187,6 +188,14 @@ class OracleProvider(DatabaseProvider):
         cursor.prefetchrows = self.arraysize
         await cursor.execute(sql, binds)
         header = [d[0] for d in cursor.description or ()]
+        if request.rows:
+            # Rows as fetched, one array per call; the sink formats them on its own thread
+            # while the next array is fetched.
+            rows_out = row_sink(sink)
+            while batch := await cursor.fetchmany(self.arraysize):
+                await rows_out.write_rows(header, batch)
+                rows += len(batch)
+            return ExportResult(rows=rows, bytes=0)
         while True:
             batch = await cursor.fetchmany(self.arraysize)
             if not batch:

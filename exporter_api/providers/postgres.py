@@ -75,7 +75,8 @@ class CsvRowCounter:
 
 
 class PostgresProvider(DatabaseProvider):
-    """Exports run as `COPY (...) TO STDOUT` on a connection of their own.
+    """Exports run as `COPY (...) TO STDOUT` on a connection of their own (or through a
+    cursor when rows are asked for: `ExportRequest.rows`).
 
     Theory of cancellation: asyncpg sends the protocol's cancel request from the done-callback
     of the future it waits on for the next COPY chunk. That callback runs one loop turn after
@@ -92,6 +93,8 @@ class PostgresProvider(DatabaseProvider):
     computing query notices through
     `client_connection_check_interval` (PostgreSQL 14+).
     """
+
+    server_csv = True
 
     def __init__(self, config: DatabaseConfig) -> None:
         super().__init__(config)
@@ -231,7 +234,26 @@ class PostgresProvider(DatabaseProvider):
         with translate_errors(translate, sink):
             if conn.get_server_version().major >= 14:
                 await conn.execute(f"SET client_connection_check_interval = {_CLIENT_CHECK_MS}")
+            if request.rows:
+                return await self._fetch_rows(conn, request, sink)
             return await self._copy_out(conn, request, sink)
+
+    async def _fetch_rows(
+        self, conn: Any, request: ExportRequest, sink: GuardedSink
+    ) -> ExportResult:
+        """Rows (typed values) through a server-side cursor, a batch per round trip: for
+        outputs the server's CSV cannot give (XLSX, a decimal comma, split files)."""
+        script = strip_terminator(wrap_columns(request.sql, request.columns))
+        sql = await self._inline_params(conn, script, request.params)
+        rows = 0
+        async with conn.transaction(readonly=True):
+            statement = await conn.prepare(sql)
+            header = [a.name for a in statement.get_attributes()]
+            cursor = await statement.cursor()
+            while batch := await cursor.fetch(request.batch_rows):
+                await sink.write_rows(header, [tuple(r) for r in batch])
+                rows += len(batch)
+        return ExportResult(rows=rows, bytes=0)
 
     async def _copy_out(self, conn: Any, request: ExportRequest, sink: GuardedSink) -> ExportResult:
         # COPY (...) takes one statement: no terminator, and a line break so a trailing

@@ -1,9 +1,11 @@
 """The demo provider: a local SQLite file with the accounts listed in the configuration.
 
 SQLite has no accounts, so `verify_login` checks the configured scrypt/PBKDF2 hash. Queries run
-on a worker thread over a read-only connection; batches come back to the event loop through a
-bounded memory stream. Cancellation and the statement timeout stop the query through SQLite's
-progress handler, so nothing keeps running after `export` returns.
+on a worker thread of their own over a read-only connection; batches come back to the event
+loop through a bounded memory stream: rows as fetched (`ExportRequest.rows`: the sink formats
+them), or plain CSV whose lines SQLite itself builds, one text value per row (`_line_query`).
+Cancellation and the statement timeout stop the query through SQLite's progress handler, so
+nothing keeps running after `export` returns.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -29,11 +34,12 @@ from exporter_api.providers.base import (
     ExportResult,
     ExportSink,
     permission_denied,
+    row_sink,
     statement_timeout,
     wrap_columns,
 )
 from exporter_api.security.passwords import hash_password, verify_password
-from exporter_api.sqlparams import to_qmark
+from exporter_api.sqlparams import quote_ident, strip_terminator, to_qmark
 
 _log = structlog.get_logger("exporter_api.providers.sqlite")
 
@@ -53,7 +59,14 @@ class _Stopped(Exception):
     pass
 
 
+# CSV bytes, or the labels with a batch of rows (`ExportRequest.rows`); and the row count.
+_Batch = tuple[bytes | tuple[list[str], list[Any]], int]
+
+
 class SqliteProvider(DatabaseProvider):
+    # Plain CSV: SQLite turns each row into one line of text itself (`_line_query`).
+    server_csv = True
+
     def __init__(self, config: DatabaseConfig, data_dir: Path, config_dir: Path) -> None:
         super().__init__(config)
         dsn = Path(config.dsn)
@@ -105,7 +118,8 @@ class SqliteProvider(DatabaseProvider):
         rows = size = 0
         failures: list[Exception] = []
         sink_failure: Exception | None = None
-        send, receive = anyio.create_memory_object_stream[tuple[bytes, int]](2)
+        rows_out = row_sink(sink) if request.rows else None
+        send, receive = anyio.create_memory_object_stream[_Batch](2)
         # Closed here too: a cancellation may come before the producer task ever starts.
         with send, receive:
             async with self.limiter, anyio.create_task_group() as tg:
@@ -113,14 +127,18 @@ class SqliteProvider(DatabaseProvider):
                 try:
                     async for chunk, count in receive:
                         try:
-                            await sink.write(chunk, count)
+                            if isinstance(chunk, bytes):
+                                await sink.write(chunk, count)
+                                size += len(chunk)
+                            else:
+                                assert rows_out is not None
+                                await rows_out.write_rows(*chunk)
                         except Exception as exc:
                             # Raised below, after the task group, as it is: not wrapped in an
                             # exception group, and never taken for a database error.
                             sink_failure = exc
                             break
                         rows += count
-                        size += len(chunk)
                 finally:
                     # Cancellation, a sink error or the end: the worker thread stops at its
                     # next progress-handler tick (or its blocked send fails) and the task
@@ -139,12 +157,21 @@ class SqliteProvider(DatabaseProvider):
         args: list[object],
         request: ExportRequest,
         stop: threading.Event,
-        send: anyio.abc.ObjectSendStream[tuple[bytes, int]],
+        send: anyio.abc.ObjectSendStream[_Batch],
         failures: list[Exception],
     ) -> None:
         async with send:
             try:
-                await anyio.to_thread.run_sync(self._run_query, sql, args, request, stop, send)
+                # A thread of its own for the whole query (not the shared pool's).
+                await anyio.to_thread.run_sync(
+                    self._run_query,
+                    sql,
+                    args,
+                    request,
+                    stop,
+                    send,
+                    limiter=anyio.CapacityLimiter(1),
+                )
             except (QueryFailed, DatabaseUnavailable) as exc:
                 failures.append(exc)  # raised by export() itself, not as an exception group
 
@@ -154,7 +181,7 @@ class SqliteProvider(DatabaseProvider):
         args: list[object],
         request: ExportRequest,
         stop: threading.Event,
-        send: anyio.abc.ObjectSendStream[tuple[bytes, int]],
+        send: anyio.abc.ObjectSendStream[_Batch],
     ) -> None:
         deadline = time.monotonic() + request.statement_timeout_s
         timed_out = False
@@ -172,18 +199,31 @@ class SqliteProvider(DatabaseProvider):
             raise DatabaseUnavailable(f"database {self.config.id} is not available") from None
         try:
             conn.set_progress_handler(progress, 10_000)
-            encoder = CsvEncoder(request.delimiter, request.encoding)
             try:
-                cursor = conn.execute(sql, args)
-                header = [d[0] for d in cursor.description or ()]
-                first = True
+                lines = None if request.rows else _line_query(conn, sql, args, request)
+                cursor = conn.execute(lines or sql, args)
+                header = (
+                    _labels(conn, sql, args, request)
+                    if lines
+                    else [d[0] for d in cursor.description or ()]
+                )
+                encoder = CsvEncoder(request.delimiter, request.encoding, header)
+                done = 0
                 while True:
                     batch = cursor.fetchmany(request.batch_rows)
                     if not batch:
                         break
-                    head = [header] if (first and request.header) else []
-                    chunk = encoder.encode([*head, *batch])
-                    first = False
+                    chunk: bytes | tuple[list[str], list[Any]]
+                    if request.rows:  # the sink formats (on a thread of its own)
+                        chunk = (header, batch)
+                    else:
+                        head = encoder.encode([header]) if (not done and request.header) else b""
+                        if lines:
+                            body = _encode_lines(batch, len(header), request, encoder, done + 1)
+                        else:
+                            body = encoder.encode(batch, done + 1)
+                        chunk = head + body
+                    done += len(batch)
                     if stop.is_set():
                         raise _Stopped
                     try:
@@ -202,6 +242,71 @@ class SqliteProvider(DatabaseProvider):
                 return
         finally:
             conn.close()
+
+
+# Between the fields of a line SQLite builds (see `_line_query`): a control character that text
+# values practically never hold; a batch where one does is formatted field by field instead.
+_US = "\x1f"
+
+
+def _labels(
+    conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
+) -> list[str]:
+    """The result's column names: the profile's labels, else what SQLite says (no rows read)."""
+    if request.columns:
+        return [c.label for c in request.columns]
+    cursor = conn.execute(f"SELECT * FROM (\n{strip_terminator(sql)}\n) LIMIT 0", args)  # noqa: S608
+    names = [d[0] for d in cursor.description or ()]
+    cursor.close()
+    return names
+
+
+def _line_query(
+    conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
+) -> str | None:
+    """The script as one text value per row, its fields joined by ``_US`` (NULL as empty):
+    SQLite turns values into text in C, which is the costly part of CSV in Python. None when
+    the result's names cannot be referred to one by one (two columns of the same name)."""
+    try:
+        names = _labels(conn, sql, args, request)
+    except sqlite3.Error:  # not a query that can be a subquery: run as it is (and fail there)
+        return None
+    if not names or len(set(names)) != len(names):
+        return None
+    fields = " || char(31) || ".join(f"ifnull({quote_ident(n)}, '')" for n in names)
+    if len(names) == 1:
+        fields = "'' || " + fields  # text, even for a BLOB
+    return f"SELECT {fields} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
+
+
+def _encode_lines(
+    batch: list[Any], width: int, request: ExportRequest, encoder: CsvEncoder, first_row: int
+) -> bytes:
+    """CSV of a batch of `_line_query` rows. A batch with nothing to quote (no quote, delimiter
+    or line break in any value: the common case) only needs its separators replaced; others
+    are split into fields and quoted by ``csv.writer``."""
+    lines = list(map(itemgetter(0), batch))
+    text = "\n".join(lines) + "\n"
+    clean = (
+        text.count(_US) == (width - 1) * len(lines)
+        and text.count("\n") == len(lines)
+        and '"' not in text
+        and "\r" not in text
+        and request.delimiter not in text
+    )
+
+    def fields() -> list[Sequence[object]]:
+        rows = [line.split(_US) for line in lines]
+        if any(len(row) != width for row in rows):
+            raise QueryFailed(
+                "a value holds the control character U+001F, which CSV from SQLite cannot "
+                "carry here; export this script as xlsx"
+            )
+        return list(rows)
+
+    if clean:
+        return encoder.encode_text(text.replace(_US, request.delimiter), fields, first_row)
+    return encoder.encode(fields(), first_row)
 
 
 def _sql_error(exc: sqlite3.Error) -> QueryFailed:

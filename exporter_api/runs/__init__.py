@@ -10,6 +10,7 @@ claims, heartbeats, takeover, cancel signals, drain, retention), `lifecycle` (ho
 begins and what its end means), `executor` (running one run), `queue` / `slots` (claims and
 connection caps in the state store), `repository` (run trees), `status` (the status rules),
 `errors` (the domain's errors; mapped to HTTP in `api`), `files` / `reconcile` (export files),
+`writers` (formats, CSV styles, XLSX and split parts of a variant's output),
 `downloads` / `zipstream` (serving them).
 """
 

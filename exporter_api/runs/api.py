@@ -54,6 +54,7 @@ from exporter_api.runs.models import (
 from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import plan_run
 from exporter_api.runs.service import RunService, owns, sign_files, state_for
+from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
 
 if TYPE_CHECKING:
@@ -412,7 +413,10 @@ class RunsApi:
         files = await self.backend.service.files(user, request.path_params["run_id"])
         return json_response(files, headers=_NO_STORE)
 
-    def _media_type(self) -> str:
+    def _media_type(self, name: str) -> str:
+        fmt = format_of(name)
+        if fmt != "csv":
+            return MEDIA_TYPES[fmt]
         charset = "windows-1251" if self.backend.config.output.encoding == "cp1251" else "utf-8"
         return f"text/csv; charset={charset}"
 
@@ -433,7 +437,7 @@ class RunsApi:
             (user.login, user.database_id),
             self.backend.files_root / run_id,
             stored,
-            self._media_type(),
+            self._media_type(stored.name),
             request.headers.get("range"),
         )
 

@@ -17,9 +17,11 @@ then on this instance writes and publishes nothing for it.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -50,9 +52,17 @@ from exporter_api.runs.models import (
 )
 from exporter_api.runs.repository import RunNotOwned, RunOwner, StoredFile
 from exporter_api.runs.status import is_active, recompute_script, refresh_run
+from exporter_api.runs.writers import (
+    CsvStyle,
+    OutputSpec,
+    VariantOutput,
+    format_of,
+    part_name,
+    with_format,
+)
 
 if TYPE_CHECKING:
-    from exporter_api.config import ExportConfig, ScriptVariant
+    from exporter_api.config import DatabaseConfig, ExportConfig, ScriptVariant
     from exporter_api.providers.base import DatabaseProvider
     from exporter_api.runs.repository import RunRepository
     from exporter_api.runs.selection import PlannedScript, RunPlan
@@ -127,6 +137,33 @@ class Snapshot:
         self.scripts = {s.script_id: (s.status, s.message) for g in state.groups for s in g.scripts}
 
 
+def output_spec(
+    config: ExportConfig, database: DatabaseConfig, planned: PlannedScript
+) -> OutputSpec:
+    """How a script's files are written: the run's format (else ``[output] format``) in the
+    script's output profile (else the database's, else ``[output]``'s own CSV style)."""
+    output = config.output
+    profile_id = planned.script.output_profile or database.output_profile
+    profile = next((p for p in output.profiles if p.id == profile_id), None)
+    style = CsvStyle(
+        delimiter=profile.delimiter if profile else output.delimiter,
+        encoding=profile.encoding if profile else output.encoding,
+        header=profile.header if profile else output.header,
+        decimal_separator=profile.decimal_separator if profile else ".",
+        date_format=profile.date_format if profile else "iso",
+        text_dates=database.provider == "sqlite",  # SQLite keeps dates as ISO text
+    )
+    return OutputSpec(
+        format=planned.format or output.format,
+        style=style,
+        max_rows_per_file=output.max_rows_per_file,
+        max_bytes_per_file=output.max_bytes_per_file,
+        gzip_level=output.gzip_level,
+        file_mode=output.file_mode,
+        dir_mode=output.dir_mode,
+    )
+
+
 class RunExecutor:
     def __init__(
         self,
@@ -191,6 +228,9 @@ class RunExecutor:
             script.started_at = script.started_at or now
             run.state.started_at = run.state.started_at or now
 
+        if script.rows_expected is None:
+            script.rows_expected = await self._expected_rows(run, planned)
+        pace = _Pace(sum(v.rows_exported for v in script.variants))
         async with self.slots.hold(run.state.database_id, run.run_id):
             first = pending[0]
             await self._change(
@@ -204,7 +244,7 @@ class RunExecutor:
             for i, k in enumerate(pending):
                 nxt = pending[i + 1] if i + 1 < len(pending) else None
                 vstate = vstates[k]
-                progress = _Progress(self, run, script, vstate)
+                progress = _Progress(self, run, script, vstate, pace)
                 outcome, error, stored = await self._export(
                     run, planned, variants[k], k + 1, progress, username, password
                 )
@@ -215,14 +255,14 @@ class RunExecutor:
                     nxt: int | None = nxt,
                     outcome: Status = outcome,
                     error: str | None = error,
-                    stored: StoredFile | None = stored,
+                    stored: list[StoredFile] = stored,
                 ) -> None:
                     v = vstates[k]
                     v.status = outcome
                     v.finished_at = now
                     v.error = error
                     v.message = error if error else outcome
-                    v.file_id = stored.file_id if stored else None
+                    v.file_id = stored[0].file_id if stored else None
                     if nxt is not None:
                         start(nxt, now)
 
@@ -237,9 +277,24 @@ class RunExecutor:
                         script,
                         changed,
                         finish,
-                        file=stored,
+                        files=stored,
                         message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
                     )
+
+    async def _expected_rows(self, run: ActiveRun, planned: PlannedScript) -> int | None:
+        """What the ETA is measured against: the rows of the script's last successful run
+        for this database, manager and stream (None: never run there, or the store did not
+        answer -- an ETA is advisory and never delays the export)."""
+        state = run.state
+        try:
+            return await self.repo.last_rows(
+                state.database_id, state.manager_id, state.stream_id, planned.script.id
+            )
+        except Exception as exc:
+            _log.warning(
+                "expected_rows_unknown", run_id=state.run_id, error_type=type(exc).__name__
+            )
+            return None
 
     async def _export(
         self,
@@ -250,13 +305,22 @@ class RunExecutor:
         progress: _Progress,
         username: str,
         password: str,
-    ) -> tuple[Status, str | None, StoredFile | None]:
-        """One variant: one query streamed into one file. Never raises but cancellation."""
+    ) -> tuple[Status, str | None, list[StoredFile]]:
+        """One variant: one query streamed into its file (or parts). Never raises but
+        cancellation."""
         state = run.state
         vstate = progress.variant
         database = self._databases[state.database_id]
         provider = self.providers[state.database_id]
-        output = self.config.output
+        spec = output_spec(self.config, database, planned)
+        # The server's own CSV (PostgreSQL COPY) when nothing but bytes is wanted; else rows,
+        # formatted by the output on its own thread.
+        rows = not (
+            provider.server_csv
+            and spec.format != "xlsx"
+            and not spec.style.changes_values
+            and not spec.splits
+        )
         log = _log.bind(run_id=state.run_id, script_id=planned.script.id, variant=variant.index)
         request = ExportRequest(
             sql=variant.sql,
@@ -267,46 +331,48 @@ class RunExecutor:
                 "database_id": state.database_id,
             },
             columns=[ExportColumn(source=c.source, label=c.label) for c in planned.columns] or None,
-            delimiter=output.delimiter,
-            encoding="cp1251" if output.encoding == "cp1251" else "utf-8",
-            header=output.header,
+            delimiter=spec.style.delimiter,
+            encoding=spec.style.codec,
+            header=spec.style.header,
             statement_timeout_s=database.statement_timeout_s,
             batch_rows=database.fetch_batch_rows,
+            rows=rows,
         )
-        directory = self.files_root / state.run_id
-        rendered = render_file_name(output.file_name_template, self._name_fields(run, planned, i))
-        name = unique_name(rendered, run.taken_names)
-        writer = FileWriter(
-            directory,
-            name,
-            bom=output.encoding == "utf-8-sig",
-            file_mode=output.file_mode,
-            dir_mode=output.dir_mode,
+        rendered = render_file_name(
+            self.config.output.file_name_template, self._name_fields(run, planned, i)
         )
+        if format_of(rendered) != spec.format:
+            rendered = with_format(rendered, spec.format)
+        output = VariantOutput(spec, self.files_root / state.run_id, rendered, progress.on_write)
         try:
-            async with writer:
-                result = await provider.export(username, password, request, progress.sink(writer))
-                vstate.rows_exported = result.rows
-                if result.rows == 0:
+            async with output:
+                await provider.export(username, password, request, output)
+                count = await output.finish()
+                vstate.rows_exported = count
+                if count == 0:
                     vstate.bytes_written = 0
-                    return "NoData", None, None  # leaving the block removes the header-only file
-                written = await self._commit(run, writer, rendered, log)
-                vstate.bytes_written = written.size_bytes
+                    return "NoData", None, []  # nothing was written: no file
+                written = await self._commit_parts(run, output, rendered, log)
+                vstate.bytes_written = sum(w.size_bytes for w in written)
+                now = utc_now()
                 return (
                     "Success",
                     None,
-                    StoredFile(
-                        run_id=state.run_id,
-                        file_id=new_file_id(),
-                        group_id=planned.group_id,
-                        script_id=planned.script.id,
-                        variant=variant.index,
-                        name=written.name,
-                        size_bytes=written.size_bytes,
-                        rows=result.rows,
-                        sha256=written.sha256,
-                        created_at=utc_now(),
-                    ),
+                    [
+                        StoredFile(
+                            run_id=state.run_id,
+                            file_id=new_file_id(),
+                            group_id=planned.group_id,
+                            script_id=planned.script.id,
+                            variant=variant.index,
+                            name=w.name,
+                            size_bytes=w.size_bytes,
+                            rows=w.rows,
+                            sha256=w.sha256,
+                            created_at=now,
+                        )
+                        for w in written
+                    ],
                 )
         except ExporterError as exc:
             log.warning("variant_failed", error_type=type(exc).__name__)
@@ -316,7 +382,32 @@ class RunExecutor:
             error = f"internal error ({type(exc).__name__})"
         vstate.rows_exported = 0
         vstate.bytes_written = 0
-        return "Failed", error, None
+        return "Failed", error, []
+
+    async def _commit_parts(
+        self, run: ActiveRun, output: VariantOutput, rendered: str, log: structlog.BoundLogger
+    ) -> list[WrittenFile]:
+        """Commit every part of ``output`` (``rendered``, or ``..._part001`` ... when there are
+        several): all of them, or none (a part committed before one that failed is removed)."""
+        written: list[WrittenFile] = []
+        several = len(output.parts) > 1
+        try:
+            for k, writer in enumerate(output.parts, start=1):
+                name = part_name(rendered, k) if several else rendered
+                writer.rename(unique_name(name, run.taken_names))
+                written.append(await self._commit(run, writer, name, log))
+        except BaseException:
+            paths = [w.path for w in written]
+
+            def _remove() -> None:
+                for path in paths:
+                    with contextlib.suppress(OSError):
+                        path.unlink(missing_ok=True)
+
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_remove)
+            raise
+        return written
 
     async def _commit(
         self, run: ActiveRun, writer: FileWriter, rendered: str, log: structlog.BoundLogger
@@ -363,7 +454,7 @@ class RunExecutor:
         variants: list[VariantState],
         apply: Callable[[str], None],
         *,
-        file: StoredFile | None = None,
+        files: Sequence[StoredFile] = (),
         message: str | None = None,
     ) -> None:
         """Apply a variant change, recompute the aggregates, persist, publish what changed."""
@@ -386,15 +477,15 @@ class RunExecutor:
                         group=run.group(group_id),
                         script=script,
                         variants=variants,
-                        file=file,
+                        files=files,
                         instance_id=self.instance_id,
                     )
                 except RunNotOwned:
                     self.lose(run)
                     return
                 except Exception as exc:
-                    if file is not None:
-                        await self._unrecorded(run, variants, file, exc)
+                    if files:
+                        await self._unrecorded(run, variants, files, exc)
                         recompute_script(script, now)
                         refresh_run(state, now)
                     if run.unpublished is None:
@@ -404,7 +495,11 @@ class RunExecutor:
                 await self.publish_changes(run.state, before)
 
     async def _unrecorded(
-        self, run: ActiveRun, variants: list[VariantState], file: StoredFile, exc: Exception
+        self,
+        run: ActiveRun,
+        variants: list[VariantState],
+        files: Sequence[StoredFile],
+        exc: Exception,
     ) -> None:
         """A committed file whose record could not be saved: its variant failed (saying why).
 
@@ -413,16 +508,23 @@ class RunExecutor:
         applied all the same (the reply lost): the file stays, and the run's final save finds
         out (``settle_uncertain``) -- else whoever takes the run over reconciles its files."""
         error = failure_message(exc)
+        ids = {f.file_id for f in files}
         for v in variants:
-            if v.file_id == file.file_id:
+            if v.file_id in ids:
                 v.status, v.file_id = "Failed", None
                 v.error = v.message = f"the file could not be recorded: {error}"
         if outcome_unknown(exc):
-            run.uncertain[file.file_id] = file
-            _log.warning("file_record_outcome_unknown", run_id=run.run_id, file_id=file.file_id)
+            for file in files:
+                run.uncertain[file.file_id] = file
+                _log.warning("file_record_outcome_unknown", run_id=run.run_id, file_id=file.file_id)
             return
-        path = self.files_root / run.run_id / file.name
-        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        paths = [self.files_root / run.run_id / f.name for f in files]
+
+        def _remove() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        await anyio.to_thread.run_sync(_remove)
 
     async def settle_uncertain(self, run: ActiveRun) -> list[StoredFile]:
         """Before the run's final save: the variant of a file recorded after all is
@@ -441,7 +543,7 @@ class RunExecutor:
             for v in script.variants:
                 if v.variant == file.variant:
                     v.status = "Success"
-                    v.file_id = file.file_id
+                    v.file_id = v.file_id or file.file_id
                     v.error = None
                     v.message = "Success"
             recompute_script(script, now)
@@ -514,13 +616,36 @@ class RunExecutor:
             )
 
 
+class _Pace:
+    """When this instance began a script's pending variants, and the rows done before."""
+
+    def __init__(self, rows_before: int) -> None:
+        self.started = time.monotonic()
+        self.rows_before = rows_before  # exported before a takeover: not this pace's
+
+    def eta(self, expected: int | None, rows: int) -> int | None:
+        """Seconds left to reach ``expected`` rows at the pace since ``started`` (None when
+        not known: no expectation, nothing exported yet here, or past the expectation)."""
+        done_here = rows - self.rows_before
+        elapsed = time.monotonic() - self.started
+        if expected is None or done_here <= 0 or rows >= expected or elapsed <= 0:
+            return None
+        return math.ceil((expected - rows) * elapsed / done_here)
+
+
 class _Progress:
     """Counts rows/bytes of one variant and emits throttled ``script.progress`` events."""
 
     def __init__(
-        self, executor: RunExecutor, run: ActiveRun, script: ScriptState, variant: VariantState
+        self,
+        executor: RunExecutor,
+        run: ActiveRun,
+        script: ScriptState,
+        variant: VariantState,
+        pace: _Pace,
     ) -> None:
         self.executor = executor
+        self.pace = pace
         self.run = run
         self.script = script
         self.variant = variant
@@ -528,9 +653,6 @@ class _Progress:
         self.base_bytes = sum(v.bytes_written for v in script.variants if v is not variant)
         self.last_emit = 0.0
         self.last_persist = time.monotonic()
-
-    def sink(self, writer: FileWriter) -> _ProgressSink:
-        return _ProgressSink(self, writer)
 
     async def emit(self, *, final: bool = False) -> None:
         if self.run.lost:
@@ -542,12 +664,18 @@ class _Progress:
         else:
             rows = self.base_rows + self.variant.rows_exported
             size = self.base_bytes + self.variant.bytes_written
+        script.eta_seconds = self.pace.eta(script.rows_expected, rows)
         run_id = self.run.run_id
         await self.executor.publish(
             run_id,
             SCRIPT_PROGRESS,
             ScriptProgress(
-                run_id=run_id, script_id=script.script_id, rows_exported=rows, bytes_written=size
+                run_id=run_id,
+                script_id=script.script_id,
+                rows_exported=rows,
+                bytes_written=size,
+                rows_expected=script.rows_expected,
+                eta_seconds=script.eta_seconds,
             ),
         )
 
@@ -583,16 +711,6 @@ class _Progress:
                             run_id=self.run.run_id,
                             error_type=type(exc).__name__,
                         )
-
-
-class _ProgressSink:
-    def __init__(self, progress: _Progress, writer: FileWriter) -> None:
-        self._progress = progress
-        self._writer = writer
-
-    async def write(self, chunk: bytes, rows: int) -> None:
-        await self._writer.write(chunk, rows)
-        await self._progress.on_write(self._writer.rows, self._writer.bytes_written)
 
 
 __all__ = [

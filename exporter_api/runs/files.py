@@ -115,7 +115,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _disk_call(fn: Callable[[], _T]) -> _T:
+def disk_call(fn: Callable[[], _T]) -> _T:
     """Run blocking file work, turning a full or failing disk into the domain error."""
     try:
         return fn()
@@ -254,20 +254,21 @@ class FileWriter:
         self._size: int | None = None  # once the data is complete and synced
         self._committed: WrittenFile | None = None
 
-    async def __aenter__(self) -> FileWriter:
-        def _open() -> IO[bytes]:
-            for created in make_dirs(self.directory, self.dir_mode):
-                fsync_dir(created.parent)  # the new directory's own entry
-            fd = os.open(self.part_path, _OPEN_FLAGS, self.file_mode)
-            try:
-                os.fchmod(fd, self.file_mode)  # open's mode is filtered by the umask
-                return os.fdopen(fd, "wb")  # closed in commit/discard
-            except BaseException:
-                os.close(fd)
-                self.part_path.unlink(missing_ok=True)
-                raise
+    def open_sync(self) -> None:
+        """Create the partial file (blocking; the worker thread of a `VariantOutput`)."""
+        for created in make_dirs(self.directory, self.dir_mode):
+            fsync_dir(created.parent)  # the new directory's own entry
+        fd = os.open(self.part_path, _OPEN_FLAGS, self.file_mode)
+        try:
+            os.fchmod(fd, self.file_mode)  # open's mode is filtered by the umask
+            self._file = os.fdopen(fd, "wb")  # closed in commit/discard
+        except BaseException:
+            os.close(fd)
+            self.part_path.unlink(missing_ok=True)
+            raise
 
-        self._file = await anyio.to_thread.run_sync(_disk_call, _open)
+    async def __aenter__(self) -> FileWriter:
+        await anyio.to_thread.run_sync(disk_call, self.open_sync)
         if self._bom:
             self._buffer(UTF8_BOM)
         return self
@@ -295,26 +296,66 @@ class FileWriter:
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
         self._pending_size = 0
-        file, digest = self._file, self._hash
+        await anyio.to_thread.run_sync(disk_call, lambda: self.write_sync(data))
+
+    @property
+    def file(self) -> IO[bytes]:
+        """The open partial file (for a writer of its own, such as XlsxWriter's ZIP)."""
+        assert self._file is not None
+        return self._file
+
+    def write_sync(self, data: bytes) -> None:
+        """Hash and write ``data`` now (blocking: a worker thread)."""
+        file = self._file
         assert file is not None
+        self._hash.update(data)
+        file.write(data)
+        self._written += len(data)
+        if self._written - self._writeback_from >= _WRITEBACK_BYTES and _FADVISE:
+            # Ask the kernel to start writing what we have so far (without waiting): the
+            # fsync at commit then has little left to do, and the page cache stays small.
+            file.flush()
+            os.posix_fadvise(
+                file.fileno(),
+                self._writeback_from,
+                self._written - self._writeback_from,
+                os.POSIX_FADV_DONTNEED,
+            )
+            self._writeback_from = self._written
 
-        def _write() -> None:
-            digest.update(data)
-            file.write(data)
-            self._written += len(data)
-            if self._written - self._writeback_from >= _WRITEBACK_BYTES and _FADVISE:
-                # Ask the kernel to start writing what we have so far (without waiting): the
-                # fsync at commit then has little left to do, and the page cache stays small.
-                file.flush()
-                os.posix_fadvise(
-                    file.fileno(),
-                    self._writeback_from,
-                    self._written - self._writeback_from,
-                    os.POSIX_FADV_DONTNEED,
-                )
-                self._writeback_from = self._written
+    def rehash_sync(self) -> None:
+        """Hash the file as it is on disk (blocking): for content another writer put there
+        with seeks (a ZIP), not through :meth:`write_sync`."""
+        file = self._file
+        assert file is not None
+        file.flush()
+        digest = hashlib.sha256()
+        with open(self.part_path, "rb") as copy:
+            while block := copy.read(1 << 20):
+                digest.update(block)
+        self._hash = digest
+        self._written = self.bytes_written = os.fstat(file.fileno()).st_size
 
-        await anyio.to_thread.run_sync(_disk_call, _write)
+    @property
+    def committed(self) -> bool:
+        return self._committed is not None
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file so far (all of it once sealed)."""
+        return self._size if self._size is not None else self._written
+
+    def seal_sync(self) -> None:
+        """Flush, fsync and close the complete partial file (blocking); commit links it."""
+        if self._size is not None:
+            return
+        file = self._file
+        assert file is not None
+        file.flush()
+        os.fsync(file.fileno())
+        self._size = os.fstat(file.fileno()).st_size
+        file.close()
+        self._file = None
 
     def rename(self, name: str) -> None:
         """Commit under ``name`` instead (after ``commit()`` met a final name in place)."""
@@ -328,18 +369,8 @@ class FileWriter:
         in place, ``rename()`` and ``commit()`` again (the data is kept)."""
         if self._size is None:
             await self._flush()
-            file = self._file
-            assert file is not None
-
-            def _seal() -> int:
-                file.flush()
-                os.fsync(file.fileno())
-                size = os.fstat(file.fileno()).st_size
-                file.close()
-                return size
-
-            self._size = await anyio.to_thread.run_sync(_disk_call, _seal)
-            self._file = None
+            await anyio.to_thread.run_sync(disk_call, self.seal_sync)
+        assert self._size is not None
         final = self.final_path
 
         def _finish() -> None:
@@ -354,28 +385,26 @@ class FileWriter:
                     final.unlink()
                 raise
 
-        await anyio.to_thread.run_sync(_disk_call, _finish)
+        await anyio.to_thread.run_sync(disk_call, _finish)
         self._committed = WrittenFile(
             final, self.name, self._size, self.rows, self._hash.hexdigest()
         )
         return self._committed
 
-    async def discard(self) -> None:
-        """Close and remove the partial file (idempotent)."""
+    def discard_sync(self) -> None:
+        """Close and remove the partial file (blocking; idempotent)."""
         self._pending.clear()
         file, self._file = self._file, None
+        if file is not None:
+            # Closing flushes what is still buffered, which fails on a full disk; the
+            # descriptor is closed either way and the data is not wanted.
+            with contextlib.suppress(OSError):
+                file.close()
+        try:
+            self.part_path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only or failing disk: the run's cleanup gets it later
+            _log.warning("partial_file_not_removed", run_id=self.directory.name, errno=exc.errno)
 
-        def _remove() -> None:
-            if file is not None:
-                # Closing flushes what is still buffered, which fails on a full disk; the
-                # descriptor is closed either way and the data is not wanted.
-                with contextlib.suppress(OSError):
-                    file.close()
-            try:
-                self.part_path.unlink(missing_ok=True)
-            except OSError as exc:  # a read-only or failing disk: the run's cleanup gets it later
-                _log.warning(
-                    "partial_file_not_removed", run_id=self.directory.name, errno=exc.errno
-                )
-
-        await anyio.to_thread.run_sync(_remove)
+    async def discard(self) -> None:
+        """Close and remove the partial file (idempotent)."""
+        await anyio.to_thread.run_sync(self.discard_sync)

@@ -52,6 +52,9 @@ class ScriptSelection(_Camel, forbid_unknown_fields=True):
     enabled: bool = True
     export_mode: _EXPORT_MODE = "AllColumns"
     selected_column_item_ids: list[str] = msgspec.field(default_factory=list)
+    # csv | csv.gz | xlsx; absent = the catalog's default (`[output] format`). Checked by the
+    # selection validator (a 400 naming the field before the run).
+    format: str | None = None
 
 
 class GroupSelection(_Camel, forbid_unknown_fields=True):
@@ -99,6 +102,11 @@ class ScriptState(_Camel):
     export_mode: ExportMode
     columns: list[str] | None
     status: Status
+    format: str | None = None  # the run's choice for this script; None = the catalog's default
+    # Rows of the script's last successful run for the same database, manager and stream, and
+    # the seconds left at this run's pace (both None when not known: never guessed).
+    rows_expected: int | None = None
+    eta_seconds: int | None = None
     message: str | None = None
     rows_exported: int = 0
     bytes_written: int = 0
@@ -174,6 +182,8 @@ class RunFile(_Camel):
     sha256: str
     created_at: str
     download_url: str
+    format: str = "csv"  # csv | csv.gz | xlsx
+    media_type: str = "text/csv"
 
 
 class RunFiles(_Camel):
@@ -215,8 +225,12 @@ class ScriptUpdated(_Camel):
     variant_count: int | None = None
 
 
-class ScriptProgress(_Camel):
+class ScriptProgress(_Camel, omit_defaults=True):
+    """The contract's four fields, and ``rowsExpected`` / ``etaSeconds`` only when known."""
+
     run_id: str
     script_id: str
     rows_exported: int
     bytes_written: int
+    rows_expected: int | None = None
+    eta_seconds: int | None = None

@@ -8,6 +8,7 @@ serves running and finished runs alike. Who drives a run (claims, heartbeats, ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from exporter_api.runs.models import (
     VariantState,
 )
 from exporter_api.runs.queue import store_clock
+from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
@@ -81,6 +83,8 @@ class StoredFile:
             sha256=self.sha256,
             created_at=self.created_at,
             download_url=download_url or self.path,
+            format=format_of(self.name),
+            media_type=MEDIA_TYPES[format_of(self.name)],
         )
 
 
@@ -166,9 +170,10 @@ class RunRepository:
                 for spos, script in enumerate(group.scripts):
                     await self.store.execute(
                         "INSERT INTO run_scripts (run_id, group_id, script_id, position,"
-                        " display_name, execution_lane, export_mode, column_ids, status, message)"
-                        " VALUES (:run_id, :group_id, :script_id, :position, :display_name,"
-                        " :lane, :export_mode, :column_ids, :status, :message)",
+                        " display_name, execution_lane, export_mode, column_ids, status, message,"
+                        " format) VALUES (:run_id, :group_id, :script_id, :position,"
+                        " :display_name, :lane, :export_mode, :column_ids, :status, :message,"
+                        " :format)",
                         {
                             "run_id": state.run_id,
                             "group_id": group.group_id,
@@ -184,6 +189,7 @@ class RunRepository:
                             ),
                             "status": script.status,
                             "message": script.message,
+                            "format": script.format,
                         },
                     )
                     for variant in script.variants:
@@ -208,9 +214,11 @@ class RunRepository:
         script: ScriptState | None = None,
         variants: list[VariantState] | None = None,
         file: StoredFile | None = None,
+        files: Sequence[StoredFile] = (),
         instance_id: str | None = None,
     ) -> None:
-        """Persist the run row and the given changed parts, in one transaction. With
+        """Persist the run row and the given changed parts (and new ``file`` / ``files``),
+        in one transaction. With
         ``instance_id``, only while that instance still drives the run (else ``RunNotOwned``,
         nothing written)."""
         async with self.store.transaction():
@@ -222,24 +230,27 @@ class RunRepository:
             if variants and script is not None:
                 for variant in variants:
                     await self._save_variant(state.run_id, script.script_id, variant)
-            if file is not None:
-                await self.store.execute(
-                    f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
-                    " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
-                    " :created_at)",
-                    {
-                        "run_id": file.run_id,
-                        "file_id": file.file_id,
-                        "group_id": file.group_id,
-                        "script_id": file.script_id,
-                        "variant": file.variant,
-                        "name": file.name,
-                        "size_bytes": file.size_bytes,
-                        "rows": file.rows,
-                        "sha256": file.sha256,
-                        "created_at": file.created_at,
-                    },
-                )
+            for new in [file, *files] if file is not None else files:
+                await self._insert_file(new)
+
+    async def _insert_file(self, file: StoredFile) -> None:
+        await self.store.execute(
+            f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
+            " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
+            " :created_at)",
+            {
+                "run_id": file.run_id,
+                "file_id": file.file_id,
+                "group_id": file.group_id,
+                "script_id": file.script_id,
+                "variant": file.variant,
+                "name": file.name,
+                "size_bytes": file.size_bytes,
+                "rows": file.rows,
+                "sha256": file.sha256,
+                "created_at": file.created_at,
+            },
+        )
 
     async def save_all(self, state: RunState, instance_id: str | None = None) -> None:
         """Persist the whole tree (after a cancel or a failure touched many parts); with
@@ -286,8 +297,8 @@ class RunRepository:
         await self.store.execute(
             "UPDATE run_scripts SET status = :status, message = :message,"
             " rows_exported = :rows, bytes_written = :bytes, started_at = :started_at,"
-            " finished_at = :finished_at, error = :error"
-            " WHERE run_id = :run_id AND script_id = :sid",
+            " finished_at = :finished_at, error = :error, rows_expected = :expected,"
+            " eta_seconds = :eta WHERE run_id = :run_id AND script_id = :sid",
             {
                 "run_id": run_id,
                 "sid": script.script_id,
@@ -298,8 +309,24 @@ class RunRepository:
                 "started_at": script.started_at,
                 "finished_at": script.finished_at,
                 "error": script.error,
+                "expected": script.rows_expected,
+                "eta": script.eta_seconds,
             },
         )
+
+    async def last_rows(
+        self, database_id: str, manager_id: str, stream_id: str, script_id: str
+    ) -> int | None:
+        """Rows the last successful run of ``script_id`` for this database, manager and stream
+        exported (whoever ran it), or None when it never succeeded there."""
+        row = await self.store.fetch_one(
+            "SELECT s.rows_exported FROM run_scripts s JOIN runs r ON r.run_id = s.run_id"
+            " WHERE r.database_id = :db AND r.manager_id = :manager AND r.stream_id = :stream"
+            " AND s.script_id = :sid AND s.status = 'Success'"
+            " ORDER BY s.finished_at DESC LIMIT 1",
+            {"db": database_id, "manager": manager_id, "stream": stream_id, "sid": script_id},
+        )
+        return int(row[0]) if row is not None else None
 
     async def _save_variant(self, run_id: str, script_id: str, variant: VariantState) -> None:
         await self.store.execute(
@@ -383,8 +410,9 @@ class RunRepository:
         scripts: dict[str, ScriptState] = {}
         for s in await self.store.fetch_all(
             "SELECT group_id, script_id, display_name, execution_lane, export_mode, column_ids,"
-            " status, message, rows_exported, bytes_written, started_at, finished_at, error"
-            " FROM run_scripts WHERE run_id = :run_id ORDER BY position",
+            " status, message, rows_exported, bytes_written, started_at, finished_at, error,"
+            " format, rows_expected, eta_seconds FROM run_scripts WHERE run_id = :run_id"
+            " ORDER BY position",
             params,
         ):
             script = ScriptState(
@@ -400,6 +428,9 @@ class RunRepository:
                 started_at=s[10],
                 finished_at=s[11],
                 error=s[12],
+                format=s[13],
+                rows_expected=int(s[14]) if s[14] is not None else None,
+                eta_seconds=int(s[15]) if s[15] is not None else None,
             )
             scripts[script.script_id] = script
             groups[s[0]].scripts.append(script)
@@ -471,7 +502,7 @@ class RunRepository:
     async def files(self, run_id: str) -> list[StoredFile]:
         rows = await self.store.fetch_all(
             f"SELECT {_FILE_COLUMNS} FROM run_files WHERE run_id = :run_id"  # noqa: S608
-            " ORDER BY created_at, file_id",
+            " ORDER BY created_at, name, file_id",  # parts of a variant share created_at
             {"run_id": run_id},
         )
         return [_file(r) for r in rows]

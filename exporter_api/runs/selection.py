@@ -21,9 +21,16 @@ from exporter_api.runs.models import (
     VariantState,
     utc_now,
 )
+from exporter_api.runs.writers.formats import FILE_FORMATS, XLSX_MAX_COLUMNS
 
 if TYPE_CHECKING:
-    from exporter_api.config import ColumnItem, ExportConfig, GroupConfig, ScriptConfig
+    from exporter_api.config import (
+        ColumnItem,
+        ExportConfig,
+        FileFormat,
+        GroupConfig,
+        ScriptConfig,
+    )
     from exporter_api.security import AuthenticatedUser
 
 RUN_MODES: tuple[str, ...] = get_args(RunMode)
@@ -37,6 +44,8 @@ class PlannedScript:
     export_mode: ExportMode
     columns: tuple[ColumnItem, ...]
     """Profile items to export, in profile order (every item for ``AllColumns``)."""
+    format: FileFormat | None = None
+    """The run's choice (``format`` of the selection); None = ``[output] format``."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,14 @@ def plan_run(request: RunCreateRequest, config: ExportConfig) -> RunPlan:
                     )
                 )
                 continue
+            if ssel.format is not None and ssel.format not in FILE_FORMATS:
+                problems.append(
+                    (
+                        f"{where}.format",
+                        f"format must be one of {', '.join(FILE_FORMATS)}, not {ssel.format!r}",
+                    )
+                )
+                continue
             profile = profiles.get(script.columns_profile_id)
             known = {item.id for item in profile.items} if profile is not None else set()
             missing = [c for c in ssel.selected_column_item_ids if c not in known]
@@ -186,7 +203,14 @@ def plan_run(request: RunCreateRequest, config: ExportConfig) -> RunPlan:
             export_mode: ExportMode = (
                 "CustomColumns" if picked.export_mode == "CustomColumns" else "AllColumns"
             )
-            planned.append(PlannedScript(group.id, script, export_mode, columns))
+            fmt: FileFormat | None = picked.format  # type: ignore[assignment]  # checked above
+            if fmt == "xlsx" and len(columns) > XLSX_MAX_COLUMNS:
+                raise BadRequest(
+                    f"script {script.id!r} has {len(columns):,} columns; an XLSX sheet holds at "
+                    f"most {XLSX_MAX_COLUMNS:,} (choose csv)",
+                    field="selection.groups.scripts.format",
+                )
+            planned.append(PlannedScript(group.id, script, export_mode, columns, fmt))
         planned_groups.append(PlannedGroup(group, tuple(planned)))
     return RunPlan(mode, tuple(planned_groups))
 
@@ -220,7 +244,10 @@ def plan_of(state: RunState, config: ExportConfig) -> RunPlan:
             profile = profiles.get(script.columns_profile_id)
             wanted = set(sstate.columns or ())
             columns = tuple(i for i in profile.items if i.id in wanted) if profile else ()
-            planned.append(PlannedScript(group.id, script, sstate.export_mode, columns))
+            fmt: FileFormat | None = (
+                sstate.format if sstate.format in FILE_FORMATS else None  # type: ignore[assignment]
+            )
+            planned.append(PlannedScript(group.id, script, sstate.export_mode, columns, fmt))
         planned_groups.append(PlannedGroup(group, tuple(planned)))
     return RunPlan(state.mode, tuple(planned_groups))
 
@@ -241,6 +268,7 @@ def initial_state(plan: RunPlan, user: AuthenticatedUser, run_id: str) -> RunSta
                     export_mode=ps.export_mode,
                     columns=[c.id for c in ps.columns],
                     status="Queued",
+                    format=ps.format,
                     message="Queued",
                     variants=[
                         VariantState(variant=v.index, status="Queued", message="Queued")

@@ -114,6 +114,7 @@ def recompute_script(script: ScriptState, now: str) -> None:
     script.error = "; ".join(dict.fromkeys(errors)) if errors else None
     if not is_active(script.status):
         script.finished_at = script.finished_at or now
+        script.eta_seconds = None
         if script.status == "Failed":
             script.message = script.error
         else:

@@ -81,6 +81,21 @@ def _edit(path: Path, old: str, new: str) -> None:
         ('id = "m2"', 'id = "m1"', "managers[m1]", "duplicate id"),
         ('encoding = "utf-8"', 'encoding = "latin1"', "output.encoding", "Invalid enum value"),
         ('delimiter = ","', 'delimiter = ";;"', "output.delimiter", "one character"),
+        ('format = "csv"', 'format = "pdf"', "output.format", "Invalid enum value 'pdf'"),
+        ("max_rows_per_file = 0", "max_rows_per_file = -1", "output.max_rows_per_file", "0 (no"),
+        ("gzip_level = 1", "gzip_level = 10", "output.gzip_level", "from 1 to 9"),
+        (
+            'output_profile = "excel-ru"',
+            'output_profile = "excel"',
+            "groups[g-sales].scripts[s-payments]",
+            "output_profile 'excel' is not defined",
+        ),
+        (
+            'delimiter = ";"',
+            'delimiter = ","',
+            "output.profiles[excel-ru].delimiter",
+            "must differ from the decimal separator",
+        ),
         (
             'hub_path = "/hubs/runs"',
             'hub_path = "/hubs/runs"\nsecret = 1',

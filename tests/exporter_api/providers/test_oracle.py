@@ -1,4 +1,5 @@
-"""The oracle provider without an Oracle server: configuration, parameters, error mapping.
+"""The oracle provider without an Oracle server: configuration, parameters, error mapping, and
+the row path after ``execute()`` with a stand-in cursor.
 
 No Oracle database is available here, so queries are never run against one; a connection to a
 closed port exercises the real driver's network error path.
@@ -7,6 +8,9 @@ closed port exercises the real driver's network error path.
 from __future__ import annotations
 
 import errno
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import oracledb
@@ -17,6 +21,7 @@ from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFa
 from exporter_api.providers import create_provider
 from exporter_api.providers.base import (
     ExportColumn,
+    ExportRequest,
     GuardedSink,
     translate_errors,
     wrap_columns,
@@ -29,8 +34,10 @@ from exporter_api.providers.oracle import (
     error_code,
     map_error,
 )
+from exporter_api.runs.writers import OutputSpec, VariantOutput
 from exporter_api.sqlparams import to_oracle
 from tests.exporter_api.providers.sinks import FailingSink
+from tests.exporter_api.runs.xlsxread import read_xlsx
 from tests.services import free_port
 
 
@@ -191,3 +198,63 @@ async def test_close_is_bounded_shielded_and_quiet() -> None:
         scope.cancel()
         await close_connection(shielded, timeout_s=0.2)
     assert shielded.closed
+
+
+class _Cursor:
+    """Stands in for the driver's async cursor: a result served ``arraysize`` rows a call."""
+
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows = rows
+        self.arraysize = 0
+        self.prefetchrows = 0
+        self.description: list[tuple[str, ...]] = []
+        self.fetch_sizes: list[int] = []
+        self.executed: tuple[str, dict[str, object]] | None = None
+
+    async def execute(self, sql: str, binds: dict[str, object]) -> None:
+        self.executed = (sql, binds)
+        self.description = [("ID",), ("NAME",), ("AMOUNT",), ("BOOKED",)]
+
+    async def fetchmany(self, size: int) -> list[tuple[object, ...]]:
+        self.fetch_sizes.append(size)
+        batch, self.rows = self.rows[:size], self.rows[size:]
+        return batch
+
+
+class _FetchConnection:
+    def __init__(self, cursor: _Cursor) -> None:
+        self._cursor = cursor
+
+    def cursor(self) -> _Cursor:
+        return self._cursor
+
+
+async def test_rows_go_to_the_sink_one_fetch_array_at_a_time(tmp_path: Path) -> None:
+    # The same code path as a live server after execute(): arrays of `arraysize` rows straight
+    # to the output, which formats and writes them on its own thread (here to XLSX and CSV).
+    day = datetime(2025, 3, 7, 10, 20, 30)
+    rows: list[tuple[object, ...]] = [(i, f"n{i}", Decimal(i) / 4, day) for i in range(2500)]
+    provider = OracleProvider(_config(fetch_batch_rows=1000))
+    request = ExportRequest(sql="SELECT 1 FROM dual", params={}, rows=True)
+    for fmt in ("csv", "xlsx"):
+        cursor = _Cursor(list(rows))
+        spec = OutputSpec(format=fmt)
+        async with VariantOutput(spec, tmp_path / fmt, f"out.{fmt}") as out:
+            result = await provider._fetch(
+                _FetchConnection(cursor), "SELECT 1 FROM dual", {}, request, out
+            )
+            assert await out.finish() == 2500
+            written = await out.parts[0].commit()
+        assert result.rows == 2500
+        assert (cursor.arraysize, cursor.prefetchrows) == (1000, 1000)
+        assert cursor.fetch_sizes == [1000, 1000, 1000, 1000]  # the last one finds nothing
+        if fmt == "csv":
+            lines = written.path.read_text("utf-8").splitlines()
+            assert lines[0] == "ID,NAME,AMOUNT,BOOKED"
+            assert lines[2] == "1,n1,0.25,2025-03-07 10:20:30"
+            assert len(lines) == 2501
+        else:
+            [sheet], _ = read_xlsx(written.path)
+            assert sheet.cell(2, 2) == ("n", "0.25")
+            assert sheet.cell(2, 3) is not None
+            assert len(sheet.rows) == 2501

@@ -234,3 +234,53 @@ async def test_sql_error_messages(provider: SqliteProvider, sql: str, message: s
     with pytest.raises(QueryFailed) as info:
         await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), CollectingSink())
     assert info.value.detail == message
+
+
+_TRICKY = (
+    "SELECT 1 AS id, 'plain' AS name, 1.5 AS amount, NULL AS note UNION ALL "
+    "SELECT 2, 'with \"quotes\", and commas', -0.25, 'two' || char(10) || 'lines' UNION ALL "
+    "SELECT 3, 'ООО Ромашка', 100.0, '' UNION ALL "
+    "SELECT 4, 'semi;colon', 7, 'cr' || char(13) || 'here' ORDER BY 1"
+)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+@pytest.mark.parametrize("batch_rows", [1, 2, 5000])
+async def test_lines_built_by_sqlite_are_the_csv_of_the_values(
+    provider: SqliteProvider, delimiter: str, batch_rows: int
+) -> None:
+    # Plain CSV comes from one text value per row that SQLite builds; batches needing quotes
+    # take the field-by-field path. Either way: what csv.writer makes of the same values.
+    expected = io.StringIO()
+    writer = csv.writer(expected, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["id", "name", "amount", "note"])
+    writer.writerows(
+        [(v if v is not None else "") for v in row] for row in _direct(provider, _TRICKY, ())
+    )
+    for columns in (
+        None,
+        [ExportColumn(source=c, label=c) for c in ("id", "name", "amount", "note")],
+    ):
+        sink = CollectingSink()
+        request = ExportRequest(
+            sql=_TRICKY, params={}, delimiter=delimiter, batch_rows=batch_rows, columns=columns
+        )
+        result = await provider.export("USER1", "demo", request, sink)
+        assert result.rows == 4
+        assert sink.data.decode("utf-8") == expected.getvalue()
+
+
+async def test_a_unit_separator_in_a_value_is_refused_not_misread(provider: SqliteProvider) -> None:
+    request = ExportRequest(sql="SELECT 'a' || char(31) || 'b' AS x, 1 AS y", params={})
+    with pytest.raises(QueryFailed, match="U\\+001F"):
+        await provider.export("USER1", "demo", request, CollectingSink())
+
+
+async def test_cp1251_names_the_row_and_column(provider: SqliteProvider) -> None:
+    sql = "SELECT 1 AS id, 'Москва' AS city UNION ALL SELECT 2, 'Snow ☃' ORDER BY 1"
+    request = ExportRequest(sql=sql, params={}, encoding="cp1251")
+    with pytest.raises(QueryFailed) as caught:
+        await provider.export("USER1", "demo", request, CollectingSink())
+    assert (
+        caught.value.detail == "row 2, column 'city' holds '☃', which cannot be written in cp1251"
+    )

@@ -176,3 +176,43 @@ def test_duplicates_are_refused(config: ExportConfig) -> None:
         plan_run(
             request("AllGroups", group("g-sales", script("s-orders"), script("s-orders"))), config
         )
+
+
+def test_format_is_checked_and_planned(config: ExportConfig) -> None:
+    with pytest.raises(BadRequest) as err:
+        plan_run(
+            request("AllGroups", group("g-sales", {"scriptId": "s-orders", "format": "pdf"})),
+            config,
+        )
+    assert err.value.field == "selection.groups[0].scripts[0].format"
+    assert err.value.detail == "format must be one of csv, csv.gz, xlsx, not 'pdf'"
+    plan = plan_run(
+        request(
+            "AllGroups",
+            group(
+                "g-sales",
+                {"scriptId": "s-orders", "format": "xlsx"},
+                {"scriptId": "s-customers", "format": "csv.gz"},
+                {"scriptId": "s-payments"},
+            ),
+        ),
+        config,
+    )
+    assert [s.format for s in plan.scripts()] == ["xlsx", "csv.gz", None]
+
+
+def test_xlsx_of_more_columns_than_a_sheet_holds_is_refused_before_the_run() -> None:
+    config = load_config(DEMO)  # its own: the profile is changed below
+    profile = config.profile("orders_cols")
+    assert profile is not None
+    template = profile.items[0]
+    profile.items = [
+        msgspec.structs.replace(template, id=f"c{i}", label=f"C{i}") for i in range(16_385)
+    ]
+    body = group("g-sales", {"scriptId": "s-orders", "format": "xlsx"})
+    with pytest.raises(BadRequest) as err:
+        plan_run(request("AllGroups", body), config)
+    assert err.value.field == "selection.groups.scripts.format"
+    assert "16,385 columns" in err.value.detail
+    csv_body = group("g-sales", {"scriptId": "s-orders", "format": "csv"})
+    assert len(plan_run(request("AllGroups", csv_body), config).scripts()[0].columns) == 16_385

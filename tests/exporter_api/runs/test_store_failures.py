@@ -42,7 +42,7 @@ class FailingSaves:
         repo.save_all = self.save_all  # type: ignore[method-assign]
 
     async def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.save_failures and (kwargs.get("file") is not None or not self.with_file):
+        if self.save_failures and (kwargs.get("files") or not self.with_file):
             self.save_failures -= 1
             raise StoreFull("the state store is full (no space left on its disk)")
         await self._save(*args, **kwargs)
@@ -102,7 +102,7 @@ class FailingProgressSaves:
         repo.save = self.save  # type: ignore[method-assign]
 
     async def save(self, *args: Any, **kwargs: Any) -> None:
-        progress_only = kwargs.get("group") is None and kwargs.get("file") is None
+        progress_only = kwargs.get("group") is None and not kwargs.get("files")
         if progress_only and kwargs.get("variants") and self.failures:
             self.failures -= 1
             raise StoreUnavailable("the state store is unavailable")
@@ -143,7 +143,7 @@ class DoubtfulFileSave:
         repo.save_all = self.save_all  # type: ignore[method-assign]
 
     async def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.pending and kwargs.get("file") is not None:
+        if self.pending and kwargs.get("files"):
             self.pending = False
             if self.applied:
                 await self._save(*args, **kwargs)
