@@ -163,12 +163,8 @@ def _run_link(operation_id: str) -> dict[str, Any]:
     return {"operationId": operation_id, "parameters": {"runId": "$response.body#/runId"}}
 
 
-# What a file is served as (by its format: CSV, gzip-compressed CSV, XLSX).
-FILE_MEDIA_TYPES = (
-    "text/csv",
-    "application/gzip",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-)
+# What a file is served as, by its format (CSV, gzip-compressed CSV, XLSX).
+FILE_MEDIA_TYPES = tuple(dict.fromkeys(MEDIA_TYPES.values()))
 _BINARY = {"type": "string", "format": "binary"}
 
 

@@ -10,6 +10,8 @@ from typing import Annotated, Literal, get_args
 
 import msgspec
 
+from exporter_api.config import FileFormat
+
 # Re-exported: the runs modules take the wire's timestamps from here.
 from exporter_api.timestamps import format_time as format_time
 from exporter_api.timestamps import utc_now as utc_now
@@ -38,6 +40,7 @@ FileId = Annotated[str, msgspec.Meta(pattern=FILE_ID_PATTERN, description="A fil
 # its 400); the document still lists them.
 _RUN_MODE = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(RunMode))})]
 _EXPORT_MODE = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(ExportMode))})]
+_FILE_FORMAT = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(get_args(FileFormat))})]
 
 
 class _Camel(msgspec.Struct, rename="camel", kw_only=True):
@@ -54,7 +57,7 @@ class ScriptSelection(_Camel, forbid_unknown_fields=True):
     selected_column_item_ids: list[str] = msgspec.field(default_factory=list)
     # csv | csv.gz | xlsx; absent = the catalog's default (`[output] format`). Checked by the
     # selection validator (a 400 naming the field before the run).
-    format: str | None = None
+    format: _FILE_FORMAT | None = None
 
 
 class GroupSelection(_Camel, forbid_unknown_fields=True):

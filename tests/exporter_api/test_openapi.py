@@ -206,3 +206,9 @@ def test_downloads_document_ranges_and_their_headers(settings: Settings) -> None
     archive = paths["/api/runs/{runId}/files.zip"]["get"]["responses"]["200"]
     assert list(archive["content"]) == ["application/zip"]
     assert "Content-Disposition" in archive["headers"]
+
+
+def test_file_format_is_an_enum(settings: Settings) -> None:
+    schemas = _document(settings)["components"]["schemas"]
+    selection = schemas["ScriptSelection"]["properties"]["format"]
+    assert {"type": "string", "enum": ["csv", "csv.gz", "xlsx"]} in selection["anyOf"]
