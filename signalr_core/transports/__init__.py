@@ -25,6 +25,7 @@ __all__ = [
     "TransportName",
     "discard_body",
     "send_response",
+    "wait_for_input_or_output",
 ]
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
@@ -63,29 +64,15 @@ class _Waiters:
             self.parked.append(waiter)
 
     def _unpark(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
-        if self.parked is not None:
+        parked = self.parked
+        if parked is not None:
             with contextlib.suppress(ValueError):
-                self.parked.remove(waiter)
+                parked.remove(waiter)
+            if not parked:
+                self.parked = None
 
     async def wait(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio
-            event = anyio.Event()
-            self._park(event)
-            try:
-                await event.wait()
-            except BaseException:
-                self._unpark(event)
-                raise
-            return
-        future: asyncio.Future[None] = loop.create_future()
-        self._park(future)
-        try:
-            await future
-        except BaseException:
-            self._unpark(future)
-            raise
+        await _wait_any(self)
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
@@ -101,6 +88,25 @@ class _Waiters:
                 waiter.set()
 
 
+async def _wait_any(*sets: _Waiters) -> None:
+    """Park one waiter in every set; return when any of them is woken."""
+    waiter: asyncio.Future[None] | anyio.Event
+    try:
+        waiter = asyncio.get_running_loop().create_future()
+    except RuntimeError:  # not asyncio
+        waiter = anyio.Event()
+    for waiters in sets:
+        waiters._park(waiter)
+    try:
+        if isinstance(waiter, asyncio.Future):
+            await waiter
+        else:
+            await waiter.wait()
+    finally:
+        for waiters in sets:
+            waiters._unpark(waiter)
+
+
 class OutgoingBuffer:
     """A bounded queue of encoded frames waiting for the transport.
 
@@ -109,20 +115,16 @@ class OutgoingBuffer:
     wait (server-to-client streams) call :meth:`wait_writable` first, which waits while the
     buffer is more than half full.
 
-    **Direct writes.** The transport's writer task parks in :meth:`wait`. The connection's
-    message loop may :meth:`hold` the buffer while it handles one received chunk: puts then do
-    not wake the writer, and when the handling ends :meth:`take_held` hands the frames to the
-    loop to send itself if the writer is parked (so a round trip costs no task switch to the
-    writer). The holder stays the only writer until :meth:`release`, which wakes the writer
-    if frames are left; the writer never drains while the buffer is held, so frames keep
-    their order. Limits and slow-consumer handling are unchanged.
+    One task at a time is the buffer's writer: the Server-Sent Events and Long Polling
+    request tasks wait in :meth:`wait`; with a WebSocket, the connection's message loop waits
+    for received data and queued frames at once (:func:`wait_for_input_or_output`), so an idle
+    WebSocket connection has no writer task of its own.
     """
 
     __slots__ = (
         "_chunks",
         "_closed",
         "_data_waiters",
-        "_held",
         "_max_bytes",
         "_max_messages",
         "_nbytes",
@@ -137,7 +139,6 @@ class OutgoingBuffer:
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._closed = False
-        self._held = False
         self._data_waiters = _Waiters()
         self._space_waiters = _Waiters()
 
@@ -164,26 +165,13 @@ class OutgoingBuffer:
             return False
         self._chunks.append(data)
         self._nbytes += len(data)
-        if self._data_waiters.parked and not self._held:
+        if self._data_waiters.parked:
             self._data_waiters.wake()
         return True
 
-    def hold(self) -> None:
-        """Keep the writer parked: the caller will :meth:`take_held` or :meth:`release`."""
-        self._held = True
-
-    def take_held(self) -> list[bytes] | None:
-        """While held: every queued frame if the writer is parked (send them, then release)."""
-        if self._held and self._chunks and self._data_waiters.parked:
-            return self.drain()
-        return None
-
-    def release(self) -> None:
-        """End a :meth:`hold`; wake the writer if there is something to send."""
-        if self._held:
-            self._held = False
-            if (self._chunks or self._closed) and self._data_waiters.parked:
-                self._data_waiters.wake()
+    def notify(self) -> None:
+        """Wake the writer without a frame (it has something else to look at)."""
+        self._data_waiters.wake()
 
     def drain(self) -> list[bytes]:
         """Take every queued frame."""
@@ -206,9 +194,13 @@ class OutgoingBuffer:
         self._space_waiters.wake()
 
     async def wait(self) -> None:
-        """Wait until a frame is queued or the buffer is closed (and it is not held)."""
-        while self._held or not (self._chunks or self._closed):
+        """Wait until a frame is queued or the buffer is closed."""
+        while not (self._chunks or self._closed):
             await self._data_waiters.wait()
+
+    async def wait_notified(self) -> None:
+        """Wait for the next put, close or :meth:`notify` (even if frames are queued)."""
+        await self._data_waiters.wait()
 
     async def wait_writable(self) -> None:
         """Wait while the buffer is more than half full (backpressure for streams)."""
@@ -267,13 +259,22 @@ class IncomingBuffer:
             self._data_waiters.wake()
         return True
 
+    @property
+    def ready(self) -> bool:
+        """:meth:`get_nowait` has an answer: a chunk is queued, or input ended."""
+        return self._head < len(self._chunks) or self._ended or self._closed
+
     async def get(self) -> bytes | None:
         """The next chunk; ``None`` once input ended and everything was read (or closed)."""
-        while self._head >= len(self._chunks):
-            if self._ended or self._closed:
-                return None
+        while not self.ready:
             await self._data_waiters.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> bytes | None:
+        """The next chunk, ``None`` when nothing is queued (see :attr:`ready`)."""
         chunks, head = self._chunks, self._head
+        if head >= len(chunks):
+            return None
         chunk = chunks[head]
         head += 1
         if head == len(chunks):
@@ -306,6 +307,24 @@ class IncomingBuffer:
     def _wake(self) -> None:
         self._data_waiters.wake()
         self._space_waiters.wake()
+
+
+async def wait_for_input_or_output(
+    incoming: IncomingBuffer, outgoing: OutgoingBuffer | None, *, can_send: bool = True
+) -> None:
+    """Wait until ``incoming`` is :attr:`~IncomingBuffer.ready` or ``outgoing`` changes.
+
+    The WebSocket message loop's one wait: it reads and writes, with no writer task. With
+    ``can_send``, queued frames end the wait at once; without (no socket attached yet), only
+    the next put, close or :meth:`~OutgoingBuffer.notify` does. ``outgoing=None`` waits for
+    input only.
+    """
+    if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
+        return
+    if outgoing is None:
+        await incoming._data_waiters.wait()
+    else:
+        await _wait_any(incoming._data_waiters, outgoing._data_waiters)
 
 
 async def send_response(
