@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeAlias
 
@@ -309,22 +310,53 @@ class IncomingBuffer:
         self._space_waiters.wake()
 
 
-async def wait_for_input_or_output(
+def wait_for_input_or_output(
     incoming: IncomingBuffer, outgoing: OutgoingBuffer | None, *, can_send: bool = True
-) -> None:
+) -> Awaitable[None]:
     """Wait until ``incoming`` is :attr:`~IncomingBuffer.ready` or ``outgoing`` changes.
 
     The WebSocket message loop's one wait: it reads and writes, with no writer task. With
     ``can_send``, queued frames end the wait at once; without (no socket attached yet), only
     the next put, close or :meth:`~OutgoingBuffer.notify` does. ``outgoing=None`` waits for
     input only.
+
+    On asyncio this returns the parked future itself (no coroutine frame is kept while an
+    idle connection waits); a cancelled wait removes itself from both buffers.
     """
+    sets = (
+        (incoming._data_waiters,)
+        if outgoing is None
+        else (incoming._data_waiters, outgoing._data_waiters)
+    )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio
+        return _wait_unless_ready(incoming, outgoing, can_send, sets)
+    future: asyncio.Future[None] = loop.create_future()
+    if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
+        future.set_result(None)
+        return future
+    for waiters in sets:
+        waiters._park(future)
+    # Woken by one buffer, or cancelled: leave the other one's list too.
+    future.add_done_callback(functools.partial(_unpark_all, sets))
+    return future
+
+
+def _unpark_all(sets: tuple[_Waiters, ...], future: asyncio.Future[None]) -> None:
+    for waiters in sets:
+        waiters._unpark(future)
+
+
+async def _wait_unless_ready(
+    incoming: IncomingBuffer,
+    outgoing: OutgoingBuffer | None,
+    can_send: bool,
+    sets: tuple[_Waiters, ...],
+) -> None:
     if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
         return
-    if outgoing is None:
-        await incoming._data_waiters.wait()
-    else:
-        await _wait_any(incoming._data_waiters, outgoing._data_waiters)
+    await _wait_any(*sets)
 
 
 async def send_response(
