@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeAlias
 
@@ -42,56 +41,80 @@ class TransportName(enum.StrEnum):
     LONG_POLLING = "LongPolling"
 
 
+_Waiter: TypeAlias = "asyncio.Future[None] | anyio.Event"
+
+
+def _is_done(waiter: _Waiter) -> bool:
+    return waiter.done() if isinstance(waiter, asyncio.Future) else waiter.is_set()
+
+
 class _Waiters:
     """Tasks parked until a buffer changes: cheaper than a fresh ``anyio.Event`` per wait.
 
     On asyncio each wait is one bare future (``anyio.Event()`` detects the async library and
     wraps an ``asyncio.Event``, about 7x the cost, and buffers wait once per message); other
     backends get an ``anyio.Event``. Cancellation works as for any await (anyio cancels the
-    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up. The list
-    exists only while someone waits (``parked`` is ``None`` otherwise: idle connections have
-    several of these).
+    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up.
+
+    One waiter is the common case, so it has a slot of its own; a list exists only while more
+    wait. A waiter that finished while parked here (woken by another buffer it also waited
+    on) may stay in ``one`` until the next park replaces it or the next wake skips it.
     """
 
-    __slots__ = ("parked",)
+    __slots__ = ("more", "one")
 
     def __init__(self) -> None:
-        self.parked: list[asyncio.Future[None] | anyio.Event] | None = None
+        self.one: _Waiter | None = None
+        self.more: list[_Waiter] | None = None
 
-    def _park(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
-        if self.parked is None:
-            self.parked = [waiter]
+    @property
+    def parked(self) -> bool:
+        """Someone may be waiting."""
+        return self.one is not None or self.more is not None
+
+    def _park(self, waiter: _Waiter) -> None:
+        one = self.one
+        if one is None or _is_done(one):
+            self.one = waiter
+        elif self.more is None:
+            self.more = [waiter]
         else:
-            self.parked.append(waiter)
+            self.more.append(waiter)
 
-    def _unpark(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
-        parked = self.parked
-        if parked is not None:
+    def _unpark(self, waiter: _Waiter) -> None:
+        if self.one is waiter:
+            self.one = None
+        elif self.more is not None:
             with contextlib.suppress(ValueError):
-                parked.remove(waiter)
-            if not parked:
-                self.parked = None
+                self.more.remove(waiter)
+            if not self.more:
+                self.more = None
 
     async def wait(self) -> None:
         await _wait_any(self)
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
-        parked = self.parked
-        if parked is None:
-            return
-        self.parked = None
-        for waiter in parked:
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                waiter.set()
+        one, more = self.one, self.more
+        self.one = self.more = None
+        if one is not None:
+            _set(one)
+        if more is not None:
+            for waiter in more:
+                _set(waiter)
+
+
+def _set(waiter: _Waiter) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            waiter.set_result(None)
+    else:
+        waiter.set()
 
 
 async def _wait_any(*sets: _Waiters) -> None:
     """Park one waiter in every set; return when any of them is woken."""
-    waiter: asyncio.Future[None] | anyio.Event
+    waiter: _Waiter
     try:
         waiter = asyncio.get_running_loop().create_future()
     except RuntimeError:  # not asyncio
@@ -320,8 +343,8 @@ def wait_for_input_or_output(
     the next put, close or :meth:`~OutgoingBuffer.notify` does. ``outgoing=None`` waits for
     input only.
 
-    On asyncio this returns the parked future itself (no coroutine frame is kept while an
-    idle connection waits); a cancelled wait removes itself from both buffers.
+    On asyncio this returns the parked future itself (no coroutine frame, no callback is kept
+    while an idle connection waits). Meant for one waiting task per pair of buffers.
     """
     sets = (
         (incoming._data_waiters,)
@@ -337,15 +360,10 @@ def wait_for_input_or_output(
         future.set_result(None)
         return future
     for waiters in sets:
+        # No cleanup when it is done: in the other buffer it only takes the slot that the
+        # next park of this one loop reuses (see _Waiters).
         waiters._park(future)
-    # Woken by one buffer, or cancelled: leave the other one's list too.
-    future.add_done_callback(functools.partial(_unpark_all, sets))
     return future
-
-
-def _unpark_all(sets: tuple[_Waiters, ...], future: asyncio.Future[None]) -> None:
-    for waiters in sets:
-        waiters._unpark(future)
 
 
 async def _wait_unless_ready(
