@@ -79,6 +79,7 @@ __all__ = ["HubEndpoint"]
 _log = structlog.get_logger("signalr_core")
 
 _SERVER_NEGOTIATE_VERSION = 1
+_RUN_TASK_NAME = "signalr_core.HubServerConnection.run"
 _TRANSPORTS: tuple[tuple[HttpTransportType, TransportName, TransportInfo], ...] = (
     (HttpTransportType.WEBSOCKETS, TransportName.WEBSOCKETS, WEBSOCKETS),
     (HttpTransportType.SERVER_SENT_EVENTS, TransportName.SERVER_SENT_EVENTS, SERVER_SENT_EVENTS),
@@ -446,7 +447,8 @@ class HubEndpoint:
             cookies=request.cookies,
             query_values=request.query_values,
         )
-        self._tg.start_soon(connection.run)
+        # A name of our own: anyio would build a string per task from the coroutine.
+        self._tg.start_soon(connection.run, name=_RUN_TASK_NAME)
 
     def _adopt(self, request: AuthRequest, user: Principal | None) -> HubServerConnection:
         """The connection of a token this process does not know, minted by another one."""
@@ -580,6 +582,7 @@ class HubEndpoint:
             connection.resuming = True
         else:
             self._activate(connection, TransportName.WEBSOCKETS, request, user)
+        del request, message  # not kept for the socket's life (the context has what it needs)
         waiting = False
         try:
             await send({"type": "websocket.accept"})

@@ -21,7 +21,7 @@ import anyio
 
 from signalr_core.dispatcher import HubServerConnection
 from signalr_core.messages import TransferFormat
-from signalr_core.transports import ASGIReceive, ASGISend
+from signalr_core.transports import ASGIMessage, ASGIReceive, ASGISend
 
 __all__ = ["serve_websocket"]
 
@@ -68,6 +68,8 @@ async def serve_websocket(
     # (closed with 1009 already), the connection stopped taking input, or (none of these) the
     # scope was cancelled: the connection ended or was aborted, resumed elsewhere, or broke.
     client_closed = refused = graceful = False
+    message: ASGIMessage | None
+    data: bytes | None
     socket = _Socket(connection, send, anyio.CancelScope())
     try:
         with socket.scope:
@@ -76,6 +78,7 @@ async def serve_websocket(
             connection.outgoing.notify()  # frames queued before (a resume's replay) go out now
             # The receive loop is inline: one coroutine frame less per idle connection.
             while True:
+                message = data = None  # idle: keep neither the last message nor its bytes
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
