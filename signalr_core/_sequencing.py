@@ -138,6 +138,11 @@ class Sequencing:
             raise ProtocolError("Sequence ID greater than amount of messages we've received.")
         self._next_receive_id = sequence_id
 
+    @property
+    def ack_pending(self) -> bool:
+        """Something arrived since the last :meth:`ack_due`."""
+        return self._received != self._acked
+
     def ack_due(self) -> int | None:
         """The id to acknowledge now (``None`` when nothing arrived since the last Ack)."""
         if self._received == self._acked:

@@ -70,6 +70,7 @@ import anyio.lowlevel
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from signalr_core._lifecycle import Event, Lifecycle, Phase, TickAction
 from signalr_core._results import (
     ClientResults,
     Loan,
@@ -317,18 +318,13 @@ class HubServerConnection:
     __slots__ = (
         "_busy",
         "_caller_clients_cache",
-        "_client_timeout_armed",
-        "_close_requested",
         "_dispatcher",
         "_finished_event",
         "_hub_connected",
         "_incoming",
-        "_last_read",
-        "_last_write",
-        "_open",
+        "_life",
         "_options",
         "_protocols",
-        "_received",
         "_registered",
         "_replay_space",
         "_results",
@@ -339,14 +335,11 @@ class HubServerConnection:
         "_tg",
         "_uploads",
         "_workers",
-        "_wrote",
         "aborted",
         "connection_id",
         "connection_token",
         "context",
-        "created",
         "current_poll",
-        "detached_since",
         "direct_writer",
         "items",
         "last_poll",
@@ -354,7 +347,6 @@ class HubServerConnection:
         "poll_active",
         "protocol",
         "resuming",
-        "status",
         "transport",
         "transport_attached",
         "transport_generation",
@@ -380,16 +372,16 @@ class HubServerConnection:
         self.connection_token = connection_token
         self.user_id: str | None = None
         self.user: Principal | None = None
-        self.status = ConnectionStatus.INACTIVE
         self.transport: TransportName | None = None
         self.context: HubCallerContext | None = None
         self.items: dict[Any, Any] = {}
         self.outgoing = OutgoingBuffer(options.max_buffered_messages, options.max_buffered_bytes)
         self.protocol: HubProtocol | None = None
-        self.created = time.monotonic()
+        # The phase and the timers (keep-alive, client timeout, reconnect wait): one place.
+        self._life = Lifecycle(options, time.monotonic())
         self._finished_event: anyio.Event | None = None
         self.poll_active = False
-        self.last_poll = self.created
+        self.last_poll = self._life.created
         self.current_poll: PollSlot | None = None
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
@@ -400,23 +392,14 @@ class HubServerConnection:
         self._state: HubConnectionState | None = None
         self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
         self._scope: anyio.CancelScope | None = None
-        self._open = False
+        # What _finish must undo (the lifetime manager's registration, the hub's on_connected).
         self._registered = False
         self._hub_connected = False
-        self._close_requested = False
-        self._wrote = False
-        self._received = False
-        # As in ASP.NET (DefaultHubDispatcher: Ping -> StartClientTimeout), the client timeout
-        # starts with the first Ping: the official client never pings over Long Polling.
-        self._client_timeout_armed = False
-        self._last_write = self.created
-        self._last_read = self.created
         self._busy = 0
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
         # Stateful reconnect (protocol version 2 on a connection that negotiated it).
         self._sequencing: Sequencing | None = None
         self._replay_space: anyio.Event | None = None
-        self.detached_since: float | None = None  # transport lost, waiting for a reconnect
         self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
         self._streams: dict[str, anyio.CancelScope] = {}
@@ -443,6 +426,31 @@ class HubServerConnection:
         return clients
 
     @property
+    def status(self) -> ConnectionStatus:
+        """Where the connection is, as the endpoint sees it (from its lifecycle phase)."""
+        phase = self._life.phase
+        if phase is Phase.NEGOTIATED:
+            return ConnectionStatus.INACTIVE
+        if phase is Phase.CLOSED:
+            return ConnectionStatus.FINISHED
+        return ConnectionStatus.ACTIVE
+
+    @property
+    def phase(self) -> Phase:
+        """The connection's lifecycle phase (see :mod:`signalr_core._lifecycle`)."""
+        return self._life.phase
+
+    @property
+    def created(self) -> float:
+        """When the connection was made (``time.monotonic()``)."""
+        return self._life.created
+
+    @property
+    def detached_since(self) -> float | None:
+        """When a stateful connection lost its transport (``None`` unless it did)."""
+        return self._life.detached_since
+
+    @property
     def finished(self) -> anyio.Event:
         """Set once the connection ended (``status`` is ``FINISHED``)."""
         event = self._finished_event
@@ -453,7 +461,7 @@ class HubServerConnection:
         return event
 
     def _set_finished(self) -> None:
-        self.status = ConnectionStatus.FINISHED
+        self._life.handle(Event.FINISH)
         if self._finished_event is not None:
             self._finished_event.set()
 
@@ -496,7 +504,8 @@ class HubServerConnection:
             max_message_size=self._options.max_message_size,
             detailed_errors=self._options.enable_detailed_errors,
         )
-        self.status = ConnectionStatus.ACTIVE
+        self._life.handle(Event.ACTIVATE)
+        self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
 
     @property
     def incoming_limit(self) -> int:
@@ -507,7 +516,7 @@ class HubServerConnection:
         """Hand received bytes to the message loop; ``False`` if the connection is gone."""
         if not data:
             return self.status is not ConnectionStatus.FINISHED
-        self._received = True
+        self._life.received = True
         return await self._incoming.put(data)
 
     def transport_closed(self) -> None:
@@ -519,7 +528,7 @@ class HubServerConnection:
     def write(self, message: HubMessage) -> None:
         """Encode (once per protocol per broadcast) and enqueue without blocking."""
         protocol = self.protocol
-        if not self._open or protocol is None:
+        if not self._life.is_open or protocol is None:
             return
         data = self._dispatcher.encode_cache.encode(protocol, message)
         if self._sequencing is not None:
@@ -529,7 +538,7 @@ class HubServerConnection:
 
     def _send(self, message: HubMessage) -> None:
         protocol = self.protocol
-        if not self._open or protocol is None:
+        if not self._life.is_open or protocol is None:
             return
         data = protocol.encode_message(message)
         if self._sequencing is not None:
@@ -548,7 +557,7 @@ class HubServerConnection:
             )
             self.abort()
             return
-        if self.detached_since is None:
+        if self._life.detached_since is None:
             self._enqueue(data)
         # else: no transport; sequenced messages wait in the replay buffer, pings are dropped
 
@@ -562,7 +571,7 @@ class HubServerConnection:
 
     async def _wait_replay_space(self, sequencing: Sequencing) -> None:
         """Backpressure for streams: wait while the replay buffer is more than half full."""
-        while self._open and not sequencing.has_room:
+        while self._life.is_open and not sequencing.has_room:
             if self._replay_space is None:
                 self._replay_space = anyio.Event()
             await self._replay_space.wait()
@@ -579,11 +588,10 @@ class HubServerConnection:
         if (
             self._sequencing is not None
             and not graceful
-            and self._open
-            and not self._close_requested
+            and self._life.phase is Phase.OPEN
             and self.transport is TransportName.WEBSOCKETS
         ):
-            self.detached_since = now
+            self._life.handle(Event.TRANSPORT_LOST, now)
             self._log.info(
                 "signalr.transport_lost", replay_messages=self._sequencing.pending_messages
             )
@@ -594,12 +602,7 @@ class HubServerConnection:
     @property
     def can_resume(self) -> bool:
         """Whether a new WebSocket with this connection's token may take over (stateful)."""
-        return (
-            self._sequencing is not None
-            and self._open
-            and not self._close_requested
-            and self.status is ConnectionStatus.ACTIVE
-        )
+        return self._sequencing is not None and self._life.is_open
 
     async def resume(self) -> int:
         """A new transport takes over: send ``Sequence`` and replay what was not acknowledged.
@@ -613,8 +616,9 @@ class HubServerConnection:
             while self.transport_attached:  # noqa: ASYNC110 - the old request task clears it
                 await anyio.sleep(0.01)
         self.transport_generation += 1
-        self.detached_since = None
-        self._received = True  # the reconnect counts as hearing from the client
+        if not self._life.is_open:  # closed while the old transport went away
+            return self.transport_generation
+        self._life.handle(Event.RESUME)
         protocol = self.protocol
         assert protocol is not None
         assert self._sequencing is not None
@@ -628,7 +632,7 @@ class HubServerConnection:
 
     def _enqueue(self, data: bytes) -> None:
         if self.outgoing.put(data):
-            self._wrote = True
+            self._life.wrote = True
         elif not self.outgoing.closed:
             self._log.warning(
                 "signalr.slow_consumer",
@@ -641,31 +645,34 @@ class HubServerConnection:
 
     def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
         """Send Close (with ``error`` / ``allowReconnect``) and end the connection."""
-        if self._close_requested:
+        life = self._life
+        if life.is_closing:
             return
-        self._close_requested = True
+        inactive = life.phase is Phase.NEGOTIATED
+        life.handle(Event.CLOSE)
         state = self._state
         if state is not None and state.phase is not ConnectionPhase.CLOSED:
             state.close(error, allow_reconnect)
             for frame in state.data_to_send():
                 self.outgoing.put(frame, force=True)
-        self._open = False
         if self._scope is not None:
             self._scope.cancel()
-        elif self.status is ConnectionStatus.INACTIVE:
+        elif inactive:
             self._end_inactive()
 
     def abort(self) -> None:
         """End the connection at once, dropping whatever is queued."""
         self.aborted = True
-        self._open = False
-        self._close_requested = True
+        life = self._life
+        inactive = life.phase is Phase.NEGOTIATED
+        if life.phase is not Phase.CLOSED:
+            life.handle(Event.CLOSE)
         self.outgoing.close(discard=True)
         if self.transport_scope is not None:
             self.transport_scope.cancel()  # do not wait for a socket that does not drain
         if self._scope is not None:
             self._scope.cancel()
-        elif self.status is ConnectionStatus.INACTIVE:
+        elif inactive:
             self._end_inactive()
 
     def _end_inactive(self) -> None:
@@ -674,35 +681,29 @@ class HubServerConnection:
         self._set_finished()
 
     def tick(self, now: float) -> None:
-        """Keep-alive and client-timeout bookkeeping, called about once a second."""
-        if not self._open:
-            return
-        options = self._options
-        if self._received:
-            self._received = False
-            self._last_read = now
-        if self.detached_since is not None:
-            # A detached stateful connection waits disconnect_timeout, not client_timeout.
-            if now - self.detached_since > options.disconnect_timeout:
-                self._log.info("signalr.reconnect_timeout", timeout=options.disconnect_timeout)
+        """Keep-alive, client timeout and reconnect wait, called about once a second.
+
+        The decisions are the lifecycle's (:meth:`Lifecycle.on_tick`); this performs them.
+        """
+        sequencing = self._sequencing
+        pending_ack = sequencing is not None and sequencing.ack_pending
+        actions = self._life.on_tick(now, acknowledge=pending_ack)
+        for action in actions:
+            if action is TickAction.ACK:
+                # Acknowledge what arrived, so the client can drop it from its replay buffer
+                # (which otherwise fills up and stalls its sends).
+                ack = sequencing.ack_due() if sequencing is not None else None
+                if ack is not None:
+                    self._send(AckMessage(sequence_id=ack))
+            elif action is TickAction.PING:
+                self._send(PING)
+            elif action is TickAction.ABORT_CLIENT_TIMEOUT:
+                self._log.info("signalr.client_timeout", timeout=self._options.client_timeout)
                 self.abort()
-            return
-        if self._client_timeout_armed and now - self._last_read >= options.client_timeout:
-            self._log.info("signalr.client_timeout", timeout=options.client_timeout)
-            self.abort()
-            return
-        if self._sequencing is not None and (ack := self._sequencing.ack_due()) is not None:
-            # Acknowledge what arrived, so the client can drop it from its replay buffer
-            # (which otherwise fills up and stalls its sends).
-            self._send(AckMessage(sequence_id=ack))
-        if self._wrote:
-            self._wrote = False
-            self._last_write = now
-        elif (
-            self.transport is not TransportName.LONG_POLLING
-            and now - self._last_write >= options.keep_alive_interval
-        ):
-            self._send(PING)
+            else:
+                timeout = self._options.disconnect_timeout
+                self._log.info("signalr.reconnect_timeout", timeout=timeout)
+                self.abort()
 
     # -- the connection's life -----------------------------------------------------------------
 
@@ -716,7 +717,7 @@ class HubServerConnection:
                 # per connection would cost memory for nothing).
                 async with anyio.create_task_group() as tg:
                     self._scope = tg.cancel_scope
-                    if self._close_requested:
+                    if self._life.is_closing:
                         tg.cancel_scope.cancel()
                     pending = await self._connect()
                     if pending is not None:
@@ -758,8 +759,7 @@ class HubServerConnection:
         pending = await self._handshake()
         if pending is None:
             return None
-        self._open = True
-        self._last_read = self._last_write = time.monotonic()
+        self._life.handle(Event.HANDSHAKE_DONE, time.monotonic())
         manager = self._dispatcher.manager
         await manager.on_connected(self)
         self._registered = True
@@ -891,7 +891,8 @@ class HubServerConnection:
                 await outgoing.wait_notified()
 
     async def _finish(self, error: Exception | None) -> None:
-        self._open = False
+        if not self._life.is_closing:
+            self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
         for upload in self._uploads.values():
             upload.send.close()
@@ -948,9 +949,8 @@ class HubServerConnection:
         elif isinstance(message, CloseMessage):
             self._log.debug("signalr.client_closed", error=message.error)
             return True
-        elif isinstance(message, PingMessage) and not self._client_timeout_armed:
-            self._client_timeout_armed = True
-            self._last_read = time.monotonic()
+        elif isinstance(message, PingMessage):
+            self._life.client_pinged(time.monotonic())
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
 
@@ -1214,7 +1214,7 @@ class HubServerConnection:
             raise ClientResultsNotAllowedError(
                 f"Client results inside {hook} Hub methods are not allowed."
             )
-        if not self._open:
+        if not self._life.is_open:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
         results = self._results
         if results is None:

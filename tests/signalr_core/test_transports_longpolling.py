@@ -16,6 +16,7 @@ from tests.signalr_core._hub_server import (
     negotiate,
     parse_frames,
     running_server,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,11 +84,15 @@ async def test_newer_poll_ends_older_with_204() -> None:
         async def poll(name: str) -> None:
             results[name] = await http.get(url, params={"id": token})
 
+        connection = endpoint._connections[token]
         async with anyio.create_task_group() as tg:
+            # Ordered by what the server shows, not by sleeping: the old poll waits first.
             tg.start_soon(poll, "old")
-            await anyio.sleep(0.3)
+            await wait_until(lambda: connection.current_poll is not None)
+            first = connection.current_poll
             tg.start_soon(poll, "new")
-            await anyio.sleep(0.3)
+            await wait_until(lambda: connection.current_poll not in (None, first))
+            await wait_until(lambda: "old" in results)
             assert results["old"].status_code == 204
             await http.post(
                 url,
