@@ -81,7 +81,6 @@ from signalr_core.errors import (
     InvocationError,
     MessageEncodeError,
     ProtocolError,
-    SignalRError,
 )
 from signalr_core.handshake import HANDSHAKE_CANCELED
 from signalr_core.hub import Hub, HubMethod, normalize_name
@@ -119,8 +118,13 @@ _BINDING_MISMATCH: Final = (
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
-class ClientStreamError(SignalRError):
-    """The client ended a client-to-server stream with an error (its text is the message)."""
+class ClientStreamError(HubException):
+    """The client ended a client-to-server stream with an error (its text is the message).
+
+    A :class:`HubException`, as ASP.NET (since .NET 6) completes the stream's channel with
+    ``new HubException(error)``: the method's failure reaches the client with the client's text
+    even when detailed errors are off.
+    """
 
 
 def exception_name(exc: BaseException) -> str:
@@ -134,7 +138,7 @@ def exception_name(exc: BaseException) -> str:
     if isinstance(exc, ProtocolError):
         return "InvalidDataException"  # what ASP.NET's protocol readers throw
     if isinstance(exc, ClientStreamError):
-        return "Exception"  # ASP.NET completes the channel with new Exception(error)
+        return "HubException"
     return type(exc).__name__
 
 

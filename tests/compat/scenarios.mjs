@@ -305,7 +305,7 @@ const scenarios = {
         subject.next("world");
         subject.error(new Error("Something bad"));
         const message = await within(errorOf(result, "StreamingConcat"), 5000, "StreamingConcat error");
-        eq(message, "An unexpected error occurred invoking 'StreamingConcat' on the server. Exception: Something bad",
+        eq(message, "An unexpected error occurred invoking 'StreamingConcat' on the server. HubException: Something bad",
             "StreamingConcat error text");
         await expectCleanStop(c, t);
     } },
