@@ -8,7 +8,7 @@ Routes under the mount point, as ASP.NET's ``HttpConnectionDispatcher``:
   it the request creates the connection, for ``skipNegotiation``).
 * ``GET ...`` with ``Accept: text/event-stream``: Server-Sent Events.
 * ``GET ...`` otherwise: a Long Polling poll. ``POST ...``: data from the client (SSE and Long
-  Polling). ``DELETE ...``: ends a Long Polling connection.
+  Polling). ``DELETE ...``: ends a Long Polling connection (forgotten as soon as it has ended).
 
 Statuses and texts: ``400 Connection ID required``, ``404 No Connection with that ID``,
 ``404 <T> transport not supported by this end point type``, ``400 Cannot change transports
@@ -157,6 +157,9 @@ class HubEndpoint:
         self._hub_context = HubContext(
             self.lifetime_manager, self._active_connections, self._by_id.get
         )
+        # Long Polling connections ended by DELETE: forgotten as soon as their run() ends (as
+        # ASP.NET's DisposeAndRemoveAsync), not after the disconnect timeout.
+        self._deleted: dict[str, HubServerConnection] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         # Set once shutdown begins: new connections are refused with 503 so that a client's
         # automatic reconnect goes to another server (behind a load balancer) instead of here.
@@ -446,7 +449,14 @@ class HubEndpoint:
             cookies=request.cookies,
             query_values=request.query_values,
         )
-        self._tg.start_soon(connection.run)
+        self._tg.start_soon(self._run, connection)
+
+    async def _run(self, connection: HubServerConnection) -> None:
+        await connection.run()
+        # Nothing awaited between the end of run() and here: whoever waits for `finished`
+        # sees a deleted connection already forgotten.
+        if self._deleted.pop(connection.connection_token, None) is connection:
+            self._forget(connection)
 
     def _adopt(self, request: AuthRequest, user: Principal | None) -> HubServerConnection:
         """The connection of a token this process does not know, minted by another one."""
@@ -460,6 +470,8 @@ class HubEndpoint:
         return self._new_connection(connection_id, token)
 
     def _forget(self, connection: HubServerConnection) -> None:
+        if self._deleted.get(connection.connection_token) is connection:
+            del self._deleted[connection.connection_token]
         if self._tokens is not None:
             self._tokens.spend(connection.connection_token)
         if self._connections.get(connection.connection_token) is connection:
@@ -531,6 +543,10 @@ class HubEndpoint:
         if poll is not None:
             poll.superseded = True  # answers 204
             poll.scope.cancel()
+        if connection.status is ConnectionStatus.FINISHED:
+            self._forget(connection)
+        else:
+            self._deleted[connection.connection_token] = connection
         await send_response(send, 202)
 
     async def _handle_websocket(
