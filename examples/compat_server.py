@@ -11,6 +11,9 @@ Endpoints (detailed errors on everywhere):
 - ``/testhub``: :class:`TestHub`, every transport and both protocols.
 - ``/testhub-nowebsockets``: the same hub with Server-Sent Events and Long Polling only.
 - ``/authorizedhub``: :class:`AuthorizedHub` (``Echo``), only with a valid JWT.
+- ``/adminhub``: :class:`AdminHub`, for admins only: anonymous requests get 401, ``testuser``
+  (authenticated, no admin role) 403; the refusals' bodies carry the reason (``Unauthorized``,
+  ``Forbidden``) so the client's error reads as with Kestrel.
 - ``GET /generateJwtToken``: an HS256 JWT for ``testuser`` as ``text/plain``; the key is
   generated at start, so tokens never outlive the process.
 - ``/uncreatable``: :class:`UncreatableHub`, whose creation always fails.
@@ -260,6 +263,19 @@ class AuthorizedHub(Hub):
         return message
 
 
+class AdminHub(Hub):
+    """A hub with a policy (ASP.NET's ``[Authorize(Roles = "admin")]``): ``testuser`` is
+    authenticated but not an admin, so its negotiate is refused with 403."""
+
+    @staticmethod
+    def authorize(user: Principal) -> bool:
+        return user.claims.get("role") == "admin"
+
+    @hub_method("Echo")
+    def echo(self, message: str) -> str:
+        return message
+
+
 class UncreatableHub(Hub):
     """ASP.NET's ``UncreatableHub``: its constructor needs a service that does not exist."""
 
@@ -350,12 +366,13 @@ def create_app() -> Starlette:
         authenticate=issuer.authenticate,
     )
     authorized = HubEndpoint(AuthorizedHub, options=options(), authenticate=issuer.authenticate)
+    admin = HubEndpoint(AdminHub, options=options(), authenticate=issuer.authenticate)
     uncreatable = HubEndpoint(UncreatableHub, options=options())
     redirect = HubEndpoint(TestHub, options=options(negotiate_redirect=redirect_to_testhub))
     stateful = HubEndpoint(
         TestHub, options=options(allow_stateful_reconnect=True), authenticate=issuer.authenticate
     )
-    endpoints = (testhub, nowebsockets, authorized, uncreatable, redirect, stateful)
+    endpoints = (testhub, nowebsockets, authorized, admin, uncreatable, redirect, stateful)
 
     async def generate_jwt_token(request: Request) -> Response:
         response = PlainTextResponse(issuer.issue())
@@ -393,6 +410,7 @@ def create_app() -> Starlette:
             *testhub.routes("/testhub"),
             *nowebsockets.routes("/testhub-nowebsockets"),
             *authorized.routes("/authorizedhub"),
+            *admin.routes("/adminhub"),
             *uncreatable.routes("/uncreatable"),
             *redirect.routes("/redirect"),
             *stateful.routes("/statefulhub"),

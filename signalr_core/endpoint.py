@@ -30,6 +30,7 @@ when it is the root application).
 from __future__ import annotations
 
 import contextlib
+import http
 import inspect
 import time
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
@@ -44,7 +45,7 @@ from signalr_core.clients import HubContext
 from signalr_core.context import Principal
 from signalr_core.cors import CorsPolicy
 from signalr_core.dispatcher import ConnectionStatus, HubDispatcher, HubServerConnection
-from signalr_core.hub import Hub, discover_methods
+from signalr_core.hub import Hub, HubAuthorizePolicy, discover_methods
 from signalr_core.lifetime import DefaultHubLifetimeManager, HubLifetimeManager
 from signalr_core.negotiate import (
     LONG_POLLING,
@@ -91,6 +92,10 @@ class _Refused(Exception):
     """A transport request answered with an HTTP error before any transport started."""
 
     def __init__(self, status: int, text: str = "", headers: Sequence[tuple[str, str]] = ()):
+        # Never an empty body: the official client's error text is the body, else the status
+        # line's reason phrase, which some ASGI servers (hypercorn) do not send; Kestrel's
+        # ("Unauthorized: Status code '401'") then reads the same on every server.
+        text = text or http.HTTPStatus(status).phrase
         super().__init__(text)
         self.status = status
         self.text = text
@@ -164,7 +169,9 @@ class HubEndpoint:
         # Set once shutdown begins: new connections are refused with 503 so that a client's
         # automatic reconnect goes to another server (behind a load balancer) instead of here.
         self._shutting_down = False
-        self._require_user = bool(getattr(hub_class, "authorize", False))
+        authorize: HubAuthorizePolicy = hub_class.authorize
+        self._require_user = bool(authorize)
+        self._hub_policy = None if isinstance(authorize, bool) else authorize
         self._transport_infos = tuple(
             info for flag, _, info in _TRANSPORTS if self.options.transports & flag
         )
@@ -282,6 +289,9 @@ class HubEndpoint:
         principal = await call_authenticate(self.authenticate, request)
         if principal is None and self._require_user:
             raise _Refused(401, headers=[("www-authenticate", "Bearer")])
+        policy = self._hub_policy
+        if principal is not None and policy is not None and not policy(principal):
+            raise _Refused(403)
         return principal
 
     async def _handle_http(

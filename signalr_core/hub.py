@@ -18,15 +18,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from signalr_core.context import HubCallerContext
+from signalr_core.context import HubCallerContext, Principal
 
 if TYPE_CHECKING:
     from signalr_core.clients import GroupManager, HubCallerClients
 
-__all__ = ["AuthorizePolicy", "Hub", "HubMethod", "ParameterInfo", "discover_methods", "hub_method"]
+__all__ = [
+    "AuthorizePolicy",
+    "Hub",
+    "HubAuthorizePolicy",
+    "HubMethod",
+    "ParameterInfo",
+    "discover_methods",
+    "hub_method",
+]
 
 AuthorizePolicy = bool | Callable[[HubCallerContext], bool]
 """``True`` requires an authenticated user; a callable decides from the caller context."""
+
+HubAuthorizePolicy = bool | Callable[[Principal], bool]
+"""A hub's ``authorize``: ``True`` refuses anonymous requests (401); a callable also refuses
+(403) an authenticated user it returns ``False`` for, as ASP.NET's ``[Authorize(Roles=...)]``."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _ATTR = "__signalr_hub_method__"
@@ -47,13 +59,15 @@ class Hub:
     """Base class of hubs. A new instance serves each invocation and lifecycle event.
 
     Attributes:
-        authorize: Class attribute; ``True`` refuses anonymous connections (401).
+        authorize: Class attribute; ``True`` refuses anonymous connections (401); a
+            ``staticmethod`` ``(Principal) -> bool`` also refuses authenticated users it
+            returns ``False`` for (403 ``Forbidden``).
         context: The caller's :class:`~signalr_core.HubCallerContext`.
         clients: :class:`~signalr_core.clients.HubCallerClients` (all, caller, others, ...).
         groups: :class:`~signalr_core.clients.GroupManager` (``await add(id, group)``).
     """
 
-    authorize: ClassVar[bool] = False
+    authorize: ClassVar[HubAuthorizePolicy] = False
 
     context: HubCallerContext
     clients: HubCallerClients

@@ -545,6 +545,20 @@ const scenarios = {
         eq(c.state, signalR.HubConnectionState.Disconnected, "state after refused start");
     } },
 
+    // The client's error text names the reason, as with Kestrel's status line (the body
+    // carries it: hypercorn sends no reason phrase).
+    auth_refused_texts: { async run() {
+        const anonymous = await rejects(build("/authorizedhub").start(), "start without a token");
+        eq(anonymous.message, "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'",
+            "401 text");
+        eq(anonymous.errorType, "FailedToNegotiateWithServerError", "401 error type");
+        const token = await getJwtToken();
+        const forbidden = await rejects(build("/adminhub", { accessTokenFactory: () => token }).start(),
+            "start as a non-admin");
+        eq(forbidden.message, "Failed to complete negotiation with the server: Error: Forbidden: Status code '403'",
+            "403 text");
+    } },
+
     auth_refused_forged: { async run() {
         const valid = await getJwtToken();
         for (const [label, token] of [["foreign key", forgedJwt()], ["tampered payload", tamperedJwt(valid)], ["garbage", "not-a-jwt"]]) {

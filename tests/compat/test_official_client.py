@@ -70,6 +70,7 @@ SCENARIOS: dict[str, frozenset[tuple[str, str]] | None] = {
     "auth_token_factory": None,
     "auth_query_token": None,
     "auth_refused_missing": None,
+    "auth_refused_texts": None,
     "auth_refused_forged": None,
     "auth_refused_skip_negotiation": frozenset({(WS, "json"), (WS, "messagepack")}),
     "cookies": None,
