@@ -263,13 +263,16 @@ class AuthorizedHub(Hub):
         return message
 
 
+def is_admin_user(user: Principal) -> bool:
+    """The hub policy: only users with the admin role."""
+    return user.claims.get("role") == "admin"
+
+
 class AdminHub(Hub):
     """A hub with a policy (ASP.NET's ``[Authorize(Roles = "admin")]``): ``testuser`` is
     authenticated but not an admin, so its negotiate is refused with 403."""
 
-    @staticmethod
-    def authorize(user: Principal) -> bool:
-        return user.claims.get("role") == "admin"
+    authorize = staticmethod(is_admin_user)
 
     @hub_method("Echo")
     def echo(self, message: str) -> str:

@@ -16,7 +16,7 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
 
 from signalr_core.context import HubCallerContext, Principal
 
@@ -29,6 +29,7 @@ __all__ = [
     "HubAuthorizePolicy",
     "HubMethod",
     "ParameterInfo",
+    "UserPolicy",
     "discover_methods",
     "hub_method",
 ]
@@ -36,7 +37,14 @@ __all__ = [
 AuthorizePolicy = bool | Callable[[HubCallerContext], bool]
 """``True`` requires an authenticated user; a callable decides from the caller context."""
 
-HubAuthorizePolicy = bool | Callable[[Principal], bool]
+
+class UserPolicy(Protocol):
+    """A hub-wide authorization check of the authenticated user (see ``Hub.authorize``)."""
+
+    def __call__(self, user: Principal, /) -> bool: ...
+
+
+HubAuthorizePolicy = bool | UserPolicy
 """A hub's ``authorize``: ``True`` refuses anonymous requests (401); a callable also refuses
 (403) an authenticated user it returns ``False`` for, as ASP.NET's ``[Authorize(Roles=...)]``."""
 

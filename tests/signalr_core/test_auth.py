@@ -222,10 +222,13 @@ def test_request_from_scope_keeps_every_value_of_a_repeated_parameter() -> None:
     assert request.query_values == {"runId": ("a", "b", "a"), "x": ("1",)}
 
 
+def is_admin_user(user: Principal) -> bool:
+    """The hub policy: only users with the admin role."""
+    return user.claims.get("role") == "admin"
+
+
 class AdminHub(Hub):
-    @staticmethod
-    def authorize(user: Principal) -> bool:
-        return user.claims.get("role") == "admin"
+    authorize = staticmethod(is_admin_user)
 
     def whoami(self) -> str | None:
         return self.context.user_id
