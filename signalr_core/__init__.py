@@ -43,7 +43,8 @@ from signalr_core.errors import (
     ProtocolError,
     SignalRError,
 )
-from signalr_core.hub import Hub, hub_method
+from signalr_core.filters import HubFilter, HubInvocationContext, HubLifetimeContext
+from signalr_core.hub import Hub, HubAuthorizePolicy, UserPolicy, hub_method
 from signalr_core.lifetime import (
     CloseRequest,
     DefaultHubLifetimeManager,
@@ -93,6 +94,7 @@ __all__ = [
     "HandshakeRequest",
     "HttpTransportType",
     "Hub",
+    "HubAuthorizePolicy",
     "HubCallerClients",
     "HubCallerContext",
     "HubClients",
@@ -100,6 +102,9 @@ __all__ = [
     "HubContext",
     "HubEndpoint",
     "HubException",
+    "HubFilter",
+    "HubInvocationContext",
+    "HubLifetimeContext",
     "HubLifetimeManager",
     "HubMessage",
     "HubMethodNotFound",
@@ -122,6 +127,7 @@ __all__ = [
     "StreamInvocationMessage",
     "StreamItemMessage",
     "TransferFormat",
+    "UserPolicy",
     "default_protocols",
     "hub_method",
 ]

@@ -82,6 +82,7 @@ from signalr_core.errors import (
     MessageEncodeError,
     ProtocolError,
 )
+from signalr_core.filters import FilterPipeline
 from signalr_core.handshake import HANDSHAKE_CANCELED
 from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
@@ -262,6 +263,8 @@ class HubDispatcher:
         self.encode_cache = EncodeCache()
         self.local_lookup: Callable[[str], HubServerConnection | None] | None = None
         self._by_target: dict[str, HubMethod] = {}
+        # None without filters: the invocation path then calls the method directly.
+        self.filters = FilterPipeline.build(options.hub_filters, hub_class.filters)
 
     def lookup(self, target: str) -> HubMethod | None:
         """The method a wire target names (cached per exact spelling for known methods)."""
@@ -707,7 +710,8 @@ class HubServerConnection:
         forbidden = _results_forbidden.set("OnConnectedAsync")
         try:
             hub = self._new_hub()
-            await hub.on_connected()
+            filters = self._dispatcher.filters
+            await (hub.on_connected() if filters is None else filters.on_connected(hub))
         except Exception as exc:
             self._log.warning("signalr.on_connected_failed", error_type=type(exc).__name__)
             self.close(
@@ -821,7 +825,11 @@ class HubServerConnection:
                 await self._dispatcher.manager.on_disconnected(self)
             if self._hub_connected:
                 hub = self._new_hub()
-                await hub.on_disconnected(error)
+                filters = self._dispatcher.filters
+                if filters is None:
+                    await hub.on_disconnected(error)
+                else:
+                    await filters.on_disconnected(hub, error)
         except Exception:
             self._log.exception("signalr.on_disconnected_failed")
         finally:
@@ -962,7 +970,11 @@ class HubServerConnection:
             )
             return
         if isinstance(message, InvocationMessage) and not stream_ids:
-            if not method.is_coroutine and self._busy < self._options.max_parallel_invocations:
+            if (
+                not method.is_coroutine
+                and self._busy < self._options.max_parallel_invocations
+                and self._dispatcher.filters is None  # filters may suspend
+            ):
                 # A plain function cannot suspend: run it here, without a task switch.
                 await self._run_invocation(method, message, values)
             else:
@@ -1185,9 +1197,13 @@ class HubServerConnection:
         target = message.target
         try:
             hub = self._new_hub()
-            result = method.function(hub, *args)
-            if method.is_coroutine or inspect.isawaitable(result):
-                result = await result
+            filters = self._dispatcher.filters
+            if filters is not None:
+                result = await filters.invoke(hub, method, args)
+            else:
+                result = method.function(hub, *args)
+                if method.is_coroutine or inspect.isawaitable(result):
+                    result = await result
         except Exception as exc:
             self._log_failure("signalr.invocation_failed", target, exc)
             self._send_error(
@@ -1235,9 +1251,13 @@ class HubServerConnection:
             with scope:
                 try:
                     hub = self._new_hub()
-                    stream = method.function(hub, *args)
-                    if inspect.isawaitable(stream):
-                        stream = await stream
+                    filters = self._dispatcher.filters
+                    if filters is not None:
+                        stream = await filters.invoke(hub, method, args)
+                    else:
+                        stream = method.function(hub, *args)
+                        if inspect.isawaitable(stream):
+                            stream = await stream
                 except Exception as exc:
                     error = build_error_message(
                         f"An unexpected error occurred invoking '{target}' on the server.",

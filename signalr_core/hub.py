@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
 
@@ -22,6 +22,7 @@ from signalr_core.context import HubCallerContext, Principal
 
 if TYPE_CHECKING:
     from signalr_core.clients import GroupManager, HubCallerClients
+    from signalr_core.filters import HubFilter
 
 __all__ = [
     "AuthorizePolicy",
@@ -70,12 +71,15 @@ class Hub:
         authorize: Class attribute; ``True`` refuses anonymous connections (401); a
             ``staticmethod`` ``(Principal) -> bool`` also refuses authenticated users it
             returns ``False`` for (403 ``Forbidden``).
+        filters: Class attribute; :class:`~signalr_core.HubFilter` instances run around
+            this hub's invocations and hooks, after the endpoint's ``HubOptions.hub_filters``.
         context: The caller's :class:`~signalr_core.HubCallerContext`.
         clients: :class:`~signalr_core.clients.HubCallerClients` (all, caller, others, ...).
         groups: :class:`~signalr_core.clients.GroupManager` (``await add(id, group)``).
     """
 
     authorize: ClassVar[HubAuthorizePolicy] = False
+    filters: ClassVar[Sequence[HubFilter]] = ()
 
     context: HubCallerContext
     clients: HubCallerClients
