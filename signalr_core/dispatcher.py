@@ -101,11 +101,10 @@ from signalr_core.messages import (
     TransferFormat,
 )
 from signalr_core.options import HubOptions
-from signalr_core.transports import IncomingBuffer, OutgoingBuffer, TransportName
+from signalr_core.transports import IncomingBuffer, OutgoingBuffer, PollSlot, TransportName
 
 if TYPE_CHECKING:
     from signalr_core.protocols import HubProtocol
-    from signalr_core.transports.longpolling import PollSlot
 
 __all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnection"]
 
@@ -446,6 +445,12 @@ class HubServerConnection:
         )
         self.status = ConnectionStatus.ACTIVE
         self._log = self._log.bind(transport=str(transport))
+
+    @property
+    def binary(self) -> bool:
+        """The negotiated protocol writes binary frames (MessagePack)."""
+        protocol = self.protocol
+        return protocol is not None and protocol.transfer_format is TransferFormat.BINARY
 
     @property
     def incoming_limit(self) -> int:

@@ -2,8 +2,8 @@
 
 Every batch of frames queued since the last send goes out as one WebSocket message (the hub
 protocols are self-delimiting, and the clients parse several messages per WebSocket message).
-The frame type follows the negotiated protocol's transfer format, as ASP.NET's
-``ActiveFormat``: text for JSON (the handshake answer included), binary for MessagePack.
+The frame type follows the connection's transfer format, as ASP.NET's ``ActiveFormat``: for
+a hub, text for JSON (the handshake answer included), binary for MessagePack.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import time
 
 import anyio
 
-from signalr_core.dispatcher import HubServerConnection
-from signalr_core.messages import TransferFormat
-from signalr_core.transports import ASGIReceive, ASGISend
+from signalr_core.transports import ASGIReceive, ASGISend, TransportConnection
 
 __all__ = ["serve_websocket"]
 
@@ -27,7 +25,7 @@ _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 
 
 async def serve_websocket(
-    connection: HubServerConnection, receive: ASGIReceive, send: ASGISend
+    connection: TransportConnection, receive: ASGIReceive, send: ASGISend
 ) -> bool:
     """Pump bytes both ways until either side ends (the socket is already accepted).
 
@@ -64,7 +62,7 @@ async def serve_websocket(
 
 
 async def _receive_loop(
-    connection: HubServerConnection, receive: ASGIReceive, send: ASGISend, graceful: list[bool]
+    connection: TransportConnection, receive: ASGIReceive, send: ASGISend, graceful: list[bool]
 ) -> None:
     while True:
         message = await receive()
@@ -90,18 +88,17 @@ async def _receive_loop(
 
 
 async def _send_frames(
-    connection: HubServerConnection, send: ASGISend, chunks: list[bytes]
+    connection: TransportConnection, send: ASGISend, chunks: list[bytes]
 ) -> None:
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    protocol = connection.protocol
-    if protocol is not None and protocol.transfer_format is TransferFormat.BINARY:
+    if connection.binary:
         await send({"type": "websocket.send", "bytes": data})
     else:
         await send({"type": "websocket.send", "text": data.decode()})
 
 
 async def _send_loop(
-    connection: HubServerConnection, send: ASGISend, scope: anyio.CancelScope
+    connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
 ) -> None:
     outgoing = connection.outgoing
     try:
