@@ -25,6 +25,11 @@ from signalr_core.clients import (
     HubContext,
     SingleClientProxy,
 )
+from signalr_core.connection_handler import (
+    ConnectionContext,
+    ConnectionHandler,
+    ConnectionHandlerEndpoint,
+)
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.cors import CorsPolicy
 from signalr_core.endpoint import HubEndpoint
@@ -87,6 +92,9 @@ __all__ = [
     "CloseMessage",
     "CloseRequest",
     "CompletionMessage",
+    "ConnectionContext",
+    "ConnectionHandler",
+    "ConnectionHandlerEndpoint",
     "CorsPolicy",
     "DefaultHubLifetimeManager",
     "GroupManager",
