@@ -172,3 +172,40 @@ def test_transports_never_import_the_hub_dispatcher_or_the_endpoint() -> None:
                     "signalr_core.endpoint",
                     "signalr_core.connection_handler",
                 ), f"{source.name} imports {node.module}"
+
+
+class Stubborn(ConnectionHandler):
+    """Ignores the end of input: the connection must still end, after shutdown_timeout."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.started = anyio.Event()
+
+    async def on_connected(self, connection: ConnectionContext) -> None:
+        self.started.set()
+        with pytest.raises(UnicodeDecodeError):
+            await connection.send(b"\xff")  # a text connection takes UTF-8 only
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled = True
+            raise
+
+
+async def test_a_handler_ignoring_the_client_leaving_is_cancelled() -> None:
+    from signalr_core.connection_handler import RawConnection
+    from signalr_core.transports import TransportName
+
+    handler = Stubborn()
+    connection = RawConnection(
+        handler, HubOptions(shutdown_timeout=0.05), connection_id="c", connection_token="t"
+    )
+    connection.activate(TransportName.LONG_POLLING, user=None, headers={}, query={}, cookies={})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(connection.run)
+        await handler.started.wait()
+        connection.transport_closed()  # the client went away (DELETE)
+        with anyio.fail_after(5):
+            await connection.finished.wait()
+    assert handler.cancelled
+    assert connection.outgoing.closed
