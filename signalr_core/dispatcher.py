@@ -61,7 +61,7 @@ import enum
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
@@ -311,6 +311,39 @@ class _Upload:
 
 
 _Job = tuple[HubMethod, InvocationMessage, list[Any]]
+
+
+class _Workers:
+    """The connection's invocation workers, started on the first job (an idle connection has none).
+
+    ``max_parallel_invocations`` workers share one zero-capacity stream, so the sender waits
+    when all are busy (ASP.NET's invocation limit) without a task per message.
+    """
+
+    __slots__ = ("_connection", "_send", "_tg", "receive")
+
+    def __init__(self, connection: HubServerConnection, tg: anyio.abc.TaskGroup) -> None:
+        self._connection = connection
+        self._tg = tg
+        self._send: MemoryObjectSendStream[_Job] | None = None
+        self.receive: MemoryObjectReceiveStream[_Job] | None = None
+
+    async def send(self, job: _Job) -> None:
+        sender = self._send
+        if sender is None:
+            sender, self.receive = anyio.create_memory_object_stream[_Job](0)
+            self._send = sender
+            for _ in range(self._connection._options.max_parallel_invocations):
+                self._tg.start_soon(self._connection._worker, self.receive.clone())
+        await sender.send(job)
+
+    def close(self) -> None:
+        if self._send is not None:
+            self._send.close()
+        if self.receive is not None:
+            self.receive.close()
+
+
 _SEQUENCED = (
     InvocationMessage,
     StreamInvocationMessage,
@@ -332,7 +365,69 @@ class HubServerConnection:
         transport: The attached transport, ``None`` before.
         context: The hub caller context (set when a transport attaches).
         outgoing: Frames waiting for the transport.
+
+    An idle connection holds only what it needs: slots instead of a ``__dict__``, buffers that
+    allocate storage on use, workers started by the first invocation that needs one, the
+    logger, caller proxies and ``finished`` event made when first asked for (see
+    ``benchmarks/memory_bench.py`` and ``tests/signalr_core/test_memory.py``).
     """
+
+    __slots__ = (
+        "_acked_sequence",
+        "_busy",
+        "_caller_clients_cache",
+        "_client_timeout_armed",
+        "_close_requested",
+        "_dispatcher",
+        "_finished_event",
+        "_hub_connected",
+        "_incoming",
+        "_last_read",
+        "_last_write",
+        "_next_receive_id",
+        "_open",
+        "_options",
+        "_protocols",
+        "_received",
+        "_received_sequence",
+        "_registered",
+        "_replay",
+        "_replay_bytes",
+        "_replay_space",
+        "_result_ids",
+        "_results",
+        "_scope",
+        "_sent_sequence",
+        "_state",
+        "_stateful",
+        "_streams",
+        "_tg",
+        "_uploads",
+        "_workers",
+        "_wrote",
+        "aborted",
+        "connection_id",
+        "connection_token",
+        "context",
+        "created",
+        "current_poll",
+        "detached_since",
+        "direct_writer",
+        "items",
+        "last_poll",
+        "outgoing",
+        "poll_active",
+        "protocol",
+        "resuming",
+        "status",
+        "transport",
+        "transport_attached",
+        "transport_generation",
+        "transport_scope",
+        "use_stateful_reconnect",
+        "user",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -357,7 +452,7 @@ class HubServerConnection:
         self.outgoing = OutgoingBuffer(options.max_buffered_messages, options.max_buffered_bytes)
         self.protocol: HubProtocol | None = None
         self.created = time.monotonic()
-        self.finished = anyio.Event()
+        self._finished_event: anyio.Event | None = None
         self.poll_active = False
         self.last_poll = self.created
         self.current_poll: PollSlot | None = None
@@ -389,7 +484,7 @@ class HubServerConnection:
         self._received_sequence = 0  # the newest id processed (what we acknowledge)
         self._acked_sequence = 0
         # Sending side: encoded sequenced messages the client has not acknowledged yet.
-        self._replay: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._replay: collections.deque[tuple[int, bytes]] | None = None  # when stateful
         self._replay_bytes = 0
         self._sent_sequence = 0
         self._replay_space: anyio.Event | None = None
@@ -401,9 +496,39 @@ class HubServerConnection:
         self._results: dict[str, _PendingResult] = {}
         self._result_ids = 0
         self._tg: anyio.abc.TaskGroup | None = None
-        self._jobs: MemoryObjectReceiveStream[_Job] | None = None
-        self._caller_clients = HubCallerClients(dispatcher.manager, self, dispatcher.local_lookup)
-        self._log = _log.bind(connection_id=connection_id)
+        self._workers: _Workers | None = None
+        self._caller_clients_cache: HubCallerClients | None = None
+
+    @property
+    def _log(self) -> Any:
+        # Bound when something is logged (rare), not kept per connection.
+        if self.transport is None:
+            return _log.bind(connection_id=self.connection_id)
+        return _log.bind(connection_id=self.connection_id, transport=str(self.transport))
+
+    @property
+    def _caller_clients(self) -> HubCallerClients:
+        clients = self._caller_clients_cache
+        if clients is None:
+            dispatcher = self._dispatcher
+            clients = HubCallerClients(dispatcher.manager, self, dispatcher.local_lookup)
+            self._caller_clients_cache = clients
+        return clients
+
+    @property
+    def finished(self) -> anyio.Event:
+        """Set once the connection ended (``status`` is ``FINISHED``)."""
+        event = self._finished_event
+        if event is None:
+            event = self._finished_event = anyio.Event()
+            if self.status is ConnectionStatus.FINISHED:
+                event.set()
+        return event
+
+    def _set_finished(self) -> None:
+        self.status = ConnectionStatus.FINISHED
+        if self._finished_event is not None:
+            self._finished_event.set()
 
     # -- attaching a transport ---------------------------------------------------------------
 
@@ -430,11 +555,12 @@ class HubServerConnection:
             connection_id=self.connection_id,
             user=user,
             items=self.items,
-            headers=dict(headers),
-            query={k: v for k, v in query.items() if k != "access_token"},
-            cookies=dict(cookies),
+            # The request's own mappings (built for this request): no copies per connection.
+            headers=headers,
+            query=_without_token(query),
+            cookies=cookies,
             transport=str(transport),
-            query_values={k: v for k, v in (query_values or {}).items() if k != "access_token"},
+            query_values=_without_token(query_values or {}),
             on_abort=self.close,
         )
         self._state = HubConnectionState(
@@ -444,7 +570,6 @@ class HubServerConnection:
             detailed_errors=self._options.enable_detailed_errors,
         )
         self.status = ConnectionStatus.ACTIVE
-        self._log = self._log.bind(transport=str(transport))
 
     @property
     def binary(self) -> bool:
@@ -460,7 +585,7 @@ class HubServerConnection:
     async def feed(self, data: bytes) -> bool:
         """Hand received bytes to the message loop; ``False`` if the connection is gone."""
         if not data:
-            return not self.finished.is_set()
+            return self.status is not ConnectionStatus.FINISHED
         self._received = True
         return await self._incoming.put(data)
 
@@ -494,6 +619,7 @@ class HubServerConnection:
     def _enqueue_stateful(self, message: HubMessage, data: bytes) -> None:
         if isinstance(message, _SEQUENCED):
             self._sent_sequence += 1
+            assert self._replay is not None
             self._replay.append((self._sent_sequence, data))
             self._replay_bytes += len(data)
             if self._replay_bytes > self._options.stateful_reconnect_buffer_size:
@@ -546,7 +672,7 @@ class HubServerConnection:
             and self.transport is TransportName.WEBSOCKETS
         ):
             self.detached_since = now
-            self._log.info("signalr.transport_lost", replay_messages=len(self._replay))
+            self._log.info("signalr.transport_lost", replay_messages=len(self._replay or ()))
             return True
         self.transport_closed()
         return False
@@ -578,11 +704,12 @@ class HubServerConnection:
         protocol = self.protocol
         assert protocol is not None
         self.outgoing.drain()  # whatever was queued is either in the replay buffer or a ping
-        first = self._replay[0][0] if self._replay else self._sent_sequence + 1
+        replay = self._replay or ()
+        first = replay[0][0] if replay else self._sent_sequence + 1
         self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
-        for _, data in self._replay:
+        for _, data in replay:
             self.outgoing.put(data, force=True)
-        self._log.info("signalr.transport_resumed", replayed=len(self._replay), sequence=first)
+        self._log.info("signalr.transport_resumed", replayed=len(replay), sequence=first)
         return self.transport_generation
 
     def _enqueue(self, data: bytes) -> None:
@@ -630,8 +757,7 @@ class HubServerConnection:
     def _end_inactive(self) -> None:
         self.outgoing.close()
         self._incoming.close()
-        self.status = ConnectionStatus.FINISHED
-        self.finished.set()
+        self._set_finished()
 
     def tick(self, now: float) -> None:
         """Keep-alive and client-timeout bookkeeping, called about once a second."""
@@ -726,16 +852,16 @@ class HubServerConnection:
         finally:
             _results_forbidden.reset(forbidden)
         self._hub_connected = True
-        send, receive = anyio.create_memory_object_stream[_Job](0)
         loop_error: ProtocolError | None = None
-        async with anyio.create_task_group() as tg, send, receive:
-            self._tg, self._jobs = tg, receive
-            for _ in range(self._options.max_parallel_invocations):
-                tg.start_soon(self._worker, receive.clone())
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            workers = self._workers = _Workers(self, tg)
             try:
-                await self._message_loop(pending, tg, send)
+                await self._message_loop(pending, tg, workers)
             except ProtocolError as exc:
                 loop_error = exc
+            finally:
+                workers.close()
             tg.cancel_scope.cancel()
         if loop_error is not None:
             raise loop_error
@@ -755,6 +881,8 @@ class HubServerConnection:
                     if isinstance(event, HandshakeCompleted):
                         self.protocol = event.protocol
                         self._stateful = self.use_stateful_reconnect and event.version >= 2
+                        if self._stateful:
+                            self._replay = collections.deque()
                         self._flush_state()
                         return [
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
@@ -775,7 +903,7 @@ class HubServerConnection:
         self,
         pending: list[HubMessage],
         tg: anyio.abc.TaskGroup,
-        jobs: MemoryObjectSendStream[_Job],
+        jobs: _Workers,
     ) -> None:
         for pending_message in pending:
             if await self._dispatch(pending_message, tg, jobs):
@@ -821,7 +949,7 @@ class HubServerConnection:
             upload.send.close()
             upload.stream.close()
         self._uploads.clear()
-        self._tg = self._jobs = None
+        self._tg = self._workers = None
         for pending in self._results.values():
             pending.event.set()  # no completion: the waiter raises ClientUnavailableError
         forbidden = _results_forbidden.set("OnDisconnectedAsync")
@@ -840,15 +968,12 @@ class HubServerConnection:
         finally:
             _results_forbidden.reset(forbidden)
             self.outgoing.close()
-            self.status = ConnectionStatus.FINISHED
-            self.finished.set()
+            self._set_finished()
             self._log.debug("signalr.disconnected", error=type(error).__name__ if error else None)
 
     # -- dispatching ---------------------------------------------------------------------------
 
-    async def _dispatch(
-        self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: MemoryObjectSendStream[_Job]
-    ) -> bool:
+    async def _dispatch(self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: _Workers) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""
         if self._stateful:
             if isinstance(message, _SEQUENCED):
@@ -900,7 +1025,7 @@ class HubServerConnection:
         self,
         message: InvocationMessage | StreamInvocationMessage,
         tg: anyio.abc.TaskGroup,
-        jobs: MemoryObjectSendStream[_Job],
+        jobs: _Workers,
     ) -> None:
         target = message.target
         invocation_id = message.invocation_id
@@ -1105,7 +1230,8 @@ class HubServerConnection:
     def _lend_worker(self) -> _Loan | None:
         """While a worker waits for a client result, another takes its place (as ASP.NET
         releases the invocation slot), so the message loop can still read the answer."""
-        tg, jobs = self._tg, self._jobs
+        tg, workers = self._tg, self._workers
+        jobs = workers.receive if workers is not None else None
         if tg is None or jobs is None:
             return None
         try:
@@ -1302,6 +1428,16 @@ class HubServerConnection:
             if message.stream_ids:
                 self._close_uploads(message.stream_ids)
             self._send(CompletionMessage(invocation_id=invocation_id, error=error))
+
+
+_V = TypeVar("_V")
+
+
+def _without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
+    """``values`` without ``access_token`` (copied only when it is there)."""
+    if "access_token" not in values:
+        return values
+    return {k: v for k, v in values.items() if k != "access_token"}
 
 
 def _single_exception(exc: BaseException) -> BaseException:

@@ -13,7 +13,6 @@ interface both hub connections and raw connection-handler connections provide.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -120,40 +119,53 @@ class _Waiters:
     On asyncio each wait is one bare future (``anyio.Event()`` detects the async library and
     wraps an ``asyncio.Event``, about 7x the cost, and buffers wait once per message); other
     backends get an ``anyio.Event``. Cancellation works as for any await (anyio cancels the
-    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up.
+    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up. The list
+    exists only while someone waits (``parked`` is ``None`` otherwise: idle connections have
+    several of these).
     """
 
     __slots__ = ("parked",)
 
     def __init__(self) -> None:
-        self.parked: list[asyncio.Future[None] | anyio.Event] = []
+        self.parked: list[asyncio.Future[None] | anyio.Event] | None = None
+
+    def _park(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
+        if self.parked is None:
+            self.parked = [waiter]
+        else:
+            self.parked.append(waiter)
+
+    def _unpark(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
+        if self.parked is not None:
+            with contextlib.suppress(ValueError):
+                self.parked.remove(waiter)
 
     async def wait(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio
             event = anyio.Event()
-            self.parked.append(event)
+            self._park(event)
             try:
                 await event.wait()
             except BaseException:
-                with contextlib.suppress(ValueError):
-                    self.parked.remove(event)
+                self._unpark(event)
                 raise
             return
         future: asyncio.Future[None] = loop.create_future()
-        self.parked.append(future)
+        self._park(future)
         try:
             await future
         except BaseException:
-            with contextlib.suppress(ValueError):
-                self.parked.remove(future)
+            self._unpark(future)
             raise
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
         parked = self.parked
-        self.parked = []
+        if parked is None:
+            return
+        self.parked = None
         for waiter in parked:
             if isinstance(waiter, asyncio.Future):
                 if not waiter.done():
@@ -191,7 +203,9 @@ class OutgoingBuffer:
     )
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
-        self._chunks: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: frames are only appended and taken all at once, and an empty
+        # list holds no storage (an empty deque allocates a 64-slot block per connection).
+        self._chunks: list[bytes] = []
         self._nbytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -246,8 +260,10 @@ class OutgoingBuffer:
 
     def drain(self) -> list[bytes]:
         """Take every queued frame."""
-        chunks = list(self._chunks)
-        self._chunks.clear()
+        chunks = self._chunks
+        if not chunks:
+            return []
+        self._chunks = []
         self._nbytes = 0
         if self._space_waiters.parked:
             self._space_waiters.wake()
@@ -257,7 +273,7 @@ class OutgoingBuffer:
         """Stop accepting frames; the transport sends what is queued (unless ``discard``)."""
         self._closed = True
         if discard:
-            self._chunks.clear()
+            self._chunks = []
             self._nbytes = 0
         self._data_waiters.wake()
         self._space_waiters.wake()
@@ -291,12 +307,16 @@ class IncomingBuffer:
         "_closed",
         "_data_waiters",
         "_ended",
+        "_head",
         "_space_waiters",
         "max_bytes",
     )
 
     def __init__(self, max_bytes: int) -> None:
-        self._chunks: collections.deque[bytes] = collections.deque()
+        # A list read from ``_head`` (compacted as it goes), not a deque: an empty list holds
+        # no storage, and most connections are idle with nothing queued.
+        self._chunks: list[bytes] = []
+        self._head = 0
         self._bytes = 0
         self.max_bytes = max_bytes
         self._ended = False  # no more chunks will come; queued ones are still read
@@ -322,11 +342,22 @@ class IncomingBuffer:
 
     async def get(self) -> bytes | None:
         """The next chunk; ``None`` once input ended and everything was read (or closed)."""
-        while not self._chunks:
+        while self._head >= len(self._chunks):
             if self._ended or self._closed:
                 return None
             await self._data_waiters.wait()
-        chunk = self._chunks.popleft()
+        chunks, head = self._chunks, self._head
+        chunk = chunks[head]
+        head += 1
+        if head == len(chunks):
+            chunks.clear()  # frees the list's storage
+            head = 0
+        elif head >= 64 and head * 2 >= len(chunks):
+            del chunks[:head]  # amortized O(1) per chunk
+            head = 0
+        else:
+            chunks[head - 1] = b""  # do not keep the bytes alive until compaction
+        self._head = head
         self._bytes -= len(chunk)
         if self._space_waiters.parked:
             self._space_waiters.wake()
@@ -340,7 +371,8 @@ class IncomingBuffer:
     def close(self) -> None:
         """The reader is gone: drop what is queued and refuse further chunks."""
         self._closed = True
-        self._chunks.clear()
+        self._chunks = []
+        self._head = 0
         self._bytes = 0
         self._wake()
 
