@@ -132,10 +132,14 @@ class EndpointConnection(TransportConnection, Protocol):
     status: ConnectionStatus
     transport: TransportName | None
     created: float
-    finished: anyio.Event
     detached_since: float | None
     resuming: bool
     use_stateful_reconnect: bool
+
+    @property
+    def finished(self) -> anyio.Event:
+        """Set once the connection has ended."""
+        ...
 
     @property
     def can_resume(self) -> bool: ...
