@@ -48,7 +48,14 @@ from signalr_core.errors import (
     ProtocolError,
     SignalRError,
 )
-from signalr_core.filters import HubFilter, HubInvocationContext, HubLifetimeContext
+from signalr_core.filters import (
+    DisconnectedNext,
+    HubFilter,
+    HubInvocationContext,
+    HubLifetimeContext,
+    InvokeNext,
+    LifetimeNext,
+)
 from signalr_core.hub import Hub, HubAuthorizePolicy, UserPolicy, hub_method
 from signalr_core.lifetime import (
     CloseRequest,
@@ -97,6 +104,7 @@ __all__ = [
     "ConnectionHandlerEndpoint",
     "CorsPolicy",
     "DefaultHubLifetimeManager",
+    "DisconnectedNext",
     "GroupManager",
     "HandshakeError",
     "HandshakeRequest",
@@ -121,7 +129,9 @@ __all__ = [
     "InvalidArguments",
     "InvocationError",
     "InvocationMessage",
+    "InvokeNext",
     "JsonHubProtocol",
+    "LifetimeNext",
     "LocalConnection",
     "MessageEncodeError",
     "MessagePackHubProtocol",

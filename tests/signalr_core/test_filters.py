@@ -11,14 +11,16 @@ import anyio.to_thread
 import pytest
 
 from signalr_core import (
+    DisconnectedNext,
     HubEndpoint,
     HubException,
     HubFilter,
     HubInvocationContext,
     HubLifetimeContext,
     HubOptions,
+    InvokeNext,
+    LifetimeNext,
 )
-from signalr_core.filters import DisconnectedNext, InvokeNext, LifetimeNext
 from tests.signalr_core._hub_server import FeatureHub, json_ws, running_server
 
 pytestmark = pytest.mark.timeout(30)
@@ -198,3 +200,26 @@ async def test_filters_see_streaming_methods_and_upload_streams() -> None:
 def test_filters_must_be_hub_filters() -> None:
     with pytest.raises(TypeError, match="HubFilter instances"):
         HubEndpoint(FeatureHub, options=HubOptions(hub_filters=[object()]))  # type: ignore[list-item]
+
+
+class Gate(HubFilter):
+    """Refuses connections without ``?key=open`` from ``on_connected``."""
+
+    async def on_connected(self, context: HubLifetimeContext, next: LifetimeNext) -> None:
+        if context.context.query.get("key") != "open":
+            raise HubException("Closed for maintenance")
+        await next(context)
+
+
+async def test_a_filter_refusing_on_connected_closes_the_connection() -> None:
+    endpoint = HubEndpoint(FeatureHub, options=HubOptions(hub_filters=[Gate()]))
+    async with running_server(endpoint) as url:
+        async with json_ws(url + "?key=open") as client:
+            assert (await client.invoke("Echo", "in"))["result"] == "in"
+        async with json_ws(url) as client:
+            # As an exception from on_connected: Close with the error (a HubException's text
+            # shows even with detailed errors off).
+            assert await client.receive() == {
+                "type": 7,
+                "error": "Connection closed with an error. HubException: Closed for maintenance",
+            }
