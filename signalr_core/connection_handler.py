@@ -30,7 +30,8 @@ is more than half full (backpressure), so neither direction holds unbounded memo
 The connection ends when ``on_connected`` returns or raises (what was sent is still
 delivered: the WebSocket closes with 1000, the SSE response ends, the next poll answers 204),
 when the client goes away (``receive`` then returns ``None``; a handler that keeps running is
-cancelled after ``shutdown_timeout``), on :meth:`ConnectionContext.abort`, and on shutdown.
+cancelled after ``shutdown_timeout``; shutdown does the same), and on
+:meth:`ConnectionContext.abort`.
 
 Frames are text unless the handler sets ``connection.transfer_format`` to
 :attr:`~signalr_core.TransferFormat.BINARY` (ASP.NET's ``ActiveFormat``): text WebSocket
@@ -200,7 +201,7 @@ class RawConnection:
         self.resuming = False
         self.use_stateful_reconnect = False
         self._scope: anyio.CancelScope | None = None
-        self._ended = False
+        self._winding_down = False  # no more input; the handler has shutdown_timeout to end
         self._log = _log.bind(connection_id=connection_id)
 
     # -- what the transports need ---------------------------------------------------------------
@@ -225,11 +226,17 @@ class RawConnection:
     def transport_closed(self) -> None:
         """The client went away: the handler reads ``None`` and has ``shutdown_timeout`` to
         return before it is cancelled."""
+        self._wind_down()
+
+    def _wind_down(self) -> None:
         self.incoming.end()
-        scope = self._scope
-        if scope is not None and not self._ended:
-            deadline = anyio.current_time() + self._options.shutdown_timeout
-            scope.deadline = min(scope.deadline, deadline)
+        self._winding_down = True
+        if self._scope is not None:
+            self._grace(self._scope)
+
+    def _grace(self, scope: anyio.CancelScope) -> None:
+        deadline = anyio.current_time() + self._options.shutdown_timeout
+        scope.deadline = min(scope.deadline, deadline)
 
     def transport_lost(self, *, graceful: bool, now: float) -> bool:
         """The WebSocket ended: the connection ends too (no stateful reconnect)."""
@@ -276,8 +283,14 @@ class RawConnection:
         self._log = self._log.bind(transport=str(transport))
 
     def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
-        """End the connection after what is queued is sent (shutdown; no Close message)."""
-        self._stop()
+        """Wind the connection down (shutdown): as when the client leaves, the handler reads
+        ``None`` and is cancelled if it has not returned after ``shutdown_timeout``; what it
+        sent is still delivered. Raw connections have no Close message (``error`` and
+        ``allow_reconnect`` are for hubs)."""
+        if self.status is ConnectionStatus.INACTIVE:
+            self._end()
+        else:
+            self._wind_down()
 
     def tick(self, now: float) -> None:
         """Nothing to keep alive: raw connections have no pings or client timeout."""
@@ -299,7 +312,6 @@ class RawConnection:
             self._end()
 
     def _end(self) -> None:
-        self._ended = True
         self.incoming.close()
         self.outgoing.close()
         self.status = ConnectionStatus.FINISHED
@@ -314,6 +326,8 @@ class RawConnection:
                 self._scope = scope
                 if self.aborted:
                     scope.cancel()
+                elif self._winding_down:
+                    self._grace(scope)
                 self._log.debug("signalr.connected")
                 await self._handler.on_connected(context)
         except Exception:

@@ -209,3 +209,26 @@ async def test_a_handler_ignoring_the_client_leaving_is_cancelled() -> None:
             await connection.finished.wait()
     assert handler.cancelled
     assert connection.outgoing.closed
+
+
+class Farewell(ConnectionHandler):
+    async def on_connected(self, connection: ConnectionContext) -> None:
+        async for _ in connection:
+            pass
+        await connection.send("goodbye")  # input ended (shutdown): a last word still goes out
+
+
+async def test_shutdown_ends_input_and_delivers_what_the_handler_sends_last() -> None:
+    from signalr_core.connection_handler import RawConnection
+    from signalr_core.transports import TransportName
+
+    connection = RawConnection(Farewell(), HubOptions(), connection_id="c", connection_token="t")
+    connection.activate(TransportName.WEBSOCKETS, user=None, headers={}, query={}, cookies={})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(connection.run)
+        await anyio.wait_all_tasks_blocked()
+        connection.close(None, allow_reconnect=True)
+        with anyio.fail_after(5):
+            await connection.finished.wait()
+    assert connection.outgoing.drain() == [b"goodbye"]
+    assert connection.outgoing.closed
