@@ -329,12 +329,31 @@ class RawConnection:
                 elif self._winding_down:
                     self._grace(scope)
                 self._log.debug("signalr.connected")
-                await self._handler.on_connected(context)
-        except Exception:
+                async with anyio.create_task_group() as tg:
+                    if self.transport is TransportName.WEBSOCKETS:
+                        tg.start_soon(self._write_socket)
+                    await self._handler.on_connected(context)
+                    tg.cancel_scope.cancel()
+        except Exception:  # the handler's failure (in a group, from the task group)
             self._log.exception("signalr.connection_handler_failed")
         finally:
             self._end()
+            if self.direct_writer is not None and self.transport_scope is not None:
+                # This connection was the WebSocket's writer: the request task takes over,
+                # sends what is left and the close frame.
+                self.transport_scope.cancel()
             self._log.debug("signalr.disconnected", aborted=self.aborted)
+
+    async def _write_socket(self) -> None:
+        """With a WebSocket the transport only reads: this task writes what the handler sends
+        (through the transport's ``direct_writer``, once attached)."""
+        outgoing = self.outgoing
+        while True:
+            writer = self.direct_writer
+            if writer is not None and len(outgoing):
+                await writer(outgoing.drain())
+            else:
+                await outgoing.wait_notified()  # the next put, close, or a transport attaching
 
 
 class ConnectionHandlerEndpoint(ConnectionEndpoint[RawConnection]):

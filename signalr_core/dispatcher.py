@@ -101,7 +101,13 @@ from signalr_core.messages import (
     TransferFormat,
 )
 from signalr_core.options import HubOptions
-from signalr_core.transports import IncomingBuffer, OutgoingBuffer, PollSlot, TransportName
+from signalr_core.transports import (
+    IncomingBuffer,
+    OutgoingBuffer,
+    PollSlot,
+    TransportName,
+    wait_for_input_or_output,
+)
 
 if TYPE_CHECKING:
     from signalr_core.protocols import HubProtocol
@@ -335,7 +341,10 @@ class _Workers:
             self._send = sender
             for _ in range(self._connection._options.max_parallel_invocations):
                 self._tg.start_soon(self._connection._worker, self.receive.clone())
-        await sender.send(job)
+        try:
+            sender.send_nowait(job)
+        except anyio.WouldBlock:  # every worker is busy: waiting may take long
+            await self._connection._writing_while(sender.send(job))
 
     def close(self) -> None:
         if self._send is not None:
@@ -798,11 +807,14 @@ class HubServerConnection:
         error: Exception | None = None
         try:
             try:
-                with anyio.CancelScope() as scope:
-                    self._scope = scope
+                # One task group for the whole life (handshake included): its cancel scope is
+                # what close() cancels, and it holds the workers and streams (a separate scope
+                # per connection would cost memory for nothing).
+                async with anyio.create_task_group() as tg:
+                    self._scope = tg.cancel_scope
                     if self._close_requested:
-                        scope.cancel()
-                    await self._serve()
+                        tg.cancel_scope.cancel()
+                    await self._serve(tg)
             except BaseExceptionGroup as group:
                 single = _single_exception(group)
                 if single is group:
@@ -828,7 +840,7 @@ class HubServerConnection:
             with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
                 await self._finish(error)
 
-    async def _serve(self) -> None:
+    async def _serve(self, tg: anyio.abc.TaskGroup) -> None:
         pending = await self._handshake()
         if pending is None:
             return
@@ -852,25 +864,19 @@ class HubServerConnection:
         finally:
             _results_forbidden.reset(forbidden)
         self._hub_connected = True
-        loop_error: ProtocolError | None = None
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            workers = self._workers = _Workers(self, tg)
-            try:
-                await self._message_loop(pending, tg, workers)
-            except ProtocolError as exc:
-                loop_error = exc
-            finally:
-                workers.close()
-            tg.cancel_scope.cancel()
-        if loop_error is not None:
-            raise loop_error
+        self._tg = tg
+        workers = self._workers = _Workers(self, tg)
+        try:
+            await self._message_loop(pending, tg, workers)
+        finally:
+            workers.close()
+        tg.cancel_scope.cancel()  # the client closed: end the workers and streams
 
     async def _handshake(self) -> list[HubMessage] | None:
         state = self._state
         assert state is not None
         with anyio.move_on_after(self._options.handshake_timeout):
-            while (chunk := await self._incoming.get()) is not None:
+            while (chunk := await self._read()) is not None:
                 try:
                     state.receive_data(chunk)
                 except HandshakeError:
@@ -910,37 +916,70 @@ class HubServerConnection:
                 return
         state = self._state
         assert state is not None
-        incoming = self._incoming
-        outgoing = self.outgoing
         while True:
-            chunk = await incoming.get()
+            chunk = await self._read()
             if chunk is None:
                 return
-            # With a WebSocket, frames written while this chunk is handled are sent from here
-            # when the transport's writer is idle (no wake-up of the writer task per reply).
-            held = self.direct_writer is not None
-            if held:
-                outgoing.hold()
             try:
-                try:
-                    state.receive_data(chunk)
-                except ProtocolError:
-                    # Messages decoded before the bad frame still run, as ASP.NET reads them.
-                    for event in state.events_received():
-                        if not isinstance(event, HandshakeCompleted):
-                            await self._dispatch(event, tg, jobs)
-                    raise
+                state.receive_data(chunk)
+            except ProtocolError:
+                # Messages decoded before the bad frame still run, as ASP.NET reads them.
                 for event in state.events_received():
-                    if isinstance(event, HandshakeCompleted):
-                        continue
-                    if await self._dispatch(event, tg, jobs):
-                        return
-                # (Re-read: a transport that left while a method ran has cleared it.)
-                direct = self.direct_writer
-                if held and direct is not None and (frames := outgoing.take_held()) is not None:
-                    await direct(frames)
+                    if not isinstance(event, HandshakeCompleted):
+                        await self._dispatch(event, tg, jobs)
+                raise
+            for event in state.events_received():
+                if isinstance(event, HandshakeCompleted):
+                    continue
+                if await self._dispatch(event, tg, jobs):
+                    return
+
+    async def _read(self) -> bytes | None:
+        """The next received chunk (``None`` at the end); meanwhile, with a WebSocket attached,
+        send what is queued: the message loop is the socket's writer, so replies to a chunk go
+        out before the next chunk is read and an idle connection needs no writer task."""
+        incoming, outgoing = self._incoming, self.outgoing
+        while True:
+            # (Re-read each time: a transport that left, or a new one, changes it.)
+            writer = self.direct_writer
+            if writer is not None and len(outgoing):
+                await writer(outgoing.drain())
+            elif incoming.ready:
+                return incoming.get_nowait()
+            else:
+                await wait_for_input_or_output(
+                    incoming,
+                    outgoing if self.transport is TransportName.WEBSOCKETS else None,
+                    can_send=writer is not None,
+                )
+
+    async def _writing_while(self, blocked: Awaitable[None]) -> None:
+        """Await ``blocked`` (the message loop waits for a worker or for room in an upload
+        stream) while a helper task does the loop's writing: the method it waits for may need
+        frames to go out first."""
+        tg = self._tg
+        if self.direct_writer is None or tg is None:
+            await blocked
+            return
+        stop = [False]
+        async with anyio.create_task_group() as helper:
+            helper.start_soon(self._help_write, stop)
+            try:
+                await blocked
             finally:
-                outgoing.release()
+                stop[0] = True
+                self.outgoing.notify()
+
+    async def _help_write(self, stop: list[bool]) -> None:
+        outgoing = self.outgoing
+        while True:
+            writer = self.direct_writer
+            if writer is not None and len(outgoing):
+                await writer(outgoing.drain())
+            elif stop[0]:
+                return
+            else:
+                await outgoing.wait_notified()
 
     async def _finish(self, error: Exception | None) -> None:
         self._open = False
@@ -969,6 +1008,10 @@ class HubServerConnection:
             _results_forbidden.reset(forbidden)
             self.outgoing.close()
             self._set_finished()
+            if self.direct_writer is not None and self.transport_scope is not None:
+                # The message loop was the WebSocket's writer: the request task takes over,
+                # sends what is left and the close frame.
+                self.transport_scope.cancel()
             self._log.debug("signalr.disconnected", error=type(error).__name__ if error else None)
 
     # -- dispatching ---------------------------------------------------------------------------
@@ -1108,7 +1151,6 @@ class HubServerConnection:
                 # A plain function cannot suspend: run it here, without a task switch.
                 await self._run_invocation(method, message, values)
             else:
-                self.outgoing.release()  # waiting for a worker may take long: writer, go on
                 # Counted before the hand-over: a later plain function in the same chunk must
                 # not run inline before the worker has started this one (order is kept).
                 self._busy += 1
@@ -1186,9 +1228,12 @@ class HubServerConnection:
                 ),
             )
             return
-        self.outgoing.release()  # the method may need the writer to make room: never hold
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await upload.send.send(value)  # items after the method ended are dropped
+            try:
+                upload.send.send_nowait(value)
+            except anyio.WouldBlock:  # the method may need frames to go out to make room
+                await self._writing_while(upload.send.send(value))
+            # items after the method ended are dropped
 
     def _complete_upload(self, stream_id: str, error: str | None) -> None:
         # The entry stays until the method ends (_close_uploads), which closes both sides.

@@ -3,8 +3,9 @@
 Each transport only moves bytes: incoming bytes go to the connection's ``feed`` (parsing
 happens in the connection's own task, not in the socket loop); outgoing bytes come from the
 connection's :class:`OutgoingBuffer`, drained in batches so one socket write carries every
-message queued since the last one (for WebSockets, a hub connection's message loop may send its
-own replies directly while the transport's send loop is idle: see "Direct writes").
+message queued since the last one (Server-Sent Events and Long Polling drain it in the request
+task; for WebSockets the connection itself is the writer, see
+:attr:`TransportConnection.direct_writer`).
 
 The transports know a connection only through :class:`TransportConnection`, the narrow
 interface both hub connections and raw connection-handler connections provide.
@@ -30,6 +31,7 @@ __all__ = [
     "TransportName",
     "discard_body",
     "send_response",
+    "wait_for_input_or_output",
 ]
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
@@ -69,8 +71,11 @@ class TransportConnection(Protocol):
         transport_attached: A streaming transport (WebSockets, SSE) is attached.
         transport_scope: The attached transport's cancel scope (cancelled to take it away).
         direct_writer: Set by the WebSockets transport while attached: sends frames on its
-            socket (a hub connection's direct path, see :class:`OutgoingBuffer`).
+            socket. The transport only reads; while this is set the connection is the
+            socket's writer (it drains :attr:`outgoing` itself), and when the connection ends
+            it cancels :attr:`transport_scope` so the transport sends what is left and closes.
         transport_generation: Changes when a new transport takes the connection over.
+        resuming: A new transport is taking the connection over (stateful reconnect).
         current_poll: The pending Long Polling request.
         poll_active: A Long Polling request is pending.
         last_poll: When the last poll ended (``time.monotonic()``).
@@ -82,6 +87,7 @@ class TransportConnection(Protocol):
     transport_scope: anyio.CancelScope | None
     direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
     transport_generation: int
+    resuming: bool
     current_poll: PollSlot | None
     poll_active: bool
     last_poll: float
@@ -136,29 +142,15 @@ class _Waiters:
             self.parked.append(waiter)
 
     def _unpark(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
-        if self.parked is not None:
+        parked = self.parked
+        if parked is not None:
             with contextlib.suppress(ValueError):
-                self.parked.remove(waiter)
+                parked.remove(waiter)
+            if not parked:
+                self.parked = None
 
     async def wait(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio
-            event = anyio.Event()
-            self._park(event)
-            try:
-                await event.wait()
-            except BaseException:
-                self._unpark(event)
-                raise
-            return
-        future: asyncio.Future[None] = loop.create_future()
-        self._park(future)
-        try:
-            await future
-        except BaseException:
-            self._unpark(future)
-            raise
+        await _wait_any(self)
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
@@ -174,6 +166,25 @@ class _Waiters:
                 waiter.set()
 
 
+async def _wait_any(*sets: _Waiters) -> None:
+    """Park one waiter in every set; return when any of them is woken."""
+    waiter: asyncio.Future[None] | anyio.Event
+    try:
+        waiter = asyncio.get_running_loop().create_future()
+    except RuntimeError:  # not asyncio
+        waiter = anyio.Event()
+    for waiters in sets:
+        waiters._park(waiter)
+    try:
+        if isinstance(waiter, asyncio.Future):
+            await waiter
+        else:
+            await waiter.wait()
+    finally:
+        for waiters in sets:
+            waiters._unpark(waiter)
+
+
 class OutgoingBuffer:
     """A bounded queue of encoded frames waiting for the transport.
 
@@ -182,20 +193,16 @@ class OutgoingBuffer:
     wait (server-to-client streams) call :meth:`wait_writable` first, which waits while the
     buffer is more than half full.
 
-    **Direct writes.** The transport's writer task parks in :meth:`wait`. The connection's
-    message loop may :meth:`hold` the buffer while it handles one received chunk: puts then do
-    not wake the writer, and when the handling ends :meth:`take_held` hands the frames to the
-    loop to send itself if the writer is parked (so a round trip costs no task switch to the
-    writer). The holder stays the only writer until :meth:`release`, which wakes the writer
-    if frames are left; the writer never drains while the buffer is held, so frames keep
-    their order. Limits and slow-consumer handling are unchanged.
+    One task at a time is the buffer's writer: the Server-Sent Events and Long Polling
+    request tasks wait in :meth:`wait`; with a WebSocket, the connection's message loop waits
+    for received data and queued frames at once (:func:`wait_for_input_or_output`), so an idle
+    WebSocket connection has no writer task of its own.
     """
 
     __slots__ = (
         "_chunks",
         "_closed",
         "_data_waiters",
-        "_held",
         "_max_bytes",
         "_max_messages",
         "_nbytes",
@@ -210,7 +217,6 @@ class OutgoingBuffer:
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._closed = False
-        self._held = False
         self._data_waiters = _Waiters()
         self._space_waiters = _Waiters()
 
@@ -237,26 +243,13 @@ class OutgoingBuffer:
             return False
         self._chunks.append(data)
         self._nbytes += len(data)
-        if self._data_waiters.parked and not self._held:
+        if self._data_waiters.parked:
             self._data_waiters.wake()
         return True
 
-    def hold(self) -> None:
-        """Keep the writer parked: the caller will :meth:`take_held` or :meth:`release`."""
-        self._held = True
-
-    def take_held(self) -> list[bytes] | None:
-        """While held: every queued frame if the writer is parked (send them, then release)."""
-        if self._held and self._chunks and self._data_waiters.parked:
-            return self.drain()
-        return None
-
-    def release(self) -> None:
-        """End a :meth:`hold`; wake the writer if there is something to send."""
-        if self._held:
-            self._held = False
-            if (self._chunks or self._closed) and self._data_waiters.parked:
-                self._data_waiters.wake()
+    def notify(self) -> None:
+        """Wake the writer without a frame (it has something else to look at)."""
+        self._data_waiters.wake()
 
     def drain(self) -> list[bytes]:
         """Take every queued frame."""
@@ -279,9 +272,13 @@ class OutgoingBuffer:
         self._space_waiters.wake()
 
     async def wait(self) -> None:
-        """Wait until a frame is queued or the buffer is closed (and it is not held)."""
-        while self._held or not (self._chunks or self._closed):
+        """Wait until a frame is queued or the buffer is closed."""
+        while not (self._chunks or self._closed):
             await self._data_waiters.wait()
+
+    async def wait_notified(self) -> None:
+        """Wait for the next put, close or :meth:`notify` (even if frames are queued)."""
+        await self._data_waiters.wait()
 
     async def wait_writable(self) -> None:
         """Wait while the buffer is more than half full (backpressure for streams)."""
@@ -340,13 +337,22 @@ class IncomingBuffer:
             self._data_waiters.wake()
         return True
 
+    @property
+    def ready(self) -> bool:
+        """:meth:`get_nowait` has an answer: a chunk is queued, or input ended."""
+        return self._head < len(self._chunks) or self._ended or self._closed
+
     async def get(self) -> bytes | None:
         """The next chunk; ``None`` once input ended and everything was read (or closed)."""
-        while self._head >= len(self._chunks):
-            if self._ended or self._closed:
-                return None
+        while not self.ready:
             await self._data_waiters.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> bytes | None:
+        """The next chunk, ``None`` when nothing is queued (see :attr:`ready`)."""
         chunks, head = self._chunks, self._head
+        if head >= len(chunks):
+            return None
         chunk = chunks[head]
         head += 1
         if head == len(chunks):
@@ -379,6 +385,24 @@ class IncomingBuffer:
     def _wake(self) -> None:
         self._data_waiters.wake()
         self._space_waiters.wake()
+
+
+async def wait_for_input_or_output(
+    incoming: IncomingBuffer, outgoing: OutgoingBuffer | None, *, can_send: bool = True
+) -> None:
+    """Wait until ``incoming`` is :attr:`~IncomingBuffer.ready` or ``outgoing`` changes.
+
+    The WebSocket message loop's one wait: it reads and writes, with no writer task. With
+    ``can_send``, queued frames end the wait at once; without (no socket attached yet), only
+    the next put, close or :meth:`~OutgoingBuffer.notify` does. ``outgoing=None`` waits for
+    input only.
+    """
+    if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
+        return
+    if outgoing is None:
+        await incoming._data_waiters.wait()
+    else:
+        await _wait_any(incoming._data_waiters, outgoing._data_waiters)
 
 
 async def send_response(
