@@ -6,15 +6,16 @@ Theory of operation
 A :class:`HubServerConnection` is created by negotiate (or by a WebSocket request without an
 id) and started when a transport attaches. Its :meth:`~HubServerConnection.run` task lives in
 the endpoint's task group, so Long Polling and Server-Sent Events connections outlive the HTTP
-requests that carry them. ``run`` is one cancel scope around one task group:
+requests that carry them. ``run`` is one task group (handshake included; its cancel scope is
+what closing cancels):
 
 * the **message loop** reads byte chunks the transport fed in (an
   :class:`~signalr_core.transports.IncomingBuffer`, bounded in bytes), hands
   them to the sans-I/O :class:`~signalr_core.connection.HubConnectionState` and dispatches the
   decoded messages in order;
-* ``max_parallel_invocations`` **invocation workers** take non-streaming invocations from a
-  zero-capacity stream, so the loop waits when all are busy (ASP.NET's invocation limit)
-  without creating a task per message;
+* ``max_parallel_invocations`` **invocation workers**, started by the first invocation that
+  needs one, take non-streaming invocations from a zero-capacity stream, so the loop waits
+  when all are busy (ASP.NET's invocation limit) without creating a task per message;
 * one task per **server-to-client stream** and per method taking **client-to-server streams**
   (they do not count against the limit, as in ASP.NET); each stream has its own cancel scope
   for ``CancelInvocation``.
@@ -23,40 +24,40 @@ The first failure cancels everything; ``run`` then unregisters the connection, c
 ``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
 sends what is left and ends. Writes never block: frames go to the bounded
 :class:`~signalr_core.transports.OutgoingBuffer` and a connection whose buffer is full is
-aborted. Server-to-client streams wait for buffer space instead (backpressure). With a
-WebSocket, the message loop holds the buffer while it handles one received chunk and then
-sends what that produced itself if the transport's send loop is idle (a reply costs no
-wake-up of another task); see ``OutgoingBuffer`` for why order and limits are kept.
+aborted. Server-to-client streams wait for buffer space instead (backpressure).
+
+**The WebSocket writer.** With a WebSocket attached (``direct_writer``), the message loop is
+also the socket's writer: it waits for received data and queued frames at once, sends what
+is queued before it reads the next chunk (so a reply costs no wake-up of another task), and
+has no writer task beside it. While it waits for a busy worker or a full upload stream, a
+helper task writes for it (the method it waits for may need frames to go out). A slow reader
+still fills the bounded buffer and is aborted. When the connection ends, the request task
+sends what is left and the close frame (see :mod:`signalr_core.transports.websockets`).
 
 **Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
 
-**Client results.** :meth:`~HubServerConnection.invoke_client` sends an Invocation with an id
-(``r1``, ``r2``, ...) and waits on an entry of the connection's pending-results table (at most
-``max_pending_client_results``); the message loop hands the client's Completion to it, and
-``_finish`` wakes every waiter with "disconnected". A hub method that waits for a client result
-from an invocation worker lends its slot: a loan worker takes jobs until the result arrives
-(only while waiting for a job is it cancelled), so the message loop never blocks behind a
-method that needs the loop to read the answer (ASP.NET 8 releases its semaphore the same way).
+**Client results** (:mod:`signalr_core._results`): :meth:`~HubServerConnection.invoke_client`
+waits on an entry of the connection's table, made by its first client result; a worker that
+waits lends its slot so that the message loop can read the answer.
 
-**Stateful reconnect.** With protocol version 2 on a connection that negotiated it, every
-sequenced message sent (Invocation, StreamItem, Completion, StreamInvocation,
-CancelInvocation) is numbered and kept, encoded, in a bounded replay buffer until the client's
-Ack covers it; incoming sequenced messages are numbered too, and after the client's Sequence
-message those already processed are skipped. When the WebSocket breaks (no close frame from
-the client, no close by the server), :meth:`~HubServerConnection.transport_lost` keeps the
-connection (its task group keeps running) for ``disconnect_timeout``; a WebSocket request with
-the same token calls :meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the
-replay buffer before anything else.
+**Stateful reconnect** (:mod:`signalr_core._sequencing` keeps the sequence ids and the bounded
+replay buffer, sans-I/O). When the WebSocket breaks (no close frame from the client, no close
+by the server), :meth:`~HubServerConnection.transport_lost` keeps the connection (its task
+group keeps running) for ``disconnect_timeout``; a WebSocket request with the same token calls
+:meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the replay buffer before
+anything else.
+
+**Memory per idle connection.** An idle WebSocket connection holds one task of its own (``run``)
+and one task group: no writer task, no workers (started by the first job that needs one), no
+buffer storage while empty, no replay buffer or client-results table unless used.
 
 Error texts follow ASP.NET Core's ``DefaultHubDispatcher`` and ``ErrorMessageHelper``.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import contextvars
 import enum
 import inspect
 import time
@@ -69,6 +70,14 @@ import anyio.lowlevel
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from signalr_core._results import (
+    ClientResults,
+    Loan,
+    WorkerSlot,
+    current_worker,
+    results_forbidden,
+)
+from signalr_core._sequencing import Sequencing
 from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
 from signalr_core.context import HubCallerContext, Principal
@@ -191,65 +200,6 @@ class EncodeCache:
         return data
 
 
-class _PendingResult:
-    """A client result the server waits for."""
-
-    __slots__ = ("completion", "event", "result_type")
-
-    def __init__(self, result_type: Any) -> None:
-        self.result_type = result_type
-        self.event = anyio.Event()
-        self.completion: CompletionMessage | None = None
-
-
-class _Loan:
-    """A worker slot lent while a hub method waits for a client result."""
-
-    __slots__ = ("ended", "scope")
-
-    def __init__(self) -> None:
-        self.ended = False
-        self.scope: anyio.CancelScope | None = None
-
-    def end(self) -> None:
-        self.ended = True
-        if self.scope is not None:
-            self.scope.cancel()  # only ever cancels the wait for the next job
-
-
-class _WorkerSlot:
-    """One invocation worker: lent (at most once at a time) while its method awaits results."""
-
-    __slots__ = ("connection", "loan", "waiting")
-
-    def __init__(self, connection: HubServerConnection) -> None:
-        self.connection = connection
-        self.waiting = 0
-        self.loan: _Loan | None = None
-
-    def start_waiting(self) -> None:
-        self.waiting += 1
-        if self.loan is None:
-            self.loan = self.connection._lend_worker()
-
-    def stop_waiting(self) -> None:
-        self.waiting -= 1
-        if self.waiting == 0 and self.loan is not None:
-            self.loan.end()
-            self.loan = None
-
-
-_current_worker: contextvars.ContextVar[_WorkerSlot | None] = contextvars.ContextVar(
-    "signalr_core_current_worker", default=None
-)
-"""The invocation worker running the current task (for lending its slot)."""
-
-_results_forbidden: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "signalr_core_results_forbidden", default=None
-)
-"""Set while ``on_connected`` / ``on_disconnected`` run: the ASP.NET hook name."""
-
-
 class HubDispatcher:
     """Per-endpoint part of dispatching: the hub's methods and shared facades."""
 
@@ -353,16 +303,6 @@ class _Workers:
             self.receive.close()
 
 
-_SEQUENCED = (
-    InvocationMessage,
-    StreamInvocationMessage,
-    StreamItemMessage,
-    CompletionMessage,
-    CancelInvocationMessage,
-)
-"""Messages counted by stateful reconnect's sequence ids (as the clients' MessageBuffer)."""
-
-
 class HubServerConnection:
     """One hub connection on the server (the lifetime manager's ``HubConnectionHandle``).
 
@@ -382,7 +322,6 @@ class HubServerConnection:
     """
 
     __slots__ = (
-        "_acked_sequence",
         "_busy",
         "_caller_clients_cache",
         "_client_timeout_armed",
@@ -393,22 +332,16 @@ class HubServerConnection:
         "_incoming",
         "_last_read",
         "_last_write",
-        "_next_receive_id",
         "_open",
         "_options",
         "_protocols",
         "_received",
-        "_received_sequence",
         "_registered",
-        "_replay",
-        "_replay_bytes",
         "_replay_space",
-        "_result_ids",
         "_results",
         "_scope",
-        "_sent_sequence",
+        "_sequencing",
         "_state",
-        "_stateful",
         "_streams",
         "_tg",
         "_uploads",
@@ -487,23 +420,15 @@ class HubServerConnection:
         self._last_read = self.created
         self._busy = 0
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
-        self._stateful = False
-        # Stateful reconnect, receiving side: ids of the client's sequenced messages.
-        self._next_receive_id = 1
-        self._received_sequence = 0  # the newest id processed (what we acknowledge)
-        self._acked_sequence = 0
-        # Sending side: encoded sequenced messages the client has not acknowledged yet.
-        self._replay: collections.deque[tuple[int, bytes]] | None = None  # when stateful
-        self._replay_bytes = 0
-        self._sent_sequence = 0
+        # Stateful reconnect (protocol version 2 on a connection that negotiated it).
+        self._sequencing: Sequencing | None = None
         self._replay_space: anyio.Event | None = None
         self.detached_since: float | None = None  # transport lost, waiting for a reconnect
         self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
         self._streams: dict[str, anyio.CancelScope] = {}
         self._uploads: dict[str, _Upload] = {}
-        self._results: dict[str, _PendingResult] = {}
-        self._result_ids = 0
+        self._results: ClientResults | None = None  # made by the first client result
         self._tg: anyio.abc.TaskGroup | None = None
         self._workers: _Workers | None = None
         self._caller_clients_cache: HubCallerClients | None = None
@@ -610,7 +535,7 @@ class HubServerConnection:
         if not self._open or protocol is None:
             return
         data = self._dispatcher.encode_cache.encode(protocol, message)
-        if self._stateful:
+        if self._sequencing is not None:
             self._enqueue_stateful(message, data)
         else:
             self._enqueue(data)
@@ -620,46 +545,37 @@ class HubServerConnection:
         if not self._open or protocol is None:
             return
         data = protocol.encode_message(message)
-        if self._stateful:
+        if self._sequencing is not None:
             self._enqueue_stateful(message, data)
         else:
             self._enqueue(data)
 
     def _enqueue_stateful(self, message: HubMessage, data: bytes) -> None:
-        if isinstance(message, _SEQUENCED):
-            self._sent_sequence += 1
-            assert self._replay is not None
-            self._replay.append((self._sent_sequence, data))
-            self._replay_bytes += len(data)
-            if self._replay_bytes > self._options.stateful_reconnect_buffer_size:
-                self._log.warning(
-                    "signalr.replay_buffer_full",
-                    pending_bytes=self._replay_bytes,
-                    pending_messages=len(self._replay),
-                )
-                self.abort()
-                return
+        sequencing = self._sequencing
+        assert sequencing is not None
+        if not sequencing.sent(message, data):
+            self._log.warning(
+                "signalr.replay_buffer_full",
+                pending_bytes=sequencing.pending_bytes,
+                pending_messages=sequencing.pending_messages,
+            )
+            self.abort()
+            return
         if self.detached_since is None:
             self._enqueue(data)
         # else: no transport; sequenced messages wait in the replay buffer, pings are dropped
 
-    def _acknowledged(self, sequence_id: int) -> None:
+    def _acknowledged(self, sequencing: Sequencing, sequence_id: int) -> None:
         """The client received every sequenced message up to ``sequence_id``."""
-        replay = self._replay
-        while replay and replay[0][0] <= sequence_id:
-            self._replay_bytes -= len(replay.popleft()[1])
+        sequencing.acknowledged(sequence_id)
         event = self._replay_space
-        if (
-            event is not None
-            and self._replay_bytes * 2 <= self._options.stateful_reconnect_buffer_size
-        ):
+        if event is not None and sequencing.has_room:
             self._replay_space = None
             event.set()
 
-    async def _wait_replay_space(self) -> None:
+    async def _wait_replay_space(self, sequencing: Sequencing) -> None:
         """Backpressure for streams: wait while the replay buffer is more than half full."""
-        limit = self._options.stateful_reconnect_buffer_size
-        while self._open and self._replay_bytes * 2 > limit:
+        while self._open and not sequencing.has_room:
             if self._replay_space is None:
                 self._replay_space = anyio.Event()
             await self._replay_space.wait()
@@ -674,14 +590,16 @@ class HubServerConnection:
         alive for ``disconnect_timeout``; otherwise the connection ends.
         """
         if (
-            self._stateful
+            self._sequencing is not None
             and not graceful
             and self._open
             and not self._close_requested
             and self.transport is TransportName.WEBSOCKETS
         ):
             self.detached_since = now
-            self._log.info("signalr.transport_lost", replay_messages=len(self._replay or ()))
+            self._log.info(
+                "signalr.transport_lost", replay_messages=self._sequencing.pending_messages
+            )
             return True
         self.transport_closed()
         return False
@@ -690,7 +608,7 @@ class HubServerConnection:
     def can_resume(self) -> bool:
         """Whether a new WebSocket with this connection's token may take over (stateful)."""
         return (
-            self._stateful
+            self._sequencing is not None
             and self._open
             and not self._close_requested
             and self.status is ConnectionStatus.ACTIVE
@@ -712,11 +630,11 @@ class HubServerConnection:
         self._received = True  # the reconnect counts as hearing from the client
         protocol = self.protocol
         assert protocol is not None
+        assert self._sequencing is not None
         self.outgoing.drain()  # whatever was queued is either in the replay buffer or a ping
-        replay = self._replay or ()
-        first = replay[0][0] if replay else self._sent_sequence + 1
+        first, replay = self._sequencing.replay()
         self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
-        for _, data in replay:
+        for data in replay:
             self.outgoing.put(data, force=True)
         self._log.info("signalr.transport_resumed", replayed=len(replay), sequence=first)
         return self.transport_generation
@@ -786,11 +704,10 @@ class HubServerConnection:
             self._log.info("signalr.client_timeout", timeout=options.client_timeout)
             self.abort()
             return
-        if self._stateful and self._received_sequence != self._acked_sequence:
+        if self._sequencing is not None and (ack := self._sequencing.ack_due()) is not None:
             # Acknowledge what arrived, so the client can drop it from its replay buffer
             # (which otherwise fills up and stalls its sends).
-            self._acked_sequence = self._received_sequence
-            self._send(AckMessage(sequence_id=self._received_sequence))
+            self._send(AckMessage(sequence_id=ack))
         if self._wrote:
             self._wrote = False
             self._last_write = now
@@ -814,7 +731,15 @@ class HubServerConnection:
                     self._scope = tg.cancel_scope
                     if self._close_requested:
                         tg.cancel_scope.cancel()
-                    await self._serve(tg)
+                    pending = await self._connect()
+                    if pending is not None:
+                        self._tg = tg
+                        workers = self._workers = _Workers(self, tg)
+                        try:
+                            await self._message_loop(pending, tg, workers)
+                        finally:
+                            workers.close()
+                    tg.cancel_scope.cancel()  # the client closed: end the workers and streams
             except BaseExceptionGroup as group:
                 single = _single_exception(group)
                 if single is group:
@@ -840,17 +765,19 @@ class HubServerConnection:
             with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
                 await self._finish(error)
 
-    async def _serve(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _connect(self) -> list[HubMessage] | None:
+        """Handshake, then ``on_connected``: the messages that came with the handshake, or
+        ``None`` when the connection ends here."""
         pending = await self._handshake()
         if pending is None:
-            return
+            return None
         self._open = True
         self._last_read = self._last_write = time.monotonic()
         manager = self._dispatcher.manager
         await manager.on_connected(self)
         self._registered = True
         self._log.debug("signalr.connected", protocol=self.protocol.name if self.protocol else None)
-        forbidden = _results_forbidden.set("OnConnectedAsync")
+        forbidden = results_forbidden.set("OnConnectedAsync")
         try:
             hub = self._new_hub()
             filters = self._dispatcher.filters
@@ -862,21 +789,15 @@ class HubServerConnection:
             )
             raise _ConnectFailed(exc) from exc
         finally:
-            _results_forbidden.reset(forbidden)
+            results_forbidden.reset(forbidden)
         self._hub_connected = True
-        self._tg = tg
-        workers = self._workers = _Workers(self, tg)
-        try:
-            await self._message_loop(pending, tg, workers)
-        finally:
-            workers.close()
-        tg.cancel_scope.cancel()  # the client closed: end the workers and streams
+        return pending
 
     async def _handshake(self) -> list[HubMessage] | None:
         state = self._state
         assert state is not None
         with anyio.move_on_after(self._options.handshake_timeout):
-            while (chunk := await self._read()) is not None:
+            while (chunk := await self._incoming.get()) is not None:
                 try:
                     state.receive_data(chunk)
                 except HandshakeError:
@@ -886,9 +807,9 @@ class HubServerConnection:
                 for index, event in enumerate(events):
                     if isinstance(event, HandshakeCompleted):
                         self.protocol = event.protocol
-                        self._stateful = self.use_stateful_reconnect and event.version >= 2
-                        if self._stateful:
-                            self._replay = collections.deque()
+                        if self.use_stateful_reconnect and event.version >= 2:
+                            limit = self._options.stateful_reconnect_buffer_size
+                            self._sequencing = Sequencing(limit)
                         self._flush_state()
                         return [
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
@@ -916,8 +837,25 @@ class HubServerConnection:
                 return
         state = self._state
         assert state is not None
+        incoming, outgoing = self._incoming, self.outgoing
         while True:
-            chunk = await self._read()
+            # With a WebSocket attached, this loop is also the socket's writer: replies to a
+            # chunk go out before the next chunk is read, and an idle connection waits for
+            # input and output at once with no writer task. (Re-read the writer each time: a
+            # transport that left, or a new one, changes it.)
+            writer = self.direct_writer
+            if writer is not None and len(outgoing):
+                await writer(outgoing.drain())
+                continue
+            if not incoming.ready:
+                # A plain awaitable, not a coroutine: idle connections keep fewer frames.
+                await wait_for_input_or_output(
+                    incoming,
+                    outgoing if self.transport is TransportName.WEBSOCKETS else None,
+                    can_send=writer is not None,
+                )
+                continue
+            chunk = incoming.get_nowait()
             if chunk is None:
                 return
             try:
@@ -933,25 +871,6 @@ class HubServerConnection:
                     continue
                 if await self._dispatch(event, tg, jobs):
                     return
-
-    async def _read(self) -> bytes | None:
-        """The next received chunk (``None`` at the end); meanwhile, with a WebSocket attached,
-        send what is queued: the message loop is the socket's writer, so replies to a chunk go
-        out before the next chunk is read and an idle connection needs no writer task."""
-        incoming, outgoing = self._incoming, self.outgoing
-        while True:
-            # (Re-read each time: a transport that left, or a new one, changes it.)
-            writer = self.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-            elif incoming.ready:
-                return incoming.get_nowait()
-            else:
-                await wait_for_input_or_output(
-                    incoming,
-                    outgoing if self.transport is TransportName.WEBSOCKETS else None,
-                    can_send=writer is not None,
-                )
 
     async def _writing_while(self, blocked: Awaitable[None]) -> None:
         """Await ``blocked`` (the message loop waits for a worker or for room in an upload
@@ -989,9 +908,9 @@ class HubServerConnection:
             upload.stream.close()
         self._uploads.clear()
         self._tg = self._workers = None
-        for pending in self._results.values():
-            pending.event.set()  # no completion: the waiter raises ClientUnavailableError
-        forbidden = _results_forbidden.set("OnDisconnectedAsync")
+        if self._results is not None:
+            self._results.fail_all()  # no completion: the waiters raise ClientUnavailableError
+        forbidden = results_forbidden.set("OnDisconnectedAsync")
         try:
             if self._registered:
                 await self._dispatcher.manager.on_disconnected(self)
@@ -1005,7 +924,7 @@ class HubServerConnection:
         except Exception:
             self._log.exception("signalr.on_disconnected_failed")
         finally:
-            _results_forbidden.reset(forbidden)
+            results_forbidden.reset(forbidden)
             self.outgoing.close()
             self._set_finished()
             if self.direct_writer is not None and self.transport_scope is not None:
@@ -1018,34 +937,23 @@ class HubServerConnection:
 
     async def _dispatch(self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: _Workers) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""
-        if self._stateful:
-            if isinstance(message, _SEQUENCED):
-                current = self._next_receive_id
-                self._next_receive_id += 1
-                if current <= self._received_sequence:
-                    return False  # resent after a reconnect, already processed
-                self._received_sequence = current
-            elif isinstance(message, SequenceMessage):
+        sequencing = self._sequencing
+        if sequencing is not None:
+            if isinstance(message, SequenceMessage):
                 # After a reconnect the client restarts numbering at its oldest unacked message.
-                if message.sequence_id > self._next_receive_id:
-                    raise ProtocolError(
-                        "Sequence ID greater than amount of messages we've received."
-                    )
-                self._next_receive_id = message.sequence_id
+                sequencing.restart_at(message.sequence_id)
                 return False
-            elif isinstance(message, AckMessage):
-                self._acknowledged(message.sequence_id)
+            if isinstance(message, AckMessage):
+                self._acknowledged(sequencing, message.sequence_id)
                 return False
+            if not sequencing.received(message):
+                return False  # resent after a reconnect, already processed
         if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
             await self._on_invocation(message, tg, jobs)
         elif isinstance(message, StreamItemMessage):
             await self._on_stream_item(message)
         elif isinstance(message, CompletionMessage):
-            pending = self._results.get(message.invocation_id)
-            if pending is not None:
-                pending.completion = message
-                pending.event.set()
-            else:
+            if self._results is None or not self._results.complete(message):
                 self._complete_upload(message.invocation_id, message.error)
         elif isinstance(message, CancelInvocationMessage):
             scope = self._streams.get(message.invocation_id)
@@ -1264,7 +1172,7 @@ class HubServerConnection:
         return hub
 
     async def _worker(self, jobs: MemoryObjectReceiveStream[_Job]) -> None:
-        _current_worker.set(_WorkerSlot(self))
+        current_worker.set(WorkerSlot(self._lend_worker))
         async with jobs:
             async for method, message, args in jobs:
                 try:  # _busy was incremented by the sender
@@ -1272,7 +1180,7 @@ class HubServerConnection:
                 finally:
                     self._busy -= 1
 
-    def _lend_worker(self) -> _Loan | None:
+    def _lend_worker(self) -> Loan | None:
         """While a worker waits for a client result, another takes its place (as ASP.NET
         releases the invocation slot), so the message loop can still read the answer."""
         tg, workers = self._tg, self._workers
@@ -1283,12 +1191,12 @@ class HubServerConnection:
             clone = jobs.clone()
         except anyio.ClosedResourceError:
             return None
-        loan = _Loan()
+        loan = Loan()
         tg.start_soon(self._loan_worker, clone, loan)
         return loan
 
-    async def _loan_worker(self, jobs: MemoryObjectReceiveStream[_Job], loan: _Loan) -> None:
-        _current_worker.set(_WorkerSlot(self))
+    async def _loan_worker(self, jobs: MemoryObjectReceiveStream[_Job], loan: Loan) -> None:
+        current_worker.set(WorkerSlot(self._lend_worker))
         with jobs:
             while not loan.ended:
                 with anyio.CancelScope() as scope:
@@ -1319,22 +1227,23 @@ class HubServerConnection:
 
         See :meth:`signalr_core.clients.SingleClientProxy.invoke` for the errors.
         """
-        hook = _results_forbidden.get()
+        hook = results_forbidden.get()
         if hook is not None:
             raise ClientResultsNotAllowedError(
                 f"Client results inside {hook} Hub methods are not allowed."
             )
         if not self._open:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        if len(self._results) >= self._options.max_pending_client_results:
+        results = self._results
+        if results is None:
+            results = self._results = ClientResults(self._options.max_pending_client_results)
+        opened = results.open(result_type)
+        if opened is None:
             raise ClientUnavailableError(
                 f"Connection '{self.connection_id}' has too many pending client results."
             )
-        self._result_ids += 1
-        invocation_id = f"r{self._result_ids}"
-        pending = _PendingResult(result_type)
-        self._results[invocation_id] = pending
-        worker = _current_worker.get()
+        invocation_id, pending = opened
+        worker = current_worker.get()
         if worker is not None:
             worker.start_waiting()
         try:
@@ -1344,7 +1253,7 @@ class HubServerConnection:
             with anyio.move_on_after(timeout):
                 await pending.event.wait()
         finally:
-            self._results.pop(invocation_id, None)
+            results.forget(invocation_id)
             if worker is not None:
                 worker.stop_waiting()
         completion = pending.completion
@@ -1452,8 +1361,8 @@ class HubServerConnection:
                 try:
                     async for item in iterator:
                         await outgoing.wait_writable()
-                        if self._stateful:
-                            await self._wait_replay_space()
+                        if (sequencing := self._sequencing) is not None:
+                            await self._wait_replay_space(sequencing)
                         self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
                         await anyio.lowlevel.checkpoint()
                 except Exception as exc:

@@ -119,56 +119,80 @@ class TransportConnection(Protocol):
         ...
 
 
+_Waiter: TypeAlias = "asyncio.Future[None] | anyio.Event"
+
+
+def _is_done(waiter: _Waiter) -> bool:
+    return waiter.done() if isinstance(waiter, asyncio.Future) else waiter.is_set()
+
+
 class _Waiters:
     """Tasks parked until a buffer changes: cheaper than a fresh ``anyio.Event`` per wait.
 
     On asyncio each wait is one bare future (``anyio.Event()`` detects the async library and
     wraps an ``asyncio.Event``, about 7x the cost, and buffers wait once per message); other
     backends get an ``anyio.Event``. Cancellation works as for any await (anyio cancels the
-    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up. The list
-    exists only while someone waits (``parked`` is ``None`` otherwise: idle connections have
-    several of these).
+    task), and a cancelled waiter removes itself, so repeated timeouts do not pile up.
+
+    One waiter is the common case, so it has a slot of its own; a list exists only while more
+    wait. A waiter that finished while parked here (woken by another buffer it also waited
+    on) may stay in ``one`` until the next park replaces it or the next wake skips it.
     """
 
-    __slots__ = ("parked",)
+    __slots__ = ("more", "one")
 
     def __init__(self) -> None:
-        self.parked: list[asyncio.Future[None] | anyio.Event] | None = None
+        self.one: _Waiter | None = None
+        self.more: list[_Waiter] | None = None
 
-    def _park(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
-        if self.parked is None:
-            self.parked = [waiter]
+    @property
+    def parked(self) -> bool:
+        """Someone may be waiting."""
+        return self.one is not None or self.more is not None
+
+    def _park(self, waiter: _Waiter) -> None:
+        one = self.one
+        if one is None or _is_done(one):
+            self.one = waiter
+        elif self.more is None:
+            self.more = [waiter]
         else:
-            self.parked.append(waiter)
+            self.more.append(waiter)
 
-    def _unpark(self, waiter: asyncio.Future[None] | anyio.Event) -> None:
-        parked = self.parked
-        if parked is not None:
+    def _unpark(self, waiter: _Waiter) -> None:
+        if self.one is waiter:
+            self.one = None
+        elif self.more is not None:
             with contextlib.suppress(ValueError):
-                parked.remove(waiter)
-            if not parked:
-                self.parked = None
+                self.more.remove(waiter)
+            if not self.more:
+                self.more = None
 
     async def wait(self) -> None:
         await _wait_any(self)
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
-        parked = self.parked
-        if parked is None:
-            return
-        self.parked = None
-        for waiter in parked:
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                waiter.set()
+        one, more = self.one, self.more
+        self.one = self.more = None
+        if one is not None:
+            _set(one)
+        if more is not None:
+            for waiter in more:
+                _set(waiter)
+
+
+def _set(waiter: _Waiter) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            waiter.set_result(None)
+    else:
+        waiter.set()
 
 
 async def _wait_any(*sets: _Waiters) -> None:
     """Park one waiter in every set; return when any of them is woken."""
-    waiter: asyncio.Future[None] | anyio.Event
+    waiter: _Waiter
     try:
         waiter = asyncio.get_running_loop().create_future()
     except RuntimeError:  # not asyncio
@@ -387,22 +411,48 @@ class IncomingBuffer:
         self._space_waiters.wake()
 
 
-async def wait_for_input_or_output(
+def wait_for_input_or_output(
     incoming: IncomingBuffer, outgoing: OutgoingBuffer | None, *, can_send: bool = True
-) -> None:
+) -> Awaitable[None]:
     """Wait until ``incoming`` is :attr:`~IncomingBuffer.ready` or ``outgoing`` changes.
 
     The WebSocket message loop's one wait: it reads and writes, with no writer task. With
     ``can_send``, queued frames end the wait at once; without (no socket attached yet), only
     the next put, close or :meth:`~OutgoingBuffer.notify` does. ``outgoing=None`` waits for
     input only.
+
+    On asyncio this returns the parked future itself (no coroutine frame, no callback is kept
+    while an idle connection waits). Meant for one waiting task per pair of buffers.
     """
+    sets = (
+        (incoming._data_waiters,)
+        if outgoing is None
+        else (incoming._data_waiters, outgoing._data_waiters)
+    )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio
+        return _wait_unless_ready(incoming, outgoing, can_send, sets)
+    future: asyncio.Future[None] = loop.create_future()
+    if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
+        future.set_result(None)
+        return future
+    for waiters in sets:
+        # No cleanup when it is done: in the other buffer it only takes the slot that the
+        # next park of this one loop reuses (see _Waiters).
+        waiters._park(future)
+    return future
+
+
+async def _wait_unless_ready(
+    incoming: IncomingBuffer,
+    outgoing: OutgoingBuffer | None,
+    can_send: bool,
+    sets: tuple[_Waiters, ...],
+) -> None:
     if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
         return
-    if outgoing is None:
-        await incoming._data_waiters.wait()
-    else:
-        await _wait_any(incoming._data_waiters, outgoing._data_waiters)
+    await _wait_any(*sets)
 
 
 async def send_response(

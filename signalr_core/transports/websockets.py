@@ -16,7 +16,6 @@ waits (briefly) for the client's answer to it.
 from __future__ import annotations
 
 import contextlib
-import enum
 import time
 
 import anyio
@@ -33,13 +32,25 @@ _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 at most for the last frames to go out."""
 
 
-class _End(enum.Enum):
-    """Why the receive loop ended."""
+class _Socket:
+    """The accepted socket, as the connection's message loop writes to it (``direct_writer``)."""
 
-    CLIENT_CLOSED = "client closed"  # close frame from the client, or the socket broke
-    REFUSED = "refused"  # a message over the limit: closed with 1009 already
-    CONNECTION_ENDED = "connection ended"  # the connection stopped taking input
-    CANCELLED = "cancelled"  # the connection ended, was aborted, resumed elsewhere, or broke
+    __slots__ = ("broken", "connection", "scope", "send")
+
+    def __init__(
+        self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
+    ) -> None:
+        self.connection = connection
+        self.send = send
+        self.scope = scope
+        self.broken = False
+
+    async def write(self, frames: list[bytes]) -> None:
+        try:
+            await _send_frames(self.connection, self.send, frames)
+        except OSError:
+            self.broken = True
+            self.scope.cancel()  # the client went away: stop reading too
 
 
 async def serve_websocket(
@@ -52,32 +63,44 @@ async def serve_websocket(
     """
     connection.transport_attached = True
     generation = connection.transport_generation
-    graceful = False
-    broken = False
-    end = _End.CANCELLED
-    scope = anyio.CancelScope()
-
-    async def write_direct(frames: list[bytes]) -> None:
-        # Called by the connection's message loop (its only writer while attached).
-        nonlocal broken
-        try:
-            await _send_frames(connection, send, frames)
-        except OSError:
-            broken = True
-            scope.cancel()  # the client went away: stop reading too
-
+    # Why reading ended: the client closed (or the socket broke), a message over the limit
+    # (closed with 1009 already), the connection stopped taking input, or (none of these) the
+    # scope was cancelled: the connection ended or was aborted, resumed elsewhere, or broke.
+    client_closed = refused = graceful = False
+    socket = _Socket(connection, send, anyio.CancelScope())
     try:
-        with scope:
-            connection.transport_scope = scope
-            connection.direct_writer = write_direct
+        with socket.scope:
+            connection.transport_scope = socket.scope
+            connection.direct_writer = socket.write
             connection.outgoing.notify()  # frames queued before (a resume's replay) go out now
-            end, graceful = await _receive_loop(connection, receive, send)
+            # The receive loop is inline: one coroutine frame less per idle connection.
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    data = message.get("bytes")
+                    if data is None:
+                        data = (message.get("text") or "").encode()
+                    if len(data) > connection.incoming_limit:
+                        # Received memory is bounded in bytes (application_max_buffer_size).
+                        await send({"type": "websocket.close", "code": _MESSAGE_TOO_BIG})
+                        connection.abort()
+                        refused = graceful = True
+                        break
+                    if not await connection.feed(data):
+                        graceful = True  # the connection ended: close below
+                        break
+                elif kind == "websocket.disconnect":
+                    # A close frame from the client (1000 / 1001) is a deliberate stop; 1006
+                    # and friends mean the socket broke, which stateful reconnect survives.
+                    client_closed = True
+                    graceful = message.get("code", 1000) in (_NORMAL_CLOSURE, _GOING_AWAY)
+                    break
         taken_over = connection.resuming or connection.transport_generation != generation
-        if not taken_over:
+        if not (taken_over or client_closed or refused or socket.broken):
             connection.direct_writer = None  # from here on this task sends
-            if end is _End.CONNECTION_ENDED or (end is _End.CANCELLED and not broken):
-                await _close(connection, receive, send)
-                graceful = True
+            await _close(connection, receive, send)
+            graceful = True
     finally:
         if connection.transport_generation == generation:  # not taken over by a reconnect
             connection.transport_attached = False
@@ -86,29 +109,6 @@ async def serve_websocket(
     if connection.transport_generation != generation:
         return True  # a newer transport already resumed the connection
     return connection.transport_lost(graceful=graceful, now=time.monotonic())
-
-
-async def _receive_loop(
-    connection: TransportConnection, receive: ASGIReceive, send: ASGISend
-) -> tuple[_End, bool]:
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            data = message.get("bytes")
-            if data is None:
-                data = (message.get("text") or "").encode()
-            if len(data) > connection.incoming_limit:
-                # Received memory is bounded in bytes (application_max_buffer_size).
-                await send({"type": "websocket.close", "code": _MESSAGE_TOO_BIG})
-                connection.abort()
-                return _End.REFUSED, True
-            if not await connection.feed(data):
-                return _End.CONNECTION_ENDED, True
-        elif kind == "websocket.disconnect":
-            # A close frame from the client (1000 / 1001) is a deliberate stop; 1006 and
-            # friends mean the socket broke, which stateful reconnect survives.
-            return _End.CLIENT_CLOSED, message.get("code", 1000) in (_NORMAL_CLOSURE, _GOING_AWAY)
 
 
 async def _close(connection: TransportConnection, receive: ASGIReceive, send: ASGISend) -> None:

@@ -123,9 +123,9 @@ async def test_one_wait_for_input_or_output() -> None:
         assert woken == ["woken"] * 3
         assert incoming.get_nowait() == b"data"
         assert incoming.get_nowait() is None
-    # Each finished wait left neither buffer's waiter list behind.
-    assert incoming._data_waiters.parked is None
-    assert outgoing._data_waiters.parked is None
+    # Finished waits hold no list in either buffer (at most the one slot, reused).
+    assert incoming._data_waiters.more is None
+    assert outgoing._data_waiters.more is None
 
 
 async def test_incoming_buffer_compacts_as_it_reads() -> None:
