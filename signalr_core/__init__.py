@@ -25,6 +25,11 @@ from signalr_core.clients import (
     HubContext,
     SingleClientProxy,
 )
+from signalr_core.connection_handler import (
+    ConnectionContext,
+    ConnectionHandler,
+    ConnectionHandlerEndpoint,
+)
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.cors import CorsPolicy
 from signalr_core.endpoint import HubEndpoint
@@ -43,7 +48,15 @@ from signalr_core.errors import (
     ProtocolError,
     SignalRError,
 )
-from signalr_core.hub import Hub, hub_method
+from signalr_core.filters import (
+    DisconnectedNext,
+    HubFilter,
+    HubInvocationContext,
+    HubLifetimeContext,
+    InvokeNext,
+    LifetimeNext,
+)
+from signalr_core.hub import Hub, HubAuthorizePolicy, UserPolicy, hub_method
 from signalr_core.lifetime import (
     CloseRequest,
     DefaultHubLifetimeManager,
@@ -86,13 +99,18 @@ __all__ = [
     "CloseMessage",
     "CloseRequest",
     "CompletionMessage",
+    "ConnectionContext",
+    "ConnectionHandler",
+    "ConnectionHandlerEndpoint",
     "CorsPolicy",
     "DefaultHubLifetimeManager",
+    "DisconnectedNext",
     "GroupManager",
     "HandshakeError",
     "HandshakeRequest",
     "HttpTransportType",
     "Hub",
+    "HubAuthorizePolicy",
     "HubCallerClients",
     "HubCallerContext",
     "HubClients",
@@ -100,6 +118,9 @@ __all__ = [
     "HubContext",
     "HubEndpoint",
     "HubException",
+    "HubFilter",
+    "HubInvocationContext",
+    "HubLifetimeContext",
     "HubLifetimeManager",
     "HubMessage",
     "HubMethodNotFound",
@@ -108,7 +129,9 @@ __all__ = [
     "InvalidArguments",
     "InvocationError",
     "InvocationMessage",
+    "InvokeNext",
     "JsonHubProtocol",
+    "LifetimeNext",
     "LocalConnection",
     "MessageEncodeError",
     "MessagePackHubProtocol",
@@ -122,6 +145,7 @@ __all__ = [
     "StreamInvocationMessage",
     "StreamItemMessage",
     "TransferFormat",
+    "UserPolicy",
     "default_protocols",
     "hub_method",
 ]

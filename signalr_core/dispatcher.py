@@ -91,8 +91,8 @@ from signalr_core.errors import (
     InvocationError,
     MessageEncodeError,
     ProtocolError,
-    SignalRError,
 )
+from signalr_core.filters import FilterPipeline
 from signalr_core.handshake import HANDSHAKE_CANCELED
 from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
@@ -114,13 +114,13 @@ from signalr_core.options import HubOptions
 from signalr_core.transports import (
     IncomingBuffer,
     OutgoingBuffer,
+    PollSlot,
     TransportName,
     wait_for_input_or_output,
 )
 
 if TYPE_CHECKING:
     from signalr_core.protocols import HubProtocol
-    from signalr_core.transports.longpolling import PollSlot
 
 __all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnection"]
 
@@ -134,8 +134,13 @@ _BINDING_MISMATCH: Final = (
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
-class ClientStreamError(SignalRError):
-    """The client ended a client-to-server stream with an error (its text is the message)."""
+class ClientStreamError(HubException):
+    """The client ended a client-to-server stream with an error (its text is the message).
+
+    A :class:`HubException`, as ASP.NET (since .NET 6) completes the stream's channel with
+    ``new HubException(error)``: the method's failure reaches the client with the client's text
+    even when detailed errors are off.
+    """
 
 
 def exception_name(exc: BaseException) -> str:
@@ -149,7 +154,7 @@ def exception_name(exc: BaseException) -> str:
     if isinstance(exc, ProtocolError):
         return "InvalidDataException"  # what ASP.NET's protocol readers throw
     if isinstance(exc, ClientStreamError):
-        return "Exception"  # ASP.NET completes the channel with new Exception(error)
+        return "HubException"
     return type(exc).__name__
 
 
@@ -214,6 +219,8 @@ class HubDispatcher:
         self.encode_cache = EncodeCache()
         self.local_lookup: Callable[[str], HubServerConnection | None] | None = None
         self._by_target: dict[str, HubMethod] = {}
+        # None without filters: the invocation path then calls the method directly.
+        self.filters = FilterPipeline.build(options.hub_filters, hub_class.filters)
 
     def lookup(self, target: str) -> HubMethod | None:
         """The method a wire target names (cached per exact spelling for known methods)."""
@@ -508,6 +515,12 @@ class HubServerConnection:
         self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
 
     @property
+    def binary(self) -> bool:
+        """The negotiated protocol writes binary frames (MessagePack)."""
+        protocol = self.protocol
+        return protocol is not None and protocol.transfer_format is TransferFormat.BINARY
+
+    @property
     def incoming_limit(self) -> int:
         """The most received bytes queued for the message loop (application_max_buffer_size)."""
         return self._incoming.max_bytes
@@ -767,7 +780,8 @@ class HubServerConnection:
         forbidden = results_forbidden.set("OnConnectedAsync")
         try:
             hub = self._new_hub()
-            await hub.on_connected()
+            filters = self._dispatcher.filters
+            await (hub.on_connected() if filters is None else filters.on_connected(hub))
         except Exception as exc:
             self._log.warning("signalr.on_connected_failed", error_type=type(exc).__name__)
             self.close(
@@ -907,7 +921,11 @@ class HubServerConnection:
                 await self._dispatcher.manager.on_disconnected(self)
             if self._hub_connected:
                 hub = self._new_hub()
-                await hub.on_disconnected(error)
+                filters = self._dispatcher.filters
+                if filters is None:
+                    await hub.on_disconnected(error)
+                else:
+                    await filters.on_disconnected(hub, error)
         except Exception:
             self._log.exception("signalr.on_disconnected_failed")
         finally:
@@ -1037,7 +1055,11 @@ class HubServerConnection:
             )
             return
         if isinstance(message, InvocationMessage) and not stream_ids:
-            if not method.is_coroutine and self._busy < self._options.max_parallel_invocations:
+            if (
+                not method.is_coroutine
+                and self._busy < self._options.max_parallel_invocations
+                and self._dispatcher.filters is None  # filters may suspend
+            ):
                 # A plain function cannot suspend: run it here, without a task switch.
                 await self._run_invocation(method, message, values)
             else:
@@ -1264,9 +1286,13 @@ class HubServerConnection:
         target = message.target
         try:
             hub = self._new_hub()
-            result = method.function(hub, *args)
-            if method.is_coroutine or inspect.isawaitable(result):
-                result = await result
+            filters = self._dispatcher.filters
+            if filters is not None:
+                result = await filters.invoke(hub, method, args)
+            else:
+                result = method.function(hub, *args)
+                if method.is_coroutine or inspect.isawaitable(result):
+                    result = await result
         except Exception as exc:
             self._log_failure("signalr.invocation_failed", target, exc)
             self._send_error(
@@ -1314,9 +1340,13 @@ class HubServerConnection:
             with scope:
                 try:
                     hub = self._new_hub()
-                    stream = method.function(hub, *args)
-                    if inspect.isawaitable(stream):
-                        stream = await stream
+                    filters = self._dispatcher.filters
+                    if filters is not None:
+                        stream = await filters.invoke(hub, method, args)
+                    else:
+                        stream = method.function(hub, *args)
+                        if inspect.isawaitable(stream):
+                            stream = await stream
                 except Exception as exc:
                     error = build_error_message(
                         f"An unexpected error occurred invoking '{target}' on the server.",

@@ -1,10 +1,14 @@
-"""ASGI transports: thin drivers moving bytes between HTTP requests and a hub connection.
+"""ASGI transports: thin drivers moving bytes between HTTP requests and a connection.
 
-Each transport only moves bytes: incoming bytes go to :meth:`HubServerConnection.feed`
-(parsing happens in the connection's own message loop, not in the socket loop); outgoing bytes
-come from the connection's :class:`OutgoingBuffer`, drained in batches so one socket write
-carries every message queued since the last one (for WebSockets, the connection's message loop
-may send its own replies directly while the transport's send loop is idle: see "Direct writes").
+Each transport only moves bytes: incoming bytes go to the connection's ``feed`` (parsing
+happens in the connection's own task, not in the socket loop); outgoing bytes come from the
+connection's :class:`OutgoingBuffer`, drained in batches so one socket write carries every
+message queued since the last one (Server-Sent Events and Long Polling drain it in the request
+task; for WebSockets the connection itself is the writer, see
+:attr:`TransportConnection.direct_writer`).
+
+The transports know a connection only through :class:`TransportConnection`, the narrow
+interface both hub connections and raw connection-handler connections provide.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import anyio
 
@@ -22,6 +26,8 @@ __all__ = [
     "ASGISend",
     "IncomingBuffer",
     "OutgoingBuffer",
+    "PollSlot",
+    "TransportConnection",
     "TransportName",
     "discard_body",
     "send_response",
@@ -39,6 +45,78 @@ class TransportName(enum.StrEnum):
     WEBSOCKETS = "WebSockets"
     SERVER_SENT_EVENTS = "ServerSentEvents"
     LONG_POLLING = "LongPolling"
+
+
+class PollSlot:
+    """The pending Long Polling poll of a connection; a newer poll cancels it."""
+
+    __slots__ = ("scope", "superseded")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.superseded = False
+
+
+class TransportConnection(Protocol):
+    """What a transport needs of the connection it carries (and nothing more).
+
+    Bytes in: :meth:`feed`; bytes out: :attr:`outgoing`; the end: :meth:`transport_closed`,
+    :meth:`transport_lost`, :meth:`abort`. The attributes are the transport's bookkeeping on
+    the connection (attached or not, its cancel scope, the pending poll), which the endpoint
+    reads to tell whether a transport is active.
+
+    Attributes:
+        outgoing: Frames waiting for the transport.
+        aborted: The connection was aborted (WebSockets then close with 1011).
+        transport_attached: A streaming transport (WebSockets, SSE) is attached.
+        transport_scope: The attached transport's cancel scope (cancelled to take it away).
+        direct_writer: Set by the WebSockets transport while attached: sends frames on its
+            socket. The transport only reads; while this is set the connection is the
+            socket's writer (it drains :attr:`outgoing` itself), and when the connection ends
+            it cancels :attr:`transport_scope` so the transport sends what is left and closes.
+        transport_generation: Changes when a new transport takes the connection over.
+        resuming: A new transport is taking the connection over (stateful reconnect).
+        current_poll: The pending Long Polling request.
+        poll_active: A Long Polling request is pending.
+        last_poll: When the last poll ended (``time.monotonic()``).
+    """
+
+    outgoing: OutgoingBuffer
+    aborted: bool
+    transport_attached: bool
+    transport_scope: anyio.CancelScope | None
+    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+    transport_generation: int
+    resuming: bool
+    current_poll: PollSlot | None
+    poll_active: bool
+    last_poll: float
+
+    @property
+    def binary(self) -> bool:
+        """Outgoing frames are binary (WebSocket binary messages, octet-stream polls)."""
+        ...
+
+    @property
+    def incoming_limit(self) -> int:
+        """The largest received chunk the connection takes (bigger WebSocket messages: 1009)."""
+        ...
+
+    async def feed(self, data: bytes) -> bool:
+        """Hand received bytes on; ``False`` when the connection is gone."""
+        ...
+
+    def transport_closed(self) -> None:
+        """The client went away (socket closed, DELETE, SSE request ended)."""
+        ...
+
+    def transport_lost(self, *, graceful: bool, now: float) -> bool:
+        """A WebSocket ended; ``True`` when the connection stays to await a reconnect."""
+        ...
+
+    def abort(self) -> None:
+        """End the connection at once, dropping whatever is queued."""
+        ...
 
 
 _Waiter: TypeAlias = "asyncio.Future[None] | anyio.Event"

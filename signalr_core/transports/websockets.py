@@ -2,12 +2,13 @@
 
 Every batch of frames queued since the last send goes out as one WebSocket message (the hub
 protocols are self-delimiting, and the clients parse several messages per WebSocket message).
-The frame type follows the negotiated protocol's transfer format, as ASP.NET's
-``ActiveFormat``: text for JSON (the handshake answer included), binary for MessagePack.
+The frame type follows the connection's transfer format, as ASP.NET's ``ActiveFormat``: for
+a hub, text for JSON (the handshake answer included), binary for MessagePack.
 
 The request task only reads: it feeds received messages to the connection. Sending is done by
-the connection's message loop through :attr:`~HubServerConnection.direct_writer` while it
-waits for input (so an idle connection has no writer task of its own). When the connection
+the connection itself through :attr:`~signalr_core.transports.TransportConnection.direct_writer`
+(a hub connection's message loop while it waits for input, so an idle connection has no writer
+task of its own). When the connection
 ends, its message loop is gone: the request task then sends what is left, the close frame, and
 waits (briefly) for the client's answer to it.
 """
@@ -19,9 +20,7 @@ import time
 
 import anyio
 
-from signalr_core.dispatcher import HubServerConnection
-from signalr_core.messages import TransferFormat
-from signalr_core.transports import ASGIMessage, ASGIReceive, ASGISend
+from signalr_core.transports import ASGIMessage, ASGIReceive, ASGISend, TransportConnection
 
 __all__ = ["serve_websocket"]
 
@@ -39,7 +38,7 @@ class _Socket:
     __slots__ = ("broken", "connection", "scope", "send")
 
     def __init__(
-        self, connection: HubServerConnection, send: ASGISend, scope: anyio.CancelScope
+        self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
     ) -> None:
         self.connection = connection
         self.send = send
@@ -55,7 +54,7 @@ class _Socket:
 
 
 async def serve_websocket(
-    connection: HubServerConnection, receive: ASGIReceive, send: ASGISend
+    connection: TransportConnection, receive: ASGIReceive, send: ASGISend
 ) -> bool:
     """Read until either side ends, then close (the socket is already accepted).
 
@@ -115,7 +114,7 @@ async def serve_websocket(
     return connection.transport_lost(graceful=graceful, now=time.monotonic())
 
 
-async def _close(connection: HubServerConnection, receive: ASGIReceive, send: ASGISend) -> None:
+async def _close(connection: TransportConnection, receive: ASGIReceive, send: ASGISend) -> None:
     """The connection ended (or is ending): send what is left and the close frame."""
     if connection.aborted:
         return  # dropped at once, as a socket that does not drain must be (no close handshake)
@@ -147,11 +146,10 @@ async def _close(connection: HubServerConnection, receive: ASGIReceive, send: AS
 
 
 async def _send_frames(
-    connection: HubServerConnection, send: ASGISend, chunks: list[bytes]
+    connection: TransportConnection, send: ASGISend, chunks: list[bytes]
 ) -> None:
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    protocol = connection.protocol
-    if protocol is not None and protocol.transfer_format is TransferFormat.BINARY:
+    if connection.binary:
         await send({"type": "websocket.send", "bytes": data})
     else:
         await send({"type": "websocket.send", "text": data.decode()})
