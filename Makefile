@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 VENDOR := exporter_api/static/vendor
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck unit bench assets clean
+.PHONY: install run test lint typecheck unit bench bench-memory assets clean
 
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ test: install lint typecheck
 
 bench: install
 	$(PY) -m benchmarks.run
+
+bench-memory: install
+	$(PY) -m benchmarks.memory_bench --quick
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .mypy_cache .ruff_cache .pytest_cache var

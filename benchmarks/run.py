@@ -8,7 +8,12 @@ import sys
 import time
 
 # Each entry is a module in this package with a ``main()``; missing ones are skipped.
-BENCHMARKS = ("benchmarks.signalr_bench", "benchmarks.export_bench", "benchmarks.scaleout_bench")
+BENCHMARKS = (
+    "benchmarks.signalr_bench",
+    "benchmarks.memory_bench",
+    "benchmarks.export_bench",
+    "benchmarks.scaleout_bench",
+)
 
 
 def main() -> int:

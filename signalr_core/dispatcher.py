@@ -838,6 +838,8 @@ class HubServerConnection:
         state = self._state
         assert state is not None
         incoming, outgoing = self._incoming, self.outgoing
+        chunk: bytes | None
+        event: HandshakeCompleted | HubMessage | None
         while True:
             # With a WebSocket attached, this loop is also the socket's writer: replies to a
             # chunk go out before the next chunk is read, and an idle connection waits for
@@ -848,6 +850,8 @@ class HubServerConnection:
                 await writer(outgoing.drain())
                 continue
             if not incoming.ready:
+                # Idle: keep neither the last chunk nor the last message alive meanwhile.
+                chunk = event = None
                 # A plain awaitable, not a coroutine: idle connections keep fewer frames.
                 await wait_for_input_or_output(
                     incoming,

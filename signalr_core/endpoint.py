@@ -81,6 +81,7 @@ __all__ = ["ConnectionEndpoint", "EndpointConnection", "HubEndpoint"]
 _log = structlog.get_logger("signalr_core")
 
 _SERVER_NEGOTIATE_VERSION = 1
+_RUN_TASK_NAME = "signalr_core.HubServerConnection.run"
 _TRANSPORTS: tuple[tuple[HttpTransportType, TransportName, TransportInfo], ...] = (
     (HttpTransportType.WEBSOCKETS, TransportName.WEBSOCKETS, WEBSOCKETS),
     (HttpTransportType.SERVER_SENT_EVENTS, TransportName.SERVER_SENT_EVENTS, SERVER_SENT_EVENTS),
@@ -478,7 +479,8 @@ class ConnectionEndpoint(Generic[ConnT]):
             cookies=request.cookies,
             query_values=request.query_values,
         )
-        self._tg.start_soon(self._run, connection)
+        # A name of our own: anyio would build a string per task from the coroutine.
+        self._tg.start_soon(self._run, connection, name=_RUN_TASK_NAME)
 
     async def _run(self, connection: ConnT) -> None:
         await connection.run()
@@ -625,6 +627,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             connection.resuming = True
         else:
             self._activate(connection, TransportName.WEBSOCKETS, request, user)
+        del request, message  # not kept for the socket's life (the context has what it needs)
         waiting = False
         try:
             await send({"type": "websocket.accept"})

@@ -8,9 +8,8 @@ a hub, text for JSON (the handshake answer included), binary for MessagePack.
 The request task only reads: it feeds received messages to the connection. Sending is done by
 the connection itself through :attr:`~signalr_core.transports.TransportConnection.direct_writer`
 (a hub connection's message loop while it waits for input, so an idle connection has no writer
-task of its own). When the connection
-ends, its message loop is gone: the request task then sends what is left, the close frame, and
-waits (briefly) for the client's answer to it.
+task of its own). When the connection ends, its writer is gone: the request task then sends
+what is left, the close frame, and waits (briefly) for the client's answer to it.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import time
 
 import anyio
 
-from signalr_core.transports import ASGIReceive, ASGISend, TransportConnection
+from signalr_core.transports import ASGIMessage, ASGIReceive, ASGISend, TransportConnection
 
 __all__ = ["serve_websocket"]
 
@@ -67,6 +66,8 @@ async def serve_websocket(
     # (closed with 1009 already), the connection stopped taking input, or (none of these) the
     # scope was cancelled: the connection ended or was aborted, resumed elsewhere, or broke.
     client_closed = refused = graceful = False
+    message: ASGIMessage | None
+    data: bytes | None
     socket = _Socket(connection, send, anyio.CancelScope())
     try:
         with socket.scope:
@@ -75,6 +76,7 @@ async def serve_websocket(
             connection.outgoing.notify()  # frames queued before (a resume's replay) go out now
             # The receive loop is inline: one coroutine frame less per idle connection.
             while True:
+                message = data = None  # idle: keep neither the last message nor its bytes
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
