@@ -8,9 +8,8 @@ a hub, text for JSON (the handshake answer included), binary for MessagePack.
 The request task only reads: it feeds received messages to the connection. Sending is done by
 the connection itself through :attr:`~signalr_core.transports.TransportConnection.direct_writer`
 (a hub connection's message loop while it waits for input, so an idle connection has no writer
-task of its own). When the connection
-ends, its message loop is gone: the request task then sends what is left, the close frame, and
-waits (briefly) for the client's answer to it.
+task of its own). When the connection ends, its writer is gone: the request task then sends
+what is left, the close frame, and waits (briefly) for the client's answer to it.
 """
 
 from __future__ import annotations
