@@ -392,8 +392,8 @@ class HubServerConnection:
         self.current_poll: PollSlot | None = None
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
-        # Set by a WebSocket transport while attached: sends frames on its socket (the message
-        # loop's direct path, see OutgoingBuffer); the transport's writer task does the rest.
+        # Set by a WebSocket transport while attached: sends frames on its socket. While it is
+        # set the message loop is the socket's writer (see _message_loop and _writing_while).
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
         self._state: HubConnectionState | None = None
