@@ -46,8 +46,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 import anyio
-import structlog
 
+from signalr_core._logging import get_logger
 from signalr_core.auth import Authenticator
 from signalr_core.context import Principal
 from signalr_core.dispatcher import ConnectionStatus
@@ -64,7 +64,7 @@ __all__ = [
     "RawConnection",
 ]
 
-_log = structlog.get_logger("signalr_core")
+_log = get_logger("signalr_core")
 
 
 class ConnectionHandler:
