@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 CORE := packages/signalr-core
 DIST := dist
 
-.PHONY: install run test lint typecheck unit bench assets dist clean
+.PHONY: install run test lint typecheck unit bench bench-memory assets dist clean
 
 # signalr-exporter depends on signalr-core (not on PyPI): both are installed in one step.
 $(VENV_STAMP): pyproject.toml $(CORE)/pyproject.toml
@@ -62,6 +62,9 @@ dist: $(VENV_STAMP) assets
 
 bench: install
 	$(PY) -m benchmarks.run
+
+bench-memory: install
+	$(PY) -m benchmarks.memory_bench --quick
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) $(DIST) .mypy_cache .ruff_cache .pytest_cache var

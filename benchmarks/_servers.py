@@ -5,7 +5,9 @@
 - ``echo``: a bare ASGI WebSocket app (the ceiling). A text message starting with ``B`` is
   broadcast to every open socket; anything else is echoed back on the same socket with the same
   frame type.
-- ``signalr_core``: ``BenchHub`` on a ``signalr_core.HubEndpoint`` mounted at ``/hub``.
+- ``signalr_core``: ``BenchHub`` on a ``signalr_core.HubEndpoint`` mounted at ``/hub`` in a
+  Starlette app (``endpoint.routes("/hub")``).
+- ``signalr_core_root``: the same endpoint as the root ASGI app (no framework, like ``echo``).
 - ``aiosignalr``: the same hub written against aiosignalr 0.1.1's server API at ``/hub``.
 - ``signalr_core_redis``: ``signalr_core`` with ``RedisHubLifetimeManager`` (Redis at
   ``$BENCH_REDIS_URL``), so every broadcast goes through Redis pub/sub.
@@ -80,7 +82,7 @@ def make_echo_app() -> ASGIApp:
     return app
 
 
-def make_signalr_core_app(redis_url: str | None = None) -> ASGIApp:
+def make_signalr_core_app(redis_url: str | None = None, *, root: bool = False) -> ASGIApp:
     import structlog
     from starlette.applications import Starlette
 
@@ -101,6 +103,8 @@ def make_signalr_core_app(redis_url: str | None = None) -> ASGIApp:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     manager = RedisHubLifetimeManager(redis_url, hub_name="bench") if redis_url else None
     endpoint = HubEndpoint(BenchHub, lifetime_manager=manager)
+    if root:
+        return endpoint  # the endpoint as the root ASGI app (it answers lifespan itself)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -142,9 +146,15 @@ def make_signalr_core_redis_app() -> ASGIApp:
     return make_signalr_core_app(os.environ["BENCH_REDIS_URL"])
 
 
+def make_signalr_core_root_app() -> ASGIApp:
+    """``signalr_core`` with no framework around it, as the bare app has none."""
+    return make_signalr_core_app(root=True)
+
+
 FACTORIES: dict[str, Callable[[], ASGIApp]] = {
     "echo": make_echo_app,
     "signalr_core": make_signalr_core_app,
+    "signalr_core_root": make_signalr_core_root_app,
     "aiosignalr": make_aiosignalr_app,
     "signalr_core_redis": make_signalr_core_redis_app,
 }

@@ -10,6 +10,7 @@ import time
 # Each entry is a module in this package with a ``main()``; missing ones are skipped.
 BENCHMARKS = (
     "benchmarks.signalr_bench",
+    "benchmarks.memory_bench",
     "benchmarks.export_bench",
     "benchmarks.scaleout_bench",
     "benchmarks.backplane_bench",

@@ -11,6 +11,9 @@ Endpoints (detailed errors on everywhere):
 - ``/testhub``: :class:`TestHub`, every transport and both protocols.
 - ``/testhub-nowebsockets``: the same hub with Server-Sent Events and Long Polling only.
 - ``/authorizedhub``: :class:`AuthorizedHub` (``Echo``), only with a valid JWT.
+- ``/adminhub``: :class:`AdminHub`, for admins only: anonymous requests get 401, ``testuser``
+  (authenticated, no admin role) 403; the refusals' bodies carry the reason (``Unauthorized``,
+  ``Forbidden``) so the client's error reads as with Kestrel.
 - ``GET /generateJwtToken``: an HS256 JWT for ``testuser`` as ``text/plain``; the key is
   generated at start, so tokens never outlive the process.
 - ``/uncreatable``: :class:`UncreatableHub`, whose creation always fails.
@@ -35,6 +38,21 @@ and ``GetClientResultWithTimeout(message, seconds)``; for stateful reconnect,
 apart, then returns ``count``), ``Increment()`` and ``GetCount()`` (a per-connection counter).
 ``POST /closeConnection?id=ID[&error=TEXT][&allowReconnect=true]`` closes a connection of any
 hub from outside the hub (``hub_context.close_connection``) and answers ``{"closed": N}``.
+
+For the client's ``HttpConnection`` (the transport layer, ASP.NET's ``ConnectionTests.ts``)
+and the rest of its functional tests' server:
+
+- ``/echo``: :class:`EchoConnectionHandler`, a raw connection handler
+  (:class:`~signalr_core.ConnectionHandlerEndpoint`) echoing every chunk, over every transport.
+  As the ASP.NET one, it ends the connection at once when the request lacks the ``testCookie``
+  negotiate sets (the ``withCredentials: false`` test).
+- ``/echoredirect...``: an HTTP 307 redirect to the same path and query under ``/echo``
+  (the "follows HTTP redirects" test).
+- ``/bad-negotiate...``: ``400`` with the body ``Some response from server`` (the client's
+  error must contain the server's answer).
+- ``GET /clientresult/{connectionId}``: asks that ``/testhub`` connection for a client result
+  (``Result()``, through the hub context) and answers it as text, or the error's text
+  (``Error: from callback``, ``Client didn't provide a result.``).
 """
 
 from __future__ import annotations
@@ -57,12 +75,19 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from signalr_core import (
     AuthRequest,
+    ClientResultError,
+    ClientUnavailableError,
+    ConnectionContext,
+    ConnectionHandler,
+    ConnectionHandlerEndpoint,
     HttpTransportType,
     Hub,
     HubEndpoint,
@@ -260,6 +285,90 @@ class AuthorizedHub(Hub):
         return message
 
 
+def is_admin_user(user: Principal) -> bool:
+    """The hub policy: only users with the admin role."""
+    return user.claims.get("role") == "admin"
+
+
+class AdminHub(Hub):
+    """A hub with a policy (ASP.NET's ``[Authorize(Roles = "admin")]``): ``testuser`` is
+    authenticated but not an admin, so its negotiate is refused with 403."""
+
+    authorize = staticmethod(is_admin_user)
+
+    @hub_method("Echo")
+    def echo(self, message: str) -> str:
+        return message
+
+
+class EchoConnectionHandler(ConnectionHandler):
+    """ASP.NET's functional-test ``EchoConnectionHandler``: sends back what it receives."""
+
+    async def on_connected(self, connection: ConnectionContext) -> None:
+        # The 'withCredentials' tests send no cookie for cross-site requests: end at once.
+        if "testCookie" not in connection.cookies:
+            return
+        async for data in connection:
+            await connection.send(data)
+
+
+class FunctionalTestPaths:
+    """ASGI middleware answering two path prefixes before routing, as ASP.NET's test server.
+
+    ``/echoredirect...`` and ``/bad-negotiate...`` (any method, any path below).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket"):
+            if _has_prefix(path, "/echoredirect"):
+                await _echo_redirect(scope, receive, send)
+                return
+            if _has_prefix(path, "/bad-negotiate"):
+                await _bad_negotiate(scope, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _has_prefix(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+async def _echo_redirect(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/echoredirect/...`` -> 307 to ``/echo/...`` with the same query (method kept)."""
+    path = scope["path"].replace("echoredirect", "echo", 1)
+    query = scope.get("query_string", b"").decode("latin-1")
+    # Absolute: Node's EventSource (the SSE transport) cannot follow a relative Location.
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    host = dict(scope.get("headers", ())).get(b"host", b"localhost").decode("latin-1")
+    location = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+    headers = [(b"location", location.encode()), (b"content-length", b"0")]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 307, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+    elif scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 307, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": b""})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+async def _bad_negotiate(scope: Scope, send: Send) -> None:
+    """Every request under ``/bad-negotiate``: 400 with a body the client must show."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = b"Some response from server"
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class UncreatableHub(Hub):
     """ASP.NET's ``UncreatableHub``: its constructor needs a service that does not exist."""
 
@@ -350,12 +459,14 @@ def create_app() -> Starlette:
         authenticate=issuer.authenticate,
     )
     authorized = HubEndpoint(AuthorizedHub, options=options(), authenticate=issuer.authenticate)
+    admin = HubEndpoint(AdminHub, options=options(), authenticate=issuer.authenticate)
     uncreatable = HubEndpoint(UncreatableHub, options=options())
     redirect = HubEndpoint(TestHub, options=options(negotiate_redirect=redirect_to_testhub))
     stateful = HubEndpoint(
         TestHub, options=options(allow_stateful_reconnect=True), authenticate=issuer.authenticate
     )
-    endpoints = (testhub, nowebsockets, authorized, uncreatable, redirect, stateful)
+    endpoints = (testhub, nowebsockets, authorized, admin, uncreatable, redirect, stateful)
+    echo = ConnectionHandlerEndpoint(EchoConnectionHandler(), options=options())
 
     async def generate_jwt_token(request: Request) -> Response:
         response = PlainTextResponse(issuer.issue())
@@ -379,10 +490,20 @@ def create_app() -> Starlette:
             )
         return Response(msgspec.json.encode({"closed": closed}), media_type="application/json")
 
+    async def client_result(request: Request) -> Response:
+        # ASP.NET: hubContext.Clients.Client(id).InvokeAsync<int>("Result"), its text or the
+        # error's message.
+        client = testhub.hub_context.clients.client(request.path_params["connection_id"])
+        try:
+            result = await client.invoke("Result", result_type=int, timeout=10)
+        except (ClientResultError, ClientUnavailableError, TimeoutError) as exc:
+            return PlainTextResponse(str(exc))
+        return PlainTextResponse(str(result))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            for endpoint in endpoints:
+            for endpoint in (*endpoints, echo):
                 await stack.enter_async_context(endpoint.lifespan())
             yield
 
@@ -390,16 +511,20 @@ def create_app() -> Starlette:
         routes=[
             Route("/generateJwtToken", generate_jwt_token, methods=["GET"]),
             Route("/closeConnection", close_connection, methods=["POST"]),
+            Route("/clientresult/{connection_id}", client_result, methods=["GET"]),
+            *echo.routes("/echo"),
             *testhub.routes("/testhub"),
             *nowebsockets.routes("/testhub-nowebsockets"),
             *authorized.routes("/authorizedhub"),
+            *admin.routes("/adminhub"),
             *uncreatable.routes("/uncreatable"),
             *redirect.routes("/redirect"),
             *stateful.routes("/statefulhub"),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(FunctionalTestPaths)],
     )
-    app.state.hub_endpoints = endpoints
+    app.state.hub_endpoints = (*endpoints, echo)
     return app
 
 
@@ -412,7 +537,7 @@ async def _serve(host: str, port: int) -> None:
     config.accesslog = None
     config.graceful_timeout = 5.0
     app = create_app()
-    endpoints: tuple[HubEndpoint, ...] = app.state.hub_endpoints
+    endpoints: tuple[HubEndpoint | ConnectionHandlerEndpoint, ...] = app.state.hub_endpoints
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -36,6 +36,11 @@ from signalr_core.clients import (
     HubContext,
     SingleClientProxy,
 )
+from signalr_core.connection_handler import (
+    ConnectionContext,
+    ConnectionHandler,
+    ConnectionHandlerEndpoint,
+)
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.cors import CorsPolicy
 from signalr_core.endpoint import HubEndpoint
@@ -54,7 +59,15 @@ from signalr_core.errors import (
     ProtocolError,
     SignalRError,
 )
-from signalr_core.hub import Hub, hub_method
+from signalr_core.filters import (
+    DisconnectedNext,
+    HubFilter,
+    HubInvocationContext,
+    HubLifetimeContext,
+    InvokeNext,
+    LifetimeNext,
+)
+from signalr_core.hub import Hub, HubAuthorizePolicy, UserPolicy, hub_method
 from signalr_core.lifetime import (
     CloseRequest,
     DefaultHubLifetimeManager,
@@ -97,13 +110,18 @@ __all__ = [
     "CloseMessage",
     "CloseRequest",
     "CompletionMessage",
+    "ConnectionContext",
+    "ConnectionHandler",
+    "ConnectionHandlerEndpoint",
     "CorsPolicy",
     "DefaultHubLifetimeManager",
+    "DisconnectedNext",
     "GroupManager",
     "HandshakeError",
     "HandshakeRequest",
     "HttpTransportType",
     "Hub",
+    "HubAuthorizePolicy",
     "HubCallerClients",
     "HubCallerContext",
     "HubClients",
@@ -111,6 +129,9 @@ __all__ = [
     "HubContext",
     "HubEndpoint",
     "HubException",
+    "HubFilter",
+    "HubInvocationContext",
+    "HubLifetimeContext",
     "HubLifetimeManager",
     "HubMessage",
     "HubMethodNotFound",
@@ -119,7 +140,9 @@ __all__ = [
     "InvalidArguments",
     "InvocationError",
     "InvocationMessage",
+    "InvokeNext",
     "JsonHubProtocol",
+    "LifetimeNext",
     "LocalConnection",
     "LoggerFactory",
     "MessageEncodeError",
@@ -135,6 +158,7 @@ __all__ = [
     "StreamItemMessage",
     "StructuredLogger",
     "TransferFormat",
+    "UserPolicy",
     "default_protocols",
     "hub_method",
     "set_logger_factory",

@@ -121,6 +121,19 @@ class HubConnectionState:
             ASP.NET's ``EnableDetailedErrors`` does.
     """
 
+    __slots__ = (
+        "_buffer",
+        "_detailed_errors",
+        "_error",
+        "_events",
+        "_max_message_size",
+        "_outgoing",
+        "_protocols",
+        "_transfer_formats",
+        "phase",
+        "protocol",
+    )
+
     def __init__(
         self,
         protocols: Mapping[str, HubProtocol],

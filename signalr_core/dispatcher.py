@@ -6,15 +6,16 @@ Theory of operation
 A :class:`HubServerConnection` is created by negotiate (or by a WebSocket request without an
 id) and started when a transport attaches. Its :meth:`~HubServerConnection.run` task lives in
 the endpoint's task group, so Long Polling and Server-Sent Events connections outlive the HTTP
-requests that carry them. ``run`` is one cancel scope around one task group:
+requests that carry them. ``run`` is one task group (handshake included; its cancel scope is
+what closing cancels):
 
 * the **message loop** reads byte chunks the transport fed in (an
   :class:`~signalr_core.transports.IncomingBuffer`, bounded in bytes), hands
   them to the sans-I/O :class:`~signalr_core.connection.HubConnectionState` and dispatches the
   decoded messages in order;
-* ``max_parallel_invocations`` **invocation workers** take non-streaming invocations from a
-  zero-capacity stream, so the loop waits when all are busy (ASP.NET's invocation limit)
-  without creating a task per message;
+* ``max_parallel_invocations`` **invocation workers**, started by the first invocation that
+  needs one, take non-streaming invocations from a zero-capacity stream, so the loop waits
+  when all are busy (ASP.NET's invocation limit) without creating a task per message;
 * one task per **server-to-client stream** and per method taking **client-to-server streams**
   (they do not count against the limit, as in ASP.NET); each stream has its own cancel scope
   for ``CancelInvocation``.
@@ -23,52 +24,61 @@ The first failure cancels everything; ``run`` then unregisters the connection, c
 ``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
 sends what is left and ends. Writes never block: frames go to the bounded
 :class:`~signalr_core.transports.OutgoingBuffer` and a connection whose buffer is full is
-aborted. Server-to-client streams wait for buffer space instead (backpressure). With a
-WebSocket, the message loop holds the buffer while it handles one received chunk and then
-sends what that produced itself if the transport's send loop is idle (a reply costs no
-wake-up of another task); see ``OutgoingBuffer`` for why order and limits are kept.
+aborted. Server-to-client streams wait for buffer space instead (backpressure).
+
+**The WebSocket writer.** With a WebSocket attached (``direct_writer``), the message loop is
+also the socket's writer: it waits for received data and queued frames at once, sends what
+is queued before it reads the next chunk (so a reply costs no wake-up of another task), and
+has no writer task beside it. While it waits for a busy worker or a full upload stream, a
+helper task writes for it (the method it waits for may need frames to go out). A slow reader
+still fills the bounded buffer and is aborted. When the connection ends, the request task
+sends what is left and the close frame (see :mod:`signalr_core.transports.websockets`).
 
 **Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
 
-**Client results.** :meth:`~HubServerConnection.invoke_client` sends an Invocation with an id
-(``r1``, ``r2``, ...) and waits on an entry of the connection's pending-results table (at most
-``max_pending_client_results``); the message loop hands the client's Completion to it, and
-``_finish`` wakes every waiter with "disconnected". A hub method that waits for a client result
-from an invocation worker lends its slot: a loan worker takes jobs until the result arrives
-(only while waiting for a job is it cancelled), so the message loop never blocks behind a
-method that needs the loop to read the answer (ASP.NET 8 releases its semaphore the same way).
+**Client results** (:mod:`signalr_core._results`): :meth:`~HubServerConnection.invoke_client`
+waits on an entry of the connection's table, made by its first client result; a worker that
+waits lends its slot so that the message loop can read the answer.
 
-**Stateful reconnect.** With protocol version 2 on a connection that negotiated it, every
-sequenced message sent (Invocation, StreamItem, Completion, StreamInvocation,
-CancelInvocation) is numbered and kept, encoded, in a bounded replay buffer until the client's
-Ack covers it; incoming sequenced messages are numbered too, and after the client's Sequence
-message those already processed are skipped. When the WebSocket breaks (no close frame from
-the client, no close by the server), :meth:`~HubServerConnection.transport_lost` keeps the
-connection (its task group keeps running) for ``disconnect_timeout``; a WebSocket request with
-the same token calls :meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the
-replay buffer before anything else.
+**Stateful reconnect** (:mod:`signalr_core._sequencing` keeps the sequence ids and the bounded
+replay buffer, sans-I/O). When the WebSocket breaks (no close frame from the client, no close
+by the server), :meth:`~HubServerConnection.transport_lost` keeps the connection (its task
+group keeps running) for ``disconnect_timeout``; a WebSocket request with the same token calls
+:meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the replay buffer before
+anything else.
+
+**Memory per idle connection.** An idle WebSocket connection holds one task of its own (``run``)
+and one task group: no writer task, no workers (started by the first job that needs one), no
+buffer storage while empty, no replay buffer or client-results table unless used.
 
 Error texts follow ASP.NET Core's ``DefaultHubDispatcher`` and ``ErrorMessageHelper``.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import contextvars
 import enum
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from signalr_core._lifecycle import Event, Lifecycle, Phase, TickAction
 from signalr_core._logging import get_logger
+from signalr_core._results import (
+    ClientResults,
+    Loan,
+    WorkerSlot,
+    current_worker,
+    results_forbidden,
+)
+from signalr_core._sequencing import Sequencing
 from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
 from signalr_core.context import HubCallerContext, Principal
@@ -81,8 +91,8 @@ from signalr_core.errors import (
     InvocationError,
     MessageEncodeError,
     ProtocolError,
-    SignalRError,
 )
+from signalr_core.filters import FilterPipeline
 from signalr_core.handshake import HANDSHAKE_CANCELED
 from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
@@ -101,11 +111,16 @@ from signalr_core.messages import (
     TransferFormat,
 )
 from signalr_core.options import HubOptions
-from signalr_core.transports import IncomingBuffer, OutgoingBuffer, TransportName
+from signalr_core.transports import (
+    IncomingBuffer,
+    OutgoingBuffer,
+    PollSlot,
+    TransportName,
+    wait_for_input_or_output,
+)
 
 if TYPE_CHECKING:
     from signalr_core.protocols import HubProtocol
-    from signalr_core.transports.longpolling import PollSlot
 
 __all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnection"]
 
@@ -119,8 +134,13 @@ _BINDING_MISMATCH: Final = (
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
-class ClientStreamError(SignalRError):
-    """The client ended a client-to-server stream with an error (its text is the message)."""
+class ClientStreamError(HubException):
+    """The client ended a client-to-server stream with an error (its text is the message).
+
+    A :class:`HubException`, as ASP.NET (since .NET 6) completes the stream's channel with
+    ``new HubException(error)``: the method's failure reaches the client with the client's text
+    even when detailed errors are off.
+    """
 
 
 def exception_name(exc: BaseException) -> str:
@@ -134,7 +154,7 @@ def exception_name(exc: BaseException) -> str:
     if isinstance(exc, ProtocolError):
         return "InvalidDataException"  # what ASP.NET's protocol readers throw
     if isinstance(exc, ClientStreamError):
-        return "Exception"  # ASP.NET completes the channel with new Exception(error)
+        return "HubException"
     return type(exc).__name__
 
 
@@ -181,65 +201,6 @@ class EncodeCache:
         return data
 
 
-class _PendingResult:
-    """A client result the server waits for."""
-
-    __slots__ = ("completion", "event", "result_type")
-
-    def __init__(self, result_type: Any) -> None:
-        self.result_type = result_type
-        self.event = anyio.Event()
-        self.completion: CompletionMessage | None = None
-
-
-class _Loan:
-    """A worker slot lent while a hub method waits for a client result."""
-
-    __slots__ = ("ended", "scope")
-
-    def __init__(self) -> None:
-        self.ended = False
-        self.scope: anyio.CancelScope | None = None
-
-    def end(self) -> None:
-        self.ended = True
-        if self.scope is not None:
-            self.scope.cancel()  # only ever cancels the wait for the next job
-
-
-class _WorkerSlot:
-    """One invocation worker: lent (at most once at a time) while its method awaits results."""
-
-    __slots__ = ("connection", "loan", "waiting")
-
-    def __init__(self, connection: HubServerConnection) -> None:
-        self.connection = connection
-        self.waiting = 0
-        self.loan: _Loan | None = None
-
-    def start_waiting(self) -> None:
-        self.waiting += 1
-        if self.loan is None:
-            self.loan = self.connection._lend_worker()
-
-    def stop_waiting(self) -> None:
-        self.waiting -= 1
-        if self.waiting == 0 and self.loan is not None:
-            self.loan.end()
-            self.loan = None
-
-
-_current_worker: contextvars.ContextVar[_WorkerSlot | None] = contextvars.ContextVar(
-    "signalr_core_current_worker", default=None
-)
-"""The invocation worker running the current task (for lending its slot)."""
-
-_results_forbidden: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "signalr_core_results_forbidden", default=None
-)
-"""Set while ``on_connected`` / ``on_disconnected`` run: the ASP.NET hook name."""
-
-
 class HubDispatcher:
     """Per-endpoint part of dispatching: the hub's methods and shared facades."""
 
@@ -258,6 +219,8 @@ class HubDispatcher:
         self.encode_cache = EncodeCache()
         self.local_lookup: Callable[[str], HubServerConnection | None] | None = None
         self._by_target: dict[str, HubMethod] = {}
+        # None without filters: the invocation path then calls the method directly.
+        self.filters = FilterPipeline.build(options.hub_filters, hub_class.filters)
 
     def lookup(self, target: str) -> HubMethod | None:
         """The method a wire target names (cached per exact spelling for known methods)."""
@@ -305,14 +268,40 @@ class _Upload:
 
 
 _Job = tuple[HubMethod, InvocationMessage, list[Any]]
-_SEQUENCED = (
-    InvocationMessage,
-    StreamInvocationMessage,
-    StreamItemMessage,
-    CompletionMessage,
-    CancelInvocationMessage,
-)
-"""Messages counted by stateful reconnect's sequence ids (as the clients' MessageBuffer)."""
+
+
+class _Workers:
+    """The connection's invocation workers, started on the first job (an idle connection has none).
+
+    ``max_parallel_invocations`` workers share one zero-capacity stream, so the sender waits
+    when all are busy (ASP.NET's invocation limit) without a task per message.
+    """
+
+    __slots__ = ("_connection", "_send", "_tg", "receive")
+
+    def __init__(self, connection: HubServerConnection, tg: anyio.abc.TaskGroup) -> None:
+        self._connection = connection
+        self._tg = tg
+        self._send: MemoryObjectSendStream[_Job] | None = None
+        self.receive: MemoryObjectReceiveStream[_Job] | None = None
+
+    async def send(self, job: _Job) -> None:
+        sender = self._send
+        if sender is None:
+            sender, self.receive = anyio.create_memory_object_stream[_Job](0)
+            self._send = sender
+            for _ in range(self._connection._options.max_parallel_invocations):
+                self._tg.start_soon(self._connection._worker, self.receive.clone())
+        try:
+            sender.send_nowait(job)
+        except anyio.WouldBlock:  # every worker is busy: waiting may take long
+            await self._connection._writing_while(sender.send(job))
+
+    def close(self) -> None:
+        if self._send is not None:
+            self._send.close()
+        if self.receive is not None:
+            self.receive.close()
 
 
 class HubServerConnection:
@@ -326,7 +315,53 @@ class HubServerConnection:
         transport: The attached transport, ``None`` before.
         context: The hub caller context (set when a transport attaches).
         outgoing: Frames waiting for the transport.
+
+    An idle connection holds only what it needs: slots instead of a ``__dict__``, buffers that
+    allocate storage on use, workers started by the first invocation that needs one, the
+    logger, caller proxies and ``finished`` event made when first asked for (see
+    ``benchmarks/memory_bench.py`` and ``tests/signalr_core/test_memory.py``).
     """
+
+    __slots__ = (
+        "_busy",
+        "_caller_clients_cache",
+        "_dispatcher",
+        "_finished_event",
+        "_hub_connected",
+        "_incoming",
+        "_life",
+        "_options",
+        "_protocols",
+        "_registered",
+        "_replay_space",
+        "_results",
+        "_scope",
+        "_sequencing",
+        "_state",
+        "_streams",
+        "_tg",
+        "_uploads",
+        "_workers",
+        "aborted",
+        "connection_id",
+        "connection_token",
+        "context",
+        "current_poll",
+        "direct_writer",
+        "items",
+        "last_poll",
+        "outgoing",
+        "poll_active",
+        "protocol",
+        "resuming",
+        "transport",
+        "transport_attached",
+        "transport_generation",
+        "transport_scope",
+        "use_stateful_reconnect",
+        "user",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -344,60 +379,98 @@ class HubServerConnection:
         self.connection_token = connection_token
         self.user_id: str | None = None
         self.user: Principal | None = None
-        self.status = ConnectionStatus.INACTIVE
         self.transport: TransportName | None = None
         self.context: HubCallerContext | None = None
         self.items: dict[Any, Any] = {}
         self.outgoing = OutgoingBuffer(options.max_buffered_messages, options.max_buffered_bytes)
         self.protocol: HubProtocol | None = None
-        self.created = time.monotonic()
-        self.finished = anyio.Event()
+        # The phase and the timers (keep-alive, client timeout, reconnect wait): one place.
+        self._life = Lifecycle(options, time.monotonic())
+        self._finished_event: anyio.Event | None = None
         self.poll_active = False
-        self.last_poll = self.created
+        self.last_poll = self._life.created
         self.current_poll: PollSlot | None = None
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
-        # Set by a WebSocket transport while attached: sends frames on its socket (the message
-        # loop's direct path, see OutgoingBuffer); the transport's writer task does the rest.
+        # Set by a WebSocket transport while attached: sends frames on its socket. While it is
+        # set the message loop is the socket's writer (see _message_loop and _writing_while).
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
         self._state: HubConnectionState | None = None
         self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
         self._scope: anyio.CancelScope | None = None
-        self._open = False
+        # What _finish must undo (the lifetime manager's registration, the hub's on_connected).
         self._registered = False
         self._hub_connected = False
-        self._close_requested = False
-        self._wrote = False
-        self._received = False
-        # As in ASP.NET (DefaultHubDispatcher: Ping -> StartClientTimeout), the client timeout
-        # starts with the first Ping: the official client never pings over Long Polling.
-        self._client_timeout_armed = False
-        self._last_write = self.created
-        self._last_read = self.created
         self._busy = 0
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
-        self._stateful = False
-        # Stateful reconnect, receiving side: ids of the client's sequenced messages.
-        self._next_receive_id = 1
-        self._received_sequence = 0  # the newest id processed (what we acknowledge)
-        self._acked_sequence = 0
-        # Sending side: encoded sequenced messages the client has not acknowledged yet.
-        self._replay: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._replay_bytes = 0
-        self._sent_sequence = 0
+        # Stateful reconnect (protocol version 2 on a connection that negotiated it).
+        self._sequencing: Sequencing | None = None
         self._replay_space: anyio.Event | None = None
-        self.detached_since: float | None = None  # transport lost, waiting for a reconnect
         self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
         self._streams: dict[str, anyio.CancelScope] = {}
         self._uploads: dict[str, _Upload] = {}
-        self._results: dict[str, _PendingResult] = {}
-        self._result_ids = 0
+        self._results: ClientResults | None = None  # made by the first client result
         self._tg: anyio.abc.TaskGroup | None = None
-        self._jobs: MemoryObjectReceiveStream[_Job] | None = None
-        self._caller_clients = HubCallerClients(dispatcher.manager, self, dispatcher.local_lookup)
-        self._log = _log.bind(connection_id=connection_id)
+        self._workers: _Workers | None = None
+        self._caller_clients_cache: HubCallerClients | None = None
+
+    @property
+    def _log(self) -> Any:
+        # Bound when something is logged (rare), not kept per connection.
+        if self.transport is None:
+            return _log.bind(connection_id=self.connection_id)
+        return _log.bind(connection_id=self.connection_id, transport=str(self.transport))
+
+    @property
+    def _caller_clients(self) -> HubCallerClients:
+        clients = self._caller_clients_cache
+        if clients is None:
+            dispatcher = self._dispatcher
+            clients = HubCallerClients(dispatcher.manager, self, dispatcher.local_lookup)
+            self._caller_clients_cache = clients
+        return clients
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """Where the connection is, as the endpoint sees it (from its lifecycle phase)."""
+        phase = self._life.phase
+        if phase is Phase.NEGOTIATED:
+            return ConnectionStatus.INACTIVE
+        if phase is Phase.CLOSED:
+            return ConnectionStatus.FINISHED
+        return ConnectionStatus.ACTIVE
+
+    @property
+    def phase(self) -> Phase:
+        """The connection's lifecycle phase (see :mod:`signalr_core._lifecycle`)."""
+        return self._life.phase
+
+    @property
+    def created(self) -> float:
+        """When the connection was made (``time.monotonic()``)."""
+        return self._life.created
+
+    @property
+    def detached_since(self) -> float | None:
+        """When a stateful connection lost its transport (``None`` unless it did)."""
+        return self._life.detached_since
+
+    @property
+    def finished(self) -> anyio.Event:
+        """Set once the connection ended (``status`` is ``FINISHED``)."""
+        event = self._finished_event
+        if event is None:
+            event = self._finished_event = anyio.Event()
+            if self.status is ConnectionStatus.FINISHED:
+                event.set()
+        return event
+
+    def _set_finished(self) -> None:
+        self._life.handle(Event.FINISH)
+        if self._finished_event is not None:
+            self._finished_event.set()
 
     # -- attaching a transport ---------------------------------------------------------------
 
@@ -424,11 +497,12 @@ class HubServerConnection:
             connection_id=self.connection_id,
             user=user,
             items=self.items,
-            headers=dict(headers),
-            query={k: v for k, v in query.items() if k != "access_token"},
-            cookies=dict(cookies),
+            # The request's own mappings (built for this request): no copies per connection.
+            headers=headers,
+            query=_without_token(query),
+            cookies=cookies,
             transport=str(transport),
-            query_values={k: v for k, v in (query_values or {}).items() if k != "access_token"},
+            query_values=_without_token(query_values or {}),
             on_abort=self.close,
         )
         self._state = HubConnectionState(
@@ -437,8 +511,14 @@ class HubServerConnection:
             max_message_size=self._options.max_message_size,
             detailed_errors=self._options.enable_detailed_errors,
         )
-        self.status = ConnectionStatus.ACTIVE
-        self._log = self._log.bind(transport=str(transport))
+        self._life.handle(Event.ACTIVATE)
+        self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
+
+    @property
+    def binary(self) -> bool:
+        """The negotiated protocol writes binary frames (MessagePack)."""
+        protocol = self.protocol
+        return protocol is not None and protocol.transfer_format is TransferFormat.BINARY
 
     @property
     def incoming_limit(self) -> int:
@@ -448,8 +528,8 @@ class HubServerConnection:
     async def feed(self, data: bytes) -> bool:
         """Hand received bytes to the message loop; ``False`` if the connection is gone."""
         if not data:
-            return not self.finished.is_set()
-        self._received = True
+            return self.status is not ConnectionStatus.FINISHED
+        self._life.received = True
         return await self._incoming.put(data)
 
     def transport_closed(self) -> None:
@@ -461,58 +541,50 @@ class HubServerConnection:
     def write(self, message: HubMessage) -> None:
         """Encode (once per protocol per broadcast) and enqueue without blocking."""
         protocol = self.protocol
-        if not self._open or protocol is None:
+        if not self._life.is_open or protocol is None:
             return
         data = self._dispatcher.encode_cache.encode(protocol, message)
-        if self._stateful:
+        if self._sequencing is not None:
             self._enqueue_stateful(message, data)
         else:
             self._enqueue(data)
 
     def _send(self, message: HubMessage) -> None:
         protocol = self.protocol
-        if not self._open or protocol is None:
+        if not self._life.is_open or protocol is None:
             return
         data = protocol.encode_message(message)
-        if self._stateful:
+        if self._sequencing is not None:
             self._enqueue_stateful(message, data)
         else:
             self._enqueue(data)
 
     def _enqueue_stateful(self, message: HubMessage, data: bytes) -> None:
-        if isinstance(message, _SEQUENCED):
-            self._sent_sequence += 1
-            self._replay.append((self._sent_sequence, data))
-            self._replay_bytes += len(data)
-            if self._replay_bytes > self._options.stateful_reconnect_buffer_size:
-                self._log.warning(
-                    "signalr.replay_buffer_full",
-                    pending_bytes=self._replay_bytes,
-                    pending_messages=len(self._replay),
-                )
-                self.abort()
-                return
-        if self.detached_since is None:
+        sequencing = self._sequencing
+        assert sequencing is not None
+        if not sequencing.sent(message, data):
+            self._log.warning(
+                "signalr.replay_buffer_full",
+                pending_bytes=sequencing.pending_bytes,
+                pending_messages=sequencing.pending_messages,
+            )
+            self.abort()
+            return
+        if self._life.detached_since is None:
             self._enqueue(data)
         # else: no transport; sequenced messages wait in the replay buffer, pings are dropped
 
-    def _acknowledged(self, sequence_id: int) -> None:
+    def _acknowledged(self, sequencing: Sequencing, sequence_id: int) -> None:
         """The client received every sequenced message up to ``sequence_id``."""
-        replay = self._replay
-        while replay and replay[0][0] <= sequence_id:
-            self._replay_bytes -= len(replay.popleft()[1])
+        sequencing.acknowledged(sequence_id)
         event = self._replay_space
-        if (
-            event is not None
-            and self._replay_bytes * 2 <= self._options.stateful_reconnect_buffer_size
-        ):
+        if event is not None and sequencing.has_room:
             self._replay_space = None
             event.set()
 
-    async def _wait_replay_space(self) -> None:
+    async def _wait_replay_space(self, sequencing: Sequencing) -> None:
         """Backpressure for streams: wait while the replay buffer is more than half full."""
-        limit = self._options.stateful_reconnect_buffer_size
-        while self._open and self._replay_bytes * 2 > limit:
+        while self._life.is_open and not sequencing.has_room:
             if self._replay_space is None:
                 self._replay_space = anyio.Event()
             await self._replay_space.wait()
@@ -527,14 +599,15 @@ class HubServerConnection:
         alive for ``disconnect_timeout``; otherwise the connection ends.
         """
         if (
-            self._stateful
+            self._sequencing is not None
             and not graceful
-            and self._open
-            and not self._close_requested
+            and self._life.phase is Phase.OPEN
             and self.transport is TransportName.WEBSOCKETS
         ):
-            self.detached_since = now
-            self._log.info("signalr.transport_lost", replay_messages=len(self._replay))
+            self._life.handle(Event.TRANSPORT_LOST, now)
+            self._log.info(
+                "signalr.transport_lost", replay_messages=self._sequencing.pending_messages
+            )
             return True
         self.transport_closed()
         return False
@@ -542,12 +615,7 @@ class HubServerConnection:
     @property
     def can_resume(self) -> bool:
         """Whether a new WebSocket with this connection's token may take over (stateful)."""
-        return (
-            self._stateful
-            and self._open
-            and not self._close_requested
-            and self.status is ConnectionStatus.ACTIVE
-        )
+        return self._sequencing is not None and self._life.is_open
 
     async def resume(self) -> int:
         """A new transport takes over: send ``Sequence`` and replay what was not acknowledged.
@@ -561,21 +629,23 @@ class HubServerConnection:
             while self.transport_attached:  # noqa: ASYNC110 - the old request task clears it
                 await anyio.sleep(0.01)
         self.transport_generation += 1
-        self.detached_since = None
-        self._received = True  # the reconnect counts as hearing from the client
+        if not self._life.is_open:  # closed while the old transport went away
+            return self.transport_generation
+        self._life.handle(Event.RESUME)
         protocol = self.protocol
         assert protocol is not None
+        assert self._sequencing is not None
         self.outgoing.drain()  # whatever was queued is either in the replay buffer or a ping
-        first = self._replay[0][0] if self._replay else self._sent_sequence + 1
+        first, replay = self._sequencing.replay()
         self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
-        for _, data in self._replay:
+        for data in replay:
             self.outgoing.put(data, force=True)
-        self._log.info("signalr.transport_resumed", replayed=len(self._replay), sequence=first)
+        self._log.info("signalr.transport_resumed", replayed=len(replay), sequence=first)
         return self.transport_generation
 
     def _enqueue(self, data: bytes) -> None:
         if self.outgoing.put(data):
-            self._wrote = True
+            self._life.wrote = True
         elif not self.outgoing.closed:
             self._log.warning(
                 "signalr.slow_consumer",
@@ -590,70 +660,65 @@ class HubServerConnection:
 
     def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
         """Send Close (with ``error`` / ``allowReconnect``) and end the connection."""
-        if self._close_requested:
+        life = self._life
+        if life.is_closing:
             return
-        self._close_requested = True
+        inactive = life.phase is Phase.NEGOTIATED
+        life.handle(Event.CLOSE)
         state = self._state
         if state is not None and state.phase is not ConnectionPhase.CLOSED:
             state.close(error, allow_reconnect)
             for frame in state.data_to_send():
                 self.outgoing.put(frame, force=True)
-        self._open = False
         if self._scope is not None:
             self._scope.cancel()
-        elif self.status is ConnectionStatus.INACTIVE:
+        elif inactive:
             self._end_inactive()
 
     def abort(self) -> None:
         """End the connection at once, dropping whatever is queued."""
         self.aborted = True
-        self._open = False
-        self._close_requested = True
+        life = self._life
+        inactive = life.phase is Phase.NEGOTIATED
+        if life.phase is not Phase.CLOSED:
+            life.handle(Event.CLOSE)
         self.outgoing.close(discard=True)
         if self.transport_scope is not None:
             self.transport_scope.cancel()  # do not wait for a socket that does not drain
         if self._scope is not None:
             self._scope.cancel()
-        elif self.status is ConnectionStatus.INACTIVE:
+        elif inactive:
             self._end_inactive()
 
     def _end_inactive(self) -> None:
         self.outgoing.close()
         self._incoming.close()
-        self.status = ConnectionStatus.FINISHED
-        self.finished.set()
+        self._set_finished()
 
     def tick(self, now: float) -> None:
-        """Keep-alive and client-timeout bookkeeping, called about once a second."""
-        if not self._open:
-            return
-        options = self._options
-        if self._received:
-            self._received = False
-            self._last_read = now
-        if self.detached_since is not None:
-            # A detached stateful connection waits disconnect_timeout, not client_timeout.
-            if now - self.detached_since > options.disconnect_timeout:
-                self._log.info("signalr.reconnect_timeout", timeout=options.disconnect_timeout)
+        """Keep-alive, client timeout and reconnect wait, called about once a second.
+
+        The decisions are the lifecycle's (:meth:`Lifecycle.on_tick`); this performs them.
+        """
+        sequencing = self._sequencing
+        pending_ack = sequencing is not None and sequencing.ack_pending
+        actions = self._life.on_tick(now, acknowledge=pending_ack)
+        for action in actions:
+            if action is TickAction.ACK:
+                # Acknowledge what arrived, so the client can drop it from its replay buffer
+                # (which otherwise fills up and stalls its sends).
+                ack = sequencing.ack_due() if sequencing is not None else None
+                if ack is not None:
+                    self._send(AckMessage(sequence_id=ack))
+            elif action is TickAction.PING:
+                self._send(PING)
+            elif action is TickAction.ABORT_CLIENT_TIMEOUT:
+                self._log.info("signalr.client_timeout", timeout=self._options.client_timeout)
                 self.abort()
-            return
-        if self._client_timeout_armed and now - self._last_read >= options.client_timeout:
-            self._log.info("signalr.client_timeout", timeout=options.client_timeout)
-            self.abort()
-            return
-        if self._stateful and self._received_sequence != self._acked_sequence:
-            # Acknowledge what arrived, so the client can drop it from its replay buffer
-            # (which otherwise fills up and stalls its sends).
-            self._acked_sequence = self._received_sequence
-            self._send(AckMessage(sequence_id=self._received_sequence))
-        if self._wrote:
-            self._wrote = False
-            self._last_write = now
-        elif (
-            self.transport is not TransportName.LONG_POLLING
-            and now - self._last_write >= options.keep_alive_interval
-        ):
-            self._send(PING)
+            else:
+                timeout = self._options.disconnect_timeout
+                self._log.info("signalr.reconnect_timeout", timeout=timeout)
+                self.abort()
 
     # -- the connection's life -----------------------------------------------------------------
 
@@ -662,11 +727,22 @@ class HubServerConnection:
         error: Exception | None = None
         try:
             try:
-                with anyio.CancelScope() as scope:
-                    self._scope = scope
-                    if self._close_requested:
-                        scope.cancel()
-                    await self._serve()
+                # One task group for the whole life (handshake included): its cancel scope is
+                # what close() cancels, and it holds the workers and streams (a separate scope
+                # per connection would cost memory for nothing).
+                async with anyio.create_task_group() as tg:
+                    self._scope = tg.cancel_scope
+                    if self._life.is_closing:
+                        tg.cancel_scope.cancel()
+                    pending = await self._connect()
+                    if pending is not None:
+                        self._tg = tg
+                        workers = self._workers = _Workers(self, tg)
+                        try:
+                            await self._message_loop(pending, tg, workers)
+                        finally:
+                            workers.close()
+                    tg.cancel_scope.cancel()  # the client closed: end the workers and streams
             except BaseExceptionGroup as group:
                 single = _single_exception(group)
                 if single is group:
@@ -692,20 +768,22 @@ class HubServerConnection:
             with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
                 await self._finish(error)
 
-    async def _serve(self) -> None:
+    async def _connect(self) -> list[HubMessage] | None:
+        """Handshake, then ``on_connected``: the messages that came with the handshake, or
+        ``None`` when the connection ends here."""
         pending = await self._handshake()
         if pending is None:
-            return
-        self._open = True
-        self._last_read = self._last_write = time.monotonic()
+            return None
+        self._life.handle(Event.HANDSHAKE_DONE, time.monotonic())
         manager = self._dispatcher.manager
         await manager.on_connected(self)
         self._registered = True
         self._log.debug("signalr.connected", protocol=self.protocol.name if self.protocol else None)
-        forbidden = _results_forbidden.set("OnConnectedAsync")
+        forbidden = results_forbidden.set("OnConnectedAsync")
         try:
             hub = self._new_hub()
-            await hub.on_connected()
+            filters = self._dispatcher.filters
+            await (hub.on_connected() if filters is None else filters.on_connected(hub))
         except Exception as exc:
             self._log.warning("signalr.on_connected_failed", error_type=type(exc).__name__)
             self.close(
@@ -713,21 +791,9 @@ class HubServerConnection:
             )
             raise _ConnectFailed(exc) from exc
         finally:
-            _results_forbidden.reset(forbidden)
+            results_forbidden.reset(forbidden)
         self._hub_connected = True
-        send, receive = anyio.create_memory_object_stream[_Job](0)
-        loop_error: ProtocolError | None = None
-        async with anyio.create_task_group() as tg, send, receive:
-            self._tg, self._jobs = tg, receive
-            for _ in range(self._options.max_parallel_invocations):
-                tg.start_soon(self._worker, receive.clone())
-            try:
-                await self._message_loop(pending, tg, send)
-            except ProtocolError as exc:
-                loop_error = exc
-            tg.cancel_scope.cancel()
-        if loop_error is not None:
-            raise loop_error
+        return pending
 
     async def _handshake(self) -> list[HubMessage] | None:
         state = self._state
@@ -743,7 +809,9 @@ class HubServerConnection:
                 for index, event in enumerate(events):
                     if isinstance(event, HandshakeCompleted):
                         self.protocol = event.protocol
-                        self._stateful = self.use_stateful_reconnect and event.version >= 2
+                        if self.use_stateful_reconnect and event.version >= 2:
+                            limit = self._options.stateful_reconnect_buffer_size
+                            self._sequencing = Sequencing(limit)
                         self._flush_state()
                         return [
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
@@ -764,105 +832,135 @@ class HubServerConnection:
         self,
         pending: list[HubMessage],
         tg: anyio.abc.TaskGroup,
-        jobs: MemoryObjectSendStream[_Job],
+        jobs: _Workers,
     ) -> None:
         for pending_message in pending:
             if await self._dispatch(pending_message, tg, jobs):
                 return
         state = self._state
         assert state is not None
-        incoming = self._incoming
-        outgoing = self.outgoing
+        incoming, outgoing = self._incoming, self.outgoing
+        chunk: bytes | None
+        event: HandshakeCompleted | HubMessage | None
         while True:
-            chunk = await incoming.get()
+            # With a WebSocket attached, this loop is also the socket's writer: replies to a
+            # chunk go out before the next chunk is read, and an idle connection waits for
+            # input and output at once with no writer task. (Re-read the writer each time: a
+            # transport that left, or a new one, changes it.)
+            writer = self.direct_writer
+            if writer is not None and len(outgoing):
+                await writer(outgoing.drain())
+                continue
+            if not incoming.ready:
+                # Idle: keep neither the last chunk nor the last message alive meanwhile.
+                chunk = event = None
+                # A plain awaitable, not a coroutine: idle connections keep fewer frames.
+                await wait_for_input_or_output(
+                    incoming,
+                    outgoing if self.transport is TransportName.WEBSOCKETS else None,
+                    can_send=writer is not None,
+                )
+                continue
+            chunk = incoming.get_nowait()
             if chunk is None:
                 return
-            # With a WebSocket, frames written while this chunk is handled are sent from here
-            # when the transport's writer is idle (no wake-up of the writer task per reply).
-            held = self.direct_writer is not None
-            if held:
-                outgoing.hold()
             try:
-                try:
-                    state.receive_data(chunk)
-                except ProtocolError:
-                    # Messages decoded before the bad frame still run, as ASP.NET reads them.
-                    for event in state.events_received():
-                        if not isinstance(event, HandshakeCompleted):
-                            await self._dispatch(event, tg, jobs)
-                    raise
+                state.receive_data(chunk)
+            except ProtocolError:
+                # Messages decoded before the bad frame still run, as ASP.NET reads them.
                 for event in state.events_received():
-                    if isinstance(event, HandshakeCompleted):
-                        continue
-                    if await self._dispatch(event, tg, jobs):
-                        return
-                # (Re-read: a transport that left while a method ran has cleared it.)
-                direct = self.direct_writer
-                if held and direct is not None and (frames := outgoing.take_held()) is not None:
-                    await direct(frames)
+                    if not isinstance(event, HandshakeCompleted):
+                        await self._dispatch(event, tg, jobs)
+                raise
+            for event in state.events_received():
+                if isinstance(event, HandshakeCompleted):
+                    continue
+                if await self._dispatch(event, tg, jobs):
+                    return
+
+    async def _writing_while(self, blocked: Awaitable[None]) -> None:
+        """Await ``blocked`` (the message loop waits for a worker or for room in an upload
+        stream) while a helper task does the loop's writing: the method it waits for may need
+        frames to go out first."""
+        tg = self._tg
+        if self.direct_writer is None or tg is None:
+            await blocked
+            return
+        stop = [False]
+        async with anyio.create_task_group() as helper:
+            helper.start_soon(self._help_write, stop)
+            try:
+                await blocked
             finally:
-                outgoing.release()
+                stop[0] = True
+                self.outgoing.notify()
+
+    async def _help_write(self, stop: list[bool]) -> None:
+        outgoing = self.outgoing
+        while True:
+            writer = self.direct_writer
+            if writer is not None and len(outgoing):
+                await writer(outgoing.drain())
+            elif stop[0]:
+                return
+            else:
+                await outgoing.wait_notified()
 
     async def _finish(self, error: Exception | None) -> None:
-        self._open = False
+        if not self._life.is_closing:
+            self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
         for upload in self._uploads.values():
             upload.send.close()
             upload.stream.close()
         self._uploads.clear()
-        self._tg = self._jobs = None
-        for pending in self._results.values():
-            pending.event.set()  # no completion: the waiter raises ClientUnavailableError
-        forbidden = _results_forbidden.set("OnDisconnectedAsync")
+        self._tg = self._workers = None
+        if self._results is not None:
+            self._results.fail_all()  # no completion: the waiters raise ClientUnavailableError
+        forbidden = results_forbidden.set("OnDisconnectedAsync")
         try:
             if self._registered:
                 await self._dispatcher.manager.on_disconnected(self)
             if self._hub_connected:
                 hub = self._new_hub()
-                await hub.on_disconnected(error)
+                filters = self._dispatcher.filters
+                if filters is None:
+                    await hub.on_disconnected(error)
+                else:
+                    await filters.on_disconnected(hub, error)
         except Exception:
             self._log.exception("signalr.on_disconnected_failed")
         finally:
-            _results_forbidden.reset(forbidden)
+            results_forbidden.reset(forbidden)
             self.outgoing.close()
-            self.status = ConnectionStatus.FINISHED
-            self.finished.set()
+            self._set_finished()
+            if self.direct_writer is not None and self.transport_scope is not None:
+                # The message loop was the WebSocket's writer: the request task takes over,
+                # sends what is left and the close frame.
+                self.transport_scope.cancel()
             self._log.debug("signalr.disconnected", error=type(error).__name__ if error else None)
 
     # -- dispatching ---------------------------------------------------------------------------
 
-    async def _dispatch(
-        self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: MemoryObjectSendStream[_Job]
-    ) -> bool:
+    async def _dispatch(self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: _Workers) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""
-        if self._stateful:
-            if isinstance(message, _SEQUENCED):
-                current = self._next_receive_id
-                self._next_receive_id += 1
-                if current <= self._received_sequence:
-                    return False  # resent after a reconnect, already processed
-                self._received_sequence = current
-            elif isinstance(message, SequenceMessage):
+        sequencing = self._sequencing
+        if sequencing is not None:
+            if isinstance(message, SequenceMessage):
                 # After a reconnect the client restarts numbering at its oldest unacked message.
-                if message.sequence_id > self._next_receive_id:
-                    raise ProtocolError(
-                        "Sequence ID greater than amount of messages we've received."
-                    )
-                self._next_receive_id = message.sequence_id
+                sequencing.restart_at(message.sequence_id)
                 return False
-            elif isinstance(message, AckMessage):
-                self._acknowledged(message.sequence_id)
+            if isinstance(message, AckMessage):
+                self._acknowledged(sequencing, message.sequence_id)
                 return False
+            if not sequencing.received(message):
+                return False  # resent after a reconnect, already processed
         if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
             await self._on_invocation(message, tg, jobs)
         elif isinstance(message, StreamItemMessage):
             await self._on_stream_item(message)
         elif isinstance(message, CompletionMessage):
-            pending = self._results.get(message.invocation_id)
-            if pending is not None:
-                pending.completion = message
-                pending.event.set()
-            else:
+            if self._results is None or not self._results.complete(message):
                 self._complete_upload(message.invocation_id, message.error)
         elif isinstance(message, CancelInvocationMessage):
             scope = self._streams.get(message.invocation_id)
@@ -871,9 +969,8 @@ class HubServerConnection:
         elif isinstance(message, CloseMessage):
             self._log.debug("signalr.client_closed", error=message.error)
             return True
-        elif isinstance(message, PingMessage) and not self._client_timeout_armed:
-            self._client_timeout_armed = True
-            self._last_read = time.monotonic()
+        elif isinstance(message, PingMessage):
+            self._life.client_pinged(time.monotonic())
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
 
@@ -885,7 +982,7 @@ class HubServerConnection:
         self,
         message: InvocationMessage | StreamInvocationMessage,
         tg: anyio.abc.TaskGroup,
-        jobs: MemoryObjectSendStream[_Job],
+        jobs: _Workers,
     ) -> None:
         target = message.target
         invocation_id = message.invocation_id
@@ -960,11 +1057,14 @@ class HubServerConnection:
             )
             return
         if isinstance(message, InvocationMessage) and not stream_ids:
-            if not method.is_coroutine and self._busy < self._options.max_parallel_invocations:
+            if (
+                not method.is_coroutine
+                and self._busy < self._options.max_parallel_invocations
+                and self._dispatcher.filters is None  # filters may suspend
+            ):
                 # A plain function cannot suspend: run it here, without a task switch.
                 await self._run_invocation(method, message, values)
             else:
-                self.outgoing.release()  # waiting for a worker may take long: writer, go on
                 # Counted before the hand-over: a later plain function in the same chunk must
                 # not run inline before the worker has started this one (order is kept).
                 self._busy += 1
@@ -1042,9 +1142,12 @@ class HubServerConnection:
                 ),
             )
             return
-        self.outgoing.release()  # the method may need the writer to make room: never hold
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await upload.send.send(value)  # items after the method ended are dropped
+            try:
+                upload.send.send_nowait(value)
+            except anyio.WouldBlock:  # the method may need frames to go out to make room
+                await self._writing_while(upload.send.send(value))
+            # items after the method ended are dropped
 
     def _complete_upload(self, stream_id: str, error: str | None) -> None:
         # The entry stays until the method ends (_close_uploads), which closes both sides.
@@ -1075,7 +1178,7 @@ class HubServerConnection:
         return hub
 
     async def _worker(self, jobs: MemoryObjectReceiveStream[_Job]) -> None:
-        _current_worker.set(_WorkerSlot(self))
+        current_worker.set(WorkerSlot(self._lend_worker))
         async with jobs:
             async for method, message, args in jobs:
                 try:  # _busy was incremented by the sender
@@ -1083,22 +1186,23 @@ class HubServerConnection:
                 finally:
                     self._busy -= 1
 
-    def _lend_worker(self) -> _Loan | None:
+    def _lend_worker(self) -> Loan | None:
         """While a worker waits for a client result, another takes its place (as ASP.NET
         releases the invocation slot), so the message loop can still read the answer."""
-        tg, jobs = self._tg, self._jobs
+        tg, workers = self._tg, self._workers
+        jobs = workers.receive if workers is not None else None
         if tg is None or jobs is None:
             return None
         try:
             clone = jobs.clone()
         except anyio.ClosedResourceError:
             return None
-        loan = _Loan()
+        loan = Loan()
         tg.start_soon(self._loan_worker, clone, loan)
         return loan
 
-    async def _loan_worker(self, jobs: MemoryObjectReceiveStream[_Job], loan: _Loan) -> None:
-        _current_worker.set(_WorkerSlot(self))
+    async def _loan_worker(self, jobs: MemoryObjectReceiveStream[_Job], loan: Loan) -> None:
+        current_worker.set(WorkerSlot(self._lend_worker))
         with jobs:
             while not loan.ended:
                 with anyio.CancelScope() as scope:
@@ -1129,22 +1233,23 @@ class HubServerConnection:
 
         See :meth:`signalr_core.clients.SingleClientProxy.invoke` for the errors.
         """
-        hook = _results_forbidden.get()
+        hook = results_forbidden.get()
         if hook is not None:
             raise ClientResultsNotAllowedError(
                 f"Client results inside {hook} Hub methods are not allowed."
             )
-        if not self._open:
+        if not self._life.is_open:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        if len(self._results) >= self._options.max_pending_client_results:
+        results = self._results
+        if results is None:
+            results = self._results = ClientResults(self._options.max_pending_client_results)
+        opened = results.open(result_type)
+        if opened is None:
             raise ClientUnavailableError(
                 f"Connection '{self.connection_id}' has too many pending client results."
             )
-        self._result_ids += 1
-        invocation_id = f"r{self._result_ids}"
-        pending = _PendingResult(result_type)
-        self._results[invocation_id] = pending
-        worker = _current_worker.get()
+        invocation_id, pending = opened
+        worker = current_worker.get()
         if worker is not None:
             worker.start_waiting()
         try:
@@ -1154,7 +1259,7 @@ class HubServerConnection:
             with anyio.move_on_after(timeout):
                 await pending.event.wait()
         finally:
-            self._results.pop(invocation_id, None)
+            results.forget(invocation_id)
             if worker is not None:
                 worker.stop_waiting()
         completion = pending.completion
@@ -1183,9 +1288,13 @@ class HubServerConnection:
         target = message.target
         try:
             hub = self._new_hub()
-            result = method.function(hub, *args)
-            if method.is_coroutine or inspect.isawaitable(result):
-                result = await result
+            filters = self._dispatcher.filters
+            if filters is not None:
+                result = await filters.invoke(hub, method, args)
+            else:
+                result = method.function(hub, *args)
+                if method.is_coroutine or inspect.isawaitable(result):
+                    result = await result
         except Exception as exc:
             self._log_failure("signalr.invocation_failed", target, exc)
             self._send_error(
@@ -1233,9 +1342,13 @@ class HubServerConnection:
             with scope:
                 try:
                     hub = self._new_hub()
-                    stream = method.function(hub, *args)
-                    if inspect.isawaitable(stream):
-                        stream = await stream
+                    filters = self._dispatcher.filters
+                    if filters is not None:
+                        stream = await filters.invoke(hub, method, args)
+                    else:
+                        stream = method.function(hub, *args)
+                        if inspect.isawaitable(stream):
+                            stream = await stream
                 except Exception as exc:
                     error = build_error_message(
                         f"An unexpected error occurred invoking '{target}' on the server.",
@@ -1254,8 +1367,8 @@ class HubServerConnection:
                 try:
                     async for item in iterator:
                         await outgoing.wait_writable()
-                        if self._stateful:
-                            await self._wait_replay_space()
+                        if (sequencing := self._sequencing) is not None:
+                            await self._wait_replay_space(sequencing)
                         self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
                         await anyio.lowlevel.checkpoint()
                 except Exception as exc:
@@ -1275,6 +1388,16 @@ class HubServerConnection:
             if message.stream_ids:
                 self._close_uploads(message.stream_ids)
             self._send(CompletionMessage(invocation_id=invocation_id, error=error))
+
+
+_V = TypeVar("_V")
+
+
+def _without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
+    """``values`` without ``access_token`` (copied only when it is there)."""
+    if "access_token" not in values:
+        return values
+    return {k: v for k, v in values.items() if k != "access_token"}
 
 
 def _single_exception(exc: BaseException) -> BaseException:

@@ -8,7 +8,7 @@ Routes under the mount point, as ASP.NET's ``HttpConnectionDispatcher``:
   it the request creates the connection, for ``skipNegotiation``).
 * ``GET ...`` with ``Accept: text/event-stream``: Server-Sent Events.
 * ``GET ...`` otherwise: a Long Polling poll. ``POST ...``: data from the client (SSE and Long
-  Polling). ``DELETE ...``: ends a Long Polling connection.
+  Polling). ``DELETE ...``: ends a Long Polling connection (forgotten as soon as it has ended).
 
 Statuses and texts: ``400 Connection ID required``, ``404 No Connection with that ID``,
 ``404 <T> transport not supported by this end point type``, ``400 Cannot change transports
@@ -30,10 +30,11 @@ when it is the root application).
 from __future__ import annotations
 
 import contextlib
+import http
 import inspect
 import time
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -44,7 +45,7 @@ from signalr_core.clients import HubContext
 from signalr_core.context import Principal
 from signalr_core.cors import CorsPolicy
 from signalr_core.dispatcher import ConnectionStatus, HubDispatcher, HubServerConnection
-from signalr_core.hub import Hub, discover_methods
+from signalr_core.hub import Hub, HubAuthorizePolicy, discover_methods
 from signalr_core.lifetime import DefaultHubLifetimeManager, HubLifetimeManager
 from signalr_core.negotiate import (
     LONG_POLLING,
@@ -62,6 +63,7 @@ from signalr_core.tokens import ConnectionTokens
 from signalr_core.transports import (
     ASGIReceive,
     ASGISend,
+    TransportConnection,
     TransportName,
     discard_body,
     read_body,
@@ -74,11 +76,12 @@ from signalr_core.transports.websockets import serve_websocket
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-__all__ = ["HubEndpoint"]
+__all__ = ["ConnectionEndpoint", "EndpointConnection", "HubEndpoint"]
 
 _log = get_logger("signalr_core")
 
 _SERVER_NEGOTIATE_VERSION = 1
+_RUN_TASK_NAME = "signalr_core.connection.run"
 _TRANSPORTS: tuple[tuple[HttpTransportType, TransportName, TransportInfo], ...] = (
     (HttpTransportType.WEBSOCKETS, TransportName.WEBSOCKETS, WEBSOCKETS),
     (HttpTransportType.SERVER_SENT_EVENTS, TransportName.SERVER_SENT_EVENTS, SERVER_SENT_EVENTS),
@@ -91,6 +94,10 @@ class _Refused(Exception):
     """A transport request answered with an HTTP error before any transport started."""
 
     def __init__(self, status: int, text: str = "", headers: Sequence[tuple[str, str]] = ()):
+        # Never an empty body: the official client's error text is the body, else the status
+        # line's reason phrase, which some ASGI servers (hypercorn) do not send; Kestrel's
+        # ("Unauthorized: Status code '401'") then reads the same on every server.
+        text = text or http.HTTPStatus(status).phrase
         super().__init__(text)
         self.status = status
         self.text = text
@@ -113,81 +120,120 @@ class _BodyReceive:
         return message
 
 
-class HubEndpoint:
-    """The ASGI application for one hub.
+class EndpointConnection(TransportConnection, Protocol):
+    """What the endpoint needs of a connection, beyond what its transports need.
 
-    Args:
-        hub_class: The :class:`~signalr_core.Hub` subclass to serve.
-        options: :class:`~signalr_core.HubOptions` (transports, protocols, limits, hooks).
-        authenticate: ``(AuthRequest) -> Principal | None`` (sync or async). Called on every
-            request; the token is in ``request.access_token`` (``Authorization: Bearer`` or the
-            ``access_token`` query parameter). Never logged.
-        lifetime_manager: Where connections, groups and users are tracked;
-            :class:`~signalr_core.lifetime.DefaultHubLifetimeManager` when ``None``.
-
-    Mount it with ``*endpoint.routes("/hubs/chat")`` in a Starlette app (a plain
-    ``Mount("/hubs/chat", app=endpoint)`` does not match the bare path WebSockets use), or use
-    it as the root ASGI app.
+    :class:`~signalr_core.dispatcher.HubServerConnection` (hubs) and the connection-handler
+    connections (:mod:`signalr_core.connection_handler`) provide it.
     """
+
+    connection_id: str
+    connection_token: str
+    user_id: str | None
+    transport: TransportName | None
+    resuming: bool
+    use_stateful_reconnect: bool
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """Where the connection is, as the endpoint sees it."""
+        ...
+
+    @property
+    def created(self) -> float:
+        """When the connection was made (``time.monotonic()``)."""
+        ...
+
+    @property
+    def detached_since(self) -> float | None:
+        """When a stateful connection lost its transport (``None`` unless it did)."""
+        ...
+
+    @property
+    def finished(self) -> anyio.Event:
+        """Set once the connection has ended."""
+        ...
+
+    @property
+    def can_resume(self) -> bool: ...
+
+    def activate(
+        self,
+        transport: TransportName,
+        *,
+        user: Principal | None,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        cookies: Mapping[str, str],
+        query_values: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None: ...
+
+    async def run(self) -> None: ...
+
+    def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+    async def resume(self) -> int: ...
+
+
+ConnT = TypeVar("ConnT", bound=EndpointConnection)
+
+
+class ConnectionEndpoint(Generic[ConnT]):
+    """Negotiate and the three transports for one path (ASP.NET's ``HttpConnectionDispatcher``).
+
+    The base of :class:`HubEndpoint` and
+    :class:`~signalr_core.connection_handler.ConnectionHandlerEndpoint`; a subclass says what
+    a connection is (:meth:`_create_connection`) and what the lifespan holds besides the
+    connections' task group (:meth:`_resources`).
+    """
+
+    _offers_stateful_reconnect = True
 
     def __init__(
         self,
-        hub_class: type[Hub],
         *,
-        options: HubOptions | None = None,
-        authenticate: Authenticator | None = None,
-        lifetime_manager: HubLifetimeManager | None = None,
+        name: str,
+        options: HubOptions | None,
+        authenticate: Authenticator | None,
+        authorize: HubAuthorizePolicy = False,
     ) -> None:
-        self.hub_class = hub_class
         self.options = options if options is not None else HubOptions()
         self.authenticate = authenticate
-        self.lifetime_manager = (
-            lifetime_manager if lifetime_manager is not None else DefaultHubLifetimeManager()
-        )
-        self.protocols: Mapping[str, HubProtocol] = (
-            self.options.protocols if self.options.protocols is not None else default_protocols()
-        )
-        self._dispatcher = HubDispatcher(
-            hub_class, discover_methods(hub_class), self.options, self.lifetime_manager
-        )
+        self._name = name
         self._cors = CorsPolicy(self.options.allowed_origins)
-        self._connections: dict[str, HubServerConnection] = {}  # by token
-        self._by_id: dict[str, HubServerConnection] = {}
-        self._dispatcher.local_lookup = self._by_id.get
-        self._hub_context = HubContext(
-            self.lifetime_manager, self._active_connections, self._by_id.get
-        )
+        self._connections: dict[str, ConnT] = {}  # by token
+        self._by_id: dict[str, ConnT] = {}
+        # Long Polling connections ended by DELETE: forgotten as soon as their run() ends (as
+        # ASP.NET's DisposeAndRemoveAsync), not after the disconnect timeout.
+        self._deleted: dict[str, ConnT] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         # Set once shutdown begins: new connections are refused with 503 so that a client's
         # automatic reconnect goes to another server (behind a load balancer) instead of here.
         self._shutting_down = False
-        self._require_user = bool(getattr(hub_class, "authorize", False))
+        self._require_user = bool(authorize)
+        self._user_policy = None if isinstance(authorize, bool) else authorize
         self._transport_infos = tuple(
             info for flag, _, info in _TRANSPORTS if self.options.transports & flag
         )
         key = self.options.connection_token_key
         self._tokens = (
-            ConnectionTokens(
-                key,
-                scope=hub_class.__qualname__,
-                max_age=self.options.connection_token_max_age,
-            )
+            ConnectionTokens(key, scope=name, max_age=self.options.connection_token_max_age)
             if key is not None
             else None
         )
 
+    def _create_connection(self, connection_id: str, token: str) -> ConnT:
+        """A new, inactive connection (the endpoint registers it)."""
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def _resources(self) -> AsyncIterator[None]:
+        """What the lifespan holds around the connections' task group (nothing here)."""
+        yield
+
     # -- public API ----------------------------------------------------------------------------
-
-    @property
-    def hub_context(self) -> HubContext:
-        """Send to this hub's clients from anywhere (``hub_context.clients.group(g).send``).
-
-        It also closes connections: ``await hub_context.close_connections(user_ids=[...])``.
-        """
-        return self._hub_context
-
-    def _active_connections(self) -> list[HubServerConnection]:
-        return [c for c in self._connections.values() if c.status is ConnectionStatus.ACTIVE]
 
     @property
     def connection_count(self) -> int:
@@ -195,7 +241,7 @@ class HubEndpoint:
         return len(self._connections)
 
     def routes(self, path: str) -> list[BaseRoute]:
-        """Starlette routes serving this hub at ``path`` (the bare path and everything below)."""
+        """Starlette routes serving this endpoint at ``path`` (the bare path and below)."""
         from starlette.routing import Mount, Route, WebSocketRoute
 
         path = path.rstrip("/")
@@ -213,8 +259,8 @@ class HubEndpoint:
         ``options.shutdown_timeout`` for connections to end before cancelling them.
         """
         if self._tg is not None:
-            raise RuntimeError("HubEndpoint.lifespan() is already running")
-        async with self.lifetime_manager.lifespan(), anyio.create_task_group() as tg:
+            raise RuntimeError(f"{type(self).__name__}.lifespan() is already running")
+        async with self._resources(), anyio.create_task_group() as tg:
             self._tg = tg
             self._shutting_down = False
             tg.start_soon(self._ticker)
@@ -279,6 +325,9 @@ class HubEndpoint:
         principal = await call_authenticate(self.authenticate, request)
         if principal is None and self._require_user:
             raise _Refused(401, headers=[("www-authenticate", "Bearer")])
+        policy = self._user_policy
+        if principal is not None and policy is not None and not policy(principal):
+            raise _Refused(403)
         return principal
 
     async def _handle_http(
@@ -299,7 +348,7 @@ class HubEndpoint:
         if method == "POST":
             receive = body_receive = _BodyReceive(receive)
         if self._tg is None:
-            _log.error("signalr.lifespan_not_started", hub=self.hub_class.__name__)
+            _log.error("signalr.lifespan_not_started", endpoint=self._name)
             await send_response(send, 503, b"The hub endpoint's lifespan is not running.")
             return
         try:
@@ -377,7 +426,8 @@ class HubEndpoint:
             token = new_connection_id()
         connection = self._new_connection(connection_id, token)
         stateful = (
-            self._tokens is None  # a resume may reach another process, without the buffers
+            self._offers_stateful_reconnect
+            and self._tokens is None  # a resume may reach another process, without the buffers
             and self.options.allow_stateful_reconnect
             and request.query.get("useStatefulReconnect", "").lower() == "true"
         )
@@ -392,20 +442,15 @@ class HubEndpoint:
         _log.debug("signalr.negotiated", connection_id=connection_id, negotiate_version=version)
         await send_response(send, 200, body, content_type="application/json", headers=headers)
 
-    def _new_connection(self, connection_id: str, token: str) -> HubServerConnection:
-        connection = HubServerConnection(
-            self._dispatcher,
-            self.protocols,
-            connection_id=connection_id,
-            connection_token=token,
-        )
+    def _new_connection(self, connection_id: str, token: str) -> ConnT:
+        connection = self._create_connection(connection_id, token)
         self._connections[token] = connection
         self._by_id[connection_id] = connection
         return connection
 
     # -- transports ----------------------------------------------------------------------------
 
-    def _lookup(self, request: AuthRequest) -> HubServerConnection:
+    def _lookup(self, request: AuthRequest) -> ConnT:
         token = request.query.get("id")
         if not token:
             raise _Refused(400, "Connection ID required")
@@ -415,7 +460,7 @@ class HubEndpoint:
         return connection
 
     def _check_transport(
-        self, connection: HubServerConnection, transport: TransportName, user: Principal | None
+        self, connection: ConnT, transport: TransportName, user: Principal | None
     ) -> None:
         if not self.options.transports & _FLAG_OF[transport]:
             raise _Refused(404, f"{transport} transport not supported by this end point type")
@@ -432,7 +477,7 @@ class HubEndpoint:
 
     def _activate(
         self,
-        connection: HubServerConnection,
+        connection: ConnT,
         transport: TransportName,
         request: AuthRequest,
         user: Principal | None,
@@ -446,9 +491,21 @@ class HubEndpoint:
             cookies=request.cookies,
             query_values=request.query_values,
         )
-        self._tg.start_soon(connection.run)
+        # A name of our own: anyio would build a string per task from the coroutine. Only a
+        # Long Polling connection can be deleted, so only it pays for the wrapper's frame.
+        if transport is TransportName.LONG_POLLING:
+            self._tg.start_soon(self._run, connection, name=_RUN_TASK_NAME)
+        else:
+            self._tg.start_soon(connection.run, name=_RUN_TASK_NAME)
 
-    def _adopt(self, request: AuthRequest, user: Principal | None) -> HubServerConnection:
+    async def _run(self, connection: ConnT) -> None:
+        await connection.run()
+        # Nothing awaited between the end of run() and here: whoever waits for `finished`
+        # sees a deleted connection already forgotten.
+        if self._deleted.pop(connection.connection_token, None) is connection:
+            self._forget(connection)
+
+    def _adopt(self, request: AuthRequest, user: Principal | None) -> ConnT:
         """The connection of a token this process does not know, minted by another one."""
         token = request.query.get("id", "")
         if self._tokens is None or not self.options.transports & HttpTransportType.WEBSOCKETS:
@@ -459,7 +516,9 @@ class HubEndpoint:
         _log.debug("signalr.connection_adopted", connection_id=connection_id)
         return self._new_connection(connection_id, token)
 
-    def _forget(self, connection: HubServerConnection) -> None:
+    def _forget(self, connection: ConnT) -> None:
+        if self._deleted.get(connection.connection_token) is connection:
+            del self._deleted[connection.connection_token]
         if self._tokens is not None:
             self._tokens.spend(connection.connection_token)
         if self._connections.get(connection.connection_token) is connection:
@@ -480,7 +539,7 @@ class HubEndpoint:
         finally:
             await self._drain_and_forget(connection)
 
-    async def _drain_and_forget(self, connection: HubServerConnection) -> None:
+    async def _drain_and_forget(self, connection: ConnT) -> None:
         # The transport is gone: make sure the connection ends, then forget it.
         connection.transport_closed()
         with anyio.CancelScope(shield=True):
@@ -531,6 +590,10 @@ class HubEndpoint:
         if poll is not None:
             poll.superseded = True  # answers 204
             poll.scope.cancel()
+        if connection.status is ConnectionStatus.FINISHED:
+            self._forget(connection)
+        else:
+            self._deleted[connection.connection_token] = connection
         await send_response(send, 202)
 
     async def _handle_websocket(
@@ -541,7 +604,7 @@ class HubEndpoint:
             return
         request = request_from_scope(scope)
         if self._tg is None:
-            _log.error("signalr.lifespan_not_started", hub=self.hub_class.__name__)
+            _log.error("signalr.lifespan_not_started", endpoint=self._name)
             await self._refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
             return
         resume = False
@@ -580,6 +643,7 @@ class HubEndpoint:
             connection.resuming = True
         else:
             self._activate(connection, TransportName.WEBSOCKETS, request, user)
+        del request, message  # not kept for the socket's life (the context has what it needs)
         waiting = False
         try:
             await send({"type": "websocket.accept"})
@@ -646,3 +710,73 @@ class HubEndpoint:
                     and now - connection.last_poll > options.disconnect_timeout
                 ):
                     self._forget(connection)
+
+
+class HubEndpoint(ConnectionEndpoint[HubServerConnection]):
+    """The ASGI application for one hub.
+
+    Args:
+        hub_class: The :class:`~signalr_core.Hub` subclass to serve.
+        options: :class:`~signalr_core.HubOptions` (transports, protocols, limits, hooks).
+        authenticate: ``(AuthRequest) -> Principal | None`` (sync or async). Called on every
+            request; the token is in ``request.access_token`` (``Authorization: Bearer`` or the
+            ``access_token`` query parameter). Never logged.
+        lifetime_manager: Where connections, groups and users are tracked;
+            :class:`~signalr_core.lifetime.DefaultHubLifetimeManager` when ``None``.
+
+    Mount it with ``*endpoint.routes("/hubs/chat")`` in a Starlette app (a plain
+    ``Mount("/hubs/chat", app=endpoint)`` does not match the bare path WebSockets use), or use
+    it as the root ASGI app.
+    """
+
+    def __init__(
+        self,
+        hub_class: type[Hub],
+        *,
+        options: HubOptions | None = None,
+        authenticate: Authenticator | None = None,
+        lifetime_manager: HubLifetimeManager | None = None,
+    ) -> None:
+        methods = discover_methods(hub_class)  # raises TypeError for a class that is no hub
+        super().__init__(
+            name=hub_class.__qualname__,
+            options=options,
+            authenticate=authenticate,
+            authorize=hub_class.authorize,
+        )
+        self.hub_class = hub_class
+        self.lifetime_manager = (
+            lifetime_manager if lifetime_manager is not None else DefaultHubLifetimeManager()
+        )
+        self.protocols: Mapping[str, HubProtocol] = (
+            self.options.protocols if self.options.protocols is not None else default_protocols()
+        )
+        self._dispatcher = HubDispatcher(hub_class, methods, self.options, self.lifetime_manager)
+        self._dispatcher.local_lookup = self._by_id.get
+        self._hub_context = HubContext(
+            self.lifetime_manager, self._active_connections, self._by_id.get
+        )
+
+    @property
+    def hub_context(self) -> HubContext:
+        """Send to this hub's clients from anywhere (``hub_context.clients.group(g).send``).
+
+        It also closes connections: ``await hub_context.close_connections(user_ids=[...])``.
+        """
+        return self._hub_context
+
+    def _active_connections(self) -> list[HubServerConnection]:
+        return [c for c in self._connections.values() if c.status is ConnectionStatus.ACTIVE]
+
+    def _create_connection(self, connection_id: str, token: str) -> HubServerConnection:
+        return HubServerConnection(
+            self._dispatcher,
+            self.protocols,
+            connection_id=connection_id,
+            connection_token=token,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _resources(self) -> AsyncIterator[None]:
+        async with self.lifetime_manager.lifespan():
+            yield

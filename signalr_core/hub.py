@@ -14,19 +14,40 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
 
-from signalr_core.context import HubCallerContext
+from signalr_core.context import HubCallerContext, Principal
 
 if TYPE_CHECKING:
     from signalr_core.clients import GroupManager, HubCallerClients
+    from signalr_core.filters import HubFilter
 
-__all__ = ["AuthorizePolicy", "Hub", "HubMethod", "ParameterInfo", "discover_methods", "hub_method"]
+__all__ = [
+    "AuthorizePolicy",
+    "Hub",
+    "HubAuthorizePolicy",
+    "HubMethod",
+    "ParameterInfo",
+    "UserPolicy",
+    "discover_methods",
+    "hub_method",
+]
 
 AuthorizePolicy = bool | Callable[[HubCallerContext], bool]
 """``True`` requires an authenticated user; a callable decides from the caller context."""
+
+
+class UserPolicy(Protocol):
+    """A hub-wide authorization check of the authenticated user (see ``Hub.authorize``)."""
+
+    def __call__(self, user: Principal, /) -> bool: ...
+
+
+HubAuthorizePolicy = bool | UserPolicy
+"""A hub's ``authorize``: ``True`` refuses anonymous requests (401); a callable also refuses
+(403) an authenticated user it returns ``False`` for, as ASP.NET's ``[Authorize(Roles=...)]``."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _ATTR = "__signalr_hub_method__"
@@ -47,13 +68,18 @@ class Hub:
     """Base class of hubs. A new instance serves each invocation and lifecycle event.
 
     Attributes:
-        authorize: Class attribute; ``True`` refuses anonymous connections (401).
+        authorize: Class attribute; ``True`` refuses anonymous connections (401); a
+            ``staticmethod`` ``(Principal) -> bool`` also refuses authenticated users it
+            returns ``False`` for (403 ``Forbidden``).
+        filters: Class attribute; :class:`~signalr_core.HubFilter` instances run around
+            this hub's invocations and hooks, after the endpoint's ``HubOptions.hub_filters``.
         context: The caller's :class:`~signalr_core.HubCallerContext`.
         clients: :class:`~signalr_core.clients.HubCallerClients` (all, caller, others, ...).
         groups: :class:`~signalr_core.clients.GroupManager` (``await add(id, group)``).
     """
 
-    authorize: ClassVar[bool] = False
+    authorize: ClassVar[HubAuthorizePolicy] = False
+    filters: ClassVar[Sequence[HubFilter]] = ()
 
     context: HubCallerContext
     clients: HubCallerClients

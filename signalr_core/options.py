@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from signalr_core.auth import AuthRequest
+    from signalr_core.filters import HubFilter
     from signalr_core.protocols import HubProtocol
 
 __all__ = [
@@ -108,6 +109,9 @@ class HubOptions:
             (``"WebSockets"``, ``"ServerSentEvents"``, ``"LongPolling"``) each time a
             connection is aborted as a slow consumer. It runs in the sender's task: it must
             return at once and not raise.
+        hub_filters: :class:`~signalr_core.HubFilter` instances run, in order, around every
+            hub method invocation and the ``on_connected`` / ``on_disconnected`` hooks, before
+            the hub class's own ``filters`` (ASP.NET's ``HubOptions.AddFilter``).
         connection_token_max_age: Seconds after negotiate during which another process may
             adopt a token. The client connects right after negotiate; the negotiating process
             itself drops a connection that is not connected within ``disconnect_timeout``,
@@ -138,6 +142,7 @@ class HubOptions:
     connection_token_key: bytes | None = field(default=None, repr=False)
     connection_token_max_age: float = 15.0
     on_slow_consumer: Callable[[str], None] | None = None
+    hub_filters: Sequence[HubFilter] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.max_parallel_invocations < 1:

@@ -1,20 +1,23 @@
-"""ASGI transports: thin drivers moving bytes between HTTP requests and a hub connection.
+"""ASGI transports: thin drivers moving bytes between HTTP requests and a connection.
 
-Each transport only moves bytes: incoming bytes go to :meth:`HubServerConnection.feed`
-(parsing happens in the connection's own message loop, not in the socket loop); outgoing bytes
-come from the connection's :class:`OutgoingBuffer`, drained in batches so one socket write
-carries every message queued since the last one (for WebSockets, the connection's message loop
-may send its own replies directly while the transport's send loop is idle: see "Direct writes").
+Each transport only moves bytes: incoming bytes go to the connection's ``feed`` (parsing
+happens in the connection's own task, not in the socket loop); outgoing bytes come from the
+connection's :class:`OutgoingBuffer`, drained in batches so one socket write carries every
+message queued since the last one (Server-Sent Events and Long Polling drain it in the request
+task; for WebSockets the connection itself is the writer, see
+:attr:`TransportConnection.direct_writer`).
+
+The transports know a connection only through :class:`TransportConnection`, the narrow
+interface both hub connections and raw connection-handler connections provide.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import anyio
 
@@ -23,9 +26,12 @@ __all__ = [
     "ASGISend",
     "IncomingBuffer",
     "OutgoingBuffer",
+    "PollSlot",
+    "TransportConnection",
     "TransportName",
     "discard_body",
     "send_response",
+    "wait_for_input_or_output",
 ]
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
@@ -41,6 +47,85 @@ class TransportName(enum.StrEnum):
     LONG_POLLING = "LongPolling"
 
 
+class PollSlot:
+    """The pending Long Polling poll of a connection; a newer poll cancels it."""
+
+    __slots__ = ("scope", "superseded")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.superseded = False
+
+
+class TransportConnection(Protocol):
+    """What a transport needs of the connection it carries (and nothing more).
+
+    Bytes in: :meth:`feed`; bytes out: :attr:`outgoing`; the end: :meth:`transport_closed`,
+    :meth:`transport_lost`, :meth:`abort`. The attributes are the transport's bookkeeping on
+    the connection (attached or not, its cancel scope, the pending poll), which the endpoint
+    reads to tell whether a transport is active.
+
+    Attributes:
+        outgoing: Frames waiting for the transport.
+        aborted: The connection was aborted (WebSockets then close with 1011).
+        transport_attached: A streaming transport (WebSockets, SSE) is attached.
+        transport_scope: The attached transport's cancel scope (cancelled to take it away).
+        direct_writer: Set by the WebSockets transport while attached: sends frames on its
+            socket. The transport only reads; while this is set the connection is the
+            socket's writer (it drains :attr:`outgoing` itself), and when the connection ends
+            it cancels :attr:`transport_scope` so the transport sends what is left and closes.
+        transport_generation: Changes when a new transport takes the connection over.
+        resuming: A new transport is taking the connection over (stateful reconnect).
+        current_poll: The pending Long Polling request.
+        poll_active: A Long Polling request is pending.
+        last_poll: When the last poll ended (``time.monotonic()``).
+    """
+
+    outgoing: OutgoingBuffer
+    aborted: bool
+    transport_attached: bool
+    transport_scope: anyio.CancelScope | None
+    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+    transport_generation: int
+    resuming: bool
+    current_poll: PollSlot | None
+    poll_active: bool
+    last_poll: float
+
+    @property
+    def binary(self) -> bool:
+        """Outgoing frames are binary (WebSocket binary messages, octet-stream polls)."""
+        ...
+
+    @property
+    def incoming_limit(self) -> int:
+        """The largest received chunk the connection takes (bigger WebSocket messages: 1009)."""
+        ...
+
+    async def feed(self, data: bytes) -> bool:
+        """Hand received bytes on; ``False`` when the connection is gone."""
+        ...
+
+    def transport_closed(self) -> None:
+        """The client went away (socket closed, DELETE, SSE request ended)."""
+        ...
+
+    def transport_lost(self, *, graceful: bool, now: float) -> bool:
+        """A WebSocket ended; ``True`` when the connection stays to await a reconnect."""
+        ...
+
+    def abort(self) -> None:
+        """End the connection at once, dropping whatever is queued."""
+        ...
+
+
+_Waiter: TypeAlias = "asyncio.Future[None] | anyio.Event"
+
+
+def _is_done(waiter: _Waiter) -> bool:
+    return waiter.done() if isinstance(waiter, asyncio.Future) else waiter.is_set()
+
+
 class _Waiters:
     """Tasks parked until a buffer changes: cheaper than a fresh ``anyio.Event`` per wait.
 
@@ -48,45 +133,80 @@ class _Waiters:
     wraps an ``asyncio.Event``, about 7x the cost, and buffers wait once per message); other
     backends get an ``anyio.Event``. Cancellation works as for any await (anyio cancels the
     task), and a cancelled waiter removes itself, so repeated timeouts do not pile up.
+
+    One waiter is the common case, so it has a slot of its own; a list exists only while more
+    wait. A waiter that finished while parked here (woken by another buffer it also waited
+    on) may stay in ``one`` until the next park replaces it or the next wake skips it.
     """
 
-    __slots__ = ("parked",)
+    __slots__ = ("more", "one")
 
     def __init__(self) -> None:
-        self.parked: list[asyncio.Future[None] | anyio.Event] = []
+        self.one: _Waiter | None = None
+        self.more: list[_Waiter] | None = None
+
+    @property
+    def parked(self) -> bool:
+        """Someone may be waiting."""
+        return self.one is not None or self.more is not None
+
+    def _park(self, waiter: _Waiter) -> None:
+        one = self.one
+        if one is None or _is_done(one):
+            self.one = waiter
+        elif self.more is None:
+            self.more = [waiter]
+        else:
+            self.more.append(waiter)
+
+    def _unpark(self, waiter: _Waiter) -> None:
+        if self.one is waiter:
+            self.one = None
+        elif self.more is not None:
+            with contextlib.suppress(ValueError):
+                self.more.remove(waiter)
+            if not self.more:
+                self.more = None
 
     async def wait(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio
-            event = anyio.Event()
-            self.parked.append(event)
-            try:
-                await event.wait()
-            except BaseException:
-                with contextlib.suppress(ValueError):
-                    self.parked.remove(event)
-                raise
-            return
-        future: asyncio.Future[None] = loop.create_future()
-        self.parked.append(future)
-        try:
-            await future
-        except BaseException:
-            with contextlib.suppress(ValueError):
-                self.parked.remove(future)
-            raise
+        await _wait_any(self)
 
     def wake(self) -> None:
         """Wake every parked task (they run at their next turn, not inside this call)."""
-        parked = self.parked
-        self.parked = []
-        for waiter in parked:
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                waiter.set()
+        one, more = self.one, self.more
+        self.one = self.more = None
+        if one is not None:
+            _set(one)
+        if more is not None:
+            for waiter in more:
+                _set(waiter)
+
+
+def _set(waiter: _Waiter) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            waiter.set_result(None)
+    else:
+        waiter.set()
+
+
+async def _wait_any(*sets: _Waiters) -> None:
+    """Park one waiter in every set; return when any of them is woken."""
+    waiter: _Waiter
+    try:
+        waiter = asyncio.get_running_loop().create_future()
+    except RuntimeError:  # not asyncio
+        waiter = anyio.Event()
+    for waiters in sets:
+        waiters._park(waiter)
+    try:
+        if isinstance(waiter, asyncio.Future):
+            await waiter
+        else:
+            await waiter.wait()
+    finally:
+        for waiters in sets:
+            waiters._unpark(waiter)
 
 
 class OutgoingBuffer:
@@ -97,20 +217,16 @@ class OutgoingBuffer:
     wait (server-to-client streams) call :meth:`wait_writable` first, which waits while the
     buffer is more than half full.
 
-    **Direct writes.** The transport's writer task parks in :meth:`wait`. The connection's
-    message loop may :meth:`hold` the buffer while it handles one received chunk: puts then do
-    not wake the writer, and when the handling ends :meth:`take_held` hands the frames to the
-    loop to send itself if the writer is parked (so a round trip costs no task switch to the
-    writer). The holder stays the only writer until :meth:`release`, which wakes the writer
-    if frames are left; the writer never drains while the buffer is held, so frames keep
-    their order. Limits and slow-consumer handling are unchanged.
+    One task at a time is the buffer's writer: the Server-Sent Events and Long Polling
+    request tasks wait in :meth:`wait`; with a WebSocket, the connection's message loop waits
+    for received data and queued frames at once (:func:`wait_for_input_or_output`), so an idle
+    WebSocket connection has no writer task of its own.
     """
 
     __slots__ = (
         "_chunks",
         "_closed",
         "_data_waiters",
-        "_held",
         "_max_bytes",
         "_max_messages",
         "_nbytes",
@@ -118,12 +234,13 @@ class OutgoingBuffer:
     )
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
-        self._chunks: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: frames are only appended and taken all at once, and an empty
+        # list holds no storage (an empty deque allocates a 64-slot block per connection).
+        self._chunks: list[bytes] = []
         self._nbytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._closed = False
-        self._held = False
         self._data_waiters = _Waiters()
         self._space_waiters = _Waiters()
 
@@ -150,31 +267,20 @@ class OutgoingBuffer:
             return False
         self._chunks.append(data)
         self._nbytes += len(data)
-        if self._data_waiters.parked and not self._held:
+        if self._data_waiters.parked:
             self._data_waiters.wake()
         return True
 
-    def hold(self) -> None:
-        """Keep the writer parked: the caller will :meth:`take_held` or :meth:`release`."""
-        self._held = True
-
-    def take_held(self) -> list[bytes] | None:
-        """While held: every queued frame if the writer is parked (send them, then release)."""
-        if self._held and self._chunks and self._data_waiters.parked:
-            return self.drain()
-        return None
-
-    def release(self) -> None:
-        """End a :meth:`hold`; wake the writer if there is something to send."""
-        if self._held:
-            self._held = False
-            if (self._chunks or self._closed) and self._data_waiters.parked:
-                self._data_waiters.wake()
+    def notify(self) -> None:
+        """Wake the writer without a frame (it has something else to look at)."""
+        self._data_waiters.wake()
 
     def drain(self) -> list[bytes]:
         """Take every queued frame."""
-        chunks = list(self._chunks)
-        self._chunks.clear()
+        chunks = self._chunks
+        if not chunks:
+            return []
+        self._chunks = []
         self._nbytes = 0
         if self._space_waiters.parked:
             self._space_waiters.wake()
@@ -184,15 +290,19 @@ class OutgoingBuffer:
         """Stop accepting frames; the transport sends what is queued (unless ``discard``)."""
         self._closed = True
         if discard:
-            self._chunks.clear()
+            self._chunks = []
             self._nbytes = 0
         self._data_waiters.wake()
         self._space_waiters.wake()
 
     async def wait(self) -> None:
-        """Wait until a frame is queued or the buffer is closed (and it is not held)."""
-        while self._held or not (self._chunks or self._closed):
+        """Wait until a frame is queued or the buffer is closed."""
+        while not (self._chunks or self._closed):
             await self._data_waiters.wait()
+
+    async def wait_notified(self) -> None:
+        """Wait for the next put, close or :meth:`notify` (even if frames are queued)."""
+        await self._data_waiters.wait()
 
     async def wait_writable(self) -> None:
         """Wait while the buffer is more than half full (backpressure for streams)."""
@@ -218,12 +328,16 @@ class IncomingBuffer:
         "_closed",
         "_data_waiters",
         "_ended",
+        "_head",
         "_space_waiters",
         "max_bytes",
     )
 
     def __init__(self, max_bytes: int) -> None:
-        self._chunks: collections.deque[bytes] = collections.deque()
+        # A list read from ``_head`` (compacted as it goes), not a deque: an empty list holds
+        # no storage, and most connections are idle with nothing queued.
+        self._chunks: list[bytes] = []
+        self._head = 0
         self._bytes = 0
         self.max_bytes = max_bytes
         self._ended = False  # no more chunks will come; queued ones are still read
@@ -247,13 +361,33 @@ class IncomingBuffer:
             self._data_waiters.wake()
         return True
 
+    @property
+    def ready(self) -> bool:
+        """:meth:`get_nowait` has an answer: a chunk is queued, or input ended."""
+        return self._head < len(self._chunks) or self._ended or self._closed
+
     async def get(self) -> bytes | None:
         """The next chunk; ``None`` once input ended and everything was read (or closed)."""
-        while not self._chunks:
-            if self._ended or self._closed:
-                return None
+        while not self.ready:
             await self._data_waiters.wait()
-        chunk = self._chunks.popleft()
+        return self.get_nowait()
+
+    def get_nowait(self) -> bytes | None:
+        """The next chunk, ``None`` when nothing is queued (see :attr:`ready`)."""
+        chunks, head = self._chunks, self._head
+        if head >= len(chunks):
+            return None
+        chunk = chunks[head]
+        head += 1
+        if head == len(chunks):
+            chunks.clear()  # frees the list's storage
+            head = 0
+        elif head >= 64 and head * 2 >= len(chunks):
+            del chunks[:head]  # amortized O(1) per chunk
+            head = 0
+        else:
+            chunks[head - 1] = b""  # do not keep the bytes alive until compaction
+        self._head = head
         self._bytes -= len(chunk)
         if self._space_waiters.parked:
             self._space_waiters.wake()
@@ -267,13 +401,58 @@ class IncomingBuffer:
     def close(self) -> None:
         """The reader is gone: drop what is queued and refuse further chunks."""
         self._closed = True
-        self._chunks.clear()
+        self._chunks = []
+        self._head = 0
         self._bytes = 0
         self._wake()
 
     def _wake(self) -> None:
         self._data_waiters.wake()
         self._space_waiters.wake()
+
+
+def wait_for_input_or_output(
+    incoming: IncomingBuffer, outgoing: OutgoingBuffer | None, *, can_send: bool = True
+) -> Awaitable[None]:
+    """Wait until ``incoming`` is :attr:`~IncomingBuffer.ready` or ``outgoing`` changes.
+
+    The WebSocket message loop's one wait: it reads and writes, with no writer task. With
+    ``can_send``, queued frames end the wait at once; without (no socket attached yet), only
+    the next put, close or :meth:`~OutgoingBuffer.notify` does. ``outgoing=None`` waits for
+    input only.
+
+    On asyncio this returns the parked future itself (no coroutine frame, no callback is kept
+    while an idle connection waits). Meant for one waiting task per pair of buffers.
+    """
+    sets = (
+        (incoming._data_waiters,)
+        if outgoing is None
+        else (incoming._data_waiters, outgoing._data_waiters)
+    )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio
+        return _wait_unless_ready(incoming, outgoing, can_send, sets)
+    future: asyncio.Future[None] = loop.create_future()
+    if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
+        future.set_result(None)
+        return future
+    for waiters in sets:
+        # No cleanup when it is done: in the other buffer it only takes the slot that the
+        # next park of this one loop reuses (see _Waiters).
+        waiters._park(future)
+    return future
+
+
+async def _wait_unless_ready(
+    incoming: IncomingBuffer,
+    outgoing: OutgoingBuffer | None,
+    can_send: bool,
+    sets: tuple[_Waiters, ...],
+) -> None:
+    if incoming.ready or (can_send and outgoing is not None and len(outgoing)):
+        return
+    await _wait_any(*sets)
 
 
 async def send_response(

@@ -14,25 +14,13 @@ import time
 
 import anyio
 
-from signalr_core.dispatcher import HubServerConnection
-from signalr_core.messages import TransferFormat
-from signalr_core.transports import ASGISend, send_response
+from signalr_core.transports import ASGISend, PollSlot, TransportConnection, send_response
 
 __all__ = ["PollSlot", "serve_poll"]
 
 
-class PollSlot:
-    """The pending poll of a connection; a newer poll cancels it."""
-
-    __slots__ = ("scope", "superseded")
-
-    def __init__(self) -> None:
-        self.scope = anyio.CancelScope()
-        self.superseded = False
-
-
 async def serve_poll(
-    connection: HubServerConnection,
+    connection: TransportConnection,
     send: ASGISend,
     *,
     poll_timeout: float,
@@ -60,13 +48,13 @@ async def serve_poll(
             return False
         chunks = outgoing.drain()
         if chunks:
-            protocol = connection.protocol
-            binary = protocol is not None and protocol.transfer_format is TransferFormat.BINARY
             await send_response(
                 send,
                 200,
                 b"".join(chunks),
-                content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
+                content_type=(
+                    "application/octet-stream" if connection.binary else "text/plain; charset=utf-8"
+                ),
             )
             return False
         if outgoing.closed:

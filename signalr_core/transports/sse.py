@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import anyio
 
-from signalr_core.dispatcher import HubServerConnection
-from signalr_core.transports import ASGIReceive, ASGISend, wait_for_disconnect
+from signalr_core.transports import (
+    ASGIReceive,
+    ASGISend,
+    TransportConnection,
+    wait_for_disconnect,
+)
 
 __all__ = ["format_event", "serve_sse"]
 
@@ -28,7 +32,7 @@ def format_event(data: bytes) -> bytes:
 
 
 async def serve_sse(
-    connection: HubServerConnection,
+    connection: TransportConnection,
     receive: ASGIReceive,
     send: ASGISend,
 ) -> None:
@@ -52,7 +56,7 @@ async def serve_sse(
 
 
 async def _send_loop(
-    connection: HubServerConnection, send: ASGISend, scope: anyio.CancelScope
+    connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
 ) -> None:
     outgoing = connection.outgoing
     try:

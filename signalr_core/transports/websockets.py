@@ -2,57 +2,107 @@
 
 Every batch of frames queued since the last send goes out as one WebSocket message (the hub
 protocols are self-delimiting, and the clients parse several messages per WebSocket message).
-The frame type follows the negotiated protocol's transfer format, as ASP.NET's
-``ActiveFormat``: text for JSON (the handshake answer included), binary for MessagePack.
+The frame type follows the connection's transfer format, as ASP.NET's ``ActiveFormat``: for
+a hub, text for JSON (the handshake answer included), binary for MessagePack.
+
+The request task only reads: it feeds received messages to the connection. Sending is done by
+the connection itself through :attr:`~signalr_core.transports.TransportConnection.direct_writer`
+(a hub connection's message loop while it waits for input, so an idle connection has no writer
+task of its own). When the connection ends, its writer is gone: the request task then sends
+what is left, the close frame, and waits (briefly) for the client's answer to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import anyio
 
-from signalr_core.dispatcher import HubServerConnection
-from signalr_core.messages import TransferFormat
-from signalr_core.transports import ASGIReceive, ASGISend
+from signalr_core.transports import ASGIMessage, ASGIReceive, ASGISend, TransportConnection
 
 __all__ = ["serve_websocket"]
 
 _NORMAL_CLOSURE = 1000
 _GOING_AWAY = 1001
 _MESSAGE_TOO_BIG = 1009
-_INTERNAL_ERROR = 1011
 _CLOSE_HANDSHAKE_TIMEOUT = 2.0
-"""How long to wait for the client's answer to our close frame (a clean close needs it)."""
+"""How long to wait for the client's answer to our close frame (a clean close needs it), and
+at most for the last frames to go out."""
+
+
+class _Socket:
+    """The accepted socket, as the connection's message loop writes to it (``direct_writer``)."""
+
+    __slots__ = ("broken", "connection", "scope", "send")
+
+    def __init__(
+        self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
+    ) -> None:
+        self.connection = connection
+        self.send = send
+        self.scope = scope
+        self.broken = False
+
+    async def write(self, frames: list[bytes]) -> None:
+        try:
+            await _send_frames(self.connection, self.send, frames)
+        except OSError:
+            self.broken = True
+            self.scope.cancel()  # the client went away: stop reading too
 
 
 async def serve_websocket(
-    connection: HubServerConnection, receive: ASGIReceive, send: ASGISend
+    connection: TransportConnection, receive: ASGIReceive, send: ASGISend
 ) -> bool:
-    """Pump bytes both ways until either side ends (the socket is already accepted).
+    """Read until either side ends, then close (the socket is already accepted).
 
     Returns ``True`` when the connection stays alive without a transport, waiting for the
     client to reconnect (stateful reconnect after an unclean drop).
     """
     connection.transport_attached = True
     generation = connection.transport_generation
-    graceful = [False]
+    # Why reading ended: the client closed (or the socket broke), a message over the limit
+    # (closed with 1009 already), the connection stopped taking input, or (none of these) the
+    # scope was cancelled: the connection ended or was aborted, resumed elsewhere, or broke.
+    client_closed = refused = graceful = False
+    message: ASGIMessage | None
+    data: bytes | None
+    socket = _Socket(connection, send, anyio.CancelScope())
     try:
-        async with anyio.create_task_group() as tg:
-            connection.transport_scope = tg.cancel_scope
-
-            async def write_direct(frames: list[bytes]) -> None:
-                # The message loop's direct path (it holds the outgoing buffer, so this and the
-                # send loop never send at the same time).
-                try:
-                    await _send_frames(connection, send, frames)
-                except OSError:
-                    tg.cancel_scope.cancel()  # the client went away, as in the send loop
-
-            connection.direct_writer = write_direct
-            tg.start_soon(_send_loop, connection, send, tg.cancel_scope)
-            await _receive_loop(connection, receive, send, graceful)
-            tg.cancel_scope.cancel()
+        with socket.scope:
+            connection.transport_scope = socket.scope
+            connection.direct_writer = socket.write
+            connection.outgoing.notify()  # frames queued before (a resume's replay) go out now
+            # The receive loop is inline: one coroutine frame less per idle connection.
+            while True:
+                message = data = None  # idle: keep neither the last message nor its bytes
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    data = message.get("bytes")
+                    if data is None:
+                        data = (message.get("text") or "").encode()
+                    if len(data) > connection.incoming_limit:
+                        # Received memory is bounded in bytes (application_max_buffer_size).
+                        await send({"type": "websocket.close", "code": _MESSAGE_TOO_BIG})
+                        connection.abort()
+                        refused = graceful = True
+                        break
+                    if not await connection.feed(data):
+                        graceful = True  # the connection ended: close below
+                        break
+                elif kind == "websocket.disconnect":
+                    # A close frame from the client (1000 / 1001) is a deliberate stop; 1006
+                    # and friends mean the socket broke, which stateful reconnect survives.
+                    client_closed = True
+                    graceful = message.get("code", 1000) in (_NORMAL_CLOSURE, _GOING_AWAY)
+                    break
+        taken_over = connection.resuming or connection.transport_generation != generation
+        if not (taken_over or client_closed or refused or socket.broken):
+            connection.direct_writer = None  # from here on this task sends
+            await _close(connection, receive, send)
+            graceful = True
     finally:
         if connection.transport_generation == generation:  # not taken over by a reconnect
             connection.transport_attached = False
@@ -60,66 +110,45 @@ async def serve_websocket(
             connection.direct_writer = None
     if connection.transport_generation != generation:
         return True  # a newer transport already resumed the connection
-    return connection.transport_lost(graceful=graceful[0], now=time.monotonic())
+    return connection.transport_lost(graceful=graceful, now=time.monotonic())
 
 
-async def _receive_loop(
-    connection: HubServerConnection, receive: ASGIReceive, send: ASGISend, graceful: list[bool]
-) -> None:
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            data = message.get("bytes")
-            if data is None:
-                data = (message.get("text") or "").encode()
-            if len(data) > connection.incoming_limit:
-                # Received memory is bounded in bytes (application_max_buffer_size).
-                await send({"type": "websocket.close", "code": _MESSAGE_TOO_BIG})
-                connection.abort()
-                graceful[0] = True
-                return
-            if not await connection.feed(data):
-                graceful[0] = True
-                return
-        elif kind == "websocket.disconnect":
-            # A close frame from the client (1000 / 1001) is a deliberate stop; 1006 and
-            # friends mean the socket broke, which stateful reconnect survives.
-            graceful[0] = message.get("code", 1000) in (_NORMAL_CLOSURE, _GOING_AWAY)
-            return
+async def _close(connection: TransportConnection, receive: ASGIReceive, send: ASGISend) -> None:
+    """The connection ended (or is ending): send what is left and the close frame."""
+    if connection.aborted:
+        return  # dropped at once, as a socket that does not drain must be (no close handshake)
+    outgoing = connection.outgoing
+    with contextlib.suppress(OSError):
+        # The message loop may still be finishing (on_disconnected, bounded there): what it
+        # queues meanwhile goes out, its Close message last.
+        while True:
+            if len(outgoing):
+                with anyio.move_on_after(_CLOSE_HANDSHAKE_TIMEOUT) as stalled:
+                    await _send_frames(connection, send, outgoing.drain())
+                if stalled.cancelled_caught:
+                    connection.abort()  # a socket that does not drain: stop waiting for it
+                    return
+            elif outgoing.closed:
+                break
+            else:
+                await outgoing.wait_notified()  # the next put, or close()
+        if connection.aborted:
+            return  # aborted meanwhile
+        with anyio.move_on_after(_CLOSE_HANDSHAKE_TIMEOUT):
+            if len(outgoing):
+                await _send_frames(connection, send, outgoing.drain())
+            await send({"type": "websocket.close", "code": _NORMAL_CLOSURE})
+            # Leaving now could drop the TCP connection before the client's close frame
+            # arrives (its `wasClean` is then false and it reports an error).
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
 
 
 async def _send_frames(
-    connection: HubServerConnection, send: ASGISend, chunks: list[bytes]
+    connection: TransportConnection, send: ASGISend, chunks: list[bytes]
 ) -> None:
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    protocol = connection.protocol
-    if protocol is not None and protocol.transfer_format is TransferFormat.BINARY:
+    if connection.binary:
         await send({"type": "websocket.send", "bytes": data})
     else:
         await send({"type": "websocket.send", "text": data.decode()})
-
-
-async def _send_loop(
-    connection: HubServerConnection, send: ASGISend, scope: anyio.CancelScope
-) -> None:
-    outgoing = connection.outgoing
-    try:
-        while True:
-            await outgoing.wait()
-            chunks = outgoing.drain()
-            if chunks:
-                await _send_frames(connection, send, chunks)
-            elif outgoing.closed:
-                code = _INTERNAL_ERROR if connection.aborted else _NORMAL_CLOSURE
-                await send({"type": "websocket.close", "code": code})
-                if not connection.aborted:
-                    # Leaving now could drop the TCP connection before the client's close frame
-                    # arrives (its `wasClean` is then false and it reports an error). The
-                    # receive loop ends the task group when the client's disconnect arrives.
-                    await anyio.sleep(_CLOSE_HANDSHAKE_TIMEOUT)
-                break
-    except OSError:
-        pass  # the client went away; the receive loop sees the disconnect
-    finally:
-        scope.cancel()

@@ -19,6 +19,9 @@ import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 
 const require = createRequire(import.meta.url);
 const { getUserAgentHeader } = require("@microsoft/signalr/dist/cjs/Utils.js");
+// The transport layer under HubConnection, no longer exported: ASP.NET's own ConnectionTests
+// import it from the package's files the same way.
+const { HttpConnection } = require("@microsoft/signalr/dist/cjs/HttpConnection.js");
 
 const SCENARIO_TIMEOUT_MS = 30000;
 const UNICODE_MESSAGE = "你好，世界！";
@@ -132,6 +135,31 @@ async function errorOf(promise, what) {
 }
 
 // Collects the errors passed to onclose.
+// Start an HttpConnection, send each message and wait for its echo, stop; the connection must
+// close without an error (ConnectionTests.ts).
+async function httpConnectionEcho(url, options, messages = ["Hello World!"]) {
+    const connection = new HttpConnection(url, { logger: LOGGER, logMessageContent: true, ...options });
+    const closed = deferred();
+    connection.onclose = (error) => closed.resolve(error);
+    let received = "";
+    let waiting = null;
+    connection.onreceive = (data) => {
+        check(typeof data === "string", `text connection received ${typeof data}`);
+        received += data;
+        if (waiting !== null && received.length >= waiting.length) waiting.done.resolve();
+    };
+    await within(connection.start(signalR.TransferFormat.Text), 10000, "HttpConnection start");
+    for (const message of messages) {
+        received = "";
+        waiting = { length: message.length, done: deferred() };
+        await connection.send(message);
+        await within(waiting.done.promise, 10000, "echo");
+        eq(received, message, "echoed text");
+    }
+    await within(connection.stop(), 10000, "HttpConnection stop");
+    eq(await within(closed.promise, 10000, "HttpConnection onclose"), undefined, "close error");
+}
+
 function closeTracker(connection) {
     const closes = [];
     const closed = deferred();
@@ -305,7 +333,7 @@ const scenarios = {
         subject.next("world");
         subject.error(new Error("Something bad"));
         const message = await within(errorOf(result, "StreamingConcat"), 5000, "StreamingConcat error");
-        eq(message, "An unexpected error occurred invoking 'StreamingConcat' on the server. Exception: Something bad",
+        eq(message, "An unexpected error occurred invoking 'StreamingConcat' on the server. HubException: Something bad",
             "StreamingConcat error text");
         await expectCleanStop(c, t);
     } },
@@ -545,6 +573,20 @@ const scenarios = {
         eq(c.state, signalR.HubConnectionState.Disconnected, "state after refused start");
     } },
 
+    // The client's error text names the reason, as with Kestrel's status line (the body
+    // carries it: hypercorn sends no reason phrase).
+    auth_refused_texts: { async run() {
+        const anonymous = await rejects(build("/authorizedhub").start(), "start without a token");
+        eq(anonymous.message, "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'",
+            "401 text");
+        eq(anonymous.errorType, "FailedToNegotiateWithServerError", "401 error type");
+        const token = await getJwtToken();
+        const forbidden = await rejects(build("/adminhub", { accessTokenFactory: () => token }).start(),
+            "start as a non-admin");
+        eq(forbidden.message, "Failed to complete negotiation with the server: Error: Forbidden: Status code '403'",
+            "403 text");
+    } },
+
     auth_refused_forged: { async run() {
         const valid = await getJwtToken();
         for (const [label, token] of [["foreign key", forgedJwt()], ["tampered payload", tamperedJwt(valid)], ["garbage", "not-a-jwt"]]) {
@@ -775,6 +817,50 @@ const scenarios = {
     } },
 
     // Client results (ASP.NET 7+): the hub awaits the value the client's handler returns.
+    // ConnectionTests.ts "can send and receive messages": HttpConnection against the raw echo
+    // connection handler (/echo), over this pair's transport.
+    http_connection_echo: { when: (tr, pr) => pr === "json", async run() {
+        await httpConnectionEcho(BASE + "/echo", { transport: TRANSPORT });
+        // A second message after the first round trip, and a larger one (several chunks).
+        const big = "x".repeat(20000);
+        await httpConnectionEcho(BASE + "/echo", { transport: TRANSPORT }, ["first", big]);
+    } },
+
+    // ConnectionTests.ts "follows HTTP redirects": /echoredirect answers 307 to /echo (no
+    // transport given: the client picks one that works through the redirect).
+    http_connection_redirect: { when: (tr, pr) => tr === WS && pr === "json", async run() {
+        await httpConnectionEcho(BASE + "/echoredirect", {});
+    } },
+
+    // ConnectionTests.ts "contains server response in error".
+    http_connection_bad_negotiate: { when: (tr, pr) => tr === WS && pr === "json", async run() {
+        const connection = new HttpConnection(BASE + "/bad-negotiate", { logger: LOGGER, logMessageContent: true });
+        const error = await rejects(connection.start(signalR.TransferFormat.Text), "start against /bad-negotiate");
+        eq(error.message, "Failed to complete negotiation with the server: Error: Some response from server: Status code '400'",
+            "bad negotiate error");
+    } },
+
+    // HubConnectionTests.ts "can return result to server" / "can throw result to server" /
+    // "returns result error to server when no result given": the server asks through the hub
+    // context (GET /clientresult/{connectionId}).
+    client_result_endpoint: { async run() {
+        const c = build(); const t = closeTracker(c);
+        await c.start();
+        const ask = async () => {
+            const response = await fetch(`${BASE}/clientresult/${c.connectionId}`);
+            check(response.status === 200, `GET /clientresult answered ${response.status}`);
+            return await response.text();
+        };
+        c.on("Result", () => 10);
+        eq(await ask(), "10", "result");
+        c.off("Result");
+        c.on("Result", () => { throw new Error("from callback"); });
+        eq(await ask(), "Error: from callback", "thrown result");
+        c.off("Result");
+        eq(await ask(), "Client didn't provide a result.", "no handler");
+        await expectCleanStop(c, t);
+    } },
+
     client_results: { async run() {
         const c = build(); const t = closeTracker(c);
         const prefix = "An unexpected error occurred invoking 'GetClientResult' on the server.";

@@ -22,7 +22,7 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings, default_config_path
 from exporter_api.notify import Handler, LocalNotifier, PostgresNotifier
 from exporter_api.store import Store, open_store
-from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database
+from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database, demo_config_with
 from tests.services import PostgresCluster, free_port
 
 RS = "\x1e"
@@ -177,11 +177,13 @@ async def _instance(settings: Settings) -> AsyncIterator[tuple[str, Starlette]]:
             stop.set()
 
 
-def _settings(data_dir: Path, demo_data_dir: Path, state_url: str) -> Settings:
+def _settings(
+    data_dir: Path, demo_data_dir: Path, state_url: str, config_path: Path | None = None
+) -> Settings:
     data_dir.mkdir()
     (data_dir / "demo").symlink_to(demo_data_dir / "demo", target_is_directory=True)
     return Settings(
-        config_path=default_config_path(),
+        config_path=config_path or default_config_path(),
         data_dir=data_dir,
         state_url=state_url,
         jwt_key=b"j" * 32,
@@ -225,8 +227,10 @@ async def test_logout_on_one_instance_closes_hub_connections_on_another(
     pg: PostgresCluster, tmp_path: Path, demo_data_dir: Path
 ) -> None:
     state_url = create_pg_database(pg, "state_sessions")
-    a_settings = _settings(tmp_path / "a", demo_data_dir, state_url)
-    b_settings = _settings(tmp_path / "b", demo_data_dir, state_url)
+    # No grace for a refresh token presented again: its reuse below is a theft at once.
+    config_path = demo_config_with(tmp_path, "refresh_reuse_grace_s = 0")
+    a_settings = _settings(tmp_path / "a", demo_data_dir, state_url, config_path)
+    b_settings = _settings(tmp_path / "b", demo_data_dir, state_url, config_path)
     async with _instance(a_settings) as (a, _), _instance(b_settings) as (b, _):
         async with httpx.AsyncClient(base_url=a) as on_a:
             login = await on_a.post("/api/auth/login", json=DEMO_LOGIN)

@@ -220,3 +220,46 @@ def test_request_from_scope_keeps_every_value_of_a_repeated_parameter() -> None:
     request = request_from_scope(scope)
     assert request.query["runId"] == "a"  # last value wins
     assert request.query_values == {"runId": ("a", "b", "a"), "x": ("1",)}
+
+
+def is_admin_user(user: Principal) -> bool:
+    """The hub policy: only users with the admin role."""
+    return user.claims.get("role") == "admin"
+
+
+class AdminHub(Hub):
+    authorize = staticmethod(is_admin_user)
+
+    def whoami(self) -> str | None:
+        return self.context.user_id
+
+
+async def test_refusals_carry_the_reason_in_the_body() -> None:
+    # The official client's error text is the body or else the reason phrase, which hypercorn
+    # does not send: the body carries it, so the text reads as with Kestrel.
+    private = HubEndpoint(PrivateHub, authenticate=authenticate)
+    admin = HubEndpoint(AdminHub, authenticate=authenticate)
+    async with (
+        private.lifespan(),
+        admin.lifespan(),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=private)) as private_http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=admin)) as admin_http,
+    ):
+        refused = await private_http.post("http://hub/hub/negotiate?negotiateVersion=1")
+        assert (refused.status_code, refused.text) == (401, "Unauthorized")
+        assert refused.headers["www-authenticate"] == "Bearer"
+        # A hub policy: anonymous -> 401, an authenticated user it refuses -> 403.
+        anonymous = await admin_http.post("http://hub/hub/negotiate?negotiateVersion=1")
+        assert (anonymous.status_code, anonymous.text) == (401, "Unauthorized")
+        alice = await admin_http.post(
+            "http://hub/hub/negotiate?negotiateVersion=1",
+            headers={"authorization": "Bearer good-token"},
+        )
+        assert (alice.status_code, alice.text) == (403, "Forbidden")
+        root = await admin_http.post(
+            "http://hub/hub/negotiate?negotiateVersion=1",
+            headers={"authorization": "Bearer admin-token"},
+        )
+        assert root.status_code == 200
+        wrong = await admin_http.put("http://hub/hub")
+        assert (wrong.status_code, wrong.text) == (405, "Method Not Allowed")

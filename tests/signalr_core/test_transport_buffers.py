@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from signalr_core.transports import IncomingBuffer, OutgoingBuffer
+from signalr_core.transports import IncomingBuffer, OutgoingBuffer, wait_for_input_or_output
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -89,60 +89,56 @@ def test_outgoing_buffer_limits() -> None:
     assert not buffer.put(b"x")
 
 
-async def test_outgoing_buffer_hold_keeps_one_writer_and_the_order() -> None:
-    buffer = OutgoingBuffer(max_messages=10, max_bytes=100)
-    sent: list[list[bytes]] = []
+async def test_one_wait_for_input_or_output() -> None:
+    """The WebSocket message loop's wait: received data or frames to send, whichever first."""
+    incoming = IncomingBuffer(100)
+    outgoing = OutgoingBuffer(max_messages=10, max_bytes=100)
+    woken: list[str] = []
 
-    async def writer() -> None:  # a transport's send loop
-        while True:
-            await buffer.wait()
-            chunks = buffer.drain()
-            if not chunks:
-                return
-            sent.append(chunks)
+    async def waiter(can_send: bool) -> None:
+        await wait_for_input_or_output(incoming, outgoing, can_send=can_send)
+        woken.append("woken")
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer)
+        tg.start_soon(waiter, True)
         await anyio.wait_all_tasks_blocked()
-        # The holder's frames go out directly when the writer is parked.
-        buffer.hold()
-        assert buffer.put(b"a")
-        assert buffer.put(b"b")
+        assert outgoing.put(b"frame")  # a frame to send ends the wait
         await anyio.wait_all_tasks_blocked()
-        assert sent == []  # held: the writer was not woken
-        assert buffer.take_held() == [b"a", b"b"]
-        assert buffer.put(b"c")  # written while the holder sends: the writer still waits
+        assert woken == ["woken"]
+        # Queued frames end the wait at once when they can be sent ...
+        await wait_for_input_or_output(incoming, outgoing, can_send=True)
+        # ... and not when no socket is attached: then notify() (a socket came) does.
+        tg.start_soon(waiter, False)
         await anyio.wait_all_tasks_blocked()
-        assert sent == []
-        buffer.release()
+        assert woken == ["woken"]
+        outgoing.notify()
         await anyio.wait_all_tasks_blocked()
-        assert sent == [[b"c"]]
-        # Not held: puts wake the writer as before, and take_held gives nothing.
-        assert buffer.put(b"d")
-        assert buffer.take_held() is None
+        assert woken == ["woken", "woken"]
+        assert outgoing.drain() == [b"frame"]
+        # Received data ends it too.
+        tg.start_soon(waiter, True)
         await anyio.wait_all_tasks_blocked()
-        assert sent == [[b"c"], [b"d"]]
-        # close() wakes the writer; it waits again while the buffer is held, then sends the
-        # rest and ends.
-        buffer.hold()
-        assert buffer.put(b"e")
-        buffer.close()
-        assert buffer.take_held() is None  # the writer is no longer parked
+        await incoming.put(b"data")
         await anyio.wait_all_tasks_blocked()
-        assert sent == [[b"c"], [b"d"]]
-        buffer.release()
-    assert sent == [[b"c"], [b"d"], [b"e"]]
+        assert woken == ["woken"] * 3
+        assert incoming.get_nowait() == b"data"
+        assert incoming.get_nowait() is None
+    # Finished waits hold no list in either buffer (at most the one slot, reused).
+    assert incoming._data_waiters.more is None
+    assert outgoing._data_waiters.more is None
 
 
-async def test_outgoing_buffer_take_held_leaves_frames_to_a_writer_that_is_not_parked() -> None:
-    buffer = OutgoingBuffer(max_messages=10, max_bytes=100)
-    buffer.hold()
-    assert buffer.put(b"x")
-    assert buffer.take_held() is None  # nobody parked in wait(): the writer is sending
-    buffer.release()
-    with anyio.fail_after(1):
-        await buffer.wait()  # released with a frame queued: returns at once
-    assert buffer.drain() == [b"x"]
+async def test_incoming_buffer_compacts_as_it_reads() -> None:
+    incoming = IncomingBuffer(10_000)
+    for i in range(200):
+        await incoming.put(b"%d" % i)
+    read = [await incoming.get() for _ in range(150)]
+    assert read == [b"%d" % i for i in range(150)]
+    assert len(incoming._chunks) < 200  # read chunks do not pile up until the end
+    await incoming.put(b"last")
+    rest = [await incoming.get() for _ in range(51)]
+    assert rest == [*(b"%d" % i for i in range(150, 200)), b"last"]
+    assert incoming._chunks == []  # empty again: no storage held
 
 
 async def test_waiting_with_timeouts_does_not_pile_up_waiters() -> None:
@@ -150,9 +146,9 @@ async def test_waiting_with_timeouts_does_not_pile_up_waiters() -> None:
     for _ in range(50):
         with anyio.move_on_after(0.001):
             await buffer.wait()
-    assert buffer._data_waiters.parked == []  # each cancelled wait removed itself
+    assert not buffer._data_waiters.parked  # each cancelled wait removed itself
     incoming = IncomingBuffer(1)
     for _ in range(20):
         with anyio.move_on_after(0.001):
             await incoming.get()
-    assert incoming._data_waiters.parked == []
+    assert not incoming._data_waiters.parked

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import anyio
 import httpx
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from signalr_core import HubEndpoint, HubOptions
 from tests.signalr_core._hub_server import (
@@ -16,6 +17,7 @@ from tests.signalr_core._hub_server import (
     negotiate,
     parse_frames,
     running_server,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,11 +85,15 @@ async def test_newer_poll_ends_older_with_204() -> None:
         async def poll(name: str) -> None:
             results[name] = await http.get(url, params={"id": token})
 
+        connection = endpoint._connections[token]
         async with anyio.create_task_group() as tg:
+            # Ordered by what the server shows, not by sleeping: the old poll waits first.
             tg.start_soon(poll, "old")
-            await anyio.sleep(0.3)
+            await wait_until(lambda: connection.current_poll is not None)
+            first = connection.current_poll
             tg.start_soon(poll, "new")
-            await anyio.sleep(0.3)
+            await wait_until(lambda: connection.current_poll not in (None, first))
+            await wait_until(lambda: "old" in results)
             assert results["old"].status_code == 204
             await http.post(
                 url,
@@ -102,10 +108,26 @@ async def test_newer_poll_ends_older_with_204() -> None:
         await http.delete(url, params={"id": token})
 
 
-async def test_delete_ends_the_poll_and_the_connection() -> None:
-    endpoint = HubEndpoint(FeatureHub, options=HubOptions(long_poll_timeout=5))
-    async with running_server(endpoint) as url, httpx.AsyncClient() as http:
-        token = await _connect(http, url)
+async def test_delete_ends_the_poll_and_removes_the_connection_at_once() -> None:
+    # In-process (the app runs on the test's event loop), so "the poll is parked" is an event
+    # (every task blocked), not a sleep. A disconnect timeout of an hour: the connection must
+    # go at once, as ASP.NET's DisposeAndRemoveAsync, not when the timeout expires.
+    endpoint = HubEndpoint(
+        FeatureHub, options=HubOptions(long_poll_timeout=3600, disconnect_timeout=3600)
+    )
+    transport = httpx.ASGITransport(app=endpoint)
+    async with (
+        endpoint.lifespan(),
+        httpx.AsyncClient(transport=transport, base_url="http://hub") as http,
+    ):
+        url = "http://hub/hub"
+        token = (await negotiate(http, url))["connectionToken"]
+        assert (await http.get(url, params={"id": token})).status_code == 200
+        await http.post(
+            url, params={"id": token}, content=frame({"protocol": "json", "version": 1})
+        )
+        assert (await http.get(url, params={"id": token})).text == "{}\x1e"
+        connection = endpoint._connections[token]
         results: dict[str, httpx.Response] = {}
 
         async def poll() -> None:
@@ -113,15 +135,16 @@ async def test_delete_ends_the_poll_and_the_connection() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(poll)
-            await anyio.sleep(0.3)
-            deleted = await http.delete(url, params={"id": token})
-            assert deleted.status_code == 202
+            await wait_all_tasks_blocked()
+            assert connection.poll_active
+            assert (await http.delete(url, params={"id": token})).status_code == 202
         assert results["poll"].status_code == 204
-        after = await http.get(url, params={"id": token})
-        assert after.status_code == 204
-        gone = await http.get(url, params={"id": token})
-        assert gone.status_code == 404
+        with anyio.fail_after(5):
+            await connection.finished.wait()
+        assert endpoint.connection_count == 0
+        assert (await http.get(url, params={"id": token})).status_code == 404
         assert (await http.post(url, params={"id": token}, content=b"x")).status_code == 404
+        assert (await http.delete(url, params={"id": token})).status_code == 404
 
 
 async def test_server_close_is_delivered_then_204(url: str) -> None:
