@@ -213,7 +213,7 @@ class DeliveryGate:
     def unsubscribed(self) -> None:
         """The subscriber lost Redis."""
         self._subscribed = False
-        self._close("redis_backplane_subscriber_lost")
+        self._close("backplane_subscriber_lost")
 
     def on_hello(self, hello: RedisHello) -> None:
         """An announcement arrived through the subscription."""
@@ -221,7 +221,7 @@ class DeliveryGate:
             self.peers.gone(hello.server_name)
         else:
             if self.peers.heard(hello.server_name, self._epoch):
-                self._log.info("redis_backplane_peer_joined", peer=hello.server_name)
+                self._log.info("backplane_peer_joined", peer=hello.server_name)
             if hello.ask and hello.server_name != self._name:
                 self._announce.set()
         self._evaluate()
@@ -249,12 +249,12 @@ class DeliveryGate:
             if count >= wanted:
                 return
             if count > 0:
-                self._close("redis_backplane_partial_delivery", receivers=count, expected=wanted)
+                self._close("backplane_delivery_incomplete", receivers=count, expected=wanted)
                 raise RedisBackplaneError(
                     f"Redis delivered the message to {count} of {wanted} servers; "
                     "the others are not subscribed."
                 )
-            self._close("redis_backplane_no_subscriber", expected=wanted)
+            self._close("backplane_subscriber_missing", expected=wanted)
         await self._wait_in_buffer(_Pending(channel, payload, expected), deadline)
 
     async def _wait_in_buffer(self, entry: _Pending, deadline: float) -> None:
@@ -319,13 +319,11 @@ class DeliveryGate:
                     continue  # refused meanwhile (the backplane stops): no longer queued
                 wanted = entry.expected()
                 if error is None and count == 0 and wanted > 0:
-                    self._close("redis_backplane_no_subscriber", expected=wanted)
+                    self._close("backplane_subscriber_missing", expected=wanted)
                     break  # nobody got it: it stays first in line
                 self._queue.popleft()
                 if error is None and count < wanted:
-                    self._close(
-                        "redis_backplane_partial_delivery", receivers=count, expected=wanted
-                    )
+                    self._close("backplane_delivery_incomplete", receivers=count, expected=wanted)
                     error = RedisBackplaneError(
                         f"Redis delivered the message to {count} of {wanted} servers; "
                         "the others are not subscribed."
@@ -340,12 +338,12 @@ class DeliveryGate:
             self._announce = anyio.Event()
             if self._subscribed:  # silence only counts while this server can hear
                 for name in self.peers.expire():
-                    self._log.warning("redis_backplane_peer_lost", peer=name)
+                    self._log.warning("backplane_peer_lost", peer=name)
                 hello = RedisHello(server_name=self._name, ask=not self._open)
                 try:
                     await self._publish(self._channel, encode(hello))
                 except RedisBackplaneError as exc:
-                    self._log.warning("redis_backplane_announce_failed", error=str(exc))
+                    self._log.warning("backplane_announce_failed", error=str(exc))
             self._evaluate()
 
     async def say_goodbye(self) -> None:
@@ -353,7 +351,7 @@ class DeliveryGate:
         try:
             await self._publish(self._channel, encode(RedisHello(server_name=self._name, bye=True)))
         except RedisBackplaneError as exc:
-            self._log.debug("redis_backplane_goodbye_failed", error=str(exc))
+            self._log.debug("backplane_goodbye_failed", error=str(exc))
 
     # --------------------------------------------------------------------------- internals ---
     def _close(self, event: str, **fields: int) -> None:
@@ -371,6 +369,4 @@ class DeliveryGate:
             self._open = True
             self._opened.set()
             self._flush.set()
-            self._log.info(
-                "redis_backplane_ready", peers=len(self.peers), buffered=len(self._queue)
-            )
+            self._log.info("backplane_ready", peers=len(self.peers), buffered=len(self._queue))

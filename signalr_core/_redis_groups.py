@@ -114,7 +114,7 @@ class GroupCommands:
             self._commands.send_nowait(command)
         except anyio.WouldBlock:
             self._log.warning(
-                "redis_backplane_group_command_dropped",
+                "backplane_group_command_dropped",
                 group=command.group,
                 connection_id=command.connection_id,
             )
@@ -135,7 +135,7 @@ class GroupCommands:
                         )
                     except RedisBackplaneError as exc:
                         self._log.warning(
-                            "redis_backplane_group_command_failed",
+                            "backplane_group_command_failed",
                             group=command.group,
                             error=str(exc),
                         )

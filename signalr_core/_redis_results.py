@@ -214,7 +214,7 @@ class ClientResults:
         try:
             self._replies.send_nowait((inv.return_channel, completion))
         except anyio.WouldBlock:
-            self._log.warning("redis_backplane_client_result_reply_dropped")
+            self._log.warning("backplane_result_reply_dropped")
 
     async def _reply_loop(
         self, replies: MemoryObjectReceiveStream[tuple[str, RedisCompletion]]
@@ -226,7 +226,7 @@ class ClientResults:
         try:
             await self._publish(channel, encode(completion))
         except RedisBackplaneError as exc:
-            self._log.warning("redis_backplane_client_result_reply_failed", error=str(exc))
+            self._log.warning("backplane_result_reply_failed", error=str(exc))
 
     async def _serve(self, connection: LocalConnection, inv: RedisClientInvocation) -> None:
         """Run a client-result invocation from another server on a local connection."""

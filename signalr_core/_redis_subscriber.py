@@ -77,13 +77,13 @@ class Subscriber:
         try:
             await pubsub.subscribe(channel)
         except (RedisError, OSError) as exc:
-            self._log.warning("redis_backplane_subscribe_failed", error=str(exc))
+            self._log.warning("backplane_subscribe_failed", error=str(exc))
             return
         with anyio.move_on_after(self._subscribe_timeout) as scope:
             await event.wait()
         if scope.cancelled_caught:
             self.confirmations.pop(channel, None)
-            self._log.warning("redis_backplane_subscribe_unconfirmed")
+            self._log.warning("backplane_subscribe_unconfirmed")
 
     async def wait_confirmed(self, channel: str) -> None:
         """Wait (bounded) until a subscription to ``channel`` in flight is confirmed."""
@@ -101,7 +101,7 @@ class Subscriber:
         try:
             await pubsub.unsubscribe(channel)
         except (RedisError, OSError) as exc:
-            self._log.warning("redis_backplane_unsubscribe_failed", error=str(exc))
+            self._log.warning("backplane_unsubscribe_failed", error=str(exc))
 
     async def run(
         self, client: aioredis.Redis, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -118,9 +118,9 @@ class Subscriber:
                 self._pubsub = pubsub
                 channels = len(self._fixed) + len(self.wanted) + 1
                 if lost:
-                    self._log.info("redis_backplane_reconnected", channels=channels)
+                    self._log.info("backplane_reconnected", channels=channels)
                 else:
-                    self._log.info("redis_backplane_connected")
+                    self._log.info("backplane_connected")
                 lost, delay = False, first_delay
                 if not started:
                     started = True
@@ -131,7 +131,7 @@ class Subscriber:
                         self._handle(message)
             except (RedisError, OSError) as exc:
                 self._log.warning(
-                    "redis_backplane_connection_lost",
+                    "backplane_connection_lost",
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in=delay,
                 )
@@ -143,7 +143,7 @@ class Subscriber:
                     try:
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
                     except (RedisError, OSError) as exc:
-                        self._log.debug("redis_backplane_close_failed", error=str(exc))
+                        self._log.debug("backplane_close_failed", error=str(exc))
             if not started:
                 started = True
                 task_status.started()
@@ -167,4 +167,4 @@ class Subscriber:
         try:
             self._on_message(channel, message["data"])
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._log.warning("redis_backplane_bad_message", channel=channel, error=str(exc))
+            self._log.warning("backplane_message_malformed", channel=channel, error=str(exc))

@@ -299,7 +299,7 @@ class RawConnection:
         """Queue ``data``; a full buffer (a client not reading) aborts the connection."""
         if not self.outgoing.put(data) and not self.outgoing.closed:
             self._log.warning(
-                "signalr.slow_consumer",
+                "slow_consumer_aborted",
                 pending_bytes=self.outgoing.pending_bytes,
                 pending_messages=len(self.outgoing),
             )
@@ -328,21 +328,21 @@ class RawConnection:
                     scope.cancel()
                 elif self._winding_down:
                     self._grace(scope)
-                self._log.debug("signalr.connected")
+                self._log.debug("connection_opened")
                 async with anyio.create_task_group() as tg:
                     if self.transport is TransportName.WEBSOCKETS:
                         tg.start_soon(self._write_socket)
                     await self._handler.on_connected(context)
                     tg.cancel_scope.cancel()
         except Exception:  # the handler's failure (in a group, from the task group)
-            self._log.exception("signalr.connection_handler_failed")
+            self._log.exception("connection_handler_failed")
         finally:
             self._end()
             if self.direct_writer is not None and self.transport_scope is not None:
                 # This connection was the WebSocket's writer: the request task takes over,
                 # sends what is left and the close frame.
                 self.transport_scope.cancel()
-            self._log.debug("signalr.disconnected", aborted=self.aborted)
+            self._log.debug("connection_closed", aborted=self.aborted)
 
     async def _write_socket(self) -> None:
         """With a WebSocket the transport only reads: this task writes what the handler sends

@@ -564,7 +564,7 @@ class HubServerConnection:
         assert sequencing is not None
         if not sequencing.sent(message, data):
             self._log.warning(
-                "signalr.replay_buffer_full",
+                "replay_buffer_overflowed",
                 pending_bytes=sequencing.pending_bytes,
                 pending_messages=sequencing.pending_messages,
             )
@@ -605,9 +605,7 @@ class HubServerConnection:
             and self.transport is TransportName.WEBSOCKETS
         ):
             self._life.handle(Event.TRANSPORT_LOST, now)
-            self._log.info(
-                "signalr.transport_lost", replay_messages=self._sequencing.pending_messages
-            )
+            self._log.info("transport_lost", replay_messages=self._sequencing.pending_messages)
             return True
         self.transport_closed()
         return False
@@ -640,7 +638,7 @@ class HubServerConnection:
         self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
         for data in replay:
             self.outgoing.put(data, force=True)
-        self._log.info("signalr.transport_resumed", replayed=len(replay), sequence=first)
+        self._log.info("transport_resumed", replayed=len(replay), sequence=first)
         return self.transport_generation
 
     def _enqueue(self, data: bytes) -> None:
@@ -648,7 +646,7 @@ class HubServerConnection:
             self._life.wrote = True
         elif not self.outgoing.closed:
             self._log.warning(
-                "signalr.slow_consumer",
+                "slow_consumer_aborted",
                 pending_bytes=self.outgoing.pending_bytes,
                 pending_messages=len(self.outgoing),
             )
@@ -713,11 +711,11 @@ class HubServerConnection:
             elif action is TickAction.PING:
                 self._send(PING)
             elif action is TickAction.ABORT_CLIENT_TIMEOUT:
-                self._log.info("signalr.client_timeout", timeout=self._options.client_timeout)
+                self._log.info("client_timed_out", timeout=self._options.client_timeout)
                 self.abort()
             else:
                 timeout = self._options.disconnect_timeout
-                self._log.info("signalr.reconnect_timeout", timeout=timeout)
+                self._log.info("reconnect_timed_out", timeout=timeout)
                 self.abort()
 
     # -- the connection's life -----------------------------------------------------------------
@@ -749,18 +747,18 @@ class HubServerConnection:
                     raise
                 raise single from None  # report the failure itself, not its task-group wrapper
         except HandshakeError as exc:
-            self._log.info("signalr.handshake_failed", error=str(exc))
+            self._log.info("handshake_failed", error=str(exc))
         except _ConnectFailed as exc:
             error = exc.error
         except ProtocolError as exc:
             error = exc
-            self._log.info("signalr.protocol_error", error=str(exc))
+            self._log.info("client_message_rejected", error=str(exc))
             self.close(
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
         except Exception as exc:
             error = exc
-            self._log.exception("signalr.connection_failed")
+            self._log.exception("connection_failed")
             self.close(
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
@@ -778,14 +776,14 @@ class HubServerConnection:
         manager = self._dispatcher.manager
         await manager.on_connected(self)
         self._registered = True
-        self._log.debug("signalr.connected", protocol=self.protocol.name if self.protocol else None)
+        self._log.debug("connection_opened", protocol=self.protocol.name if self.protocol else None)
         forbidden = results_forbidden.set("OnConnectedAsync")
         try:
             hub = self._new_hub()
             filters = self._dispatcher.filters
             await (hub.on_connected() if filters is None else filters.on_connected(hub))
         except Exception as exc:
-            self._log.warning("signalr.on_connected_failed", error_type=type(exc).__name__)
+            self._log.warning("hub_on_connected_failed", error_type=type(exc).__name__)
             self.close(
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
@@ -817,7 +815,7 @@ class HubServerConnection:
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
                         ]
             return None
-        self._log.info("signalr.handshake_timeout", timeout=self._options.handshake_timeout)
+        self._log.info("handshake_timed_out", timeout=self._options.handshake_timeout)
         if state.phase is ConnectionPhase.HANDSHAKE:
             state.send_handshake_response(HANDSHAKE_CANCELED)
             self._flush_state()
@@ -929,7 +927,7 @@ class HubServerConnection:
                 else:
                     await filters.on_disconnected(hub, error)
         except Exception:
-            self._log.exception("signalr.on_disconnected_failed")
+            self._log.exception("hub_on_disconnected_failed")
         finally:
             results_forbidden.reset(forbidden)
             self.outgoing.close()
@@ -938,7 +936,7 @@ class HubServerConnection:
                 # The message loop was the WebSocket's writer: the request task takes over,
                 # sends what is left and the close frame.
                 self.transport_scope.cancel()
-            self._log.debug("signalr.disconnected", error=type(error).__name__ if error else None)
+            self._log.debug("connection_closed", error=type(error).__name__ if error else None)
 
     # -- dispatching ---------------------------------------------------------------------------
 
@@ -967,7 +965,7 @@ class HubServerConnection:
             if scope is not None:
                 scope.cancel()
         elif isinstance(message, CloseMessage):
-            self._log.debug("signalr.client_closed", error=message.error)
+            self._log.debug("connection_closed_by_client", error=message.error)
             return True
         elif isinstance(message, PingMessage):
             self._life.client_pinged(time.monotonic())
@@ -1095,7 +1093,7 @@ class HubServerConnection:
         try:
             return bool(policy(self.context))
         except Exception:
-            self._log.exception("signalr.authorize_policy_failed", method=method.name)
+            self._log.exception("hub_authorization_failed", method=method.name)
             return False
 
     def _bind_streams(
@@ -1296,7 +1294,7 @@ class HubServerConnection:
                 if method.is_coroutine or inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
-            self._log_failure("signalr.invocation_failed", target, exc)
+            self._log_failure("invocation_failed", target, exc)
             self._send_error(
                 message.invocation_id,
                 build_error_message(
@@ -1316,7 +1314,7 @@ class HubServerConnection:
                     CompletionMessage(invocation_id=invocation_id, result=result, has_result=True)
                 )
             except MessageEncodeError as exc:
-                self._log.info("signalr.result_not_serializable", method=target)
+                self._log.info("result_serialization_failed", method=target)
                 self._send_error(
                     invocation_id,
                     build_error_message(
@@ -1372,7 +1370,7 @@ class HubServerConnection:
                         self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
                         await anyio.lowlevel.checkpoint()
                 except Exception as exc:
-                    self._log_failure("signalr.stream_failed", target, exc)
+                    self._log_failure("stream_failed", target, exc)
                     error = build_error_message(
                         "An error occurred on the server while streaming results.", exc, detailed
                     )
@@ -1383,7 +1381,7 @@ class HubServerConnection:
                     try:
                         await aclose()
                     except Exception:
-                        self._log.exception("signalr.stream_close_failed", method=target)
+                        self._log.exception("stream_close_failed", method=target)
             self._streams.pop(invocation_id, None)
             if message.stream_ids:
                 self._close_uploads(message.stream_ids)

@@ -348,7 +348,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         if method == "POST":
             receive = body_receive = _BodyReceive(receive)
         if self._tg is None:
-            _log.error("signalr.lifespan_not_started", endpoint=self._name)
+            _log.error("hub_lifespan_not_started", endpoint=self._name)
             await send_response(send, 503, b"The hub endpoint's lifespan is not running.")
             return
         try:
@@ -439,7 +439,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             transports=self._transport_infos,
             use_stateful_reconnect=stateful,
         )
-        _log.debug("signalr.negotiated", connection_id=connection_id, negotiate_version=version)
+        _log.debug("connection_negotiated", connection_id=connection_id, negotiate_version=version)
         await send_response(send, 200, body, content_type="application/json", headers=headers)
 
     def _new_connection(self, connection_id: str, token: str) -> ConnT:
@@ -513,7 +513,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         connection_id = self._tokens.adoptable(token, user.user_id if user is not None else None)
         if connection_id is None or connection_id in self._by_id:
             raise _Refused(404, "No Connection with that ID")
-        _log.debug("signalr.connection_adopted", connection_id=connection_id)
+        _log.debug("connection_adopted", connection_id=connection_id)
         return self._new_connection(connection_id, token)
 
     def _forget(self, connection: ConnT) -> None:
@@ -604,7 +604,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             return
         request = request_from_scope(scope)
         if self._tg is None:
-            _log.error("signalr.lifespan_not_started", endpoint=self._name)
+            _log.error("hub_lifespan_not_started", endpoint=self._name)
             await self._refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
             return
         resume = False

@@ -309,7 +309,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                     try:
                         await client.aclose()
                     except (RedisError, OSError) as exc:
-                        self._log.debug("redis_backplane_close_failed", error=str(exc))
+                        self._log.debug("backplane_close_failed", error=str(exc))
 
     def _on_subscriber_lost(self) -> None:
         self._gate.unsubscribed()
@@ -606,4 +606,4 @@ def _close_local(
             connection.close(close.error, allow_reconnect=close.allow_reconnect)
             closed += 1
     if closed:
-        log.info("redis_backplane_remote_close", closed=closed)
+        log.info("backplane_remote_close_applied", closed=closed)

@@ -206,7 +206,7 @@ async def test_logs_bind_connection_id_and_never_contain_tokens() -> None:
                 ).json()
             async with json_ws(f"{url}?id={body['connectionToken']}&access_token={secret}") as c:
                 assert (await c.invoke("Crash"))["error"]
-    failures = [entry for entry in logs if entry["event"] == "signalr.invocation_failed"]
+    failures = [entry for entry in logs if entry["event"] == "invocation_failed"]
     assert failures
     assert failures[0]["connection_id"] == body["connectionId"]
     assert failures[0]["method"] == "Crash"

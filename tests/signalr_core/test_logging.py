@@ -29,14 +29,14 @@ async def test_stdlib_by_default_with_event_and_fields(caplog: pytest.LogCapture
     endpoint = HubEndpoint(CrashHub, options=HubOptions())
     async with running_server(endpoint) as url, json_ws(url) as client:
         assert (await client.invoke("Crash"))["error"]
-    failed = [r for r in caplog.records if getattr(r, "event", None) == "signalr.invocation_failed"]
+    failed = [r for r in caplog.records if getattr(r, "event", None) == "invocation_failed"]
     assert len(failed) == 1
     record: Any = failed[0]
     assert record.name == "signalr_core"
     assert record.levelno == logging.ERROR
     assert record.fields["method"] == "Crash"
     assert record.fields["connection_id"]
-    assert record.getMessage().startswith("signalr.invocation_failed ")
+    assert record.getMessage().startswith("invocation_failed ")
     assert "method='Crash'" in record.getMessage()
     assert record.exc_info is not None
     assert record.exc_info[0] is ValueError
@@ -79,14 +79,14 @@ def test_factory_receives_name_bound_fields_and_events() -> None:
 
     log = get_logger("signalr_core.redis").bind(hub="Chat")  # a handle made before the factory
     set_logger_factory(lambda name: Recorder(name, {}))
-    log.info("redis_backplane_connected", channels=4)
-    log.bind(server="s1").exception("redis_backplane_failed")
+    log.info("backplane_connected", channels=4)
+    log.bind(server="s1").exception("backplane_failed")
     assert calls == [
-        ("signalr_core.redis", "info", "redis_backplane_connected", {"hub": "Chat", "channels": 4}),
+        ("signalr_core.redis", "info", "backplane_connected", {"hub": "Chat", "channels": 4}),
         (
             "signalr_core.redis",
             "exception",
-            "redis_backplane_failed",
+            "backplane_failed",
             {"hub": "Chat", "server": "s1"},
         ),
     ]

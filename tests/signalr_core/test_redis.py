@@ -256,7 +256,7 @@ async def test_invalid_payloads_are_logged_and_skipped(redis: RedisServer) -> No
                 await eventually(lambda: bool(b1.received))
         finally:
             await client.aclose()
-        assert any(e["event"] == "redis_backplane_bad_message" for e in logs)
+        assert any(e["event"] == "backplane_message_malformed" for e in logs)
         assert b1.calls() == [("Fine", ())]
 
 
@@ -465,8 +465,8 @@ async def test_reconnects_and_resubscribes_after_redis_restart() -> None:
                 await eventually(lambda: len(b1.received) == 5)
                 assert [t for t, _ in b1.calls()] == ["Before", "Group", "User", "Conn", "All"]
     events = [e["event"] for e in logs]
-    assert "redis_backplane_connection_lost" in events
-    assert "redis_backplane_reconnected" in events
+    assert "backplane_connection_lost" in events
+    assert "backplane_reconnected" in events
     assert all(url not in repr(e) for e in logs)  # the URL (credentials) is never logged
 
 
