@@ -23,7 +23,7 @@ pytestmark = pytest.mark.compat
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "packages" / "signalr-core"
-EXPORT_SERVICE_ONLY = {"asyncpg", "oracledb", "authlib", "cryptography", "signalr-exporter"}
+EXPORT_SERVICE_ONLY = {"asyncpg", "oracledb", "python-ulid", "cryptography", "signalr-exporter"}
 # The library logs through stdlib logging unless the application chooses structlog.
 NOT_NEEDED = {*EXPORT_SERVICE_ONLY, "structlog", "redis", "hypercorn"}
 
