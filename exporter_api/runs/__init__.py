@@ -11,7 +11,8 @@ begins and what its end means), `executor` (running one run), `queue` / `slots` 
 connection caps in the state store), `repository` (run trees), `status` (the status rules),
 `errors` (the domain's errors; mapped to HTTP in `api`), `files` / `reconcile` (export files),
 `writers` (formats, CSV styles, XLSX and split parts of a variant's output),
-`downloads` / `zipstream` (serving them).
+`downloads` / `zipstream` (serving them), `api` / `operations` (the REST routes and their
+OpenAPI description).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from starlette.routing import BaseRoute
 
 from exporter_api.audit.hooks import RunEndRecorder
 from exporter_api.errors import ExporterError
-from exporter_api.runs.api import RunsApi, runs_operations
+from exporter_api.runs.api import RunsApi
 from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.files import files_root
 from exporter_api.runs.hub import HubPublisher, RunsHub, bind_runs_hub
+from exporter_api.runs.operations import runs_operations
 from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.service import RunService
 from signalr_core import HttpTransportType, HubEndpoint, HubOptions, Principal

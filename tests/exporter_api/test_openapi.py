@@ -13,7 +13,7 @@ from exporter_api.api.auth import LoginRequest
 from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
 from exporter_api.openapi import Operation, build_openapi
-from exporter_api.runs.api import runs_operations
+from exporter_api.runs.operations import runs_operations
 
 
 def _document(settings: Settings) -> dict[str, Any]:
