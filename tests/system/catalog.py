@@ -58,12 +58,14 @@ SQL: dict[str, str] = {
     "head_v1.sql": f"SELECT entry_id, account, amount FROM ledger WHERE entry_id <= {HEAD_ROWS};",
     "ledger_v2.sql": "SELECT entry_id, account, amount FROM ledger\n"
     "WHERE CASE WHEN entry_id % 200000 = 0 THEN pg_sleep(0.4) IS NOT NULL ELSE true END;",
-    # g-gated: the whole ledger, held at row GATE_ROW until the test releases the advisory
+    # g-gated: the whole ledger, held after GATE_ROW rows until the test releases the advisory
     # lock GATE_LOCK it holds: however fast the machine, the export is still under way at
-    # every restart the test makes. The lock is transaction-scoped: a cancelled attempt
-    # lets go of it at once.
-    "gated_v2.sql": "SELECT entry_id, account, amount FROM ledger\n"
-    f"WHERE CASE WHEN entry_id = {GATE_ROW} THEN pg_advisory_xact_lock_shared({GATE_LOCK})::text"
+    # every restart the test makes. Rows are counted as they come (row_number over the scan,
+    # no sort): a synchronized scan may start anywhere in the table. The lock is
+    # transaction-scoped: a cancelled attempt lets go of it at once.
+    "gated_v2.sql": "SELECT entry_id, account, amount FROM (\n"
+    "  SELECT l.entry_id, l.account, l.amount, row_number() OVER () AS n FROM ledger l\n"
+    f") t WHERE CASE WHEN n = {GATE_ROW} THEN pg_advisory_xact_lock_shared({GATE_LOCK})::text"
     " IS NOT NULL ELSE true END;",
     # g-slow: rows trickle for hours, a query to cancel.
     "slow_v1.sql": "SELECT g AS entry_id, 'row ' || g AS account, g AS amount\n"

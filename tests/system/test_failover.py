@@ -43,6 +43,16 @@ def _wait_ledger_under_way(base: str, session: Session, run_id: str) -> None:
     wait_until(under_way, 60, "the ledger variant to write rows", 0.1)
 
 
+def _wait_at_gate(system: System, user: str) -> None:
+    """The gated ledger's query of ``user`` waits for the test's advisory lock (it has sent
+    the rows before the gate)."""
+    sql = (
+        "SELECT 1 FROM pg_stat_activity WHERE usename = $1"
+        " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    )
+    wait_until(lambda: bool(system.monitor.fetch(sql, user)), 60, "the export at the gate", 0.1)
+
+
 def _stable(file: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in file.items() if k != "downloadUrl"}
 
@@ -121,7 +131,7 @@ def test_rolling_restart_during_a_two_million_row_export(
         run_id = start_run(system.haproxy.url, session, "g-gated")
         client = hub_clients.start("rolling", session)
         client.subscribe(run_id)
-        _wait_ledger_under_way(system.haproxy.url, session, run_id)
+        _wait_at_gate(system, session.user)
 
         timings = []
         first_sigterm = time.time()
