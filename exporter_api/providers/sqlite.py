@@ -377,6 +377,11 @@ def _encode_lines(
 
 def _sql_error(exc: sqlite3.Error) -> QueryFailed:
     message = str(exc)
+    if message.startswith("Could not decode to UTF-8"):
+        # The driver's message quotes the expression it read (ours, for CSV) and the value.
+        return QueryFailed(
+            "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+        )
     if "readonly" in message or "read-only" in message:
         # Exports open the file read-only: a script that writes is refused.
         return QueryFailed(permission_denied(f"exports may only read ({message})"))

@@ -297,6 +297,28 @@ async def test_a_unit_separator_in_a_value_is_written_exactly(
     assert "a\x1fb" in expected.getvalue()
 
 
+@pytest.mark.parametrize("sql", ["SELECT x'41FF42' AS a", "SELECT 1 AS a, x'FF' AS b"])
+async def test_a_value_that_is_not_utf8_text_fails_clearly(
+    provider: SqliteProvider, sql: str
+) -> None:
+    with pytest.raises(QueryFailed) as caught:
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), CollectingSink())
+    assert caught.value.detail == (
+        "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+    )
+
+
+async def test_blobs_of_utf8_text_are_written_as_their_text(provider: SqliteProvider) -> None:
+    # As sqlite3 -csv writes them (SQLite's text of the bytes), one column or several.
+    for sql, expected in (
+        ("SELECT x'414243' AS a", b"a\nABC\n"),
+        ("SELECT x'414243' AS a, NULL AS b, '' AS c", b"a,b,c\nABC,,\n"),
+    ):
+        sink = CollectingSink()
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
+        assert sink.data == expected
+
+
 async def test_a_unit_separator_with_rows_in_no_fixed_order_fails(
     provider: SqliteProvider,
 ) -> None:
