@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter_api.providers.sqlite import _line_query
 from tests.services import (
     PostgresCluster,
     _pg_bin,
@@ -240,10 +241,17 @@ def _with_format(body: dict[str, Any], fmt: str) -> dict[str, Any]:
     return copy
 
 
+def _cpu_s(pid: int) -> float:
+    """The CPU time (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _child(
     cmd: list[str], stdout: Path | None = None, env: dict[str, str] | None = None
-) -> tuple[float, float, str]:
-    """Run a baseline process: its wall time, its peak RSS (MB) and what it printed."""
+) -> tuple[float, float, str, float]:
+    """Run a baseline process: its wall time, its peak RSS (MB), what it printed and its CPU
+    time (user + system)."""
     out = stdout.open("wb") if stdout else subprocess.PIPE
     started = time.perf_counter()
     try:
@@ -257,7 +265,7 @@ def _child(
             out.close()  # type: ignore[union-attr]
     if proc.returncode:
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss / 1024, printed
+    return elapsed, usage.ru_maxrss / 1024, printed, usage.ru_utime + usage.ru_stime
 
 
 # The XLSX baseline: the same rows, fetched into a list first, written by XlsxWriter alone in
@@ -295,8 +303,39 @@ print(f"{time.perf_counter() - started:.3f}")
 """
 
 
+# What Python's sqlite3 module costs before any formatting: the same query's rows fetched
+# (``fetchmany(5000)``, thrown away) as tuples of values, and as the one text per row that the
+# service has SQLite build (`exporter_api.providers.sqlite._line_query`). argv: file, query,
+# line query; prints "wall cpu" for each.
+_SQLITE_FETCH = """
+import sqlite3, sys, time
+where, query, lines = sys.argv[1:4]
+for sql in (query, lines):
+    conn = sqlite3.connect(where)
+    wall, cpu = time.perf_counter(), time.process_time()
+    cursor = conn.execute(sql)
+    while cursor.fetchmany(5000):
+        pass
+    print(f"{time.perf_counter() - wall:.3f} {time.process_time() - cpu:.3f}")
+    conn.close()
+"""
+
+
+def _sqlite_fetch_floor(database: Path, query: str) -> str:
+    """`_SQLITE_FETCH` in a process of its own: the part of the line after the service's."""
+    lines = _line_query(query, [label for _, label in DEMO_LABELS])
+    _, _, printed, _ = _child([sys.executable, "-c", _SQLITE_FETCH, str(database), query, lines])
+    (rows_s, rows_cpu), (lines_s, lines_cpu) = (
+        map(float, x.split()) for x in printed.split("\n")[:2]
+    )
+    return (
+        f"; Python sqlite3 fetch only: rows {rows_s:.2f} s (CPU {rows_cpu:.2f} s),"
+        f" SQLite-built lines {lines_s:.2f} s (CPU {lines_cpu:.2f} s)"
+    )
+
+
 def _xlsx_baseline(source: str, target: Path, where: str, query: str) -> tuple[float, float]:
-    _, rss, printed = _child(
+    _, rss, printed, _ = _child(
         [sys.executable, "-c", _XLSX_BASELINE, source, str(target), where, query]
     )
     return float(printed.strip()), rss
@@ -489,6 +528,7 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
     demo.write_text(text.replace("access_token_ttl_s = 300 ", _LONG_TOKENS + " "), "utf-8")
     cli_file = work / "sqlite3.csv"
     cli_times: list[float] = []
+    cli_cpu: list[float] = []
     cli_rss = 0.0
     database: Path | None = None
     for fmt in formats:
@@ -503,18 +543,24 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
             idle_rss = _rss_mb(server.pid)
             body = _with_format(DEMO_BODY, fmt)
             times: list[float] = []
+            cpu: list[float] = []
             result: dict[str, Any] = {}
             for i in range(repeat if fmt == "csv" else 1):
                 if fmt == "csv" or not cli_times:
-                    seconds, cli_rss, _ = _child(
+                    seconds, cli_rss, _, used = _child(
                         ["sqlite3", "-csv", "-header", str(database), query], stdout=cli_file
                     )
                     cli_times.append(seconds)
+                    cli_cpu.append(used)
+                # The service's CPU time over the run (all its threads): what a busy shared
+                # machine disturbs less than the wall time (a service run uses three threads).
+                before = _cpu_s(server.pid)
                 elapsed, result = _service_export(base, token, body)
+                cpu.append(_cpu_s(server.pid) - before)
                 times.append(elapsed)
                 print(
-                    f"  sqlite {fmt} round {i + 1}: sqlite3 {cli_times[-1]:.2f} s,"
-                    f" service {elapsed:.2f} s",
+                    f"  sqlite {fmt} round {i + 1}: sqlite3 {cli_times[-1]:.2f} s"
+                    f" (CPU {cli_cpu[-1]:.2f} s), service {elapsed:.2f} s (CPU {cpu[-1]:.2f} s)",
                     flush=True,
                 )
             peak = _peak_rss_mb(server.pid)
@@ -532,10 +578,12 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
             base_s = min(cli_times)
             line += (
                 f"; sqlite3 -csv best {base_s:.2f} s (RSS {cli_rss:.0f} MB) -> {base_s / best:.2f}x"
+                f"; CPU time best {min(cli_cpu):.2f} s vs {min(cpu):.2f} s"
+                f" -> {min(cli_cpu) / min(cpu):.2f}x"
             )
             if fmt == "csv":
                 same = hashlib.sha256(cli_file.read_bytes()).hexdigest() == result["file"]["sha256"]
-                line += f", identical to sqlite3: {same}"
+                line += f", identical to sqlite3: {same}" + _sqlite_fetch_floor(database, query)
         print(line + f"; service RSS idle/peak {idle_rss:.0f}/{peak:.0f} MB", flush=True)
 
 

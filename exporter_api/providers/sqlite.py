@@ -3,7 +3,7 @@
 SQLite has no accounts, so `verify_login` checks the configured scrypt/PBKDF2 hash. Queries run
 on a worker thread of their own over a read-only connection; batches come back to the event
 loop through a bounded memory stream: rows as fetched (`ExportRequest.rows`: the sink formats
-them), or plain CSV whose lines SQLite itself builds, one text value per row (`_line_query`).
+them), or plain CSV whose lines SQLite itself builds, one text value per row (`_export_lines`).
 Cancellation and the statement timeout stop the query through SQLite's progress handler, so
 nothing keeps running after `export` returns.
 """
@@ -14,7 +14,8 @@ import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ _Batch = tuple[bytes | tuple[list[str], list[Any]], int]
 
 
 class SqliteProvider(DatabaseProvider):
-    # Plain CSV: SQLite turns each row into one line of text itself (`_line_query`).
+    # Plain CSV: SQLite turns each row into one line of text itself (`_export_lines`).
     server_csv = True
 
     def __init__(self, config: DatabaseConfig, data_dir: Path, config_dir: Path) -> None:
@@ -192,6 +193,14 @@ class SqliteProvider(DatabaseProvider):
                 timed_out = True
             return 1 if (timed_out or stop.is_set()) else 0
 
+        def emit(chunk: bytes | tuple[list[str], list[Any]], count: int) -> None:
+            if stop.is_set():
+                raise _Stopped
+            try:
+                anyio.from_thread.run(send.send, (chunk, count))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise _Stopped from None
+
         try:
             uri = self.path.resolve().as_uri() + "?mode=ro"  # percent-encodes odd file names
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -200,36 +209,11 @@ class SqliteProvider(DatabaseProvider):
         try:
             conn.set_progress_handler(progress, 10_000)
             try:
-                lines = None if request.rows else _line_query(conn, sql, args, request)
-                cursor = conn.execute(lines or sql, args)
-                header = (
-                    _labels(conn, sql, args, request)
-                    if lines
-                    else [d[0] for d in cursor.description or ()]
-                )
-                encoder = CsvEncoder(request.delimiter, request.encoding, header)
-                done = 0
-                while True:
-                    batch = cursor.fetchmany(request.batch_rows)
-                    if not batch:
-                        break
-                    chunk: bytes | tuple[list[str], list[Any]]
-                    if request.rows:  # the sink formats (on a thread of its own)
-                        chunk = (header, batch)
-                    else:
-                        head = encoder.encode([header]) if (not done and request.header) else b""
-                        if lines:
-                            body = _encode_lines(batch, len(header), request, encoder, done + 1)
-                        else:
-                            body = encoder.encode(batch, done + 1)
-                        chunk = head + body
-                    done += len(batch)
-                    if stop.is_set():
-                        raise _Stopped
-                    try:
-                        anyio.from_thread.run(send.send, (chunk, len(batch)))
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        raise _Stopped from None
+                names = None if request.rows else _line_names(conn, sql, args, request)
+                if names is None:
+                    _export_rows(conn, sql, args, request, emit)
+                else:
+                    _export_lines(conn, sql, args, names, request, emit)
             except sqlite3.OperationalError as exc:
                 if timed_out:
                     raise statement_timeout(request.statement_timeout_s) from None
@@ -244,8 +228,10 @@ class SqliteProvider(DatabaseProvider):
             conn.close()
 
 
-# Between the fields of a line SQLite builds (see `_line_query`): a control character that text
-# values practically never hold; a batch where one does is formatted field by field instead.
+_Emit = Callable[[bytes | tuple[list[str], list[Any]], int], None]
+
+# Between the fields of a line SQLite builds (see `_export_lines`): a control character that
+# text values practically never hold. A batch where one does is read again field by field.
 _US = "\x1f"
 
 
@@ -261,56 +247,141 @@ def _labels(
     return names
 
 
-def _line_query(
+def _line_names(
     conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
-) -> str | None:
-    """The script as one text value per row, its fields joined by ``_US`` (NULL as empty):
-    SQLite turns values into text in C, which is the costly part of CSV in Python. None when
-    the result's names cannot be referred to one by one (two columns of the same name)."""
+) -> list[str] | None:
+    """The names `_export_lines` refers to the result's columns by; None when they cannot be
+    referred to one by one (two columns of the same name, or not a query)."""
     try:
         names = _labels(conn, sql, args, request)
     except sqlite3.Error:  # not a query that can be a subquery: run as it is (and fail there)
         return None
     if not names or len(set(names)) != len(names):
         return None
-    fields = " || char(31) || ".join(f"ifnull({quote_ident(n)}, '')" for n in names)
-    if len(names) == 1:
-        fields = "'' || " + fields  # text, even for a BLOB
-    return f"SELECT {fields} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
+    return names
+
+
+def _export_rows(
+    conn: sqlite3.Connection,
+    sql: str,
+    args: list[object],
+    request: ExportRequest,
+    emit: _Emit,
+) -> None:
+    """Rows as fetched (`ExportRequest.rows`), or CSV formatted here by ``csv.writer``."""
+    cursor = conn.execute(sql, args)
+    header = [d[0] for d in cursor.description or ()]
+    encoder = CsvEncoder(request.delimiter, request.encoding, header)
+    done = 0
+    while batch := cursor.fetchmany(request.batch_rows):
+        if request.rows:  # the sink formats (on a thread of its own)
+            emit((header, batch), len(batch))
+        else:
+            head = encoder.encode([header]) if (not done and request.header) else b""
+            emit(head + encoder.encode(batch, done + 1), len(batch))
+        done += len(batch)
+
+
+def _export_lines(
+    conn: sqlite3.Connection,
+    sql: str,
+    args: list[object],
+    names: list[str],
+    request: ExportRequest,
+    emit: _Emit,
+) -> None:
+    """Plain CSV from one text value per row that SQLite builds with ``printf`` (its fields
+    joined by ``_US``; NULL as empty, numbers as SQLite writes them): SQLite turns values into
+    text in C, which is the costly part of CSV in Python, and a batch needs a few scans and one
+    ``replace`` here (`_encode_lines`).
+
+    A batch whose lines hold more separators than fields (a value with U+001F) cannot be split
+    back; the rest of the result is then read again as one text value per field (slower, but
+    exact), after checking that the rows already written come back the same (a CRC of their
+    bytes): both reads run in one read transaction, so only an ambiguous row order could make
+    them differ, and that fails the export instead of writing a wrong file."""
+    encoder = CsvEncoder(request.delimiter, request.encoding, names)
+    conn.execute("BEGIN")  # one snapshot for both reads
+    cursor = conn.execute(_line_query(sql, names), args)
+    done = crc = 0
+    while batch := cursor.fetchmany(request.batch_rows):
+        lines = list(map(itemgetter(0), batch))
+        body = _encode_lines(lines, len(names), request, encoder, done + 1)
+        if body is None:
+            break
+        head = encoder.encode([names]) if (not done and request.header) else b""
+        emit(head + body, len(batch))
+        crc = zlib.crc32(body, crc)
+        done += len(batch)
+    else:
+        return
+    cursor.close()
+    cursor = conn.execute(_field_query(sql, names), args)
+    again = again_crc = 0
+    while again < done:
+        batch = cursor.fetchmany(min(request.batch_rows, done - again))
+        lines = [_US.join(row) for row in batch]
+        body = _encode_lines(lines, len(names), request, encoder, again + 1) if batch else None
+        if body is None:
+            break
+        again_crc = zlib.crc32(body, again_crc)
+        again += len(batch)
+    if again != done or again_crc != crc:
+        raise QueryFailed(
+            "a value holds the control character U+001F, and the rows came back in another "
+            "order when read again for it; give the script an ORDER BY that fixes the order"
+        )
+    while batch := cursor.fetchmany(request.batch_rows):
+        head = encoder.encode([names]) if (not done and request.header) else b""
+        emit(head + encoder.encode(batch, done + 1), len(batch))
+        done += len(batch)
+
+
+def _line_query(sql: str, names: list[str]) -> str:
+    """The script as one text value per row, its fields joined by ``_US`` (see `_export_lines`)."""
+    fields = _US.join(["%s"] * len(names))
+    values = ", ".join(quote_ident(n) for n in names)
+    return f"SELECT printf('{fields}', {values}) FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608
+
+
+def _field_query(sql: str, names: list[str]) -> str:
+    """The script with every value as the text `_line_query` puts in its line."""
+    values = ", ".join(f"printf('%s', {quote_ident(n)})" for n in names)
+    return f"SELECT {values} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
 
 
 def _encode_lines(
-    batch: list[Any], width: int, request: ExportRequest, encoder: CsvEncoder, first_row: int
-) -> bytes:
-    """CSV of a batch of `_line_query` rows. A batch with nothing to quote (no quote, delimiter
-    or line break in any value: the common case) only needs its separators replaced; others
-    are split into fields and quoted by ``csv.writer``."""
-    lines = list(map(itemgetter(0), batch))
-    text = "\n".join(lines) + "\n"
+    lines: list[str], width: int, request: ExportRequest, encoder: CsvEncoder, first_row: int
+) -> bytes | None:
+    """CSV of a batch of `_line_query` lines; None when a value holds ``_US`` (the lines cannot
+    be split back). A batch with nothing to quote (no quote, delimiter or line break in any
+    value: the common case) only needs its separators replaced; others are split into fields
+    and quoted by ``csv.writer``."""
+    text = "\n".join(lines)
+    if text.count(_US) != (width - 1) * len(lines):
+        return None
     clean = (
-        text.count(_US) == (width - 1) * len(lines)
-        and text.count("\n") == len(lines)
+        text.count("\n") == len(lines) - 1
         and '"' not in text
         and "\r" not in text
         and request.delimiter not in text
     )
 
     def fields() -> list[Sequence[object]]:
-        rows = [line.split(_US) for line in lines]
-        if any(len(row) != width for row in rows):
-            raise QueryFailed(
-                "a value holds the control character U+001F, which CSV from SQLite cannot "
-                "carry here; export this script as xlsx"
-            )
-        return list(rows)
+        return [line.split(_US) for line in lines]
 
     if clean:
-        return encoder.encode_text(text.replace(_US, request.delimiter), fields, first_row)
+        return encoder.encode_text(text.replace(_US, request.delimiter) + "\n", fields, first_row)
     return encoder.encode(fields(), first_row)
 
 
 def _sql_error(exc: sqlite3.Error) -> QueryFailed:
     message = str(exc)
+    if message.startswith("Could not decode to UTF-8"):
+        # The driver's message quotes the expression it read (ours, for CSV) and the value.
+        return QueryFailed(
+            "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+        )
     if "readonly" in message or "read-only" in message:
         # Exports open the file read-only: a script that writes is refused.
         return QueryFailed(permission_denied(f"exports may only read ({message})"))

@@ -270,9 +270,67 @@ async def test_lines_built_by_sqlite_are_the_csv_of_the_values(
         assert sink.data.decode("utf-8") == expected.getvalue()
 
 
-async def test_a_unit_separator_in_a_value_is_refused_not_misread(provider: SqliteProvider) -> None:
-    request = ExportRequest(sql="SELECT 'a' || char(31) || 'b' AS x, 1 AS y", params={})
-    with pytest.raises(QueryFailed, match="U\\+001F"):
+@pytest.mark.parametrize("batch_rows", [1, 2, 3, 5000])
+async def test_a_unit_separator_in_a_value_is_written_exactly(
+    provider: SqliteProvider, batch_rows: int
+) -> None:
+    # Rows before the batch with U+001F went out through the one-line-per-row path; that
+    # batch and the rest are read again field by field (same transaction, checked by CRC).
+    sql = (
+        "SELECT 1 AS id, 'plain' AS name, 1.5 AS amount UNION ALL "
+        "SELECT 2, 'say \"hi\", then go', NULL UNION ALL "
+        "SELECT 3, 'a' || char(31) || 'b', 2 UNION ALL "
+        "SELECT 4, char(31), -0.25 UNION ALL "
+        "SELECT 5, 'last', 100.0 ORDER BY 1"
+    )
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(["id", "name", "amount"])
+    writer.writerows(
+        [(v if v is not None else "") for v in row] for row in _direct(provider, sql, ())
+    )
+    sink = CollectingSink()
+    request = ExportRequest(sql=sql, params={}, batch_rows=batch_rows)
+    result = await provider.export("USER1", "demo", request, sink)
+    assert result.rows == 5
+    assert sink.data.decode("utf-8") == expected.getvalue()
+    assert "a\x1fb" in expected.getvalue()
+
+
+@pytest.mark.parametrize("sql", ["SELECT x'41FF42' AS a", "SELECT 1 AS a, x'FF' AS b"])
+async def test_a_value_that_is_not_utf8_text_fails_clearly(
+    provider: SqliteProvider, sql: str
+) -> None:
+    with pytest.raises(QueryFailed) as caught:
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), CollectingSink())
+    assert caught.value.detail == (
+        "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+    )
+
+
+async def test_blobs_of_utf8_text_are_written_as_their_text(provider: SqliteProvider) -> None:
+    # As sqlite3 -csv writes them (SQLite's text of the bytes), one column or several.
+    for sql, expected in (
+        ("SELECT x'414243' AS a", b"a\nABC\n"),
+        ("SELECT x'414243' AS a, NULL AS b, '' AS c", b"a,b,c\nABC,,\n"),
+    ):
+        sink = CollectingSink()
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
+        assert sink.data == expected
+
+
+async def test_a_unit_separator_with_rows_in_no_fixed_order_fails(
+    provider: SqliteProvider,
+) -> None:
+    # 40 rows in a random order, then one with U+001F: the second read cannot reproduce the
+    # 40 rows already written, so the export fails instead of writing a wrong file.
+    sql = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
+        "SELECT i AS id, 'v' || i AS name FROM n UNION ALL SELECT 41, 'a' || char(31) "
+        "ORDER BY id = 41, random()"
+    )
+    request = ExportRequest(sql=sql, params={}, batch_rows=10)
+    with pytest.raises(QueryFailed, match="ORDER BY"):
         await provider.export("USER1", "demo", request, CollectingSink())
 
 
