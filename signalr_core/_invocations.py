@@ -19,9 +19,9 @@ endpoint's method table through :class:`MethodTable` (no import of the dispatche
 * one task per **server-to-client stream** and per method taking **client-to-server streams**
   (they do not count against the limit, as in ASP.NET); each stream has its own cancel scope
   for ``CancelInvocation``; stream items wait for room in the outgoing and replay buffers;
-* **upload streams**: a bounded memory stream per stream id (``stream_buffer_capacity``); the
-  client's ``Completion`` for it ends the hub method's iteration (with
-  :class:`ClientStreamError` when it carries an error).
+* **upload streams** (:mod:`signalr_core._uploads`, made by the first method taking one): a
+  bounded memory stream per stream id; the client's ``Completion`` for it ends the hub
+  method's iteration (with ``ClientStreamError`` when it carries an error).
 
 A worker waiting for a client result lends its slot (:mod:`signalr_core._results`).
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -41,6 +41,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from signalr_core._results import Loan, WorkerSlot, current_worker
+from signalr_core._uploads import ClientStreamError, Uploads
 from signalr_core.errors import (
     ClientResultError,
     ClientResultsNotAllowedError,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from signalr_core.transports import OutgoingBuffer
 
 __all__ = [
-    "ClientStreamError",
     "InvocationHost",
     "Invocations",
     "MethodTable",
@@ -80,15 +80,6 @@ _BINDING_MISMATCH: Final = (
     "Error binding arguments. Make sure that the types of the provided values match the types "
     "of the hub method being invoked."
 )
-
-
-class ClientStreamError(HubException):
-    """The client ended a client-to-server stream with an error (its text is the message).
-
-    A :class:`HubException`, as ASP.NET (since .NET 6) completes the stream's channel with
-    ``new HubException(error)``: the method's failure reaches the client with the client's text
-    even when detailed errors are off.
-    """
 
 
 def exception_name(exc: BaseException) -> str:
@@ -169,43 +160,6 @@ class MethodTable(Protocol):
         """The method a wire target names."""
 
 
-class _UploadStream(AsyncIterator[Any]):
-    """A client-to-server stream as the hub method sees it."""
-
-    __slots__ = ("_receive", "error")
-
-    def __init__(self, receive: MemoryObjectReceiveStream[Any]) -> None:
-        self._receive = receive
-        self.error: str | None = None
-
-    def __aiter__(self) -> _UploadStream:
-        return self
-
-    def close(self) -> None:
-        self._receive.close()
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self.error is not None:
-                raise ClientStreamError(self.error) from None
-            raise StopAsyncIteration from None
-
-
-class _Upload:
-    """One client-to-server stream: the sending side, the method's side and the item type."""
-
-    __slots__ = ("item_type", "send", "stream")
-
-    def __init__(
-        self, send: MemoryObjectSendStream[Any], stream: _UploadStream, item_type: Any
-    ) -> None:
-        self.send = send
-        self.stream = stream
-        self.item_type = item_type
-
-
 _Job = tuple[HubMethod, InvocationMessage, list[Any]]
 
 
@@ -242,7 +196,7 @@ class Invocations:
         self._send: MemoryObjectSendStream[_Job] | None = None
         self.receive: MemoryObjectReceiveStream[_Job] | None = None
         self._streams: dict[str, anyio.CancelScope] = {}
-        self._uploads: dict[str, _Upload] = {}
+        self._uploads: Uploads | None = None  # made by the first method taking a stream
 
     # -- from the message loop -----------------------------------------------------------------
 
@@ -343,7 +297,12 @@ class Invocations:
             return
         tg = self._tg
         assert tg is not None
-        args = self._bind_streams(method, values, stream_ids)
+        args = values
+        if stream_ids:
+            uploads = self._uploads
+            if uploads is None:
+                uploads = self._uploads = Uploads(self._options.stream_buffer_capacity)
+            args = uploads.bind(method, values, stream_ids)
         if isinstance(message, StreamInvocationMessage):
             scope = anyio.CancelScope()
             self._streams[message.invocation_id] = scope
@@ -353,15 +312,16 @@ class Invocations:
 
     async def on_stream_item(self, message: StreamItemMessage) -> None:
         """An item of a client-to-server stream: to the method (waits while its buffer is full)."""
-        upload = self._uploads.get(message.invocation_id)
-        if upload is None:
+        uploads = self._uploads
+        upload = uploads.get(message.invocation_id) if uploads is not None else None
+        if uploads is None or upload is None:
             return  # the method ended or the id is unknown: ASP.NET ignores it too
         protocol = self._host.protocol
         assert protocol is not None
         try:
             value = protocol.decode_argument(message.item, upload.item_type)
         except InvocationError as exc:
-            self.complete_upload(
+            uploads.complete(
                 message.invocation_id,
                 build_error_message(
                     "Failed to bind Stream message.",
@@ -379,11 +339,8 @@ class Invocations:
 
     def complete_upload(self, stream_id: str, error: str | None) -> None:
         """The client ended a client-to-server stream (``error``: its error text, if any)."""
-        # The entry stays until the method ends (_close_uploads), which closes both sides.
-        upload = self._uploads.get(stream_id)
-        if upload is not None and upload.stream.error is None:
-            upload.stream.error = error
-            upload.send.close()
+        if self._uploads is not None:
+            self._uploads.complete(stream_id, error)
 
     def cancel(self, invocation_id: str) -> None:
         """``CancelInvocation``: cancel a server-to-client stream (unknown ids are ignored)."""
@@ -402,10 +359,8 @@ class Invocations:
 
     def close(self) -> None:
         """The connection ends: close every upload stream; no more worker loans."""
-        for upload in self._uploads.values():
-            upload.send.close()
-            upload.stream.close()
-        self._uploads.clear()
+        if self._uploads is not None:
+            self._uploads.close_all()
         self._tg = None
 
     # -- workers -------------------------------------------------------------------------------
@@ -485,39 +440,6 @@ class Invocations:
             host.log.exception("hub_authorization_failed", method=method.name)
             return False
 
-    def _bind_streams(
-        self, method: HubMethod, values: list[Any], stream_ids: tuple[str, ...]
-    ) -> list[Any]:
-        value_iter = iter(values)
-        stream_iter = iter(stream_ids)
-        args: list[Any] = []
-        for param in method.parameters:
-            if param.is_stream:
-                stream_id = next(stream_iter)
-                send, receive = anyio.create_memory_object_stream[Any](
-                    self._options.stream_buffer_capacity
-                )
-                stream = _UploadStream(receive)
-                old = self._uploads.pop(stream_id, None)
-                if old is not None:
-                    old.send.close()
-                    old.stream.close()
-                self._uploads[stream_id] = _Upload(send, stream, param.type)
-                args.append(stream)
-            else:
-                try:
-                    args.append(next(value_iter))
-                except StopIteration:
-                    break  # trailing parameters with defaults
-        return args
-
-    def _close_uploads(self, stream_ids: tuple[str, ...]) -> None:
-        for stream_id in stream_ids:
-            upload = self._uploads.pop(stream_id, None)
-            if upload is not None:
-                upload.send.close()
-                upload.stream.close()
-
     def _log_failure(self, event: str, method: str, exc: Exception) -> None:
         if isinstance(exc, HubException):
             self._host.log.debug(event, method=method, error_type=type(exc).__name__)
@@ -550,8 +472,8 @@ class Invocations:
             )
             return
         finally:
-            if message.stream_ids:
-                self._close_uploads(message.stream_ids)
+            if message.stream_ids and self._uploads is not None:
+                self._uploads.close(message.stream_ids)
         invocation_id = message.invocation_id
         if invocation_id:
             try:
@@ -629,6 +551,6 @@ class Invocations:
                     except Exception:
                         host.log.exception("stream_close_failed", method=target)
             self._streams.pop(invocation_id, None)
-            if message.stream_ids:
-                self._close_uploads(message.stream_ids)
+            if message.stream_ids and self._uploads is not None:
+                self._uploads.close(message.stream_ids)
             host.send(CompletionMessage(invocation_id=invocation_id, error=error))
