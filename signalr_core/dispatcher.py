@@ -72,7 +72,6 @@ from signalr_core._lifecycle import Event, Lifecycle, Phase, TickAction
 from signalr_core._logging import get_logger
 from signalr_core._results import (
     ClientResults,
-    current_worker,
     results_forbidden,
 )
 from signalr_core._sequencing import Sequencing
@@ -80,11 +79,9 @@ from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.errors import (
-    ClientResultError,
     ClientResultsNotAllowedError,
     ClientUnavailableError,
     HandshakeError,
-    InvocationError,
     ProtocolError,
 )
 from signalr_core.filters import FilterPipeline
@@ -882,44 +879,7 @@ class HubServerConnection:
         results = self._results
         if results is None:
             results = self._results = ClientResults(self._options.max_pending_client_results)
-        opened = results.open(result_type)
-        if opened is None:
-            raise ClientUnavailableError(
-                f"Connection '{self.connection_id}' has too many pending client results."
-            )
-        invocation_id, pending = opened
-        worker = current_worker.get()
-        if worker is not None:
-            worker.start_waiting()
-        try:
-            self.send(
-                InvocationMessage(target=method, arguments=tuple(args), invocation_id=invocation_id)
-            )
-            with anyio.move_on_after(timeout):
-                await pending.event.wait()
-        finally:
-            results.forget(invocation_id)
-            if worker is not None:
-                worker.stop_waiting()
-        completion = pending.completion
-        if completion is None:
-            if not pending.event.is_set():
-                raise TimeoutError(
-                    f"No result for '{method}' from connection '{self.connection_id}' "
-                    f"within {timeout} s."
-                )
-            raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        if completion.error is not None:
-            raise ClientResultError(completion.error)
-        if not completion.has_result:
-            return None
-        protocol = self.protocol
-        assert protocol is not None
-        try:
-            return protocol.decode_argument(completion.result, result_type)
-        except InvocationError as exc:
-            name = getattr(result_type, "__name__", repr(result_type))
-            raise ClientResultError(f"Error trying to deserialize result to {name}.") from exc
+        return await results.invoke(self, method, args, result_type, timeout)
 
 
 _V = TypeVar("_V")
