@@ -3,9 +3,10 @@
 Theory of operation
 ===================
 
-``HubServerConnection.invoke_client`` sends an Invocation with an id (``r1``, ``r2``, ...) and
-waits on an entry of the connection's :class:`ClientResults` table (bounded by
-``max_pending_client_results``); the message loop hands the client's Completion to it
+``HubServerConnection.invoke_client`` checks that the connection may ask, then asks its
+:class:`ClientResults` table (:meth:`ClientResults.invoke`): it sends an Invocation with an id
+(``r1``, ``r2``, ...) through the connection (:class:`ResultsHost`) and waits on an entry
+(bounded by ``max_pending_client_results``); the message loop hands the client's Completion to it
 (:meth:`ClientResults.complete`), and when the connection ends :meth:`ClientResults.fail_all`
 wakes every waiter with no completion ("disconnected"). The table is made by the first client
 result a connection waits for: most connections never need one.
@@ -19,21 +20,41 @@ needs the loop to read the answer (ASP.NET 8 releases its semaphore the same way
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from signalr_core.messages import CompletionMessage
+from signalr_core.errors import ClientResultError, ClientUnavailableError, InvocationError
+from signalr_core.messages import CompletionMessage, HubMessage, InvocationMessage
+
+if TYPE_CHECKING:
+    from signalr_core.protocols import HubProtocol
 
 __all__ = [
     "ClientResults",
     "Loan",
     "PendingResult",
+    "ResultsHost",
     "WorkerSlot",
     "current_worker",
     "results_forbidden",
 ]
+
+
+class ResultsHost(Protocol):
+    """What a client result needs of its connection (``HubServerConnection``).
+
+    Attributes:
+        connection_id: The connection's public id (in error texts).
+        protocol: The negotiated hub protocol (decodes the result).
+    """
+
+    connection_id: str
+    protocol: HubProtocol | None
+
+    def send(self, message: HubMessage) -> None:
+        """Encode and queue ``message`` without blocking."""
 
 
 class PendingResult:
@@ -90,6 +111,56 @@ class ClientResults:
         """The connection ended: wake every waiter without a completion."""
         for pending in self._pending.values():
             pending.event.set()
+
+    async def invoke(
+        self,
+        host: ResultsHost,
+        method: str,
+        args: Sequence[Any],
+        result_type: Any,
+        timeout: float | None,  # noqa: ASYNC109 - the API ASP.NET users expect
+    ) -> Any:
+        """Invoke ``method`` on the client and wait for its Completion, decoded to
+        ``result_type`` (see :meth:`signalr_core.clients.SingleClientProxy.invoke` for the
+        errors). A worker that waits lends its slot meanwhile."""
+        opened = self.open(result_type)
+        if opened is None:
+            raise ClientUnavailableError(
+                f"Connection '{host.connection_id}' has too many pending client results."
+            )
+        invocation_id, pending = opened
+        worker = current_worker.get()
+        if worker is not None:
+            worker.start_waiting()
+        try:
+            host.send(
+                InvocationMessage(target=method, arguments=tuple(args), invocation_id=invocation_id)
+            )
+            with anyio.move_on_after(timeout):
+                await pending.event.wait()
+        finally:
+            self.forget(invocation_id)
+            if worker is not None:
+                worker.stop_waiting()
+        completion = pending.completion
+        if completion is None:
+            if not pending.event.is_set():
+                raise TimeoutError(
+                    f"No result for '{method}' from connection '{host.connection_id}' "
+                    f"within {timeout} s."
+                )
+            raise ClientUnavailableError(f"Connection '{host.connection_id}' disconnected.")
+        if completion.error is not None:
+            raise ClientResultError(completion.error)
+        if not completion.has_result:
+            return None
+        protocol = host.protocol
+        assert protocol is not None
+        try:
+            return protocol.decode_argument(completion.result, result_type)
+        except InvocationError as exc:
+            name = getattr(result_type, "__name__", repr(result_type))
+            raise ClientResultError(f"Error trying to deserialize result to {name}.") from exc
 
 
 class Loan:

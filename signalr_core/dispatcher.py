@@ -13,12 +13,13 @@ what closing cancels):
   :class:`~signalr_core.transports.IncomingBuffer`, bounded in bytes), hands
   them to the sans-I/O :class:`~signalr_core.connection.HubConnectionState` and dispatches the
   decoded messages in order;
-* ``max_parallel_invocations`` **invocation workers**, started by the first invocation that
-  needs one, take non-streaming invocations from a zero-capacity stream, so the loop waits
-  when all are busy (ASP.NET's invocation limit) without creating a task per message;
-* one task per **server-to-client stream** and per method taking **client-to-server streams**
-  (they do not count against the limit, as in ASP.NET); each stream has its own cancel scope
-  for ``CancelInvocation``.
+* invocations, streams both ways, cancellation and upload completions go to the connection's
+  :class:`~signalr_core._invocations.Invocations` (made by the handshake): up to
+  ``max_parallel_invocations`` **invocation workers**, started by the first invocation that
+  needs one, and one task per **server-to-client stream** and per method taking
+  **client-to-server streams**, all in this task group. It sees the connection only through
+  :class:`~signalr_core._invocations.InvocationHost` (``send``, ``new_hub``,
+  ``writing_while``, ...).
 
 The first failure cancels everything; ``run`` then unregisters the connection, calls the hub's
 ``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
@@ -52,30 +53,25 @@ anything else.
 and one task group: no writer task, no workers (started by the first job that needs one), no
 buffer storage while empty, no replay buffer or client-results table unless used.
 
-Error texts follow ASP.NET Core's ``DefaultHubDispatcher`` and ``ErrorMessageHelper``.
+Close error texts follow ASP.NET Core's ``HubConnectionHandler`` and ``ErrorMessageHelper``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from signalr_core._invocations import Invocations, build_error_message
 from signalr_core._lifecycle import Event, Lifecycle, Phase, TickAction
 from signalr_core._logging import get_logger
 from signalr_core._results import (
     ClientResults,
-    Loan,
-    WorkerSlot,
-    current_worker,
     results_forbidden,
 )
 from signalr_core._sequencing import Sequencing
@@ -83,13 +79,9 @@ from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.errors import (
-    ClientResultError,
     ClientResultsNotAllowedError,
     ClientUnavailableError,
     HandshakeError,
-    HubException,
-    InvocationError,
-    MessageEncodeError,
     ProtocolError,
 )
 from signalr_core.filters import FilterPipeline
@@ -127,46 +119,7 @@ __all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnect
 _log = get_logger("signalr_core")
 
 CONNECTION_ERROR: Final = "Connection closed with an error."
-_BINDING_MISMATCH: Final = (
-    "Error binding arguments. Make sure that the types of the provided values match the types "
-    "of the hub method being invoked."
-)
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
-
-
-class ClientStreamError(HubException):
-    """The client ended a client-to-server stream with an error (its text is the message).
-
-    A :class:`HubException`, as ASP.NET (since .NET 6) completes the stream's channel with
-    ``new HubException(error)``: the method's failure reaches the client with the client's text
-    even when detailed errors are off.
-    """
-
-
-def exception_name(exc: BaseException) -> str:
-    """The type name ASP.NET would show for ``exc`` in a detailed error."""
-    if isinstance(exc, ClientResultError):
-        return "HubException"  # ASP.NET throws HubException with the client's error text
-    if isinstance(exc, ClientUnavailableError):
-        return "IOException"
-    if isinstance(exc, ClientResultsNotAllowedError):
-        return "InvalidOperationException"
-    if isinstance(exc, ProtocolError):
-        return "InvalidDataException"  # what ASP.NET's protocol readers throw
-    if isinstance(exc, ClientStreamError):
-        return "HubException"
-    return type(exc).__name__
-
-
-def _failed_to_invoke(target: str) -> str:
-    return f"Failed to invoke '{target}' due to an error on the server."
-
-
-def build_error_message(message: str, exc: BaseException, detailed: bool) -> str:
-    """ASP.NET's ``ErrorMessageHelper``: a HubException's text always shows, others if detailed."""
-    if isinstance(exc, HubException) or detailed:
-        return f"{message} {exception_name(exc)}: {exc}"
-    return message
 
 
 class ConnectionStatus(enum.Enum):
@@ -232,78 +185,6 @@ class HubDispatcher:
         return method
 
 
-class _UploadStream(AsyncIterator[Any]):
-    """A client-to-server stream as the hub method sees it."""
-
-    __slots__ = ("_receive", "error")
-
-    def __init__(self, receive: MemoryObjectReceiveStream[Any]) -> None:
-        self._receive = receive
-        self.error: str | None = None
-
-    def __aiter__(self) -> _UploadStream:
-        return self
-
-    def close(self) -> None:
-        self._receive.close()
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self.error is not None:
-                raise ClientStreamError(self.error) from None
-            raise StopAsyncIteration from None
-
-
-class _Upload:
-    __slots__ = ("item_type", "send", "stream")
-
-    def __init__(
-        self, send: MemoryObjectSendStream[Any], stream: _UploadStream, item_type: Any
-    ) -> None:
-        self.send = send
-        self.stream = stream
-        self.item_type = item_type
-
-
-_Job = tuple[HubMethod, InvocationMessage, list[Any]]
-
-
-class _Workers:
-    """The connection's invocation workers, started on the first job (an idle connection has none).
-
-    ``max_parallel_invocations`` workers share one zero-capacity stream, so the sender waits
-    when all are busy (ASP.NET's invocation limit) without a task per message.
-    """
-
-    __slots__ = ("_connection", "_send", "_tg", "receive")
-
-    def __init__(self, connection: HubServerConnection, tg: anyio.abc.TaskGroup) -> None:
-        self._connection = connection
-        self._tg = tg
-        self._send: MemoryObjectSendStream[_Job] | None = None
-        self.receive: MemoryObjectReceiveStream[_Job] | None = None
-
-    async def send(self, job: _Job) -> None:
-        sender = self._send
-        if sender is None:
-            sender, self.receive = anyio.create_memory_object_stream[_Job](0)
-            self._send = sender
-            for _ in range(self._connection._options.max_parallel_invocations):
-                self._tg.start_soon(self._connection._worker, self.receive.clone())
-        try:
-            sender.send_nowait(job)
-        except anyio.WouldBlock:  # every worker is busy: waiting may take long
-            await self._connection._writing_while(sender.send(job))
-
-    def close(self) -> None:
-        if self._send is not None:
-            self._send.close()
-        if self.receive is not None:
-            self.receive.close()
-
-
 class HubServerConnection:
     """One hub connection on the server (the lifetime manager's ``HubConnectionHandle``).
 
@@ -323,12 +204,12 @@ class HubServerConnection:
     """
 
     __slots__ = (
-        "_busy",
         "_caller_clients_cache",
         "_dispatcher",
         "_finished_event",
         "_hub_connected",
         "_incoming",
+        "_invocations",
         "_life",
         "_options",
         "_protocols",
@@ -338,10 +219,6 @@ class HubServerConnection:
         "_scope",
         "_sequencing",
         "_state",
-        "_streams",
-        "_tg",
-        "_uploads",
-        "_workers",
         "aborted",
         "connection_id",
         "connection_token",
@@ -402,23 +279,20 @@ class HubServerConnection:
         # What _finish must undo (the lifetime manager's registration, the hub's on_connected).
         self._registered = False
         self._hub_connected = False
-        self._busy = 0
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
         # Stateful reconnect (protocol version 2 on a connection that negotiated it).
         self._sequencing: Sequencing | None = None
         self._replay_space: anyio.Event | None = None
         self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
-        self._streams: dict[str, anyio.CancelScope] = {}
-        self._uploads: dict[str, _Upload] = {}
         self._results: ClientResults | None = None  # made by the first client result
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._workers: _Workers | None = None
+        # Invocations and streams (workers, uploads, cancellation): made by the handshake.
+        self._invocations: Invocations | None = None
         self._caller_clients_cache: HubCallerClients | None = None
 
     @property
-    def _log(self) -> Any:
-        # Bound when something is logged (rare), not kept per connection.
+    def log(self) -> Any:
+        """The connection's logger (bound when something is logged, rare: not kept)."""
         if self.transport is None:
             return _log.bind(connection_id=self.connection_id)
         return _log.bind(connection_id=self.connection_id, transport=str(self.transport))
@@ -431,6 +305,20 @@ class HubServerConnection:
             clients = HubCallerClients(dispatcher.manager, self, dispatcher.local_lookup)
             self._caller_clients_cache = clients
         return clients
+
+    def new_hub(self) -> Hub:
+        """A hub instance for one invocation or hook, bound to this connection."""
+        hub = self._dispatcher.hub_class()
+        assert self.context is not None
+        hub.context = self.context
+        hub.clients = self._caller_clients
+        hub.groups = self._dispatcher.groups
+        return hub
+
+    @property
+    def sequencing(self) -> Sequencing | None:
+        """Stateful reconnect's sequence ids and replay buffer (``None`` unless active)."""
+        return self._sequencing
 
     @property
     def status(self) -> ConnectionStatus:
@@ -549,7 +437,8 @@ class HubServerConnection:
         else:
             self._enqueue(data)
 
-    def _send(self, message: HubMessage) -> None:
+    def send(self, message: HubMessage) -> None:
+        """Encode and queue a message for this connection only (after the handshake)."""
         protocol = self.protocol
         if not self._life.is_open or protocol is None:
             return
@@ -563,7 +452,7 @@ class HubServerConnection:
         sequencing = self._sequencing
         assert sequencing is not None
         if not sequencing.sent(message, data):
-            self._log.warning(
+            self.log.warning(
                 "replay_buffer_overflowed",
                 pending_bytes=sequencing.pending_bytes,
                 pending_messages=sequencing.pending_messages,
@@ -582,7 +471,7 @@ class HubServerConnection:
             self._replay_space = None
             event.set()
 
-    async def _wait_replay_space(self, sequencing: Sequencing) -> None:
+    async def wait_replay_space(self, sequencing: Sequencing) -> None:
         """Backpressure for streams: wait while the replay buffer is more than half full."""
         while self._life.is_open and not sequencing.has_room:
             if self._replay_space is None:
@@ -605,7 +494,7 @@ class HubServerConnection:
             and self.transport is TransportName.WEBSOCKETS
         ):
             self._life.handle(Event.TRANSPORT_LOST, now)
-            self._log.info("transport_lost", replay_messages=self._sequencing.pending_messages)
+            self.log.info("transport_lost", replay_messages=self._sequencing.pending_messages)
             return True
         self.transport_closed()
         return False
@@ -638,14 +527,14 @@ class HubServerConnection:
         self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
         for data in replay:
             self.outgoing.put(data, force=True)
-        self._log.info("transport_resumed", replayed=len(replay), sequence=first)
+        self.log.info("transport_resumed", replayed=len(replay), sequence=first)
         return self.transport_generation
 
     def _enqueue(self, data: bytes) -> None:
         if self.outgoing.put(data):
             self._life.wrote = True
         elif not self.outgoing.closed:
-            self._log.warning(
+            self.log.warning(
                 "slow_consumer_aborted",
                 pending_bytes=self.outgoing.pending_bytes,
                 pending_messages=len(self.outgoing),
@@ -707,15 +596,15 @@ class HubServerConnection:
                 # (which otherwise fills up and stalls its sends).
                 ack = sequencing.ack_due() if sequencing is not None else None
                 if ack is not None:
-                    self._send(AckMessage(sequence_id=ack))
+                    self.send(AckMessage(sequence_id=ack))
             elif action is TickAction.PING:
-                self._send(PING)
+                self.send(PING)
             elif action is TickAction.ABORT_CLIENT_TIMEOUT:
-                self._log.info("client_timed_out", timeout=self._options.client_timeout)
+                self.log.info("client_timed_out", timeout=self._options.client_timeout)
                 self.abort()
             else:
                 timeout = self._options.disconnect_timeout
-                self._log.info("reconnect_timed_out", timeout=timeout)
+                self.log.info("reconnect_timed_out", timeout=timeout)
                 self.abort()
 
     # -- the connection's life -----------------------------------------------------------------
@@ -734,12 +623,12 @@ class HubServerConnection:
                         tg.cancel_scope.cancel()
                     pending = await self._connect()
                     if pending is not None:
-                        self._tg = tg
-                        workers = self._workers = _Workers(self, tg)
+                        invocations = Invocations(self, self._dispatcher, tg)
+                        self._invocations = invocations
                         try:
-                            await self._message_loop(pending, tg, workers)
+                            await self._message_loop(pending, invocations)
                         finally:
-                            workers.close()
+                            invocations.stop_workers()
                     tg.cancel_scope.cancel()  # the client closed: end the workers and streams
             except BaseExceptionGroup as group:
                 single = _single_exception(group)
@@ -747,18 +636,18 @@ class HubServerConnection:
                     raise
                 raise single from None  # report the failure itself, not its task-group wrapper
         except HandshakeError as exc:
-            self._log.info("handshake_failed", error=str(exc))
+            self.log.info("handshake_failed", error=str(exc))
         except _ConnectFailed as exc:
             error = exc.error
         except ProtocolError as exc:
             error = exc
-            self._log.info("client_message_rejected", error=str(exc))
+            self.log.info("client_message_rejected", error=str(exc))
             self.close(
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
         except Exception as exc:
             error = exc
-            self._log.exception("connection_failed")
+            self.log.exception("connection_failed")
             self.close(
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
@@ -776,14 +665,14 @@ class HubServerConnection:
         manager = self._dispatcher.manager
         await manager.on_connected(self)
         self._registered = True
-        self._log.debug("connection_opened", protocol=self.protocol.name if self.protocol else None)
+        self.log.debug("connection_opened", protocol=self.protocol.name if self.protocol else None)
         forbidden = results_forbidden.set("OnConnectedAsync")
         try:
-            hub = self._new_hub()
+            hub = self.new_hub()
             filters = self._dispatcher.filters
             await (hub.on_connected() if filters is None else filters.on_connected(hub))
         except Exception as exc:
-            self._log.warning("hub_on_connected_failed", error_type=type(exc).__name__)
+            self.log.warning("hub_on_connected_failed", error_type=type(exc).__name__)
             self.close(
                 build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
             )
@@ -815,7 +704,7 @@ class HubServerConnection:
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
                         ]
             return None
-        self._log.info("handshake_timed_out", timeout=self._options.handshake_timeout)
+        self.log.info("handshake_timed_out", timeout=self._options.handshake_timeout)
         if state.phase is ConnectionPhase.HANDSHAKE:
             state.send_handshake_response(HANDSHAKE_CANCELED)
             self._flush_state()
@@ -829,11 +718,10 @@ class HubServerConnection:
     async def _message_loop(
         self,
         pending: list[HubMessage],
-        tg: anyio.abc.TaskGroup,
-        jobs: _Workers,
+        invocations: Invocations,
     ) -> None:
         for pending_message in pending:
-            if await self._dispatch(pending_message, tg, jobs):
+            if await self._dispatch(pending_message, invocations):
                 return
         state = self._state
         assert state is not None
@@ -868,20 +756,19 @@ class HubServerConnection:
                 # Messages decoded before the bad frame still run, as ASP.NET reads them.
                 for event in state.events_received():
                     if not isinstance(event, HandshakeCompleted):
-                        await self._dispatch(event, tg, jobs)
+                        await self._dispatch(event, invocations)
                 raise
             for event in state.events_received():
                 if isinstance(event, HandshakeCompleted):
                     continue
-                if await self._dispatch(event, tg, jobs):
+                if await self._dispatch(event, invocations):
                     return
 
-    async def _writing_while(self, blocked: Awaitable[None]) -> None:
+    async def writing_while(self, blocked: Awaitable[None]) -> None:
         """Await ``blocked`` (the message loop waits for a worker or for room in an upload
         stream) while a helper task does the loop's writing: the method it waits for may need
         frames to go out first."""
-        tg = self._tg
-        if self.direct_writer is None or tg is None:
+        if self.direct_writer is None or self._invocations is None:
             await blocked
             return
         stop = [False]
@@ -908,11 +795,9 @@ class HubServerConnection:
         if not self._life.is_closing:
             self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
-        for upload in self._uploads.values():
-            upload.send.close()
-            upload.stream.close()
-        self._uploads.clear()
-        self._tg = self._workers = None
+        if self._invocations is not None:
+            self._invocations.close()
+            self._invocations = None
         if self._results is not None:
             self._results.fail_all()  # no completion: the waiters raise ClientUnavailableError
         forbidden = results_forbidden.set("OnDisconnectedAsync")
@@ -920,14 +805,14 @@ class HubServerConnection:
             if self._registered:
                 await self._dispatcher.manager.on_disconnected(self)
             if self._hub_connected:
-                hub = self._new_hub()
+                hub = self.new_hub()
                 filters = self._dispatcher.filters
                 if filters is None:
                     await hub.on_disconnected(error)
                 else:
                     await filters.on_disconnected(hub, error)
         except Exception:
-            self._log.exception("hub_on_disconnected_failed")
+            self.log.exception("hub_on_disconnected_failed")
         finally:
             results_forbidden.reset(forbidden)
             self.outgoing.close()
@@ -936,11 +821,11 @@ class HubServerConnection:
                 # The message loop was the WebSocket's writer: the request task takes over,
                 # sends what is left and the close frame.
                 self.transport_scope.cancel()
-            self._log.debug("connection_closed", error=type(error).__name__ if error else None)
+            self.log.debug("connection_closed", error=type(error).__name__ if error else None)
 
     # -- dispatching ---------------------------------------------------------------------------
 
-    async def _dispatch(self, message: HubMessage, tg: anyio.abc.TaskGroup, jobs: _Workers) -> bool:
+    async def _dispatch(self, message: HubMessage, invocations: Invocations) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""
         sequencing = self._sequencing
         if sequencing is not None:
@@ -954,268 +839,21 @@ class HubServerConnection:
             if not sequencing.received(message):
                 return False  # resent after a reconnect, already processed
         if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
-            await self._on_invocation(message, tg, jobs)
+            await invocations.on_invocation(message)
         elif isinstance(message, StreamItemMessage):
-            await self._on_stream_item(message)
+            await invocations.on_stream_item(message)
         elif isinstance(message, CompletionMessage):
             if self._results is None or not self._results.complete(message):
-                self._complete_upload(message.invocation_id, message.error)
+                invocations.complete_upload(message.invocation_id, message.error)
         elif isinstance(message, CancelInvocationMessage):
-            scope = self._streams.get(message.invocation_id)
-            if scope is not None:
-                scope.cancel()
+            invocations.cancel(message.invocation_id)
         elif isinstance(message, CloseMessage):
-            self._log.debug("connection_closed_by_client", error=message.error)
+            self.log.debug("connection_closed_by_client", error=message.error)
             return True
         elif isinstance(message, PingMessage):
             self._life.client_pinged(time.monotonic())
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
-
-    def _send_error(self, invocation_id: str | None, text: str) -> None:
-        if invocation_id:
-            self._send(CompletionMessage(invocation_id=invocation_id, error=text))
-
-    async def _on_invocation(
-        self,
-        message: InvocationMessage | StreamInvocationMessage,
-        tg: anyio.abc.TaskGroup,
-        jobs: _Workers,
-    ) -> None:
-        target = message.target
-        invocation_id = message.invocation_id
-        is_stream_response = isinstance(message, StreamInvocationMessage)
-        method = self._dispatcher.lookup(target)
-        detailed = self._options.enable_detailed_errors
-        if method is None:
-            self._send_error(
-                invocation_id, f"{_failed_to_invoke(target)} HubException: Method does not exist."
-            )
-            return
-        arguments = message.arguments
-        expected = len(method.value_parameters)
-        if not method.required_arguments <= len(arguments) <= expected:
-            detail = (
-                f"Invocation provides {len(arguments)} argument(s) but target expects {expected}."
-            )
-            self._send_error(
-                invocation_id,
-                f"{_failed_to_invoke(target)} InvalidDataException: {detail}"
-                if detailed
-                else _failed_to_invoke(target),
-            )
-            return
-        protocol = self.protocol
-        assert protocol is not None
-        try:
-            values = [
-                protocol.decode_argument(raw, param.type)
-                for raw, param in zip(arguments, method.value_parameters, strict=False)
-            ]
-        except InvocationError:
-            self._send_error(
-                invocation_id,
-                f"{_failed_to_invoke(target)} InvalidDataException: {_BINDING_MISMATCH}"
-                if detailed
-                else _failed_to_invoke(target),
-            )
-            return
-        if not self._authorized(method):
-            self._send_error(
-                invocation_id, f"Failed to invoke '{target}' because user is unauthorized"
-            )
-            return
-        if method.is_stream_response and not is_stream_response:
-            self._send_error(
-                invocation_id,
-                f"The client attempted to invoke the streaming '{target}' method with a "
-                "non-streaming invocation.",
-            )
-            return
-        if not method.is_stream_response and is_stream_response:
-            self._send_error(
-                invocation_id,
-                f"The client attempted to invoke the non-streaming '{target}' method with a "
-                "streaming invocation.",
-            )
-            return
-        stream_ids = message.stream_ids
-        if len(stream_ids) != len(method.stream_parameters):
-            exc = HubException(
-                f"Client sent {len(stream_ids)} stream(s), Hub method expects "
-                f"{len(method.stream_parameters)}."
-            )
-            self._send_error(
-                invocation_id,
-                build_error_message(
-                    f"An unexpected error occurred invoking '{target}' on the server.",
-                    exc,
-                    detailed,
-                ),
-            )
-            return
-        if isinstance(message, InvocationMessage) and not stream_ids:
-            if (
-                not method.is_coroutine
-                and self._busy < self._options.max_parallel_invocations
-                and self._dispatcher.filters is None  # filters may suspend
-            ):
-                # A plain function cannot suspend: run it here, without a task switch.
-                await self._run_invocation(method, message, values)
-            else:
-                # Counted before the hand-over: a later plain function in the same chunk must
-                # not run inline before the worker has started this one (order is kept).
-                self._busy += 1
-                try:
-                    await jobs.send((method, message, values))
-                except BaseException:
-                    self._busy -= 1
-                    raise
-            return
-        if is_stream_response and invocation_id in self._streams:
-            self._send_error(invocation_id, f"Invocation ID '{invocation_id}' is already in use.")
-            return
-        args = self._bind_streams(method, values, stream_ids)
-        if isinstance(message, StreamInvocationMessage):
-            scope = anyio.CancelScope()
-            self._streams[message.invocation_id] = scope
-            tg.start_soon(self._run_stream, method, message, args, scope)
-        else:
-            tg.start_soon(self._run_invocation, method, message, args)
-
-    def _authorized(self, method: HubMethod) -> bool:
-        policy = method.authorize
-        if policy is False:
-            return True
-        if policy is True:
-            return self.user is not None
-        assert self.context is not None
-        try:
-            return bool(policy(self.context))
-        except Exception:
-            self._log.exception("hub_authorization_failed", method=method.name)
-            return False
-
-    def _bind_streams(
-        self, method: HubMethod, values: list[Any], stream_ids: tuple[str, ...]
-    ) -> list[Any]:
-        value_iter = iter(values)
-        stream_iter = iter(stream_ids)
-        args: list[Any] = []
-        for param in method.parameters:
-            if param.is_stream:
-                stream_id = next(stream_iter)
-                send, receive = anyio.create_memory_object_stream[Any](
-                    self._options.stream_buffer_capacity
-                )
-                stream = _UploadStream(receive)
-                old = self._uploads.pop(stream_id, None)
-                if old is not None:
-                    old.send.close()
-                    old.stream.close()
-                self._uploads[stream_id] = _Upload(send, stream, param.type)
-                args.append(stream)
-            else:
-                try:
-                    args.append(next(value_iter))
-                except StopIteration:
-                    break  # trailing parameters with defaults
-        return args
-
-    async def _on_stream_item(self, message: StreamItemMessage) -> None:
-        upload = self._uploads.get(message.invocation_id)
-        if upload is None:
-            return  # the method ended or the id is unknown: ASP.NET ignores it too
-        protocol = self.protocol
-        assert protocol is not None
-        try:
-            value = protocol.decode_argument(message.item, upload.item_type)
-        except InvocationError as exc:
-            self._complete_upload(
-                message.invocation_id,
-                build_error_message(
-                    "Failed to bind Stream message.",
-                    exc,
-                    self._options.enable_detailed_errors,
-                ),
-            )
-            return
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            try:
-                upload.send.send_nowait(value)
-            except anyio.WouldBlock:  # the method may need frames to go out to make room
-                await self._writing_while(upload.send.send(value))
-            # items after the method ended are dropped
-
-    def _complete_upload(self, stream_id: str, error: str | None) -> None:
-        # The entry stays until the method ends (_close_uploads), which closes both sides.
-        upload = self._uploads.get(stream_id)
-        if upload is not None and upload.stream.error is None:
-            upload.stream.error = error
-            upload.send.close()
-
-    def _close_uploads(self, stream_ids: tuple[str, ...]) -> None:
-        for stream_id in stream_ids:
-            upload = self._uploads.pop(stream_id, None)
-            if upload is not None:
-                upload.send.close()
-                upload.stream.close()
-
-    def _log_failure(self, event: str, method: str, exc: Exception) -> None:
-        if isinstance(exc, HubException):
-            self._log.debug(event, method=method, error_type=type(exc).__name__)
-        else:  # a bug in hub code: keep the traceback
-            self._log.error(event, method=method, error_type=type(exc).__name__, exc_info=exc)
-
-    def _new_hub(self) -> Hub:
-        hub = self._dispatcher.hub_class()
-        assert self.context is not None
-        hub.context = self.context
-        hub.clients = self._caller_clients
-        hub.groups = self._dispatcher.groups
-        return hub
-
-    async def _worker(self, jobs: MemoryObjectReceiveStream[_Job]) -> None:
-        current_worker.set(WorkerSlot(self._lend_worker))
-        async with jobs:
-            async for method, message, args in jobs:
-                try:  # _busy was incremented by the sender
-                    await self._run_invocation(method, message, args)
-                finally:
-                    self._busy -= 1
-
-    def _lend_worker(self) -> Loan | None:
-        """While a worker waits for a client result, another takes its place (as ASP.NET
-        releases the invocation slot), so the message loop can still read the answer."""
-        tg, workers = self._tg, self._workers
-        jobs = workers.receive if workers is not None else None
-        if tg is None or jobs is None:
-            return None
-        try:
-            clone = jobs.clone()
-        except anyio.ClosedResourceError:
-            return None
-        loan = Loan()
-        tg.start_soon(self._loan_worker, clone, loan)
-        return loan
-
-    async def _loan_worker(self, jobs: MemoryObjectReceiveStream[_Job], loan: Loan) -> None:
-        current_worker.set(WorkerSlot(self._lend_worker))
-        with jobs:
-            while not loan.ended:
-                with anyio.CancelScope() as scope:
-                    loan.scope = scope
-                    try:
-                        method, message, args = await jobs.receive()
-                    except (anyio.EndOfStream, anyio.ClosedResourceError):
-                        return
-                loan.scope = None
-                if scope.cancel_called:
-                    return
-                try:  # _busy was incremented by the sender
-                    await self._run_invocation(method, message, args)
-                finally:
-                    self._busy -= 1
 
     # -- client results ------------------------------------------------------------------------
 
@@ -1241,151 +879,7 @@ class HubServerConnection:
         results = self._results
         if results is None:
             results = self._results = ClientResults(self._options.max_pending_client_results)
-        opened = results.open(result_type)
-        if opened is None:
-            raise ClientUnavailableError(
-                f"Connection '{self.connection_id}' has too many pending client results."
-            )
-        invocation_id, pending = opened
-        worker = current_worker.get()
-        if worker is not None:
-            worker.start_waiting()
-        try:
-            self._send(
-                InvocationMessage(target=method, arguments=tuple(args), invocation_id=invocation_id)
-            )
-            with anyio.move_on_after(timeout):
-                await pending.event.wait()
-        finally:
-            results.forget(invocation_id)
-            if worker is not None:
-                worker.stop_waiting()
-        completion = pending.completion
-        if completion is None:
-            if not pending.event.is_set():
-                raise TimeoutError(
-                    f"No result for '{method}' from connection '{self.connection_id}' "
-                    f"within {timeout} s."
-                )
-            raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        if completion.error is not None:
-            raise ClientResultError(completion.error)
-        if not completion.has_result:
-            return None
-        protocol = self.protocol
-        assert protocol is not None
-        try:
-            return protocol.decode_argument(completion.result, result_type)
-        except InvocationError as exc:
-            name = getattr(result_type, "__name__", repr(result_type))
-            raise ClientResultError(f"Error trying to deserialize result to {name}.") from exc
-
-    async def _run_invocation(
-        self, method: HubMethod, message: InvocationMessage, args: list[Any]
-    ) -> None:
-        target = message.target
-        try:
-            hub = self._new_hub()
-            filters = self._dispatcher.filters
-            if filters is not None:
-                result = await filters.invoke(hub, method, args)
-            else:
-                result = method.function(hub, *args)
-                if method.is_coroutine or inspect.isawaitable(result):
-                    result = await result
-        except Exception as exc:
-            self._log_failure("invocation_failed", target, exc)
-            self._send_error(
-                message.invocation_id,
-                build_error_message(
-                    f"An unexpected error occurred invoking '{target}' on the server.",
-                    exc,
-                    self._options.enable_detailed_errors,
-                ),
-            )
-            return
-        finally:
-            if message.stream_ids:
-                self._close_uploads(message.stream_ids)
-        invocation_id = message.invocation_id
-        if invocation_id:
-            try:
-                self._send(
-                    CompletionMessage(invocation_id=invocation_id, result=result, has_result=True)
-                )
-            except MessageEncodeError as exc:
-                self._log.info("result_serialization_failed", method=target)
-                self._send_error(
-                    invocation_id,
-                    build_error_message(
-                        f"An unexpected error occurred invoking '{target}' on the server.",
-                        exc,
-                        self._options.enable_detailed_errors,
-                    ),
-                )
-
-    async def _run_stream(
-        self,
-        method: HubMethod,
-        message: StreamInvocationMessage,
-        args: list[Any],
-        scope: anyio.CancelScope,
-    ) -> None:
-        invocation_id = message.invocation_id
-        target = message.target
-        detailed = self._options.enable_detailed_errors
-        error: str | None = None
-        iterator: Any = None
-        try:
-            with scope:
-                try:
-                    hub = self._new_hub()
-                    filters = self._dispatcher.filters
-                    if filters is not None:
-                        stream = await filters.invoke(hub, method, args)
-                    else:
-                        stream = method.function(hub, *args)
-                        if inspect.isawaitable(stream):
-                            stream = await stream
-                except Exception as exc:
-                    error = build_error_message(
-                        f"An unexpected error occurred invoking '{target}' on the server.",
-                        exc,
-                        detailed,
-                    )
-                    return
-                if not hasattr(stream, "__aiter__"):
-                    error = (
-                        f"The value returned by the streaming method '{method.function.__name__}'"
-                        " is not a ChannelReader<> or IAsyncEnumerable<>."
-                    )
-                    return
-                iterator = stream.__aiter__()
-                outgoing = self.outgoing
-                try:
-                    async for item in iterator:
-                        await outgoing.wait_writable()
-                        if (sequencing := self._sequencing) is not None:
-                            await self._wait_replay_space(sequencing)
-                        self._send(StreamItemMessage(invocation_id=invocation_id, item=item))
-                        await anyio.lowlevel.checkpoint()
-                except Exception as exc:
-                    self._log_failure("stream_failed", target, exc)
-                    error = build_error_message(
-                        "An error occurred on the server while streaming results.", exc, detailed
-                    )
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await aclose()
-                    except Exception:
-                        self._log.exception("stream_close_failed", method=target)
-            self._streams.pop(invocation_id, None)
-            if message.stream_ids:
-                self._close_uploads(message.stream_ids)
-            self._send(CompletionMessage(invocation_id=invocation_id, error=error))
+        return await results.invoke(self, method, args, result_type, timeout)
 
 
 _V = TypeVar("_V")

@@ -34,11 +34,12 @@ import http
 import inspect
 import time
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 import anyio
 import anyio.abc
 
+from signalr_core._endpoint_connections import ConnT, EndpointConnection, EndpointConnections
 from signalr_core._logging import get_logger
 from signalr_core.auth import Authenticator, AuthRequest, call_authenticate, request_from_scope
 from signalr_core.clients import HubContext
@@ -59,11 +60,9 @@ from signalr_core.negotiate import (
 )
 from signalr_core.options import HttpTransportType, HubOptions
 from signalr_core.protocols import HubProtocol, default_protocols
-from signalr_core.tokens import ConnectionTokens
 from signalr_core.transports import (
     ASGIReceive,
     ASGISend,
-    TransportConnection,
     TransportName,
     discard_body,
     read_body,
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
 __all__ = ["ConnectionEndpoint", "EndpointConnection", "HubEndpoint"]
+
 
 _log = get_logger("signalr_core")
 
@@ -120,64 +120,60 @@ class _BodyReceive:
         return message
 
 
-class EndpointConnection(TransportConnection, Protocol):
-    """What the endpoint needs of a connection, beyond what its transports need.
-
-    :class:`~signalr_core.dispatcher.HubServerConnection` (hubs) and the connection-handler
-    connections (:mod:`signalr_core.connection_handler`) provide it.
-    """
-
-    connection_id: str
-    connection_token: str
-    user_id: str | None
-    transport: TransportName | None
-    resuming: bool
-    use_stateful_reconnect: bool
-
-    @property
-    def status(self) -> ConnectionStatus:
-        """Where the connection is, as the endpoint sees it."""
-        ...
-
-    @property
-    def created(self) -> float:
-        """When the connection was made (``time.monotonic()``)."""
-        ...
-
-    @property
-    def detached_since(self) -> float | None:
-        """When a stateful connection lost its transport (``None`` unless it did)."""
-        ...
-
-    @property
-    def finished(self) -> anyio.Event:
-        """Set once the connection has ended."""
-        ...
-
-    @property
-    def can_resume(self) -> bool: ...
-
-    def activate(
-        self,
-        transport: TransportName,
-        *,
-        user: Principal | None,
-        headers: Mapping[str, str],
-        query: Mapping[str, str],
-        cookies: Mapping[str, str],
-        query_values: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None: ...
-
-    async def run(self) -> None: ...
-
-    def close(self, error: str | None = None, *, allow_reconnect: bool = False) -> None: ...
-
-    def tick(self, now: float) -> None: ...
-
-    async def resume(self) -> int: ...
+def _negotiate_version(raw: str | None) -> int | None:
+    """The negotiate version to answer with (``None`` when the client's is not an integer)."""
+    if raw is None:
+        return 0
+    try:
+        version = int(raw)
+    except ValueError:
+        return None
+    return max(0, min(version, _SERVER_NEGOTIATE_VERSION))
 
 
-ConnT = TypeVar("ConnT", bound=EndpointConnection)
+def _someone_elses(connection: EndpointConnection, user: Principal | None) -> bool:
+    """The connection is in use, by another user than ``user`` (the request is refused)."""
+    if connection.status is ConnectionStatus.INACTIVE:
+        return False
+    return connection.user_id != (user.user_id if user is not None else None)
+
+
+def _is_negotiate(scope: Mapping[str, Any]) -> bool:
+    path: str = scope.get("path", "")
+    return path.rstrip("/").endswith("/negotiate")
+
+
+async def _answer_refused(
+    send: ASGISend, refused: _Refused, body_receive: _BodyReceive | None, limit: int
+) -> None:
+    """Answer an HTTP request with ``refused``'s status and text."""
+    headers = refused.headers
+    if (
+        body_receive is not None
+        and not body_receive.body_done
+        # Read the unread body first, or the server cannot reuse the connection and drops
+        # the client's next request on it (an HTTP/1.1 keep-alive race).
+        and (refused.status == 413 or not await discard_body(body_receive, limit))
+    ):
+        headers = [*headers, ("connection", "close")]
+    await send_response(send, refused.status, refused.text.encode(), headers=headers)
+
+
+async def _refuse_websocket(scope: Mapping[str, Any], send: ASGISend, refused: _Refused) -> None:
+    """Refuse a WebSocket request: an HTTP answer where the server can send one, else 1008."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        headers = [(b"content-type", b"text/plain")]
+        headers.extend((k.encode(), v.encode()) for k, v in refused.headers)
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": refused.status,
+                "headers": headers,
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": refused.text.encode()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
 
 
 class ConnectionEndpoint(Generic[ConnT]):
@@ -203,11 +199,6 @@ class ConnectionEndpoint(Generic[ConnT]):
         self.authenticate = authenticate
         self._name = name
         self._cors = CorsPolicy(self.options.allowed_origins)
-        self._connections: dict[str, ConnT] = {}  # by token
-        self._by_id: dict[str, ConnT] = {}
-        # Long Polling connections ended by DELETE: forgotten as soon as their run() ends (as
-        # ASP.NET's DisposeAndRemoveAsync), not after the disconnect timeout.
-        self._deleted: dict[str, ConnT] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         # Set once shutdown begins: new connections are refused with 503 so that a client's
         # automatic reconnect goes to another server (behind a load balancer) instead of here.
@@ -217,12 +208,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         self._transport_infos = tuple(
             info for flag, _, info in _TRANSPORTS if self.options.transports & flag
         )
-        key = self.options.connection_token_key
-        self._tokens = (
-            ConnectionTokens(key, scope=name, max_age=self.options.connection_token_max_age)
-            if key is not None
-            else None
-        )
+        self._connections = EndpointConnections(self.options, self._create_connection, name)
 
     def _create_connection(self, connection_id: str, token: str) -> ConnT:
         """A new, inactive connection (the endpoint registers it)."""
@@ -263,7 +249,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         async with self._resources(), anyio.create_task_group() as tg:
             self._tg = tg
             self._shutting_down = False
-            tg.start_soon(self._ticker)
+            tg.start_soon(self._connections.ticker)
             try:
                 yield
             finally:
@@ -281,17 +267,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         reconnect elsewhere; established connections still receive their ``Close``.
         """
         self._shutting_down = True
-        for connection in list(self._connections.values()):
-            connection.close(None, allow_reconnect=True)
-        with anyio.move_on_after(self.options.shutdown_timeout):
-            for connection in list(self._connections.values()):
-                await connection.finished.wait()
-            # Then let attached transports flush the Close messages (a short poll of flags
-            # that several independent request tasks clear).
-            while any(  # noqa: ASYNC110
-                c.transport_attached or c.poll_active for c in self._connections.values()
-            ):
-                await anyio.sleep(0.02)
+        await self._connections.close_all(self.options.shutdown_timeout)
 
     # -- ASGI ----------------------------------------------------------------------------------
 
@@ -315,11 +291,6 @@ class ConnectionEndpoint(Generic[ConnT]):
             while (await receive())["type"] != "lifespan.shutdown":
                 pass
         await send({"type": "lifespan.shutdown.complete"})
-
-    @staticmethod
-    def _is_negotiate(scope: Mapping[str, Any]) -> bool:
-        path: str = scope.get("path", "")
-        return path.rstrip("/").endswith("/negotiate")
 
     async def _principal(self, request: AuthRequest) -> Principal | None:
         principal = await call_authenticate(self.authenticate, request)
@@ -352,7 +323,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             await send_response(send, 503, b"The hub endpoint's lifespan is not running.")
             return
         try:
-            if self._is_negotiate(scope):
+            if _is_negotiate(scope):
                 if method != "POST":
                     raise _Refused(405)
                 self._refuse_if_shutting_down()
@@ -370,14 +341,8 @@ class ConnectionEndpoint(Generic[ConnT]):
             else:
                 raise _Refused(405)
         except _Refused as refused:
-            headers = refused.headers
-            if body_receive is not None and not body_receive.body_done:
-                # Read the unread body first, or the server cannot reuse the connection and
-                # drops the client's next request on it (an HTTP/1.1 keep-alive race).
-                limit = self.options.application_max_buffer_size
-                if refused.status == 413 or not await discard_body(body_receive, limit):
-                    headers = [*headers, ("connection", "close")]
-            await send_response(send, refused.status, refused.text.encode(), headers=headers)
+            limit = self.options.application_max_buffer_size
+            await _answer_refused(send, refused, body_receive, limit)
 
     # -- negotiate -----------------------------------------------------------------------------
 
@@ -402,32 +367,21 @@ class ConnectionEndpoint(Generic[ConnT]):
                     headers=headers,
                 )
                 return
-        raw_version = request.query.get("negotiateVersion")
-        version = 0
-        if raw_version is not None:
-            try:
-                version = int(raw_version)
-            except ValueError:
-                await send_response(
-                    send,
-                    200,
-                    encode_negotiate_error("The client requested a non-integer protocol version."),
-                    content_type="application/json",
-                    headers=headers,
-                )
-                return
-            version = max(0, min(version, _SERVER_NEGOTIATE_VERSION))
-        connection_id = new_connection_id()
-        if version < 1:
-            token = connection_id
-        elif self._tokens is not None:
-            token = self._tokens.mint(connection_id, user.user_id if user is not None else None)
-        else:
-            token = new_connection_id()
-        connection = self._new_connection(connection_id, token)
+        version = _negotiate_version(request.query.get("negotiateVersion"))
+        if version is None:
+            await send_response(
+                send,
+                200,
+                encode_negotiate_error("The client requested a non-integer protocol version."),
+                content_type="application/json",
+                headers=headers,
+            )
+            return
+        connection = self._connections.negotiated(version, user)
         stateful = (
             self._offers_stateful_reconnect
-            and self._tokens is None  # a resume may reach another process, without the buffers
+            # A signed token's resume may reach another process, without the buffers.
+            and not self._connections.signed
             and self.options.allow_stateful_reconnect
             and request.query.get("useStatefulReconnect", "").lower() == "true"
         )
@@ -435,18 +389,16 @@ class ConnectionEndpoint(Generic[ConnT]):
         body = build_negotiate_response(
             negotiate_version=version,
             connection_id=connection.connection_id,
-            connection_token=token,
+            connection_token=connection.connection_token,
             transports=self._transport_infos,
             use_stateful_reconnect=stateful,
         )
-        _log.debug("connection_negotiated", connection_id=connection_id, negotiate_version=version)
+        _log.debug(
+            "connection_negotiated",
+            connection_id=connection.connection_id,
+            negotiate_version=version,
+        )
         await send_response(send, 200, body, content_type="application/json", headers=headers)
-
-    def _new_connection(self, connection_id: str, token: str) -> ConnT:
-        connection = self._create_connection(connection_id, token)
-        self._connections[token] = connection
-        self._by_id[connection_id] = connection
-        return connection
 
     # -- transports ----------------------------------------------------------------------------
 
@@ -466,9 +418,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             raise _Refused(404, f"{transport} transport not supported by this end point type")
         if connection.transport is not None and connection.transport is not transport:
             raise _Refused(400, "Cannot change transports mid-connection")
-        if connection.status is not ConnectionStatus.INACTIVE and connection.user_id != (
-            user.user_id if user is not None else None
-        ):
+        if _someone_elses(connection, user):
             raise _Refused(403, "Forbidden")
 
     def _refuse_if_shutting_down(self) -> None:
@@ -494,37 +444,18 @@ class ConnectionEndpoint(Generic[ConnT]):
         # A name of our own: anyio would build a string per task from the coroutine. Only a
         # Long Polling connection can be deleted, so only it pays for the wrapper's frame.
         if transport is TransportName.LONG_POLLING:
-            self._tg.start_soon(self._run, connection, name=_RUN_TASK_NAME)
+            self._tg.start_soon(self._connections.run, connection, name=_RUN_TASK_NAME)
         else:
             self._tg.start_soon(connection.run, name=_RUN_TASK_NAME)
 
-    async def _run(self, connection: ConnT) -> None:
-        await connection.run()
-        # Nothing awaited between the end of run() and here: whoever waits for `finished`
-        # sees a deleted connection already forgotten.
-        if self._deleted.pop(connection.connection_token, None) is connection:
-            self._forget(connection)
-
     def _adopt(self, request: AuthRequest, user: Principal | None) -> ConnT:
         """The connection of a token this process does not know, minted by another one."""
-        token = request.query.get("id", "")
-        if self._tokens is None or not self.options.transports & HttpTransportType.WEBSOCKETS:
+        connection = None
+        if self.options.transports & HttpTransportType.WEBSOCKETS:
+            connection = self._connections.adopt(request.query.get("id", ""), user)
+        if connection is None:
             raise _Refused(404, "No Connection with that ID")
-        connection_id = self._tokens.adoptable(token, user.user_id if user is not None else None)
-        if connection_id is None or connection_id in self._by_id:
-            raise _Refused(404, "No Connection with that ID")
-        _log.debug("connection_adopted", connection_id=connection_id)
-        return self._new_connection(connection_id, token)
-
-    def _forget(self, connection: ConnT) -> None:
-        if self._deleted.get(connection.connection_token) is connection:
-            del self._deleted[connection.connection_token]
-        if self._tokens is not None:
-            self._tokens.spend(connection.connection_token)
-        if self._connections.get(connection.connection_token) is connection:
-            del self._connections[connection.connection_token]
-        if self._by_id.get(connection.connection_id) is connection:
-            del self._by_id[connection.connection_id]
+        return connection
 
     async def _serve_sse(self, request: AuthRequest, receive: ASGIReceive, send: ASGISend) -> None:
         user = await self._principal(request)
@@ -537,14 +468,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         try:
             await serve_sse(connection, receive, send)
         finally:
-            await self._drain_and_forget(connection)
-
-    async def _drain_and_forget(self, connection: ConnT) -> None:
-        # The transport is gone: make sure the connection ends, then forget it.
-        connection.transport_closed()
-        with anyio.CancelScope(shield=True):
-            await connection.finished.wait()
-        self._forget(connection)
+            await self._connections.drain_and_forget(connection)
 
     async def _serve_long_polling(self, request: AuthRequest, send: ASGISend) -> None:
         user = await self._principal(request)
@@ -558,7 +482,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             return
         ended = await serve_poll(connection, send, poll_timeout=self.options.long_poll_timeout)
         if ended:
-            self._forget(connection)
+            self._connections.forget(connection)
 
     async def _receive_send(
         self, request: AuthRequest, receive: ASGIReceive, send: ASGISend
@@ -567,9 +491,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         connection = self._lookup(request)
         if connection.transport is TransportName.WEBSOCKETS:
             raise _Refused(405, "POST requests are not allowed for WebSocket connections.")
-        if connection.status is not ConnectionStatus.INACTIVE and connection.user_id != (
-            user.user_id if user is not None else None
-        ):
+        if _someone_elses(connection, user):
             raise _Refused(403, "Forbidden")
         body = await read_body(receive, self.options.application_max_buffer_size)
         if body is None:
@@ -590,10 +512,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         if poll is not None:
             poll.superseded = True  # answers 204
             poll.scope.cancel()
-        if connection.status is ConnectionStatus.FINISHED:
-            self._forget(connection)
-        else:
-            self._deleted[connection.connection_token] = connection
+        self._connections.delete(connection)
         await send_response(send, 202)
 
     async def _handle_websocket(
@@ -605,7 +524,7 @@ class ConnectionEndpoint(Generic[ConnT]):
         request = request_from_scope(scope)
         if self._tg is None:
             _log.error("hub_lifespan_not_started", endpoint=self._name)
-            await self._refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
+            await _refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
             return
         resume = False
         try:
@@ -633,9 +552,9 @@ class ConnectionEndpoint(Generic[ConnT]):
                 raise _Refused(404, "WebSockets transport not supported by this end point type")
             else:
                 # skipNegotiation: the request itself creates the connection.
-                connection = self._new_connection(new_connection_id(), new_connection_id())
+                connection = self._connections.add(new_connection_id(), new_connection_id())
         except _Refused as refused:
-            await self._refuse_websocket(scope, send, refused)
+            await _refuse_websocket(scope, send, refused)
             return
         # Claim the connection before any await, so a concurrent request with the same token
         # sees it taken (activated, or being resumed) and is refused.
@@ -655,61 +574,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             waiting = await serve_websocket(connection, receive, send)
         finally:
             if not waiting:
-                await self._drain_and_forget(connection)
-
-    @staticmethod
-    async def _refuse_websocket(
-        scope: Mapping[str, Any], send: ASGISend, refused: _Refused
-    ) -> None:
-        if "websocket.http.response" in scope.get("extensions", {}):
-            headers = [(b"content-type", b"text/plain")]
-            headers.extend((k.encode(), v.encode()) for k, v in refused.headers)
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": refused.status,
-                    "headers": headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": refused.text.encode()})
-        else:
-            await send({"type": "websocket.close", "code": 1008})
-
-    # -- housekeeping --------------------------------------------------------------------------
-
-    async def _ticker(self) -> None:
-        options = self.options
-        interval = min(
-            1.0,
-            options.keep_alive_interval / 2,
-            options.client_timeout / 4,
-            options.disconnect_timeout / 4,
-        )
-        while True:
-            await anyio.sleep(interval)
-            now = time.monotonic()
-            for connection in list(self._connections.values()):
-                status = connection.status
-                if status is ConnectionStatus.ACTIVE:
-                    connection.tick(now)
-                    if (
-                        connection.transport is TransportName.LONG_POLLING
-                        and not connection.poll_active
-                        and now - connection.last_poll > options.disconnect_timeout
-                    ):
-                        connection.abort()
-                elif status is ConnectionStatus.FINISHED and connection.detached_since is not None:
-                    self._forget(connection)  # dropped and never reconnected (stateful)
-                elif status is ConnectionStatus.INACTIVE:
-                    if now - connection.created > options.disconnect_timeout:
-                        connection.abort()
-                        self._forget(connection)
-                elif (
-                    connection.transport is TransportName.LONG_POLLING
-                    and not connection.poll_active
-                    and now - connection.last_poll > options.disconnect_timeout
-                ):
-                    self._forget(connection)
+                await self._connections.drain_and_forget(connection)
 
 
 class HubEndpoint(ConnectionEndpoint[HubServerConnection]):
@@ -752,10 +617,9 @@ class HubEndpoint(ConnectionEndpoint[HubServerConnection]):
             self.options.protocols if self.options.protocols is not None else default_protocols()
         )
         self._dispatcher = HubDispatcher(hub_class, methods, self.options, self.lifetime_manager)
-        self._dispatcher.local_lookup = self._by_id.get
-        self._hub_context = HubContext(
-            self.lifetime_manager, self._active_connections, self._by_id.get
-        )
+        by_id = self._connections.by_id
+        self._dispatcher.local_lookup = by_id.get
+        self._hub_context = HubContext(self.lifetime_manager, self._active_connections, by_id.get)
 
     @property
     def hub_context(self) -> HubContext:

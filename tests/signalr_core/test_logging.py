@@ -41,7 +41,7 @@ async def test_stdlib_by_default_with_event_and_fields(caplog: pytest.LogCapture
     assert record.exc_info is not None
     assert record.exc_info[0] is ValueError
     # The record points at the library line that logged, not at the adapter.
-    assert record.pathname.endswith("dispatcher.py")
+    assert record.pathname.endswith("_invocations.py")
 
 
 def test_disabled_levels_render_nothing(caplog: pytest.LogCaptureFixture) -> None:

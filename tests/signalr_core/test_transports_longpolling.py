@@ -85,7 +85,7 @@ async def test_newer_poll_ends_older_with_204() -> None:
         async def poll(name: str) -> None:
             results[name] = await http.get(url, params={"id": token})
 
-        connection = endpoint._connections[token]
+        connection = endpoint._connections.by_token[token]
         async with anyio.create_task_group() as tg:
             # Ordered by what the server shows, not by sleeping: the old poll waits first.
             tg.start_soon(poll, "old")
@@ -127,7 +127,7 @@ async def test_delete_ends_the_poll_and_removes_the_connection_at_once() -> None
             url, params={"id": token}, content=frame({"protocol": "json", "version": 1})
         )
         assert (await http.get(url, params={"id": token})).text == "{}\x1e"
-        connection = endpoint._connections[token]
+        connection = endpoint._connections.by_token[token]
         results: dict[str, httpx.Response] = {}
 
         async def poll() -> None:
