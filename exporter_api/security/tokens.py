@@ -186,10 +186,18 @@ class TokenService:
             live = row is not None and row[7] is None and _parse(str(row[6])) > now
             if row is not None and not consumed and row[1] is not None and row[7] is None:
                 # Used before: a theft, unless it comes back within the grace (the client
-                # never got the rotated token); then it gets a new pair, once more rotated.
+                # never got the rotated token). Then the tokens already issued after it are
+                # retired and it gets a new pair: the session keeps one live chain, so a
+                # replay in the grace cannot fork an undetectable second one.
                 used_s = (now - _parse(str(row[1]))).total_seconds()
                 if not (live and 0 <= used_s <= self.reuse_grace_s):
                     reused_session = str(row[0])
+                else:
+                    await self._store.execute(
+                        "UPDATE refresh_tokens SET used_at = :now"
+                        " WHERE session_id = :sid AND used_at IS NULL",
+                        {"now": _iso(now), "sid": str(row[0])},
+                    )
             if row is not None and live and reused_session is None and (consumed or row[1]):
                 user = AuthenticatedUser(
                     login=str(row[2]),
