@@ -27,17 +27,29 @@ def parse_moment(text: str) -> str:
     return format_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
+# A cell starting with one of these is a formula to Excel and LibreOffice; login names of failed
+# logins come from anyone, so the CSV that auditors open must not run them.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def _csv_row(record: AuditRecord) -> list[str]:
     details = msgspec.json.encode(record.details).decode()
     return [
-        record.event_id,
-        record.at,
-        record.action,
-        record.login,
-        record.database_id,
-        record.client,
-        record.run_id or "",
-        details,
+        _cell(v)
+        for v in (
+            record.event_id,
+            record.at,
+            record.action,
+            record.login,
+            record.database_id,
+            record.client,
+            record.run_id or "",
+            details,
+        )
     ]
 
 

@@ -56,12 +56,17 @@ async def _login_event(
 async def login_attempt(
     svc: Services, request: Request, who: LoginOf, key: str, time_limit_s: float
 ) -> AsyncIterator[LoginAttempt]:
-    """``svc.throttle.attempt(...)``, recording a refusal (429) as ``login.throttled``."""
+    """``svc.throttle.attempt(...)``, recording a refusal (429) as ``login.throttled``: once
+    per key and ``Retry-After`` window, so unauthenticated requests cannot flood the trail
+    (every refusal is still counted in the metrics)."""
     async with AsyncExitStack() as stack:
         try:
             attempt = await stack.enter_async_context(svc.throttle.attempt(key, time_limit_s))
-        except TooManyRequests:
-            await _login_event(svc, request, who, records.LOGIN_THROTTLED, "throttled")
+        except TooManyRequests as exc:
+            if svc.audit.first_in_window(key, exc.retry_after_s or 60):
+                await _login_event(svc, request, who, records.LOGIN_THROTTLED, "throttled")
+            else:
+                svc.metrics.login(who.database_id, "throttled")
             raise
         yield attempt
 

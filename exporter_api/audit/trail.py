@@ -20,6 +20,7 @@ first byte -- the caller passes ``required=True`` and the request fails (503) in
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,9 @@ class JsonLinesSink:
             await anyio.to_thread.run_sync(write)
 
 
+_QUIET_KEYS = 10_000
+
+
 class AuditTrail:
     def __init__(
         self,
@@ -119,6 +123,22 @@ class AuditTrail:
         self._on_failure = on_failure
         self._new_id = new_id or MonotonicIds()
         self._now = now or (lambda: datetime.now(UTC))
+        # Refusals already recorded: key -> until when another one is not recorded again.
+        self._quiet: OrderedDict[str, datetime] = OrderedDict()
+
+    def first_in_window(self, key: str, window_s: float) -> bool:
+        """True for the first refusal of ``key`` in ``window_s`` (per process): a client
+        hammering a locked login leaves one record per lock-out, not one per request.
+        Bounded to the most recent ``_QUIET_KEYS`` keys."""
+        now = self._now()
+        until = self._quiet.get(key)
+        if until is not None and until > now:
+            return False
+        self._quiet[key] = now + timedelta(seconds=max(window_s, 1.0))
+        self._quiet.move_to_end(key)
+        while len(self._quiet) > _QUIET_KEYS:
+            self._quiet.popitem(last=False)
+        return True
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

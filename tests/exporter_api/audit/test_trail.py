@@ -3,6 +3,8 @@ enforcement, retention purge, the JSON-lines sink and what a failed write does."
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ from structlog.testing import capture_logs
 
 from exporter_api.audit import AuditTrail, JsonLinesSink
 from exporter_api.audit import trail as trail_module
+from exporter_api.audit.export import export_records
 from exporter_api.errors import StoreUnavailable
 from exporter_api.store import Store, open_store
 
@@ -127,3 +130,32 @@ async def test_an_unsaved_record_is_logged_whole_and_counted(tmp_path: Path) -> 
     assert unsaved[0]["login"] == "alice"
     with pytest.raises(StoreUnavailable):
         await trail.record("download.file", login="alice", database_id="db", required=True)
+
+
+async def test_csv_export_never_writes_a_formula(store: Store) -> None:
+    # A failed login's name comes from anyone; an auditor opens the CSV in Excel.
+    trail = AuditTrail(store)
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "plain"]
+    for name in hostile:
+        await trail.record("login.failed", login=name, database_id="db")
+    out = io.StringIO()
+    assert await export_records(store, out, since="2000", until="2100", fmt="csv") == 5
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    logins = [row[3] for row in rows[1:]]
+    assert logins == ['\'=HYPERLINK("http://x")', "'+1+1", "'-2", "'@SUM(A1)", "plain"]
+
+
+def test_a_refusal_is_recorded_once_per_window_and_the_memory_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock(START)
+    trail = AuditTrail(None, now=clock)  # type: ignore[arg-type]  # no store needed here
+    assert trail.first_in_window("k", 60)
+    assert not trail.first_in_window("k", 60)
+    assert trail.first_in_window("other", 60)
+    clock.now += timedelta(seconds=61)
+    assert trail.first_in_window("k", 60)
+    monkeypatch.setattr(trail_module, "_QUIET_KEYS", 3)
+    for i in range(10):
+        trail.first_in_window(f"key{i}", 60)
+    assert len(trail._quiet) == 3
