@@ -202,6 +202,10 @@ def create_app(
             metrics_access = MetricsAccess(config.metrics.allow_from, token)
         except ValueError as exc:
             raise ConfigError(str(config.source_path), "metrics", str(exc)) from None
+        if token is None and metrics_access.loopback_only and not config.server.trusted_proxies:
+            # Behind a reverse proxy on this host every request comes from loopback: without
+            # trusted_proxies (or a token) the allow-list lets everyone through the proxy.
+            _log.warning("metrics_open_behind_local_proxy", path=config.metrics.path)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

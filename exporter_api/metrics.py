@@ -281,6 +281,11 @@ class MetricsAccess:
                 "[metrics] enabled needs allow_from addresses or EXPORTER_METRICS_TOKEN"
             )
 
+    @property
+    def loopback_only(self) -> bool:
+        """The allow-list names only loopback addresses (which a local proxy also has)."""
+        return bool(self.networks) and all(n.is_loopback for n in self.networks)
+
     def allows(self, client: str | None, authorization: str | None) -> bool:
         if self.networks:
             try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from exporter_api.app import create_app
 from exporter_api.config import Settings
@@ -68,6 +69,19 @@ async def test_a_token_guards_metrics_from_any_address(settings: Settings) -> No
 def test_metrics_open_to_everyone_is_refused(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="allow_from"):
         create_app(settings, metrics_config(allow_from=[]))
+
+
+def test_a_loopback_only_allow_list_without_proxies_or_token_is_warned_about(
+    settings: Settings,
+) -> None:
+    # A reverse proxy on the same host makes every scraper look like 127.0.0.1.
+    with capture_logs() as logs:
+        create_app(settings, metrics_config())
+    assert "metrics_open_behind_local_proxy" in [e["event"] for e in logs]
+    with capture_logs() as logs:
+        create_app(dataclasses.replace(settings, metrics_token="t"), metrics_config())
+        create_app(settings, metrics_config(allow_from=["10.0.0.0/8"]))
+    assert "metrics_open_behind_local_proxy" not in [e["event"] for e in logs]
 
 
 async def test_numbers_move_with_logins_runs_and_downloads(settings: Settings) -> None:
