@@ -253,7 +253,14 @@ async def _serve_uvicorn(app: ASGIApp, port: int) -> None:
         access_log=False,
         backlog=2048,
     )
-    await uvicorn.Server(config).serve()  # stops on SIGTERM/SIGINT by itself
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once it has stopped, which would kill the process
+    # before BENCH_PROFILE is written: stop it through should_exit instead.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[assignment,method-assign]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+    await server.serve()
 
 
 def run(asgi: str, app: ASGIApp, port: int) -> None:

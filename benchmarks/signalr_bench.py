@@ -50,6 +50,7 @@ from tests.services import free_port, redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RS = b"\x1e"
+CASES = ("rtt_json", "rtt_messagepack", "rtt_sse", "fanout")
 # APP@ASGI: an app of benchmarks._servers on an ASGI server (see _servers.ASGI_SERVERS).
 # Also available: aiosignalr@..., signalr_core_redis@..., signalr_core_root@...
 SERVERS = tuple(
@@ -497,6 +498,8 @@ async def bench_server(
     bare = app_of(target) == "echo"
     results: dict[str, Outcome] = {}
     for protocol in ("json", "messagepack", "sse"):
+        if f"rtt_{protocol}" not in args.cases:
+            continue
         try:
             async with asyncio.timeout(args.seconds + args.warmup + 30):
                 if protocol == "sse":
@@ -509,6 +512,8 @@ async def bench_server(
                     )
         except Exception as exc:
             results[f"rtt_{protocol}"] = f"fails: {type(exc).__name__}: {exc}"
+    if "fanout" not in args.cases:
+        return results
     try:
         async with asyncio.timeout(120):
             results["fanout"] = await fan_out(
@@ -675,6 +680,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10, help="broadcasts per fan-out case")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
     parser.add_argument("--servers", default=",".join(SERVERS), help="APP@ASGI,... (see above)")
+    parser.add_argument(
+        "--cases",
+        type=lambda text: text.split(","),
+        default=list(CASES),
+        help=f"some of {','.join(CASES)} (e.g. one case under BENCH_PROFILE)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "signalr.json")
     args = parser.parse_args(argv)
 
@@ -695,8 +706,7 @@ def main(argv: list[str] | None = None) -> None:
                 servers[kind] = stack.enter_context(server_process(kind, env))
             except Exception as exc:
                 failed = f"fails: {type(exc).__name__}: {exc}"
-                cases = ("rtt_json", "rtt_messagepack", "rtt_sse", "fanout")
-                runs[kind].append(dict.fromkeys(cases, failed))
+                runs[kind].append(dict.fromkeys(args.cases, failed))
         for repeat in range(args.repeats):
             for kind, (port, pid) in servers.items():
                 print(f"repeat {repeat + 1}/{args.repeats}: {kind} ...", flush=True)
