@@ -606,6 +606,8 @@ def report(
             continue
         bare = f"echo@{asgi_of(target)}"
         for case, text, bound in GOALS:
+            if case not in results[target]:
+                continue  # not run (--cases)
             paired = [
                 ratio
                 for hub, base in zip(runs.get(target, []), runs.get(bare, []), strict=False)
