@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 CORE := packages/signalr-core
 DIST := dist
 
-.PHONY: install run test lint typecheck unit bench bench-memory assets dist clean
+.PHONY: install run test lint typecheck unit bench bench-signalr bench-memory assets dist clean
 
 # signalr-exporter depends on signalr-core (not on PyPI): both are installed in one step.
 $(VENV_STAMP): pyproject.toml $(CORE)/pyproject.toml
@@ -62,6 +62,10 @@ dist: $(VENV_STAMP) assets
 
 bench: install
 	$(PY) -m benchmarks.run
+
+# The hub against the bare ASGI app on hypercorn, hypercorn+uvloop and uvicorn (3-4 minutes).
+bench-signalr: install
+	$(PY) -m benchmarks.signalr_bench
 
 bench-memory: install
 	$(PY) -m benchmarks.memory_bench --quick

@@ -1,10 +1,12 @@
-"""The servers under test, each run by hypercorn in its own process.
+"""The servers under test, each run by an ASGI server in its own process.
 
-``python -m benchmarks._servers KIND PORT`` with KIND one of:
+``python -m benchmarks._servers KIND PORT [ASGI]`` with KIND one of:
 
-- ``echo``: a bare ASGI WebSocket app (the ceiling). A text message starting with ``B`` is
+- ``echo``: a bare ASGI app (the ceiling). WebSocket: a text message starting with ``B`` is
   broadcast to every open socket; anything else is echoed back on the same socket with the same
-  frame type.
+  frame type. HTTP: ``GET /sse?id=X`` opens a Server-Sent Events stream and ``POST /send?id=X``
+  sends its body back as one event on that stream (framed as the hub's SSE transport frames it),
+  then answers 200.
 - ``signalr_core``: ``BenchHub`` on a ``signalr_core.HubEndpoint`` mounted at ``/hub`` in a
   Starlette app (``endpoint.routes("/hub")``).
 - ``signalr_core_root``: the same endpoint as the root ASGI app (no framework, like ``echo``).
@@ -16,20 +18,31 @@
 server import that copy instead, to compare two versions on the same machine.
 
 Every hub offers ``Echo(message) -> message`` and ``Broadcast(message)`` (all clients receive
-``Receive(message)``). All three run on the same server (hypercorn, asyncio loop) with the same
-settings, so the only difference is the application.
+``Receive(message)``).
+
+ASGI is the ASGI server, one of :data:`ASGI_SERVERS` (default ``hypercorn``):
+
+- ``hypercorn``: hypercorn on the standard asyncio event loop (``exporter-api serve`` today);
+- ``hypercorn-uvloop``: the same on uvloop (``hypercorn --worker-class uvloop``);
+- ``uvicorn``: uvicorn as ``uvicorn[standard]`` runs it: uvloop, httptools and ``websockets``.
+
+Every app runs on the chosen server with the same settings, so with one ASGI server the only
+difference is the application. ``$BENCH_PROFILE=FILE`` runs the server under cProfile and writes
+the stats to FILE when it stops (``python -m pstats FILE``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -40,10 +53,58 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+ASGI_SERVERS = ("hypercorn", "hypercorn-uvloop", "uvicorn")
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def sse_event(data: bytes) -> bytes:
+    """One SSE event, framed as ``signalr_core.transports.sse`` frames it."""
+    return b"".join([*(b"data: " + line + b"\r\n" for line in data.split(b"\n")), b"\r\n"])
+
+
+async def _bare_sse(scope: Scope, receive: Receive, send: Send, streams: dict[str, Any]) -> None:
+    """``GET /sse?id=X`` (an event stream) and ``POST /send?id=X`` (one event on it)."""
+    stream_id = parse_qs(scope["query_string"].decode()).get("id", [""])[0]
+    if scope["method"] == "GET" and scope["path"] == "/sse":
+        events: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)  # bounded, as the hub's
+        streams[stream_id] = events
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b":\r\n", "more_body": True})
+
+        async def pump() -> None:
+            while True:
+                body = await events.get()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                pumping = tg.create_task(pump())
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                pumping.cancel()
+        finally:
+            streams.pop(stream_id, None)
+        return
+    if scope["method"] == "POST" and scope["path"] == "/send" and stream_id in streams:
+        chunks = []
+        while True:
+            event = await receive()
+            chunks.append(event.get("body", b""))
+            if not event.get("more_body"):
+                break
+        await streams[stream_id].put(sse_event(b"".join(chunks)))
+        headers = [(b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
 
 def make_echo_app() -> ASGIApp:
-    """The ceiling: WebSocket echo plus a naive broadcast, no framework at all."""
+    """The ceiling: WebSocket echo, a naive broadcast and POST/SSE echo, no framework at all."""
     sockets: set[Send] = set()
+    streams: dict[str, asyncio.Queue[bytes]] = {}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -55,8 +116,7 @@ def make_echo_app() -> ASGIApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 404, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
+            await _bare_sse(scope, receive, send, streams)
             return
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
@@ -160,18 +220,72 @@ FACTORIES: dict[str, Callable[[], ASGIApp]] = {
 }
 
 
-async def _serve(app: ASGIApp, port: int) -> None:
+def _hypercorn_config(port: int) -> Config:
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.errorlog = "-"
     config.loglevel = "WARNING"
     config.backlog = 2048
+    return config
+
+
+async def _serve_hypercorn(app: ASGIApp, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(app, _hypercorn_config(port), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+async def _serve_uvicorn(app: ASGIApp, port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once it has stopped, which would kill the process
+    # before BENCH_PROFILE is written: stop it through should_exit instead.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[assignment,method-assign]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+    await server.serve()
+
+
+def run(asgi: str, app: ASGIApp, port: int) -> None:
+    """Serve ``app`` on ``port`` with the ASGI server ``asgi`` until SIGTERM/SIGINT."""
+    if asgi not in ASGI_SERVERS:
+        raise SystemExit(f"unknown ASGI server {asgi!r}; one of {', '.join(ASGI_SERVERS)}")
+    serving: Coroutine[Any, Any, None] = (
+        _serve_uvicorn(app, port) if asgi == "uvicorn" else _serve_hypercorn(app, port)
+    )
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if asgi != "hypercorn":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    profile_path = os.environ.get("BENCH_PROFILE")
+    profiler = cProfile.Profile() if profile_path else None
+    if profiler is not None:
+        profiler.enable()
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serving)
+    finally:
+        if profiler is not None and profile_path:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,8 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         # A/B runs: import signalr_core from another checkout (a directory holding it).
         sys.path.insert(0, baseline)
     kind, port = args[0], int(args[1])
-    app = FACTORIES[kind]()
-    asyncio.run(_serve(app, port))
+    asgi = args[2] if len(args) > 2 else "hypercorn"
+    run(asgi, FACTORIES[kind](), port)
 
 
 if __name__ == "__main__":

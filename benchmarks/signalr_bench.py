@@ -1,23 +1,26 @@
-"""SignalR benchmark: signalr_core vs aiosignalr 0.1.1 vs a bare ASGI WebSocket echo.
+"""SignalR benchmark: signalr_core against a bare ASGI app on the same ASGI server, in one run.
 
-One script, one run, same machine, same server (hypercorn) and same load client:
+One script, one run, same machine and same load client. Each target is ``APP@ASGI``: an app of
+:mod:`benchmarks._servers` (``echo``, the bare ASGI app; ``signalr_core``; also ``aiosignalr``,
+``signalr_core_redis``, ``signalr_core_root``) on an ASGI server (``hypercorn``,
+``hypercorn-uvloop``, ``uvicorn``). The default compares the bare app and the hub on all three.
 
 (a) invocation round trips per second on one WebSocket connection, one invocation in flight
     (``Echo("hello")``, waiting for its Completion), for the JSON and the MessagePack protocol;
-(b) broadcast fan-out latency: 1,000 connections, one more connection invokes ``Broadcast``,
-    the time from sending that frame until each of the 1,000 receives ``Receive`` (p50/p99).
+(b) the same over Server-Sent Events: POST the invocation, wait for its Completion as an event;
+(c) broadcast fan-out latency: 1,000 connections, one more connection invokes ``Broadcast``,
+    the time from sending that frame until each of the 1,000 receives ``Receive`` (p50/p99), and
+    how many never arrived.
 
-A fourth server, ``signalr_core_redis``, is signalr_core with the Redis backplane (a throwaway
-redis-server), to show what scale-out costs; the goals compare the first three.
-
-The bare echo server gets the same frames: (a) the very same Invocation bytes echoed back,
-(b) a text frame that it relays to every open socket. Its numbers are the ceiling, and every
-other number is reported as a ratio to it.
+The bare app gets the same frames: (a) the very same Invocation bytes echoed back, (b) the very
+same POST bodies sent back as one event on its event stream, (c) a text frame that it relays to
+every open socket. Its numbers are the ceiling, and the hub's are reported as ratios to the bare
+app on the same ASGI server.
 
 Each server runs in its own subprocess on a free loopback port; the load client is this process
-(a raw-socket WebSocket client, :mod:`benchmarks._wsclient`). Counts and durations are bounded;
-a case that errors or times out is recorded as ``fails: <reason>`` instead of a number.
-Results are printed as Markdown and written to ``var/bench/signalr.json``.
+(raw-socket clients, :mod:`benchmarks._wsclient` and :mod:`benchmarks._httpclient`). Counts and
+durations are bounded; a case that errors or times out is recorded as ``fails: <reason>``
+instead of a number. Results are printed as Markdown and written to ``var/bench/signalr.json``.
 """
 
 from __future__ import annotations
@@ -41,12 +44,20 @@ from typing import Any
 
 import msgspec
 
+from benchmarks._httpclient import connect as http_connect
 from benchmarks._wsclient import OP_BINARY, OP_TEXT, WebSocketClient, connect
 from tests.services import free_port, redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RS = b"\x1e"
-SERVERS = ("echo", "signalr_core", "aiosignalr", "signalr_core_redis")
+CASES = ("rtt_json", "rtt_messagepack", "rtt_sse", "fanout")
+# APP@ASGI: an app of benchmarks._servers on an ASGI server (see _servers.ASGI_SERVERS).
+# Also available: aiosignalr@..., signalr_core_redis@..., signalr_core_root@...
+SERVERS = tuple(
+    f"{app}@{asgi}"
+    for asgi in ("hypercorn", "hypercorn-uvloop", "uvicorn")
+    for app in ("echo", "signalr_core")
+)
 
 
 # --------------------------------------------------------------------------------- protocols ---
@@ -153,12 +164,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def server_process(kind: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
-    """Run ``benchmarks._servers KIND PORT`` until the block ends; yields (port, pid)."""
+def server_process(target: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
+    """Run ``benchmarks._servers APP PORT ASGI`` until the block ends; yields (port, pid)."""
+    kind = target
     port = free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-m", "benchmarks._servers", kind, str(port)],
+        [sys.executable, "-m", "benchmarks._servers", app_of(target), str(port), asgi_of(target)],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=log,
@@ -288,6 +300,102 @@ async def round_trips(
     return RoundTrips(count / elapsed, count, elapsed, 1e6 * cpu / max(count, 1), notes)
 
 
+async def sse_round_trips(
+    port: int, pid: int, *, bare: bool, seconds: float, warmup: float
+) -> RoundTrips:
+    """POST an ``Echo`` invocation, wait for its Completion on the SSE stream, repeat.
+
+    The hub: negotiate, the event stream (``GET /hub?id=``), the handshake POST, then each round
+    trip is a POST of the invocation and its Completion as one event. The bare app gets the very
+    same POST bodies at ``/send`` and sends each back as one event on ``/sse``. A round trip ends
+    when both the POST's response and the event have arrived (the next POST reuses the
+    connection, as the official client's does).
+    """
+    codec = JsonCodec()
+    posts = await http_connect("127.0.0.1", port)
+    events = await http_connect("127.0.0.1", port)
+    replies: list[Reply] = []
+    state: dict[str, Any] = {"handshake": not bare, "waiter": None}
+
+    def wake() -> None:
+        waiter = state["waiter"]
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_event(data: bytes) -> None:
+        if state["handshake"]:
+            end = data.find(RS)
+            if end < 0:
+                return
+            state["handshake"] = False
+            data = data[end + 1 :]
+            wake()
+        if data:
+            replies.extend(codec.decode(data))
+            wake()
+
+    async def wait(limit: float) -> None:
+        state["waiter"] = asyncio.get_running_loop().create_future()
+        async with asyncio.timeout(limit):
+            await state["waiter"]
+
+    try:
+        if bare:
+            stream_target, send_target = "/sse?id=bench", "/send?id=bench"
+        else:
+            status, body = await posts.request("POST", "/hub/negotiate?negotiateVersion=1")
+            if status != 200:
+                raise RuntimeError(f"negotiate answered {status}")
+            token = json.loads(body)["connectionToken"]
+            stream_target = send_target = f"/hub?id={token}"
+        status, _ = await events.stream(stream_target, on_event)
+        if status != 200:
+            raise RuntimeError(f"event stream answered {status}")
+        if not bare:
+            handshake = msgspec.json.encode({"protocol": "json", "version": 1}) + RS
+            status, _ = await posts.request("POST", send_target, handshake)
+            while state["handshake"]:
+                await wait(10)
+        expected_type = 1 if bare else 3
+        count = 0
+        for phase_seconds, counting in ((warmup, False), (seconds, True)):
+            started, cpu_started = time.perf_counter(), cpu_seconds(pid)
+            deadline = started + phase_seconds
+            while time.perf_counter() < deadline:
+                invocation_id = str(count)
+                sent = posts.request(
+                    "POST", send_target, codec.invocation("Echo", ["hello"], invocation_id)
+                )
+                while True:
+                    while not replies:
+                        await wait(5)
+                    reply = replies.pop(0)
+                    if reply.type == 6:  # a keep-alive ping
+                        continue
+                    if (
+                        reply.type != expected_type
+                        or reply.invocation_id != invocation_id
+                        or reply.value != "hello"
+                    ):
+                        raise RuntimeError(f"unexpected reply {reply}")
+                    break
+                status, _ = await sent
+                if status != 200:
+                    raise RuntimeError(f"POST answered {status}")
+                if posts.will_close:  # hypercorn: after keep_alive_max_requests (1,000)
+                    posts.close()
+                    posts = await http_connect("127.0.0.1", port)
+                count += 1
+            if not counting:
+                count = 0
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu_started
+    finally:
+        posts.close()
+        events.close()
+    return RoundTrips(count / elapsed, count, elapsed, 1e6 * cpu / max(count, 1))
+
+
 @dataclass
 class FanOut:
     connections: int
@@ -374,19 +482,38 @@ async def fan_out(port: int, *, bare: bool, connections: int, rounds: int) -> Fa
 Outcome = RoundTrips | FanOut | str  # str = "fails: ..."
 
 
+def app_of(target: str) -> str:
+    """``signalr_core@uvicorn`` -> ``signalr_core``."""
+    return target.partition("@")[0]
+
+
+def asgi_of(target: str) -> str:
+    """``signalr_core@uvicorn`` -> ``uvicorn`` (no ``@``: hypercorn)."""
+    return target.partition("@")[2] or "hypercorn"
+
+
 async def bench_server(
-    kind: str, port: int, pid: int, args: argparse.Namespace
+    target: str, port: int, pid: int, args: argparse.Namespace
 ) -> dict[str, Outcome]:
-    bare = kind == "echo"
+    bare = app_of(target) == "echo"
     results: dict[str, Outcome] = {}
-    for protocol in ("json", "messagepack"):
+    for protocol in ("json", "messagepack", "sse"):
+        if f"rtt_{protocol}" not in args.cases:
+            continue
         try:
             async with asyncio.timeout(args.seconds + args.warmup + 30):
-                results[f"rtt_{protocol}"] = await round_trips(
-                    port, pid, protocol, bare=bare, seconds=args.seconds, warmup=args.warmup
-                )
+                if protocol == "sse":
+                    results["rtt_sse"] = await sse_round_trips(
+                        port, pid, bare=bare, seconds=args.seconds, warmup=args.warmup
+                    )
+                else:
+                    results[f"rtt_{protocol}"] = await round_trips(
+                        port, pid, protocol, bare=bare, seconds=args.seconds, warmup=args.warmup
+                    )
         except Exception as exc:
             results[f"rtt_{protocol}"] = f"fails: {type(exc).__name__}: {exc}"
+    if "fanout" not in args.cases:
+        return results
     try:
         async with asyncio.timeout(120):
             results["fanout"] = await fan_out(
@@ -398,7 +525,7 @@ async def bench_server(
     return results
 
 
-def _fmt_rtt(o: Outcome) -> str:
+def _fmt_rtt(o: Outcome | None) -> str:
     return f"{o.per_second:,.0f}/s" if isinstance(o, RoundTrips) else str(o)
 
 
@@ -406,65 +533,116 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
 
 
-def report(results: dict[str, dict[str, Outcome]]) -> str:
-    def rtt(kind: str, proto: str) -> float | None:
-        o = results.get(kind, {}).get(f"rtt_{proto}")
+# The issue's goals: (case, what is compared, the bound). Round trips: hub / bare >= bound;
+# fan-out p99: hub / bare <= bound, with nothing lost.
+GOALS = (
+    ("rtt_json", "JSON round trips over WebSockets >= 0.8x the bare echo", 0.8),
+    ("rtt_sse", "JSON round trips over SSE (POST + event) >= 0.8x the bare POST/SSE echo", 0.8),
+    ("fanout", "fan-out to 1,000 connections: p99 <= 1.2x the bare relay's p99, none lost", 1.2),
+)
+
+
+def report(
+    results: dict[str, dict[str, Outcome]], runs: dict[str, list[dict[str, Outcome]]]
+) -> str:
+    def rtt(target: str, case: str) -> float | None:
+        o = results.get(target, {}).get(case)
         return o.per_second if isinstance(o, RoundTrips) else None
 
-    def p(kind: str, which: str) -> float | None:
-        o = results.get(kind, {}).get("fanout")
-        return getattr(o, which) if isinstance(o, FanOut) else None
+    def fan(target: str) -> FanOut | None:
+        o = results.get(target, {}).get("fanout")
+        return o if isinstance(o, FanOut) else None
 
     lines = [
-        "| server | JSON round trips | ratio | MessagePack round trips | ratio "
-        "| fan-out p50 | fan-out p99 | p99 ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| app | ASGI server | JSON rt/s | ratio | MessagePack rt/s | ratio | SSE rt/s | ratio "
+        "| fan-out p50 | fan-out p99 | p99 ratio | lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind in results:
-        fo = results[kind].get("fanout")
-        fo_text = (
-            (f"{fo.p50_ms:.1f} ms", f"{fo.p99_ms:.1f} ms")
-            if isinstance(fo, FanOut)
-            else (str(fo), "")
+    for target in results:
+        bare = f"echo@{asgi_of(target)}"
+        fo, fo_bare = fan(target), fan(bare)
+        fo_cells = (
+            [f"{fo.p50_ms:.1f} ms", f"{fo.p99_ms:.1f} ms"]
+            if fo
+            else [str(results[target].get("fanout")), ""]
         )
-        lines.append(
-            f"| {kind} | {_fmt_rtt(results[kind]['rtt_json'])} "
-            f"| {_ratio(rtt(kind, 'json'), rtt('echo', 'json'))} "
-            f"| {_fmt_rtt(results[kind]['rtt_messagepack'])} "
-            f"| {_ratio(rtt(kind, 'messagepack'), rtt('echo', 'messagepack'))} "
-            f"| {fo_text[0]} | {fo_text[1]} "
-            f"| {_ratio(p('echo', 'p99_ms'), p(kind, 'p99_ms'))} |"
-        )
+        p99_ratio = _ratio(fo.p99_ms, fo_bare.p99_ms) if fo and fo_bare else "n/a"
+        cells = [app_of(target), asgi_of(target)]
+        for case in ("rtt_json", "rtt_messagepack", "rtt_sse"):
+            cells += [
+                _fmt_rtt(results[target].get(case)),
+                _ratio(rtt(target, case), rtt(bare, case)),
+            ]
+        cells += [*fo_cells, p99_ratio, str(fo.missing) if fo else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Ratios are against the bare echo (round trips: x / echo; latency: echo / x).")
+    lines.append(
+        "Ratios are against the bare app (echo) on the same ASGI server in the same run: round "
+        "trips x / echo (higher is better), fan-out p99 x / echo (lower is better)."
+    )
     lines.append("")
-    for kind in results:
+    lines.append("Server CPU per round trip (µs; lower is better):")
+    lines.append("")
+    for target in results:
         cpu = [
-            f"{proto} {o.server_cpu_us:.0f} µs"
-            for proto in ("json", "messagepack")
-            if isinstance(o := results[kind].get(f"rtt_{proto}"), RoundTrips)
+            f"{case[4:]} {o.server_cpu_us:.0f}"
+            for case in ("rtt_json", "rtt_messagepack", "rtt_sse")
+            if isinstance(o := results[target].get(case), RoundTrips)
         ]
         if cpu:
-            lines.append(f"- {kind}: server CPU per round trip: {', '.join(cpu)}")
-    for kind in results:
-        for case, o in results[kind].items():
+            lines.append(f"- {target}: {', '.join(cpu)}")
+    for target in results:
+        for case, o in results[target].items():
             for note in getattr(o, "notes", []):
-                lines.append(f"- {kind} {case}: {note}")
-    core, peer = "signalr_core", "aiosignalr"
-    checks = []
-    for proto in ("json", "messagepack"):
-        c, a, e = rtt(core, proto), rtt(peer, proto), rtt("echo", proto)
-        checks.append(
-            (f"{proto} round trips ahead of aiosignalr", bool(c and (a is None or c > a)))
-        )
-        checks.append((f"{proto} round trips >= 0.7x bare echo", bool(c and e and c / e >= 0.7)))
-    c99, a99, e99 = p(core, "p99_ms"), p(peer, "p99_ms"), p("echo", "p99_ms")
-    checks.append(("fan-out p99 ahead of aiosignalr", bool(c99 and (a99 is None or c99 < a99))))
-    checks.append(("fan-out p99 within 0.7x of bare echo", bool(c99 and e99 and e99 / c99 >= 0.7)))
-    checks.append(("fan-out p99 < 50 ms", bool(c99 and c99 < 50)))
+                lines.append(f"- {target} {case}: {note}")
     lines.append("")
-    lines.extend(f"- goal {name}: {'PASS' if ok else 'FAIL'}" for name, ok in checks)
+    lines.append(
+        "Goals: the median over repeats of the hub / bare ratio within one repeat (the two "
+        "measured seconds apart), and the ratio of the medians above."
+    )
+    lines.append("")
+    for target in results:
+        if app_of(target) == "echo":
+            continue
+        bare = f"echo@{asgi_of(target)}"
+        for case, text, bound in GOALS:
+            if case not in results[target]:
+                continue  # not run (--cases)
+            paired = [
+                ratio
+                for hub, base in zip(runs.get(target, []), runs.get(bare, []), strict=False)
+                if (ratio := _case_ratio(case, hub.get(case), base.get(case))) is not None
+            ]
+            lost = sum(
+                o.missing for r in runs.get(target, []) if isinstance(o := r.get(case), FanOut)
+            )
+            value = statistics.median(paired) if paired else None
+            if case == "fanout":
+                fo, fo_bare = fan(target), fan(bare)
+                overall = fo.p99_ms / fo_bare.p99_ms if fo and fo_bare else None
+                ok = value is not None and value <= bound and not lost
+            else:
+                hub_rt, base_rt = rtt(target, case), rtt(bare, case)
+                overall = hub_rt / base_rt if hub_rt and base_rt else None
+                ok = value is not None and value >= bound
+            shown = f"{value:.2f}x" if value is not None else "n/a"
+            repeats = ", ".join(f"{r:.2f}x" for r in paired)
+            medians = f"{overall:.2f}x" if overall is not None else "n/a"
+            lost_text = f"; {lost} lost" if case == "fanout" else ""
+            lines.append(
+                f"- goal, {target}: {text}: {shown} (repeats {repeats}; medians {medians}"
+                f"{lost_text}) {'PASS' if ok else 'FAIL'}"
+            )
     return "\n".join(lines)
+
+
+def _case_ratio(case: str, hub: Outcome | None, base: Outcome | None) -> float | None:
+    """hub / bare for one case of one repeat: round trips per second, or fan-out p99."""
+    if isinstance(hub, RoundTrips) and isinstance(base, RoundTrips) and base.per_second:
+        return hub.per_second / base.per_second
+    if isinstance(hub, FanOut) and isinstance(base, FanOut) and base.p99_ms:
+        return hub.p99_ms / base.p99_ms
+    return None
 
 
 def machine() -> str:
@@ -498,12 +676,18 @@ def median_outcome(outcomes: list[Outcome]) -> Outcome:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=3.0, help="round-trip measuring time")
+    parser.add_argument("--seconds", type=float, default=2.0, help="round-trip measuring time")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=20, help="broadcasts per fan-out case")
+    parser.add_argument("--rounds", type=int, default=10, help="broadcasts per fan-out case")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
-    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--servers", default=",".join(SERVERS), help="APP@ASGI,... (see above)")
+    parser.add_argument(
+        "--cases",
+        type=lambda text: text.split(","),
+        default=list(CASES),
+        help=f"some of {','.join(CASES)} (e.g. one case under BENCH_PROFILE)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "signalr.json")
     args = parser.parse_args(argv)
 
@@ -519,12 +703,12 @@ def main(argv: list[str] | None = None) -> None:
             runs[kind] = []
             try:
                 env = {}
-                if kind == "signalr_core_redis":
+                if app_of(kind) == "signalr_core_redis":
                     env["BENCH_REDIS_URL"] = stack.enter_context(redis_server()).url
                 servers[kind] = stack.enter_context(server_process(kind, env))
             except Exception as exc:
                 failed = f"fails: {type(exc).__name__}: {exc}"
-                runs[kind].append({"rtt_json": failed, "rtt_messagepack": failed, "fanout": failed})
+                runs[kind].append(dict.fromkeys(args.cases, failed))
         for repeat in range(args.repeats):
             for kind, (port, pid) in servers.items():
                 print(f"repeat {repeat + 1}/{args.repeats}: {kind} ...", flush=True)
@@ -535,7 +719,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     load = f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     text = (
-        f"{report(results)}\n\nMedian of {args.repeats} interleaved repeats; "
+        f"{report(results, runs)}\n\nMedian of {args.repeats} interleaved repeats; "
         f"{load}; {time.monotonic() - started:.0f} s in all."
     )
     print(text, flush=True)

@@ -4,7 +4,7 @@ A fixed contract (issue 2). It mirrors the ASP.NET Core functional-test server o
 TypeScript client (``dotnet/aspnetcore``: ``src/SignalR/clients/ts/FunctionalTests``), so the
 behaviours its tests expect hold here too::
 
-    python examples/compat_server.py --host 127.0.0.1 --port 5000 [--server uvicorn]
+    python examples/compat_server.py --host 127.0.0.1 --port 5000 [--server uvicorn] [--loop uvloop]
 
 Endpoints (detailed errors on everywhere):
 
@@ -582,9 +582,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop (uvloop: as `hypercorn --worker-class uvloop` or uvicorn[standard])",
+    )
     args = parser.parse_args(argv)
     serve = _serve_uvicorn if args.server == "uvicorn" else _serve
-    asyncio.run(serve(args.host, args.port))
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The official ``@microsoft/signalr`` client, driven from Node, against the compat server.
 
 One compat server (``examples/compat_server.py``) runs at a time, on each ASGI server in turn
-(hypercorn, then uvicorn: the library runs on any). For each transport and protocol pair one
+(hypercorn, hypercorn on uvloop -- the documented production setup -- then uvicorn: the library
+runs on any). For each transport and protocol pair one
 Node process (``scenarios.mjs``) runs every scenario that applies to the pair and prints one JSON
 line per scenario; the five processes run concurrently and each test below reads one line, so a
 failure names the scenario, the pair, the server, what the client saw and its log.
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.compat
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS_JS = Path(__file__).with_name("scenarios.mjs")
 NODE_TIMEOUT_SECONDS = 100.0
-SERVERS = ("hypercorn", "uvicorn")
+SERVERS = ("hypercorn", "hypercorn+uvloop", "uvicorn", "uvicorn+uvloop")  # ASGI server[+event loop]
 
 WS, SSE, LP = "WebSockets", "ServerSentEvents", "LongPolling"
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -156,7 +157,9 @@ def _start_server(port: int, log_path: Path, server: str) -> subprocess.Popen[by
                 "--port",
                 str(port),
                 "--server",
-                server,
+                server.partition("+")[0],
+                "--loop",
+                server.partition("+")[2] or "asyncio",
             ],
             cwd=ROOT,
             stdout=log,
