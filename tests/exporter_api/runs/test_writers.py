@@ -329,3 +329,23 @@ async def test_xlsx_writes_as_text_what_excel_would_change(tmp_path: Path) -> No
     day = sheet.rows[1][2]
     assert day is not None
     assert formats[day.style] == "yyyy-mm-dd"
+
+
+async def test_xlsx_temporary_files_go_to_the_run_directory(tmp_path: Path) -> None:
+    # They hold export data: on the export volume (its space, its permissions), never /tmp.
+    run = tmp_path / "run"
+    seen: list[list[str]] = []
+
+    async def on_progress(count: int, size: int) -> None:
+        seen.append(names(run))
+
+    async with VariantOutput(OutputSpec(format="xlsx"), run, "out.xlsx", on_progress) as out:
+        await out.write_rows(LABELS, rows(10))
+        await out.finish()
+        [writer] = out.parts
+        await writer.commit()
+    [during] = seen
+    assert writer.part_path.name in during
+    temporary = [n for n in during if n != writer.part_path.name]
+    assert len(temporary) == 1  # the sheet's rows (constant-memory mode)
+    assert names(run) == ["out.xlsx"]  # nothing left behind
