@@ -39,6 +39,7 @@ from exporter_api.runs.files import (
     disk_call,
 )
 from exporter_api.runs.writers.formats import (
+    MEDIA_TYPES,
     XLSX_MAX_COLUMNS,
     XLSX_MAX_ROWS,
     CsvStyle,
@@ -78,6 +79,14 @@ class OutputSpec:
     # /tmp): on the export volume, under its permissions, and removed by the reconciliation of
     # unrecorded files (`runs.reconcile`) when a crash leaves them behind.
     xlsx_tmpdir: str | None = None
+
+    @property
+    def media_type(self) -> str:
+        """What the files are served as; a CSV says its charset (the profile's encoding)."""
+        if self.format != "csv":
+            return MEDIA_TYPES[self.format]
+        charset = "windows-1251" if self.style.codec == "cp1251" else "utf-8"
+        return f"text/csv; charset={charset}"
 
     @property
     def splits(self) -> bool:

@@ -44,7 +44,7 @@ async def test_formats_of_a_run_and_their_listing(tmp_path: Path) -> None:
         ]
 
     assert listing(plain.run_id) == [
-        (f"g-sales_s-orders_v{i}.csv", "csv", "text/csv") for i in (1, 2, 3)
+        (f"g-sales_s-orders_v{i}.csv", "csv", "text/csv; charset=utf-8") for i in (1, 2, 3)
     ]
     assert listing(packed.run_id) == [
         (f"g-sales_s-orders_v{i}.csv.gz", "csv.gz", "application/gzip") for i in (1, 2, 3)
@@ -212,3 +212,21 @@ async def test_a_cancelled_xlsx_export_leaves_no_file(tmp_path: Path) -> None:
     assert loaded.status == "Cancelled"
     assert files == []
     assert left == []
+
+
+async def test_a_file_is_listed_with_the_charset_of_its_profile(tmp_path: Path) -> None:
+    # A cp1251 profile of one script, while [output] stays UTF-8: the file says so itself,
+    # whatever the catalog says by the time it is downloaded.
+    config, providers = await demo_providers(demo_catalog(tmp_path / "demo", 10), tmp_path / "d")
+    config.output.profiles.append(OutputProfile(id="win", encoding="cp1251"))
+    config.groups[0].scripts[1].output_profile = "win"
+    assert config.output.encoding != "cp1251"
+    async with engine_kit(config, tmp_path / "d", DEMO_CREDS, providers=providers) as kit:
+        win = await kit.run_to_end(WHO, plan(config, body("s-customers")))
+        packed = await kit.run_to_end(WHO, plan(config, body("s-customers", format="csv.gz")))
+        win_files = await kit.repo.files(win.run_id)
+        packed_files = await kit.repo.files(packed.run_id)
+    assert win_files
+    assert {f.media_type for f in win_files} == {"text/csv; charset=windows-1251"}
+    assert {f.dto().media_type for f in win_files} == {"text/csv; charset=windows-1251"}
+    assert {f.dto().media_type for f in packed_files} == {"application/gzip"}
