@@ -116,7 +116,7 @@ async def run_started(
         database_id=user.database_id,
         client=client_of(request),
         run_id=state.run_id,
-        details=records.run_started_details(state, svc.config.output),
+        details=records.run_started_details(state, svc.config),
     )
 
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 if TYPE_CHECKING:
-    from exporter_api.config import OutputConfig
-    from exporter_api.runs.models import RunState
+    from exporter_api.config import ExportConfig
+    from exporter_api.runs.models import RunState, ScriptState
     from exporter_api.runs.repository import StoredFile
 
 LOGIN_SUCCEEDED: Final = "login.succeeded"
@@ -55,9 +55,10 @@ class AuditRecord(msgspec.Struct, kw_only=True, frozen=True):
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-def run_started_details(state: RunState, output: OutputConfig) -> dict[str, Any]:
+def run_started_details(state: RunState, config: ExportConfig) -> dict[str, Any]:
     """Who asked for what: manager, stream, mode, and every script with its variants, export
-    mode and columns; the output format."""
+    mode, columns and output format (the run's choice, else ``[output] format``) in the output
+    profile it resolves to (the script's, else the database's, else ``[output]``'s own)."""
     return {
         "manager_id": state.manager_id,
         "stream_id": state.stream_id,
@@ -69,16 +70,45 @@ def run_started_details(state: RunState, output: OutputConfig) -> dict[str, Any]
                 "variants": [v.variant for v in script.variants],
                 "export_mode": script.export_mode,
                 "columns": script.columns,
+                "format": _format(config, state.database_id, group.group_id, script),
             }
             for group in state.groups
             for script in group.scripts
         ],
-        "format": {
-            "type": "csv",
-            "delimiter": output.delimiter,
-            "encoding": output.encoding,
-            "header": output.header,
-        },
+    }
+
+
+def _format(
+    config: ExportConfig, database_id: str, group_id: str, script: ScriptState
+) -> dict[str, Any]:
+    """A script's effective file format and CSV style, resolved as the executor's
+    ``output_spec`` resolves them."""
+    output = config.output
+    fmt = script.format or output.format
+    database = next((d for d in config.databases if d.id == database_id), None)
+    catalog = next(
+        (
+            s
+            for g in config.groups
+            if g.id == group_id
+            for s in g.scripts
+            if s.id == script.script_id
+        ),
+        None,
+    )
+    profile_id = (catalog.output_profile if catalog else "") or (
+        database.output_profile if database else ""
+    )
+    profile = next((p for p in output.profiles if p.id == profile_id), None)
+    details: dict[str, Any] = {"type": fmt, "profile": profile.id if profile else None}
+    if fmt == "xlsx":  # typed cells: no delimiter, encoding or text style applies
+        return details
+    return details | {
+        "delimiter": profile.delimiter if profile else output.delimiter,
+        "encoding": profile.encoding if profile else output.encoding,
+        "header": profile.header if profile else output.header,
+        "decimal_separator": profile.decimal_separator if profile else ".",
+        "date_format": profile.date_format if profile else "iso",
     }
 
 

@@ -42,7 +42,7 @@ from exporter_api.runs.models import (
     RunCreateRequest,
 )
 from exporter_api.runs.operations import RunListQuery
-from exporter_api.runs.repository import RunRepository
+from exporter_api.runs.repository import RunRepository, StoredFile
 from exporter_api.runs.selection import plan_run
 from exporter_api.runs.service import RunService, owns, sign_files, state_for
 from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
@@ -204,8 +204,12 @@ class RunsApi:
         files = await self.backend.service.files(user, request.path_params["run_id"])
         return json_response(files, headers=_NO_STORE)
 
-    def _media_type(self, name: str) -> str:
-        fmt = format_of(name)
+    def _media_type(self, stored: StoredFile) -> str:
+        """The media type recorded with the file (its profile's charset for a CSV); a file
+        recorded before media types were is taken to be in ``[output] encoding``."""
+        if stored.media_type is not None:
+            return stored.media_type
+        fmt = format_of(stored.name)
         if fmt != "csv":
             return MEDIA_TYPES[fmt]
         charset = "windows-1251" if self.backend.config.output.encoding == "cp1251" else "utf-8"
@@ -228,7 +232,7 @@ class RunsApi:
             (user.login, user.database_id),
             self.backend.files_root / run_id,
             stored,
-            self._media_type(stored.name),
+            self._media_type(stored),
             request.headers.get("range"),
         )
 

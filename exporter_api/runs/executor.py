@@ -370,6 +370,7 @@ class RunExecutor:
                             rows=w.rows,
                             sha256=w.sha256,
                             created_at=now,
+                            media_type=spec.media_type,
                         )
                         for w in written
                     ],

@@ -66,6 +66,9 @@ class StoredFile:
     rows: int
     sha256: str
     created_at: str
+    # How the file is served (``text/csv; charset=windows-1251``); None: recorded before the
+    # media type was, known by its name's format only.
+    media_type: str | None = None
 
     @property
     def path(self) -> str:
@@ -84,12 +87,13 @@ class StoredFile:
             created_at=self.created_at,
             download_url=download_url or self.path,
             format=format_of(self.name),
-            media_type=MEDIA_TYPES[format_of(self.name)],
+            media_type=self.media_type or MEDIA_TYPES[format_of(self.name)],
         )
 
 
 _FILE_COLUMNS = (
-    "run_id, file_id, group_id, script_id, variant, name, size_bytes, rows, sha256, created_at"
+    "run_id, file_id, group_id, script_id, variant, name, size_bytes, rows, sha256, created_at,"
+    " media_type"
 )
 
 
@@ -105,6 +109,7 @@ def _file(row: tuple[Any, ...]) -> StoredFile:
         int(row[7]),
         str(row[8]),
         str(row[9]),
+        None if row[10] is None else str(row[10]),
     )
 
 
@@ -237,7 +242,7 @@ class RunRepository:
         await self.store.execute(
             f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
             " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
-            " :created_at)",
+            " :created_at, :media_type)",
             {
                 "run_id": file.run_id,
                 "file_id": file.file_id,
@@ -249,6 +254,7 @@ class RunRepository:
                 "rows": file.rows,
                 "sha256": file.sha256,
                 "created_at": file.created_at,
+                "media_type": file.media_type,
             },
         )
 

@@ -39,6 +39,7 @@ from exporter_api.runs.files import (
     disk_call,
 )
 from exporter_api.runs.writers.formats import (
+    MEDIA_TYPES,
     XLSX_MAX_COLUMNS,
     XLSX_MAX_ROWS,
     CsvStyle,
@@ -73,7 +74,19 @@ class OutputSpec:
     file_mode: int = DEFAULT_FILE_MODE
     dir_mode: int = DEFAULT_DIR_MODE
     xlsx_rows_per_sheet: int = XLSX_MAX_ROWS - 1
-    xlsx_tmpdir: str | None = None  # XlsxWriter's per-sheet row files; None = the system's
+    # XlsxWriter's temporary files (each sheet's rows, the ZIP's parts): they hold export data,
+    # so by default they go where the partial files go (the run's directory, never the system's
+    # /tmp): on the export volume, under its permissions, and removed by the reconciliation of
+    # unrecorded files (`runs.reconcile`) when a crash leaves them behind.
+    xlsx_tmpdir: str | None = None
+
+    @property
+    def media_type(self) -> str:
+        """What the files are served as; a CSV says its charset (the profile's encoding)."""
+        if self.format != "csv":
+            return MEDIA_TYPES[self.format]
+        charset = "windows-1251" if self.style.codec == "cp1251" else "utf-8"
+        return f"text/csv; charset={charset}"
 
     @property
     def splits(self) -> bool:
@@ -160,7 +173,7 @@ class _XlsxPart:
             labels,
             text_dates=spec.style.text_dates,
             rows_per_sheet=spec.xlsx_rows_per_sheet,
-            tmpdir=spec.xlsx_tmpdir,
+            tmpdir=spec.xlsx_tmpdir or str(writer.directory),
         )
 
     @property

@@ -2,7 +2,11 @@
 
 Cells are typed from the database's values: numbers as numbers, dates and times as Excel dates,
 text as text even when it looks like a number (``00123`` stays ``00123``; no formulas, no links
-are ever made from text). Integers beyond 2**53 stay text too: Excel would round them. The
+are ever made from text). What Excel would change is written as text instead: integers of 16
+digits or more (Excel keeps 15 significant digits), dates before 1900-03-01 (Excel's serial
+dates start at 1900-01-01 and count a 29 February 1900 that never was) as ISO text, and NaN and
+infinities (``nan``, ``inf``, ``-inf``, as in CSV; Excel would show error cells). A text longer
+than a cell holds (32,767 characters) fails the export rather than being cut. The
 header row (the profile's labels) is bold and frozen; column widths come from the labels and
 the first batch. A result longer than a sheet (1,048,576 rows with the header) goes on in
 sheets ``Data_002``, ``Data_003``, ..., each with the header again.
@@ -11,6 +15,7 @@ sheets ``Data_002``, ``Data_003``, ..., each with the header again.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -19,6 +24,7 @@ from typing import IO, Any
 
 import xlsxwriter
 
+from exporter_api.errors import ExporterError
 from exporter_api.runs.writers.formats import (
     XLSX_MAX_COLUMNS,
     XLSX_MAX_ROWS,
@@ -29,7 +35,16 @@ from exporter_api.runs.writers.formats import (
 )
 
 _MAX_WIDTH = 60
-_EXACT_INT = 2**53
+_EXACT_DIGITS = 10**15  # Excel keeps 15 significant digits of a number
+_MAX_TEXT = 32_767  # characters in one cell
+_FIRST_DATE = date(1900, 3, 1)  # the first date whose Excel serial number is right
+
+
+class ValueTooLongForXlsx(ExporterError):
+    """A text longer than an Excel cell holds (the variant fails: XLSX would cut it)."""
+
+    status = 422
+    title = "Unprocessable Content"
 
 
 def sheet_name(index: int) -> str:
@@ -56,7 +71,7 @@ class XlsxBook:
             "strings_to_numbers": False,
             "strings_to_formulas": False,
             "strings_to_urls": False,
-            "nan_inf_to_errors": True,
+            "nan_inf_to_errors": False,  # never reached: non-finite floats are written as text
             "remove_timezone": True,
         }
         if tmpdir is not None:
@@ -72,6 +87,7 @@ class XlsxBook:
         self.sheets = 0
         self._sheet: Any = None
         self._row = 0
+        self._number = 0  # the 1-based number of the result row being written
         self._widths: list[int] | None = None
         self._dates: frozenset[int] = frozenset()
 
@@ -90,9 +106,10 @@ class XlsxBook:
             self._dates = date_columns(batch) if self.text_dates else frozenset()
             self._widths = self._measure(batch)
         dates = self._dates
-        for row in batch:
+        for number, row in enumerate(batch, start=self.rows + 1):
             if self._sheet is None or self._row > self.rows_per_sheet:
                 self._new_sheet()
+            self._number = number
             self._write(row, dates)
             self._row += 1
         self.rows += len(batch)
@@ -106,30 +123,46 @@ class XlsxBook:
             if kind is str:
                 if c in dates:
                     parsed = iso_text_date(v)  # type: ignore[arg-type]
-                    if parsed is not None:
+                    if parsed is not None and _excel_date(parsed):
                         self._write_date(r, c, parsed)
                         continue
-                sheet.write_string(r, c, v)
+                self._text(r, c, v)  # type: ignore[arg-type]
             elif kind is float:
-                sheet.write_number(r, c, v)
-            elif kind is int:
-                if -_EXACT_INT <= v <= _EXACT_INT:  # type: ignore[operator]
+                if math.isfinite(v):  # type: ignore[arg-type]
                     sheet.write_number(r, c, v)
                 else:
-                    sheet.write_string(r, c, str(v))
+                    sheet.write_string(r, c, repr(v))  # nan, inf, -inf
+            elif kind is int:
+                if -_EXACT_DIGITS < v < _EXACT_DIGITS:  # type: ignore[operator]
+                    sheet.write_number(r, c, v)
+                else:
+                    self._text(r, c, str(v))
             elif kind is bool:
                 sheet.write_boolean(r, c, v)
             elif isinstance(v, Decimal):
-                if v.is_finite() and abs(v) < _EXACT_INT and len(v.as_tuple().digits) <= 15:
+                if v.is_finite() and abs(v) < _EXACT_DIGITS and len(v.as_tuple().digits) <= 15:
                     sheet.write_number(r, c, float(v))
                 else:
-                    sheet.write_string(r, c, str(v))
+                    self._text(r, c, str(v))
             elif isinstance(v, date):
-                self._write_date(r, c, v)
+                if _excel_date(v):
+                    self._write_date(r, c, v)
+                else:
+                    sheet.write_string(r, c, str(v))  # ISO, as in CSV
             elif isinstance(v, bytes | bytearray | memoryview):
-                sheet.write_string(r, c, bytes(v).hex())
+                self._text(r, c, bytes(v).hex())
             else:
-                sheet.write_string(r, c, str(v))
+                self._text(r, c, str(v))
+
+    def _text(self, r: int, c: int, text: str) -> None:
+        if len(text) > _MAX_TEXT:
+            # XlsxWriter would cut it to 32,767 characters (and only say so by a return code).
+            column = self.labels[c] if c < len(self.labels) else str(c + 1)
+            raise ValueTooLongForXlsx(
+                f"row {self._number}, column {column!r} holds a value longer than Excel's "
+                f"{_MAX_TEXT:,} characters; export this script as csv"
+            )
+        self._sheet.write_string(r, c, text)
 
     def _write_date(self, r: int, c: int, v: date) -> None:
         fmt = self._datetime if isinstance(v, datetime) else self._date
@@ -165,4 +198,9 @@ class XlsxBook:
         self._book.close()
 
 
-__all__ = ["XlsxBook", "sheet_name"]
+def _excel_date(v: date) -> bool:
+    """Whether Excel shows ``v`` as the date it is (on or after 1900-03-01)."""
+    return (v.year, v.month) >= (_FIRST_DATE.year, _FIRST_DATE.month)
+
+
+__all__ = ["ValueTooLongForXlsx", "XlsxBook", "sheet_name"]

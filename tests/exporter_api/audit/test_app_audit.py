@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,7 +25,12 @@ from exporter_api.app import create_app
 from exporter_api.audit import AuditRecord
 from exporter_api.config import Settings
 from exporter_api.services import Services
-from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database, running_app
+from tests.exporter_api.conftest import (
+    DEMO_LOGIN,
+    create_pg_database,
+    demo_config_with,
+    running_app,
+)
 from tests.services import PostgresCluster
 
 SALES = {
@@ -153,7 +159,7 @@ async def test_a_run_its_downloads_and_its_end_are_recorded(store_settings: Sett
     assert script["export_mode"] == "AllColumns"
     assert script["variants"]
     assert script["columns"]
-    assert started.details["format"]["type"] == "csv"
+    assert script["format"]["type"] == "csv"
 
     ended = by_action["run.ended"]
     assert ended.run_id == run_id
@@ -247,3 +253,81 @@ def test_the_audit_command_exports_csv_and_json(store_settings: Settings) -> Non
         audit("--until", "2001-01-01")
         == "event_id,at,action,login,database_id,client,run_id,details\n"
     )
+
+
+async def test_each_script_is_recorded_and_served_in_its_own_format(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # s-payments uses the excel-ru profile, made cp1251 here while [output] stays UTF-8;
+    # s-orders is chosen as XLSX by the run.
+    config = demo_config_with(tmp_path, "")
+    text = config.read_text("utf-8")
+    assert 'encoding = "utf-8-sig"' in text
+    config.write_text(text.replace('encoding = "utf-8-sig"', 'encoding = "cp1251"', 1), "utf-8")
+    app = create_app(dataclasses.replace(settings, config_path=config))
+    body = {
+        "mode": "SingleGroup",
+        "selection": {
+            "groups": [
+                {
+                    "groupId": "g-sales",
+                    "enabled": True,
+                    "scripts": [
+                        {
+                            "scriptId": "s-orders",
+                            "enabled": True,
+                            "exportMode": "AllColumns",
+                            "format": "xlsx",
+                        },
+                        {"scriptId": "s-payments", "enabled": True, "exportMode": "AllColumns"},
+                        {"scriptId": "s-customers", "enabled": True, "exportMode": "AllColumns"},
+                    ],
+                }
+            ]
+        },
+    }
+    async with running_app(app) as client:
+        login = await client.post("/api/auth/login", json=DEMO_LOGIN)
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        created = await client.post("/api/runs", json=body, headers=auth)
+        assert created.status_code == 201, created.text
+        run_id = created.json()["runId"]
+        await _wait_for_end(client, run_id, auth)
+        listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()
+        first: dict[str, dict[str, Any]] = {}
+        for f in listed["files"]:
+            first.setdefault(f["scriptId"], f)
+        served: dict[str, str] = {}
+        for script_id, f in first.items():
+            got = await client.get(f"/api/runs/{run_id}/files/{f['fileId']}", headers=auth)
+            assert got.status_code == 200
+            served[script_id] = got.headers["content-type"]
+        [started] = [r for r in await _records(app) if r.action == "run.started"]
+
+    win = "text/csv; charset=windows-1251"
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    assert served == {"s-orders": xlsx, "s-payments": win, "s-customers": "text/csv; charset=utf-8"}
+    assert {s: f["mediaType"] for s, f in first.items()} == served
+    formats = {s["script_id"]: s["format"] for s in started.details["scripts"]}
+    assert formats == {
+        "s-orders": {"type": "xlsx", "profile": None},
+        "s-payments": {
+            "type": "csv",
+            "profile": "excel-ru",
+            "delimiter": ";",
+            "encoding": "cp1251",
+            "header": True,
+            "decimal_separator": ",",
+            "date_format": "dd.mm.yyyy",
+        },
+        "s-customers": {
+            "type": "csv",
+            "profile": None,
+            "delimiter": ",",
+            "encoding": "utf-8",
+            "header": True,
+            "decimal_separator": ".",
+            "date_format": "iso",
+        },
+    }
+    assert "format" not in started.details  # no run-wide format: each script has its own

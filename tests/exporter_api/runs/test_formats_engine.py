@@ -44,7 +44,7 @@ async def test_formats_of_a_run_and_their_listing(tmp_path: Path) -> None:
         ]
 
     assert listing(plain.run_id) == [
-        (f"g-sales_s-orders_v{i}.csv", "csv", "text/csv") for i in (1, 2, 3)
+        (f"g-sales_s-orders_v{i}.csv", "csv", "text/csv; charset=utf-8") for i in (1, 2, 3)
     ]
     assert listing(packed.run_id) == [
         (f"g-sales_s-orders_v{i}.csv.gz", "csv.gz", "application/gzip") for i in (1, 2, 3)
@@ -212,3 +212,44 @@ async def test_a_cancelled_xlsx_export_leaves_no_file(tmp_path: Path) -> None:
     assert loaded.status == "Cancelled"
     assert files == []
     assert left == []
+
+
+async def test_a_file_is_listed_with_the_charset_of_its_profile(tmp_path: Path) -> None:
+    # A cp1251 profile of one script, while [output] stays UTF-8: the file says so itself,
+    # whatever the catalog says by the time it is downloaded.
+    config, providers = await demo_providers(demo_catalog(tmp_path / "demo", 10), tmp_path / "d")
+    config.output.profiles.append(OutputProfile(id="win", encoding="cp1251"))
+    config.groups[0].scripts[1].output_profile = "win"
+    assert config.output.encoding != "cp1251"
+    async with engine_kit(config, tmp_path / "d", DEMO_CREDS, providers=providers) as kit:
+        win = await kit.run_to_end(WHO, plan(config, body("s-customers")))
+        packed = await kit.run_to_end(WHO, plan(config, body("s-customers", format="csv.gz")))
+        win_files = await kit.repo.files(win.run_id)
+        packed_files = await kit.repo.files(packed.run_id)
+    assert win_files
+    assert {f.media_type for f in win_files} == {"text/csv; charset=windows-1251"}
+    assert {f.dto().media_type for f in win_files} == {"text/csv; charset=windows-1251"}
+    assert {f.dto().media_type for f in packed_files} == {"application/gzip"}
+
+
+async def test_a_text_longer_than_an_xlsx_cell_fails_the_variant(tmp_path: Path) -> None:
+    catalog = demo_catalog(tmp_path / "demo", 10)
+    (catalog.parent / "sql" / "customers_v2.sql").write_text(
+        "SELECT 1 AS customer_id, 'Short' AS name, 'Moscow' AS city, 1 AS orders, 1.5 AS total\n"
+        "UNION ALL SELECT 2, hex(zeroblob(16384)), 'Berlin', 2, 2.5\n",  # 32,768 characters
+        "utf-8",
+    )
+    config, providers = await demo_providers(catalog, tmp_path / "d")
+    async with engine_kit(config, tmp_path / "d", DEMO_CREDS, providers=providers) as kit:
+        state = await kit.run_to_end(WHO, plan(config, body("s-customers", format="xlsx")))
+        files = await kit.repo.files(state.run_id)
+        on_disk = sorted(p.name for p in (kit.files_root / state.run_id).iterdir())
+    v1, v2, v3 = state.groups[0].scripts[0].variants
+    assert (v1.status, v3.status) == ("Success", "Success")
+    assert v2.status == "Failed"
+    assert v2.error == (
+        "row 2, column 'Name' holds a value longer than Excel's 32,767 characters; "
+        "export this script as csv"
+    )
+    assert [f.variant for f in files] == [1, 3]
+    assert on_disk == sorted(f.name for f in files)  # no partial or temporary file of variant 2

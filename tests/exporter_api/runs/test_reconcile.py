@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import anyio
 
 from exporter_api.runs.files import FileWriter
 from exporter_api.runs.reconcile import Reconciled, reconcile_run_files
+from exporter_api.runs.writers.xlsx import XlsxBook
 
 
 def _names(path: Path) -> list[str]:
@@ -85,3 +87,20 @@ async def test_a_huge_directory_is_examined_up_to_the_bound(tmp_path: Path) -> N
     again = await reconcile_run_files(run, recorded, limiter=limiter)  # no bound: finishes it
     assert not again.truncated
     assert _names(run) == ["f00.csv", "f01.csv"]
+
+
+async def test_xlsx_temporary_files_of_a_killed_export_go(tmp_path: Path) -> None:
+    # A process killed while writing an XLSX leaves XlsxWriter's row file beside its partial
+    # file (both in the run's directory): neither is recorded, so both go.
+    run = tmp_path / "RUN1"
+    run.mkdir()
+    (run / "kept.xlsx").write_bytes(b"PK")
+    partial = ".out.xlsx.0123456789abcdef.part"
+    (run / partial).write_bytes(b"PK")
+    book = XlsxBook(io.BytesIO(), ["Id"], tmpdir=str(run))
+    book.add([(1,), (2,)])  # never closed nor aborted: the process died here
+    [left] = [n for n in _names(run) if n not in ("kept.xlsx", partial)]
+    result = await reconcile_run_files(run, ["kept.xlsx"])
+    book.abort()  # only closes the dead process's handle here: the file is gone
+    assert result == Reconciled(partial=(".out.xlsx.0123456789abcdef.part",), unrecorded=(left,))
+    assert _names(run) == ["kept.xlsx"]

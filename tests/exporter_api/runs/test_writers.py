@@ -28,6 +28,7 @@ from exporter_api.runs.writers import (
     with_format,
 )
 from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS
+from exporter_api.runs.writers.xlsx import ValueTooLongForXlsx
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 from tests.exporter_api.runs.xlsxread import read_xlsx
 
@@ -277,3 +278,74 @@ async def test_an_xlsx_export_that_fails_leaves_no_temporary_file(tmp_path: Path
     assert len(seen) == 1  # part 2's sheet rows, on disk
     assert names(scratch) == []
     assert names(tmp_path / "run") == []
+
+
+async def test_xlsx_fails_on_a_text_longer_than_a_cell_holds(tmp_path: Path) -> None:
+    # XlsxWriter would cut it to 32,767 characters and only say so by a return code.
+    labels = ["Id", "Note"]
+    first = [(i, "short") for i in range(1, 4)]
+    second = [(4, "x" * 32_767), (5, "y" * 32_768)]
+    with pytest.raises(ValueTooLongForXlsx) as caught:
+        await export(tmp_path, OutputSpec(format="xlsx"), [first, second], "out.xlsx", labels)
+    assert caught.value.detail == (
+        "row 5, column 'Note' holds a value longer than Excel's 32,767 characters; "
+        "export this script as csv"
+    )
+    assert names(tmp_path) == []  # no partial file left
+
+
+async def test_xlsx_writes_as_text_what_excel_would_change(tmp_path: Path) -> None:
+    inf = float("inf")
+    batch = [
+        (
+            10**15 - 1,
+            1234567812345678,
+            date(1900, 3, 1),
+            float("nan"),
+            Decimal("NaN"),
+            "1899-12-31",
+        ),
+        (-(10**15) + 1, -(10**15), date(1, 1, 1), inf, Decimal("-Infinity"), "1900-03-01"),
+        (0, 2**53, date(1900, 2, 28), -inf, Decimal("1.5"), "1900-01-01"),
+        (1, 10**15, datetime(1899, 12, 31, 10, 20, 30), 0.5, Decimal("Infinity"), None),
+    ]
+    labels = ["Small", "Big", "Day", "Float", "Dec", "TextDay"]
+    spec = OutputSpec(format="xlsx", style=CsvStyle(text_dates=True))
+    [w] = await export(tmp_path, spec, [batch], "out.xlsx", labels)
+    [sheet], formats = read_xlsx(w.path)
+    assert sheet.values()[1:] == [
+        [str(10**15 - 1), "1234567812345678", "61", "nan", "NaN", "1899-12-31"],
+        [str(-(10**15) + 1), str(-(10**15)), "0001-01-01", "inf", "-Infinity", "61"],
+        ["0", str(2**53), "1900-02-28", "-inf", "1.5", "1900-01-01"],
+        ["1", str(10**15), "1899-12-31 10:20:30", "0.5", "Infinity"],  # no cell for None
+    ]
+    kinds = [[c.kind if c else None for c in row] for row in sheet.rows[1:]]
+    assert kinds == [
+        ["n", "s", "n", "s", "s", "s"],
+        ["n", "s", "s", "s", "s", "n"],
+        ["n", "s", "s", "s", "n", "s"],
+        ["n", "s", "s", "n", "s"],
+    ]
+    day = sheet.rows[1][2]
+    assert day is not None
+    assert formats[day.style] == "yyyy-mm-dd"
+
+
+async def test_xlsx_temporary_files_go_to_the_run_directory(tmp_path: Path) -> None:
+    # They hold export data: on the export volume (its space, its permissions), never /tmp.
+    run = tmp_path / "run"
+    seen: list[list[str]] = []
+
+    async def on_progress(count: int, size: int) -> None:
+        seen.append(names(run))
+
+    async with VariantOutput(OutputSpec(format="xlsx"), run, "out.xlsx", on_progress) as out:
+        await out.write_rows(LABELS, rows(10))
+        await out.finish()
+        [writer] = out.parts
+        await writer.commit()
+    [during] = seen
+    assert writer.part_path.name in during
+    temporary = [n for n in during if n != writer.part_path.name]
+    assert len(temporary) == 1  # the sheet's rows (constant-memory mode)
+    assert names(run) == ["out.xlsx"]  # nothing left behind
