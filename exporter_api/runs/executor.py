@@ -313,14 +313,7 @@ class RunExecutor:
         database = self._databases[state.database_id]
         provider = self.providers[state.database_id]
         spec = output_spec(self.config, database, planned)
-        # The server's own CSV (PostgreSQL COPY) when nothing but bytes is wanted; else rows,
-        # formatted by the output on its own thread.
-        rows = not (
-            provider.server_csv
-            and spec.format != "xlsx"
-            and not spec.style.changes_values
-            and not spec.splits
-        )
+        rows = spec.needs_rows(provider.server_csv)
         log = _log.bind(run_id=state.run_id, script_id=planned.script.id, variant=variant.index)
         request = ExportRequest(
             sql=variant.sql,

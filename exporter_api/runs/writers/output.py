@@ -18,6 +18,7 @@ against the compressed size for ``csv.gz``; XLSX parts split by rows only.
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -47,6 +48,7 @@ from exporter_api.runs.writers.formats import (
     RowEncoder,
     TooWideForXlsx,
     part_name,
+    record_ends,
 )
 from exporter_api.runs.writers.xlsx import XlsxBook
 
@@ -78,6 +80,12 @@ class OutputSpec:
     @property
     def splits(self) -> bool:
         return bool(self.max_rows_per_file or self.max_bytes_per_file)
+
+    def needs_rows(self, server_csv: bool) -> bool:
+        """Whether the provider must deliver rows (formatted here, on the output's thread)
+        rather than CSV bytes: the server's own CSV (PostgreSQL COPY, ``server_csv``) is taken
+        whenever it is the file's content -- split files too, cut at record ends."""
+        return not (server_csv and self.format != "xlsx" and not self.style.changes_values)
 
 
 class _CsvPart:
@@ -215,6 +223,7 @@ class VariantOutput:
         self._books: list[XlsxBook] = []  # workbooks not closed yet
         self._sealed_bytes = 0
         self._labels: list[str] | None = None
+        self._header: bytes | None = None  # the CSV bytes' header line (b"": none)
         self._encoder: RowEncoder | None = None
         self._failure: BaseException | None = None
         self._done = anyio.Event()
@@ -317,9 +326,13 @@ class VariantOutput:
     def _process(self, item: _Item) -> None:
         if item[0] is None:
             _, chunk, count = item
-            part = self._current or self._open_part(None)
-            if not isinstance(part, _CsvPart):
+            if self.spec.format == "xlsx":
                 raise RuntimeError("CSV bytes for an XLSX output")
+            if self.spec.splits:
+                self._add_bytes(chunk, count)
+                return
+            part = self._current or self._open_part(None)
+            assert isinstance(part, _CsvPart)
             part.put(chunk, count)
             self.rows += count
             return
@@ -357,7 +370,44 @@ class VariantOutput:
             if (max_rows and part.rows >= max_rows) or (max_bytes and part.size >= max_bytes):
                 self._close_part()
 
-    def _open_part(self, labels: Sequence[str] | None) -> _Part:
+    def _add_bytes(self, chunk: bytes, count: int) -> None:
+        """CSV bytes of whole records (the header line first in the first chunk, when asked
+        for) into parts cut at record ends, each part starting with the header line: the
+        server's own CSV, split without reformatting a value."""
+        if self._header is None:
+            self._header = b""
+            if self.spec.style.header:
+                end = record_ends(chunk, 1)[0]
+                self._header, chunk = chunk[:end], chunk[end:]
+        max_rows, max_bytes = self.spec.max_rows_per_file, self.spec.max_bytes_per_file
+        ends: list[int] | None = None  # record ends in the chunk, found once a cut is needed
+        start = done = 0  # offset and records of the chunk already written
+        while start < len(chunk):
+            part = self._current or self._open_part(None, self._header)
+            take = count - done
+            if max_rows:
+                take = min(take, max_rows - part.rows)
+            end = len(chunk)
+            if take < count - done or (max_bytes and part.size + end - start > max_bytes):
+                if ends is None:
+                    ends = record_ends(chunk)
+                if max_bytes:
+                    reach = max_bytes - part.size + start  # the chunk offset the part may reach
+                    fits = bisect.bisect_right(ends, reach, done, done + take) - done
+                    if not fits and part.rows:
+                        self._close_part()  # full: the records go to the next part
+                        continue
+                    take = max(fits, 1)  # a record longer than the limit: a part of its own
+                end = ends[done + take - 1]
+            assert isinstance(part, _CsvPart)
+            part.put(chunk[start:end], take)
+            self.rows += take
+            done += take
+            start = end
+            if (max_rows and part.rows >= max_rows) or (max_bytes and part.size >= max_bytes):
+                self._close_part()
+
+    def _open_part(self, labels: Sequence[str] | None, header: bytes | None = None) -> _Part:
         spec = self.spec
         index = len(self.parts) + 1
         name = part_name(self.name, index) if spec.splits else self.name
@@ -368,11 +418,10 @@ class VariantOutput:
             part = _XlsxPart(writer, spec, labels or [])
             self._books.append(part.book)
         else:
-            header = None
             if labels is not None and spec.style.header:
                 assert self._encoder is not None
                 header = self._encoder.header()
-            part = _CsvPart(writer, spec, header)
+            part = _CsvPart(writer, spec, header or None)
         self._current = part
         return part
 

@@ -27,7 +27,7 @@ from exporter_api.runs.writers import (
     part_name,
     with_format,
 )
-from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS
+from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, record_ends
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 from tests.exporter_api.runs.xlsxread import read_xlsx
 
@@ -277,3 +277,19 @@ async def test_an_xlsx_export_that_fails_leaves_no_temporary_file(tmp_path: Path
     assert len(seen) == 1  # part 2's sheet rows, on disk
     assert names(scratch) == []
     assert names(tmp_path / "run") == []
+
+
+def test_record_ends_skip_line_breaks_inside_quotes() -> None:
+    records = [["a", 'b "q"\nc', ""], ["", "x\n\ny", '""'], ["ООО, 1", "2\r\n", "z"]]
+    whole = io.StringIO()
+    csv.writer(whole, lineterminator="\n").writerows(records)
+    text = whole.getvalue().encode()
+    lengths = []
+    for record in records:
+        one = io.StringIO()
+        csv.writer(one, lineterminator="\n").writerow(record)
+        lengths.append(len(one.getvalue().encode()))
+    ends = [sum(lengths[: k + 1]) for k in range(len(records))]
+    assert record_ends(text) == ends
+    assert record_ends(text, 2) == ends[:2]
+    assert record_ends(b"") == []
