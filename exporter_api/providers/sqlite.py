@@ -340,14 +340,29 @@ def _export_lines(
 def _line_query(sql: str, names: list[str]) -> str:
     """The script as one text value per row, its fields joined by ``_US`` (see `_export_lines`)."""
     fields = _US.join(["%s"] * len(names))
-    values = ", ".join(quote_ident(n) for n in names)
+    values = ", ".join(_exact(quote_ident(n)) for n in names)
     return f"SELECT printf('{fields}', {values}) FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608
 
 
 def _field_query(sql: str, names: list[str]) -> str:
     """The script with every value as the text `_line_query` puts in its line."""
-    values = ", ".join(f"printf('%s', {quote_ident(n)})" for n in names)
+    values = ", ".join(f"printf('%s', {_exact(quote_ident(n))})" for n in names)
     return f"SELECT {values} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
+
+
+def _exact(column: str) -> str:
+    """``column`` for ``printf('%s')``: a REAL as the fewest of 15, 16 or 17 significant digits
+    that read back as the same double (SQLite's own text of a REAL has 15, which loses the
+    rest: 1234567890.1234567 would be written 1234567890.12346); any other value as it is.
+    The 15-digit text is SQLite's ``%s`` of a REAL, so whatever it already wrote exactly
+    stays byte for byte the same, and other types pay only for ``typeof``."""
+    digits = [f"printf('%!.{n}g', {column})" for n in (15, 16, 17)]
+    return (
+        f"CASE typeof({column}) WHEN 'real' THEN CASE"
+        f" WHEN CAST({digits[0]} AS REAL) = {column} THEN {digits[0]}"
+        f" WHEN CAST({digits[1]} AS REAL) = {column} THEN {digits[1]}"
+        f" ELSE {digits[2]} END ELSE {column} END"
+    )
 
 
 def _encode_lines(
