@@ -313,7 +313,7 @@ class RunExecutor:
         database = self._databases[state.database_id]
         provider = self.providers[state.database_id]
         spec = output_spec(self.config, database, planned)
-        rows = spec.needs_rows(provider.server_csv)
+        rows = spec.needs_rows(provider.server_csv, provider.server_style)
         log = _log.bind(run_id=state.run_id, script_id=planned.script.id, variant=variant.index)
         request = ExportRequest(
             sql=variant.sql,
@@ -327,6 +327,8 @@ class RunExecutor:
             delimiter=spec.style.delimiter,
             encoding=spec.style.codec,
             header=spec.style.header,
+            decimal_separator=spec.style.decimal_separator,
+            date_format=spec.style.date_format,
             statement_timeout_s=database.statement_timeout_s,
             batch_rows=database.fetch_batch_rows,
             rows=rows,

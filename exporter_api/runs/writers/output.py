@@ -81,11 +81,14 @@ class OutputSpec:
     def splits(self) -> bool:
         return bool(self.max_rows_per_file or self.max_bytes_per_file)
 
-    def needs_rows(self, server_csv: bool) -> bool:
+    def needs_rows(self, server_csv: bool, server_style: bool = False) -> bool:
         """Whether the provider must deliver rows (formatted here, on the output's thread)
-        rather than CSV bytes: the server's own CSV (PostgreSQL COPY, ``server_csv``) is taken
-        whenever it is the file's content -- split files too, cut at record ends."""
-        return not (server_csv and self.format != "xlsx" and not self.style.changes_values)
+        rather than CSV bytes: the provider's own CSV (``server_csv``: PostgreSQL COPY, SQLite's
+        lines) is taken for every CSV file -- split files too, cut at record ends -- unless the
+        style changes values and the provider cannot apply it (``server_style``)."""
+        return not (
+            server_csv and self.format != "xlsx" and (server_style or not self.style.changes_values)
+        )
 
 
 class _CsvPart:

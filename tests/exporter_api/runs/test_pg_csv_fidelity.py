@@ -4,6 +4,8 @@ COPY's bytes cut at record ends (each part with the header), never values re-pri
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -53,8 +55,10 @@ async def export(provider: PostgresProvider, spec: OutputSpec, directory: Path) 
         params={},
         delimiter=spec.style.delimiter,
         header=spec.style.header,
+        decimal_separator=spec.style.decimal_separator,
+        date_format=spec.style.date_format,
         batch_rows=50,
-        rows=spec.needs_rows(provider.server_csv),
+        rows=spec.needs_rows(provider.server_csv, provider.server_style),
     )
     written: list[WrittenFile] = []
     async with VariantOutput(spec, directory, "kinds.csv") as out:
@@ -110,3 +114,32 @@ async def test_split_files_are_copy_cut_at_record_ends(
         assert all(len(p) <= spec.max_bytes_per_file for p in parts)
     if spec.max_rows_per_file:
         assert all(p[len(header) :].count(b"\n") >= 1 for p in parts)
+
+
+async def test_a_style_that_changes_values_changes_only_numbers_and_dates(
+    provider: PostgresProvider, tmp_path: Path
+) -> None:
+    # A decimal comma and dd.mm.yyyy dates are applied by the server to the numeric and date
+    # columns; every other value is COPY's own text (split or not).
+    iso = CsvStyle(delimiter=";")
+    ru = CsvStyle(delimiter=";", decimal_separator=",", date_format="dd.mm.yyyy")
+    [whole] = await export(provider, OutputSpec(style=iso), tmp_path / "iso")
+    parts = await export(provider, OutputSpec(style=ru, max_rows_per_file=150), tmp_path / "ru")
+    header = HEADER.replace(b",", b";")
+    styled = data_of(parts, header)
+    assert b';"";\n' in styled  # an empty text is still told from NULL, as COPY does
+    plain_rows = list(csv.reader(io.StringIO(data_of([whole], header).decode()), delimiter=";"))
+    styled_rows = list(csv.reader(io.StringIO(styled.decode()), delimiter=";"))
+    assert len(plain_rows) == len(styled_rows) == ROWS
+    names = HEADER.decode().strip().split(",")
+    for plain, got in zip(plain_rows, styled_rows, strict=True):
+        expected = dict(zip(names, plain, strict=True))
+        for name in ("f4", "f8", "n"):
+            expected[name] = expected[name].replace(".", ",")
+        y, m, d = expected["d"].split("-")
+        expected["d"] = f"{d}.{m}.{y}"
+        day, clock = expected["ts"].split(" ")
+        y, m, d = day.split("-")
+        expected["ts"] = f"{d}.{m}.{y} {clock[:8]}"
+        assert dict(zip(names, got, strict=True)) == expected
+    assert styled_rows[0][5] == "0,1"  # float4 as PostgreSQL prints it
