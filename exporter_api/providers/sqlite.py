@@ -354,14 +354,14 @@ def _exact(column: str) -> str:
     """``column`` for ``printf('%s')``: a REAL as the fewest of 15, 16 or 17 significant digits
     that read back as the same double (SQLite's own text of a REAL has 15, which loses the
     rest: 1234567890.1234567 would be written 1234567890.12346); any other value as it is.
-    The 15-digit text is SQLite's ``%s`` of a REAL, so whatever it already wrote exactly
-    stays byte for byte the same, and other types pay only for ``typeof``."""
-    digits = [f"printf('%!.{n}g', {column})" for n in (15, 16, 17)]
+    SQLite's own text is kept whenever it reads back exactly, so all it wrote exactly stays
+    byte for byte the same; a value of another type costs one ``typeof``, a REAL one more
+    formatting and parsing."""
+    more = [f"printf('%!.{n}g', {column})" for n in (16, 17)]
     return (
-        f"CASE typeof({column}) WHEN 'real' THEN CASE"
-        f" WHEN CAST({digits[0]} AS REAL) = {column} THEN {digits[0]}"
-        f" WHEN CAST({digits[1]} AS REAL) = {column} THEN {digits[1]}"
-        f" ELSE {digits[2]} END ELSE {column} END"
+        f"CASE WHEN typeof({column}) <> 'real'"
+        f" OR CAST(CAST({column} AS TEXT) AS REAL) = {column} THEN {column}"
+        f" WHEN CAST({more[0]} AS REAL) = {column} THEN {more[0]} ELSE {more[1]} END"
     )
 
 
