@@ -13,7 +13,9 @@ header when the current one is full; parts are sealed (fsynced) as they fill and
 together by the caller once the result is complete, so a variant that fails leaves no file
 at all. A byte limit is kept exactly for CSV (a batch that would cross it is halved until it
 fits; a single row longer than the limit gets a part of its own) and checked between batches
-against the compressed size for ``csv.gz``; XLSX parts split by rows only.
+against the compressed size for ``csv.gz``; XLSX parts split by rows only. CSV bytes (a
+provider's own CSV, PostgreSQL COPY) are cut at record ends, never re-formatted, the header
+line they start with repeated at the top of every part.
 """
 
 from __future__ import annotations
