@@ -45,6 +45,10 @@ class ExportRequest(msgspec.Struct, kw_only=True):
     batch_rows: int = 5000
     # Deliver rows (`RowSink.write_rows`, formatted by the sink) instead of CSV bytes.
     rows: bool = False
+    # How CSV bytes a provider formats itself (PostgreSQL COPY) write numbers ("." or ",")
+    # and dates ("iso": as the server prints them, or "dd.mm.yyyy"); rows are the sink's.
+    decimal_separator: str = "."
+    date_format: str = "iso"
 
 
 class ExportResult(msgspec.Struct):
@@ -80,6 +84,8 @@ class DatabaseProvider(ABC):
 
     # The server formats CSV itself (PostgreSQL COPY): bytes are cheaper than rows there.
     server_csv = False
+    # ...and applies `ExportRequest.decimal_separator` / `date_format` to it (PostgreSQL).
+    server_style = False
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config

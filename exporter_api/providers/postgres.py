@@ -95,6 +95,7 @@ class PostgresProvider(DatabaseProvider):
     """
 
     server_csv = True
+    server_style = True
 
     def __init__(self, config: DatabaseConfig) -> None:
         super().__init__(config)
@@ -259,7 +260,7 @@ class PostgresProvider(DatabaseProvider):
         # COPY (...) takes one statement: no terminator, and a line break so a trailing
         # `-- comment` cannot swallow the closing parenthesis.
         script = strip_terminator(wrap_columns(request.sql, request.columns)) + "\n"
-        sql = await self._inline_params(conn, script, request.params)
+        sql = await _styled(conn, await self._inline_params(conn, script, request.params), request)
         counter = CsvRowCounter()
         pending: list[bytes] = []
         pending_size = 0
@@ -325,6 +326,45 @@ class PostgresProvider(DatabaseProvider):
         except (ValueError, TypeError, asyncpg.DataError) as exc:
             raise QueryFailed(f"parameter does not fit the query: {exc}") from None
         return parsed.render({name: literals[order.index(name)] for name in order})
+
+
+# What a CSV style changes, by the type of a result column: (decimal comma, dd.mm.yyyy).
+_NUMBERS = {"numeric", "float4", "float8"}
+_DATES = {"date": "DD.MM.YYYY", "timestamp": "DD.MM.YYYY HH24:MI:SS"}
+_DATES["timestamptz"] = _DATES["timestamp"]
+
+
+async def _styled(conn: Any, sql: str, request: ExportRequest) -> str:
+    """``sql`` (one SELECT, ending in a line break) with its numbers written with
+    ``request.decimal_separator`` and its dates in ``request.date_format``, by the server, so
+    that every other value stays exactly as COPY prints it (``t``, ``{1,2}``, ``\\x00ff``,
+    ``""`` versus NULL); the columns to change are known from the result's types."""
+    comma = request.decimal_separator != "."
+    ru = request.date_format == "dd.mm.yyyy"
+    if not (comma or ru):
+        return sql
+    attributes = (await conn.prepare(sql)).get_attributes()
+    kinds = [
+        a.type.name if a.type.schema == "pg_catalog" else "" for a in attributes
+    ]  # a column's own type, never a user type that happens to share a name
+    if not any((comma and k in _NUMBERS) or (ru and k in _DATES) for k in kinds):
+        return sql
+    values = []
+    for i, (attribute, kind) in enumerate(zip(attributes, kinds, strict=True)):
+        column = f"q.c{i}"
+        if comma and kind in _NUMBERS:
+            value = f"replace({column}::text, '.', {_literal(request.decimal_separator)})"
+        elif ru and kind in _DATES:
+            value = (
+                f"CASE WHEN isfinite({column}) THEN to_char({column}, '{_DATES[kind]}')"
+                f" ELSE {column}::text END"
+            )
+        else:
+            value = column
+        values.append(f"{value} AS {quote_ident(attribute.name)}")
+    names = ", ".join(f"c{i}" for i in range(len(attributes)))
+    # Positional names (q.c0...): the script's own may repeat or be empty.
+    return f"SELECT {', '.join(values)} FROM (\n{sql}) AS q({names})\n"  # noqa: S608
 
 
 async def _close(conn: Any) -> None:

@@ -340,14 +340,29 @@ def _export_lines(
 def _line_query(sql: str, names: list[str]) -> str:
     """The script as one text value per row, its fields joined by ``_US`` (see `_export_lines`)."""
     fields = _US.join(["%s"] * len(names))
-    values = ", ".join(quote_ident(n) for n in names)
+    values = ", ".join(_exact(quote_ident(n)) for n in names)
     return f"SELECT printf('{fields}', {values}) FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608
 
 
 def _field_query(sql: str, names: list[str]) -> str:
     """The script with every value as the text `_line_query` puts in its line."""
-    values = ", ".join(f"printf('%s', {quote_ident(n)})" for n in names)
+    values = ", ".join(f"printf('%s', {_exact(quote_ident(n))})" for n in names)
     return f"SELECT {values} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
+
+
+def _exact(column: str) -> str:
+    """``column`` for ``printf('%s')``: a REAL as the fewest of 15, 16 or 17 significant digits
+    that read back as the same double (SQLite's own text of a REAL has 15, which loses the
+    rest: 1234567890.1234567 would be written 1234567890.12346); any other value as it is.
+    SQLite's own text is kept whenever it reads back exactly, so all it wrote exactly stays
+    byte for byte the same; a value of another type costs one ``typeof``, a REAL one more
+    formatting and parsing."""
+    more = [f"printf('%!.{n}g', {column})" for n in (16, 17)]
+    return (
+        f"CASE WHEN typeof({column}) <> 'real'"
+        f" OR CAST(CAST({column} AS TEXT) AS REAL) = {column} THEN {column}"
+        f" WHEN CAST({more[0]} AS REAL) = {column} THEN {more[0]} ELSE {more[1]} END"
+    )
 
 
 def _encode_lines(

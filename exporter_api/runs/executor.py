@@ -313,14 +313,7 @@ class RunExecutor:
         database = self._databases[state.database_id]
         provider = self.providers[state.database_id]
         spec = output_spec(self.config, database, planned)
-        # The server's own CSV (PostgreSQL COPY) when nothing but bytes is wanted; else rows,
-        # formatted by the output on its own thread.
-        rows = not (
-            provider.server_csv
-            and spec.format != "xlsx"
-            and not spec.style.changes_values
-            and not spec.splits
-        )
+        rows = spec.needs_rows(provider.server_csv, provider.server_style)
         log = _log.bind(run_id=state.run_id, script_id=planned.script.id, variant=variant.index)
         request = ExportRequest(
             sql=variant.sql,
@@ -334,6 +327,8 @@ class RunExecutor:
             delimiter=spec.style.delimiter,
             encoding=spec.style.codec,
             header=spec.style.header,
+            decimal_separator=spec.style.decimal_separator,
+            date_format=spec.style.date_format,
             statement_timeout_s=database.statement_timeout_s,
             batch_rows=database.fetch_batch_rows,
             rows=rows,

@@ -13,11 +13,14 @@ header when the current one is full; parts are sealed (fsynced) as they fill and
 together by the caller once the result is complete, so a variant that fails leaves no file
 at all. A byte limit is kept exactly for CSV (a batch that would cross it is halved until it
 fits; a single row longer than the limit gets a part of its own) and checked between batches
-against the compressed size for ``csv.gz``; XLSX parts split by rows only.
+against the compressed size for ``csv.gz``; XLSX parts split by rows only. CSV bytes (a
+provider's own CSV, PostgreSQL COPY) are cut at record ends, never re-formatted, the header
+line they start with repeated at the top of every part.
 """
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -48,6 +51,7 @@ from exporter_api.runs.writers.formats import (
     RowEncoder,
     TooWideForXlsx,
     part_name,
+    record_ends,
 )
 from exporter_api.runs.writers.xlsx import XlsxBook
 
@@ -91,6 +95,15 @@ class OutputSpec:
     @property
     def splits(self) -> bool:
         return bool(self.max_rows_per_file or self.max_bytes_per_file)
+
+    def needs_rows(self, server_csv: bool, server_style: bool = False) -> bool:
+        """Whether the provider must deliver rows (formatted here, on the output's thread)
+        rather than CSV bytes: the provider's own CSV (``server_csv``: PostgreSQL COPY, SQLite's
+        lines) is taken for every CSV file -- split files too, cut at record ends -- unless the
+        style changes values and the provider cannot apply it (``server_style``)."""
+        return not (
+            server_csv and self.format != "xlsx" and (server_style or not self.style.changes_values)
+        )
 
 
 class _CsvPart:
@@ -228,6 +241,7 @@ class VariantOutput:
         self._books: list[XlsxBook] = []  # workbooks not closed yet
         self._sealed_bytes = 0
         self._labels: list[str] | None = None
+        self._header: bytes | None = None  # the CSV bytes' header line (b"": none)
         self._encoder: RowEncoder | None = None
         self._failure: BaseException | None = None
         self._done = anyio.Event()
@@ -330,9 +344,13 @@ class VariantOutput:
     def _process(self, item: _Item) -> None:
         if item[0] is None:
             _, chunk, count = item
-            part = self._current or self._open_part(None)
-            if not isinstance(part, _CsvPart):
+            if self.spec.format == "xlsx":
                 raise RuntimeError("CSV bytes for an XLSX output")
+            if self.spec.splits:
+                self._add_bytes(chunk, count)
+                return
+            part = self._current or self._open_part(None)
+            assert isinstance(part, _CsvPart)
             part.put(chunk, count)
             self.rows += count
             return
@@ -370,7 +388,44 @@ class VariantOutput:
             if (max_rows and part.rows >= max_rows) or (max_bytes and part.size >= max_bytes):
                 self._close_part()
 
-    def _open_part(self, labels: Sequence[str] | None) -> _Part:
+    def _add_bytes(self, chunk: bytes, count: int) -> None:
+        """CSV bytes of whole records (the header line first in the first chunk, when asked
+        for) into parts cut at record ends, each part starting with the header line: the
+        server's own CSV, split without reformatting a value."""
+        if self._header is None:
+            self._header = b""
+            if self.spec.style.header:
+                end = record_ends(chunk, 1)[0]
+                self._header, chunk = chunk[:end], chunk[end:]
+        max_rows, max_bytes = self.spec.max_rows_per_file, self.spec.max_bytes_per_file
+        ends: list[int] | None = None  # record ends in the chunk, found once a cut is needed
+        start = done = 0  # offset and records of the chunk already written
+        while start < len(chunk):
+            part = self._current or self._open_part(None, self._header)
+            take = count - done
+            if max_rows:
+                take = min(take, max_rows - part.rows)
+            end = len(chunk)
+            if take < count - done or (max_bytes and part.size + end - start > max_bytes):
+                if ends is None:
+                    ends = record_ends(chunk)
+                if max_bytes:
+                    reach = max_bytes - part.size + start  # the chunk offset the part may reach
+                    fits = bisect.bisect_right(ends, reach, done, done + take) - done
+                    if not fits and part.rows:
+                        self._close_part()  # full: the records go to the next part
+                        continue
+                    take = max(fits, 1)  # a record longer than the limit: a part of its own
+                end = ends[done + take - 1]
+            assert isinstance(part, _CsvPart)
+            part.put(chunk[start:end], take)
+            self.rows += take
+            done += take
+            start = end
+            if (max_rows and part.rows >= max_rows) or (max_bytes and part.size >= max_bytes):
+                self._close_part()
+
+    def _open_part(self, labels: Sequence[str] | None, header: bytes | None = None) -> _Part:
         spec = self.spec
         index = len(self.parts) + 1
         name = part_name(self.name, index) if spec.splits else self.name
@@ -381,11 +436,10 @@ class VariantOutput:
             part = _XlsxPart(writer, spec, labels or [])
             self._books.append(part.book)
         else:
-            header = None
             if labels is not None and spec.style.header:
                 assert self._encoder is not None
                 header = self._encoder.header()
-            part = _CsvPart(writer, spec, header)
+            part = _CsvPart(writer, spec, header or None)
         self._current = part
         return part
 

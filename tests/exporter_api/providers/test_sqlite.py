@@ -342,3 +342,28 @@ async def test_cp1251_names_the_row_and_column(provider: SqliteProvider) -> None
     assert (
         caught.value.detail == "row 2, column 'city' holds '☃', which cannot be written in cp1251"
     )
+
+
+_REALS = [1234567890.1234567, 0.1 + 0.2, 1 / 3, 2 / 3 * 1e10, 123456789012345678.0, 5e-324]
+
+
+@pytest.mark.parametrize("separator", ["", "char(31)"])
+async def test_reals_are_written_as_the_same_double(
+    provider: SqliteProvider, separator: str
+) -> None:
+    # SQLite's own text of a REAL has 15 significant digits (1234567890.12346); 16 or 17 are
+    # written when 15 do not read back as the same double. Text SQLite already wrote exactly
+    # stays as it was ("1.0e+16", "100.0"). A U+001F takes the field-by-field path.
+    values = ", ".join(repr(v) for v in _REALS)
+    tail = separator or "''"
+    sql = (
+        f"SELECT value AS r, 'x' || {tail} AS t FROM json_each('[{values}]')"
+        " UNION ALL SELECT 1e16, 'a' UNION ALL SELECT 100.0, 'b'"
+        " UNION ALL SELECT 0.1, 'c' UNION ALL SELECT -2.5, 'd' UNION ALL SELECT 7, 'e'"
+    )
+    sink = CollectingSink()
+    await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
+    written = [row[0] for row in csv.reader(io.StringIO(sink.data.decode()))][1:]
+    assert [float(v) for v in written[: len(_REALS)]] == _REALS
+    assert written[:2] == ["1234567890.1234567", "0.30000000000000004"]
+    assert written[len(_REALS) :] == ["1.0e+16", "100.0", "0.1", "-2.5", "7"]

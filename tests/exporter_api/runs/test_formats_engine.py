@@ -146,7 +146,8 @@ PG_USER = user(USER1, "sess-1")
 async def test_postgres_rows_path_for_xlsx_profiles_and_parts(
     catalog: ExportConfig, tmp_path: Path
 ) -> None:
-    # COPY stays for plain CSV; XLSX, a decimal comma and split files take the cursor path.
+    # COPY for every CSV (a decimal comma applied by the server, split files cut from its
+    # bytes); XLSX takes the cursor path.
     catalog.output.profiles.append(
         OutputProfile(id="ru", delimiter=";", decimal_separator=",", date_format="dd.mm.yyyy")
     )

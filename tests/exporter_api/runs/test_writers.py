@@ -27,7 +27,7 @@ from exporter_api.runs.writers import (
     part_name,
     with_format,
 )
-from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS
+from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, record_ends
 from exporter_api.runs.writers.xlsx import ValueTooLongForXlsx
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 from tests.exporter_api.runs.xlsxread import read_xlsx
@@ -349,3 +349,19 @@ async def test_xlsx_temporary_files_go_to_the_run_directory(tmp_path: Path) -> N
     temporary = [n for n in during if n != writer.part_path.name]
     assert len(temporary) == 1  # the sheet's rows (constant-memory mode)
     assert names(run) == ["out.xlsx"]  # nothing left behind
+
+
+def test_record_ends_skip_line_breaks_inside_quotes() -> None:
+    records = [["a", 'b "q"\nc', ""], ["", "x\n\ny", '""'], ["ООО, 1", "2\r\n", "z"]]
+    whole = io.StringIO()
+    csv.writer(whole, lineterminator="\n").writerows(records)
+    text = whole.getvalue().encode()
+    lengths = []
+    for record in records:
+        one = io.StringIO()
+        csv.writer(one, lineterminator="\n").writerow(record)
+        lengths.append(len(one.getvalue().encode()))
+    ends = [sum(lengths[: k + 1]) for k in range(len(records))]
+    assert record_ends(text) == ends
+    assert record_ends(text, 2) == ends[:2]
+    assert record_ends(b"") == []
