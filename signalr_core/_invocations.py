@@ -134,10 +134,10 @@ class InvocationHost(Protocol):
     def send(self, message: HubMessage) -> None:
         """Encode and queue ``message`` without blocking (dropped once the connection closes)."""
 
-    async def wait_replay_space(self, sequencing: Sequencing) -> None:
+    def wait_replay_space(self, sequencing: Sequencing) -> Awaitable[None]:
         """Wait while the replay buffer is more than half full (stream backpressure)."""
 
-    async def writing_while(self, blocked: Awaitable[None]) -> None:
+    def writing_while(self, blocked: Awaitable[None]) -> Awaitable[None]:
         """Await ``blocked`` while frames keep going out (the message loop may be the writer)."""
 
     def new_hub(self) -> Hub:
