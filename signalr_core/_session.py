@@ -88,10 +88,6 @@ class SessionHost(InvocationHost, HubConnectionHandle, Protocol):
     transport: TransportName | None
     transport_scope: anyio.CancelScope | None
 
-    @property
-    def results(self) -> ClientResults | None:
-        """The client-results table (``None`` until the first client result)."""
-
     def handshake_completed(self, event: HandshakeCompleted) -> Stateful | None:
         """Take the negotiated protocol; stateful reconnect's state when it is active."""
 
@@ -113,14 +109,21 @@ class SessionMethods(MethodTable, Protocol):
 
 
 class Session:
-    """One run of a connection (made by ``HubServerConnection.run``).
+    """One run of a connection (made when a transport attaches, run by
+    ``HubServerConnection.run``).
 
     Args:
         host: The connection.
         methods: The endpoint's methods, filters, options and lifetime manager.
         life: The connection's lifecycle.
         incoming: The connection's incoming buffer (the transport feeds it).
-        state: The connection's protocol state (made when the transport attached).
+        state: The connection's protocol state, made for the transport.
+
+    Attributes:
+        state: The sans-I/O protocol state (``close()`` queues ``Close`` through it).
+        scope: The task group's cancel scope, ``None`` before :meth:`run` entered it.
+        invocations: Invocations and streams, made by the handshake.
+        results: The client-results table, made by the first client result.
     """
 
     __slots__ = (
@@ -129,10 +132,11 @@ class Session:
         "_incoming",
         "_life",
         "_methods",
-        "_state",
         "_stateful",
         "invocations",
+        "results",
         "scope",
+        "state",
     )
 
     def __init__(
@@ -147,7 +151,7 @@ class Session:
         self._methods = methods
         self._life = life
         self._incoming = incoming
-        self._state = state
+        self.state = state
         self._stateful: Stateful | None = None
         # What finish() must undo: 1 registered with the manager, 2 on_connected ran too.
         self._connected = 0
@@ -155,6 +159,7 @@ class Session:
         self.invocations: Invocations | None = None
         # The task group's cancel scope: what closing the connection cancels.
         self.scope: anyio.CancelScope | None = None
+        self.results: ClientResults | None = None  # made by the first client result
 
     async def run(self) -> None:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
@@ -229,7 +234,7 @@ class Session:
         return pending
 
     async def _handshake(self) -> list[HubMessage] | None:
-        state = self._state
+        state = self.state
         options = self._methods.options
         with anyio.move_on_after(options.handshake_timeout):
             while (chunk := await self._incoming.get()) is not None:
@@ -255,14 +260,14 @@ class Session:
 
     def _flush_state(self) -> None:
         outgoing = self._host.outgoing
-        for frame in self._state.data_to_send():
+        for frame in self.state.data_to_send():
             outgoing.put(frame, force=True)
 
     async def _message_loop(self, pending: list[HubMessage], invocations: Invocations) -> None:
         for pending_message in pending:
             if await self._dispatch(pending_message, invocations):
                 return
-        host, state = self._host, self._state
+        host, state = self._host, self.state
         incoming, outgoing = self._incoming, host.outgoing
         chunk: bytes | None
         event: HandshakeCompleted | HubMessage | None
@@ -339,7 +344,7 @@ class Session:
         if self.invocations is not None:
             self.invocations.close()
             self.invocations = None
-        results = host.results
+        results = self.results
         if results is not None:
             results.fail_all()  # no completion: the waiters raise ClientUnavailableError
         forbidden = results_forbidden.set("OnDisconnectedAsync")
@@ -384,7 +389,7 @@ class Session:
         elif isinstance(message, StreamItemMessage):
             await invocations.on_stream_item(message)
         elif isinstance(message, CompletionMessage):
-            results = self._host.results
+            results = self.results
             if results is None or not results.complete(message):
                 invocations.complete_upload(message.invocation_id, message.error)
         elif isinstance(message, CancelInvocationMessage):

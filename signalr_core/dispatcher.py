@@ -179,9 +179,7 @@ class HubServerConnection:
         "_life",
         "_options",
         "_protocols",
-        "_results",
         "_session",
-        "_state",
         "_stateful",
         "aborted",
         "connection_id",
@@ -237,17 +235,15 @@ class HubServerConnection:
         # set the message loop is the socket's writer (see _message_loop and _writing_while).
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
-        self._state: HubConnectionState | None = None
         self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
-        # The run (made by run(), after a transport attached): its task group's cancel scope
-        # is what closing cancels.
+        # The run (made when a transport attaches): the protocol state, the task group whose
+        # cancel scope closing cancels, invocations, client results.
         self._session: Session | None = None
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
         # Stateful reconnect (protocol version 2 on a connection that negotiated it).
         self._stateful: Stateful | None = None  # made by the handshake
         self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
-        self._results: ClientResults | None = None  # made by the first client result
         self._caller_clients_cache: HubCallerClients | None = None
 
     @property
@@ -355,12 +351,13 @@ class HubServerConnection:
             query_values=_without_token(query_values or {}),
             on_abort=self.close,
         )
-        self._state = HubConnectionState(
+        state = HubConnectionState(
             self._protocols,
             transfer_formats=formats,
             max_message_size=self._options.max_message_size,
             detailed_errors=self._options.enable_detailed_errors,
         )
+        self._session = Session(self, self._dispatcher, self._life, self._incoming, state)
         self._life.handle(Event.ACTIVATE)
         self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
 
@@ -473,12 +470,12 @@ class HubServerConnection:
             return
         inactive = life.phase is Phase.NEGOTIATED
         life.handle(Event.CLOSE)
-        state = self._state
+        session = self._session
+        state = session.state if session is not None else None
         if state is not None and state.phase is not ConnectionPhase.CLOSED:
             state.close(error, allow_reconnect)
             for frame in state.data_to_send():
                 self.outgoing.put(frame, force=True)
-        session = self._session
         if session is not None and session.scope is not None:
             session.scope.cancel()
         elif inactive:
@@ -535,13 +532,11 @@ class HubServerConnection:
     def run(self) -> Coroutine[Any, Any, None]:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises.
 
-        The run is a :class:`~signalr_core._session.Session` (made here, after a transport
-        attached); this returns its coroutine, so the connection adds no frame of its own.
+        The run is the :class:`~signalr_core._session.Session` made by :meth:`activate`; this
+        returns its coroutine, so the connection adds no frame of its own.
         """
-        assert self._state is not None
-        session = Session(self, self._dispatcher, self._life, self._incoming, self._state)
-        self._session = session
-        return session.run()
+        assert self._session is not None, "activate() first"
+        return self._session.run()
 
     def writing_while(self, blocked: Awaitable[None]) -> Awaitable[None]:
         """Await ``blocked`` while frames keep going out (see :meth:`Session.writing_while`)."""
@@ -555,11 +550,6 @@ class HubServerConnection:
             limit = self._options.stateful_reconnect_buffer_size
             self._stateful = Stateful(self, self._life, limit)
         return self._stateful
-
-    @property
-    def results(self) -> ClientResults | None:
-        """The client-results table (``None`` until the first client result)."""
-        return self._results
 
     # -- client results ------------------------------------------------------------------------
 
@@ -582,9 +572,11 @@ class HubServerConnection:
             )
         if not self._life.is_open:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        results = self._results
+        session = self._session
+        assert session is not None  # open: a transport attached
+        results = session.results
         if results is None:
-            results = self._results = ClientResults(self._options.max_pending_client_results)
+            results = session.results = ClientResults(self._options.max_pending_client_results)
         return await results.invoke(self, method, args, result_type, timeout)
 
 
