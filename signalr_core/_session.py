@@ -31,8 +31,8 @@ long as the run, one small slotted object per connection.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.abc
@@ -60,12 +60,14 @@ from signalr_core.messages import (
     SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
+    TransferFormat,
 )
 from signalr_core.transports import IncomingBuffer, TransportName, wait_for_input_or_output
 
 if TYPE_CHECKING:
     from signalr_core._stateful import Stateful
     from signalr_core.lifetime import HubLifetimeManager
+    from signalr_core.protocols import HubProtocol
 
 __all__ = ["CONNECTION_ERROR", "Session", "SessionHost", "SessionMethods"]
 
@@ -117,7 +119,7 @@ class Session:
         methods: The endpoint's methods, filters, options and lifetime manager.
         life: The connection's lifecycle.
         incoming: The connection's incoming buffer (the transport feeds it).
-        state: The connection's protocol state, made for the transport.
+        protocols: The hub protocols the endpoint offers (the handshake picks one).
 
     Attributes:
         state: The sans-I/O protocol state (``close()`` queues ``Close`` through it).
@@ -145,13 +147,24 @@ class Session:
         methods: SessionMethods,
         life: Lifecycle,
         incoming: IncomingBuffer,
-        state: HubConnectionState,
+        protocols: Mapping[str, HubProtocol],
     ) -> None:
+        options = methods.options
+        transport = host.transport
+        self.state = HubConnectionState(
+            protocols,
+            transfer_formats=(
+                TransferFormat.TEXT
+                if transport is TransportName.SERVER_SENT_EVENTS
+                else TransferFormat.TEXT | TransferFormat.BINARY
+            ),
+            max_message_size=options.max_message_size,
+            detailed_errors=options.enable_detailed_errors,
+        )
         self._host = host
         self._methods = methods
         self._life = life
         self._incoming = incoming
-        self.state = state
         self._stateful: Stateful | None = None
         # What finish() must undo: 1 registered with the manager, 2 on_connected ran too.
         self._connected = 0
@@ -369,6 +382,21 @@ class Session:
                 # sends what is left and the close frame.
                 host.transport_scope.cancel()
             host.log.debug("connection_closed", error=type(error).__name__ if error else None)
+
+    async def invoke_client(
+        self,
+        method: str,
+        args: Sequence[Any],
+        result_type: Any,
+        timeout: float | None,  # noqa: ASYNC109 - the API ASP.NET users expect
+    ) -> Any:
+        """Invoke ``method`` on the client and wait for its Completion (client results; the
+        connection checked that it is open and allowed here)."""
+        results = self.results
+        if results is None:
+            limit = self._methods.options.max_pending_client_results
+            results = self.results = ClientResults(limit)
+        return await results.invoke(self._host, method, args, result_type, timeout)
 
     async def _dispatch(self, message: HubMessage, invocations: Invocations) -> bool:
         """Handle one message; ``True`` when the client closed the connection."""

@@ -10,13 +10,14 @@ holds the sans-I/O :class:`~signalr_core._sequencing.Sequencing` and performs wh
 * **sending**: :meth:`Stateful.keep` numbers and keeps each sequenced frame; past the replay
   limit the connection is aborted; while no transport is attached frames only wait in the
   replay buffer (pings are dropped);
-* **acknowledgements**: :meth:`Stateful.acknowledged` drops what the client received and
+* **acknowledgements**: :meth:`Stateful.acknowledge` sends ``Ack`` for what arrived (about
+  once a second); :meth:`Stateful.acknowledged` drops what the client received and
   wakes server-to-client streams waiting in :meth:`Stateful.wait_replay_space`
   (backpressure while the buffer is more than half full);
 * **losing the transport**: :meth:`Stateful.transport_lost` decides whether a broken
   WebSocket leaves the connection waiting (``detached``) for ``disconnect_timeout``;
-* **resuming**: :meth:`Stateful.replay` queues ``Sequence`` and the unacknowledged frames
-  before anything else, once the connection made sure the old transport is gone.
+* **resuming**: :meth:`Stateful.resume` makes sure the old transport is gone, then queues
+  ``Sequence`` and the unacknowledged frames before anything else.
 
 It knows the connection only through :class:`StatefulHost`.
 """
@@ -29,7 +30,7 @@ import anyio
 
 from signalr_core._lifecycle import Event, Lifecycle, Phase
 from signalr_core._sequencing import Sequencing
-from signalr_core.messages import HubMessage, SequenceMessage
+from signalr_core.messages import AckMessage, HubMessage, SequenceMessage
 from signalr_core.transports import OutgoingBuffer, TransportName
 
 if TYPE_CHECKING:
@@ -45,11 +46,17 @@ class StatefulHost(Protocol):
         protocol: The negotiated hub protocol.
         outgoing: The bounded outgoing buffer.
         transport: The attached transport.
+        transport_scope: The attached transport's request task scope (``None`` when none is).
+        transport_attached: A transport's request task is attached (it clears this).
+        transport_generation: Counts the transports that took over.
     """
 
     protocol: HubProtocol | None
     outgoing: OutgoingBuffer
     transport: TransportName | None
+    transport_scope: anyio.CancelScope | None
+    transport_attached: bool
+    transport_generation: int
 
     @property
     def log(self) -> Any:
@@ -57,6 +64,9 @@ class StatefulHost(Protocol):
 
     def abort(self) -> None:
         """End the connection at once, dropping whatever is queued."""
+
+    def send(self, message: HubMessage) -> None:
+        """Encode and queue ``message`` without blocking."""
 
 
 class Stateful:
@@ -91,6 +101,13 @@ class Stateful:
         # Detached: sequenced messages wait in the replay buffer, pings are dropped.
         return self._life.detached_since is None
 
+    def acknowledge(self) -> None:
+        """Send ``Ack`` for what arrived (the ticker, about once a second), so the client can
+        drop it from its replay buffer (which otherwise fills up and stalls its sends)."""
+        ack = self.sequencing.ack_due()
+        if ack is not None:
+            self._host.send(AckMessage(sequence_id=ack))
+
     def acknowledged(self, sequence_id: int) -> None:
         """The client received every sequenced message up to ``sequence_id``."""
         sequencing = self.sequencing
@@ -121,8 +138,24 @@ class Stateful:
         self._host.log.info("transport_lost", replay_messages=self.sequencing.pending_messages)
         return True
 
-    def replay(self) -> None:
-        """A new transport took over: queue ``Sequence`` and what was not acknowledged."""
+    async def resume(self) -> int:
+        """A new transport takes over: queue ``Sequence`` and what was not acknowledged.
+
+        An older transport that is still attached (the client noticed the drop first) is
+        cancelled and awaited (at most 5 s). Returns the new transport generation.
+        """
+        host = self._host
+        if host.transport_scope is not None:
+            host.transport_scope.cancel()
+        with anyio.move_on_after(5):
+            while host.transport_attached:  # noqa: ASYNC110 - the old request task clears it
+                await anyio.sleep(0.01)
+        host.transport_generation += 1
+        if self._life.is_open:  # else closed while the old transport went away
+            self._replay()
+        return host.transport_generation
+
+    def _replay(self) -> None:
         self._life.handle(Event.RESUME)
         host = self._host
         protocol = host.protocol

@@ -67,17 +67,17 @@ import anyio
 
 from signalr_core._lifecycle import Event, Lifecycle, Phase, TickAction
 from signalr_core._logging import get_logger
-from signalr_core._results import ClientResults, results_forbidden
+from signalr_core._results import results_forbidden
 from signalr_core._session import Session
 from signalr_core._stateful import Stateful
 from signalr_core.clients import GroupManager, HubCallerClients
-from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
+from signalr_core.connection import ConnectionPhase, HandshakeCompleted
 from signalr_core.context import HubCallerContext, Principal
 from signalr_core.errors import ClientResultsNotAllowedError, ClientUnavailableError
 from signalr_core.filters import FilterPipeline
 from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
-from signalr_core.messages import PING, AckMessage, HubMessage, TransferFormat
+from signalr_core.messages import PING, HubMessage, TransferFormat
 from signalr_core.options import HubOptions
 from signalr_core.transports import IncomingBuffer, OutgoingBuffer, PollSlot, TransportName
 
@@ -331,11 +331,6 @@ class HubServerConnection:
         query_values: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         """Bind the transport and the request that started it; then start :meth:`run`."""
-        formats = (
-            TransferFormat.TEXT
-            if transport is TransportName.SERVER_SENT_EVENTS
-            else TransferFormat.TEXT | TransferFormat.BINARY
-        )
         self.transport = transport
         self.user = user
         self.user_id = user.user_id if user is not None else None
@@ -351,13 +346,7 @@ class HubServerConnection:
             query_values=_without_token(query_values or {}),
             on_abort=self.close,
         )
-        state = HubConnectionState(
-            self._protocols,
-            transfer_formats=formats,
-            max_message_size=self._options.max_message_size,
-            detailed_errors=self._options.enable_detailed_errors,
-        )
-        self._session = Session(self, self._dispatcher, self._life, self._incoming, state)
+        self._session = Session(self, self._dispatcher, self._life, self._incoming, self._protocols)
         self._life.handle(Event.ACTIVATE)
         self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
 
@@ -415,10 +404,8 @@ class HubServerConnection:
     def transport_lost(self, *, graceful: bool, now: float) -> bool:
         """The transport ended; ``True`` when the connection stays to await a reconnect.
 
-        With stateful reconnect, a WebSocket that ended without the client closing it
-        (``graceful``) and without the server closing the connection keeps the connection
-        alive for ``disconnect_timeout`` (:meth:`Stateful.transport_lost`); otherwise the
-        connection ends.
+        With stateful reconnect, a broken WebSocket may leave it waiting for
+        ``disconnect_timeout`` (:meth:`Stateful.transport_lost`); otherwise the connection ends.
         """
         stateful = self._stateful
         if stateful is not None and stateful.transport_lost(graceful=graceful, now=now):
@@ -437,16 +424,8 @@ class HubServerConnection:
         An older transport that is still attached (the client noticed the drop first) is
         cancelled. Returns the new transport generation.
         """
-        if self.transport_scope is not None:
-            self.transport_scope.cancel()
-        with anyio.move_on_after(5):
-            while self.transport_attached:  # noqa: ASYNC110 - the old request task clears it
-                await anyio.sleep(0.01)
-        self.transport_generation += 1
-        if self._life.is_open:  # else closed while the old transport went away
-            assert self._stateful is not None
-            self._stateful.replay()
-        return self.transport_generation
+        assert self._stateful is not None  # can_resume
+        return await self._stateful.resume()
 
     def _enqueue(self, data: bytes) -> None:
         if self.outgoing.put(data):
@@ -507,16 +486,12 @@ class HubServerConnection:
 
         The decisions are the lifecycle's (:meth:`Lifecycle.on_tick`); this performs them.
         """
-        sequencing = self.sequencing
-        pending_ack = sequencing is not None and sequencing.ack_pending
-        actions = self._life.on_tick(now, acknowledge=pending_ack)
-        for action in actions:
+        stateful = self._stateful
+        pending_ack = stateful is not None and stateful.sequencing.ack_pending
+        for action in self._life.on_tick(now, acknowledge=pending_ack):
             if action is TickAction.ACK:
-                # Acknowledge what arrived, so the client can drop it from its replay buffer
-                # (which otherwise fills up and stalls its sends).
-                ack = sequencing.ack_due() if sequencing is not None else None
-                if ack is not None:
-                    self.send(AckMessage(sequence_id=ack))
+                if stateful is not None:
+                    stateful.acknowledge()
             elif action is TickAction.PING:
                 self.send(PING)
             elif action is TickAction.ABORT_CLIENT_TIMEOUT:
@@ -572,12 +547,8 @@ class HubServerConnection:
             )
         if not self._life.is_open:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        session = self._session
-        assert session is not None  # open: a transport attached
-        results = session.results
-        if results is None:
-            results = session.results = ClientResults(self._options.max_pending_client_results)
-        return await results.invoke(self, method, args, result_type, timeout)
+        assert self._session is not None  # open: a transport attached
+        return await self._session.invoke_client(method, args, result_type, timeout)
 
 
 _V = TypeVar("_V")
