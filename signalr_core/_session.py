@@ -3,9 +3,10 @@
 Theory of operation
 ===================
 
-:meth:`~signalr_core.dispatcher.HubServerConnection.run` makes one :class:`Session` and awaits
-:meth:`Session.run`, which is one task group (handshake included; its cancel scope is what
-closing the connection cancels):
+A :class:`~signalr_core.dispatcher.HubServerConnection` makes one :class:`Session` when a
+transport attaches (with the protocol state for that transport); its ``run`` is
+:meth:`Session.run`, one task group (handshake included; its cancel scope is what closing the
+connection cancels):
 
 * the **handshake** reads chunks until the sans-I/O
   :class:`~signalr_core.connection.HubConnectionState` selects a protocol (bounded by
@@ -22,10 +23,13 @@ closing the connection cancels):
 * the **end** (:meth:`Session.finish`, shielded and bounded in time): unregister, the hub's
   ``on_disconnected``, close the outgoing buffer.
 
+It also holds the client-results table (made by the first client result;
+:meth:`Session.invoke_client`).
+
 The session knows the connection only through :class:`SessionHost` and the endpoint only
-through :class:`SessionMethods`; it gets the connection's lifecycle, incoming buffer and
-protocol state from the connection that makes it (no import of the dispatcher). It lives as
-long as the run, one small slotted object per connection.
+through :class:`SessionMethods`; it gets the connection's lifecycle and incoming buffer from
+the connection that makes it (no import of the dispatcher). One small slotted object per
+connection: the connection keeps no per-run state of its own.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ Theory of operation
 A :class:`HubServerConnection` is created by negotiate (or by a WebSocket request without an
 id) and started when a transport attaches. Its :meth:`~HubServerConnection.run` task lives in
 the endpoint's task group, so Long Polling and Server-Sent Events connections outlive the HTTP
-requests that carry them. ``run`` is one task group (handshake included; its cancel scope is
-what closing cancels):
+requests that carry them. The run is a :class:`~signalr_core._session.Session` (made when the
+transport attaches; it sees the connection only through
+:class:`~signalr_core._session.SessionHost`), one task group (handshake included; its cancel
+scope is what closing cancels):
 
 * the **message loop** reads byte chunks the transport fed in (an
   :class:`~signalr_core.transports.IncomingBuffer`, bounded in bytes), hands
@@ -39,19 +41,21 @@ sends what is left and the close frame (see :mod:`signalr_core.transports.websoc
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
 
 **Client results** (:mod:`signalr_core._results`): :meth:`~HubServerConnection.invoke_client`
-waits on an entry of the connection's table, made by its first client result; a worker that
+waits on an entry of the session's table, made by its first client result; a worker that
 waits lends its slot so that the message loop can read the answer.
 
-**Stateful reconnect** (:mod:`signalr_core._sequencing` keeps the sequence ids and the bounded
-replay buffer, sans-I/O). When the WebSocket breaks (no close frame from the client, no close
+**Stateful reconnect** (:mod:`signalr_core._stateful`, over the sans-I/O sequence ids and
+bounded replay buffer of :mod:`signalr_core._sequencing`; made by the handshake only for
+connections that use it). When the WebSocket breaks (no close frame from the client, no close
 by the server), :meth:`~HubServerConnection.transport_lost` keeps the connection (its task
 group keeps running) for ``disconnect_timeout``; a WebSocket request with the same token calls
 :meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the replay buffer before
 anything else.
 
-**Memory per idle connection.** An idle WebSocket connection holds one task of its own (``run``)
-and one task group: no writer task, no workers (started by the first job that needs one), no
-buffer storage while empty, no replay buffer or client-results table unless used.
+**Memory per idle connection.** An idle WebSocket connection holds one task of its own (``run``),
+one task group and one small slotted ``Session``: no writer task, no workers (started by the
+first job that needs one), no buffer storage while empty, no replay buffer or client-results
+table unless used.
 
 Close error texts follow ASP.NET Core's ``HubConnectionHandler`` and ``ErrorMessageHelper``.
 """
@@ -232,7 +236,7 @@ class HubServerConnection:
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
         # Set by a WebSocket transport while attached: sends frames on its socket. While it is
-        # set the message loop is the socket's writer (see _message_loop and _writing_while).
+        # set the message loop is the socket's writer (see Session.writing_while).
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
         self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
