@@ -193,7 +193,7 @@ class Session:
                         tg.cancel_scope.cancel()
                     pending = await self._connect()
                     if pending is not None:
-                        invocations = Invocations(host, self._methods, tg)
+                        invocations = Invocations(host, self._methods, tg, self)
                         self.invocations = invocations
                         try:
                             await self._message_loop(pending, invocations)

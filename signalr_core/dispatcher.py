@@ -20,8 +20,8 @@ scope is what closing cancels):
   ``max_parallel_invocations`` **invocation workers**, started by the first invocation that
   needs one, and one task per **server-to-client stream** and per method taking
   **client-to-server streams**, all in this task group. It sees the connection only through
-  :class:`~signalr_core._invocations.InvocationHost` (``send``, ``new_hub``,
-  ``writing_while``, ...).
+  :class:`~signalr_core._invocations.InvocationHost` (``send``, ``new_hub``, ...) and the
+  session's message loop (``writing_while``).
 
 The first failure cancels everything; ``run`` then unregisters the connection, calls the hub's
 ``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
@@ -516,11 +516,6 @@ class HubServerConnection:
         """
         assert self._session is not None, "activate() first"
         return self._session.run()
-
-    def writing_while(self, blocked: Awaitable[None]) -> Awaitable[None]:
-        """Await ``blocked`` while frames keep going out (see :meth:`Session.writing_while`)."""
-        session = self._session
-        return blocked if session is None else session.writing_while(blocked)
 
     def handshake_completed(self, event: HandshakeCompleted) -> Stateful | None:
         """Take the negotiated protocol; stateful reconnect's state when it is active."""
