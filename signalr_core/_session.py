@@ -109,9 +109,11 @@ class SessionMethods(MethodTable, Protocol):
 
     Attributes:
         manager: The lifetime manager the connection registers with.
+        protocols: The hub protocols the endpoint offers (the handshake picks one).
     """
 
     manager: HubLifetimeManager
+    protocols: Mapping[str, HubProtocol]
 
 
 class Session:
@@ -120,10 +122,9 @@ class Session:
 
     Args:
         host: The connection.
-        methods: The endpoint's methods, filters, options and lifetime manager.
+        methods: The endpoint's methods, filters, options, lifetime manager and protocols.
         life: The connection's lifecycle.
         incoming: The connection's incoming buffer (the transport feeds it).
-        protocols: The hub protocols the endpoint offers (the handshake picks one).
 
     Attributes:
         state: The sans-I/O protocol state (``close()`` queues ``Close`` through it).
@@ -151,12 +152,11 @@ class Session:
         methods: SessionMethods,
         life: Lifecycle,
         incoming: IncomingBuffer,
-        protocols: Mapping[str, HubProtocol],
     ) -> None:
         options = methods.options
         transport = host.transport
         self.state = HubConnectionState(
-            protocols,
+            methods.protocols,
             transfer_formats=(
                 TransferFormat.TEXT
                 if transport is TransportName.SERVER_SENT_EVENTS
@@ -180,7 +180,6 @@ class Session:
 
     async def run(self) -> None:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
-        host = self._host
         error: Exception | None = None
         try:
             try:
@@ -193,7 +192,7 @@ class Session:
                         tg.cancel_scope.cancel()
                     pending = await self._connect()
                     if pending is not None:
-                        invocations = Invocations(host, self._methods, tg, self)
+                        invocations = Invocations(self._host, self._methods, tg, self)
                         self.invocations = invocations
                         try:
                             await self._message_loop(pending, invocations)
@@ -206,17 +205,17 @@ class Session:
                     raise
                 raise single from None  # report the failure itself, not its task-group wrapper
         except HandshakeError as exc:
-            host.log.info("handshake_failed", error=str(exc))
+            self._host.log.info("handshake_failed", error=str(exc))
         except _ConnectFailed as exc:
             error = exc.error
         except ProtocolError as exc:
             error = exc
-            host.log.info("client_message_rejected", error=str(exc))
-            host.close(self._error_message(exc))
+            self._host.log.info("client_message_rejected", error=str(exc))
+            self._host.close(self._error_message(exc))
         except Exception as exc:
             error = exc
-            host.log.exception("connection_failed")
-            host.close(self._error_message(exc))
+            self._host.log.exception("connection_failed")
+            self._host.close(self._error_message(exc))
         finally:
             with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
                 await self.finish(error)

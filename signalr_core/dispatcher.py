@@ -135,7 +135,9 @@ class HubDispatcher:
         methods: Mapping[str, HubMethod],
         options: HubOptions,
         manager: HubLifetimeManager,
+        protocols: Mapping[str, HubProtocol],
     ) -> None:
+        self.protocols = protocols  # the hub protocols a handshake may select
         self.hub_class = hub_class
         self.methods = methods
         self.options = options
@@ -181,8 +183,6 @@ class HubServerConnection:
         "_finished_event",
         "_incoming",
         "_life",
-        "_options",
-        "_protocols",
         "_session",
         "_stateful",
         "aborted",
@@ -209,15 +209,12 @@ class HubServerConnection:
     def __init__(
         self,
         dispatcher: HubDispatcher,
-        protocols: Mapping[str, HubProtocol],
         *,
         connection_id: str,
         connection_token: str,
     ) -> None:
         options = dispatcher.options
         self._dispatcher = dispatcher
-        self._options = options
-        self._protocols = protocols
         self.connection_id = connection_id
         self.connection_token = connection_token
         self.user_id: str | None = None
@@ -239,7 +236,7 @@ class HubServerConnection:
         # set the message loop is the socket's writer (see Session.writing_while).
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
-        self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
+        self._incoming = IncomingBuffer(options.application_max_buffer_size)
         # The run (made when a transport attaches): the protocol state, the task group whose
         # cancel scope closing cancels, invocations, client results.
         self._session: Session | None = None
@@ -350,7 +347,7 @@ class HubServerConnection:
             query_values=_without_token(query_values or {}),
             on_abort=self.close,
         )
-        self._session = Session(self, self._dispatcher, self._life, self._incoming, self._protocols)
+        self._session = Session(self, self._dispatcher, self._life, self._incoming)
         self._life.handle(Event.ACTIVATE)
         self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
 
@@ -440,8 +437,9 @@ class HubServerConnection:
                 pending_bytes=self.outgoing.pending_bytes,
                 pending_messages=len(self.outgoing),
             )
-            if self._options.on_slow_consumer is not None:
-                self._options.on_slow_consumer(str(self.transport))
+            on_slow_consumer = self._dispatcher.options.on_slow_consumer
+            if on_slow_consumer is not None:
+                on_slow_consumer(str(self.transport))
             self.abort()
 
     # -- ending --------------------------------------------------------------------------------
@@ -499,10 +497,10 @@ class HubServerConnection:
             elif action is TickAction.PING:
                 self.send(PING)
             elif action is TickAction.ABORT_CLIENT_TIMEOUT:
-                self.log.info("client_timed_out", timeout=self._options.client_timeout)
+                self.log.info("client_timed_out", timeout=self._dispatcher.options.client_timeout)
                 self.abort()
             else:
-                timeout = self._options.disconnect_timeout
+                timeout = self._dispatcher.options.disconnect_timeout
                 self.log.info("reconnect_timed_out", timeout=timeout)
                 self.abort()
 
@@ -521,7 +519,7 @@ class HubServerConnection:
         """Take the negotiated protocol; stateful reconnect's state when it is active."""
         self.protocol = event.protocol
         if self.use_stateful_reconnect and event.version >= 2:
-            limit = self._options.stateful_reconnect_buffer_size
+            limit = self._dispatcher.options.stateful_reconnect_buffer_size
             self._stateful = Stateful(self, self._life, limit)
         return self._stateful
 
