@@ -3,11 +3,13 @@
 Theory of operation
 ===================
 
-The message loop of a :class:`~signalr_core.dispatcher.HubServerConnection` hands every
-``Invocation``, ``StreamInvocation``, ``StreamItem``, ``CancelInvocation`` and (when it answers
-no client result) ``Completion`` to the connection's :class:`Invocations`, made when the
-handshake succeeded. It knows the connection only through :class:`InvocationHost` and the
-endpoint's method table through :class:`MethodTable` (no import of the dispatcher):
+The message loop of a :class:`~signalr_core.dispatcher.HubServerConnection` (its
+:class:`~signalr_core._session.Session`) hands every ``Invocation``, ``StreamInvocation``,
+``StreamItem``, ``CancelInvocation`` and (when it answers no client result) ``Completion`` to
+the connection's :class:`Invocations`, made when the handshake succeeded. It knows the
+connection only through :class:`InvocationHost`, the message loop through
+:class:`MessageLoop` and the endpoint's method table through :class:`MethodTable` (no import
+of the dispatcher or the session):
 
 * an invocation is looked up, its arguments decoded with the target's signature and checked
   (count, types, authorization, streaming or not, stream ids), with ASP.NET's error texts;
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "InvocationHost",
     "Invocations",
+    "MessageLoop",
     "MethodTable",
     "build_error_message",
     "exception_name",
@@ -134,14 +137,18 @@ class InvocationHost(Protocol):
     def send(self, message: HubMessage) -> None:
         """Encode and queue ``message`` without blocking (dropped once the connection closes)."""
 
-    async def wait_replay_space(self, sequencing: Sequencing) -> None:
+    def wait_replay_space(self, sequencing: Sequencing) -> Awaitable[None]:
         """Wait while the replay buffer is more than half full (stream backpressure)."""
-
-    async def writing_while(self, blocked: Awaitable[None]) -> None:
-        """Await ``blocked`` while frames keep going out (the message loop may be the writer)."""
 
     def new_hub(self) -> Hub:
         """A hub instance for one invocation, bound to the connection."""
+
+
+class MessageLoop(Protocol):
+    """The message loop that hands messages to :class:`Invocations` (the connection's run)."""
+
+    def writing_while(self, blocked: Awaitable[None]) -> Awaitable[None]:
+        """Await ``blocked`` while frames keep going out (the loop may be the writer)."""
 
 
 class MethodTable(Protocol):
@@ -171,6 +178,7 @@ class Invocations:
         methods: The endpoint's methods, filters and options.
         tg: The connection's task group: workers and streams run in it, so closing the
             connection cancels them.
+        loop: The message loop (it writes while it waits for a worker or an upload stream).
 
     Workers start with the first job that needs one: an idle connection has none.
     """
@@ -178,6 +186,7 @@ class Invocations:
     __slots__ = (
         "_busy",
         "_host",
+        "_loop",
         "_methods",
         "_options",
         "_send",
@@ -187,8 +196,15 @@ class Invocations:
         "receive",
     )
 
-    def __init__(self, host: InvocationHost, methods: MethodTable, tg: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self,
+        host: InvocationHost,
+        methods: MethodTable,
+        tg: anyio.abc.TaskGroup,
+        loop: MessageLoop,
+    ) -> None:
         self._host = host
+        self._loop = loop
         self._methods = methods
         self._options = methods.options
         self._tg: anyio.abc.TaskGroup | None = tg
@@ -334,7 +350,7 @@ class Invocations:
             try:
                 upload.send.send_nowait(value)
             except anyio.WouldBlock:  # the method may need frames to go out to make room
-                await self._host.writing_while(upload.send.send(value))
+                await self._loop.writing_while(upload.send.send(value))
             # items after the method ended are dropped
 
     def complete_upload(self, stream_id: str, error: str | None) -> None:
@@ -377,7 +393,7 @@ class Invocations:
         try:
             sender.send_nowait(job)
         except anyio.WouldBlock:  # every worker is busy: waiting may take long
-            await self._host.writing_while(sender.send(job))
+            await self._loop.writing_while(sender.send(job))
 
     async def _worker(self, jobs: MemoryObjectReceiveStream[_Job]) -> None:
         current_worker.set(WorkerSlot(self._lend_worker))

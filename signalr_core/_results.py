@@ -46,12 +46,14 @@ class ResultsHost(Protocol):
     """What a client result needs of its connection (``HubServerConnection``).
 
     Attributes:
-        connection_id: The connection's public id (in error texts).
         protocol: The negotiated hub protocol (decodes the result).
     """
 
-    connection_id: str
     protocol: HubProtocol | None
+
+    @property
+    def connection_id(self) -> str:
+        """The connection's public id (in error texts)."""
 
     def send(self, message: HubMessage) -> None:
         """Encode and queue ``message`` without blocking."""

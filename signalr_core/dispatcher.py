@@ -6,8 +6,10 @@ Theory of operation
 A :class:`HubServerConnection` is created by negotiate (or by a WebSocket request without an
 id) and started when a transport attaches. Its :meth:`~HubServerConnection.run` task lives in
 the endpoint's task group, so Long Polling and Server-Sent Events connections outlive the HTTP
-requests that carry them. ``run`` is one task group (handshake included; its cancel scope is
-what closing cancels):
+requests that carry them. The run is a :class:`~signalr_core._session.Session` (made when the
+transport attaches; it sees the connection only through
+:class:`~signalr_core._session.SessionHost`), one task group (handshake included; its cancel
+scope is what closing cancels):
 
 * the **message loop** reads byte chunks the transport fed in (an
   :class:`~signalr_core.transports.IncomingBuffer`, bounded in bytes), hands
@@ -18,8 +20,8 @@ what closing cancels):
   ``max_parallel_invocations`` **invocation workers**, started by the first invocation that
   needs one, and one task per **server-to-client stream** and per method taking
   **client-to-server streams**, all in this task group. It sees the connection only through
-  :class:`~signalr_core._invocations.InvocationHost` (``send``, ``new_hub``,
-  ``writing_while``, ...).
+  :class:`~signalr_core._invocations.InvocationHost` (``send``, ``new_hub``, ...) and the
+  session's message loop (``writing_while``).
 
 The first failure cancels everything; ``run`` then unregisters the connection, calls the hub's
 ``on_disconnected`` (shielded, bounded in time) and closes the outgoing buffer so the transport
@@ -39,19 +41,21 @@ sends what is left and the close frame (see :mod:`signalr_core.transports.websoc
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
 
 **Client results** (:mod:`signalr_core._results`): :meth:`~HubServerConnection.invoke_client`
-waits on an entry of the connection's table, made by its first client result; a worker that
+waits on an entry of the session's table, made by its first client result; a worker that
 waits lends its slot so that the message loop can read the answer.
 
-**Stateful reconnect** (:mod:`signalr_core._sequencing` keeps the sequence ids and the bounded
-replay buffer, sans-I/O). When the WebSocket breaks (no close frame from the client, no close
+**Stateful reconnect** (:mod:`signalr_core._stateful`, over the sans-I/O sequence ids and
+bounded replay buffer of :mod:`signalr_core._sequencing`; made by the handshake only for
+connections that use it). When the WebSocket breaks (no close frame from the client, no close
 by the server), :meth:`~HubServerConnection.transport_lost` keeps the connection (its task
 group keeps running) for ``disconnect_timeout``; a WebSocket request with the same token calls
 :meth:`~HubServerConnection.resume`, which queues ``Sequence`` and the replay buffer before
 anything else.
 
-**Memory per idle connection.** An idle WebSocket connection holds one task of its own (``run``)
-and one task group: no writer task, no workers (started by the first job that needs one), no
-buffer storage while empty, no replay buffer or client-results table unless used.
+**Memory per idle connection.** An idle WebSocket connection holds one task of its own (``run``),
+one task group and one small slotted ``Session``: no writer task, no workers (started by the
+first job that needs one), no buffer storage while empty, no replay buffer or client-results
+table unless used.
 
 Close error texts follow ASP.NET Core's ``HubConnectionHandler`` and ``ErrorMessageHelper``.
 """
@@ -60,66 +64,34 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import anyio.abc
-import anyio.lowlevel
 
-from signalr_core._invocations import Invocations, build_error_message
 from signalr_core._lifecycle import Event, Lifecycle, Phase, TickAction
 from signalr_core._logging import get_logger
-from signalr_core._results import (
-    ClientResults,
-    results_forbidden,
-)
-from signalr_core._sequencing import Sequencing
+from signalr_core._results import results_forbidden
+from signalr_core._session import Session
+from signalr_core._stateful import Stateful
 from signalr_core.clients import GroupManager, HubCallerClients
-from signalr_core.connection import ConnectionPhase, HandshakeCompleted, HubConnectionState
+from signalr_core.connection import ConnectionPhase, HandshakeCompleted
 from signalr_core.context import HubCallerContext, Principal
-from signalr_core.errors import (
-    ClientResultsNotAllowedError,
-    ClientUnavailableError,
-    HandshakeError,
-    ProtocolError,
-)
+from signalr_core.errors import ClientResultsNotAllowedError, ClientUnavailableError
 from signalr_core.filters import FilterPipeline
-from signalr_core.handshake import HANDSHAKE_CANCELED
 from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
-from signalr_core.messages import (
-    PING,
-    AckMessage,
-    CancelInvocationMessage,
-    CloseMessage,
-    CompletionMessage,
-    HubMessage,
-    InvocationMessage,
-    PingMessage,
-    SequenceMessage,
-    StreamInvocationMessage,
-    StreamItemMessage,
-    TransferFormat,
-)
+from signalr_core.messages import PING, HubMessage, TransferFormat
 from signalr_core.options import HubOptions
-from signalr_core.transports import (
-    IncomingBuffer,
-    OutgoingBuffer,
-    PollSlot,
-    TransportName,
-    wait_for_input_or_output,
-)
+from signalr_core.transports import IncomingBuffer, OutgoingBuffer, PollSlot, TransportName
 
 if TYPE_CHECKING:
+    from signalr_core._sequencing import Sequencing
     from signalr_core.protocols import HubProtocol
 
 __all__ = ["ConnectionStatus", "EncodeCache", "HubDispatcher", "HubServerConnection"]
 
 _log = get_logger("signalr_core")
-
-CONNECTION_ERROR: Final = "Connection closed with an error."
-_DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
 class ConnectionStatus(enum.Enum):
@@ -163,7 +135,9 @@ class HubDispatcher:
         methods: Mapping[str, HubMethod],
         options: HubOptions,
         manager: HubLifetimeManager,
+        protocols: Mapping[str, HubProtocol],
     ) -> None:
+        self.protocols = protocols  # the hub protocols a handshake may select
         self.hub_class = hub_class
         self.methods = methods
         self.options = options
@@ -207,18 +181,10 @@ class HubServerConnection:
         "_caller_clients_cache",
         "_dispatcher",
         "_finished_event",
-        "_hub_connected",
         "_incoming",
-        "_invocations",
         "_life",
-        "_options",
-        "_protocols",
-        "_registered",
-        "_replay_space",
-        "_results",
-        "_scope",
-        "_sequencing",
-        "_state",
+        "_session",
+        "_stateful",
         "aborted",
         "connection_id",
         "connection_token",
@@ -243,15 +209,12 @@ class HubServerConnection:
     def __init__(
         self,
         dispatcher: HubDispatcher,
-        protocols: Mapping[str, HubProtocol],
         *,
         connection_id: str,
         connection_token: str,
     ) -> None:
         options = dispatcher.options
         self._dispatcher = dispatcher
-        self._options = options
-        self._protocols = protocols
         self.connection_id = connection_id
         self.connection_token = connection_token
         self.user_id: str | None = None
@@ -270,24 +233,18 @@ class HubServerConnection:
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
         # Set by a WebSocket transport while attached: sends frames on its socket. While it is
-        # set the message loop is the socket's writer (see _message_loop and _writing_while).
+        # set the message loop is the socket's writer (see Session.writing_while).
         self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
         self.aborted = False
-        self._state: HubConnectionState | None = None
-        self._incoming = IncomingBuffer(self._options.application_max_buffer_size)
-        self._scope: anyio.CancelScope | None = None
-        # What _finish must undo (the lifetime manager's registration, the hub's on_connected).
-        self._registered = False
-        self._hub_connected = False
+        self._incoming = IncomingBuffer(options.application_max_buffer_size)
+        # The run (made when a transport attaches): the protocol state, the task group whose
+        # cancel scope closing cancels, invocations, client results.
+        self._session: Session | None = None
         self.use_stateful_reconnect = False  # negotiated; active only with protocol version 2
         # Stateful reconnect (protocol version 2 on a connection that negotiated it).
-        self._sequencing: Sequencing | None = None
-        self._replay_space: anyio.Event | None = None
+        self._stateful: Stateful | None = None  # made by the handshake
         self.resuming = False  # a WebSocket request is taking over (claimed before any await)
         self.transport_generation = 0
-        self._results: ClientResults | None = None  # made by the first client result
-        # Invocations and streams (workers, uploads, cancellation): made by the handshake.
-        self._invocations: Invocations | None = None
         self._caller_clients_cache: HubCallerClients | None = None
 
     @property
@@ -318,7 +275,8 @@ class HubServerConnection:
     @property
     def sequencing(self) -> Sequencing | None:
         """Stateful reconnect's sequence ids and replay buffer (``None`` unless active)."""
-        return self._sequencing
+        stateful = self._stateful
+        return None if stateful is None else stateful.sequencing
 
     @property
     def status(self) -> ConnectionStatus:
@@ -355,7 +313,8 @@ class HubServerConnection:
                 event.set()
         return event
 
-    def _set_finished(self) -> None:
+    def set_finished(self) -> None:
+        """The run ended (the lifecycle is closed, waiters on ``finished`` wake up)."""
         self._life.handle(Event.FINISH)
         if self._finished_event is not None:
             self._finished_event.set()
@@ -373,11 +332,6 @@ class HubServerConnection:
         query_values: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         """Bind the transport and the request that started it; then start :meth:`run`."""
-        formats = (
-            TransferFormat.TEXT
-            if transport is TransportName.SERVER_SENT_EVENTS
-            else TransferFormat.TEXT | TransferFormat.BINARY
-        )
         self.transport = transport
         self.user = user
         self.user_id = user.user_id if user is not None else None
@@ -393,12 +347,7 @@ class HubServerConnection:
             query_values=_without_token(query_values or {}),
             on_abort=self.close,
         )
-        self._state = HubConnectionState(
-            self._protocols,
-            transfer_formats=formats,
-            max_message_size=self._options.max_message_size,
-            detailed_errors=self._options.enable_detailed_errors,
-        )
+        self._session = Session(self, self._dispatcher, self._life, self._incoming)
         self._life.handle(Event.ACTIVATE)
         self._life.pings = transport is not TransportName.LONG_POLLING  # as ASP.NET
 
@@ -432,9 +381,8 @@ class HubServerConnection:
         if not self._life.is_open or protocol is None:
             return
         data = self._dispatcher.encode_cache.encode(protocol, message)
-        if self._sequencing is not None:
-            self._enqueue_stateful(message, data)
-        else:
+        stateful = self._stateful
+        if stateful is None or stateful.keep(message, data):
             self._enqueue(data)
 
     def send(self, message: HubMessage) -> None:
@@ -443,58 +391,25 @@ class HubServerConnection:
         if not self._life.is_open or protocol is None:
             return
         data = protocol.encode_message(message)
-        if self._sequencing is not None:
-            self._enqueue_stateful(message, data)
-        else:
+        stateful = self._stateful
+        if stateful is None or stateful.keep(message, data):
             self._enqueue(data)
 
-    def _enqueue_stateful(self, message: HubMessage, data: bytes) -> None:
-        sequencing = self._sequencing
-        assert sequencing is not None
-        if not sequencing.sent(message, data):
-            self.log.warning(
-                "replay_buffer_overflowed",
-                pending_bytes=sequencing.pending_bytes,
-                pending_messages=sequencing.pending_messages,
-            )
-            self.abort()
-            return
-        if self._life.detached_since is None:
-            self._enqueue(data)
-        # else: no transport; sequenced messages wait in the replay buffer, pings are dropped
-
-    def _acknowledged(self, sequencing: Sequencing, sequence_id: int) -> None:
-        """The client received every sequenced message up to ``sequence_id``."""
-        sequencing.acknowledged(sequence_id)
-        event = self._replay_space
-        if event is not None and sequencing.has_room:
-            self._replay_space = None
-            event.set()
-
-    async def wait_replay_space(self, sequencing: Sequencing) -> None:
+    def wait_replay_space(self, sequencing: Sequencing) -> Awaitable[None]:
         """Backpressure for streams: wait while the replay buffer is more than half full."""
-        while self._life.is_open and not sequencing.has_room:
-            if self._replay_space is None:
-                self._replay_space = anyio.Event()
-            await self._replay_space.wait()
+        assert self._stateful is not None  # sequencing is its sequencing
+        return self._stateful.wait_replay_space()
 
     # -- stateful reconnect: losing and regaining the transport ---------------------------------
 
     def transport_lost(self, *, graceful: bool, now: float) -> bool:
         """The transport ended; ``True`` when the connection stays to await a reconnect.
 
-        With stateful reconnect, a WebSocket that ended without the client closing it
-        (``graceful``) and without the server closing the connection keeps the connection
-        alive for ``disconnect_timeout``; otherwise the connection ends.
+        With stateful reconnect, a broken WebSocket may leave it waiting for
+        ``disconnect_timeout`` (:meth:`Stateful.transport_lost`); otherwise the connection ends.
         """
-        if (
-            self._sequencing is not None
-            and not graceful
-            and self._life.phase is Phase.OPEN
-            and self.transport is TransportName.WEBSOCKETS
-        ):
-            self._life.handle(Event.TRANSPORT_LOST, now)
-            self.log.info("transport_lost", replay_messages=self._sequencing.pending_messages)
+        stateful = self._stateful
+        if stateful is not None and stateful.transport_lost(graceful=graceful, now=now):
             return True
         self.transport_closed()
         return False
@@ -502,7 +417,7 @@ class HubServerConnection:
     @property
     def can_resume(self) -> bool:
         """Whether a new WebSocket with this connection's token may take over (stateful)."""
-        return self._sequencing is not None and self._life.is_open
+        return self._stateful is not None and self._life.is_open
 
     async def resume(self) -> int:
         """A new transport takes over: send ``Sequence`` and replay what was not acknowledged.
@@ -510,25 +425,8 @@ class HubServerConnection:
         An older transport that is still attached (the client noticed the drop first) is
         cancelled. Returns the new transport generation.
         """
-        if self.transport_scope is not None:
-            self.transport_scope.cancel()
-        with anyio.move_on_after(5):
-            while self.transport_attached:  # noqa: ASYNC110 - the old request task clears it
-                await anyio.sleep(0.01)
-        self.transport_generation += 1
-        if not self._life.is_open:  # closed while the old transport went away
-            return self.transport_generation
-        self._life.handle(Event.RESUME)
-        protocol = self.protocol
-        assert protocol is not None
-        assert self._sequencing is not None
-        self.outgoing.drain()  # whatever was queued is either in the replay buffer or a ping
-        first, replay = self._sequencing.replay()
-        self.outgoing.put(protocol.encode_message(SequenceMessage(sequence_id=first)), force=True)
-        for data in replay:
-            self.outgoing.put(data, force=True)
-        self.log.info("transport_resumed", replayed=len(replay), sequence=first)
-        return self.transport_generation
+        assert self._stateful is not None  # can_resume
+        return await self._stateful.resume()
 
     def _enqueue(self, data: bytes) -> None:
         if self.outgoing.put(data):
@@ -539,8 +437,9 @@ class HubServerConnection:
                 pending_bytes=self.outgoing.pending_bytes,
                 pending_messages=len(self.outgoing),
             )
-            if self._options.on_slow_consumer is not None:
-                self._options.on_slow_consumer(str(self.transport))
+            on_slow_consumer = self._dispatcher.options.on_slow_consumer
+            if on_slow_consumer is not None:
+                on_slow_consumer(str(self.transport))
             self.abort()
 
     # -- ending --------------------------------------------------------------------------------
@@ -552,13 +451,14 @@ class HubServerConnection:
             return
         inactive = life.phase is Phase.NEGOTIATED
         life.handle(Event.CLOSE)
-        state = self._state
+        session = self._session
+        state = session.state if session is not None else None
         if state is not None and state.phase is not ConnectionPhase.CLOSED:
             state.close(error, allow_reconnect)
             for frame in state.data_to_send():
                 self.outgoing.put(frame, force=True)
-        if self._scope is not None:
-            self._scope.cancel()
+        if session is not None and session.scope is not None:
+            session.scope.cancel()
         elif inactive:
             self._end_inactive()
 
@@ -572,288 +472,56 @@ class HubServerConnection:
         self.outgoing.close(discard=True)
         if self.transport_scope is not None:
             self.transport_scope.cancel()  # do not wait for a socket that does not drain
-        if self._scope is not None:
-            self._scope.cancel()
+        session = self._session
+        if session is not None and session.scope is not None:
+            session.scope.cancel()
         elif inactive:
             self._end_inactive()
 
     def _end_inactive(self) -> None:
         self.outgoing.close()
         self._incoming.close()
-        self._set_finished()
+        self.set_finished()
 
     def tick(self, now: float) -> None:
         """Keep-alive, client timeout and reconnect wait, called about once a second.
 
         The decisions are the lifecycle's (:meth:`Lifecycle.on_tick`); this performs them.
         """
-        sequencing = self._sequencing
-        pending_ack = sequencing is not None and sequencing.ack_pending
-        actions = self._life.on_tick(now, acknowledge=pending_ack)
-        for action in actions:
+        stateful = self._stateful
+        pending_ack = stateful is not None and stateful.sequencing.ack_pending
+        for action in self._life.on_tick(now, acknowledge=pending_ack):
             if action is TickAction.ACK:
-                # Acknowledge what arrived, so the client can drop it from its replay buffer
-                # (which otherwise fills up and stalls its sends).
-                ack = sequencing.ack_due() if sequencing is not None else None
-                if ack is not None:
-                    self.send(AckMessage(sequence_id=ack))
+                if stateful is not None:
+                    stateful.acknowledge()
             elif action is TickAction.PING:
                 self.send(PING)
             elif action is TickAction.ABORT_CLIENT_TIMEOUT:
-                self.log.info("client_timed_out", timeout=self._options.client_timeout)
+                self.log.info("client_timed_out", timeout=self._dispatcher.options.client_timeout)
                 self.abort()
             else:
-                timeout = self._options.disconnect_timeout
+                timeout = self._dispatcher.options.disconnect_timeout
                 self.log.info("reconnect_timed_out", timeout=timeout)
                 self.abort()
 
     # -- the connection's life -----------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
-        error: Exception | None = None
-        try:
-            try:
-                # One task group for the whole life (handshake included): its cancel scope is
-                # what close() cancels, and it holds the workers and streams (a separate scope
-                # per connection would cost memory for nothing).
-                async with anyio.create_task_group() as tg:
-                    self._scope = tg.cancel_scope
-                    if self._life.is_closing:
-                        tg.cancel_scope.cancel()
-                    pending = await self._connect()
-                    if pending is not None:
-                        invocations = Invocations(self, self._dispatcher, tg)
-                        self._invocations = invocations
-                        try:
-                            await self._message_loop(pending, invocations)
-                        finally:
-                            invocations.stop_workers()
-                    tg.cancel_scope.cancel()  # the client closed: end the workers and streams
-            except BaseExceptionGroup as group:
-                single = _single_exception(group)
-                if single is group:
-                    raise
-                raise single from None  # report the failure itself, not its task-group wrapper
-        except HandshakeError as exc:
-            self.log.info("handshake_failed", error=str(exc))
-        except _ConnectFailed as exc:
-            error = exc.error
-        except ProtocolError as exc:
-            error = exc
-            self.log.info("client_message_rejected", error=str(exc))
-            self.close(
-                build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
-            )
-        except Exception as exc:
-            error = exc
-            self.log.exception("connection_failed")
-            self.close(
-                build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
-            )
-        finally:
-            with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
-                await self._finish(error)
+    def run(self) -> Coroutine[Any, Any, None]:
+        """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises.
 
-    async def _connect(self) -> list[HubMessage] | None:
-        """Handshake, then ``on_connected``: the messages that came with the handshake, or
-        ``None`` when the connection ends here."""
-        pending = await self._handshake()
-        if pending is None:
-            return None
-        self._life.handle(Event.HANDSHAKE_DONE, time.monotonic())
-        manager = self._dispatcher.manager
-        await manager.on_connected(self)
-        self._registered = True
-        self.log.debug("connection_opened", protocol=self.protocol.name if self.protocol else None)
-        forbidden = results_forbidden.set("OnConnectedAsync")
-        try:
-            hub = self.new_hub()
-            filters = self._dispatcher.filters
-            await (hub.on_connected() if filters is None else filters.on_connected(hub))
-        except Exception as exc:
-            self.log.warning("hub_on_connected_failed", error_type=type(exc).__name__)
-            self.close(
-                build_error_message(CONNECTION_ERROR, exc, self._options.enable_detailed_errors)
-            )
-            raise _ConnectFailed(exc) from exc
-        finally:
-            results_forbidden.reset(forbidden)
-        self._hub_connected = True
-        return pending
+        The run is the :class:`~signalr_core._session.Session` made by :meth:`activate`; this
+        returns its coroutine, so the connection adds no frame of its own.
+        """
+        assert self._session is not None, "activate() first"
+        return self._session.run()
 
-    async def _handshake(self) -> list[HubMessage] | None:
-        state = self._state
-        assert state is not None
-        with anyio.move_on_after(self._options.handshake_timeout):
-            while (chunk := await self._incoming.get()) is not None:
-                try:
-                    state.receive_data(chunk)
-                except HandshakeError:
-                    self._flush_state()
-                    raise
-                events = state.events_received()
-                for index, event in enumerate(events):
-                    if isinstance(event, HandshakeCompleted):
-                        self.protocol = event.protocol
-                        if self.use_stateful_reconnect and event.version >= 2:
-                            limit = self._options.stateful_reconnect_buffer_size
-                            self._sequencing = Sequencing(limit)
-                        self._flush_state()
-                        return [
-                            e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
-                        ]
-            return None
-        self.log.info("handshake_timed_out", timeout=self._options.handshake_timeout)
-        if state.phase is ConnectionPhase.HANDSHAKE:
-            state.send_handshake_response(HANDSHAKE_CANCELED)
-            self._flush_state()
-        return None
-
-    def _flush_state(self) -> None:
-        assert self._state is not None
-        for frame in self._state.data_to_send():
-            self.outgoing.put(frame, force=True)
-
-    async def _message_loop(
-        self,
-        pending: list[HubMessage],
-        invocations: Invocations,
-    ) -> None:
-        for pending_message in pending:
-            if await self._dispatch(pending_message, invocations):
-                return
-        state = self._state
-        assert state is not None
-        incoming, outgoing = self._incoming, self.outgoing
-        chunk: bytes | None
-        event: HandshakeCompleted | HubMessage | None
-        while True:
-            # With a WebSocket attached, this loop is also the socket's writer: replies to a
-            # chunk go out before the next chunk is read, and an idle connection waits for
-            # input and output at once with no writer task. (Re-read the writer each time: a
-            # transport that left, or a new one, changes it.)
-            writer = self.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-                continue
-            if not incoming.ready:
-                # Idle: keep neither the last chunk nor the last message alive meanwhile.
-                chunk = event = None
-                # A plain awaitable, not a coroutine: idle connections keep fewer frames.
-                await wait_for_input_or_output(
-                    incoming,
-                    outgoing if self.transport is TransportName.WEBSOCKETS else None,
-                    can_send=writer is not None,
-                )
-                continue
-            chunk = incoming.get_nowait()
-            if chunk is None:
-                return
-            try:
-                state.receive_data(chunk)
-            except ProtocolError:
-                # Messages decoded before the bad frame still run, as ASP.NET reads them.
-                for event in state.events_received():
-                    if not isinstance(event, HandshakeCompleted):
-                        await self._dispatch(event, invocations)
-                raise
-            for event in state.events_received():
-                if isinstance(event, HandshakeCompleted):
-                    continue
-                if await self._dispatch(event, invocations):
-                    return
-
-    async def writing_while(self, blocked: Awaitable[None]) -> None:
-        """Await ``blocked`` (the message loop waits for a worker or for room in an upload
-        stream) while a helper task does the loop's writing: the method it waits for may need
-        frames to go out first."""
-        if self.direct_writer is None or self._invocations is None:
-            await blocked
-            return
-        stop = [False]
-        async with anyio.create_task_group() as helper:
-            helper.start_soon(self._help_write, stop)
-            try:
-                await blocked
-            finally:
-                stop[0] = True
-                self.outgoing.notify()
-
-    async def _help_write(self, stop: list[bool]) -> None:
-        outgoing = self.outgoing
-        while True:
-            writer = self.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-            elif stop[0]:
-                return
-            else:
-                await outgoing.wait_notified()
-
-    async def _finish(self, error: Exception | None) -> None:
-        if not self._life.is_closing:
-            self._life.handle(Event.CLOSE)  # nothing is sent from here on
-        self._incoming.close()
-        if self._invocations is not None:
-            self._invocations.close()
-            self._invocations = None
-        if self._results is not None:
-            self._results.fail_all()  # no completion: the waiters raise ClientUnavailableError
-        forbidden = results_forbidden.set("OnDisconnectedAsync")
-        try:
-            if self._registered:
-                await self._dispatcher.manager.on_disconnected(self)
-            if self._hub_connected:
-                hub = self.new_hub()
-                filters = self._dispatcher.filters
-                if filters is None:
-                    await hub.on_disconnected(error)
-                else:
-                    await filters.on_disconnected(hub, error)
-        except Exception:
-            self.log.exception("hub_on_disconnected_failed")
-        finally:
-            results_forbidden.reset(forbidden)
-            self.outgoing.close()
-            self._set_finished()
-            if self.direct_writer is not None and self.transport_scope is not None:
-                # The message loop was the WebSocket's writer: the request task takes over,
-                # sends what is left and the close frame.
-                self.transport_scope.cancel()
-            self.log.debug("connection_closed", error=type(error).__name__ if error else None)
-
-    # -- dispatching ---------------------------------------------------------------------------
-
-    async def _dispatch(self, message: HubMessage, invocations: Invocations) -> bool:
-        """Handle one message; ``True`` when the client closed the connection."""
-        sequencing = self._sequencing
-        if sequencing is not None:
-            if isinstance(message, SequenceMessage):
-                # After a reconnect the client restarts numbering at its oldest unacked message.
-                sequencing.restart_at(message.sequence_id)
-                return False
-            if isinstance(message, AckMessage):
-                self._acknowledged(sequencing, message.sequence_id)
-                return False
-            if not sequencing.received(message):
-                return False  # resent after a reconnect, already processed
-        if isinstance(message, (InvocationMessage, StreamInvocationMessage)):
-            await invocations.on_invocation(message)
-        elif isinstance(message, StreamItemMessage):
-            await invocations.on_stream_item(message)
-        elif isinstance(message, CompletionMessage):
-            if self._results is None or not self._results.complete(message):
-                invocations.complete_upload(message.invocation_id, message.error)
-        elif isinstance(message, CancelInvocationMessage):
-            invocations.cancel(message.invocation_id)
-        elif isinstance(message, CloseMessage):
-            self.log.debug("connection_closed_by_client", error=message.error)
-            return True
-        elif isinstance(message, PingMessage):
-            self._life.client_pinged(time.monotonic())
-        # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
-        return False
+    def handshake_completed(self, event: HandshakeCompleted) -> Stateful | None:
+        """Take the negotiated protocol; stateful reconnect's state when it is active."""
+        self.protocol = event.protocol
+        if self.use_stateful_reconnect and event.version >= 2:
+            limit = self._dispatcher.options.stateful_reconnect_buffer_size
+            self._stateful = Stateful(self, self._life, limit)
+        return self._stateful
 
     # -- client results ------------------------------------------------------------------------
 
@@ -876,10 +544,8 @@ class HubServerConnection:
             )
         if not self._life.is_open:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
-        results = self._results
-        if results is None:
-            results = self._results = ClientResults(self._options.max_pending_client_results)
-        return await results.invoke(self, method, args, result_type, timeout)
+        assert self._session is not None  # open: a transport attached
+        return await self._session.invoke_client(method, args, result_type, timeout)
 
 
 _V = TypeVar("_V")
@@ -890,17 +556,3 @@ def _without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
     if "access_token" not in values:
         return values
     return {k: v for k, v in values.items() if k != "access_token"}
-
-
-def _single_exception(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-class _ConnectFailed(Exception):
-    """``on_connected`` raised; the Close message is already queued."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error

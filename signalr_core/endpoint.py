@@ -616,7 +616,9 @@ class HubEndpoint(ConnectionEndpoint[HubServerConnection]):
         self.protocols: Mapping[str, HubProtocol] = (
             self.options.protocols if self.options.protocols is not None else default_protocols()
         )
-        self._dispatcher = HubDispatcher(hub_class, methods, self.options, self.lifetime_manager)
+        self._dispatcher = HubDispatcher(
+            hub_class, methods, self.options, self.lifetime_manager, self.protocols
+        )
         by_id = self._connections.by_id
         self._dispatcher.local_lookup = by_id.get
         self._hub_context = HubContext(self.lifetime_manager, self._active_connections, by_id.get)
@@ -634,10 +636,7 @@ class HubEndpoint(ConnectionEndpoint[HubServerConnection]):
 
     def _create_connection(self, connection_id: str, token: str) -> HubServerConnection:
         return HubServerConnection(
-            self._dispatcher,
-            self.protocols,
-            connection_id=connection_id,
-            connection_token=token,
+            self._dispatcher, connection_id=connection_id, connection_token=token
         )
 
     @contextlib.asynccontextmanager

@@ -304,7 +304,7 @@ async def test_oversized_message_closes_connection() -> None:
 
 
 def test_a_single_failure_is_reported_without_its_task_group_wrappers() -> None:
-    from signalr_core.dispatcher import _single_exception
+    from signalr_core._session import _single_exception
 
     inner = ValueError("boom")
     wrapped = BaseExceptionGroup("tg", [ExceptionGroup("inner tg", [inner])])
