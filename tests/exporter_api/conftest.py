@@ -20,7 +20,7 @@ from exporter_api.config import Settings, default_config_path, load_config
 from exporter_api.providers import create_provider
 from exporter_api.services import Services
 from exporter_api.store import Store, open_store
-from tests.services import PostgresCluster
+from tests.services import PostgresCluster, free_port
 
 DEMO_LOGIN = {
     "dbUsername": "USER1",
@@ -126,6 +126,51 @@ def pg_login_database(pg: PostgresCluster, prefix: str, role: str, password: str
         f"CREATE ROLE {role} LOGIN PASSWORD '{password}'; END IF; END $$"
     )
     return f"postgresql://{pg.host}:{pg.port}/{name}"
+
+
+_PG_LOGIN_CONFIG = """
+[[databases]]
+id = "pg"
+display_name = "PostgreSQL"
+provider = "postgres"
+dsn = "{dsn}"
+connect_timeout_s = {connect_timeout_s}
+
+[[databases]]
+id = "down"
+display_name = "Unreachable"
+provider = "postgres"
+dsn = "postgresql://127.0.0.1:{closed_port}/nothing"
+connect_timeout_s = 2
+
+[[managers]]
+id = "m1"
+display_name = "Manager 1"
+streams = [{{ id = "s1", display_name = "Stream 1" }}]
+
+[[columns_profiles]]
+id = "p"
+items = [{{ id = "x", label = "X", source = "x" }}]
+
+[[groups]]
+id = "g"
+display_name = "G"
+
+[[groups.scripts]]
+id = "s"
+display_name = "S"
+execution_lane = 0
+columns_profile_id = "p"
+variants = ["q.sql"]
+"""
+
+
+def pg_login_config(dsn: str, connect_timeout_s: int) -> str:
+    """A catalog with the PostgreSQL database ``dsn`` (id ``pg``, one script ``s`` reading
+    ``q.sql``) and an unreachable one (id ``down``, a closed port)."""
+    return _PG_LOGIN_CONFIG.format(
+        dsn=dsn, closed_port=free_port(), connect_timeout_s=connect_timeout_s
+    )
 
 
 def pg_store_settings(tmp_path: Path, pg: PostgresCluster, config_text: str) -> Settings:

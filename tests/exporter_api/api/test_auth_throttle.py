@@ -23,51 +23,16 @@ from exporter_api.services import Services
 from tests.exporter_api.conftest import (
     DEMO_LOGIN,
     NoRuns,
+    pg_login_config,
     pg_login_database,
     pg_store_settings,
     running_app,
 )
-from tests.services import PostgresCluster, free_port
+from tests.services import PostgresCluster
 
 PARALLEL = 50
 MAX_FAILURES = 5  # login_max_failures (the demo config and the default)
 PASSWORD = "carol-Pa55-word"
-
-PG_CONFIG = """
-[[databases]]
-id = "pg"
-display_name = "PostgreSQL"
-provider = "postgres"
-dsn = "{dsn}"
-connect_timeout_s = 5
-
-[[databases]]
-id = "down"
-display_name = "Unreachable"
-provider = "postgres"
-dsn = "postgresql://127.0.0.1:{closed_port}/nothing"
-connect_timeout_s = 2
-
-[[managers]]
-id = "m1"
-display_name = "Manager 1"
-streams = [{{ id = "s1", display_name = "Stream 1" }}]
-
-[[columns_profiles]]
-id = "p"
-items = [{{ id = "x", label = "X", source = "x" }}]
-
-[[groups]]
-id = "g"
-display_name = "G"
-
-[[groups.scripts]]
-id = "s"
-display_name = "S"
-execution_lane = 0
-columns_profile_id = "p"
-variants = ["q.sql"]
-"""
 
 
 class Burst:
@@ -149,7 +114,7 @@ def pg_target(pg: PostgresCluster) -> str:
 @pytest.fixture
 def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings:
     (tmp_path / "q.sql").write_text("SELECT 1 AS x", encoding="utf-8")
-    return pg_store_settings(tmp_path, pg, PG_CONFIG.format(dsn=pg_target, closed_port=free_port()))
+    return pg_store_settings(tmp_path, pg, pg_login_config(pg_target, connect_timeout_s=5))
 
 
 def _pg_body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
