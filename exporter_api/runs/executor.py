@@ -334,7 +334,7 @@ class RunExecutor:
             rows=rows,
         )
         rendered = render_file_name(
-            self.config.output.file_name_template, self._name_fields(run, planned, i)
+            self.config.output.file_name_template, _name_fields(run, planned, i)
         )
         if format_of(rendered) != spec.format:
             rendered = with_format(rendered, spec.format)
@@ -347,7 +347,7 @@ class RunExecutor:
                 if count == 0:
                     vstate.bytes_written = 0
                     return "NoData", None, []  # nothing was written: no file
-                written = await self._commit_parts(run, output, rendered, log)
+                written = await _commit_parts(run, output, rendered, log)
                 vstate.bytes_written = sum(w.size_bytes for w in written)
                 now = utc_now()
                 return (
@@ -379,68 +379,6 @@ class RunExecutor:
         vstate.rows_exported = 0
         vstate.bytes_written = 0
         return "Failed", error, []
-
-    async def _commit_parts(
-        self, run: ActiveRun, output: VariantOutput, rendered: str, log: structlog.BoundLogger
-    ) -> list[WrittenFile]:
-        """Commit every part of ``output`` (``rendered``, or ``..._part001`` ... when there are
-        several): all of them, or none (a part committed before one that failed is removed)."""
-        written: list[WrittenFile] = []
-        several = len(output.parts) > 1
-        try:
-            for k, writer in enumerate(output.parts, start=1):
-                name = part_name(rendered, k) if several else rendered
-                writer.rename(unique_name(name, run.taken_names))
-                written.append(await self._commit(run, writer, name, log))
-        except BaseException:
-            paths = [w.path for w in written]
-
-            def _remove() -> None:
-                for path in paths:
-                    with contextlib.suppress(OSError):
-                        path.unlink(missing_ok=True)
-
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_remove)
-            raise
-        return written
-
-    async def _commit(
-        self, run: ActiveRun, writer: FileWriter, rendered: str, log: structlog.BoundLogger
-    ) -> WrittenFile:
-        """Commit ``writer``; a final name already in place takes the next free name.
-
-        The name was free of the run's recorded files, so the file in place is no file of this
-        run: a previous driver's, still writing when it was cut off from the store after the
-        run was taken over from it (its saves are refused now, it never records that file).
-        Failing the variant for it would fail the run of the instance that holds it."""
-        for _ in range(_MAX_STALE_NAMES):
-            try:
-                return await writer.commit()
-            except ExportFileConflict as exc:
-                if exc.detail != FILE_WRITTEN_ELSEWHERE:
-                    raise
-            writer.rename(unique_name(rendered, run.taken_names))
-            log.warning("stale_export_file_skipped")
-        return await writer.commit()
-
-    def _name_fields(self, run: ActiveRun, planned: PlannedScript, i: int) -> dict[str, str]:
-        state = run.state
-        created = state.created_at.replace(":", "").replace("-", "")
-        return {
-            "run_id": state.run_id,
-            "group_id": planned.group_id,
-            "group_name": run.group(planned.group_id).display_name,
-            "script_id": planned.script.id,
-            "script_name": planned.script.display_name,
-            "variant": str(i),
-            "login": state.login,
-            "database_id": state.database_id,
-            "manager_id": state.manager_id,
-            "stream_id": state.stream_id,
-            "date": created[:8],
-            "time": created[9:15],
-        }
 
     async def _change(
         self,
@@ -707,6 +645,74 @@ class _Progress:
                             run_id=self.run.run_id,
                             error_type=type(exc).__name__,
                         )
+
+
+# A variant's file names and commits: they need the run and its writers, not the executor.
+
+
+async def _commit_parts(
+    run: ActiveRun, output: VariantOutput, rendered: str, log: structlog.BoundLogger
+) -> list[WrittenFile]:
+    """Commit every part of ``output`` (``rendered``, or ``..._part001`` ... when there are
+    several): all of them, or none (a part committed before one that failed is removed)."""
+    written: list[WrittenFile] = []
+    several = len(output.parts) > 1
+    try:
+        for k, writer in enumerate(output.parts, start=1):
+            name = part_name(rendered, k) if several else rendered
+            writer.rename(unique_name(name, run.taken_names))
+            written.append(await _commit(run, writer, name, log))
+    except BaseException:
+        paths = [w.path for w in written]
+
+        def _remove() -> None:
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_remove)
+        raise
+    return written
+
+
+async def _commit(
+    run: ActiveRun, writer: FileWriter, rendered: str, log: structlog.BoundLogger
+) -> WrittenFile:
+    """Commit ``writer``; a final name already in place takes the next free name.
+
+    The name was free of the run's recorded files, so the file in place is no file of this
+    run: a previous driver's, still writing when it was cut off from the store after the
+    run was taken over from it (its saves are refused now, it never records that file).
+    Failing the variant for it would fail the run of the instance that holds it."""
+    for _ in range(_MAX_STALE_NAMES):
+        try:
+            return await writer.commit()
+        except ExportFileConflict as exc:
+            if exc.detail != FILE_WRITTEN_ELSEWHERE:
+                raise
+        writer.rename(unique_name(rendered, run.taken_names))
+        log.warning("stale_export_file_skipped")
+    return await writer.commit()
+
+
+def _name_fields(run: ActiveRun, planned: PlannedScript, i: int) -> dict[str, str]:
+    state = run.state
+    created = state.created_at.replace(":", "").replace("-", "")
+    return {
+        "run_id": state.run_id,
+        "group_id": planned.group_id,
+        "group_name": run.group(planned.group_id).display_name,
+        "script_id": planned.script.id,
+        "script_name": planned.script.display_name,
+        "variant": str(i),
+        "login": state.login,
+        "database_id": state.database_id,
+        "manager_id": state.manager_id,
+        "stream_id": state.stream_id,
+        "date": created[:8],
+        "time": created[9:15],
+    }
 
 
 __all__ = [
