@@ -137,7 +137,7 @@ class InvocationHost(Protocol):
     def send(self, message: HubMessage) -> None:
         """Encode and queue ``message`` without blocking (dropped once the connection closes)."""
 
-    def wait_replay_space(self, sequencing: Sequencing) -> Awaitable[None]:
+    def wait_replay_space(self) -> Awaitable[None]:
         """Wait while the replay buffer is more than half full (stream backpressure)."""
 
     def new_hub(self) -> Hub:
@@ -549,8 +549,8 @@ class Invocations:
                 try:
                     async for item in iterator:
                         await outgoing.wait_writable()
-                        if (sequencing := host.sequencing) is not None:
-                            await host.wait_replay_space(sequencing)
+                        if host.sequencing is not None:
+                            await host.wait_replay_space()
                         host.send(StreamItemMessage(invocation_id=invocation_id, item=item))
                         await anyio.lowlevel.checkpoint()
                 except Exception as exc:

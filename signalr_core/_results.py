@@ -84,9 +84,6 @@ class ClientResults:
         self._pending: dict[str, PendingResult] = {}
         self._last_id = 0
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     def open(self, result_type: Any) -> tuple[str, PendingResult] | None:
         """A new entry and its invocation id; ``None`` when ``limit`` are already waited for."""
         if len(self._pending) >= self.limit:

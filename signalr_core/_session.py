@@ -327,7 +327,7 @@ class Session:
         """Await ``blocked`` (the message loop waits for a worker or for room in an upload
         stream) while a helper task does the loop's writing: the method it waits for may need
         frames to go out first."""
-        if self._host.direct_writer is None or self.invocations is None:
+        if self._host.direct_writer is None:
             await blocked
             return
         stop = [False]

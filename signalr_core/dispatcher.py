@@ -289,11 +289,6 @@ class HubServerConnection:
         return ConnectionStatus.ACTIVE
 
     @property
-    def phase(self) -> Phase:
-        """The connection's lifecycle phase (see :mod:`signalr_core._lifecycle`)."""
-        return self._life.phase
-
-    @property
     def created(self) -> float:
         """When the connection was made (``time.monotonic()``)."""
         return self._life.created
@@ -395,9 +390,9 @@ class HubServerConnection:
         if stateful is None or stateful.keep(message, data):
             self._enqueue(data)
 
-    def wait_replay_space(self, sequencing: Sequencing) -> Awaitable[None]:
+    def wait_replay_space(self) -> Awaitable[None]:
         """Backpressure for streams: wait while the replay buffer is more than half full."""
-        assert self._stateful is not None  # sequencing is its sequencing
+        assert self._stateful is not None  # only connections with sequencing call it
         return self._stateful.wait_replay_space()
 
     # -- stateful reconnect: losing and regaining the transport ---------------------------------

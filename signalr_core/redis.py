@@ -114,6 +114,8 @@ from signalr_core.lifetime import (
     HubConnectionHandle,
     HubLifetimeManager,
     LocalConnection,
+    invocation,
+    write_all,
 )
 from signalr_core.messages import InvocationMessage
 
@@ -323,24 +325,26 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         if kind == "all":
             inv = decode_invocation(data)
             targets = registry.in_groups(inv.groups) if inv.groups else registry.connections
-            _deliver(registry.excluding(targets, inv.exclude), inv)
+            write_all(registry.excluding(targets, inv.exclude), inv.target, inv.arguments)
         elif kind == "connection":
             connection = registry.get(name)
             item = decode_connection_message(data)
             if isinstance(item, RedisInvocation):
                 if connection is not None:
-                    connection.write(_message(item))
+                    connection.write(invocation(item.target, item.arguments))
             elif isinstance(item, RedisClientInvocation):
                 self._results.on_invocation(name, connection, item)
             elif connection is not None:
                 _close_local({name: connection}, item, self._server_name, self._log)
         elif kind == "group":
             inv = decode_invocation(data)
-            _deliver(registry.excluding(registry.members(name), inv.exclude), inv)
+            write_all(
+                registry.excluding(registry.members(name), inv.exclude), inv.target, inv.arguments
+            )
         elif kind == "user":
             item = decode_user_message(data)
             if isinstance(item, RedisInvocation):
-                _deliver(list(registry.of_user(name).values()), item)
+                write_all(list(registry.of_user(name).values()), item.target, item.arguments)
             else:
                 _close_local(dict(registry.of_user(name)), item, self._server_name, self._log)
         elif channel == self._channels.servers:
@@ -393,7 +397,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             if connection is not None:
                 # Local: skip Redis (connections are sticky), as ASP.NET does.
                 if message is None:
-                    message = InvocationMessage(target=method, arguments=tuple(args))
+                    message = invocation(method, args)
                 connection.write(message)
                 continue
             if payload is None:
@@ -538,17 +542,6 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
 def _unknown() -> int:
     return 0  # a channel whose subscribers this server cannot know (no check but the gate)
-
-
-def _deliver(targets: Sequence[HubConnectionHandle], inv: RedisInvocation) -> None:
-    if targets:
-        message = _message(inv)
-        for connection in targets:
-            connection.write(message)
-
-
-def _message(inv: RedisInvocation) -> InvocationMessage:
-    return InvocationMessage(target=inv.target, arguments=inv.arguments)
 
 
 def _local(has: Callable[[str], bool], key: str) -> Callable[[], int]:
