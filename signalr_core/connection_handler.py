@@ -55,7 +55,13 @@ from signalr_core.endpoint import ConnectionEndpoint
 from signalr_core.hub import HubAuthorizePolicy
 from signalr_core.messages import TransferFormat
 from signalr_core.options import HubOptions
-from signalr_core.transports import IncomingBuffer, OutgoingBuffer, PollSlot, TransportName
+from signalr_core.transports import (
+    IncomingBuffer,
+    OutgoingBuffer,
+    PollSlot,
+    TransportName,
+    abort_slow_consumer,
+)
 
 __all__ = [
     "ConnectionContext",
@@ -298,12 +304,13 @@ class RawConnection:
     def enqueue(self, data: bytes) -> None:
         """Queue ``data``; a full buffer (a client not reading) aborts the connection."""
         if not self.outgoing.put(data) and not self.outgoing.closed:
-            self._log.warning(
-                "slow_consumer_aborted",
-                pending_bytes=self.outgoing.pending_bytes,
-                pending_messages=len(self.outgoing),
+            abort_slow_consumer(
+                self.outgoing,
+                self.transport,
+                self._log,
+                self._options.on_slow_consumer,
+                self.abort,
             )
-            self.abort()
 
     def _stop(self) -> None:
         if self._scope is not None:

@@ -83,7 +83,13 @@ from signalr_core.hub import Hub, HubMethod, normalize_name
 from signalr_core.lifetime import HubLifetimeManager
 from signalr_core.messages import PING, HubMessage, TransferFormat
 from signalr_core.options import HubOptions
-from signalr_core.transports import IncomingBuffer, OutgoingBuffer, PollSlot, TransportName
+from signalr_core.transports import (
+    IncomingBuffer,
+    OutgoingBuffer,
+    PollSlot,
+    TransportName,
+    abort_slow_consumer,
+)
 
 if TYPE_CHECKING:
     from signalr_core._sequencing import Sequencing
@@ -427,15 +433,13 @@ class HubServerConnection:
         if self.outgoing.put(data):
             self._life.wrote = True
         elif not self.outgoing.closed:
-            self.log.warning(
-                "slow_consumer_aborted",
-                pending_bytes=self.outgoing.pending_bytes,
-                pending_messages=len(self.outgoing),
+            abort_slow_consumer(
+                self.outgoing,
+                self.transport,
+                self.log,
+                self._dispatcher.options.on_slow_consumer,
+                self.abort,
             )
-            on_slow_consumer = self._dispatcher.options.on_slow_consumer
-            if on_slow_consumer is not None:
-                on_slow_consumer(str(self.transport))
-            self.abort()
 
     # -- ending --------------------------------------------------------------------------------
 

@@ -312,6 +312,25 @@ class OutgoingBuffer:
             await self._space_waiters.wait()
 
 
+def abort_slow_consumer(
+    outgoing: OutgoingBuffer,
+    transport: object,
+    log: Any,
+    observer: Callable[[str], None] | None,
+    abort: Callable[[], None],
+) -> None:
+    """``outgoing`` refused a frame: the client does not read. Log it, tell the observer
+    (``HubOptions.on_slow_consumer``) the transport's name, and abort the connection."""
+    log.warning(
+        "slow_consumer_aborted",
+        pending_bytes=outgoing.pending_bytes,
+        pending_messages=len(outgoing),
+    )
+    if observer is not None:
+        observer(str(transport))
+    abort()
+
+
 class IncomingBuffer:
     """A bounded queue of received byte chunks, from the transport to the message loop.
 
