@@ -181,16 +181,16 @@ async def test_without_a_cancel_connection_the_dropped_socket_still_ends_the_que
     marker = f"nocancel_{len(sql)}"
     request = ExportRequest(sql=sql.format(marker=marker, rows=ROWS), params={})
     monitor = await asyncpg.connect(pg.dsn(db=pg_db.rsplit("/", 1)[1]))
+    sink = CollectingSink()
     try:
         with capture_logs() as logs:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    provider.export, "prov_slots1", ALICE_PASSWORD, request, CollectingSink()
-                )
+                tg.start_soon(provider.export, "prov_slots1", ALICE_PASSWORD, request, sink)
                 with anyio.fail_after(10):
                     while await _backends(monitor, marker) == 0:  # noqa: ASYNC110 - polls
                         await anyio.sleep(0.02)
-                await anyio.sleep(0.1)  # streaming (or sleeping) by now
+                    if sql == STREAMING_SQL:  # rows are coming (busy: the query is running)
+                        await sink.first_write.wait()
                 tg.cancel_scope.cancel()
                 cancelled_at = time.monotonic()
         assert time.monotonic() - cancelled_at < RETURN_BOUND_S
