@@ -23,7 +23,6 @@ import structlog
 from exporter_api.config import DatabaseConfig
 from exporter_api.errors import ExporterError, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import (
-    CsvEncoder,
     DatabaseProvider,
     ExportRequest,
     ExportResult,
@@ -181,30 +180,20 @@ class OracleProvider(DatabaseProvider):
         request: ExportRequest,
         sink: ExportSink,
     ) -> ExportResult:
-        encoder = CsvEncoder(request.delimiter, request.encoding)
-        rows = size = 0
+        # Rows as fetched, one array per call (``server_csv`` is False: the executor always
+        # asks for rows); the sink formats them on its own thread while the next array is
+        # fetched.
+        rows_out = row_sink(sink)
+        rows = 0
         cursor = conn.cursor()
         cursor.arraysize = self.arraysize
         cursor.prefetchrows = self.arraysize
         await cursor.execute(sql, binds)
         header = [d[0] for d in cursor.description or ()]
-        if request.rows:
-            # Rows as fetched, one array per call; the sink formats them on its own thread
-            # while the next array is fetched.
-            rows_out = row_sink(sink)
-            while batch := await cursor.fetchmany(self.arraysize):
-                await rows_out.write_rows(header, batch)
-                rows += len(batch)
-            return ExportResult(rows=rows, bytes=0)
-        while True:
-            batch = await cursor.fetchmany(self.arraysize)
-            if not batch:
-                break
-            chunk = encoder.encode([*([header] if rows == 0 and request.header else []), *batch])
-            await sink.write(chunk, len(batch))
+        while batch := await cursor.fetchmany(self.arraysize):
+            await rows_out.write_rows(header, batch)
             rows += len(batch)
-            size += len(chunk)
-        return ExportResult(rows=rows, bytes=size)
+        return ExportResult(rows=rows, bytes=0)
 
 
 async def close_connection(conn: Any, timeout_s: float = CLOSE_TIMEOUT_S) -> None:

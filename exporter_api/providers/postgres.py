@@ -243,7 +243,7 @@ class PostgresProvider(DatabaseProvider):
         self, conn: Any, request: ExportRequest, sink: GuardedSink
     ) -> ExportResult:
         """Rows (typed values) through a server-side cursor, a batch per round trip: for
-        outputs the server's CSV cannot give (XLSX, a decimal comma, split files)."""
+        outputs the server's CSV cannot give (XLSX; styles and split files stay COPY)."""
         script = strip_terminator(wrap_columns(request.sql, request.columns))
         sql = await self._inline_params(conn, script, request.params)
         rows = 0
