@@ -45,7 +45,7 @@ from exporter_api.runs.operations import RunListQuery
 from exporter_api.runs.repository import RunRepository, StoredFile
 from exporter_api.runs.selection import plan_run
 from exporter_api.runs.service import RunService, owns, sign_files, state_for
-from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
+from exporter_api.runs.writers.formats import format_of, media_type
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
 
 if TYPE_CHECKING:
@@ -209,11 +209,7 @@ class RunsApi:
         recorded before media types were is taken to be in ``[output] encoding``."""
         if stored.media_type is not None:
             return stored.media_type
-        fmt = format_of(stored.name)
-        if fmt != "csv":
-            return MEDIA_TYPES[fmt]
-        charset = "windows-1251" if self.backend.config.output.encoding == "cp1251" else "utf-8"
-        return f"text/csv; charset={charset}"
+        return media_type(format_of(stored.name), self.backend.config.output.encoding)
 
     async def download_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]

@@ -26,6 +26,15 @@ MEDIA_TYPES: dict[str, str] = {
     "csv.gz": "application/gzip",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
+
+
+def media_type(fmt: str, encoding: str) -> str:
+    """What a file of ``fmt`` is served as; a CSV says its charset (cp1251 or UTF-8)."""
+    if fmt != "csv":
+        return MEDIA_TYPES[fmt]
+    return f"text/csv; charset={'windows-1251' if encoding == 'cp1251' else 'utf-8'}"
+
+
 XLSX_MAX_ROWS = 1_048_576  # Excel's rows per sheet, the header row included
 XLSX_MAX_COLUMNS = 16_384
 
@@ -255,6 +264,7 @@ __all__ = [
     "date_columns",
     "format_of",
     "iso_text_date",
+    "media_type",
     "part_name",
     "record_ends",
     "with_format",

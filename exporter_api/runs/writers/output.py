@@ -42,12 +42,12 @@ from exporter_api.runs.files import (
     disk_call,
 )
 from exporter_api.runs.writers.formats import (
-    MEDIA_TYPES,
     XLSX_MAX_ROWS,
     CsvStyle,
     FileFormat,
     Row,
     RowEncoder,
+    media_type,
     part_name,
     record_ends,
 )
@@ -85,10 +85,7 @@ class OutputSpec:
     @property
     def media_type(self) -> str:
         """What the files are served as; a CSV says its charset (the profile's encoding)."""
-        if self.format != "csv":
-            return MEDIA_TYPES[self.format]
-        charset = "windows-1251" if self.style.codec == "cp1251" else "utf-8"
-        return f"text/csv; charset={charset}"
+        return media_type(self.format, self.style.encoding)
 
     @property
     def splits(self) -> bool:
