@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from exporter_api.runs.errors import RunNotFound
-from exporter_api.runs.models import RunFiles, RunList, RunState, format_time
+from exporter_api.runs.models import RUN_ID_PATTERN, RunFiles, RunList, RunState, format_time
 from exporter_api.security.links import ZIP_TARGET
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from exporter_api.security import AuthenticatedUser
     from exporter_api.security.links import DownloadLinks
 
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_ULID = re.compile(RUN_ID_PATTERN)
 
 
 def is_run_id(value: str) -> bool:
