@@ -225,7 +225,7 @@ class _Fixed(Collector):
 
 async def store_gauges(store: Store, config: ExportConfig, stale_after_s: float) -> list[Metric]:
     """Gauges of the state every instance shares, read from the store now."""
-    from exporter_api.runs.queue import store_clock
+    from exporter_api.runs.slots import held_by_database
 
     up = GaugeMetricFamily("exporter_store_up", "Whether the state store answered this scrape.")
     active = GaugeMetricFamily(
@@ -250,14 +250,7 @@ async def store_gauges(store: Store, config: ExportConfig, stale_after_s: float)
                 " GROUP BY status"
             )
         )
-        held = dict(
-            await store.fetch_all(
-                "SELECT database_id, COUNT(*) FROM run_slots WHERE holder <> ''"  # noqa: S608
-                f" AND heartbeat_at >= {store_clock(store, minus='stale_s')}"
-                " GROUP BY database_id",
-                {"stale_s": float(stale_after_s)},
-            )
-        )
+        held = await held_by_database(store, stale_after_s)
     except StoreUnavailable:  # a scrape still answers (with exporter_store_up 0)
         _log.warning("metrics_store_read_failed")
         up.add_metric([], 0)

@@ -42,6 +42,17 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("exporter_api.runs.slots")
 
 
+async def held_by_database(store: Store, stale_after_s: float) -> dict[str, int]:
+    """Leases held now by live instances (heartbeat younger than ``stale_after_s``), per
+    database (metrics: connections in use)."""
+    rows = await store.fetch_all(
+        "SELECT database_id, COUNT(*) FROM run_slots WHERE holder <> ''"  # noqa: S608
+        f" AND heartbeat_at >= {store_clock(store, minus='stale_s')} GROUP BY database_id",
+        {"stale_s": float(stale_after_s)},
+    )
+    return {str(db): int(n) for db, n in rows}
+
+
 class SlotLeases:
     def __init__(
         self,
@@ -142,13 +153,8 @@ class SlotLeases:
         )
 
     async def held(self, database_id: str) -> int:
-        """Leases of ``database_id`` held now by live instances (tests, metrics)."""
-        row = await self.store.fetch_one(
-            "SELECT COUNT(*) FROM run_slots WHERE database_id = :db AND holder <> ''"  # noqa: S608
-            f" AND heartbeat_at >= {store_clock(self.store, minus='stale_s')}",
-            {"db": database_id, "stale_s": float(self.stale_after_s)},
-        )
-        return int(row[0]) if row is not None else 0
+        """Leases of ``database_id`` held now by live instances (tests)."""
+        return (await held_by_database(self.store, self.stale_after_s)).get(database_id, 0)
 
     async def _try_lease(self, database_id: str, run_id: str, holder: str) -> bool:
         free = f"(holder = '' OR heartbeat_at < {store_clock(self.store, minus='stale_s')})"
