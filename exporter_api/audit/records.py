@@ -99,16 +99,19 @@ def _format(
     profile_id = (catalog.output_profile if catalog else "") or (
         database.output_profile if database else ""
     )
-    profile = next((p for p in output.profiles if p.id == profile_id), None)
-    details: dict[str, Any] = {"type": fmt, "profile": profile.id if profile else None}
+    # Imported here: the runs package records through this module (no import cycle).
+    from exporter_api.runs.writers.formats import CsvStyle
+
+    profile, style = CsvStyle.resolve(output, profile_id)
+    details: dict[str, Any] = {"type": fmt, "profile": profile}
     if fmt == "xlsx":  # typed cells: no delimiter, encoding or text style applies
         return details
     return details | {
-        "delimiter": profile.delimiter if profile else output.delimiter,
-        "encoding": profile.encoding if profile else output.encoding,
-        "header": profile.header if profile else output.header,
-        "decimal_separator": profile.decimal_separator if profile else ".",
-        "date_format": profile.date_format if profile else "iso",
+        "delimiter": style.delimiter,
+        "encoding": style.encoding,
+        "header": style.header,
+        "decimal_separator": style.decimal_separator,
+        "date_format": style.date_format,
     }
 
 

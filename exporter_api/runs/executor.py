@@ -143,14 +143,9 @@ def output_spec(
     """How a script's files are written: the run's format (else ``[output] format``) in the
     script's output profile (else the database's, else ``[output]``'s own CSV style)."""
     output = config.output
-    profile_id = planned.script.output_profile or database.output_profile
-    profile = next((p for p in output.profiles if p.id == profile_id), None)
-    style = CsvStyle(
-        delimiter=profile.delimiter if profile else output.delimiter,
-        encoding=profile.encoding if profile else output.encoding,
-        header=profile.header if profile else output.header,
-        decimal_separator=profile.decimal_separator if profile else ".",
-        date_format=profile.date_format if profile else "iso",
+    _, style = CsvStyle.resolve(
+        output,
+        planned.script.output_profile or database.output_profile,
         text_dates=database.provider == "sqlite",  # SQLite keeps dates as ISO text
     )
     return OutputSpec(

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import get_args
 
-from exporter_api.config import FileFormat
+from exporter_api.config import FileFormat, OutputConfig
 from exporter_api.errors import ExporterError
 
 FILE_FORMATS: tuple[str, ...] = get_args(FileFormat)
@@ -168,6 +168,29 @@ class CsvStyle:
     @property
     def changes_values(self) -> bool:
         return self.decimal_separator != "." or self.date_format != "iso"
+
+    @classmethod
+    def resolve(
+        cls, output: OutputConfig, profile_id: str, *, text_dates: bool = False
+    ) -> tuple[str | None, CsvStyle]:
+        """The output profile ``profile_id`` names (its id, or None when there is none) and
+        the style it gives; without one, ``[output]``'s own delimiter, encoding and header."""
+        profile = next((p for p in output.profiles if p.id == profile_id), None)
+        if profile is None:
+            return None, cls(
+                delimiter=output.delimiter,
+                encoding=output.encoding,
+                header=output.header,
+                text_dates=text_dates,
+            )
+        return profile.id, cls(
+            delimiter=profile.delimiter,
+            encoding=profile.encoding,
+            header=profile.header,
+            decimal_separator=profile.decimal_separator,
+            date_format=profile.date_format,
+            text_dates=text_dates,
+        )
 
 
 class RowEncoder:
