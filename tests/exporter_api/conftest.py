@@ -22,6 +22,20 @@ from exporter_api.services import Services
 from exporter_api.store import Store, open_store
 from tests.services import PostgresCluster, free_port
 
+# A run of the demo: the g-sales group's one script, every column.
+SALES = {
+    "mode": "SingleGroup",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-sales",
+                "enabled": True,
+                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
+            }
+        ]
+    },
+}
+
 DEMO_LOGIN = {
     "dbUsername": "USER1",
     "dbPassword": "demo",

@@ -17,22 +17,10 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.errors import ConfigError
 from exporter_api.metrics import Metrics
-from tests.exporter_api.conftest import DEMO_LOGIN, running_app
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, running_app
 from tests.exporter_api.metricskit import metrics_config, sample
 
 ROOT = Path(__file__).resolve().parents[2]
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
 
 
 async def _scrape(client: httpx.AsyncClient, **headers: str) -> str:

@@ -27,24 +27,12 @@ from exporter_api.config import Settings
 from exporter_api.services import Services
 from tests.exporter_api.conftest import (
     DEMO_LOGIN,
+    SALES,
     create_pg_database,
     demo_config_with,
     running_app,
 )
 from tests.services import PostgresCluster
-
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

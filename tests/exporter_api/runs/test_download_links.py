@@ -15,20 +15,7 @@ from starlette.applications import Starlette
 from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.services import Services
-from tests.exporter_api.conftest import DEMO_LOGIN, running_app
-
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, running_app
 
 
 async def _login(client: httpx.AsyncClient, **changes: str) -> tuple[str, dict[str, str]]:

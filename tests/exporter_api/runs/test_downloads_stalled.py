@@ -22,23 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.exporter_api.conftest import DEMO_LOGIN
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES
 from tests.services import demo_config, exporter_serve
 
 PER_USER = 20  # two users x 20 = 40 stalled clients, each user exactly at the limit
 FILE_BYTES = 4 * 1024 * 1024  # incompressible: each ZIP is ~12 MB, far beyond any buffer
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
 
 
 @dataclass

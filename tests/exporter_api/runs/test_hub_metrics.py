@@ -9,24 +9,11 @@ import anyio
 import pytest
 
 from exporter_api.config import Settings
-from tests.exporter_api.conftest import DEMO_LOGIN
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES
 from tests.exporter_api.metricskit import demo_toml_with_metrics, sample
 from tests.exporter_api.runs.live import bearer, held_hub_watch, live_service, wait_for_type
 
 pytestmark = pytest.mark.compat
-
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
 
 
 async def test_hub_connections_per_transport(settings: Settings, tmp_path: Path) -> None:

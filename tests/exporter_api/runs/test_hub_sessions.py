@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from exporter_api.config import Settings, default_config_path
-from tests.exporter_api.conftest import DEMO_LOGIN, demo_config_with
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, demo_config_with
 from tests.exporter_api.runs.live import (
     bearer,
     held_hub_watch,
@@ -20,18 +20,6 @@ from tests.exporter_api.runs.live import (
 
 pytestmark = pytest.mark.compat
 
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
 SAME_ORIGIN = {"X-Requested-With": "test"}
 
 

@@ -19,26 +19,12 @@ from exporter_api.runs.files import files_root
 from exporter_api.runs.models import RunState, utc_now
 from exporter_api.runs.repository import RunOwner, RunRepository
 from exporter_api.store import open_store
-from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database, running_app
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, create_pg_database, running_app
 from tests.services import PostgresCluster
 
 
 def exports_of(settings: Settings) -> Path:
     return files_root(settings.data_dir, load_config(settings.config_path).output)
-
-
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
 
 
 def _config(
