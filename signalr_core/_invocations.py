@@ -283,11 +283,7 @@ class Invocations:
             )
             self._send_error(
                 invocation_id,
-                build_error_message(
-                    f"An unexpected error occurred invoking '{target}' on the server.",
-                    exc,
-                    detailed,
-                ),
+                self._unexpected(target, exc),
             )
             return
         if isinstance(message, InvocationMessage) and not stream_ids:
@@ -462,6 +458,14 @@ class Invocations:
         else:  # a bug in hub code: keep the traceback
             self._host.log.error(event, method=method, error_type=type(exc).__name__, exc_info=exc)
 
+    def _unexpected(self, target: str, exc: Exception) -> str:
+        """The Completion error of an invocation of ``target`` that raised ``exc``."""
+        return build_error_message(
+            f"An unexpected error occurred invoking '{target}' on the server.",
+            exc,
+            self._options.enable_detailed_errors,
+        )
+
     async def _run_invocation(
         self, method: HubMethod, message: InvocationMessage, args: list[Any]
     ) -> None:
@@ -480,11 +484,7 @@ class Invocations:
             self._log_failure("invocation_failed", target, exc)
             self._send_error(
                 message.invocation_id,
-                build_error_message(
-                    f"An unexpected error occurred invoking '{target}' on the server.",
-                    exc,
-                    self._options.enable_detailed_errors,
-                ),
+                self._unexpected(target, exc),
             )
             return
         finally:
@@ -500,11 +500,7 @@ class Invocations:
                 host.log.info("result_serialization_failed", method=target)
                 self._send_error(
                     invocation_id,
-                    build_error_message(
-                        f"An unexpected error occurred invoking '{target}' on the server.",
-                        exc,
-                        self._options.enable_detailed_errors,
-                    ),
+                    self._unexpected(target, exc),
                 )
 
     async def _run_stream(
@@ -532,11 +528,7 @@ class Invocations:
                         if inspect.isawaitable(stream):
                             stream = await stream
                 except Exception as exc:
-                    error = build_error_message(
-                        f"An unexpected error occurred invoking '{target}' on the server.",
-                        exc,
-                        detailed,
-                    )
+                    error = self._unexpected(target, exc)
                     return
                 if not hasattr(stream, "__aiter__"):
                     error = (
