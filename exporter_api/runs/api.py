@@ -27,7 +27,7 @@ from exporter_api.errors import (
     NotFound,
     TooManyRequests,
 )
-from exporter_api.runs.downloads import Downloads
+from exporter_api.runs.downloads import Downloads, OnServed
 from exporter_api.runs.errors import (
     DatabaseNotConfigured,
     RunAlreadyFinished,
@@ -211,6 +211,27 @@ class RunsApi:
             return stored.media_type
         return media_type(format_of(stored.name), self.backend.config.output.encoding)
 
+    def _recorded(
+        self,
+        request: Request,
+        user: AuthenticatedUser,
+        run_id: str,
+        files: list[StoredFile],
+        *,
+        zipped: bool = False,
+    ) -> OnServed:
+        """The download's audit record and metric, made once it is served (not when refused)."""
+        return functools.partial(
+            audit.download,
+            self.backend.services,
+            request,
+            user,
+            run_id,
+            files,
+            zipped=zipped,
+            signed=self._signed(request),
+        )
+
     async def download_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
         if self._signed(request):
@@ -222,25 +243,25 @@ class RunsApi:
         )
         if stored is None:
             raise NotFound("file not found")
-        signed = self._signed(request)
-        await audit.download(self.backend.services, request, user, run_id, [stored], signed=signed)
         return await self.downloads.file(
             (user.login, user.database_id),
             self.backend.files_root / run_id,
             stored,
             self._media_type(stored),
             request.headers.get("range"),
+            on_served=self._recorded(request, user, run_id, [stored]),
         )
 
     async def download_zip(self, request: Request) -> Response:
-        if signed := self._signed(request):
+        if self._signed(request):
             user, run_id = await self._own_run_by_link(request, ZIP_TARGET)
         else:
             user, run_id = await self._own_run(request)
         files = await self.backend.repository.files(run_id)
-        await audit.download(
-            self.backend.services, request, user, run_id, files, zipped=True, signed=signed
-        )
         return self.downloads.zip(
-            (user.login, user.database_id), run_id, self.backend.files_root / run_id, files
+            (user.login, user.database_id),
+            run_id,
+            self.backend.files_root / run_id,
+            files,
+            on_served=self._recorded(request, user, run_id, files, zipped=True),
         )
