@@ -44,8 +44,7 @@ from exporter_api.runs.models import (
 from exporter_api.runs.operations import RunListQuery
 from exporter_api.runs.repository import RunRepository, StoredFile
 from exporter_api.runs.selection import plan_run
-from exporter_api.runs.service import RunService, owns, sign_files, state_for
-from exporter_api.runs.writers.formats import format_of, media_type
+from exporter_api.runs.service import RunService, owns, served_media_type, sign_files, state_for
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
 
 if TYPE_CHECKING:
@@ -204,13 +203,6 @@ class RunsApi:
         files = await self.backend.service.files(user, request.path_params["run_id"])
         return json_response(files, headers=_NO_STORE)
 
-    def _media_type(self, stored: StoredFile) -> str:
-        """The media type recorded with the file (its profile's charset for a CSV); a file
-        recorded before media types were is taken to be in ``[output] encoding``."""
-        if stored.media_type is not None:
-            return stored.media_type
-        return media_type(format_of(stored.name), self.backend.config.output.encoding)
-
     def _recorded(
         self,
         request: Request,
@@ -247,7 +239,7 @@ class RunsApi:
             (user.login, user.database_id),
             self.backend.files_root / run_id,
             stored,
-            self._media_type(stored),
+            served_media_type(stored, self.backend.config.output.encoding),
             request.headers.get("range"),
             on_served=self._recorded(request, user, run_id, [stored]),
         )
