@@ -143,7 +143,8 @@ async def download(
     signed: bool,
     zipped: bool = False,
 ) -> None:
-    """Before the first byte is sent: a download that cannot be recorded is refused (503)."""
+    """A download served (every check that could refuse it passed), before its status line:
+    one that cannot be recorded is refused still (503)."""
     via = "link" if signed else "token"
     svc.metrics.download("zip" if zipped else "file", via)
     await svc.audit.record(

@@ -13,7 +13,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from signalr_core import Hub, HubEndpoint, HubOptions
-from tests.signalr_core._hub_server import frame, parse_frames, running_server, wait_until
+from tests.services import async_wait_until
+from tests.signalr_core._hub_server import frame, parse_frames, running_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -158,7 +159,7 @@ async def test_no_reconnect_after_the_timeout_or_a_clean_close(
     async with ws_client(url, token, handshake=True) as client:
         await _invoke(client, "x", "Bump")
         client.cut()
-    await wait_until(lambda: len(disconnected) == 1, 5)  # disconnect_timeout is 1 s
+    await async_wait_until(lambda: len(disconnected) == 1, 5)  # disconnect_timeout is 1 s
     with pytest.raises(InvalidStatus) as refused:
         async with ws_client(url, token, handshake=False):
             pass
@@ -168,7 +169,7 @@ async def test_no_reconnect_after_the_timeout_or_a_clean_close(
     async with ws_client(url, token, handshake=True) as client:
         await _invoke(client, "x", "Bump")
     # A close frame from the client (its stop()) ends the connection at once.
-    await wait_until(lambda: len(disconnected) == 2, 5)
+    await async_wait_until(lambda: len(disconnected) == 2, 5)
 
 
 async def test_version_1_connections_do_not_survive_a_drop(
@@ -181,7 +182,7 @@ async def test_version_1_connections_do_not_survive_a_drop(
         await ws.send(frame({"protocol": "json", "version": 1}))
         assert await ws.recv() == "{}\x1e"
         ws.transport.abort()
-    await wait_until(lambda: len(disconnected) == 1, 5)
+    await async_wait_until(lambda: len(disconnected) == 1, 5)
 
 
 async def test_detached_connection_waits_for_the_disconnect_timeout_not_client_timeout() -> None:
