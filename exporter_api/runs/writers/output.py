@@ -34,6 +34,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 from xlsxwriter.exceptions import FileCreateError
 
+from exporter_api.csvcodec import CsvEncoder, Row
 from exporter_api.runs.files import (
     DEFAULT_DIR_MODE,
     DEFAULT_FILE_MODE,
@@ -45,8 +46,6 @@ from exporter_api.runs.writers.formats import (
     XLSX_MAX_ROWS,
     CsvStyle,
     FileFormat,
-    Row,
-    RowEncoder,
     media_type,
     part_name,
     record_ends,
@@ -237,7 +236,7 @@ class VariantOutput:
         self._sealed_bytes = 0
         self._labels: list[str] | None = None
         self._header: bytes | None = None  # the CSV bytes' header line (b"": none)
-        self._encoder: RowEncoder | None = None
+        self._encoder: CsvEncoder | None = None
         self._failure: BaseException | None = None
         self._done = anyio.Event()
         self._stack = AsyncExitStack()
@@ -352,7 +351,7 @@ class VariantOutput:
         header, batch, _ = item
         if self._labels is None:
             self._labels = list(header)  # XLSX: XlsxBook refuses more than Excel's columns
-            self._encoder = RowEncoder(self.spec.style, self._labels)
+            self._encoder = self.spec.style.encoder(self._labels)
         self._add_rows(batch)
 
     def _add_rows(self, batch: Sequence[Row]) -> None:

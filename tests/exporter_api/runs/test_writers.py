@@ -15,13 +15,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from exporter_api.csvcodec import UnencodableValue
 from exporter_api.runs.errors import DISK_FULL, ExportDiskFull
 from exporter_api.runs.files import WrittenFile
 from exporter_api.runs.writers import (
     CsvStyle,
     OutputSpec,
     TooWideForXlsx,
-    UnencodableValue,
     VariantOutput,
     format_of,
     part_name,
