@@ -1,12 +1,13 @@
 """CSV as the export writes it: rows of a DB-API cursor to bytes, one rule for every writer.
 
-The providers that format CSV themselves (SQLite, Oracle) and the output of a variant (rows
+The provider that formats CSV itself (SQLite) and the output of a variant (rows
 formatted on its own thread: XLSX aside, styles and split files) use the one `CsvEncoder`:
 minimal quoting, ``\\n`` line ends, the encoding named by `csv_codec`. A batch is formatted in
 one call of ``csv.writer.writerows`` (a C loop) and encoded in one ``str.encode``; only a style
 that changes values (a decimal comma, ``dd.mm.yyyy`` dates) adds a per-value step, in Python,
 for that style alone. A character the target encoding cannot hold is never replaced: the batch
-fails with :class:`UnencodableValue`, naming the row and column.
+fails with :class:`UnencodableValue`, naming the row and column. CSV bytes (a provider's own,
+PostgreSQL COPY) are split into records by `record_ends` / counted by `record_count`.
 
 This module sits below both the providers and the runs package (it imports neither).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -27,6 +28,42 @@ Row = Sequence[object]
 _ISO_DATE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?$"
 )
+
+
+def _unquoted(data: bytes) -> Iterator[tuple[int, int]]:
+    """The spans (start, stop) of CSV ``data`` outside double quotes, ``data`` starting
+    outside them (a doubled quote toggles twice). Only ASCII bytes are looked at, so UTF-8 and
+    cp1251 alike."""
+    pos, size = 0, len(data)
+    while pos < size:
+        quote = data.find(b'"', pos)
+        stop = size if quote < 0 else quote
+        yield pos, stop
+        if quote < 0:
+            return
+        closing = data.find(b'"', quote + 1)
+        if closing < 0:
+            return
+        pos = closing + 1
+
+
+def record_ends(data: bytes, limit: int = 0) -> list[int]:
+    """The offsets just past each record of CSV ``data`` (whole records, as a provider hands
+    them over): its line ends outside double quotes; the first ``limit`` only, when given."""
+    ends: list[int] = []
+    for pos, stop in _unquoted(data):
+        line = data.find(b"\n", pos, stop)
+        while line >= 0:
+            ends.append(line + 1)
+            if len(ends) == limit:
+                return ends
+            line = data.find(b"\n", line + 1, stop)
+    return ends
+
+
+def record_count(data: bytes) -> int:
+    """How many records CSV ``data`` holds: ``len(record_ends(data))``, counted in C."""
+    return sum(data.count(b"\n", pos, stop) for pos, stop in _unquoted(data))
 
 
 def csv_codec(encoding: str) -> str:
@@ -186,4 +223,6 @@ __all__ = [
     "csv_codec",
     "date_columns",
     "iso_text_date",
+    "record_count",
+    "record_ends",
 ]

@@ -29,30 +29,6 @@ XLSX_MAX_ROWS = 1_048_576  # Excel's rows per sheet, the header row included
 XLSX_MAX_COLUMNS = 16_384
 
 
-def record_ends(data: bytes, limit: int = 0) -> list[int]:
-    """The offsets just past each record of CSV ``data`` that starts outside quotes: its line
-    ends outside double quotes (a doubled quote toggles twice); the first ``limit`` only,
-    when given. Only ASCII bytes are looked at, so UTF-8 and cp1251 alike."""
-    ends: list[int] = []
-    pos, size = 0, len(data)
-    while pos < size:
-        quote = data.find(b'"', pos)
-        stop = size if quote < 0 else quote
-        line = data.find(b"\n", pos, stop)
-        while line >= 0:
-            ends.append(line + 1)
-            if len(ends) == limit:
-                return ends
-            line = data.find(b"\n", line + 1, stop)
-        if quote < 0:
-            break
-        closing = data.find(b'"', quote + 1)
-        if closing < 0:
-            break
-        pos = closing + 1
-    return ends
-
-
 class TooWideForXlsx(ExporterError):
     """A result with more columns than an Excel sheet holds."""
 
@@ -165,6 +141,5 @@ __all__ = [
     "format_of",
     "media_type",
     "part_name",
-    "record_ends",
     "with_format",
 ]

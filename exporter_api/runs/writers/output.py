@@ -34,7 +34,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 from xlsxwriter.exceptions import FileCreateError
 
-from exporter_api.csvcodec import CsvEncoder, Row
+from exporter_api.csvcodec import CsvEncoder, Row, record_ends
 from exporter_api.runs.files import (
     DEFAULT_DIR_MODE,
     DEFAULT_FILE_MODE,
@@ -48,7 +48,6 @@ from exporter_api.runs.writers.formats import (
     FileFormat,
     media_type,
     part_name,
-    record_ends,
 )
 from exporter_api.runs.writers.xlsx import XlsxBook
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from exporter_api.csvcodec import UnencodableValue
+from exporter_api.csvcodec import UnencodableValue, record_ends
 from exporter_api.runs.errors import DISK_FULL, ExportDiskFull
 from exporter_api.runs.files import WrittenFile
 from exporter_api.runs.writers import (
@@ -27,7 +27,7 @@ from exporter_api.runs.writers import (
     part_name,
     with_format,
 )
-from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, record_ends
+from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS
 from exporter_api.runs.writers.xlsx import ValueTooLongForXlsx
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 from tests.exporter_api.runs.xlsxread import read_xlsx
