@@ -57,7 +57,6 @@ from exporter_api.runs.writers import (
     OutputSpec,
     VariantOutput,
     format_of,
-    part_name,
     with_format,
 )
 
@@ -342,7 +341,7 @@ class RunExecutor:
                 if count == 0:
                     vstate.bytes_written = 0
                     return "NoData", None, []  # nothing was written: no file
-                written = await _commit_parts(run, output, rendered, log)
+                written = await _commit_parts(run, output, log)
                 vstate.bytes_written = sum(w.size_bytes for w in written)
                 now = utc_now()
                 return (
@@ -646,15 +645,15 @@ class _Progress:
 
 
 async def _commit_parts(
-    run: ActiveRun, output: VariantOutput, rendered: str, log: structlog.BoundLogger
+    run: ActiveRun, output: VariantOutput, log: structlog.BoundLogger
 ) -> list[WrittenFile]:
-    """Commit every part of ``output`` (``rendered``, or ``..._part001`` ... when there are
-    several): all of them, or none (a part committed before one that failed is removed)."""
+    """Commit every part of ``output`` under the name ``output`` gave it (made unique among
+    the run's files): all of them, or none (a part committed before one that failed is
+    removed)."""
     written: list[WrittenFile] = []
-    several = len(output.parts) > 1
     try:
-        for k, writer in enumerate(output.parts, start=1):
-            name = part_name(rendered, k) if several else rendered
+        for writer in output.parts:
+            name = writer.name
             writer.rename(unique_name(name, run.taken_names))
             written.append(await _commit(run, writer, name, log))
     except BaseException:

@@ -212,10 +212,13 @@ _Part = _CsvPart | _XlsxPart
 
 class VariantOutput:
     """An export sink (``write`` for CSV bytes, ``write_rows`` for rows) producing the files of
-    one variant in ``directory``; ``name`` is the first file's name (parts get
-    ``_part001``...). Use as ``async with``; :meth:`finish` once the provider returned, then
-    commit each of :attr:`parts` (the caller names them). Leaving the block removes every
-    part not committed."""
+    one variant in ``directory``. Use as ``async with``; :meth:`finish` once the provider
+    returned, then commit each of :attr:`parts`. Leaving the block removes every part not
+    committed.
+
+    The files' names are this class's rule alone: ``name`` when the result fits one file,
+    ``..._part001``, ``..._part002``... (`part_name`) when it was split; each part's
+    ``FileWriter.name`` says it once :meth:`finish` returned."""
 
     def __init__(
         self,
@@ -305,13 +308,16 @@ class VariantOutput:
             raise self._failure from None
 
     async def finish(self) -> int:
-        """Wait for every batch handed off, seal the last part; the number of rows."""
+        """Wait for every batch handed off, seal the last part, name the parts; the number of
+        rows."""
         assert self._send is not None
         await self._send.aclose()
         await self._done.wait()
         if self._failure is not None:
             raise self._failure
         await anyio.to_thread.run_sync(disk_call, self._close_part, limiter=self._thread)
+        if len(self.parts) == 1:  # split files that all fit in one: no part number
+            self.parts[0].rename(self.name)
         return self.rows
 
     # --- the consumer --------------------------------------------------------------------
