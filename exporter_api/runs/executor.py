@@ -36,6 +36,7 @@ import structlog
 from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.providers.base import ExportColumn, ExportRequest
 from exporter_api.runs.errors import FILE_WRITTEN_ELSEWHERE, ExportFileConflict, failure_message
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.files import FileWriter, WrittenFile, render_file_name, unique_name
 from exporter_api.runs.models import (
     GROUP_UPDATED,
@@ -53,7 +54,7 @@ from exporter_api.runs.models import (
     VariantState,
     utc_now,
 )
-from exporter_api.runs.repository import RunNotOwned, RunOwner, StoredFile
+from exporter_api.runs.repository import RunNotOwned, RunOwner
 from exporter_api.runs.status import is_active, recompute_script, refresh_run
 from exporter_api.runs.writers import (
     CsvStyle,
