@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
     from exporter_api.audit.trail import AuditTrail
     from exporter_api.metrics import Metrics
+    from exporter_api.runs.filerecords import StoredFile
     from exporter_api.runs.models import RunState
-    from exporter_api.runs.repository import RunRepository, StoredFile
+    from exporter_api.runs.repository import RunRepository
     from exporter_api.security import AuthenticatedUser
     from exporter_api.security.throttle import LoginAttempt
     from exporter_api.services import Services

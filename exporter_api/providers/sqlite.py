@@ -27,9 +27,9 @@ import anyio.to_thread
 import structlog
 
 from exporter_api.config import DatabaseConfig
+from exporter_api.csvcodec import CsvEncoder
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import (
-    CsvEncoder,
     DatabaseProvider,
     ExportRequest,
     ExportResult,
@@ -277,7 +277,7 @@ def _export_rows(
         if request.rows:  # the sink formats (on a thread of its own)
             emit((header, batch), len(batch))
         else:
-            head = encoder.encode([header]) if (not done and request.header) else b""
+            head = encoder.header() if (not done and request.header) else b""
             emit(head + encoder.encode(batch, done + 1), len(batch))
         done += len(batch)
 
@@ -309,7 +309,7 @@ def _export_lines(
         body = _encode_lines(lines, len(names), request, encoder, done + 1)
         if body is None:
             break
-        head = encoder.encode([names]) if (not done and request.header) else b""
+        head = encoder.header() if (not done and request.header) else b""
         emit(head + body, len(batch))
         crc = zlib.crc32(body, crc)
         done += len(batch)
@@ -332,7 +332,7 @@ def _export_lines(
             "order when read again for it; give the script an ORDER BY that fixes the order"
         )
     while batch := cursor.fetchmany(request.batch_rows):
-        head = encoder.encode([names]) if (not done and request.header) else b""
+        head = encoder.header() if (not done and request.header) else b""
         emit(head + encoder.encode(batch, done + 1), len(batch))
         done += len(batch)
 

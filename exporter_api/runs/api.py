@@ -35,6 +35,7 @@ from exporter_api.runs.errors import (
     RunNotFound,
     TooManyActiveRuns,
 )
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import (
     FILE_ID_PATTERN,
     RUN_ID_PATTERN,
@@ -42,7 +43,7 @@ from exporter_api.runs.models import (
     RunCreateRequest,
 )
 from exporter_api.runs.operations import RunListQuery
-from exporter_api.runs.repository import RunRepository, StoredFile
+from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import plan_run
 from exporter_api.runs.service import RunService, owns, served_media_type, sign_files, state_for
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid

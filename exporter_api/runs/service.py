@@ -20,7 +20,8 @@ from exporter_api.security.links import ZIP_TARGET
 
 if TYPE_CHECKING:
     from exporter_api.runs.engine import RunEngine
-    from exporter_api.runs.repository import RunOwner, RunRepository, StoredFile
+    from exporter_api.runs.filerecords import StoredFile
+    from exporter_api.runs.repository import RunOwner, RunRepository
     from exporter_api.runs.selection import RunPlan
     from exporter_api.security import AuthenticatedUser
     from exporter_api.security.links import DownloadLinks

@@ -9,8 +9,8 @@ import io
 from pathlib import Path
 
 from exporter_api.config import ExportConfig, OutputProfile
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import RunState
-from exporter_api.runs.repository import StoredFile
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog, demo_providers
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
