@@ -39,7 +39,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from exporter_api.errors import NotFound, TooManyRequests
 from exporter_api.problems import problem
-from exporter_api.runs.repository import StoredFile
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.zipstream import ZipError, ZipWriter
 
 __all__ = [

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exporter_api.runs.models import RunFile
-from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
+from exporter_api.runs.writers.formats import format_of
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
@@ -37,7 +37,9 @@ class StoredFile:
     def path(self) -> str:
         return f"/api/runs/{self.run_id}/files/{self.file_id}"
 
-    def dto(self, download_url: str | None = None) -> RunFile:
+    def dto(self, download_url: str, media_type: str) -> RunFile:
+        """As listed: ``media_type`` is what the download serves (see
+        `service.served_media_type`)."""
         return RunFile(
             file_id=self.file_id,
             group_id=self.group_id,
@@ -48,9 +50,9 @@ class StoredFile:
             rows=self.rows,
             sha256=self.sha256,
             created_at=self.created_at,
-            download_url=download_url or self.path,
+            download_url=download_url,
             format=format_of(self.name),
-            media_type=self.media_type or MEDIA_TYPES[format_of(self.name)],
+            media_type=media_type,
         )
 
 

@@ -434,5 +434,4 @@ class RunRepository:
         return await filerecords.file(self.store, run_id, file_id)
 
 
-# StoredFile's home is filerecords; named here too for the modules that import it from here.
-__all__ = ["RunNotOwned", "RunOwner", "RunRepository", "StoredFile"]
+__all__ = ["RunNotOwned", "RunOwner", "RunRepository"]

@@ -7,7 +7,6 @@ read for a user carry the run's files with signed download links for the user's 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from datetime import UTC, datetime
@@ -62,8 +61,7 @@ def sign_files(
     expires = 0
     for stored in files:
         sig, expires = links.mint(run_id, stored.file_id, user.session_id, now)
-        served = dataclasses.replace(stored, media_type=served_media_type(stored, encoding))
-        dtos.append(served.dto(f"{stored.path}?sig={sig}"))
+        dtos.append(stored.dto(f"{stored.path}?sig={sig}", served_media_type(stored, encoding)))
     sig, expires = links.mint(run_id, ZIP_TARGET, user.session_id, now)
     return RunFiles(
         run_id=run_id,

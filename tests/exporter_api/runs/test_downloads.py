@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from exporter_api.errors import NotFound, TooManyRequests
 from exporter_api.runs.downloads import Downloads, DownloadSlots, content_disposition
-from exporter_api.runs.repository import StoredFile
+from exporter_api.runs.filerecords import StoredFile
 
 KEY = ("USER1", "db-test")
 RUN_ID = "01JAAAAAAAAAAAAAAAAAAAAAAA"
