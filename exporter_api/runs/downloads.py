@@ -19,7 +19,8 @@ time, single files and ZIPs together; one more is refused with 429 and ``Retry-A
 A download is served once every check that can refuse it (429, a file gone: 404, a range outside
 the file: 416) has passed: only then, just before the status line goes out, does the response
 await its ``on_served`` callback (the audit record: "who exported what"). A callback that
-raises refuses the download still, since nothing has been sent yet.
+raises refuses the download still, since nothing has been sent yet. A HEAD request (the
+headers alone: nothing is read or exported) is not recorded.
 """
 
 from __future__ import annotations
@@ -196,11 +197,13 @@ class _DownloadResponse(Response):
             gone = True
             scope_to_cancel.cancel()
 
+        head = scope.get("method") == "HEAD"  # the headers only: nothing read, nothing exported
         try:
-            await self.on_served()
+            if not head:
+                await self.on_served()
             start = {"type": "http.response.start", "status": self.status_code}
             await send_message({**start, "headers": self.raw_headers})
-            if scope.get("method") != "HEAD":  # HEAD: the headers, nothing read or deflated
+            if not head:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch_disconnect, tg.cancel_scope)
                     try:

@@ -228,7 +228,8 @@ async def _download_held_open(
 
 async def test_only_downloads_served_are_recorded(settings: Settings, tmp_path: Path) -> None:
     """A download refused -- file gone (404), range outside the file (416), too many at once
-    (429) -- leaves no record, by token or by signed link; one served leaves exactly one."""
+    (429) -- leaves no record, by token or by signed link, nor does a HEAD (the headers
+    alone); one served leaves exactly one."""
     config = demo_config_with(tmp_path, "max_downloads_per_user = 1")
     app = create_app(dataclasses.replace(settings, config_path=config))
     async with running_app(app) as client:
@@ -257,6 +258,7 @@ async def test_only_downloads_served_are_recorded(settings: Settings, tmp_path: 
         assert held == ["download.file"]  # the download holding the slot was served
 
         for url, headers in ((first_path, auth), (first["downloadUrl"], {}), (zip_path, auth)):
+            assert (await client.head(url, headers=headers)).status_code == 200  # not recorded
             assert (await client.get(url, headers=headers)).status_code == 200
         ranged = await client.get(first["downloadUrl"], headers={"Range": "bytes=1-"})
         assert ranged.status_code == 206
