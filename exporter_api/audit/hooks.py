@@ -147,7 +147,6 @@ async def download(
     """A download served (every check that could refuse it passed), before its status line:
     one that cannot be recorded is refused still (503)."""
     via = "link" if signed else "token"
-    svc.metrics.download("zip" if zipped else "file", via)
     await svc.audit.record(
         records.DOWNLOAD_ZIP if zipped else records.DOWNLOAD_FILE,
         login=user.login,
@@ -159,6 +158,7 @@ async def download(
         ),
         required=True,
     )
+    svc.metrics.download("zip" if zipped else "file", via)  # recorded: it is served
 
 
 class RunEndRecorder:

@@ -247,38 +247,41 @@ class RunExecutor:
                     outcome, error, stored = await self._export(
                         run, planned, variants[k], k + 1, progress, username, password
                     )
+                    progress.stop()  # its final counters are saved with its status, below
 
-                def finish(
-                    now: str,
-                    k: int = k,
-                    nxt: int | None = nxt,
-                    outcome: Status = outcome,
-                    error: str | None = error,
-                    stored: list[StoredFile] = stored,
-                ) -> None:
-                    v = vstates[k]
-                    v.status = outcome
-                    v.finished_at = now
-                    v.error = error
-                    v.message = error if error else outcome
-                    v.file_id = stored[0].file_id if stored else None
-                    if nxt is not None:
-                        start(nxt, now)
+                    def finish(
+                        now: str,
+                        k: int = k,
+                        nxt: int | None = nxt,
+                        outcome: Status = outcome,
+                        error: str | None = error,
+                        stored: list[StoredFile] = stored,
+                    ) -> None:
+                        v = vstates[k]
+                        v.status = outcome
+                        v.finished_at = now
+                        v.error = error
+                        v.message = error if error else outcome
+                        v.file_id = stored[0].file_id if stored else None
+                        if nxt is not None:
+                            start(nxt, now)
 
-                changed = [vstate] if nxt is None else [vstate, vstates[nxt]]
-                # Shielded: once the export returned, its file is committed; a cancel arriving
-                # now must not leave that file unrecorded (it takes effect at the next variant).
-                with anyio.CancelScope(shield=True):
-                    await progress.emit(final=True)  # before the status change it explains
-                    await self._change(
-                        run,
-                        planned.group_id,
-                        script,
-                        changed,
-                        finish,
-                        files=stored,
-                        message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
-                    )
+                    changed = [vstate] if nxt is None else [vstate, vstates[nxt]]
+                    # Shielded: once the export returned, its file is committed; a cancel
+                    # arriving now must not leave that file unrecorded (it takes effect at the
+                    # next variant). Inside `persisting`: its end, which waits for a progress
+                    # save in flight, is no point a cancel can cut in before this.
+                    with anyio.CancelScope(shield=True):
+                        await progress.emit(final=True)  # before the status change it explains
+                        await self._change(
+                            run,
+                            planned.group_id,
+                            script,
+                            changed,
+                            finish,
+                            files=stored,
+                            message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
+                        )
 
     async def _expected_rows(self, run: ActiveRun, planned: PlannedScript) -> int | None:
         """What the ETA is measured against: the rows of the script's last successful run
@@ -590,6 +593,7 @@ class _Progress:
         self.last_persist = time.monotonic()
         self._saved = (variant.rows_exported, variant.bytes_written)  # what the store holds
         self._changed = anyio.Event()  # counters the store does not hold yet
+        self._timer = anyio.CancelScope()  # `persisting`'s timer; `stop` ends it
 
     async def emit(self, *, final: bool = False) -> None:
         if self.run.lost:
@@ -639,25 +643,33 @@ class _Progress:
             except Exception as exc:  # the variant's own: raised as it is, not in a group
                 failure = exc
             finally:  # the variant's end saves its final counters with its status
-                tg.cancel_scope.cancel()
+                self.stop()
         if failure is not None:
             raise failure
 
+    def stop(self) -> None:
+        """No more timed saves (one in flight completes: the end of `persisting` waits)."""
+        self._timer.cancel()
+
     async def _save_late(self) -> None:
-        while True:
-            await self._changed.wait()
-            due = self.last_persist + self.executor.persist_progress_s
-            await anyio.sleep(max(0.0, due - time.monotonic()))
-            if time.monotonic() < self.last_persist + self.executor.persist_progress_s:
-                continue  # a write saved meanwhile: the interval runs from that save
-            self._changed = anyio.Event()
-            await self.persist()
+        with self._timer:
+            while True:
+                await self._changed.wait()
+                due = self.last_persist + self.executor.persist_progress_s
+                await anyio.sleep(max(0.0, due - time.monotonic()))
+                if time.monotonic() < self.last_persist + self.executor.persist_progress_s:
+                    continue  # a write saved meanwhile: the interval runs from that save
+                self._changed = anyio.Event()
+                await self.persist()
 
     async def persist(self) -> None:
         """Save the variant's counters and its script's (unless the store holds them)."""
         counters = (self.variant.rows_exported, self.variant.bytes_written)
         if counters == self._saved or self.run.lost:
             return
+        # Taken as saved from now on, so that neither the timer nor a write saves the same
+        # counters again while this save waits for the lock or the store; undone if it fails.
+        previous, self._saved = self._saved, counters
         self.last_persist = time.monotonic()
         rows, size = counters
         self.script.rows_exported = self.base_rows + rows
@@ -673,12 +685,12 @@ class _Progress:
                         instance_id=self.executor.instance_id,
                     )
                     self.run.renew(began)
-                    self._saved = counters
                 except RunNotOwned:
                     self.executor.lose(self.run)
                 except Exception as exc:
                     # Progress is advisory: a store blip (a failover) must not stop the
                     # export. The next interval saves again; state changes still fail the run.
+                    self._saved = previous
                     self._changed.set()
                     _log.warning(
                         "progress_save_failed",

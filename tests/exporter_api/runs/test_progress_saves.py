@@ -13,6 +13,7 @@ from exporter_api.providers.base import DatabaseProvider, ExportRequest, ExportR
 from exporter_api.runs.repository import RunRepository
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.services import async_wait_until
 
 WHO = user("USER1", "sess-demo", database_id="db-test")
 
@@ -89,3 +90,65 @@ async def test_the_last_progress_sent_is_saved_when_rows_stop_arriving(tmp_path:
     assert script.rows_exported == 3
     assert [v.rows_exported for v in script.variants] == [3, 0, 0]
     assert final.status == "Success"
+
+
+class HeldProgressSave(ProgressSaves):
+    """A progress save of ``rows`` rows that waits for ``release`` (a slow store): ``saved``
+    is set once it is in flight."""
+
+    def __init__(self, repo: RunRepository, rows: int) -> None:
+        super().__init__(repo, rows)
+        self.release = anyio.Event()
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        variants = kwargs.get("variants") or []
+        progress_only = kwargs.get("group") is None and not kwargs.get("files")
+        if progress_only and [v.rows_exported for v in variants] == [self.rows]:
+            self.saved.set()
+            await self.release.wait()
+        await self._save(*args, **kwargs)
+
+
+async def test_a_cancel_while_a_progress_save_is_in_flight_keeps_the_finished_file(
+    tmp_path: Path,
+) -> None:
+    # The variant's file is committed while the timer's save still waits for the store; a
+    # cancel arriving then must not leave that file on disk without its record.
+    config = load_config(demo_catalog(tmp_path / "demo", 10))
+    provider = StallingProvider(next(db for db in config.databases if db.id == "db-test"))
+    async with engine_kit(
+        config,
+        tmp_path / "d",
+        DEMO_CREDS,
+        providers={"db-test": provider},
+        progress_interval_s=0.0,
+        persist_progress_s=0.2,
+    ) as kit:
+        saves = HeldProgressSave(kit.repo, rows=3)
+        cancelled = anyio.Event()
+        cancel_here = kit.engine._cancel_here
+
+        def cancel_and_tell(run: Any) -> None:
+            cancel_here(run)
+            cancelled.set()
+
+        kit.engine._cancel_here = cancel_and_tell  # type: ignore[method-assign]
+        state = await kit.engine.start(WHO, plan(config, single("s-orders", "g-sales")))
+        run_dir = kit.files_root / state.run_id
+
+        def committed() -> bool:
+            return run_dir.is_dir() and any(p.name.endswith("_v1.csv") for p in run_dir.iterdir())
+
+        with anyio.fail_after(20):
+            await saves.saved.wait()  # the timer's save is in flight, held
+            provider.release.set()  # the variant ends and commits its file
+            await async_wait_until(committed)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kit.engine.cancel, state.run_id)
+                await cancelled.wait()
+                saves.release.set()
+            await kit.engine.wait(state.run_id)
+        recorded = [f.name for f in await kit.repo.files(state.run_id)]
+        on_disk = sorted(p.name for p in run_dir.iterdir())
+    assert recorded
+    assert sorted(recorded) == on_disk
