@@ -72,6 +72,12 @@ def csv_codec(encoding: str) -> str:
     return "cp1251" if encoding.lower() in {"cp1251", "windows-1251"} else "utf-8"
 
 
+def changes_values(decimal_separator: str, date_format: str) -> bool:
+    """Whether a CSV style writes values otherwise than as the database gives them (a decimal
+    comma, dates other than ISO)."""
+    return decimal_separator != "." or date_format != "iso"
+
+
 class UnencodableValue(QueryFailed):
     """A value holds a character the target encoding cannot represent (the variant fails).
 
@@ -139,7 +145,7 @@ class CsvEncoder:
 
     @property
     def changes_values(self) -> bool:
-        return self._decimal != "." or self._date_format != "iso"
+        return changes_values(self._decimal, self._date_format)
 
     def header(self) -> bytes:
         """The header line of ``labels``."""
@@ -220,6 +226,7 @@ __all__ = [
     "CsvEncoder",
     "Row",
     "UnencodableValue",
+    "changes_values",
     "csv_codec",
     "date_columns",
     "iso_text_date",

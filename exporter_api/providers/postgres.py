@@ -279,11 +279,9 @@ class PostgresProvider(DatabaseProvider):
             delimiter=request.delimiter,
             encoding=_PG_ENCODINGS.get(request.encoding, "UTF8"),
         )
-        if pending:
-            # A result without rows is only the header line: nothing is written (NoData).
-            records = record_count(b"".join(pending))
-            if size or records - (1 if header_left else 0) > 0:
-                await flush()
+        # A result without rows is only the header line: nothing is written (NoData).
+        if pending and (size or record_count(b"".join(pending)) > (1 if header_left else 0)):
+            await flush()
         return ExportResult(rows=rows, bytes=size)
 
     async def _inline_params(self, conn: Any, sql: str, params: dict[str, str]) -> str:

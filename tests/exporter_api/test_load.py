@@ -218,4 +218,5 @@ async def test_hub_connections_and_concurrent_runs_under_load(
     assert figures.errors == []
     assert figures.runs_finished >= 2 * RUNNERS
     assert baseline_kb > 0  # VmRSS was read
+    assert final_kb > 0  # and the service was still there to read it from
     assert final_kb - baseline_kb < RSS_GROWTH_LIMIT_KB

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from exporter_api.config import FileFormat, OutputConfig
-from exporter_api.csvcodec import CsvEncoder, csv_codec
+from exporter_api.csvcodec import CsvEncoder, changes_values, csv_codec
 from exporter_api.errors import ExporterError
 
 FILE_FORMATS: tuple[str, ...] = get_args(FileFormat)
@@ -93,7 +93,7 @@ class CsvStyle:
 
     @property
     def changes_values(self) -> bool:
-        return self.decimal_separator != "." or self.date_format != "iso"
+        return changes_values(self.decimal_separator, self.date_format)
 
     def encoder(self, labels: Sequence[str]) -> CsvEncoder:
         """The encoder of rows in this style (columns named ``labels``)."""

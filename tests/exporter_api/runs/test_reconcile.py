@@ -62,10 +62,10 @@ async def test_other_runs_and_a_live_writer_are_never_touched(tmp_path: Path) ->
     (dead / "sub").mkdir()  # never recursed into or removed
     async with VariantOutput(OutputSpec(), root / "LIVE", "live.csv") as out:
         await out.write(b"header\n", 0)  # another instance's export, in progress
-        await out.write(b"row\n", 1)
+        result = await reconcile_run_files(dead, [])
+        await out.write(b"row\n", 1)  # it goes on writing after the sweep
         await out.finish()
         [live] = out.parts
-        result = await reconcile_run_files(dead, [])
         assert live.part_path.exists()
         written = await live.commit()
     assert result.partial == (".x.csv.part",)
