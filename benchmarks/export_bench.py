@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter_api.providers.sqlite import _line_query
+from tests.bodies import group, run_body, script
+from tests.exporter_api.conftest import DEMO_LOGIN
 from tests.procstat import cpu_seconds, peak_rss_bytes, rss_bytes
 from tests.services import (
     PostgresCluster,
@@ -155,18 +157,7 @@ def _psql_copy(cluster: PostgresCluster, target: Path) -> float:
     return time.perf_counter() - started
 
 
-RUN_BODY = {
-    "mode": "SingleScript",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-bench",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
+RUN_BODY = run_body("SingleScript", group("g-bench", script("s-ledger")))
 
 
 def write_catalog(
@@ -449,25 +440,7 @@ def _pg_dsn(cluster: PostgresCluster) -> str:
 
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
-DEMO_BODY = {
-    "mode": "SingleScript",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-big",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
-DEMO_CREDENTIALS = {
-    "dbUsername": "USER1",
-    "dbPassword": "demo",
-    "databaseId": "db-test",
-    "managerId": "m1",
-    "streamId": "s1",
-}
+DEMO_BODY = run_body("SingleScript", group("g-big", script("s-ledger")))
 # The demo's ledger script as the service runs it: wrapped by the column profile, the user's
 # manager and stream inlined.
 DEMO_LABELS = [
@@ -481,10 +454,10 @@ DEMO_LABELS = [
 
 
 def _demo_query() -> str:
-    script = (DEMO / "sql" / "ledger_v1.sql").read_text("utf-8").strip().rstrip(";")
-    script = script.replace(":manager_id", "'m1'").replace(":stream_id", "'s1'")
+    sql = (DEMO / "sql" / "ledger_v1.sql").read_text("utf-8").strip().rstrip(";")
+    sql = sql.replace(":manager_id", "'m1'").replace(":stream_id", "'s1'")
     select = ", ".join(f'"{s}" AS "{label}"' for s, label in DEMO_LABELS)
-    return f"SELECT {select} FROM (\n{script}\n) q"  # noqa: S608 - the demo's own SQL
+    return f"SELECT {select} FROM (\n{sql}\n) q"  # noqa: S608 - the demo's own SQL
 
 
 def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
@@ -506,7 +479,7 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
             shutil.copy(database, data_dir / "demo" / database.name)
         database = data_dir / "demo" / "db-test.sqlite3"
         with serve(demo, data_dir) as (server, base):
-            token = login(base, DEMO_CREDENTIALS)
+            token = login(base, DEMO_LOGIN)
             idle_rss = rss_bytes(server.pid) / MIB
             body = _with_format(DEMO_BODY, fmt)
             times: list[float] = []

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.bodies import group, run_body, script
 from tests.procstat import rss_bytes
 from tests.services import demo_config, exporter_serve
 
@@ -138,21 +139,9 @@ async def _login(http: httpx.AsyncClient, user: str) -> str:
     return token
 
 
-RUN_BODY = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [
-                    {"scriptId": script, "enabled": True, "exportMode": "AllColumns"}
-                    for script in ("s-orders", "s-customers", "s-payments")
-                ],
-            }
-        ]
-    },
-}
+RUN_BODY = run_body(
+    "SingleGroup", group("g-sales", *(script(s) for s in ("s-orders", "s-customers", "s-payments")))
+)
 
 
 async def test_hub_connections_and_concurrent_runs_under_load(
