@@ -197,13 +197,6 @@ async def _node(
                 await process.wait()
 
 
-async def wait_for_line(lines: list[dict[str, Any]], count: int) -> None:
-    """Until ``lines`` holds at least ``count`` lines (10 s at most)."""
-    with anyio.fail_after(10):
-        while len(lines) < count:  # noqa: ASYNC110 - filled by another task from a pipe
-            await anyio.sleep(0.02)
-
-
 async def wait_for_type(lines: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     """The first line of type ``kind`` (run events may arrive before it); no time limit."""
     while True:
