@@ -21,6 +21,7 @@ from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import RunPlan, plan_run
 from exporter_api.security import AuthenticatedUser
 from exporter_api.store import Store, open_store
+from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, USER2, USER2_PASSWORD
 
 
 @dataclass
@@ -91,6 +92,26 @@ def single(script_id: str, group_id: str, **script: Any) -> dict[str, Any]:
             ]
         },
     }
+
+
+# The runs catalog's two users, each with a session: the credentials an engine kit reads for
+# them (session id -> login, password) and who starts a run.
+CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
+U1 = user(USER1, "sess-1")
+U2 = user(USER2, "sess-2")
+
+# One run of g-sales's s-orders and s-customers: two lanes at once.
+LANES = {
+    "mode": "SingleGroup",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-sales",
+                "scripts": [{"scriptId": "s-orders"}, {"scriptId": "s-customers"}],
+            }
+        ]
+    },
+}
 
 
 @dataclass

@@ -26,22 +26,20 @@ from exporter_api.store import open_store
 from tests.exporter_api.runs.conftest import (
     USER1,
     USER1_PASSWORD,
-    USER2,
-    USER2_PASSWORD,
     ExportDatabase,
     poll_until,
     write_catalog,
 )
 from tests.exporter_api.runs.enginekit import (
+    CREDS,
+    LANES,
+    U1,
+    U2,
     RecordingPublisher,
     engine_kit,
     plan,
     single,
-    user,
 )
-
-CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
-U1 = user(USER1, "sess-1")
 
 
 def script_of(state: RunState, script_id: str) -> ScriptState:
@@ -363,7 +361,7 @@ async def test_per_user_active_run_limit(catalog: ExportConfig, tmp_path: Path) 
         with pytest.raises(TooManyActiveRuns):
             await kit.engine.start(U1, slow)
         # another user is not affected
-        other = await kit.engine.start(user(USER2, "sess-2"), slow)
+        other = await kit.engine.start(U2, slow)
         for state in [*started, other]:
             await kit.engine.cancel(state.run_id)
         # a finished run frees its slot
@@ -530,20 +528,9 @@ async def test_database_connection_limit_across_runs(
 ) -> None:
     # One connection for the database: two runs of two lanes each never overlap a query.
     config = load_config(write_catalog(tmp_path / "cat", export_db, max_connections=1))
-    body = {
-        "mode": "SingleGroup",
-        "selection": {
-            "groups": [
-                {
-                    "groupId": "g-sales",
-                    "scripts": [{"scriptId": "s-orders"}, {"scriptId": "s-customers"}],
-                }
-            ]
-        },
-    }
     async with engine_kit(config, tmp_path / "data", CREDS) as kit:
-        a = await kit.engine.start(U1, plan(config, body))
-        b = await kit.engine.start(user(USER2, "sess-2"), plan(config, body))
+        a = await kit.engine.start(U1, plan(config, LANES))
+        b = await kit.engine.start(U2, plan(config, LANES))
         await kit.engine.wait(a.run_id)
         await kit.engine.wait(b.run_id)
         states = [await kit.repo.load(a.run_id), await kit.repo.load(b.run_id)]

@@ -34,15 +34,22 @@ from exporter_api.runs.repository import RunOwner
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import (
     USER1,
-    USER1_PASSWORD,
     USER2,
-    USER2_PASSWORD,
     ExportDatabase,
     poll_until,
     write_catalog,
 )
 from tests.exporter_api.runs.engine_proc import READY
-from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import (
+    CREDS,
+    LANES,
+    U1,
+    U2,
+    EngineKit,
+    engine_kit,
+    plan,
+    single,
+)
 from tests.exporter_api.runs.test_engine import (
     has_active_query,
     list_files,
@@ -51,22 +58,8 @@ from tests.exporter_api.runs.test_engine import (
 )
 from tests.services import PostgresCluster
 
-CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
-U1 = user(USER1, "sess-1")
-U2 = user(USER2, "sess-2")
 OWNER = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
 ORDERS = single("s-orders", "g-sales")
-LANES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "scripts": [{"scriptId": "s-orders"}, {"scriptId": "s-customers"}],
-            }
-        ]
-    },
-}
 
 
 @pytest.fixture
