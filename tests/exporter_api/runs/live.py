@@ -103,17 +103,23 @@ async def live_service(
         tg.start_soon(_serve, app, config, stop)
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            with anyio.fail_after(20):
-                while True:
-                    try:
-                        await http.get("/api/catalog/databases")
-                        break
-                    except httpx.TransportError:
-                        await anyio.sleep(0.05)
+            await until_serving(http, 20)
             try:
                 yield Service(base, http, database_id, app)
             finally:
                 stop.set()
+
+
+async def until_serving(http: httpx.AsyncClient, limit_s: float) -> None:
+    """Until the service behind ``http`` answers (a server starting elsewhere: nothing to await
+    but its port); fails after ``limit_s``."""
+    with anyio.fail_after(limit_s):
+        while True:
+            try:
+                await http.get("/api/catalog/databases")
+                return
+            except httpx.TransportError:
+                await anyio.sleep(0.05)
 
 
 async def _serve(app: Any, config: HypercornConfig, stop: anyio.Event) -> None:

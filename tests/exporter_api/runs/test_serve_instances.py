@@ -22,6 +22,7 @@ import httpx
 
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, write_catalog
+from tests.exporter_api.runs.live import until_serving
 from tests.services import PostgresCluster, free_port
 
 ORDERS = {
@@ -62,13 +63,7 @@ async def serve(
         )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            with anyio.fail_after(30):
-                while True:
-                    try:
-                        await http.get("/api/catalog/databases")
-                        break
-                    except httpx.TransportError:
-                        await anyio.sleep(0.1)
+            await until_serving(http, 30)
             yield process, http
     finally:
         if process.returncode is None:
