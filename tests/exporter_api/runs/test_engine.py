@@ -21,7 +21,7 @@ from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.errors import RunAlreadyFinished, TooManyActiveRuns
 from exporter_api.runs.files import UTF8_BOM
 from exporter_api.runs.models import RunState, ScriptState, VariantState
-from exporter_api.runs.repository import RunNotOwned, RunOwner, RunRepository
+from exporter_api.runs.repository import RunNotOwned, RunRepository
 from exporter_api.store import open_store
 from tests.exporter_api.runs.conftest import (
     USER1,
@@ -37,6 +37,7 @@ from tests.exporter_api.runs.enginekit import (
     U2,
     RecordingPublisher,
     engine_kit,
+    owner,
     plan,
     single,
 )
@@ -423,13 +424,7 @@ async def test_restart_resumes_runs_of_a_dead_process(
     data = tmp_path / "data"
     async with engine_kit(catalog, data, CREDS) as kit:
         # What a killed process leaves behind: a Running run in the store and a partial file.
-        state = kit.engine._initial_state(U1, plan(catalog, ALL))
-        state.status = "Running"
-        state.groups[0].status = "Running"
-        state.groups[0].scripts[0].status = "Running"
-        state.groups[0].scripts[0].variants[0].status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(state, owner, "dead-process", max_active=None)
+        state = await kit.left_running(plan(catalog, ALL), "dead-process")
         part = data / "exports" / state.run_id / f".{USER1}_s-orders_v1.csv.part"
         part.parent.mkdir(parents=True)
         part.write_bytes(b"OrderId\n1\n")
@@ -455,12 +450,11 @@ async def test_restart_resumes_every_run_of_a_dead_process_at_once(
     catalog: ExportConfig, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
     async with engine_kit(catalog, data, CREDS) as kit:
         run_ids = []
         for _ in range(45):  # more than one page of claimable runs
             state = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
-            assert await kit.repo.insert_run(state, owner, "dead-process", max_active=None)
+            assert await kit.repo.insert_run(state, owner(), "dead-process", max_active=None)
             run_ids.append(state.run_id)
     # Restarted (a store only it uses): every run is claimed before it serves anything, none
     # is left for the takeover delay.
@@ -486,12 +480,9 @@ async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     ) as kit:
         live = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         await poll_until(lambda: has_active_query(export_db))
-        state = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
-        state.status = state.groups[0].status = "Running"
-        state.groups[0].scripts[0].status = "Running"
-        state.groups[0].scripts[0].variants[0].status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(state, owner, kit.engine.instance_id, max_active=None)
+        state = await kit.left_running(
+            plan(catalog, single("s-empty", "g-sales")), kit.engine.instance_id
+        )
 
         async def ended() -> bool:
             loaded = await kit.repo.load(state.run_id)
@@ -588,8 +579,7 @@ async def test_postgres_state_store(
         # a run another instance left Running: taken over once its heartbeat is stale
         orphan = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
         orphan.status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(orphan, owner, "other-instance", max_active=None)
+        assert await kit.repo.insert_run(orphan, owner(), "other-instance", max_active=None)
         assert await kit.engine.claim_orphans() == []  # fresh heartbeat: a live instance
         await kit.store.execute(
             "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE run_id = :r",
@@ -638,8 +628,7 @@ async def test_saves_of_an_instance_that_lost_the_run_are_refused(
 ) -> None:
     async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
         state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(state, owner, "instance-a", max_active=None)
+        assert await kit.repo.insert_run(state, owner(), "instance-a", max_active=None)
         state.status = "Running"
         await kit.repo.save(state, instance_id="instance-a")
         await kit.store.execute(  # instance B took it over

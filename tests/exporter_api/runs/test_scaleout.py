@@ -47,6 +47,7 @@ from tests.exporter_api.runs.enginekit import (
     U2,
     EngineKit,
     engine_kit,
+    owner,
     plan,
     single,
 )
@@ -58,7 +59,7 @@ from tests.exporter_api.runs.test_engine import (
 )
 from tests.services import PostgresCluster
 
-OWNER = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
+OWNER = owner()
 ORDERS = single("s-orders", "g-sales")
 
 
@@ -253,12 +254,7 @@ async def test_a_killed_engines_run_is_taken_over_and_ends_success(
 
 async def _orphan(kit: EngineKit, config: ExportConfig, *, session: str, attempts: int) -> str:
     """A Running run left by an instance that died long ago."""
-    state = kit.engine._initial_state(U1, plan(config, ORDERS))
-    state.status = state.groups[0].status = "Running"
-    state.groups[0].scripts[0].status = "Running"
-    state.groups[0].scripts[0].variants[0].status = "Running"
-    owner = RunOwner(USER1, "db-pg", "m1", "s1", session)
-    assert await kit.repo.insert_run(state, owner, "dead-instance", max_active=None)
+    state = await kit.left_running(plan(config, ORDERS), "dead-instance", session_id=session)
     await kit.store.execute(
         "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z', attempts = :n"
         " WHERE run_id = :r",
