@@ -272,26 +272,36 @@ async def _echoed(
         return
 
 
+async def _timed_trips(
+    pid: int, warmup: float, seconds: float, trip: Callable[[str], Awaitable[None]]
+) -> tuple[int, float, float]:
+    """``trip(invocation_id)`` over and over: ``warmup`` seconds, then ``seconds`` counted;
+    the counted phase's round trips, wall seconds and the server's (``pid``) CPU seconds."""
+    count = 0
+    for phase_seconds, counting in ((warmup, False), (seconds, True)):
+        started, cpu_started = time.perf_counter(), cpu_seconds(pid)
+        deadline = started + phase_seconds
+        while time.perf_counter() < deadline:
+            await trip(str(count))
+            count += 1
+        if not counting:
+            count = 0
+    return count, time.perf_counter() - started, cpu_seconds(pid) - cpu_started
+
+
 async def round_trips(
     port: int, pid: int, protocol: str, *, bare: bool, seconds: float, warmup: float
 ) -> RoundTrips:
     codec = CODECS[protocol]()
     ws, inbox = await open_hub(port, codec, bare=bare)
     expected_type = 1 if bare else 3
-    count = 0
+
+    async def trip(invocation_id: str) -> None:
+        ws.send(codec.opcode, codec.invocation("Echo", ["hello"], invocation_id))
+        await _echoed(inbox.replies, inbox.wait, expected_type, invocation_id)
+
     try:
-        for phase_seconds, counting in ((warmup, False), (seconds, True)):
-            started, cpu_started = time.perf_counter(), cpu_seconds(pid)
-            deadline = started + phase_seconds
-            while time.perf_counter() < deadline:
-                invocation_id = str(count)
-                ws.send(codec.opcode, codec.invocation("Echo", ["hello"], invocation_id))
-                await _echoed(inbox.replies, inbox.wait, expected_type, invocation_id)
-                count += 1
-            if not counting:
-                count = 0
-        elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(pid) - cpu_started
+        count, elapsed, cpu = await _timed_trips(pid, warmup, seconds, trip)
     finally:
         ws.close()
     notes = []
@@ -361,27 +371,21 @@ async def sse_round_trips(
             while state["handshake"]:
                 await wait(10)
         expected_type = 1 if bare else 3
-        count = 0
-        for phase_seconds, counting in ((warmup, False), (seconds, True)):
-            started, cpu_started = time.perf_counter(), cpu_seconds(pid)
-            deadline = started + phase_seconds
-            while time.perf_counter() < deadline:
-                invocation_id = str(count)
-                sent = posts.request(
-                    "POST", send_target, codec.invocation("Echo", ["hello"], invocation_id)
-                )
-                await _echoed(replies, wait, expected_type, invocation_id)
-                status, _ = await sent
-                if status != 200:
-                    raise RuntimeError(f"POST answered {status}")
-                if posts.will_close:  # hypercorn: after keep_alive_max_requests (1,000)
-                    posts.close()
-                    posts = await http_connect("127.0.0.1", port)
-                count += 1
-            if not counting:
-                count = 0
-        elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(pid) - cpu_started
+
+        async def trip(invocation_id: str) -> None:
+            nonlocal posts
+            sent = posts.request(
+                "POST", send_target, codec.invocation("Echo", ["hello"], invocation_id)
+            )
+            await _echoed(replies, wait, expected_type, invocation_id)
+            status, _ = await sent
+            if status != 200:
+                raise RuntimeError(f"POST answered {status}")
+            if posts.will_close:  # hypercorn: after keep_alive_max_requests (1,000)
+                posts.close()
+                posts = await http_connect("127.0.0.1", port)
+
+        count, elapsed, cpu = await _timed_trips(pid, warmup, seconds, trip)
     finally:
         posts.close()
         events.close()
