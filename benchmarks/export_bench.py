@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter_api.providers.sqlite import _line_query
-from tests.bodies import group, run_body, script
+from tests.bodies import group, login_body, run_body, script
 from tests.exporter_api.conftest import DEMO_LOGIN
 from tests.procstat import cpu_seconds, peak_rss_bytes, rss_bytes
 from tests.services import (
@@ -359,13 +359,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _LONG_TOKENS = "access_token_ttl_s = 3600"
-PG_CREDENTIALS = {
-    "dbUsername": ROLE,
-    "dbPassword": ROLE_PASSWORD,
-    "databaseId": "db-bench",
-    "managerId": "m1",
-    "streamId": "s1",
-}
+PG_CREDENTIALS = login_body(ROLE, ROLE_PASSWORD, "db-bench")
 
 
 def _run(

@@ -1,9 +1,23 @@
-"""``POST /api/runs`` bodies as the tests and benchmarks send them (camelCase, every group and
-script enabled explicitly, as the console sends them)."""
+"""Request bodies as the tests and benchmarks send them: ``POST /api/auth/login`` and
+``POST /api/runs`` (camelCase; every group and script enabled explicitly, as the console does)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def login_body(
+    username: str, password: str, database_id: str, stream_id: str = "s1"
+) -> dict[str, str]:
+    """A login with the database account ``username`` / ``password``, for manager m1 (every test
+    catalog has it) and ``stream_id``."""
+    return {
+        "dbUsername": username,
+        "dbPassword": password,
+        "databaseId": database_id,
+        "managerId": "m1",
+        "streamId": stream_id,
+    }
 
 
 def script(script_id: str, *columns: str, **extra: Any) -> dict[str, Any]:

@@ -21,19 +21,13 @@ from exporter_api.config import Settings, default_config_path, load_config
 from exporter_api.providers import create_provider
 from exporter_api.services import Services
 from exporter_api.store import Store, open_store
-from tests.bodies import group, run_body, script
+from tests.bodies import group, login_body, run_body, script
 from tests.services import PostgresCluster, free_port
 
 # A run of the demo: the g-sales group's one script, every column.
 SALES = run_body("SingleGroup", group("g-sales", script("s-orders")))
 
-DEMO_LOGIN = {
-    "dbUsername": "USER1",
-    "dbPassword": "demo",
-    "databaseId": "db-test",
-    "managerId": "m1",
-    "streamId": "s1",
-}
+DEMO_LOGIN = login_body("USER1", "demo", "db-test")
 
 
 class NoRuns:

@@ -8,6 +8,7 @@ import pytest
 
 from exporter_api.app import create_app
 from exporter_api.config import Settings
+from tests.bodies import login_body
 from tests.exporter_api.conftest import (
     NoRuns,
     pg_login_config,
@@ -32,13 +33,7 @@ def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings
 
 
 def _body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
-    return {
-        "dbUsername": "bob",
-        "dbPassword": password,
-        "databaseId": database_id,
-        "managerId": "m1",
-        "streamId": "s1",
-    }
+    return login_body("bob", password, database_id)
 
 
 async def test_real_role_logs_in_wrong_password_401_unreachable_503(

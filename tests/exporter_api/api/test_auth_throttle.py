@@ -20,6 +20,7 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.providers.base import DatabaseProvider
 from exporter_api.services import Services
+from tests.bodies import login_body
 from tests.exporter_api.conftest import (
     DEMO_LOGIN,
     NoRuns,
@@ -118,13 +119,7 @@ def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings
 
 
 def _pg_body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
-    return {
-        "dbUsername": "carol",
-        "dbPassword": password,
-        "databaseId": database_id,
-        "managerId": "m1",
-        "streamId": "s1",
-    }
+    return login_body("carol", password, database_id)
 
 
 async def test_parallel_wrong_logins_exact_across_two_instances_postgres_store(

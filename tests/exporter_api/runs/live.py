@@ -22,6 +22,7 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
 from exporter_api.runs import build_runs
 from exporter_api.runs.models import utc_now
+from tests.bodies import login_body
 from tests.services import free_port
 
 HUB_WATCH = Path(__file__).with_name("hub_watch.mjs")
@@ -36,13 +37,7 @@ class Service:
     async def login(self, username: str, password: str, stream_id: str = "s1") -> str:
         response = await self.http.post(
             "/api/auth/login",
-            json={
-                "dbUsername": username,
-                "dbPassword": password,
-                "databaseId": self.database_id,
-                "managerId": "m1",
-                "streamId": stream_id,
-            },
+            json=login_body(username, password, self.database_id, stream_id),
         )
         assert response.status_code == 200, response.text
         token: str = response.json()["accessToken"]

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import httpx
 
+from tests.bodies import login_body
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, write_catalog
 from tests.exporter_api.runs.live import until_serving
@@ -72,16 +73,7 @@ async def serve(
 
 
 async def _login(http: httpx.AsyncClient) -> dict[str, str]:
-    response = await http.post(
-        "/api/auth/login",
-        json={
-            "dbUsername": USER1,
-            "dbPassword": USER1_PASSWORD,
-            "databaseId": "db-pg",
-            "managerId": "m1",
-            "streamId": "s1",
-        },
-    )
+    response = await http.post("/api/auth/login", json=login_body(USER1, USER1_PASSWORD, "db-pg"))
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['accessToken']}"}
 
