@@ -19,6 +19,7 @@ import pytest
 from exporter_api.config import ExportConfig, load_config
 from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.errors import RunAlreadyFinished, TooManyActiveRuns
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.files import UTF8_BOM
 from exporter_api.runs.models import RunState, ScriptState, VariantState
 from exporter_api.runs.repository import RunNotOwned, RunRepository
@@ -495,22 +496,26 @@ async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     assert still.status == "Running"  # the live run is left alone
 
 
-async def test_utf8_sig_writes_a_bom(tmp_path: Path, export_db: ExportDatabase) -> None:
-    config = load_config(write_catalog(tmp_path / "cat", export_db, encoding="utf-8-sig"))
+async def _first_file_in(
+    encoding: str, tmp_path: Path, export_db: ExportDatabase
+) -> tuple[bytes, StoredFile]:
+    """The first file of an s-bad run with ``[output] encoding`` set: its bytes and its record."""
+    config = load_config(write_catalog(tmp_path / "cat", export_db, encoding=encoding))
     async with engine_kit(config, tmp_path / "data", CREDS) as kit:
         state = await kit.run_to_end(U1, plan(config, single("s-bad", "g-misc")))
         files = await kit.repo.files(state.run_id)
     data = (tmp_path / "data" / "exports" / state.run_id / files[0].name).read_bytes()
+    return data, files[0]
+
+
+async def test_utf8_sig_writes_a_bom(tmp_path: Path, export_db: ExportDatabase) -> None:
+    data, file = await _first_file_in("utf-8-sig", tmp_path, export_db)
     assert data.startswith(UTF8_BOM + b"OrderId,")
-    assert hashlib.sha256(data).hexdigest() == files[0].sha256
+    assert hashlib.sha256(data).hexdigest() == file.sha256
 
 
 async def test_cp1251(tmp_path: Path, export_db: ExportDatabase) -> None:
-    config = load_config(write_catalog(tmp_path / "cat", export_db, encoding="cp1251"))
-    async with engine_kit(config, tmp_path / "data", CREDS) as kit:
-        state = await kit.run_to_end(U1, plan(config, single("s-bad", "g-misc")))
-        files = await kit.repo.files(state.run_id)
-    data = (tmp_path / "data" / "exports" / state.run_id / files[0].name).read_bytes()
+    data, _ = await _first_file_in("cp1251", tmp_path, export_db)
     assert data.decode("cp1251").startswith("OrderId,Клиент,Amount\n")
 
 
