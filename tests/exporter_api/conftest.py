@@ -199,6 +199,15 @@ def pg_store_settings(tmp_path: Path, pg: PostgresCluster, config_text: str) -> 
     )
 
 
+def pg_login_settings(
+    tmp_path: Path, pg: PostgresCluster, dsn: str, query: str, connect_timeout_s: int
+) -> Settings:
+    """`pg_store_settings` for `pg_login_config` of ``dsn``, its script's ``q.sql`` being
+    ``query``."""
+    (tmp_path / "q.sql").write_text(query, encoding="utf-8")
+    return pg_store_settings(tmp_path, pg, pg_login_config(dsn, connect_timeout_s))
+
+
 @pytest.fixture(scope="module")
 def pg_state_url(pg: PostgresCluster, request: pytest.FixtureRequest) -> str:
     """A PostgreSQL database for the state store, one per test module."""
