@@ -62,6 +62,17 @@ def sse_event(data: bytes) -> bytes:
     return b"".join([*(b"data: " + line + b"\r\n" for line in data.split(b"\n")), b"\r\n"])
 
 
+async def _bare_lifespan(receive: Receive, send: Send) -> None:
+    """An ASGI lifespan with nothing to start or stop: each step acknowledged."""
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def _bare_sse(scope: Scope, receive: Receive, send: Send, streams: dict[str, Any]) -> None:
     """``GET /sse?id=X`` (an event stream) and ``POST /send?id=X`` (one event on it)."""
     stream_id = parse_qs(scope["query_string"].decode()).get("id", [""])[0]
@@ -108,13 +119,8 @@ def make_echo_app() -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _bare_lifespan(receive, send)
+            return
         if scope["type"] == "http":
             await _bare_sse(scope, receive, send, streams)
             return
@@ -189,13 +195,8 @@ def make_aiosignalr_app() -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # aiosignalr's ASGI app ignores lifespan
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _bare_lifespan(receive, send)
+            return
         await inner(scope, receive, send)
 
     return app

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter_api.providers.sqlite import _line_query
+from tests.bodies import group, login_body, run_body, script
+from tests.exporter_api.conftest import DEMO_LOGIN
 from tests.procstat import cpu_seconds, peak_rss_bytes, rss_bytes
 from tests.services import (
     PostgresCluster,
@@ -155,18 +157,7 @@ def _psql_copy(cluster: PostgresCluster, target: Path) -> float:
     return time.perf_counter() - started
 
 
-RUN_BODY = {
-    "mode": "SingleScript",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-bench",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
+RUN_BODY = run_body("SingleScript", group("g-bench", script("s-ledger")))
 
 
 def write_catalog(
@@ -368,13 +359,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _LONG_TOKENS = "access_token_ttl_s = 3600"
-PG_CREDENTIALS = {
-    "dbUsername": ROLE,
-    "dbPassword": ROLE_PASSWORD,
-    "databaseId": "db-bench",
-    "managerId": "m1",
-    "streamId": "s1",
-}
+PG_CREDENTIALS = login_body(ROLE, ROLE_PASSWORD, "db-bench")
 
 
 def _run(
@@ -409,39 +394,46 @@ def _run(
                 )
             peak = peak_rss_bytes(server.pid) / MIB
         size = psql_file.stat().st_size
-        exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
-        best = min(times)
-        line = _service_line("postgres", fmt, best, result, exported)
-        if fmt == "xlsx":
-            baseline, base_rss = _xlsx_baseline(
-                "postgres", work / "baseline.xlsx", _pg_dsn(cluster), PSQL_QUERY
-            )
-            line += _xlsx_line(baseline, best, base_rss)
-        else:
+        line, best = _result_line(
+            "postgres", fmt, times, result, data_dir, (_pg_dsn(cluster), PSQL_QUERY)
+        )
+        if fmt != "xlsx":
             base_s = min(psql_times)
             line += (
                 f"; psql \\copy best {base_s:.2f} s ({size / 1e6:.1f} MB) -> {base_s / best:.2f}x"
             )
             if fmt == "csv":
-                same = (
-                    hashlib.sha256(psql_file.read_bytes()).hexdigest() == result["file"]["sha256"]
-                )
-                line += f", identical to psql: {same}"
+                line += f", identical to psql: {_identical(psql_file, result)}"
         print(line + f"; service RSS idle/peak {idle_rss:.0f}/{peak:.0f} MB", flush=True)
 
 
-def _service_line(
-    source: str, fmt: str, best: float, result: dict[str, Any], exported: Path
-) -> str:
+def _result_line(
+    source: str,
+    fmt: str,
+    times: list[float],
+    result: dict[str, Any],
+    data_dir: Path,
+    xlsx_from: tuple[str, str],
+) -> tuple[str, float]:
+    """The start of a result line (the service's best time, rows and size) and that best time;
+    for XLSX, with XlsxWriter alone on the same rows (``xlsx_from``: where, query; its file next
+    to ``data_dir``) after it."""
+    exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
+    best = min(times)
     rows, size = result["file"]["rows"], exported.stat().st_size / 1e6
-    return f"{source} {fmt:6}: service best {best:.2f} s ({rows:,} rows, {size:.1f} MB)"
+    line = f"{source} {fmt:6}: service best {best:.2f} s ({rows:,} rows, {size:.1f} MB)"
+    if fmt == "xlsx":
+        baseline, rss = _xlsx_baseline(source, data_dir.parent / "baseline.xlsx", *xlsx_from)
+        line += (
+            f"; XlsxWriter alone {baseline:.2f} s -> {baseline / best:.2f}x"
+            f" (baseline RSS {rss:.0f} MB, its list of rows included)"
+        )
+    return line, best
 
 
-def _xlsx_line(baseline: float, best: float, rss: float) -> str:
-    return (
-        f"; XlsxWriter alone {baseline:.2f} s -> {baseline / best:.2f}x"
-        f" (baseline RSS {rss:.0f} MB, its list of rows included)"
-    )
+def _identical(baseline: Path, result: dict[str, Any]) -> bool:
+    """The baseline's file has the bytes of the service's (by its recorded SHA-256)."""
+    return bool(hashlib.sha256(baseline.read_bytes()).hexdigest() == result["file"]["sha256"])
 
 
 def _pg_dsn(cluster: PostgresCluster) -> str:
@@ -449,25 +441,7 @@ def _pg_dsn(cluster: PostgresCluster) -> str:
 
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
-DEMO_BODY = {
-    "mode": "SingleScript",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-big",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
-DEMO_CREDENTIALS = {
-    "dbUsername": "USER1",
-    "dbPassword": "demo",
-    "databaseId": "db-test",
-    "managerId": "m1",
-    "streamId": "s1",
-}
+DEMO_BODY = run_body("SingleScript", group("g-big", script("s-ledger")))
 # The demo's ledger script as the service runs it: wrapped by the column profile, the user's
 # manager and stream inlined.
 DEMO_LABELS = [
@@ -481,10 +455,10 @@ DEMO_LABELS = [
 
 
 def _demo_query() -> str:
-    script = (DEMO / "sql" / "ledger_v1.sql").read_text("utf-8").strip().rstrip(";")
-    script = script.replace(":manager_id", "'m1'").replace(":stream_id", "'s1'")
+    sql = (DEMO / "sql" / "ledger_v1.sql").read_text("utf-8").strip().rstrip(";")
+    sql = sql.replace(":manager_id", "'m1'").replace(":stream_id", "'s1'")
     select = ", ".join(f'"{s}" AS "{label}"' for s, label in DEMO_LABELS)
-    return f"SELECT {select} FROM (\n{script}\n) q"  # noqa: S608 - the demo's own SQL
+    return f"SELECT {select} FROM (\n{sql}\n) q"  # noqa: S608 - the demo's own SQL
 
 
 def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
@@ -506,7 +480,7 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
             shutil.copy(database, data_dir / "demo" / database.name)
         database = data_dir / "demo" / "db-test.sqlite3"
         with serve(demo, data_dir) as (server, base):
-            token = login(base, DEMO_CREDENTIALS)
+            token = login(base, DEMO_LOGIN)
             idle_rss = rss_bytes(server.pid) / MIB
             body = _with_format(DEMO_BODY, fmt)
             times: list[float] = []
@@ -531,15 +505,8 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
                     flush=True,
                 )
             peak = peak_rss_bytes(server.pid) / MIB
-        exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
-        best = min(times)
-        line = _service_line("sqlite", fmt, best, result, exported)
-        if fmt == "xlsx":
-            baseline, base_rss = _xlsx_baseline(
-                "sqlite", work / "baseline.xlsx", str(database), query
-            )
-            line += _xlsx_line(baseline, best, base_rss)
-        else:
+        line, best = _result_line("sqlite", fmt, times, result, data_dir, (str(database), query))
+        if fmt != "xlsx":
             base_s = min(cli_times)
             line += (
                 f"; sqlite3 -csv best {base_s:.2f} s (RSS {cli_rss:.0f} MB) -> {base_s / best:.2f}x"
@@ -547,8 +514,8 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
                 f" -> {min(cli_cpu) / min(cpu):.2f}x"
             )
             if fmt == "csv":
-                same = hashlib.sha256(cli_file.read_bytes()).hexdigest() == result["file"]["sha256"]
-                line += f", identical to sqlite3: {same}" + _sqlite_fetch_floor(database, query)
+                line += f", identical to sqlite3: {_identical(cli_file, result)}"
+                line += _sqlite_fetch_floor(database, query)
         print(line + f"; service RSS idle/peak {idle_rss:.0f}/{peak:.0f} MB", flush=True)
 
 

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import resource
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 from benchmarks._wsclient import OP_TEXT, WebSocketClient, connect
 from benchmarks.signalr_bench import (
     ROOT,
+    Broadcasts,
     JsonCodec,
     machine,
     open_hub,
@@ -167,16 +167,7 @@ class Scale:
 
 async def scale_case(port: int, pid: int, *, count: int, idle: float, rounds: int) -> Scale:
     before = rss_bytes(pid)
-    latencies: list[float] = []
-    state: dict[str, Any] = {"token": b"", "t0": 0.0, "count": 0, "done": None}
-
-    def on_message(_opcode: int, payload: bytes) -> None:
-        if state["token"] and state["token"] in payload:
-            latencies.append(time.perf_counter() - state["t0"])
-            state["count"] += 1
-            if state["count"] == count:
-                state["done"].set()
-
+    broadcasts = Broadcasts(count)
     started = time.perf_counter()
     sockets = await open_many(port, count)
     connect_seconds = time.perf_counter() - started
@@ -184,7 +175,7 @@ async def scale_case(port: int, pid: int, *, count: int, idle: float, rounds: in
     lost = 0
     try:
         for ws in sockets:
-            ws.on_message = on_message
+            ws.on_message = broadcasts.on_message
         sender, _ = await open_hub(port, codec, bare=False)
         sockets.append(sender)
         sender.on_message = lambda _op, _payload: None
@@ -195,21 +186,12 @@ async def scale_case(port: int, pid: int, *, count: int, idle: float, rounds: in
         rss = rss_bytes(pid)
         for r in range(rounds):
             token = f"scale-{r:03d}-payload"
-            state.update(token=token.encode(), count=0, done=asyncio.Event())
-            state["t0"] = time.perf_counter()
-            sender.send(OP_TEXT, codec.invocation("Broadcast", [token], None))
-            try:
-                async with asyncio.timeout(30):
-                    await state["done"].wait()
-            except TimeoutError:
-                lost += count - state["count"]
-            state["token"] = b""
+            frame = codec.invocation("Broadcast", [token], None)
+            lost += await broadcasts.round(sender, token, frame, 30)
             await asyncio.sleep(0.5)
     finally:
         await close_all(sockets)
-    ordered = sorted(latencies)
-    if not ordered:
-        raise RuntimeError("no broadcast message arrived")
+    p50_ms, p99_ms, max_ms = broadcasts.percentiles_ms()
     return Scale(
         connections=count,
         rss_mb=rss / 2**20,
@@ -218,10 +200,10 @@ async def scale_case(port: int, pid: int, *, count: int, idle: float, rounds: in
         idle_seconds=idle,
         connect_seconds=connect_seconds,
         rounds=rounds,
-        p50_ms=1000 * statistics.median(ordered),
-        p99_ms=1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        max_ms=1000 * ordered[-1],
-        delivered=len(ordered),
+        p50_ms=p50_ms,
+        p99_ms=p99_ms,
+        max_ms=max_ms,
+        delivered=len(broadcasts.latencies),
         lost=lost,
     )
 

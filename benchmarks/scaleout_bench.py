@@ -46,6 +46,7 @@ from benchmarks.export_bench import (
     write_catalog,
 )
 from exporter_api.security.keys import generate_key
+from tests.bodies import group, run_body, script
 from tests.services import (
     PostgresCluster,
     RedisServer,
@@ -84,9 +85,9 @@ def _sqlite_source(work: Path, runs: int, files_dir: Path) -> Source:
         shutil.copytree(ROOT / "examples" / "demo", catalog)
     database = work / "demo.sqlite3"
     if not database.exists():
-        script = (catalog / "sql" / "init_demo.sql").read_text(encoding="utf-8")
+        init_sql = (catalog / "sql" / "init_demo.sql").read_text(encoding="utf-8")
         with contextlib.closing(sqlite3.connect(database)) as conn:
-            conn.executescript(script)
+            conn.executescript(init_sql)
     text = (ROOT / "examples" / "demo" / "exporter.toml").read_text(encoding="utf-8")
     for old, new in (
         ("max_active_runs_per_user = 3", f"max_active_runs_per_user = {runs}"),
@@ -101,20 +102,7 @@ def _sqlite_source(work: Path, runs: int, files_dir: Path) -> Source:
         text = text.replace(old, new, 1)
     config = catalog / "exporter.toml"
     config.write_text(text, encoding="utf-8")
-    body = {
-        "mode": "SingleGroup",
-        "selection": {
-            "groups": [
-                {
-                    "groupId": "g-big",
-                    "enabled": True,
-                    "scripts": [
-                        {"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}
-                    ],
-                }
-            ]
-        },
-    }
+    body = run_body("SingleGroup", group("g-big", script("s-ledger")))
     return Source(
         "sqlite",
         config,

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,38 +248,60 @@ class RoundTrips:
     notes: list[str] = field(default_factory=list)
 
 
+async def _echoed(
+    replies: list[Reply],
+    wait: Callable[[float], Awaitable[None]],
+    expected_type: int,
+    invocation_id: str,
+) -> None:
+    """Until the reply to ``Echo("hello")`` ``invocation_id`` arrives in ``replies`` (``wait``
+    wakes when more came; 5 s at most each); keep-alive pings are passed over, anything else
+    fails the bench."""
+    while True:
+        while not replies:
+            await wait(5)
+        reply = replies.pop(0)
+        if reply.type == 6:  # a keep-alive ping
+            continue
+        if (
+            reply.type != expected_type
+            or reply.invocation_id != invocation_id
+            or reply.value != "hello"
+        ):
+            raise RuntimeError(f"unexpected reply {reply}")
+        return
+
+
+async def _timed_trips(
+    pid: int, warmup: float, seconds: float, trip: Callable[[str], Awaitable[None]]
+) -> tuple[int, float, float]:
+    """``trip(invocation_id)`` over and over: ``warmup`` seconds, then ``seconds`` counted;
+    the counted phase's round trips, wall seconds and the server's (``pid``) CPU seconds."""
+    count = 0
+    for phase_seconds, counting in ((warmup, False), (seconds, True)):
+        started, cpu_started = time.perf_counter(), cpu_seconds(pid)
+        deadline = started + phase_seconds
+        while time.perf_counter() < deadline:
+            await trip(str(count))
+            count += 1
+        if not counting:
+            count = 0
+    return count, time.perf_counter() - started, cpu_seconds(pid) - cpu_started
+
+
 async def round_trips(
     port: int, pid: int, protocol: str, *, bare: bool, seconds: float, warmup: float
 ) -> RoundTrips:
     codec = CODECS[protocol]()
     ws, inbox = await open_hub(port, codec, bare=bare)
     expected_type = 1 if bare else 3
-    count = 0
+
+    async def trip(invocation_id: str) -> None:
+        ws.send(codec.opcode, codec.invocation("Echo", ["hello"], invocation_id))
+        await _echoed(inbox.replies, inbox.wait, expected_type, invocation_id)
+
     try:
-        for phase_seconds, counting in ((warmup, False), (seconds, True)):
-            started, cpu_started = time.perf_counter(), cpu_seconds(pid)
-            deadline = started + phase_seconds
-            while time.perf_counter() < deadline:
-                invocation_id = str(count)
-                ws.send(codec.opcode, codec.invocation("Echo", ["hello"], invocation_id))
-                while True:
-                    while not inbox.replies:
-                        await inbox.wait(5)
-                    reply = inbox.replies.pop(0)
-                    if reply.type == 6:  # a keep-alive ping
-                        continue
-                    if (
-                        reply.type != expected_type
-                        or reply.invocation_id != invocation_id
-                        or reply.value != "hello"
-                    ):
-                        raise RuntimeError(f"unexpected reply {reply}")
-                    break
-                count += 1
-            if not counting:
-                count = 0
-        elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(pid) - cpu_started
+        count, elapsed, cpu = await _timed_trips(pid, warmup, seconds, trip)
     finally:
         ws.close()
     notes = []
@@ -349,39 +371,21 @@ async def sse_round_trips(
             while state["handshake"]:
                 await wait(10)
         expected_type = 1 if bare else 3
-        count = 0
-        for phase_seconds, counting in ((warmup, False), (seconds, True)):
-            started, cpu_started = time.perf_counter(), cpu_seconds(pid)
-            deadline = started + phase_seconds
-            while time.perf_counter() < deadline:
-                invocation_id = str(count)
-                sent = posts.request(
-                    "POST", send_target, codec.invocation("Echo", ["hello"], invocation_id)
-                )
-                while True:
-                    while not replies:
-                        await wait(5)
-                    reply = replies.pop(0)
-                    if reply.type == 6:  # a keep-alive ping
-                        continue
-                    if (
-                        reply.type != expected_type
-                        or reply.invocation_id != invocation_id
-                        or reply.value != "hello"
-                    ):
-                        raise RuntimeError(f"unexpected reply {reply}")
-                    break
-                status, _ = await sent
-                if status != 200:
-                    raise RuntimeError(f"POST answered {status}")
-                if posts.will_close:  # hypercorn: after keep_alive_max_requests (1,000)
-                    posts.close()
-                    posts = await http_connect("127.0.0.1", port)
-                count += 1
-            if not counting:
-                count = 0
-        elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(pid) - cpu_started
+
+        async def trip(invocation_id: str) -> None:
+            nonlocal posts
+            sent = posts.request(
+                "POST", send_target, codec.invocation("Echo", ["hello"], invocation_id)
+            )
+            await _echoed(replies, wait, expected_type, invocation_id)
+            status, _ = await sent
+            if status != 200:
+                raise RuntimeError(f"POST answered {status}")
+            if posts.will_close:  # hypercorn: after keep_alive_max_requests (1,000)
+                posts.close()
+                posts = await http_connect("127.0.0.1", port)
+
+        count, elapsed, cpu = await _timed_trips(pid, warmup, seconds, trip)
     finally:
         posts.close()
         events.close()
@@ -400,21 +404,56 @@ class FanOut:
     notes: list[str] = field(default_factory=list)
 
 
+class Broadcasts:
+    """Times broadcast rounds to ``receivers`` connections: set `on_message` on each receiver,
+    then run `round` after round; the delivery latencies add up in `latencies`."""
+
+    def __init__(self, receivers: int) -> None:
+        self.receivers = receivers
+        self.latencies: list[float] = []
+        self.wrong_frame_type = 0  # JSON messages in binary frames
+        self._token = b""
+        self._t0 = 0.0
+        self._count = 0
+        self._done = asyncio.Event()
+
+    def on_message(self, opcode: int, payload: bytes) -> None:
+        if self._token and self._token in payload:
+            self.latencies.append(time.perf_counter() - self._t0)
+            if opcode != OP_TEXT:
+                self.wrong_frame_type += 1
+            self._count += 1
+            if self._count == self.receivers:
+                self._done.set()
+
+    async def round(self, sender: WebSocketClient, token: str, frame: bytes, limit_s: float) -> int:
+        """Send ``frame`` (which carries ``token``) and wait until every receiver has it: how
+        many had not after ``limit_s``."""
+        self._token, self._count, self._done = token.encode(), 0, asyncio.Event()
+        self._t0 = time.perf_counter()
+        sender.send(OP_TEXT, frame)
+        missing = 0
+        try:
+            async with asyncio.timeout(limit_s):
+                await self._done.wait()
+        except TimeoutError:
+            missing = self.receivers - self._count
+        self._token = b""
+        return missing
+
+    def percentiles_ms(self) -> tuple[float, float, float]:
+        """p50, p99 and max of the latencies, in ms (fails when nothing arrived)."""
+        if not self.latencies:
+            raise RuntimeError("no broadcast message arrived")
+        ordered = sorted(self.latencies)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return 1000 * statistics.median(ordered), 1000 * p99, 1000 * ordered[-1]
+
+
 async def fan_out(port: int, *, bare: bool, connections: int, rounds: int) -> FanOut:
     codec = JsonCodec()
     sockets: list[WebSocketClient] = []
-    latencies: list[float] = []
-    state: dict[str, Any] = {"token": b"", "t0": 0.0, "count": 0, "done": None, "wrong": 0}
-
-    def on_message(opcode: int, payload: bytes) -> None:
-        if state["token"] and state["token"] in payload:
-            latencies.append(time.perf_counter() - state["t0"])
-            if opcode != OP_TEXT:
-                state["wrong"] += 1
-            state["count"] += 1
-            if state["count"] == connections:
-                state["done"].set()
-
+    broadcasts = Broadcasts(connections)
     started = time.perf_counter()
     try:
         batch = 100
@@ -423,7 +462,7 @@ async def fan_out(port: int, *, bare: bool, connections: int, rounds: int) -> Fa
                 *(open_hub(port, codec, bare=bare) for _ in range(min(batch, connections - first)))
             )
             for ws, _inbox in opened:
-                ws.on_message = on_message
+                ws.on_message = broadcasts.on_message
                 sockets.append(ws)
         connect_seconds = time.perf_counter() - started
         sender, _ = await open_hub(port, codec, bare=bare)
@@ -433,37 +472,27 @@ async def fan_out(port: int, *, bare: bool, connections: int, rounds: int) -> Fa
         missing = 0
         for r in range(rounds):
             token = f"round-{r:04d}-payload"
-            state.update(token=token.encode(), count=0, done=asyncio.Event())
             if bare:
                 frame = b"B" + codec.invocation("Receive", [token], None)
             else:
                 frame = codec.invocation("Broadcast", [token], None)
-            state["t0"] = time.perf_counter()
-            sender.send(OP_TEXT, frame)
-            try:
-                async with asyncio.timeout(5):
-                    await state["done"].wait()
-            except TimeoutError:
-                missing += connections - state["count"]
-            state["token"] = b""
+            missing += await broadcasts.round(sender, token, frame, 5)
             await asyncio.sleep(0.05)
     finally:
         for ws in sockets:
             ws.close()
-    if not latencies:
-        raise RuntimeError("no broadcast message arrived")
-    ordered = sorted(latencies)
+    p50_ms, p99_ms, max_ms = broadcasts.percentiles_ms()
     notes = []
-    if state["wrong"]:
-        notes.append(f"{state['wrong']} JSON messages arrived in binary frames")
+    if broadcasts.wrong_frame_type:
+        notes.append(f"{broadcasts.wrong_frame_type} JSON messages arrived in binary frames")
     if missing:
         notes.append(f"{missing} of {connections * rounds} messages never arrived (5 s per round)")
     return FanOut(
         connections=connections,
         rounds=rounds,
-        p50_ms=1000 * statistics.median(ordered),
-        p99_ms=1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        max_ms=1000 * ordered[-1],
+        p50_ms=p50_ms,
+        p99_ms=p99_ms,
+        max_ms=max_ms,
         connect_seconds=connect_seconds,
         missing=missing,
         notes=notes,

@@ -108,30 +108,40 @@ async def logout(svc: Services, request: Request, session_id: str) -> None:
     )
 
 
-async def run_started(
-    svc: Services, request: Request, user: AuthenticatedUser, state: RunState
+async def _user_action(
+    svc: Services,
+    request: Request,
+    user: AuthenticatedUser,
+    action: str,
+    run_id: str,
+    details: dict[str, Any],
+    *,
+    required: bool = False,
 ) -> None:
+    """A signed-in user's action on one of their runs."""
     await svc.audit.record(
-        records.RUN_STARTED,
+        action,
         login=user.login,
         database_id=user.database_id,
         client=client_of(request),
-        run_id=state.run_id,
-        details=records.run_started_details(state, svc.config),
+        run_id=run_id,
+        details=details,
+        required=required,
     )
+
+
+async def run_started(
+    svc: Services, request: Request, user: AuthenticatedUser, state: RunState
+) -> None:
+    details = records.run_started_details(state, svc.config)
+    await _user_action(svc, request, user, records.RUN_STARTED, state.run_id, details)
 
 
 async def run_cancelled(
     svc: Services, request: Request, user: AuthenticatedUser, state: RunState
 ) -> None:
-    await svc.audit.record(
-        records.RUN_CANCEL_REQUESTED,
-        login=user.login,
-        database_id=user.database_id,
-        client=client_of(request),
-        run_id=state.run_id,
-        details={"status": state.status},
-    )
+    details = {"status": state.status}
+    await _user_action(svc, request, user, records.RUN_CANCEL_REQUESTED, state.run_id, details)
 
 
 async def download(
@@ -147,15 +157,14 @@ async def download(
     """A download served (every check that could refuse it passed), before its status line:
     one that cannot be recorded is refused still (503)."""
     via = "link" if signed else "token"
-    await svc.audit.record(
+    ranged = request.headers.get("range") is not None
+    await _user_action(
+        svc,
+        request,
+        user,
         records.DOWNLOAD_ZIP if zipped else records.DOWNLOAD_FILE,
-        login=user.login,
-        database_id=user.database_id,
-        client=client_of(request),
-        run_id=run_id,
-        details=records.download_details(
-            files, via=via, ranged=request.headers.get("range") is not None
-        ),
+        run_id,
+        records.download_details(files, via=via, ranged=ranged),
         required=True,
     )
     svc.metrics.download("zip" if zipped else "file", via)  # recorded: it is served

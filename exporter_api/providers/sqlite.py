@@ -64,6 +64,20 @@ class _Stopped(Exception):
 _Batch = tuple[bytes | tuple[list[str], list[Any]], int]
 
 
+async def _produce(
+    query: Callable[[], None],
+    send: anyio.abc.ObjectSendStream[_Batch],
+    failures: list[Exception],
+) -> None:
+    """Runs ``query`` (which sends its batches to ``send``) in a thread of its own for the whole
+    query (not the shared pool's); closes ``send`` when it ends."""
+    async with send:
+        try:
+            await anyio.to_thread.run_sync(query, limiter=anyio.CapacityLimiter(1))
+        except (QueryFailed, DatabaseUnavailable) as exc:
+            failures.append(exc)  # raised by export() itself, not as an exception group
+
+
 class SqliteProvider(DatabaseProvider):
     # Plain CSV: SQLite turns each row into one line of text itself (`_export_lines`).
     server_csv = True
@@ -124,7 +138,8 @@ class SqliteProvider(DatabaseProvider):
         # Closed here too: a cancellation may come before the producer task ever starts.
         with send, receive:
             async with self.limiter, anyio.create_task_group() as tg:
-                tg.start_soon(self._produce, sql, args, request, stop, send, failures)
+                query = functools.partial(self._run_query, sql, args, request, stop, send)
+                tg.start_soon(_produce, query, send, failures)
                 try:
                     async for chunk, count in receive:
                         try:
@@ -151,30 +166,6 @@ class SqliteProvider(DatabaseProvider):
         if failures:
             raise failures[0]
         return ExportResult(rows=rows, bytes=size)
-
-    async def _produce(
-        self,
-        sql: str,
-        args: list[object],
-        request: ExportRequest,
-        stop: threading.Event,
-        send: anyio.abc.ObjectSendStream[_Batch],
-        failures: list[Exception],
-    ) -> None:
-        async with send:
-            try:
-                # A thread of its own for the whole query (not the shared pool's).
-                await anyio.to_thread.run_sync(
-                    self._run_query,
-                    sql,
-                    args,
-                    request,
-                    stop,
-                    send,
-                    limiter=anyio.CapacityLimiter(1),
-                )
-            except (QueryFailed, DatabaseUnavailable) as exc:
-                failures.append(exc)  # raised by export() itself, not as an exception group
 
     def _run_query(
         self,

@@ -126,27 +126,6 @@ class GroupState(_Camel):
     scripts: list[ScriptState] = msgspec.field(default_factory=list)
 
 
-class RunState(_Camel):
-    run_id: RunId
-    status: Status
-    mode: RunMode
-    login: str
-    database_id: str
-    manager_id: str
-    stream_id: str
-    created_at: str
-    updated_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
-    groups: list[GroupState] = msgspec.field(default_factory=list)
-    # Filled when the state is read for a user (REST, SubscribeRun), so a reloaded page needs
-    # nothing else: the files made so far with signed download links, and the zip of them all.
-    files: list[RunFile] = msgspec.field(default_factory=list)
-    zip_url: str | None = None
-    links_expire_at: str | None = None
-
-
 class RunSummary(_Camel):
     run_id: RunId
     status: Status
@@ -159,6 +138,18 @@ class RunSummary(_Camel):
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+
+
+class RunState(RunSummary, kw_only=True):
+    """A run in full: its summary, whose it is, and its groups and files."""
+
+    login: str
+    groups: list[GroupState] = msgspec.field(default_factory=list)
+    # Filled when the state is read for a user (REST, SubscribeRun), so a reloaded page needs
+    # nothing else: the files made so far with signed download links, and the zip of them all.
+    files: list[RunFile] = msgspec.field(default_factory=list)
+    zip_url: str | None = None
+    links_expire_at: str | None = None
 
 
 class RunList(_Camel):

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -20,29 +21,13 @@ from exporter_api.config import Settings, default_config_path, load_config
 from exporter_api.providers import create_provider
 from exporter_api.services import Services
 from exporter_api.store import Store, open_store
+from tests.bodies import group, login_body, run_body, script
 from tests.services import PostgresCluster, free_port
 
 # A run of the demo: the g-sales group's one script, every column.
-SALES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"}],
-            }
-        ]
-    },
-}
+SALES = run_body("SingleGroup", group("g-sales", script("s-orders")))
 
-DEMO_LOGIN = {
-    "dbUsername": "USER1",
-    "dbPassword": "demo",
-    "databaseId": "db-test",
-    "managerId": "m1",
-    "streamId": "s1",
-}
+DEMO_LOGIN = login_body("USER1", "demo", "db-test")
 
 
 class NoRuns:
@@ -118,6 +103,19 @@ def app_client(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncCli
     be entered and left in one task.
     """
     return running_app(create_app(settings, runs=NoRuns()))
+
+
+async def ended_run(
+    client: httpx.AsyncClient, run_id: str, auth: dict[str, str], limit_s: float = 20.0
+) -> dict[str, Any]:
+    """``GET /api/runs/{run_id}`` once the run has ended (a REST client has no event to await:
+    it polls, failing the test after ``limit_s`` seconds)."""
+    with anyio.fail_after(limit_s):
+        while True:
+            state: dict[str, Any] = (await client.get(f"/api/runs/{run_id}", headers=auth)).json()
+            if state["status"] not in ("Queued", "Running"):
+                return state
+            await anyio.sleep(0.05)
 
 
 def b64key(seed: bytes) -> str:
@@ -199,6 +197,15 @@ def pg_store_settings(tmp_path: Path, pg: PostgresCluster, config_text: str) -> 
         jwt_key=b"j" * 32,
         vault_key=b"v" * 32,
     )
+
+
+def pg_login_settings(
+    tmp_path: Path, pg: PostgresCluster, dsn: str, query: str, connect_timeout_s: int
+) -> Settings:
+    """`pg_store_settings` for `pg_login_config` of ``dsn``, its script's ``q.sql`` being
+    ``query``."""
+    (tmp_path / "q.sql").write_text(query, encoding="utf-8")
+    return pg_store_settings(tmp_path, pg, pg_login_config(dsn, connect_timeout_s))
 
 
 @pytest.fixture(scope="module")

@@ -48,29 +48,15 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def test_shared_store_without_keys_refuses_to_start(tmp_path: Path) -> None:
     # The URL is never dialled: the keys are checked before anything listens or connects.
-    result = _cli(
-        "serve",
-        "--data-dir",
-        str(tmp_path),
-        "--state-url",
-        "postgresql://127.0.0.1:9/state",
-        "--port",
-        "9",
-    )
+    shared = ("serve", "--data-dir", str(tmp_path), "--state-url", "postgresql://127.0.0.1:9/state")
+    result = _cli(*shared, "--port", "9")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert JWT_KEY_ENV in result.stderr
     assert "keys_dir" in result.stderr
     assert not (tmp_path / "jwt.key").exists()
     # Only the JWT key given: the vault key is named next.
-    result = _cli(
-        "serve",
-        "--data-dir",
-        str(tmp_path),
-        "--state-url",
-        "postgresql://127.0.0.1:9/state",
-        env={JWT_KEY_ENV: _cli("generate-key").stdout.strip()},
-    )
+    result = _cli(*shared, env={JWT_KEY_ENV: _cli("generate-key").stdout.strip()})
     assert result.returncode == 1
     assert VAULT_KEY_ENV in result.stderr
     assert "Traceback" not in result.stderr

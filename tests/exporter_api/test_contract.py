@@ -1,8 +1,9 @@
 """Section 7 of the owner's contract, walked end to end against the bundled demo.
 
-Every request body below is the contract's own example, verbatim (the login's password is the
-demo's `demo` in place of the contract's `******`). Every DTO field name, status value and hub
-event listed in section 7 is checked, REST and hub alike (the official Node client).
+The run body `RUN` is the contract's own example, verbatim; the login is the demo's `DEMO_LOGIN`
+(the contract's example with the demo's `demo` in place of its `******`). Every DTO field name,
+status value and hub event listed in section 7 is checked, REST and hub alike (the official Node
+client).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from exporter_api.config import Settings, default_config_path
+from tests import bodies
+from tests.exporter_api.conftest import DEMO_LOGIN as LOGIN
 from tests.exporter_api.runs.live import (
     Service,
     bearer,
@@ -27,14 +30,6 @@ from tests.exporter_api.runs.live import (
 pytestmark = pytest.mark.compat
 
 # --- the contract's example bodies, verbatim ---------------------------------------------------
-
-LOGIN = {
-    "dbUsername": "USER1",
-    "dbPassword": "demo",
-    "databaseId": "db-test",
-    "managerId": "m1",
-    "streamId": "s1",
-}
 
 RUN = {
     "mode": "AllGroups",
@@ -242,20 +237,7 @@ async def test_section_7_end_to_end(settings: Settings) -> None:
         # 7.1 POST /api/runs/{runId}/cancel: a finished run cannot be cancelled (409) ...
         assert_problem(await http.post(f"/api/runs/{run_id}/cancel", headers=bearer(token)), 409)
         # ... a running one can: 202 with its state, ending Cancelled.
-        big = {
-            "mode": "SingleGroup",
-            "selection": {
-                "groups": [
-                    {
-                        "groupId": "g-big",
-                        "enabled": True,
-                        "scripts": [
-                            {"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}
-                        ],
-                    }
-                ]
-            },
-        }
+        big = bodies.run_body("SingleGroup", bodies.group("g-big", bodies.script("s-ledger")))
         big_id = (await http.post("/api/runs", json=big, headers=bearer(token))).json()["runId"]
         cancelled = await http.post(f"/api/runs/{big_id}/cancel", headers=bearer(token))
         assert cancelled.status_code == 202
@@ -293,42 +275,17 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ),
     (
         "wrong column",
-        {
-            "mode": "SingleScript",
-            "selection": {
-                "groups": [
-                    {
-                        "groupId": "g-sales",
-                        "enabled": True,
-                        "scripts": [
-                            {
-                                "scriptId": "s-orders",
-                                "enabled": True,
-                                "exportMode": "CustomColumns",
-                                "selectedColumnItemIds": ["order_id", "nope"],
-                            }
-                        ],
-                    }
-                ]
-            },
-        },
+        bodies.run_body(
+            "SingleScript", bodies.group("g-sales", bodies.script("s-orders", "order_id", "nope"))
+        ),
         "selection.groups.scripts.selectedColumnItemIds",
     ),
     ("unknown field", {**RUN, "extra": True}, "extra"),
     (
         "unknown format",
-        {
-            "mode": "SingleScript",
-            "selection": {
-                "groups": [
-                    {
-                        "groupId": "g-sales",
-                        "enabled": True,
-                        "scripts": [{"scriptId": "s-orders", "format": "pdf"}],
-                    }
-                ]
-            },
-        },
+        bodies.run_body(
+            "SingleScript", bodies.group("g-sales", {"scriptId": "s-orders", "format": "pdf"})
+        ),
         "selection.groups[0].scripts[0].format",
     ),
 ]
@@ -354,7 +311,9 @@ async def test_every_error_is_problem_json(settings: Settings) -> None:
             "databaseId",
         )
         assert_problem(
-            await http.post("/api/auth/login", json={**LOGIN, "streamId": "s3"}), 400, "streamId"
+            await http.post("/api/auth/login", json={**LOGIN, "streamId": "s3"}),
+            400,
+            "streamId",
         )
         missing = {k: v for k, v in LOGIN.items() if k != "dbPassword"}
         assert_problem(await http.post("/api/auth/login", json=missing), 400, "dbPassword")

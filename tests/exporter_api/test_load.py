@@ -25,6 +25,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.bodies import group, login_body, run_body, script
 from tests.procstat import rss_bytes
 from tests.services import demo_config, exporter_serve
 
@@ -125,34 +126,15 @@ async def hub_client(host: str, token: str, figures: Figures) -> AsyncIterator[H
 
 
 async def _login(http: httpx.AsyncClient, user: str) -> str:
-    body = {
-        "dbUsername": user,
-        "dbPassword": "demo",
-        "databaseId": "db-test",
-        "managerId": "m1",
-        "streamId": "s1",
-    }
-    response = await http.post("/api/auth/login", json=body)
+    response = await http.post("/api/auth/login", json=login_body(user, "demo", "db-test"))
     assert response.status_code == 200, response.text
     token: str = response.json()["accessToken"]
     return token
 
 
-RUN_BODY = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [
-                    {"scriptId": script, "enabled": True, "exportMode": "AllColumns"}
-                    for script in ("s-orders", "s-customers", "s-payments")
-                ],
-            }
-        ]
-    },
-}
+RUN_BODY = run_body(
+    "SingleGroup", group("g-sales", *(script(s) for s in ("s-orders", "s-customers", "s-payments")))
+)
 
 
 async def test_hub_connections_and_concurrent_runs_under_load(

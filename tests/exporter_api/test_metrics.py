@@ -8,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 from structlog.testing import capture_logs
@@ -17,7 +16,7 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.errors import ConfigError
 from exporter_api.metrics import Metrics
-from tests.exporter_api.conftest import DEMO_LOGIN, SALES, running_app
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, ended_run, running_app
 from tests.exporter_api.metricskit import metrics_config, sample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,12 +80,7 @@ async def test_numbers_move_with_logins_runs_and_downloads(settings: Settings) -
         login = await client.post("/api/auth/login", json=DEMO_LOGIN)
         auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
         run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
-        with anyio.fail_after(20):
-            while True:
-                state = (await client.get(f"/api/runs/{run_id}", headers=auth)).json()
-                if state["status"] not in ("Queued", "Running"):
-                    break
-                await anyio.sleep(0.05)
+        state = await ended_run(client, run_id, auth)
         file = state["files"][0]
         downloaded = await client.get(f"/api/runs/{run_id}/files/{file['fileId']}", headers=auth)
         assert downloaded.status_code == 200

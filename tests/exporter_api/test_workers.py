@@ -16,16 +16,16 @@ import pytest
 import structlog
 
 from exporter_api.workers import listening_socket, supervise
-from tests.services import free_port, kill_survivors
+from tests.services import async_wait_until, free_port, kill_survivors
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
 async def _wait_for(logs: list[MutableMapping[str, Any]], event: str, count: int) -> None:
-    with anyio.fail_after(20):
-        # Child processes have no event to await here: poll the log, bounded by the deadline.
-        while sum(e["event"] == event for e in logs) < count:  # noqa: ASYNC110
-            await anyio.sleep(0.02)
+    # Child processes have no event to await here: poll the log, bounded by the deadline.
+    await async_wait_until(
+        lambda: sum(e["event"] == event for e in logs) >= count, 20, f"{count} {event} logs"
+    )
 
 
 async def test_a_worker_that_dies_early_stops_them_all() -> None:
@@ -153,18 +153,27 @@ async def test_restarts_back_off_and_never_stop_healthy_workers(tmp_path: Path) 
     assert code in (0, 1)  # 1 if a restart of worker 1 happened to be dying (3) at the stop
 
 
+async def _stop_a_ready_worker(
+    logs: list[MutableMapping[str, Any]], ready: Path, on_sigterm: str, **options: Any
+) -> int:
+    """`_supervise_until_sigterm` once worker 0 (`_ready_worker` with ``on_sigterm``) is ready;
+    worker 1 sleeps."""
+
+    async def until() -> None:
+        await _exists(ready)
+
+    return await _supervise_until_sigterm(
+        logs,
+        until,
+        lambda index: _ready_worker(ready, on_sigterm) if index == 0 else SLEEPER,
+        **options,
+    )
+
+
 async def test_a_worker_that_ignores_the_stop_is_killed(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
     with structlog.testing.capture_logs() as logs:
-
-        async def until() -> None:
-            await _exists(ready)
-
-        code = await _supervise_until_sigterm(
-            logs,
-            until,
-            lambda index: _ready_worker(ready, "signal.SIG_IGN") if index == 0 else SLEEPER,
-            stop_timeout_s=0.2,
+        code = await _stop_a_ready_worker(
+            logs, tmp_path / "ready", "signal.SIG_IGN", stop_timeout_s=0.2
         )
     assert code == 1  # a worker that had to be killed did not stop cleanly
     killed = [e for e in logs if e["event"] == "worker_killed"]
@@ -174,17 +183,8 @@ async def test_a_worker_that_ignores_the_stop_is_killed(tmp_path: Path) -> None:
 
 
 async def test_a_worker_failing_its_stop_makes_the_exit_code_1(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
     with structlog.testing.capture_logs() as logs:
-
-        async def until() -> None:
-            await _exists(ready)
-
-        code = await _supervise_until_sigterm(
-            logs,
-            until,
-            lambda index: _ready_worker(ready, "lambda *_: sys.exit(2)") if index == 0 else SLEEPER,
-        )
+        code = await _stop_a_ready_worker(logs, tmp_path / "ready", "lambda *_: sys.exit(2)")
     assert code == 1
     stopped = {e["worker"]: e["code"] for e in logs if e["event"] == "worker_stopped"}
     assert stopped == {0: 2, 1: -signal.SIGTERM}

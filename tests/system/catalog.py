@@ -14,6 +14,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from tests import bodies
 from tests.services import PostgresCluster
 
 EXPORT_DB = "sysexport"
@@ -160,11 +161,7 @@ SCRIPTS = {
 
 def run_body(group_id: str) -> dict[str, object]:
     """``POST /api/runs`` for the one script of ``group_id``, every column."""
-    script = {"scriptId": SCRIPTS[group_id], "enabled": True, "exportMode": "AllColumns"}
-    return {
-        "mode": "SingleGroup",
-        "selection": {"groups": [{"groupId": group_id, "enabled": True, "scripts": [script]}]},
-    }
+    return bodies.run_body("SingleGroup", bodies.group(group_id, bodies.script(SCRIPTS[group_id])))
 
 
 def create_export_database(pg: PostgresCluster) -> None:

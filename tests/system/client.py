@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.bodies import login_body
 from tests.services import stop_process, wait_until
 from tests.system.catalog import password, run_body
 from tests.system.harness import ROOT
@@ -36,13 +37,7 @@ class Session:
 def login(base: str, user: str) -> Session:
     response = httpx.post(
         f"{base}/api/auth/login",
-        json={
-            "dbUsername": user,
-            "dbPassword": password(user),
-            "databaseId": "db-pg",
-            "managerId": "m1",
-            "streamId": "s1",
-        },
+        json=login_body(user, password(user), "db-pg"),
         timeout=30,
     )
     assert response.status_code == 200, response.text

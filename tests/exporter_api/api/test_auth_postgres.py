@@ -8,11 +8,11 @@ import pytest
 
 from exporter_api.app import create_app
 from exporter_api.config import Settings
+from tests.bodies import login_body
 from tests.exporter_api.conftest import (
     NoRuns,
-    pg_login_config,
     pg_login_database,
-    pg_store_settings,
+    pg_login_settings,
     running_app,
 )
 from tests.services import PostgresCluster
@@ -27,18 +27,12 @@ def pg_target(pg: PostgresCluster) -> str:
 
 @pytest.fixture
 def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings:
-    (tmp_path / "q.sql").write_text("SELECT 1 AS x WHERE :manager_id = 'm1'", encoding="utf-8")
-    return pg_store_settings(tmp_path, pg, pg_login_config(pg_target, connect_timeout_s=3))
+    query = "SELECT 1 AS x WHERE :manager_id = 'm1'"
+    return pg_login_settings(tmp_path, pg, pg_target, query, connect_timeout_s=3)
 
 
 def _body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
-    return {
-        "dbUsername": "bob",
-        "dbPassword": password,
-        "databaseId": database_id,
-        "managerId": "m1",
-        "streamId": "s1",
-    }
+    return login_body("bob", password, database_id)
 
 
 async def test_real_role_logs_in_wrong_password_401_unreachable_503(

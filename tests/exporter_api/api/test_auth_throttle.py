@@ -20,12 +20,12 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.providers.base import DatabaseProvider
 from exporter_api.services import Services
+from tests.bodies import login_body
 from tests.exporter_api.conftest import (
     DEMO_LOGIN,
     NoRuns,
-    pg_login_config,
     pg_login_database,
-    pg_store_settings,
+    pg_login_settings,
     running_app,
 )
 from tests.services import PostgresCluster
@@ -113,18 +113,11 @@ def pg_target(pg: PostgresCluster) -> str:
 
 @pytest.fixture
 def pg_settings(tmp_path: Path, pg: PostgresCluster, pg_target: str) -> Settings:
-    (tmp_path / "q.sql").write_text("SELECT 1 AS x", encoding="utf-8")
-    return pg_store_settings(tmp_path, pg, pg_login_config(pg_target, connect_timeout_s=5))
+    return pg_login_settings(tmp_path, pg, pg_target, "SELECT 1 AS x", connect_timeout_s=5)
 
 
 def _pg_body(database_id: str = "pg", password: str = PASSWORD) -> dict[str, str]:
-    return {
-        "dbUsername": "carol",
-        "dbPassword": password,
-        "databaseId": database_id,
-        "managerId": "m1",
-        "streamId": "s1",
-    }
+    return login_body("carol", password, database_id)
 
 
 async def test_parallel_wrong_logins_exact_across_two_instances_postgres_store(

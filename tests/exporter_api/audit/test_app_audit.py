@@ -29,11 +29,13 @@ from exporter_api.audit import AuditRecord
 from exporter_api.config import Settings
 from exporter_api.errors import StoreUnavailable
 from exporter_api.services import Services
+from tests.bodies import group, run_body, script
 from tests.exporter_api.conftest import (
     DEMO_LOGIN,
     SALES,
     create_pg_database,
     demo_config_with,
+    ended_run,
     running_app,
 )
 from tests.services import PostgresCluster
@@ -62,21 +64,12 @@ async def _records(app: Starlette, **filters: Any) -> list[AuditRecord]:
     return [r async for r in trail.query("2000-01-01", "2100-01-01", **filters)]
 
 
-async def _wait_for_end(client: httpx.AsyncClient, run_id: str, auth: dict[str, str]) -> None:
-    with anyio.fail_after(20):
-        while True:
-            state = (await client.get(f"/api/runs/{run_id}", headers=auth)).json()
-            if state["status"] not in ("Queued", "Running"):
-                return
-            await anyio.sleep(0.05)
-
-
 async def _finished_run(client: httpx.AsyncClient) -> tuple[dict[str, str], str, dict[str, Any]]:
     """Logged in as USER1, a SALES run that has ended: the token header, its id, its files."""
     login = await client.post("/api/auth/login", json=DEMO_LOGIN)
     auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
     run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
-    await _wait_for_end(client, run_id, auth)
+    await ended_run(client, run_id, auth)
     listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()
     return auth, run_id, listed
 
@@ -369,34 +362,22 @@ async def test_each_script_is_recorded_and_served_in_its_own_format(
     assert 'encoding = "utf-8-sig"' in text
     config.write_text(text.replace('encoding = "utf-8-sig"', 'encoding = "cp1251"', 1), "utf-8")
     app = create_app(dataclasses.replace(settings, config_path=config))
-    body = {
-        "mode": "SingleGroup",
-        "selection": {
-            "groups": [
-                {
-                    "groupId": "g-sales",
-                    "enabled": True,
-                    "scripts": [
-                        {
-                            "scriptId": "s-orders",
-                            "enabled": True,
-                            "exportMode": "AllColumns",
-                            "format": "xlsx",
-                        },
-                        {"scriptId": "s-payments", "enabled": True, "exportMode": "AllColumns"},
-                        {"scriptId": "s-customers", "enabled": True, "exportMode": "AllColumns"},
-                    ],
-                }
-            ]
-        },
-    }
+    body = run_body(
+        "SingleGroup",
+        group(
+            "g-sales",
+            script("s-orders", format="xlsx"),
+            script("s-payments"),
+            script("s-customers"),
+        ),
+    )
     async with running_app(app) as client:
         login = await client.post("/api/auth/login", json=DEMO_LOGIN)
         auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
         created = await client.post("/api/runs", json=body, headers=auth)
         assert created.status_code == 201, created.text
         run_id = created.json()["runId"]
-        await _wait_for_end(client, run_id, auth)
+        await ended_run(client, run_id, auth)
         listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()
         first: dict[str, dict[str, Any]] = {}
         for f in listed["files"]:

@@ -15,7 +15,7 @@ import anyio
 
 from exporter_api.config import load_config
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD
-from tests.exporter_api.runs.enginekit import engine_kit, plan, user
+from tests.exporter_api.runs.enginekit import U1, engine_kit, plan
 
 READY = '{"runId"'
 
@@ -31,7 +31,7 @@ async def main(argv: list[str]) -> None:
         heartbeat_s=float(heartbeat_s),
         takeover_after_s=float(takeover_s),
     ) as kit:
-        state = await kit.engine.start(user(USER1, "sess-1"), plan(config, json.loads(body)))
+        state = await kit.engine.start(U1, plan(config, json.loads(body)))
         line = json.dumps({"runId": state.run_id, "instanceId": kit.engine.instance_id})
         print(line, flush=True)
         await anyio.sleep_forever()

@@ -17,10 +17,11 @@ from exporter_api.providers.base import DatabaseProvider
 from exporter_api.providers.postgres import PostgresProvider
 from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.models import RunCreateRequest, RunState
-from exporter_api.runs.repository import RunRepository
+from exporter_api.runs.repository import RunOwner, RunRepository
 from exporter_api.runs.selection import RunPlan, plan_run
 from exporter_api.security import AuthenticatedUser
 from exporter_api.store import Store, open_store
+from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, USER2, USER2_PASSWORD
 
 
 @dataclass
@@ -93,6 +94,32 @@ def single(script_id: str, group_id: str, **script: Any) -> dict[str, Any]:
     }
 
 
+# The runs catalog's two users, each with a session: the credentials an engine kit reads for
+# them (session id -> login, password) and who starts a run.
+CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
+U1 = user(USER1, "sess-1")
+U2 = user(USER2, "sess-2")
+
+
+def owner(session_id: str = "sess-1") -> RunOwner:
+    """Whose a run of U1's is in the store (the database, manager and stream it was made in)."""
+    return RunOwner(USER1, "db-pg", "m1", "s1", session_id)
+
+
+# One run of g-sales's s-orders and s-customers: two lanes at once.
+LANES = {
+    "mode": "SingleGroup",
+    "selection": {
+        "groups": [
+            {
+                "groupId": "g-sales",
+                "scripts": [{"scriptId": "s-orders"}, {"scriptId": "s-customers"}],
+            }
+        ]
+    },
+}
+
+
 @dataclass
 class EngineKit:
     engine: RunEngine
@@ -107,6 +134,18 @@ class EngineKit:
         loaded = await self.repo.load(state.run_id)
         assert loaded is not None
         return loaded
+
+    async def left_running(
+        self, run_plan: RunPlan, instance_id: str, *, session_id: str = "sess-1"
+    ) -> RunState:
+        """U1's run of ``run_plan`` as the instance ``instance_id`` left it in the store:
+        Running, and so are its first group, that group's first script and its first variant."""
+        state = self.engine._initial_state(U1, run_plan)
+        group = state.groups[0]
+        script = group.scripts[0]
+        state.status = group.status = script.status = script.variants[0].status = "Running"
+        assert await self.repo.insert_run(state, owner(session_id), instance_id, max_active=None)
+        return state
 
 
 @asynccontextmanager

@@ -19,48 +19,22 @@
 // prints the outcome; "stop" ends it.
 // The Python test reads the lines (tests/exporter_api/runs/test_runs_live.py).
 
-import * as signalR from "@microsoft/signalr";
-import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+import { hubSession, parseArgs } from "./hub_client.mjs";
 
-const args = {};
-for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].slice(2)] = process.argv[i + 1];
+const args = parseArgs();
 
 const FINAL = new Set(["Success", "NoData", "Failed", "Cancelled"]);
 const started = Date.now();
 const out = (obj) => process.stdout.write(JSON.stringify({ ...obj, t: Date.now() - started }) + "\n");
 
-const builder = new signalR.HubConnectionBuilder()
-    .withUrl(args.hub, {
-        accessTokenFactory: () => args.token,
-        transport: signalR.HttpTransportType[args.transport || "WebSockets"],
-    })
-    .withAutomaticReconnect([0, 200, 500])
-    .configureLogging(signalR.LogLevel.None);
-if (args.protocol === "messagepack") builder.withHubProtocol(new MessagePackHubProtocol());
-const connection = builder.build();
-
-let finish;
-let stopping = false;
-const finished = new Promise((resolve) => { finish = resolve; });
-connection.onreconnecting((err) => out({ type: "reconnecting", message: String(err && err.message) }));
-connection.onclose((err) => {
-    if (stopping) return;
-    out({ type: "closed", message: String(err && err.message) });
-    finish();
-});
-for (const name of ["run.updated", "group.updated", "script.updated", "script.progress"]) {
-    connection.on(name, (payload) => {
-        out({ type: "event", name, payload });
+const { connection, finish, start, end } = hubSession(args, out, {
+    transport: args.transport || "WebSockets",
+    onEvent: (name, payload) => {
         if (name === "run.updated" && payload.runId === args.run && FINAL.has(payload.status) && !args.hold) finish();
-    });
-}
+    },
+});
 
-try {
-    await connection.start();
-} catch (err) {
-    out({ type: "connect_error", message: String(err && err.message) });
-    process.exit(0);
-}
+await start();
 if (args.create) {
     const response = await fetch(`${args.api}/api/runs`, {
         method: "POST",
@@ -94,10 +68,4 @@ if (args.hold) {
         }
     });
 }
-const timeout = setTimeout(() => { out({ type: "timeout" }); finish(); }, Number(args.timeout || 60000));
-await finished;
-clearTimeout(timeout);
-stopping = true;
-await connection.stop();
-out({ type: "done" });
-process.exit(0); // stdin (--hold) would keep the process alive
+await end(Number(args.timeout || 60000));

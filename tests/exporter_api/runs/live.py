@@ -22,6 +22,7 @@ from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
 from exporter_api.runs import build_runs
 from exporter_api.runs.models import utc_now
+from tests.bodies import login_body
 from tests.services import free_port
 
 HUB_WATCH = Path(__file__).with_name("hub_watch.mjs")
@@ -36,13 +37,7 @@ class Service:
     async def login(self, username: str, password: str, stream_id: str = "s1") -> str:
         response = await self.http.post(
             "/api/auth/login",
-            json={
-                "dbUsername": username,
-                "dbPassword": password,
-                "databaseId": self.database_id,
-                "managerId": "m1",
-                "streamId": stream_id,
-            },
+            json=login_body(username, password, self.database_id, stream_id),
         )
         assert response.status_code == 200, response.text
         token: str = response.json()["accessToken"]
@@ -103,17 +98,23 @@ async def live_service(
         tg.start_soon(_serve, app, config, stop)
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            with anyio.fail_after(20):
-                while True:
-                    try:
-                        await http.get("/api/catalog/databases")
-                        break
-                    except httpx.TransportError:
-                        await anyio.sleep(0.05)
+            await until_serving(http, 20)
             try:
                 yield Service(base, http, database_id, app)
             finally:
                 stop.set()
+
+
+async def until_serving(http: httpx.AsyncClient, limit_s: float) -> None:
+    """Until the service behind ``http`` answers (a server starting elsewhere: nothing to await
+    but its port); fails after ``limit_s``."""
+    with anyio.fail_after(limit_s):
+        while True:
+            try:
+                await http.get("/api/catalog/databases")
+                return
+            except httpx.TransportError:
+                await anyio.sleep(0.05)
 
 
 async def _serve(app: Any, config: HypercornConfig, stop: anyio.Event) -> None:
@@ -195,13 +196,6 @@ async def _node(
             yield lines, process
             with anyio.fail_after(40):
                 await process.wait()
-
-
-async def wait_for_line(lines: list[dict[str, Any]], count: int) -> None:
-    """Until ``lines`` holds at least ``count`` lines (10 s at most)."""
-    with anyio.fail_after(10):
-        while len(lines) < count:  # noqa: ASYNC110 - filled by another task from a pipe
-            await anyio.sleep(0.02)
 
 
 async def wait_for_type(lines: list[dict[str, Any]], kind: str) -> dict[str, Any]:

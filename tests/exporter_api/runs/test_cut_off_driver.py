@@ -16,26 +16,19 @@ import structlog.testing
 
 from exporter_api.config import ExportConfig
 from exporter_api.errors import StoreUnavailable
-from exporter_api.runs.repository import RunOwner
 from exporter_api.store import Store
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, poll_until
-from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import U1, EngineKit, engine_kit, plan, single
 from tests.exporter_api.runs.test_engine import has_active_query, no_active_query
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
-U1 = user(USER1, "sess-1")
 LONG_AGO = "2000-01-01T00:00:00.000Z"
 STALE = b"written by the old driver after the takeover\n"
 
 
 async def taken_over_run(kit: EngineKit, catalog: ExportConfig) -> str:
     """A Running run whose driver stopped heartbeating long ago (cut off from the store)."""
-    state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
-    script = state.groups[0].scripts[0]
-    state.status = state.groups[0].status = script.status = "Running"
-    script.variants[0].status = "Running"
-    owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-    assert await kit.repo.insert_run(state, owner, "cut-off-instance", max_active=None)
+    state = await kit.left_running(plan(catalog, single("s-orders", "g-sales")), "cut-off-instance")
     await kit.store.execute(
         "UPDATE runs SET heartbeat_at = :at WHERE run_id = :run_id",
         {"at": LONG_AGO, "run_id": state.run_id},

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bodies import group, run_body, script
 from tests.exporter_api.runs.live import bearer, events, hub_watch, live_service
 
 pytestmark = pytest.mark.compat  # drives the official client from Node
@@ -26,27 +27,15 @@ def small_demo(target: Path) -> Path:
 
 async def test_demo_sales_group(tmp_path: Path) -> None:
     config = small_demo(tmp_path / "demo")
-    body = {
-        "mode": "SingleGroup",
-        "selection": {
-            "groups": [
-                {
-                    "groupId": "g-sales",
-                    "enabled": True,
-                    "scripts": [
-                        {
-                            "scriptId": "s-orders",
-                            "enabled": True,
-                            "exportMode": "CustomColumns",
-                            "selectedColumnItemIds": ["customer", "order_id"],
-                        },
-                        {"scriptId": "s-customers", "enabled": True, "exportMode": "AllColumns"},
-                        {"scriptId": "s-payments", "enabled": True, "exportMode": "AllColumns"},
-                    ],
-                }
-            ]
-        },
-    }
+    body = run_body(
+        "SingleGroup",
+        group(
+            "g-sales",
+            script("s-orders", "customer", "order_id"),
+            script("s-customers"),
+            script("s-payments"),
+        ),
+    )
     async with live_service(config, tmp_path / "data", database_id="db-test") as service:
         token = await service.login("USER1", "demo")
         async with hub_watch(service, token, create=body) as lines:

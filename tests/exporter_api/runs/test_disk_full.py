@@ -9,12 +9,11 @@ from exporter_api.config import ExportConfig
 from exporter_api.runs.errors import DISK_FULL
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog, demo_providers
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import U1, engine_kit, plan, single, user
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 
 BIG = single("s-ledger", "g-big")
 PG_CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
-U1 = user(USER1, "sess-1")
 
 
 async def test_full_disk_fails_the_variant_and_leaves_no_file(tmp_path: Path) -> None:

@@ -10,14 +10,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 from starlette.applications import Starlette
 
 from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.services import Services
-from tests.exporter_api.conftest import DEMO_LOGIN, SALES, demo_config_with, running_app
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, demo_config_with, ended_run, running_app
 
 
 async def _login(client: httpx.AsyncClient, **changes: str) -> tuple[str, dict[str, str]]:
@@ -29,12 +28,7 @@ async def _login(client: httpx.AsyncClient, **changes: str) -> tuple[str, dict[s
 
 async def _finished_run(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, Any]:
     run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
-    with anyio.fail_after(20):
-        while True:
-            state: dict[str, Any] = (await client.get(f"/api/runs/{run_id}", headers=auth)).json()
-            if state["status"] not in ("Queued", "Running"):
-                return state
-            await anyio.sleep(0.05)
+    return await ended_run(client, run_id, auth)
 
 
 def _services(app: Starlette) -> Services:

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from starlette.responses import Response
 from starlette.types import Message
 from structlog.testing import capture_logs
 
@@ -321,13 +322,19 @@ async def test_one_byte_range_resumes_a_download(
     assert downloads.slots.active(KEY) == 0
 
 
-@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-1", "bytes=x-y", "bytes=9-2x"])
-async def test_unsupported_ranges_get_the_whole_file(tmp_path: Path, header: str) -> None:
+async def _ten_bytes_with_range(tmp_path: Path, header: str) -> tuple[Downloads, Response]:
+    """The download of a ten-byte file asked for with ``Range: header`` (and its Downloads)."""
     (tmp_path / "f.csv").write_bytes(b"0123456789")
     downloads = Downloads(max_per_user=1)
     response = await downloads.file(
         KEY, tmp_path, _stored("f.csv"), "text/csv", header, on_served=_unrecorded
     )
+    return downloads, response
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-1", "bytes=x-y", "bytes=9-2x"])
+async def test_unsupported_ranges_get_the_whole_file(tmp_path: Path, header: str) -> None:
+    _, response = await _ten_bytes_with_range(tmp_path, header)
     sent = await _serve(response)
     assert sent[0]["status"] == 200
     assert dict(sent[0]["headers"])[b"accept-ranges"] == b"bytes"
@@ -336,11 +343,7 @@ async def test_unsupported_ranges_get_the_whole_file(tmp_path: Path, header: str
 
 @pytest.mark.parametrize("header", ["bytes=10-", "bytes=20-30", "bytes=-0", "bytes=5-2"])
 async def test_range_outside_the_file_is_416(tmp_path: Path, header: str) -> None:
-    (tmp_path / "f.csv").write_bytes(b"0123456789")
-    downloads = Downloads(max_per_user=1)
-    response = await downloads.file(
-        KEY, tmp_path, _stored("f.csv"), "text/csv", header, on_served=_unrecorded
-    )
+    downloads, response = await _ten_bytes_with_range(tmp_path, header)
     assert response.status_code == 416
     assert response.headers["content-range"] == "bytes */10"
     assert response.headers["content-type"] == "application/problem+json"

@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 
 from exporter_api.config import ExportConfig
-from exporter_api.runs.repository import RunOwner
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD
-from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
-U1 = user(USER1, "sess-1")
 LONG_AGO = "2000-01-01T00:00:00.000Z"
 
 
@@ -29,12 +27,7 @@ class DeadRun:
 async def leave_dead_run(kit: EngineKit, catalog: ExportConfig) -> DeadRun:
     """What a process SIGKILLed right after renaming a file into place leaves: a Running run
     claimed by it, the complete file no row records, and the next variant's partial file."""
-    state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
-    script = state.groups[0].scripts[0]
-    state.status = state.groups[0].status = script.status = "Running"
-    script.variants[0].status = "Running"
-    owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-    assert await kit.repo.insert_run(state, owner, "dead-process", max_active=None)
+    state = await kit.left_running(plan(catalog, single("s-orders", "g-sales")), "dead-process")
     directory = kit.files_root / state.run_id
     directory.mkdir(parents=True)
     orphan = directory / f"{USER1}_s-orders_v1.csv"

@@ -19,29 +19,29 @@ import pytest
 from exporter_api.config import ExportConfig, load_config
 from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.errors import RunAlreadyFinished, TooManyActiveRuns
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.files import UTF8_BOM
 from exporter_api.runs.models import RunState, ScriptState, VariantState
-from exporter_api.runs.repository import RunNotOwned, RunOwner, RunRepository
+from exporter_api.runs.repository import RunNotOwned, RunRepository
 from exporter_api.store import open_store
 from tests.exporter_api.runs.conftest import (
     USER1,
     USER1_PASSWORD,
-    USER2,
-    USER2_PASSWORD,
     ExportDatabase,
     poll_until,
     write_catalog,
 )
 from tests.exporter_api.runs.enginekit import (
+    CREDS,
+    LANES,
+    U1,
+    U2,
     RecordingPublisher,
     engine_kit,
+    owner,
     plan,
     single,
-    user,
 )
-
-CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
-U1 = user(USER1, "sess-1")
 
 
 def script_of(state: RunState, script_id: str) -> ScriptState:
@@ -363,7 +363,7 @@ async def test_per_user_active_run_limit(catalog: ExportConfig, tmp_path: Path) 
         with pytest.raises(TooManyActiveRuns):
             await kit.engine.start(U1, slow)
         # another user is not affected
-        other = await kit.engine.start(user(USER2, "sess-2"), slow)
+        other = await kit.engine.start(U2, slow)
         for state in [*started, other]:
             await kit.engine.cancel(state.run_id)
         # a finished run frees its slot
@@ -425,13 +425,7 @@ async def test_restart_resumes_runs_of_a_dead_process(
     data = tmp_path / "data"
     async with engine_kit(catalog, data, CREDS) as kit:
         # What a killed process leaves behind: a Running run in the store and a partial file.
-        state = kit.engine._initial_state(U1, plan(catalog, ALL))
-        state.status = "Running"
-        state.groups[0].status = "Running"
-        state.groups[0].scripts[0].status = "Running"
-        state.groups[0].scripts[0].variants[0].status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(state, owner, "dead-process", max_active=None)
+        state = await kit.left_running(plan(catalog, ALL), "dead-process")
         part = data / "exports" / state.run_id / f".{USER1}_s-orders_v1.csv.part"
         part.parent.mkdir(parents=True)
         part.write_bytes(b"OrderId\n1\n")
@@ -457,12 +451,11 @@ async def test_restart_resumes_every_run_of_a_dead_process_at_once(
     catalog: ExportConfig, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
     async with engine_kit(catalog, data, CREDS) as kit:
         run_ids = []
         for _ in range(45):  # more than one page of claimable runs
             state = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
-            assert await kit.repo.insert_run(state, owner, "dead-process", max_active=None)
+            assert await kit.repo.insert_run(state, owner(), "dead-process", max_active=None)
             run_ids.append(state.run_id)
     # Restarted (a store only it uses): every run is claimed before it serves anything, none
     # is left for the takeover delay.
@@ -488,12 +481,9 @@ async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     ) as kit:
         live = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         await poll_until(lambda: has_active_query(export_db))
-        state = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
-        state.status = state.groups[0].status = "Running"
-        state.groups[0].scripts[0].status = "Running"
-        state.groups[0].scripts[0].variants[0].status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(state, owner, kit.engine.instance_id, max_active=None)
+        state = await kit.left_running(
+            plan(catalog, single("s-empty", "g-sales")), kit.engine.instance_id
+        )
 
         async def ended() -> bool:
             loaded = await kit.repo.load(state.run_id)
@@ -506,22 +496,26 @@ async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     assert still.status == "Running"  # the live run is left alone
 
 
-async def test_utf8_sig_writes_a_bom(tmp_path: Path, export_db: ExportDatabase) -> None:
-    config = load_config(write_catalog(tmp_path / "cat", export_db, encoding="utf-8-sig"))
+async def _first_file_in(
+    encoding: str, tmp_path: Path, export_db: ExportDatabase
+) -> tuple[bytes, StoredFile]:
+    """The first file of an s-bad run with ``[output] encoding`` set: its bytes and its record."""
+    config = load_config(write_catalog(tmp_path / "cat", export_db, encoding=encoding))
     async with engine_kit(config, tmp_path / "data", CREDS) as kit:
         state = await kit.run_to_end(U1, plan(config, single("s-bad", "g-misc")))
         files = await kit.repo.files(state.run_id)
     data = (tmp_path / "data" / "exports" / state.run_id / files[0].name).read_bytes()
+    return data, files[0]
+
+
+async def test_utf8_sig_writes_a_bom(tmp_path: Path, export_db: ExportDatabase) -> None:
+    data, file = await _first_file_in("utf-8-sig", tmp_path, export_db)
     assert data.startswith(UTF8_BOM + b"OrderId,")
-    assert hashlib.sha256(data).hexdigest() == files[0].sha256
+    assert hashlib.sha256(data).hexdigest() == file.sha256
 
 
 async def test_cp1251(tmp_path: Path, export_db: ExportDatabase) -> None:
-    config = load_config(write_catalog(tmp_path / "cat", export_db, encoding="cp1251"))
-    async with engine_kit(config, tmp_path / "data", CREDS) as kit:
-        state = await kit.run_to_end(U1, plan(config, single("s-bad", "g-misc")))
-        files = await kit.repo.files(state.run_id)
-    data = (tmp_path / "data" / "exports" / state.run_id / files[0].name).read_bytes()
+    data, _ = await _first_file_in("cp1251", tmp_path, export_db)
     assert data.decode("cp1251").startswith("OrderId,Клиент,Amount\n")
 
 
@@ -530,20 +524,9 @@ async def test_database_connection_limit_across_runs(
 ) -> None:
     # One connection for the database: two runs of two lanes each never overlap a query.
     config = load_config(write_catalog(tmp_path / "cat", export_db, max_connections=1))
-    body = {
-        "mode": "SingleGroup",
-        "selection": {
-            "groups": [
-                {
-                    "groupId": "g-sales",
-                    "scripts": [{"scriptId": "s-orders"}, {"scriptId": "s-customers"}],
-                }
-            ]
-        },
-    }
     async with engine_kit(config, tmp_path / "data", CREDS) as kit:
-        a = await kit.engine.start(U1, plan(config, body))
-        b = await kit.engine.start(user(USER2, "sess-2"), plan(config, body))
+        a = await kit.engine.start(U1, plan(config, LANES))
+        b = await kit.engine.start(U2, plan(config, LANES))
         await kit.engine.wait(a.run_id)
         await kit.engine.wait(b.run_id)
         states = [await kit.repo.load(a.run_id), await kit.repo.load(b.run_id)]
@@ -601,8 +584,7 @@ async def test_postgres_state_store(
         # a run another instance left Running: taken over once its heartbeat is stale
         orphan = kit.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
         orphan.status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(orphan, owner, "other-instance", max_active=None)
+        assert await kit.repo.insert_run(orphan, owner(), "other-instance", max_active=None)
         assert await kit.engine.claim_orphans() == []  # fresh heartbeat: a live instance
         await kit.store.execute(
             "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE run_id = :r",
@@ -651,8 +633,7 @@ async def test_saves_of_an_instance_that_lost_the_run_are_refused(
 ) -> None:
     async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
         state = kit.engine._initial_state(U1, plan(catalog, single("s-orders", "g-sales")))
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await kit.repo.insert_run(state, owner, "instance-a", max_active=None)
+        assert await kit.repo.insert_run(state, owner(), "instance-a", max_active=None)
         state.status = "Running"
         await kit.repo.save(state, instance_id="instance-a")
         await kit.store.execute(  # instance B took it over

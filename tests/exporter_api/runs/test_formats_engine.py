@@ -14,7 +14,7 @@ from exporter_api.runs.models import RunState
 from exporter_api.runs.writers.formats import format_of
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog, demo_providers
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import U1, engine_kit, plan, single, user
 from tests.exporter_api.runs.xlsxread import read_xlsx
 
 WHO = user("USER1", "sess-demo", database_id="db-test")
@@ -139,7 +139,6 @@ async def test_a_character_the_encoding_cannot_hold_fails_the_variant(tmp_path: 
 
 
 PG_CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
-PG_USER = user(USER1, "sess-1")
 
 
 async def test_postgres_rows_path_for_xlsx_profiles_and_parts(
@@ -151,14 +150,12 @@ async def test_postgres_rows_path_for_xlsx_profiles_and_parts(
         OutputProfile(id="ru", delimiter=";", decimal_separator=",", date_format="dd.mm.yyyy")
     )
     async with engine_kit(catalog, tmp_path / "data", PG_CREDS) as kit:
-        book = await kit.run_to_end(
-            PG_USER, plan(catalog, single("s-bad", "g-misc", format="xlsx"))
-        )
+        book = await kit.run_to_end(U1, plan(catalog, single("s-bad", "g-misc", format="xlsx")))
         catalog.groups[1].scripts[0].output_profile = "ru"
-        ru = await kit.run_to_end(PG_USER, plan(catalog, single("s-bad", "g-misc")))
+        ru = await kit.run_to_end(U1, plan(catalog, single("s-bad", "g-misc")))
         catalog.groups[1].scripts[0].output_profile = ""
         catalog.output.max_rows_per_file = 3
-        parts = await kit.run_to_end(PG_USER, plan(catalog, single("s-bad", "g-misc")))
+        parts = await kit.run_to_end(U1, plan(catalog, single("s-bad", "g-misc")))
         files = {s.run_id: await kit.repo.files(s.run_id) for s in (book, ru, parts)}
         root = kit.files_root
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import anyio
 import pytest
 
 from tests.exporter_api.conftest import create_pg_database
@@ -27,7 +26,7 @@ from tests.exporter_api.runs.conftest import (
 )
 from tests.exporter_api.runs.live import Service, _node, bearer, events, live_service
 from tests.exporter_api.runs.test_runs_live import FAST, single, start
-from tests.services import PostgresCluster, RedisServer
+from tests.services import PostgresCluster, RedisServer, async_wait_until
 
 pytestmark = pytest.mark.compat
 
@@ -81,11 +80,16 @@ async def frontend(
 
 
 async def until(lines: Lines, check: Callable[[], bool], limit_s: float = 20) -> None:
-    """Poll ``check`` (the lines fill from a pipe) until it holds; fails after ``limit_s``."""
-    with anyio.fail_after(limit_s):
-        while not check():
-            assert not any(line["type"] in {"closed", "connect_error"} for line in lines), lines
-            await anyio.sleep(0.02)
+    """Poll ``check`` (the lines fill from a pipe) until it holds; fails after ``limit_s``, or
+    as soon as the client's connection is closed or refused."""
+
+    def holds() -> bool:
+        if check():
+            return True
+        assert not any(line["type"] in {"closed", "connect_error"} for line in lines), lines
+        return False
+
+    await async_wait_until(holds, limit_s, "the hub client's lines", interval=0.02)
 
 
 def of_run(lines: Lines, run_id: str) -> Lines:

@@ -11,7 +11,7 @@ import pytest
 from exporter_api.config import ExportConfig
 from exporter_api.store.sqlite import DataDirInUse
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, poll_until
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import U1, engine_kit, plan, single
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
 
@@ -21,9 +21,7 @@ async def test_a_second_instance_never_takes_a_live_run(
 ) -> None:
     data = tmp_path / "data"
     async with engine_kit(catalog, data, CREDS) as first:
-        started = await first.engine.start(
-            user(USER1, "sess-1"), plan(catalog, single("s-slow", "g-slow"))
-        )
+        started = await first.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         run_dir = first.files_root / started.run_id
 
         async def writing() -> bool:

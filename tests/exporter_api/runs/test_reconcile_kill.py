@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.bodies import group, run_body, script
 from tests.exporter_api.conftest import DEMO_LOGIN
 from tests.exporter_api.runs.demokit import demo_catalog
 from tests.services import exporter_serve, wait_until
@@ -27,26 +28,11 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify and SIG
 
 LEDGER_ROWS = 300_000  # ~28 MB of CSV: a few seconds of export, long enough to kill inside
 ACTIVE = {"Queued", "Running"}
-EVERYTHING = {
-    "mode": "AllGroups",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [
-                    {"scriptId": s, "enabled": True, "exportMode": "AllColumns"}
-                    for s in ("s-orders", "s-customers", "s-payments")
-                ],
-            },
-            {
-                "groupId": "g-big",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-ledger", "enabled": True, "exportMode": "AllColumns"}],
-            },
-        ]
-    },
-}
+EVERYTHING = run_body(
+    "AllGroups",
+    group("g-sales", *(script(s) for s in ("s-orders", "s-customers", "s-payments"))),
+    group("g-big", script("s-ledger")),
+)
 _IN_MOVED_TO = 0x00000080
 _EVENT = struct.Struct("iIII")
 

@@ -9,12 +9,10 @@ from pathlib import Path
 from exporter_api.config import ExportConfig
 from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import utc_now
-from exporter_api.runs.repository import RunOwner
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import U1, engine_kit, owner, plan, single
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
-U1 = user(USER1, "sess-1")
 LONG_AGO = "2000-01-01T00:00:00.000Z"
 
 
@@ -44,8 +42,7 @@ async def test_only_a_dead_owners_run_is_reconciled(
         dead.status = group.status = script.status = "Running"
         script.variants[0].status = "Success"
         script.variants[1].status = "Running"
-        owner = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
-        assert await a.repo.insert_run(dead, owner, "dead-instance", max_active=None)
+        assert await a.repo.insert_run(dead, owner(), "dead-instance", max_active=None)
         dead_dir = a.files_root / dead.run_id
         dead_dir.mkdir()
         (dead_dir / "v1.csv").write_bytes(b"OrderId\n3\n")

@@ -19,7 +19,13 @@ from exporter_api.runs.files import files_root
 from exporter_api.runs.models import RunState, utc_now
 from exporter_api.runs.repository import RunOwner, RunRepository
 from exporter_api.store import open_store
-from tests.exporter_api.conftest import DEMO_LOGIN, SALES, create_pg_database, running_app
+from tests.exporter_api.conftest import (
+    DEMO_LOGIN,
+    SALES,
+    create_pg_database,
+    ended_run,
+    running_app,
+)
 from tests.services import PostgresCluster
 
 
@@ -44,12 +50,7 @@ async def _run(
     token = (await client.post("/api/auth/login", json=DEMO_LOGIN)).json()["accessToken"]
     auth = {"Authorization": f"Bearer {token}"}
     run_id: str = (await client.post("/api/runs", json=body, headers=auth)).json()["runId"]
-    with anyio.fail_after(20):
-        while (await client.get(f"/api/runs/{run_id}", headers=auth)).json()["status"] in (  # noqa: ASYNC110
-            "Queued",
-            "Running",
-        ):
-            await anyio.sleep(0.05)
+    await ended_run(client, run_id, auth)
     return run_id, auth
 
 

@@ -14,6 +14,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.bodies import group, run_body, script
 from tests.exporter_api.runs.conftest import (
     USER1,
     USER1_PASSWORD,
@@ -34,27 +35,11 @@ from tests.exporter_api.runs.live import (
 
 pytestmark = pytest.mark.compat
 
-FAST = {
-    "mode": "AllGroups",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "enabled": True,
-                "scripts": [
-                    {"scriptId": "s-orders", "enabled": True, "exportMode": "AllColumns"},
-                    {"scriptId": "s-customers", "enabled": True, "exportMode": "AllColumns"},
-                    {"scriptId": "s-empty", "enabled": True, "exportMode": "AllColumns"},
-                ],
-            },
-            {
-                "groupId": "g-misc",
-                "enabled": True,
-                "scripts": [{"scriptId": "s-bad", "enabled": True, "exportMode": "AllColumns"}],
-            },
-        ]
-    },
-}
+FAST = run_body(
+    "AllGroups",
+    group("g-sales", script("s-orders"), script("s-customers"), script("s-empty")),
+    group("g-misc", script("s-bad")),
+)
 
 
 def single(group_id: str, script_id: str) -> dict[str, Any]:

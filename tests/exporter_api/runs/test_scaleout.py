@@ -34,15 +34,23 @@ from exporter_api.runs.repository import RunOwner
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import (
     USER1,
-    USER1_PASSWORD,
     USER2,
-    USER2_PASSWORD,
     ExportDatabase,
     poll_until,
     write_catalog,
 )
 from tests.exporter_api.runs.engine_proc import READY
-from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import (
+    CREDS,
+    LANES,
+    U1,
+    U2,
+    EngineKit,
+    engine_kit,
+    owner,
+    plan,
+    single,
+)
 from tests.exporter_api.runs.test_engine import (
     has_active_query,
     list_files,
@@ -51,22 +59,8 @@ from tests.exporter_api.runs.test_engine import (
 )
 from tests.services import PostgresCluster
 
-CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
-U1 = user(USER1, "sess-1")
-U2 = user(USER2, "sess-2")
-OWNER = RunOwner(USER1, "db-pg", "m1", "s1", "sess-1")
+OWNER = owner()
 ORDERS = single("s-orders", "g-sales")
-LANES = {
-    "mode": "SingleGroup",
-    "selection": {
-        "groups": [
-            {
-                "groupId": "g-sales",
-                "scripts": [{"scriptId": "s-orders"}, {"scriptId": "s-customers"}],
-            }
-        ]
-    },
-}
 
 
 @pytest.fixture
@@ -260,12 +254,7 @@ async def test_a_killed_engines_run_is_taken_over_and_ends_success(
 
 async def _orphan(kit: EngineKit, config: ExportConfig, *, session: str, attempts: int) -> str:
     """A Running run left by an instance that died long ago."""
-    state = kit.engine._initial_state(U1, plan(config, ORDERS))
-    state.status = state.groups[0].status = "Running"
-    state.groups[0].scripts[0].status = "Running"
-    state.groups[0].scripts[0].variants[0].status = "Running"
-    owner = RunOwner(USER1, "db-pg", "m1", "s1", session)
-    assert await kit.repo.insert_run(state, owner, "dead-instance", max_active=None)
+    state = await kit.left_running(plan(config, ORDERS), "dead-instance", session_id=session)
     await kit.store.execute(
         "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z', attempts = :n"
         " WHERE run_id = :r",

@@ -20,8 +20,10 @@ import anyio
 import anyio.abc
 import httpx
 
+from tests.bodies import login_body
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, write_catalog
+from tests.exporter_api.runs.live import until_serving
 from tests.services import PostgresCluster, free_port
 
 ORDERS = {
@@ -62,13 +64,7 @@ async def serve(
         )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            with anyio.fail_after(30):
-                while True:
-                    try:
-                        await http.get("/api/catalog/databases")
-                        break
-                    except httpx.TransportError:
-                        await anyio.sleep(0.1)
+            await until_serving(http, 30)
             yield process, http
     finally:
         if process.returncode is None:
@@ -77,16 +73,7 @@ async def serve(
 
 
 async def _login(http: httpx.AsyncClient) -> dict[str, str]:
-    response = await http.post(
-        "/api/auth/login",
-        json={
-            "dbUsername": USER1,
-            "dbPassword": USER1_PASSWORD,
-            "databaseId": "db-pg",
-            "managerId": "m1",
-            "streamId": "s1",
-        },
-    )
+    response = await http.post("/api/auth/login", json=login_body(USER1, USER1_PASSWORD, "db-pg"))
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['accessToken']}"}
 

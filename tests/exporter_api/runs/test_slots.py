@@ -16,17 +16,12 @@ from exporter_api.runs.slots import SlotLeases
 from exporter_api.store import Store
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import (
-    USER1,
-    USER1_PASSWORD,
-    USER2,
-    USER2_PASSWORD,
     ExportDatabase,
     write_catalog,
 )
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import CREDS, U1, U2, engine_kit, plan, single
 from tests.services import PostgresCluster
 
-CREDS = {"sess-1": (USER1, USER1_PASSWORD), "sess-2": (USER2, USER2_PASSWORD)}
 LONG_AGO = "2000-01-01T00:00:00.000Z"
 
 
@@ -76,18 +71,14 @@ async def test_a_run_cancelled_while_its_lease_reply_is_in_flight_frees_the_slot
     async with engine_kit(config, tmp_path / "data", CREDS, state_url=state_url) as kit:
         late = LateLeaseReply(kit.store)
         kit.engine.slots.store = late  # type: ignore[assignment]
-        first = await kit.engine.start(
-            user(USER1, "sess-1"), plan(config, single("s-orders", "g-sales"))
-        )
+        first = await kit.engine.start(U1, plan(config, single("s-orders", "g-sales")))
         await late.applied.wait()
         assert await leased_rows(kit.store) == 1  # the store leased the row; no reply yet
         cancelled = await kit.engine.cancel(first.run_id)
         assert await leased_rows(kit.store) == 0
         # the database's only slot is free: the next run gets it
         with anyio.fail_after(20):
-            second = await kit.run_to_end(
-                user(USER2, "sess-2"), plan(config, single("s-empty", "g-sales"))
-            )
+            second = await kit.run_to_end(U2, plan(config, single("s-empty", "g-sales")))
     assert cancelled.status == "Cancelled"
     assert second.status == "NoData"
 

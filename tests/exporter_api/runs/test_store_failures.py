@@ -16,7 +16,7 @@ from exporter_api.config import ExportConfig
 from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.runs.repository import RunRepository
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
-from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import U1, EngineKit, engine_kit, plan, single
 
 CREDS = {"sess-1": (USER1, USER1_PASSWORD)}
 
@@ -57,25 +57,30 @@ class FailingSaves:
 FULL = "the state store is full (no space left on its disk)"
 
 
+async def _orders_stored_as_failed(kit: EngineKit, catalog: ExportConfig) -> str:
+    """Runs s-orders to its end, then waits until the store holds it as Failed (the heartbeat
+    saves a final state whose save failed); its id."""
+    state = await kit.engine.start(U1, plan(catalog, single("s-orders", "g-sales")))
+    await kit.engine.wait(state.run_id)
+
+    async def saved() -> bool:
+        loaded = await kit.repo.load(state.run_id)
+        return loaded is not None and loaded.status == "Failed"
+
+    await poll_until(saved)
+    return state.run_id
+
+
 @pytest.mark.parametrize("with_file", [False, True], ids=["first-change", "recording-a-file"])
 async def test_a_full_store_fails_the_run_with_its_real_cause(
     catalog: ExportConfig, tmp_path: Path, with_file: bool
 ) -> None:
     async with engine_kit(catalog, tmp_path / "data", CREDS, heartbeat_s=0.1) as kit:
         faults = FailingSaves(kit.repo, final_failures=2, with_file=with_file)
-        state = await kit.engine.start(
-            user(USER1, "sess-1"), plan(catalog, single("s-orders", "g-sales"))
-        )
-        await kit.engine.wait(state.run_id)
-
-        async def saved() -> bool:
-            loaded = await kit.repo.load(state.run_id)
-            return loaded is not None and loaded.status == "Failed"
-
-        await poll_until(saved)  # by the heartbeat, once save_all works again
-        loaded = await kit.repo.load(state.run_id)
-        published = kit.events.of("run.updated", runId=state.run_id)
-        recorded = await kit.repo.files(state.run_id)
+        run_id = await _orders_stored_as_failed(kit, catalog)  # once save_all works again
+        loaded = await kit.repo.load(run_id)
+        published = kit.events.of("run.updated", runId=run_id)
+        recorded = await kit.repo.files(run_id)
         on_disk = [p async for p in anyio.Path(kit.files_root).rglob("*") if await p.is_file()]
     assert faults.final_failures == 0
     assert loaded is not None
@@ -115,9 +120,7 @@ async def test_a_failed_progress_save_is_retried_and_the_run_goes_on(
     async with engine_kit(catalog, tmp_path / "data", CREDS, persist_progress_s=0.2) as kit:
         faults = FailingProgressSaves(kit.repo, failures=2)
         with structlog.testing.capture_logs() as logs:
-            state = await kit.run_to_end(
-                user(USER1, "sess-1"), plan(catalog, single("s-progress", "g-slow"))
-            )
+            state = await kit.run_to_end(U1, plan(catalog, single("s-progress", "g-slow")))
     failed_saves = [e for e in logs if e["event"] == "progress_save_failed"]
     assert faults.failures == 0
     assert state.status == "Success"
@@ -164,20 +167,11 @@ async def test_a_file_whose_record_may_have_been_saved_is_kept_until_that_is_kno
 ) -> None:
     async with engine_kit(catalog, tmp_path / "data", CREDS, heartbeat_s=0.1) as kit:
         faults = DoubtfulFileSave(kit.repo, applied=applied, final_failures=final_failures)
-        state = await kit.engine.start(
-            user(USER1, "sess-1"), plan(catalog, single("s-orders", "g-sales"))
-        )
-        await kit.engine.wait(state.run_id)
-
-        async def saved() -> bool:
-            loaded = await kit.repo.load(state.run_id)
-            return loaded is not None and loaded.status == "Failed"
-
-        await poll_until(saved)  # by the heartbeat when the final save failed first
-        await poll_until(lambda: ended_here(kit, state.run_id))
-        loaded = await kit.repo.load(state.run_id)
-        recorded = await kit.repo.files(state.run_id)
-        run_dir = kit.files_root / state.run_id
+        run_id = await _orders_stored_as_failed(kit, catalog)
+        await poll_until(lambda: ended_here(kit, run_id))
+        loaded = await kit.repo.load(run_id)
+        recorded = await kit.repo.files(run_id)
+        run_dir = kit.files_root / run_id
         on_disk = sorted([p.name async for p in anyio.Path(run_dir).iterdir()])
         contents = {f.name: await anyio.Path(run_dir / f.name).read_bytes() for f in recorded}
     assert faults.final_failures == 0
@@ -211,9 +205,7 @@ async def test_a_run_whose_last_change_could_not_be_saved_still_ends_in_the_stor
     # The save failing is the one that would have ended the run (its only variant's file).
     async with engine_kit(catalog, tmp_path / "data", CREDS) as kit:
         FailingSaves(kit.repo, final_failures=0, with_file=True)
-        state = await kit.run_to_end(
-            user(USER1, "sess-1"), plan(catalog, single("s-progress", "g-slow"))
-        )
+        state = await kit.run_to_end(U1, plan(catalog, single("s-progress", "g-slow")))
         published = kit.events.of("run.updated", runId=state.run_id)
     assert state.status == "Failed"  # not left Running
     assert [e["status"] for e in published] == ["Running", "Failed"]
