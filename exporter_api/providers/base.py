@@ -214,6 +214,11 @@ class CsvEncoder:
         self._encoding = "cp1251" if encoding.lower() in {"cp1251", "windows-1251"} else "utf-8"
         self._labels = list(labels)
 
+    @property
+    def encoding(self) -> str:
+        """The codec written: "utf-8" or "cp1251"."""
+        return self._encoding
+
     def encode(self, rows: Iterable[Sequence[object]], first_row: int = 0) -> bytes:
         rows = rows if isinstance(rows, list) else list(rows)
         self._writer.writerows(rows)

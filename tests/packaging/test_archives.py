@@ -70,5 +70,8 @@ def test_signalr_exporter_wheel_depends_on_signalr_core(tmp_path: Path) -> None:
         metadata = wheel.read("signalr_exporter-0.1.0.dist-info/METADATA").decode()
     assert "exporter_api/py.typed" in names
     assert "exporter_api/store/migrations/0001_auth.sql" in names
+    # The SQLite provider's C reader, compiled by hatch_build.py (its source stays out).
+    assert [n for n in names if n.startswith("exporter_api/providers/_sqlitecsv.cpython-")]
+    assert "exporter_api/providers/_sqlitecsv.c" not in names
     assert not [n for n in names if n.startswith("signalr_core")]
     assert "Requires-Dist: signalr-core[redis]==0.1.0" in metadata.splitlines()

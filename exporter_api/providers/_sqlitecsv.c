@@ -1,0 +1,492 @@
+/* CSV straight from SQLite, in C: the SQLite provider's plain-CSV path (sqlite.py).
+ *
+ * Reader(uri, delimiter, timeout_s) opens its own read-only connection; execute(sql, params)
+ * prepares one statement and binds its parameters; read(max_rows) steps up to max_rows rows and returns
+ * them as one block of UTF-8 CSV (bytes) with the row count, with the GIL released for the whole
+ * batch, so the event loop and the file writer run meanwhile. The dialect is the provider's:
+ * csv.writer's QUOTE_MINIMAL with "\n" line ends (a field holding the delimiter, a quote or a
+ * line feed is quoted, its quotes doubled; a row of one empty field is written ""), NULL as
+ * nothing, numbers and text as SQLite writes them, and a REAL as SQLite's own text when that
+ * reads back as the same double, else the fewest of 16 or 17 significant digits that do.
+ * interrupt() (any thread) and the timeout stop a running read through SQLite's progress
+ * handler: it then raises sqlite3.OperationalError("interrupted") and `timed_out` tells which.
+ * Errors are the sqlite3 module's exceptions with SQLite's message. Text is passed on as
+ * stored: checking that it is UTF-8 is the caller's.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    PyObject_HEAD
+    sqlite3 *db;
+    sqlite3_stmt *stmt; /* NULL: an empty script (no rows) */
+    int ncols;
+    int done;
+    int busy; /* a read() is running (with the GIL released) */
+    char delim[8];
+    size_t delim_len;
+    double deadline; /* CLOCK_MONOTONIC seconds */
+    atomic_int stopped;
+    int timed_out;
+    char *buf; /* kept between reads: one allocation for the whole result */
+    size_t len, cap;
+} Reader;
+
+static PyObject *sqlite_module;
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int progress(void *arg) {
+    Reader *self = arg;
+    if (atomic_load(&self->stopped))
+        return 1;
+    if (monotonic() > self->deadline) {
+        self->timed_out = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Raise the sqlite3 module's exception `name` with `message`. */
+static void raise_as(const char *name, const char *message) {
+    PyObject *type = PyObject_GetAttrString(sqlite_module, name);
+    if (type != NULL) {
+        PyErr_SetString(type, message);
+        Py_DECREF(type);
+    }
+}
+
+static void raise_sqlite(Reader *self, int rc) {
+    int code = rc & 0xff;
+    if (code == SQLITE_NOMEM) {
+        PyErr_NoMemory();
+        return;
+    }
+    raise_as(code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? "DatabaseError" : "OperationalError",
+             self->db ? sqlite3_errmsg(self->db) : sqlite3_errstr(rc));
+}
+
+static int reserve(Reader *self, size_t more) {
+    if (self->len + more <= self->cap)
+        return 0;
+    size_t cap = self->cap ? self->cap : 1 << 16;
+    while (cap < self->len + more)
+        cap *= 2;
+    char *p = realloc(self->buf, cap);
+    if (p == NULL)
+        return -1;
+    self->buf = p;
+    self->cap = cap;
+    return 0;
+}
+
+static void append(Reader *self, const char *s, size_t n) {
+    memcpy(self->buf + self->len, s, n);
+    self->len += n;
+}
+
+static int needs_quotes(Reader *self, const char *s, size_t n) {
+    if (self->delim_len == 1) {
+        char d = self->delim[0];
+        for (size_t i = 0; i < n; i++)
+            if (s[i] == d || s[i] == '"' || s[i] == '\n')
+                return 1;
+        return 0;
+    }
+    if (memchr(s, '"', n) || memchr(s, '\n', n))
+        return 1;
+    return n >= self->delim_len && memmem(s, n, self->delim, self->delim_len) != NULL;
+}
+
+static int put_text(Reader *self, const char *s, size_t n) {
+    if (!needs_quotes(self, s, n)) {
+        if (reserve(self, n))
+            return -1;
+        append(self, s, n);
+        return 0;
+    }
+    if (reserve(self, 2 * n + 2))
+        return -1;
+    self->buf[self->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            self->buf[self->len++] = '"';
+        self->buf[self->len++] = s[i];
+    }
+    self->buf[self->len++] = '"';
+    return 0;
+}
+
+/* SQLite's text of the REAL (15 significant digits) when it reads back as the same double,
+ * else 16 or 17 digits as SQLite's printf('%!.Ng') writes them: with ".0" when there is no
+ * decimal point ("1.0e+16", "100.0"). */
+static int put_real(Reader *self, int i) {
+    double v = sqlite3_column_double(self->stmt, i);
+    const char *text = (const char *)sqlite3_column_text(self->stmt, i);
+    size_t n = (size_t)sqlite3_column_bytes(self->stmt, i);
+    char tmp[48];
+    if (text == NULL)
+        return -1;
+    if (strtod(text, NULL) != v) {
+        int k = 0;
+        for (int digits = 16; digits <= 17; digits++) {
+            k = snprintf(tmp, 40, "%.*g", digits, v);
+            if (strtod(tmp, NULL) == v)
+                break;
+        }
+        if (strchr(tmp, '.') == NULL) {
+            char *e = strchr(tmp, 'e');
+            if (e != NULL) {
+                memmove(e + 2, e, strlen(e) + 1);
+                e[0] = '.';
+                e[1] = '0';
+            } else {
+                memcpy(tmp + k, ".0", 3);
+            }
+            k += 2;
+        }
+        text = tmp;
+        n = (size_t)k;
+    }
+    if (reserve(self, n))
+        return -1;
+    append(self, text, n);
+    return 0;
+}
+
+/* One row as a CSV line; SQLITE_NOMEM when out of memory. */
+static int put_row(Reader *self) {
+    sqlite3_stmt *st = self->stmt;
+    for (int i = 0; i < self->ncols; i++) {
+        if (i) {
+            if (reserve(self, self->delim_len))
+                return SQLITE_NOMEM;
+            append(self, self->delim, self->delim_len);
+        }
+        int type = sqlite3_column_type(st, i);
+        if (type == SQLITE_NULL)
+            continue;
+        if (type == SQLITE_FLOAT) {
+            if (put_real(self, i))
+                return SQLITE_NOMEM;
+            continue;
+        }
+        /* INTEGER, TEXT, and a BLOB as its bytes taken for text (as sqlite3 -csv does) */
+        const char *text = (const char *)sqlite3_column_text(st, i);
+        size_t n = (size_t)sqlite3_column_bytes(st, i);
+        if (text == NULL && n)
+            return SQLITE_NOMEM;
+        if (put_text(self, text ? text : "", n))
+            return SQLITE_NOMEM;
+    }
+    if (reserve(self, 3)) /* room for the "" of an empty row (Reader_read) */
+        return SQLITE_NOMEM;
+    self->buf[self->len++] = '\n';
+    return SQLITE_OK;
+}
+
+static PyObject *Reader_read(Reader *self, PyObject *arg) {
+    Py_ssize_t max_rows = PyLong_AsSsize_t(arg);
+    if (max_rows == -1 && PyErr_Occurred())
+        return NULL;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Reader.read is already running");
+        return NULL;
+    }
+    if (self->db == NULL) {
+        raise_as("ProgrammingError", "Cannot operate on a closed database.");
+        return NULL;
+    }
+    Py_ssize_t rows = 0;
+    int rc = SQLITE_DONE;
+    self->len = 0;
+    if (!self->done && self->stmt != NULL) {
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        while (rows < max_rows) {
+            rc = sqlite3_step(self->stmt);
+            if (rc != SQLITE_ROW)
+                break;
+            size_t start = self->len;
+            rc = put_row(self);
+            if (rc != SQLITE_OK)
+                break;
+            /* csv.writer writes a row of one empty field as "" (an empty line is no row) */
+            if (self->len - start == 1) {
+                self->buf[start] = '"';
+                self->buf[start + 1] = '"';
+                self->buf[start + 2] = '\n';
+                self->len = start + 3;
+            }
+            rows++;
+            rc = SQLITE_ROW;
+        }
+        Py_END_ALLOW_THREADS
+        self->busy = 0;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        self->done = 1;
+        raise_sqlite(self, rc);
+        return NULL;
+    }
+    if (rc == SQLITE_DONE)
+        self->done = 1;
+    PyObject *chunk = PyBytes_FromStringAndSize(self->buf ? self->buf : "", (Py_ssize_t)self->len);
+    if (self->cap > (1 << 24)) { /* a batch of huge rows: do not keep its buffer */
+        free(self->buf);
+        self->buf = NULL;
+        self->cap = 0;
+    }
+    if (chunk == NULL)
+        return NULL;
+    return Py_BuildValue("Nn", chunk, rows);
+}
+
+static PyObject *Reader_interrupt(Reader *self, PyObject *Py_UNUSED(ignored)) {
+    atomic_store(&self->stopped, 1);
+    Py_RETURN_NONE;
+}
+
+static void reader_close(Reader *self) {
+    if (self->stmt != NULL)
+        sqlite3_finalize(self->stmt);
+    self->stmt = NULL;
+    if (self->db != NULL)
+        sqlite3_close_v2(self->db);
+    self->db = NULL;
+    free(self->buf);
+    self->buf = NULL;
+    self->cap = self->len = 0;
+}
+
+static PyObject *Reader_close(Reader *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Reader.read is running");
+        return NULL;
+    }
+    reader_close(self);
+    Py_RETURN_NONE;
+}
+
+static int bind(Reader *self, PyObject *params) {
+    PyObject *seq = PySequence_Fast(params, "params must be a sequence");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t given = PySequence_Fast_GET_SIZE(seq);
+    int wanted = self->stmt ? sqlite3_bind_parameter_count(self->stmt) : 0;
+    if (given != wanted) {
+        PyObject *type = PyObject_GetAttrString(sqlite_module, "ProgrammingError");
+        if (type != NULL) {
+            PyErr_Format(type,
+                         "Incorrect number of bindings supplied. The current statement uses %d, "
+                         "and there are %zd supplied.",
+                         wanted, given);
+            Py_DECREF(type);
+        }
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < given; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(seq, i);
+        int at = (int)i + 1, rc;
+        if (v == Py_None) {
+            rc = sqlite3_bind_null(self->stmt, at);
+        } else if (PyLong_Check(v)) {
+            long long n = PyLong_AsLongLong(v);
+            if (n == -1 && PyErr_Occurred())
+                goto fail;
+            rc = sqlite3_bind_int64(self->stmt, at, n);
+        } else if (PyFloat_Check(v)) {
+            rc = sqlite3_bind_double(self->stmt, at, PyFloat_AS_DOUBLE(v));
+        } else if (PyUnicode_Check(v)) {
+            Py_ssize_t n;
+            const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+            if (s == NULL)
+                goto fail;
+            /* Without a NUL inside, by its terminator: SQLite then keeps the copy terminated,
+             * and reading the value as text in every row needs no copy of its own. */
+            if (strlen(s) == (size_t)n)
+                rc = sqlite3_bind_text(self->stmt, at, s, -1, SQLITE_TRANSIENT);
+            else
+                rc = sqlite3_bind_text64(self->stmt, at, s, (sqlite3_uint64)n, SQLITE_TRANSIENT,
+                                         SQLITE_UTF8);
+        } else if (PyBytes_Check(v)) {
+            rc = sqlite3_bind_blob64(self->stmt, at, PyBytes_AS_STRING(v),
+                                     (sqlite3_uint64)PyBytes_GET_SIZE(v), SQLITE_TRANSIENT);
+        } else {
+            PyErr_Format(PyExc_TypeError, "parameter %zd: unsupported type %.100s", i + 1,
+                         Py_TYPE(v)->tp_name);
+            goto fail;
+        }
+        if (rc != SQLITE_OK) {
+            raise_sqlite(self, rc);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    return -1;
+}
+
+static int Reader_init(Reader *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"uri", "delimiter", "timeout_s", NULL};
+    const char *uri, *delim;
+    Py_ssize_t delim_len;
+    double timeout_s;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss#d", names, &uri, &delim, &delim_len,
+                                     &timeout_s))
+        return -1;
+    if (self->db != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Reader is already open");
+        return -1;
+    }
+    if (delim_len < 1 || (size_t)delim_len >= sizeof self->delim) {
+        PyErr_SetString(PyExc_ValueError, "delimiter must be one character");
+        return -1;
+    }
+    memcpy(self->delim, delim, (size_t)delim_len);
+    self->delim_len = (size_t)delim_len;
+    self->deadline = monotonic() + timeout_s;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_open_v2(uri, &self->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(self->db, 5000); /* as sqlite3.connect's default */
+        sqlite3_progress_handler(self->db, 10000, progress, self);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        raise_sqlite(self, rc);
+        reader_close(self);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Reader_execute(Reader *self, PyObject *args) {
+    const char *sql, *tail = NULL;
+    Py_ssize_t sql_len;
+    PyObject *params;
+    if (!PyArg_ParseTuple(args, "s#O:execute", &sql, &sql_len, &params))
+        return NULL;
+    if (self->db == NULL) {
+        raise_as("ProgrammingError", "Cannot operate on a closed database.");
+        return NULL;
+    }
+    if (self->stmt != NULL || self->done) {
+        PyErr_SetString(PyExc_RuntimeError, "Reader.execute runs one statement");
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_prepare_v2(self->db, sql, (int)sql_len, &self->stmt, &tail);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        raise_sqlite(self, rc);
+        return NULL;
+    }
+    /* One statement only, as the sqlite3 module's execute(). */
+    if (tail != NULL && *tail) {
+        sqlite3_stmt *next = NULL;
+        rc = sqlite3_prepare_v2(self->db, tail, -1, &next, NULL);
+        sqlite3_finalize(next);
+        if (next != NULL || rc != SQLITE_OK) {
+            raise_as("ProgrammingError", "You can only execute one statement at a time.");
+            return NULL;
+        }
+    }
+    if (bind(self, params))
+        return NULL;
+    self->ncols = self->stmt ? sqlite3_column_count(self->stmt) : 0;
+    if (self->stmt == NULL)
+        self->done = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Reader_columns(Reader *self, void *Py_UNUSED(closure)) {
+    PyObject *list = PyList_New(self->ncols);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < self->ncols; i++) {
+        const char *name = self->stmt ? sqlite3_column_name(self->stmt, i) : NULL;
+        PyObject *s = PyUnicode_FromString(name ? name : "");
+        if (s == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, s);
+    }
+    return list;
+}
+
+static PyObject *Reader_timed_out(Reader *self, void *Py_UNUSED(closure)) {
+    return PyBool_FromLong(self->timed_out);
+}
+
+static void Reader_dealloc(Reader *self) {
+    reader_close(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Reader_methods[] = {
+    {"read", (PyCFunction)Reader_read, METH_O,
+     "read(max_rows) -> (csv bytes, rows): up to max_rows rows; (b'', 0) at the end."},
+    {"execute", (PyCFunction)Reader_execute, METH_VARARGS,
+     "execute(sql, params): prepare the one statement of sql and bind params (a sequence)."},
+    {"interrupt", (PyCFunction)Reader_interrupt, METH_NOARGS,
+     "Stop a running read (from any thread); later reads fail too."},
+    {"close", (PyCFunction)Reader_close, METH_NOARGS, "Finalize the statement, close."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Reader_getset[] = {
+    {"columns", (getter)Reader_columns, NULL, "The result's column names.", NULL},
+    {"timed_out", (getter)Reader_timed_out, NULL, "Whether the timeout stopped a read.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter_api.providers._sqlitecsv.Reader",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One read-only query's rows as CSV (see the module's comment).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Reader_init,
+    .tp_dealloc = (destructor)Reader_dealloc,
+    .tp_methods = Reader_methods,
+    .tp_getset = Reader_getset,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_sqlitecsv", "CSV straight from SQLite (see Reader).", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__sqlitecsv(void) {
+    if (PyType_Ready(&ReaderType) < 0)
+        return NULL;
+    sqlite_module = PyImport_ImportModule("sqlite3");
+    if (sqlite_module == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&ReaderType);
+    if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
+        Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
