@@ -36,6 +36,7 @@ def build_extension(root: Path) -> Path:
         f"-I{sysconfig.get_paths()['include']}",
         str(source),
         "-lsqlite3",
+        "-lm",
         "-o",
         str(target),
     ]

@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -126,18 +127,74 @@ static int put_text(Reader *self, const char *s, size_t n) {
     return 0;
 }
 
+static const double powers_of_ten[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+/* The text of `v` in plain notation with the fewest decimals (at most 15 significant digits)
+ * that reads back as `v`, into `out`; 0 when there is none or `v` is outside 1e-4 <= |v| <
+ * 1e15. It is what SQLite's printf('%!.15g') writes for such a value ("12.5", "100.0"),
+ * without its slow conversion: R / 10^d is exact arithmetic on two exact doubles, so when it
+ * equals `v` the decimal R.10^-d reads back as `v`; and a decimal of at most 15 significant
+ * digits is the one that 15-digit printing of the double it reads as gives back (DBL_DIG). */
+static int plain_real(double v, char *out) {
+    double a = v < 0 ? -v : v;
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    for (int d = 0; d < 23; d++) {
+        double scaled = a * powers_of_ten[d];
+        if (scaled >= 1e15)
+            return 0;
+        double r = nearbyint(scaled);
+        if (r / powers_of_ten[d] != a)
+            continue;
+        char digits[24];
+        int k = snprintf(digits, sizeof digits, "%llu", (unsigned long long)r);
+        int n = 0;
+        if (v < 0)
+            out[n++] = '-';
+        if (k <= d) { /* 0.000ddd */
+            out[n++] = '0';
+            out[n++] = '.';
+            for (int z = 0; z < d - k; z++)
+                out[n++] = '0';
+            memcpy(out + n, digits, (size_t)k);
+            n += k;
+        } else {
+            memcpy(out + n, digits, (size_t)(k - d));
+            n += k - d;
+            out[n++] = '.';
+            if (d) {
+                memcpy(out + n, digits + k - d, (size_t)d);
+                n += d;
+            } else {
+                out[n++] = '0';
+            }
+        }
+        return n;
+    }
+    return 0;
+}
+
 /* SQLite's text of the REAL (15 significant digits) when it reads back as the same double,
  * else 16 or 17 digits as SQLite's printf('%!.Ng') writes them: with ".0" when there is no
- * decimal point ("1.0e+16", "100.0"). */
+ * decimal point ("1.0e+16", "100.0"). Most values take `plain_real`. */
 static int put_real(Reader *self, int i) {
     double v = sqlite3_column_double(self->stmt, i);
+    char tmp[48];
+    int k = plain_real(v, tmp);
+    if (k) {
+        if (reserve(self, (size_t)k))
+            return -1;
+        append(self, tmp, (size_t)k);
+        return 0;
+    }
     const char *text = (const char *)sqlite3_column_text(self->stmt, i);
     size_t n = (size_t)sqlite3_column_bytes(self->stmt, i);
-    char tmp[48];
     if (text == NULL)
         return -1;
     if (strtod(text, NULL) != v) {
-        int k = 0;
         for (int digits = 16; digits <= 17; digits++) {
             k = snprintf(tmp, 40, "%.*g", digits, v);
             if (strtod(tmp, NULL) == v)

@@ -362,29 +362,48 @@ async def test_reals_are_written_as_the_same_double(provider: SqliteProvider) ->
         f"SELECT value AS r FROM json_each('[{values}]')"
         " UNION ALL SELECT 1e16 UNION ALL SELECT 100.0"
         " UNION ALL SELECT 0.1 UNION ALL SELECT -2.5 UNION ALL SELECT 7"
+        " UNION ALL SELECT 0.0001 UNION ALL SELECT -0.00012345 UNION ALL SELECT 123456789012345.0"
+        " UNION ALL SELECT 1e15 UNION ALL SELECT 1e-05 UNION ALL SELECT 0.0"
     )
     sink = CollectingSink()
     await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
     written = [row[0] for row in csv.reader(io.StringIO(sink.data.decode()))][1:]
     assert [float(v) for v in written[: len(_REALS)]] == _REALS
     assert written[:2] == ["1234567890.1234567", "0.30000000000000004"]
-    assert written[len(_REALS) :] == ["1.0e+16", "100.0", "0.1", "-2.5", "7"]
+    assert written[len(_REALS) :] == [
+        *("1.0e+16", "100.0", "0.1", "-2.5", "7", "0.0001", "-0.00012345"),
+        *("123456789012345.0", "1.0e+15", "1.0e-05", "0.0"),
+    ]
 
 
 async def test_random_reals_read_back_as_the_doubles_sqlite_holds(
     provider: SqliteProvider,
 ) -> None:
-    # Doubles of every magnitude (random bits; SQLite may parse the literals inexactly, so
-    # what it holds is the reference): each written text parses to the stored double.
-    bits = random.Random(11)
+    # Doubles of every magnitude (random bits) and short decimals (the common case, formatted
+    # without SQLite's conversion): each written text parses to the double SQLite holds (it
+    # may parse the literals inexactly, so what it holds is the reference), and is SQLite's
+    # own text wherever that reads back exactly.
+    rng = random.Random(11)
     values = [
-        struct.unpack("<d", bits.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(5000)
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)
     ]
+    values += [rng.randint(-(10**15), 10**15) / 10 ** rng.randint(0, 19) for _ in range(3000)]
+    values += [round(rng.uniform(-1e6, 1e6), rng.randint(0, 4)) for _ in range(3000)]
     literals = ", ".join(f"({i}, {v!r})" for i, v in enumerate(values) if math.isfinite(v))
     query = f"SELECT column1 AS i, column2 AS r FROM (VALUES {literals})"
-    stored = {row[0]: row[1] for row in _direct(provider, query, ())}
+    held = {
+        row[0]: row[1:]
+        for row in _direct(provider, f"SELECT i, r, CAST(r AS TEXT) FROM ({query})", ())
+    }
     sink = CollectingSink()
     await provider.export("USER1", "demo", ExportRequest(sql=query, params={}), sink)
     written = list(csv.reader(io.StringIO(sink.data.decode())))[1:]
-    assert len(written) == len(stored) > 4900
-    assert all(float(r) == stored[int(i)] for i, r in written)
+    assert len(written) == len(held) > 8900
+    assert all(float(text) == held[int(i)][0] for i, text in written)
+    exact = [
+        (text, held[int(i)][1])
+        for i, text in written
+        if float(str(held[int(i)][1])) == held[int(i)][0]
+    ]
+    assert len(exact) > 5000
+    assert all(text == own for text, own in exact)
