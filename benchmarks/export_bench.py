@@ -8,7 +8,8 @@
   catalog (the whole ledger, every column through a column profile). CSV goes through COPY;
   csv.gz and XLSX through the cursor (row) path.
 - ``sqlite``: the bundled demo catalog and its generated database; the run exports ``g-big``
-  (2,000,000 rows) through the DB-API row path.
+  (2,000,000 rows): CSV and csv.gz through the provider's C reader, XLSX through the DB-API row
+  path.
 
 For each source and format a fresh ``exporter-api serve`` process (so its peak RSS, VmHWM, is
 that format's) runs SingleScript runs over REST (POST /api/runs, polled until the final status;
