@@ -1,17 +1,21 @@
 /* CSV straight from SQLite, in C: the SQLite provider's plain-CSV path (sqlite.py).
  *
  * Reader(uri, delimiter, timeout_s) opens its own read-only connection; execute(sql, params)
- * prepares one statement and binds its parameters; read(max_rows) steps up to max_rows rows and returns
- * them as one block of UTF-8 CSV (bytes) with the row count, with the GIL released for the whole
- * batch, so the event loop and the file writer run meanwhile. The dialect is the provider's:
- * csv.writer's QUOTE_MINIMAL with "\n" line ends (a field holding the delimiter, a quote or a
- * line feed is quoted, its quotes doubled; a row of one empty field is written ""), NULL as
- * nothing, numbers and text as SQLite writes them, and a REAL as SQLite's own text when that
- * reads back as the same double, else the fewest of 16 or 17 significant digits that do.
+ * prepares one statement and binds its parameters; read(max_rows) steps up to max_rows rows
+ * and returns them as one block of UTF-8 CSV (bytes) with the row count, with the GIL released
+ * for the whole batch, so the event loop and the file writer run meanwhile.
+ *
+ * The dialect is the provider's: csv.writer's QUOTE_MINIMAL with "\n" line ends (a field
+ * holding the delimiter, a quote or a line feed is quoted, its quotes doubled; a row of one
+ * empty field is written ""), NULL as nothing, integers and text as SQLite writes them, and a
+ * REAL as SQLite's own 15-digit text when that reads back as the same double (`plain_real`
+ * finds it without SQLite's slow conversion for most values), else the fewest of 16 or 17
+ * significant digits that do.
+ *
  * interrupt() (any thread) and the timeout stop a running read through SQLite's progress
  * handler: it then raises sqlite3.OperationalError("interrupted") and `timed_out` tells which.
  * Errors are the sqlite3 module's exceptions with SQLite's message. Text is passed on as
- * stored: checking that it is UTF-8 is the caller's.
+ * stored: checking that it is UTF-8 is the caller's. One thread at a time reads and closes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
