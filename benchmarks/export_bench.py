@@ -34,19 +34,21 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.procstat import cpu_seconds, peak_rss_bytes, rss_bytes
 from tests.services import (
     PostgresCluster,
     _pg_bin,
-    free_port,
+    exporter_serve,
     postgres_cluster,
-    stop_process,
-    wait_for_port,
 )
 
+MIB = 1 << 20
 DB = "benchdb"
 ROLE, ROLE_PASSWORD = "bench", "bench-Password-1"
 
@@ -126,20 +128,6 @@ def _request(method: str, url: str, body: Any = None, token: str | None = None) 
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _psql_copy(cluster: PostgresCluster, target: Path) -> float:
     env = {**os.environ, "PGPASSWORD": ROLE_PASSWORD}
     started = time.perf_counter()
@@ -213,6 +201,16 @@ def write_catalog(
     return config
 
 
+def wait_for_run(base: str, token: str, run_id: str, poll_s: float) -> dict[str, Any]:
+    """The state of ``run_id`` once it has ended. A slow poll: a run's time comes from its own
+    ``finishedAt``, not from here."""
+    while True:
+        time.sleep(poll_s)
+        _, state = _request("GET", f"{base}/api/runs/{run_id}", token=token)
+        if state["status"] not in ("Queued", "Running"):
+            return dict(state)
+
+
 def _service_export(
     base: str, token: str, body: dict[str, Any] | None = None
 ) -> tuple[float, dict[str, Any]]:
@@ -221,11 +219,7 @@ def _service_export(
     if status != 201:
         raise RuntimeError(f"POST /api/runs answered {status}: {created}")
     run_id = created["runId"]
-    while True:  # a slow poll: the time comes from the run's own finishedAt, not from here
-        time.sleep(0.25)
-        _, state = _request("GET", f"{base}/api/runs/{run_id}", token=token)
-        if state["status"] not in ("Queued", "Running"):
-            break
+    state = wait_for_run(base, token, run_id, 0.25)
     finished = datetime.fromisoformat(state["finishedAt"].replace("Z", "+00:00"))
     elapsed = (finished - started_wall).total_seconds()
     if state["status"] != "Success":
@@ -239,12 +233,6 @@ def _with_format(body: dict[str, Any], fmt: str) -> dict[str, Any]:
     copy: dict[str, Any] = json.loads(json.dumps(body))
     copy["selection"]["groups"][0]["scripts"][0]["format"] = fmt
     return copy
-
-
-def _cpu_s(pid: int) -> float:
-    """The CPU time (user + system, all threads) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _child(
@@ -332,34 +320,17 @@ def _xlsx_baseline(source: str, target: Path, where: str, query: str) -> tuple[f
     return float(printed.strip()), rss
 
 
-def _serve(config: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    server = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "exporter_api",
-            "serve",
-            "--config",
-            str(config),
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 120)
-    except BaseException:
-        stop_process(server, 15)
-        raise
-    return server, f"http://127.0.0.1:{port}"
+def serve(
+    config: Path, data_dir: Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> AbstractContextManager[tuple[subprocess.Popen[bytes], str]]:
+    """``exporter-api serve`` logging warnings only (to ``<data dir>.log``) until the block
+    ends; a first start on the demo builds its 2,000,000-row database first."""
+    log_path = data_dir.with_name(f"{data_dir.name}.log")
+    args = ("--log-level", "warning", *args)
+    return exporter_serve(config, data_dir, log_path, args=args, env=env, timeout=120)
 
 
-def _login(base: str, credentials: dict[str, str]) -> str:
+def login(base: str, credentials: dict[str, str]) -> str:
     status, login = _request("POST", f"{base}/api/auth/login", credentials)
     if status != 200:
         raise RuntimeError(f"login answered {status}: {login}")
@@ -411,10 +382,9 @@ def _run(
     psql_times: list[float] = []
     for fmt in formats:
         data_dir = work / f"data-pg-{fmt}"
-        server, base = _serve(config, data_dir)
-        try:
-            token = _login(base, PG_CREDENTIALS)
-            idle_rss = _rss_mb(server.pid)
+        with serve(config, data_dir) as (server, base):
+            token = login(base, PG_CREDENTIALS)
+            idle_rss = rss_bytes(server.pid) / MIB
             body = _with_format(RUN_BODY, fmt)
             times: list[float] = []
             result: dict[str, Any] = {}
@@ -428,9 +398,7 @@ def _run(
                     f" service {elapsed:.2f} s",
                     flush=True,
                 )
-            peak = _peak_rss_mb(server.pid)
-        finally:
-            stop_process(server, 15)
+            peak = peak_rss_bytes(server.pid) / MIB
         size = psql_file.stat().st_size
         exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
         best = min(times)
@@ -527,11 +495,10 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
         if database is not None:  # the demo database is built once (at the first start)
             (data_dir / "demo").mkdir(parents=True)
             shutil.copy(database, data_dir / "demo" / database.name)
-        server, base = _serve(demo, data_dir)
         database = data_dir / "demo" / "db-test.sqlite3"
-        try:
-            token = _login(base, DEMO_CREDENTIALS)
-            idle_rss = _rss_mb(server.pid)
+        with serve(demo, data_dir) as (server, base):
+            token = login(base, DEMO_CREDENTIALS)
+            idle_rss = rss_bytes(server.pid) / MIB
             body = _with_format(DEMO_BODY, fmt)
             times: list[float] = []
             cpu: list[float] = []
@@ -545,18 +512,16 @@ def _run_sqlite(work: Path, repeat: int, formats: list[str]) -> None:
                     cli_cpu.append(used)
                 # The service's CPU time over the run (all its threads): what a busy shared
                 # machine disturbs less than the wall time (a service run uses three threads).
-                before = _cpu_s(server.pid)
+                before = cpu_seconds(server.pid)
                 elapsed, result = _service_export(base, token, body)
-                cpu.append(_cpu_s(server.pid) - before)
+                cpu.append(cpu_seconds(server.pid) - before)
                 times.append(elapsed)
                 print(
                     f"  sqlite {fmt} round {i + 1}: sqlite3 {cli_times[-1]:.2f} s"
                     f" (CPU {cli_cpu[-1]:.2f} s), service {elapsed:.2f} s (CPU {cpu[-1]:.2f} s)",
                     flush=True,
                 )
-            peak = _peak_rss_mb(server.pid)
-        finally:
-            stop_process(server, 15)
+            peak = peak_rss_bytes(server.pid) / MIB
         exported = data_dir / "exports" / result["state"]["runId"] / result["file"]["name"]
         best = min(times)
         line = _service_line("sqlite", fmt, best, result, exported)

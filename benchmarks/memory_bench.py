@@ -43,22 +43,13 @@ from benchmarks._wsclient import OP_TEXT, WebSocketClient, connect
 from benchmarks.signalr_bench import (
     ROOT,
     JsonCodec,
-    cpu_seconds,
     machine,
     open_hub,
     server_process,
 )
+from tests.procstat import cpu_seconds, rss_bytes
 
 HUB_SHARE_GOAL_KB = 10.0
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (Linux ``/proc``; 0 elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def raise_open_files(needed: int) -> str:

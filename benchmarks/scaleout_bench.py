@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,17 +41,17 @@ from benchmarks.export_bench import (
     RUN_BODY,
     SETUP,
     _request,
+    login,
+    serve,
+    wait_for_run,
     write_catalog,
 )
 from exporter_api.security.keys import generate_key
 from tests.services import (
     PostgresCluster,
     RedisServer,
-    free_port,
     postgres_cluster,
     redis_server,
-    stop_process,
-    wait_for_port,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,77 +143,44 @@ def _measure(
         if source_name == "postgres"
         else _sqlite_source(work, runs, files_dir)
     )
-    port = free_port()
     env = {
-        **os.environ,
         "EXPORTER_JWT_KEY": generate_key(),
         "EXPORTER_VAULT_KEY": generate_key(),
         "EXPORTER_STATE_URL": cluster.dsn(db=state_db),
         "EXPORTER_REDIS_URL": redis.url,
     }
-    server = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "exporter_api",
-            "serve",
-            "--config",
-            str(source.config),
-            "--data-dir",
-            str(work / f"data-{name}"),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
     try:
-        wait_for_port(port, 60)
-        base = f"http://127.0.0.1:{port}"
-        time.sleep(1.0)  # let every worker finish its start-up before the clock starts
-        status, login = _request(
-            "POST",
-            f"{base}/api/auth/login",
-            {**source.login, "managerId": "m1", "streamId": "s1"},
-        )
-        if status != 200:
-            raise RuntimeError(f"login answered {status}: {login}")
-        token = login["accessToken"]
-        started = datetime.now(UTC)
-        with ThreadPoolExecutor(runs) as pool:
-            created = list(
-                pool.map(
-                    lambda _: _request("POST", f"{base}/api/runs", source.body, token), range(runs)
+        with serve(
+            source.config, work / f"data-{name}", args=("--workers", str(workers)), env=env
+        ) as (_, base):
+            time.sleep(1.0)  # let every worker finish its start-up before the clock starts
+            token = login(base, {**source.login, "managerId": "m1", "streamId": "s1"})
+            started = datetime.now(UTC)
+            with ThreadPoolExecutor(runs) as pool:
+                created = list(
+                    pool.map(
+                        lambda _: _request("POST", f"{base}/api/runs", source.body, token),
+                        range(runs),
+                    )
                 )
-            )
-        run_ids = []
-        for status, body in created:
-            if status != 201:
-                raise RuntimeError(f"POST /api/runs answered {status}: {body}")
-            run_ids.append(body["runId"])
-        finished: list[datetime] = []
-        total_bytes = total_rows = 0
-        for run_id in run_ids:
-            state: dict[str, Any] = {}
-            while True:  # a slow poll: the time comes from the runs' own finishedAt
-                _, state = _request("GET", f"{base}/api/runs/{run_id}", token=token)
-                if state["status"] not in ("Queued", "Running"):
-                    break
-                time.sleep(0.5)
-            if state["status"] != "Success":
-                raise RuntimeError(f"run {run_id} ended {state['status']}: {state}")
-            finished.append(datetime.fromisoformat(state["finishedAt"].replace("Z", "+00:00")))
-            total_bytes += sum(f["sizeBytes"] for f in state["files"])
-            total_rows += sum(f["rows"] for f in state["files"])
-        if source_name == "postgres" and total_rows != rows * runs:
-            raise RuntimeError(f"exported {total_rows:,} rows, expected {rows * runs:,}")
-        return (max(finished) - started).total_seconds(), total_bytes, total_rows
+            run_ids = []
+            for status, body in created:
+                if status != 201:
+                    raise RuntimeError(f"POST /api/runs answered {status}: {body}")
+                run_ids.append(body["runId"])
+            finished: list[datetime] = []
+            total_bytes = total_rows = 0
+            for run_id in run_ids:
+                state = wait_for_run(base, token, run_id, 0.5)
+                if state["status"] != "Success":
+                    raise RuntimeError(f"run {run_id} ended {state['status']}: {state}")
+                finished.append(datetime.fromisoformat(state["finishedAt"].replace("Z", "+00:00")))
+                total_bytes += sum(f["sizeBytes"] for f in state["files"])
+                total_rows += sum(f["rows"] for f in state["files"])
+            if source_name == "postgres" and total_rows != rows * runs:
+                raise RuntimeError(f"exported {total_rows:,} rows, expected {rows * runs:,}")
+            return (max(finished) - started).total_seconds(), total_bytes, total_rows
     finally:
-        stop_process(server, 30)
         shutil.rmtree(files_dir, ignore_errors=True)
 
 

@@ -46,6 +46,7 @@ import msgspec
 
 from benchmarks._httpclient import connect as http_connect
 from benchmarks._wsclient import OP_BINARY, OP_TEXT, WebSocketClient, connect
+from tests.procstat import cpu_seconds
 from tests.services import free_port, redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,15 +155,6 @@ CODECS: dict[str, Callable[[], Codec]] = {"json": JsonCodec, "messagepack": Mess
 
 
 # ----------------------------------------------------------------------------------- servers ---
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
 def server_process(target: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
     """Run ``benchmarks._servers APP PORT ASGI`` until the block ends; yields (port, pid)."""

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -30,6 +36,39 @@ def free_port() -> int:
         return port
 
 
+def wait_until(
+    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll ``condition`` until it returns something truthy (and return that); fail naming
+    ``what``. For state of other processes (their logs, files, sockets): nothing to await."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def async_wait_until(
+    condition: Callable[[], T | None],
+    limit: float = 5.0,
+    what: str = "the condition",
+    interval: float = 0.01,
+) -> T:
+    """`wait_until` on the event loop (``limit`` seconds): for state with no event to await
+    (a server thread's, another process's)."""
+    deadline = anyio.current_time() + limit
+    while True:
+        value = condition()
+        if value:
+            return value
+        if anyio.current_time() > deadline:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
+        await anyio.sleep(interval)
+
+
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,6 +76,26 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_survivors(pids: Iterable[int], within_s: float) -> list[int]:
+    """Give ``pids`` (other processes: nothing to await) up to ``within_s`` seconds to exit;
+    those still alive then are SIGKILLed, so none outlives the test, and returned."""
+    pids = list(pids)
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not any(map(_alive, pids)), within_s, "the processes to exit", 0.02)
+    left = [pid for pid in pids if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
@@ -72,6 +131,17 @@ def demo_config(directory: Path, replacements: Mapping[str, str] | None = None) 
     return config
 
 
+_SERVICE_ENV = ("EXPORTER_", "PROMETHEUS_")
+
+
+def service_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a service process started by a test: this one's without its
+    ``EXPORTER_*`` and ``PROMETHEUS_*`` settings (a developer's or CI's state URL, keys or
+    metrics directory never reach the service), unbuffered output, then ``env``."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV)}
+    return {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
 @contextlib.contextmanager
 def exporter_serve(
     config: Path,
@@ -83,7 +153,10 @@ def exporter_serve(
     timeout: float = 90,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``exporter-api serve`` on a free port, its output appended to ``log_path``; yields the
-    process and its base URL and stops it (if still alive) when the block ends."""
+    process and its base URL and stops it (if still alive) when the block ends.
+
+    The environment is `service_env` (``env`` added): the service is configured by ``config``,
+    ``args`` and ``env`` only. A test may stop the process itself (a signal, then ``wait``)."""
     port = free_port()
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -94,7 +167,7 @@ def exporter_serve(
                 *("--data-dir", str(data_dir), *args),
             ],
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env=service_env(env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -110,6 +183,23 @@ def exporter_serve(
     finally:
         if proc.poll() is None:
             stop_process(proc, 15)
+
+
+def log_events(log_path: Path) -> list[dict[str, Any]]:
+    """The JSON log events a service process wrote to ``log_path`` so far."""
+    text = log_path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def wait_for_workers(log_path: Path, count: int = 2, timeout: float = 60) -> list[dict[str, Any]]:
+    """The log events of a ``serve --workers`` once ``count`` workers have started serving."""
+
+    def started() -> list[dict[str, Any]] | None:
+        events = log_events(log_path)
+        workers = {e["worker"] for e in events if e["event"] == "service_started"}
+        return events if workers == set(range(count)) else None
+
+    return wait_until(started, timeout, f"{count} workers to start", 0.1)
 
 
 def _pg_bin(name: str) -> str:

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
     from exporter_api.audit.trail import AuditTrail
     from exporter_api.metrics import Metrics
+    from exporter_api.runs.filerecords import StoredFile
     from exporter_api.runs.models import RunState
-    from exporter_api.runs.repository import RunRepository, StoredFile
+    from exporter_api.runs.repository import RunRepository
     from exporter_api.security import AuthenticatedUser
     from exporter_api.security.throttle import LoginAttempt
     from exporter_api.services import Services
@@ -143,9 +144,9 @@ async def download(
     signed: bool,
     zipped: bool = False,
 ) -> None:
-    """Before the first byte is sent: a download that cannot be recorded is refused (503)."""
+    """A download served (every check that could refuse it passed), before its status line:
+    one that cannot be recorded is refused still (503)."""
     via = "link" if signed else "token"
-    svc.metrics.download("zip" if zipped else "file", via)
     await svc.audit.record(
         records.DOWNLOAD_ZIP if zipped else records.DOWNLOAD_FILE,
         login=user.login,
@@ -157,6 +158,7 @@ async def download(
         ),
         required=True,
     )
+    svc.metrics.download("zip" if zipped else "file", via)  # recorded: it is served
 
 
 class RunEndRecorder:

@@ -12,8 +12,8 @@ import msgspec
 
 if TYPE_CHECKING:
     from exporter_api.config import ExportConfig
+    from exporter_api.runs.filerecords import StoredFile
     from exporter_api.runs.models import RunState, ScriptState
-    from exporter_api.runs.repository import StoredFile
 
 LOGIN_SUCCEEDED: Final = "login.succeeded"
 LOGIN_FAILED: Final = "login.failed"  # the database refused the credentials

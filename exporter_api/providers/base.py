@@ -15,10 +15,8 @@ lets exactly that exception through unchanged.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -200,67 +198,7 @@ def scrub(text: str, *secrets: str) -> str:
     return text
 
 
-class CsvEncoder:
-    """Formats rows like PostgreSQL's CSV COPY output (minimal quoting, `\\n` line ends).
-
-    With ``labels``, a value the encoding cannot hold is named by row and column (rows count
-    from ``first_row``, the 1-based number of the batch's first data row)."""
-
-    def __init__(self, delimiter: str, encoding: str, labels: Sequence[str] = ()) -> None:
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(
-            self._buffer, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"
-        )
-        self._encoding = "cp1251" if encoding.lower() in {"cp1251", "windows-1251"} else "utf-8"
-        self._labels = list(labels)
-
-    @property
-    def encoding(self) -> str:
-        """The codec written: "utf-8" or "cp1251"."""
-        return self._encoding
-
-    def encode(self, rows: Iterable[Sequence[object]], first_row: int = 0) -> bytes:
-        rows = rows if isinstance(rows, list) else list(rows)
-        self._writer.writerows(rows)
-        text = self._buffer.getvalue()
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        try:
-            return text.encode(self._encoding)
-        except UnicodeEncodeError as exc:
-            raise self._unencodable(rows, first_row, exc) from None
-
-    def encode_text(
-        self, text: str, rows: Callable[[], list[Sequence[object]]], first_row: int
-    ) -> bytes:
-        """CSV ``text`` already formatted; ``rows()`` gives its values when a character
-        cannot be encoded (to name where it is)."""
-        try:
-            return text.encode(self._encoding)
-        except UnicodeEncodeError as exc:
-            raise self._unencodable(rows(), first_row, exc) from None
-
-    def _unencodable(
-        self, rows: list[Sequence[object]], first_row: int, exc: UnicodeEncodeError
-    ) -> QueryFailed:
-        if self._labels and first_row:
-            for r, row in enumerate(rows):
-                for c, value in enumerate(row):
-                    try:
-                        str(value if value is not None else "").encode(self._encoding)
-                    except UnicodeEncodeError as cell:
-                        bad = cell.object[cell.start : cell.end]
-                        column = self._labels[c] if c < len(self._labels) else str(c + 1)
-                        return QueryFailed(
-                            f"row {first_row + r}, column {column!r} holds {bad!r}, which "
-                            f"cannot be written in {self._encoding}"
-                        )
-        bad = exc.object[exc.start : exc.end]
-        return QueryFailed(f"a value holds {bad!r}, which cannot be written in {self._encoding}")
-
-
 __all__ = [
-    "CsvEncoder",
     "DatabaseProvider",
     "ExportColumn",
     "ExportRequest",

@@ -2,9 +2,11 @@
 
 The server formats the CSV (delimiter, header, encoding), so the service only moves bytes: chunks
 from the COPY stream are gathered to about `_CHUNK_BYTES` and handed to the sink with their row
-count. COPY takes no bind parameters, so the script's `:name` values are turned into literals by
-the server itself (`quote_literal($n::type::text)`, as asyncpg's `copy_from_query` does) and put
-back at the placeholder positions found by our tokenizer, never by text search.
+count (the server sends each row in a CopyData message of its own, so a chunk holds whole
+records, counted by `csvcodec.record_count`). COPY takes no bind parameters, so the script's
+`:name` values are turned into literals by the server itself (`quote_literal($n::type::text)`,
+as asyncpg's `copy_from_query` does) and put back at the placeholder positions found by our
+tokenizer, never by text search.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncpg
 import structlog
 
 from exporter_api.config import DatabaseConfig
+from exporter_api.csvcodec import record_count
 from exporter_api.errors import (
     DatabaseUnavailable,
     ExporterError,
@@ -54,24 +57,6 @@ STOP_TIMEOUT_S = 3.0  # at most this long to stop a query on the server after a 
 # PostgreSQL 14+ then notices within this interval that the client has gone, even while a query
 # computes without sending anything (the fallback when the cancel connection cannot be made).
 _CLIENT_CHECK_MS = 1000
-
-
-class CsvRowCounter:
-    """Counts CSV records (line ends outside double quotes) across arbitrary chunk borders."""
-
-    def __init__(self) -> None:
-        self.in_quotes = False
-
-    def count(self, chunk: bytes) -> int:
-        if not self.in_quotes and b'"' not in chunk:
-            return chunk.count(b"\n")
-        rows = 0
-        for i, piece in enumerate(chunk.split(b'"')):
-            if i:
-                self.in_quotes = not self.in_quotes
-            if not self.in_quotes:
-                rows += piece.count(b"\n")
-        return rows
 
 
 class PostgresProvider(DatabaseProvider):
@@ -261,7 +246,6 @@ class PostgresProvider(DatabaseProvider):
         # `-- comment` cannot swallow the closing parenthesis.
         script = strip_terminator(wrap_columns(request.sql, request.columns)) + "\n"
         sql = await _styled(conn, await self._inline_params(conn, script, request.params), request)
-        counter = CsvRowCounter()
         pending: list[bytes] = []
         pending_size = 0
         rows = size = 0
@@ -272,7 +256,7 @@ class PostgresProvider(DatabaseProvider):
             data = b"".join(pending)
             pending.clear()
             pending_size = 0
-            n = counter.count(data)
+            n = record_count(data)
             if header_left and n:
                 n -= 1
                 header_left = False
@@ -295,12 +279,9 @@ class PostgresProvider(DatabaseProvider):
             delimiter=request.delimiter,
             encoding=_PG_ENCODINGS.get(request.encoding, "UTF8"),
         )
-        if pending:
-            # A result without rows is only the header line: nothing is written (NoData). Until
-            # the first flush the counter is at its initial state, so a fresh one can probe.
-            records = CsvRowCounter().count(b"".join(pending))
-            if size or records - (1 if header_left else 0) > 0:
-                await flush()
+        # A result without rows is only the header line: nothing is written (NoData).
+        if pending and (size or record_count(b"".join(pending)) > (1 if header_left else 0)):
+            await flush()
         return ExportResult(rows=rows, bytes=size)
 
     async def _inline_params(self, conn: Any, sql: str, params: dict[str, str]) -> str:
@@ -420,4 +401,4 @@ def _message(exc: asyncpg.PostgresError) -> str:
     return str(getattr(exc, "message", "") or type(exc).__name__)
 
 
-__all__ = ["CLOSE_TIMEOUT_S", "STOP_TIMEOUT_S", "CsvRowCounter", "PostgresProvider"]
+__all__ = ["CLOSE_TIMEOUT_S", "STOP_TIMEOUT_S", "PostgresProvider"]

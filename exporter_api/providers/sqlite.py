@@ -28,10 +28,10 @@ import anyio.to_thread
 import structlog
 
 from exporter_api.config import DatabaseConfig
+from exporter_api.csvcodec import CsvEncoder
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers._sqlitecsv import Reader
 from exporter_api.providers.base import (
-    CsvEncoder,
     DatabaseProvider,
     ExportRequest,
     ExportResult,
@@ -268,7 +268,7 @@ def _export_csv(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Quer
             if not count:
                 return
             body = _encode(chunk, encoder, request.delimiter, done + 1)
-            head = encoder.encode([names]) if (not done and request.header) else b""
+            head = encoder.header() if (not done and request.header) else b""
             emit(head + body, count)
             done += count
 
@@ -286,7 +286,7 @@ def _encode(chunk: bytes, encoder: CsvEncoder, delimiter: str, first_row: int) -
         text = chunk.decode()
     except UnicodeDecodeError:
         raise QueryFailed(_NOT_UTF8) from None
-    if encoder.encoding == "utf-8":
+    if encoder.codec == "utf-8":
         return chunk
 
     def rows() -> list[Sequence[object]]:

@@ -231,7 +231,9 @@ class RunsComponent:
             ):
                 tg.start_soon(self._watch_sessions)
                 self._engine = engine
-                self._service = RunService(self._repository, engine, services.links)
+                self._service = RunService(
+                    self._repository, engine, services.links, self.config.output.encoding
+                )
                 try:
                     yield
                 finally:

@@ -27,7 +27,7 @@ from exporter_api.errors import (
     NotFound,
     TooManyRequests,
 )
-from exporter_api.runs.downloads import Downloads
+from exporter_api.runs.downloads import Downloads, OnServed
 from exporter_api.runs.errors import (
     DatabaseNotConfigured,
     RunAlreadyFinished,
@@ -35,6 +35,7 @@ from exporter_api.runs.errors import (
     RunNotFound,
     TooManyActiveRuns,
 )
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import (
     FILE_ID_PATTERN,
     RUN_ID_PATTERN,
@@ -42,10 +43,9 @@ from exporter_api.runs.models import (
     RunCreateRequest,
 )
 from exporter_api.runs.operations import RunListQuery
-from exporter_api.runs.repository import RunRepository, StoredFile
+from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.selection import plan_run
-from exporter_api.runs.service import RunService, owns, sign_files, state_for
-from exporter_api.runs.writers.formats import format_of, media_type
+from exporter_api.runs.service import RunService, owns, served_media_type, sign_files, state_for
 from exporter_api.security.links import ZIP_TARGET, DownloadLinks, LinkExpired, LinkInvalid
 
 if TYPE_CHECKING:
@@ -204,12 +204,26 @@ class RunsApi:
         files = await self.backend.service.files(user, request.path_params["run_id"])
         return json_response(files, headers=_NO_STORE)
 
-    def _media_type(self, stored: StoredFile) -> str:
-        """The media type recorded with the file (its profile's charset for a CSV); a file
-        recorded before media types were is taken to be in ``[output] encoding``."""
-        if stored.media_type is not None:
-            return stored.media_type
-        return media_type(format_of(stored.name), self.backend.config.output.encoding)
+    def _recorded(
+        self,
+        request: Request,
+        user: AuthenticatedUser,
+        run_id: str,
+        files: list[StoredFile],
+        *,
+        zipped: bool = False,
+    ) -> OnServed:
+        """The download's audit record and metric, made once it is served (not when refused)."""
+        return functools.partial(
+            audit.download,
+            self.backend.services,
+            request,
+            user,
+            run_id,
+            files,
+            zipped=zipped,
+            signed=self._signed(request),
+        )
 
     async def download_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
@@ -222,25 +236,25 @@ class RunsApi:
         )
         if stored is None:
             raise NotFound("file not found")
-        signed = self._signed(request)
-        await audit.download(self.backend.services, request, user, run_id, [stored], signed=signed)
         return await self.downloads.file(
             (user.login, user.database_id),
             self.backend.files_root / run_id,
             stored,
-            self._media_type(stored),
+            served_media_type(stored, self.backend.config.output.encoding),
             request.headers.get("range"),
+            on_served=self._recorded(request, user, run_id, [stored]),
         )
 
     async def download_zip(self, request: Request) -> Response:
-        if signed := self._signed(request):
+        if self._signed(request):
             user, run_id = await self._own_run_by_link(request, ZIP_TARGET)
         else:
             user, run_id = await self._own_run(request)
         files = await self.backend.repository.files(run_id)
-        await audit.download(
-            self.backend.services, request, user, run_id, files, zipped=True, signed=signed
-        )
         return self.downloads.zip(
-            (user.login, user.database_id), run_id, self.backend.files_root / run_id, files
+            (user.login, user.database_id),
+            run_id,
+            self.backend.files_root / run_id,
+            files,
+            on_served=self._recorded(request, user, run_id, files, zipped=True),
         )

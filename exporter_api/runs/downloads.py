@@ -15,6 +15,12 @@ no further reading or compressing — and ``download_aborted`` is logged.
 
 Each user (login + database) may hold at most ``server.max_downloads_per_user`` downloads at a
 time, single files and ZIPs together; one more is refused with 429 and ``Retry-After``.
+
+A download is served once every check that can refuse it (429, a file gone: 404, a range outside
+the file: 416) has passed: only then, just before the status line goes out, does the response
+await its ``on_served`` callback (the audit record: "who exported what"). A callback that
+raises refuses the download still, since nothing has been sent yet. A HEAD request (the
+headers alone: nothing is read or exported) is not recorded.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from exporter_api.errors import NotFound, TooManyRequests
 from exporter_api.problems import problem
-from exporter_api.runs.repository import StoredFile
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.zipstream import ZipError, ZipWriter
 
 __all__ = [
@@ -42,6 +48,7 @@ __all__ = [
     "DownloadSlots",
     "Downloads",
     "FileDownloadResponse",
+    "OnServed",
     "ZipDownloadResponse",
     "content_disposition",
 ]
@@ -55,6 +62,8 @@ IO_THREADS = 4
 RETRY_AFTER_S = 5
 
 UserKey = tuple[str, str]  # (login, database id)
+OnServed = Callable[[], Awaitable[None]]
+"""Awaited once a download is served, before its status line (see the module's docstring)."""
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
 
@@ -152,11 +161,13 @@ class _DownloadResponse(Response):
         run_id: str,
         media_type: str,
         headers: dict[str, str],
+        on_served: OnServed,
     ) -> None:
         super().__init__(media_type=media_type, headers=headers)
         self.downloads = downloads
         self.lease = lease
         self.run_id = run_id
+        self.on_served = on_served
         self.bytes_sent = 0
 
     async def _body(self, send: Callable[[bytes], Awaitable[None]]) -> None:
@@ -186,10 +197,13 @@ class _DownloadResponse(Response):
             gone = True
             scope_to_cancel.cancel()
 
+        head = scope.get("method") == "HEAD"  # the headers only: nothing read, nothing exported
         try:
+            if not head:
+                await self.on_served()
             start = {"type": "http.response.start", "status": self.status_code}
             await send_message({**start, "headers": self.raw_headers})
-            if scope.get("method") != "HEAD":  # HEAD: the headers, nothing read or deflated
+            if not head:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch_disconnect, tg.cancel_scope)
                     try:
@@ -265,9 +279,10 @@ class FileDownloadResponse(_DownloadResponse):
         size: int,
         media_type: str,
         headers: dict[str, str],
+        on_served: OnServed,
         byte_range: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(downloads, lease, run_id, media_type, headers)
+        super().__init__(downloads, lease, run_id, media_type, headers, on_served)
         self.source = source
         self.headers["accept-ranges"] = "bytes"
         first, last = byte_range if byte_range is not None else (0, size - 1)
@@ -312,8 +327,9 @@ class ZipDownloadResponse(_DownloadResponse):
         directory: Path,
         files: Iterable[StoredFile],
         headers: dict[str, str],
+        on_served: OnServed,
     ) -> None:
-        super().__init__(downloads, lease, run_id, "application/zip", headers)
+        super().__init__(downloads, lease, run_id, "application/zip", headers, on_served)
         self.directory = directory
         self.files = list(files)
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
@@ -379,9 +395,12 @@ class Downloads:
         stored: StoredFile,
         media_type: str,
         range_header: str | None = None,
+        *,
+        on_served: OnServed,
     ) -> Response:
         """The response for one stored file (`NotFound` when it is gone from the disk); 206
-        for one satisfiable byte range, 416 for a range outside the file."""
+        for one satisfiable byte range, 416 for a range outside the file. ``on_served`` is
+        awaited only when the file is served (200 or 206)."""
         lease = self.slots.acquire(key)
         try:
             opened = await self.run_io(_open_regular, directory / stored.name)
@@ -415,13 +434,21 @@ class Downloads:
                 "X-Content-SHA256": stored.sha256,
                 "Cache-Control": "private, no-store",
             },
+            on_served,
             byte_range,
         )
 
     def zip(
-        self, key: UserKey, run_id: str, directory: Path, files: Iterable[StoredFile]
+        self,
+        key: UserKey,
+        run_id: str,
+        directory: Path,
+        files: Iterable[StoredFile],
+        *,
+        on_served: OnServed,
     ) -> ZipDownloadResponse:
-        """The response streaming every file of ``run_id`` as ``<runId>.zip``."""
+        """The response streaming every file of ``run_id`` as ``<runId>.zip`` (``on_served``
+        awaited just before its status line)."""
         lease = self.slots.acquire(key)
         return ZipDownloadResponse(
             self,
@@ -433,4 +460,5 @@ class Downloads:
                 "Content-Disposition": content_disposition(f"{run_id}.zip"),
                 "Cache-Control": "private, no-store",
             },
+            on_served,
         )

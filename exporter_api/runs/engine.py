@@ -15,16 +15,16 @@ Alongside, four loops:
   the store) and stops here without writing anything; cancel flags set through instances whose
   notification was lost are applied (the safety net of ``CANCEL_CHANNEL``); final states whose
   save failed are saved again.
-* lease: a run whose heartbeat has not been stamped for ``takeover_after_s - heartbeat_s``
-  (the store cannot be reached) stops here without writing anything, as a lost run does --
-  before another instance may take it over, so two instances never write its files at once.
-  It is taken over, or claimed again here, once the store answers.
-* claim (on ``RUN_QUEUED_CHANNEL``, else every ``heartbeat_s``): claim runs nobody drives --
-  queued ones, and those whose driver's heartbeat is older than ``takeover_after_s`` (it died).
-  A claimed run resumes: its directory is reconciled with the files recorded (a dead owner's
-  partial files go), the variants that were unfinished start again from the beginning, the
-  finished ones and their files stay. A run taken over more than ``max_run_attempts`` times,
-  or whose credentials cannot be read any more, ends ``Failed`` with a message saying so.
+* lease (`exporter_api.runs.leases`): a run whose heartbeat has not been stamped for
+  ``takeover_after_s - heartbeat_s`` (the store cannot be reached) stops here without writing
+  anything, as a lost run does -- before another instance may take it over.
+* claim (`exporter_api.runs.claims`; on ``RUN_QUEUED_CHANNEL``, else every ``heartbeat_s``):
+  claim runs nobody drives -- queued ones, and those whose driver's heartbeat is older than
+  ``takeover_after_s`` (it died). A claimed run resumes: its directory is reconciled with the
+  files recorded (a dead owner's partial files go), the variants that were unfinished start
+  again from the beginning, the finished ones and their files stay. A run taken over more than
+  ``max_run_attempts`` times, or whose credentials cannot be read any more, ends ``Failed``
+  with a message saying so.
 * retention (when ``server.retention_days`` > 0).
 
 How one run begins (fresh or resumed) and what its end means -- Cancelled, Failed naming the
@@ -54,6 +54,7 @@ import structlog
 from ulid import ULID
 
 from exporter_api.notify import CANCEL_CHANNEL, RUN_QUEUED_CHANNEL, LocalNotifier, Notifier
+from exporter_api.runs.claims import OrphanClaims
 from exporter_api.runs.errors import (
     DatabaseNotConfigured,
     RunAlreadyFinished,
@@ -61,6 +62,7 @@ from exporter_api.runs.errors import (
     TooManyActiveRuns,
 )
 from exporter_api.runs.executor import ActiveRun, EventPublisher, RunExecutor
+from exporter_api.runs.leases import LeaseWatch
 from exporter_api.runs.lifecycle import CredentialSource, RunLifecycle, RunObserver
 from exporter_api.runs.models import (
     RunState,
@@ -81,7 +83,6 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("exporter_api.runs.engine")
 
-_CLAIM_PAGE = 20  # claimable runs read at a time
 _ORIGINS_KEPT = 1024
 
 
@@ -130,8 +131,6 @@ class RunEngine:
             max_run_attempts if max_run_attempts is not None else server.max_run_attempts
         )
         self.drain_grace_s = drain_grace_s if drain_grace_s is not None else server.drain_grace_s
-        # The config keeps takeover_after_s >= 2 * heartbeat_s; half of it for direct callers.
-        self.lease_s = max(self.takeover_after_s - self.heartbeat_s, self.takeover_after_s / 2)
         self.retention = Retention(
             repository,
             files_root,
@@ -140,7 +139,6 @@ class RunEngine:
             sweep_s=retention_sweep_s,
         )
         self.cancel_wait_s = cancel_wait_s
-        self.claim_delay_s = claim_delay_s
         self.instance_id = secrets.token_hex(8)
         self.queue = RunQueue(repository.store)
         self.slots = SlotLeases(
@@ -175,10 +173,24 @@ class RunEngine:
         )
         self._databases = {db.id: db for db in config.databases}
         self._active: dict[str, ActiveRun] = {}
+        self.leases = LeaseWatch(
+            self._active, heartbeat_s=self.heartbeat_s, takeover_after_s=self.takeover_after_s
+        )
+        self.claims = OrphanClaims(
+            self.queue,
+            self.instance_id,
+            driven=self._active.keys(),
+            unsaved=self.lifecycle.unsaved.keys(),
+            adopt=self._adopt,
+            draining=lambda: self._draining,
+            exclusive_store=exclusive_store,
+            takeover_after_s=self.takeover_after_s,
+            heartbeat_s=self.heartbeat_s,
+            claim_delay_s=claim_delay_s,
+        )
         # Client addresses of the runs queued here, for their log lines if claimed here too.
         self._origins: OrderedDict[str, str] = OrderedDict()
         self._start_lock = anyio.Lock()
-        self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._shutting_down = False
         self._draining = False
@@ -212,8 +224,8 @@ class RunEngine:
                 # process, so it resumes now rather than after the takeover delay.
                 await self.claim_orphans(startup=True)
                 tg.start_soon(self._heartbeat_loop)
-                tg.start_soon(self._lease_loop)
-                tg.start_soon(self._claim_loop)
+                tg.start_soon(self.leases.loop)
+                tg.start_soon(self.claims.loop)
                 if self.config.server.retention_days > 0:
                     tg.start_soon(self.retention.loop)
                 try:
@@ -364,7 +376,7 @@ class RunEngine:
             self._cancel_here(run)
 
     async def _on_queued(self, run_id: str) -> None:
-        self._wake.set()
+        self.claims.wake()
 
     async def apply_cancel_requests(self) -> list[str]:
         """Cancel the runs driven here whose cancel flag is set (a lost notification)."""
@@ -401,72 +413,12 @@ class RunEngine:
         await self.apply_cancel_requests()
         await self.lifecycle.save_unsaved(lost)
 
-    async def _lease_loop(self) -> None:
-        while True:
-            leased = [run.leased_at for run in self._active.values() if not run.lost]
-            expiry = min(leased, default=time.monotonic() + self.heartbeat_s) + self.lease_s
-            await anyio.sleep(min(self.heartbeat_s, max(0.0, expiry - time.monotonic())))
-            self.abandon_expired()
-
-    def abandon_expired(self) -> list[str]:
-        """Stop the runs whose heartbeat could not be stamped for ``lease_s``: another instance
-        may take them over soon, so this one writes nothing more for them."""
-        now = time.monotonic()
-        expired = [
-            run
-            for run in self._active.values()
-            if not run.lost and now - run.leased_at >= self.lease_s
-        ]
-        for run in expired:
-            run.lost = True
-            run.scope.cancel()
-        if expired:
-            _log.warning(
-                "runs_abandoned_store_unreachable",
-                run_ids=[run.run_id for run in expired],
-                lease_s=self.lease_s,
-            )
-        return [run.run_id for run in expired]
-
-    async def _claim_loop(self) -> None:
-        while True:
-            with anyio.move_on_after(self.heartbeat_s):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-            try:
-                while await self.claim_orphans(limit=1):  # one at a time: the load changes
-                    pass
-            except Exception as exc:  # the store may be briefly unavailable; try again later
-                _log.warning("claim_failed", error_type=type(exc).__name__)
-
     async def claim_orphans(self, *, startup: bool = False, limit: int | None = None) -> list[str]:
-        """Claim and resume (at most ``limit``) runs nobody drives: queued, or whose driver died.
-
-        Before each claim an instance waits ``claim_delay_s`` per run it already drives (up to
-        ten): an idle instance claims at once, so queued runs spread over the instances."""
-        if self._draining or self._tg is None:
+        """Claim and resume (at most ``limit``) runs nobody drives: queued, or whose driver died
+        (see `OrphanClaims`)."""
+        if self._tg is None:
             return []
-        stale_after_s = None if startup and self.exclusive_store else self.takeover_after_s
-        claimed: list[str] = []
-        after = ""
-        while True:  # page by page (run ids ascending): at startup every orphan is claimed
-            page = await self.queue.claimable(
-                stale_after_s=stale_after_s, after=after, limit=_CLAIM_PAGE
-            )
-            for seen in page:
-                if self._draining or (limit is not None and len(claimed) >= limit):
-                    return claimed
-                if seen.run_id in self._active or seen.run_id in self.lifecycle.unsaved:
-                    continue
-                if not startup and self._active:
-                    await anyio.sleep(min(len(self._active), 10) * self.claim_delay_s)
-                began = time.monotonic()
-                claim = await self.queue.claim(seen, self.instance_id)
-                if claim is not None and await self._adopt(seen, claim, began):
-                    claimed.append(seen.run_id)
-            if len(page) < _CLAIM_PAGE:
-                return claimed
-            after = page[-1].run_id
+        return await self.claims.claim(startup=startup, limit=limit)
 
     async def _adopt(self, seen: Claimable, claim: Claim, claimed_at: float) -> bool:
         state = await self.repo.load(claim.run_id)

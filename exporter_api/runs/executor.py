@@ -9,8 +9,11 @@ The live ``RunState`` of a run is mutated only under the run's lock; each change
 (one store transaction, fenced by this instance's id) and then published to the run's hub group
 while the lock is held, so the store and the event stream always agree on the order of changes.
 Progress (``script.progress``) is throttled to ``progress_interval_s`` per script, with a final
-event after every variant; the counters are saved every ``persist_progress_s``, and a failed
-progress save is only logged (the next one retries), unlike a status change. A save refused
+event after every variant; the counters are saved at most every ``persist_progress_s`` and at
+the latest ``persist_progress_s`` after they changed, rows arriving or not (a query that
+streams fast and then stalls is saved as far as it got: a page reload never shows fewer rows
+than the hub sent), and a failed progress save is only logged (the next one retries), unlike a
+status change. A save refused
 because another instance took the run over marks the run *lost* and cancels its scope: from
 then on this instance writes and publishes nothing for it.
 """
@@ -21,7 +24,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +36,7 @@ import structlog
 from exporter_api.errors import ExporterError, StoreUnavailable
 from exporter_api.providers.base import ExportColumn, ExportRequest
 from exporter_api.runs.errors import FILE_WRITTEN_ELSEWHERE, ExportFileConflict, failure_message
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.files import FileWriter, WrittenFile, render_file_name, unique_name
 from exporter_api.runs.models import (
     GROUP_UPDATED,
@@ -50,14 +54,13 @@ from exporter_api.runs.models import (
     VariantState,
     utc_now,
 )
-from exporter_api.runs.repository import RunNotOwned, RunOwner, StoredFile
+from exporter_api.runs.repository import RunNotOwned, RunOwner
 from exporter_api.runs.status import is_active, recompute_script, refresh_run
 from exporter_api.runs.writers import (
     CsvStyle,
     OutputSpec,
     VariantOutput,
     format_of,
-    part_name,
     with_format,
 )
 
@@ -240,41 +243,45 @@ class RunExecutor:
                 nxt = pending[i + 1] if i + 1 < len(pending) else None
                 vstate = vstates[k]
                 progress = _Progress(self, run, script, vstate, pace)
-                outcome, error, stored = await self._export(
-                    run, planned, variants[k], k + 1, progress, username, password
-                )
-
-                def finish(
-                    now: str,
-                    k: int = k,
-                    nxt: int | None = nxt,
-                    outcome: Status = outcome,
-                    error: str | None = error,
-                    stored: list[StoredFile] = stored,
-                ) -> None:
-                    v = vstates[k]
-                    v.status = outcome
-                    v.finished_at = now
-                    v.error = error
-                    v.message = error if error else outcome
-                    v.file_id = stored[0].file_id if stored else None
-                    if nxt is not None:
-                        start(nxt, now)
-
-                changed = [vstate] if nxt is None else [vstate, vstates[nxt]]
-                # Shielded: once the export returned, its file is committed; a cancel arriving
-                # now must not leave that file unrecorded (it takes effect at the next variant).
-                with anyio.CancelScope(shield=True):
-                    await progress.emit(final=True)  # before the status change it explains
-                    await self._change(
-                        run,
-                        planned.group_id,
-                        script,
-                        changed,
-                        finish,
-                        files=stored,
-                        message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
+                async with progress.persisting():
+                    outcome, error, stored = await self._export(
+                        run, planned, variants[k], k + 1, progress, username, password
                     )
+                    progress.stop()  # its final counters are saved with its status, below
+
+                    def finish(
+                        now: str,
+                        k: int = k,
+                        nxt: int | None = nxt,
+                        outcome: Status = outcome,
+                        error: str | None = error,
+                        stored: list[StoredFile] = stored,
+                    ) -> None:
+                        v = vstates[k]
+                        v.status = outcome
+                        v.finished_at = now
+                        v.error = error
+                        v.message = error if error else outcome
+                        v.file_id = stored[0].file_id if stored else None
+                        if nxt is not None:
+                            start(nxt, now)
+
+                    changed = [vstate] if nxt is None else [vstate, vstates[nxt]]
+                    # Shielded: once the export returned, its file is committed; a cancel
+                    # arriving now must not leave that file unrecorded (it takes effect at the
+                    # next variant). Inside `persisting`: its end, which waits for a progress
+                    # save in flight, is no point a cancel can cut in before this.
+                    with anyio.CancelScope(shield=True):
+                        await progress.emit(final=True)  # before the status change it explains
+                        await self._change(
+                            run,
+                            planned.group_id,
+                            script,
+                            changed,
+                            finish,
+                            files=stored,
+                            message=None if nxt is None else f"Executing variant {nxt + 1}/{n}",
+                        )
 
     async def _expected_rows(self, run: ActiveRun, planned: PlannedScript) -> int | None:
         """What the ETA is measured against: the rows of the script's last successful run
@@ -342,7 +349,7 @@ class RunExecutor:
                 if count == 0:
                     vstate.bytes_written = 0
                     return "NoData", None, []  # nothing was written: no file
-                written = await _commit_parts(run, output, rendered, log)
+                written = await _commit_parts(run, output, log)
                 vstate.bytes_written = sum(w.size_bytes for w in written)
                 now = utc_now()
                 return (
@@ -563,7 +570,9 @@ class _Pace:
 
 
 class _Progress:
-    """Counts rows/bytes of one variant and emits throttled ``script.progress`` events."""
+    """Counts rows/bytes of one variant, emits throttled ``script.progress`` events and saves
+    the counters: at most every ``persist_progress_s``, and within ``persist_progress_s`` of
+    their last change even when no more rows arrive (:meth:`persisting` runs the timer)."""
 
     def __init__(
         self,
@@ -582,6 +591,9 @@ class _Progress:
         self.base_bytes = sum(v.bytes_written for v in script.variants if v is not variant)
         self.last_emit = 0.0
         self.last_persist = time.monotonic()
+        self._saved = (variant.rows_exported, variant.bytes_written)  # what the store holds
+        self._changed = anyio.Event()  # counters the store does not hold yet
+        self._timer = anyio.CancelScope()  # `persisting`'s timer; `stop` ends it
 
     async def emit(self, *, final: bool = False) -> None:
         if self.run.lost:
@@ -616,45 +628,90 @@ class _Progress:
             self.last_emit = now
             await self.emit()
         if now - self.last_persist >= self.executor.persist_progress_s:
-            self.last_persist = now
-            self.script.rows_exported = self.base_rows + rows
-            self.script.bytes_written = self.base_bytes + size
-            async with self.run.lock:
-                with anyio.CancelScope(shield=True):
-                    began = time.monotonic()
-                    try:
-                        await self.executor.repo.save(
-                            self.run.state,
-                            script=self.script,
-                            variants=[self.variant],
-                            instance_id=self.executor.instance_id,
-                        )
-                        self.run.renew(began)
-                    except RunNotOwned:
-                        self.executor.lose(self.run)
-                    except Exception as exc:
-                        # Progress is advisory: a store blip (a failover) must not stop the
-                        # export. The next interval saves again; state changes still fail the run.
-                        _log.warning(
-                            "progress_save_failed",
-                            run_id=self.run.run_id,
-                            error_type=type(exc).__name__,
-                        )
+            await self.persist()
+        else:
+            self._changed.set()  # saved by the timer of `persisting` if no write is due first
+
+    @contextlib.asynccontextmanager
+    async def persisting(self) -> AsyncIterator[None]:
+        """While the variant exports: save counters left unsaved once their interval is up."""
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._save_late)
+            try:
+                yield
+            except Exception as exc:  # the variant's own: raised as it is, not in a group
+                failure = exc
+            finally:  # the variant's end saves its final counters with its status
+                self.stop()
+        if failure is not None:
+            raise failure
+
+    def stop(self) -> None:
+        """No more timed saves (one in flight completes: the end of `persisting` waits)."""
+        self._timer.cancel()
+
+    async def _save_late(self) -> None:
+        with self._timer:
+            while True:
+                await self._changed.wait()
+                due = self.last_persist + self.executor.persist_progress_s
+                await anyio.sleep(max(0.0, due - time.monotonic()))
+                if time.monotonic() < self.last_persist + self.executor.persist_progress_s:
+                    continue  # a write saved meanwhile: the interval runs from that save
+                self._changed = anyio.Event()
+                await self.persist()
+
+    async def persist(self) -> None:
+        """Save the variant's counters and its script's (unless the store holds them)."""
+        counters = (self.variant.rows_exported, self.variant.bytes_written)
+        if counters == self._saved or self.run.lost:
+            return
+        # Taken as saved from now on, so that neither the timer nor a write saves the same
+        # counters again while this save waits for the lock or the store; undone if it fails.
+        previous, self._saved = self._saved, counters
+        self.last_persist = time.monotonic()
+        rows, size = counters
+        self.script.rows_exported = self.base_rows + rows
+        self.script.bytes_written = self.base_bytes + size
+        async with self.run.lock:
+            with anyio.CancelScope(shield=True):
+                began = time.monotonic()
+                try:
+                    await self.executor.repo.save(
+                        self.run.state,
+                        script=self.script,
+                        variants=[self.variant],
+                        instance_id=self.executor.instance_id,
+                    )
+                    self.run.renew(began)
+                except RunNotOwned:
+                    self.executor.lose(self.run)
+                except Exception as exc:
+                    # Progress is advisory: a store blip (a failover) must not stop the
+                    # export. The next interval saves again; state changes still fail the run.
+                    self._saved = previous
+                    self._changed.set()
+                    _log.warning(
+                        "progress_save_failed",
+                        run_id=self.run.run_id,
+                        error_type=type(exc).__name__,
+                    )
 
 
 # A variant's file names and commits: they need the run and its writers, not the executor.
 
 
 async def _commit_parts(
-    run: ActiveRun, output: VariantOutput, rendered: str, log: structlog.BoundLogger
+    run: ActiveRun, output: VariantOutput, log: structlog.BoundLogger
 ) -> list[WrittenFile]:
-    """Commit every part of ``output`` (``rendered``, or ``..._part001`` ... when there are
-    several): all of them, or none (a part committed before one that failed is removed)."""
+    """Commit every part of ``output`` under the name ``output`` gave it (made unique among
+    the run's files): all of them, or none (a part committed before one that failed is
+    removed)."""
     written: list[WrittenFile] = []
-    several = len(output.parts) > 1
     try:
-        for k, writer in enumerate(output.parts, start=1):
-            name = part_name(rendered, k) if several else rendered
+        for writer in output.parts:
+            name = writer.name
             writer.rename(unique_name(name, run.taken_names))
             written.append(await _commit(run, writer, name, log))
     except BaseException:

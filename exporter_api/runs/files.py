@@ -7,9 +7,9 @@ directory just made), so a file the store records survives a power loss. Moving 
 overwrites: a final name that exists already (an owner cut off from the store still writing
 after its run was taken over, racing the new owner) fails that commit with
 ``ExportFileConflict`` and leaves the file on disk as it was (the run's owner then commits
-under the next free name: see ``RunExecutor``). Disk writes run on a worker
-thread in batches of about ``flush_bytes`` so the event loop never blocks and memory stays
-bounded whatever the size of the result.
+under the next free name: see ``RunExecutor``). The data is written by the output of a
+variant (`writers.output.VariantOutput`) on a worker thread of its own, batch by batch, so the
+event loop never blocks and memory stays bounded whatever the size of the result.
 
 Files and directories are created with the configured ``[output] file_mode`` / ``dir_mode``
 (private to the service's user by default) whatever the process umask. A full or unwritable disk
@@ -217,10 +217,11 @@ class WrittenFile:
 
 
 class FileWriter:
-    """An ``ExportSink`` writing one export file.
+    """One export file, written under a partial name of its own and committed into place.
 
-    Use as ``async with FileWriter(...) as writer``; call ``commit()`` to keep the file. Leaving
-    the block without a commit (error, cancellation, zero rows) removes the partial file.
+    The blocking steps (``open_sync``, ``write_sync``, ``seal_sync``, ``discard_sync``) run on
+    the worker thread of the `VariantOutput` that owns the writer; ``commit()`` keeps the file,
+    and the output discards every part it did not commit (error, cancellation, zero rows).
     """
 
     def __init__(
@@ -228,8 +229,6 @@ class FileWriter:
         directory: Path,
         name: str,
         *,
-        bom: bool = False,
-        flush_bytes: int = 1 << 20,
         file_mode: int = DEFAULT_FILE_MODE,
         dir_mode: int = DEFAULT_DIR_MODE,
     ) -> None:
@@ -241,16 +240,12 @@ class FileWriter:
         # One name per writer: an old owner still alive at a takeover and the new owner never
         # write (or remove) the same partial file.
         self.part_path = directory / f".{name}.{secrets.token_hex(8)}{PART_SUFFIX}"
-        self._bom = bom
-        self._flush_bytes = flush_bytes
-        self._pending: list[bytes] = []
-        self._pending_size = 0
         self._hash = hashlib.sha256()
         self._file: IO[bytes] | None = None
         self._written = 0  # bytes handed to the file
         self._writeback_from = 0
         self.rows = 0
-        self.bytes_written = 0  # payload bytes received (BOM included)
+        self.bytes_written = 0  # payload bytes received (BOM included; before compression)
         self._size: int | None = None  # once the data is complete and synced
         self._committed: WrittenFile | None = None
 
@@ -266,37 +261,6 @@ class FileWriter:
             os.close(fd)
             self.part_path.unlink(missing_ok=True)
             raise
-
-    async def __aenter__(self) -> FileWriter:
-        await anyio.to_thread.run_sync(disk_call, self.open_sync)
-        if self._bom:
-            self._buffer(UTF8_BOM)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._committed is None:
-            with anyio.CancelScope(shield=True):
-                await self.discard()
-
-    def _buffer(self, chunk: bytes) -> None:
-        self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        self.bytes_written += len(chunk)
-
-    async def write(self, chunk: bytes, rows: int) -> None:
-        """Append CSV bytes for ``rows`` rows (the provider's ``ExportSink.write``)."""
-        self._buffer(chunk)
-        self.rows += rows
-        if self._pending_size >= self._flush_bytes:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending.clear()
-        self._pending_size = 0
-        await anyio.to_thread.run_sync(disk_call, lambda: self.write_sync(data))
 
     @property
     def file(self) -> IO[bytes]:
@@ -368,7 +332,6 @@ class FileWriter:
         """Flush, fsync, close and link into place; after an ``ExportFileConflict`` for a name
         in place, ``rename()`` and ``commit()`` again (the data is kept)."""
         if self._size is None:
-            await self._flush()
             await anyio.to_thread.run_sync(disk_call, self.seal_sync)
         assert self._size is not None
         final = self.final_path
@@ -393,7 +356,6 @@ class FileWriter:
 
     def discard_sync(self) -> None:
         """Close and remove the partial file (blocking; idempotent)."""
-        self._pending.clear()
         file, self._file = self._file, None
         if file is not None:
             # Closing flushes what is still buffered, which fails on a full disk; the
@@ -404,7 +366,3 @@ class FileWriter:
             self.part_path.unlink(missing_ok=True)
         except OSError as exc:  # a read-only or failing disk: the run's cleanup gets it later
             _log.warning("partial_file_not_removed", run_id=self.directory.name, errno=exc.errno)
-
-    async def discard(self) -> None:
-        """Close and remove the partial file (idempotent)."""
-        await anyio.to_thread.run_sync(self.discard_sync)

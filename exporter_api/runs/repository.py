@@ -3,27 +3,28 @@
 The engine keeps the live ``RunState`` of each active run in memory and writes every change here
 as it happens; readers (REST, hub subscription) always read the store, so one source of truth
 serves running and finished runs alike. Who drives a run (claims, heartbeats, cancel flags) is
-`exporter_api.runs.queue`'s.
+`exporter_api.runs.queue`'s; the rows and queries of its recorded files are
+`exporter_api.runs.filerecords`' (a save records a variant's files in its transaction).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from exporter_api.runs import filerecords
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import (
     GroupState,
-    RunFile,
     RunState,
     RunSummary,
     ScriptState,
     VariantState,
 )
 from exporter_api.runs.queue import store_clock
-from exporter_api.runs.writers.formats import MEDIA_TYPES, format_of
 
 if TYPE_CHECKING:
     from exporter_api.store import Store
@@ -52,65 +53,6 @@ class RunOwner:
             manager_id,
             stream_id,
         )
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    run_id: str
-    file_id: str
-    group_id: str
-    script_id: str
-    variant: int
-    name: str
-    size_bytes: int
-    rows: int
-    sha256: str
-    created_at: str
-    # How the file is served (``text/csv; charset=windows-1251``); None: recorded before the
-    # media type was, known by its name's format only.
-    media_type: str | None = None
-
-    @property
-    def path(self) -> str:
-        return f"/api/runs/{self.run_id}/files/{self.file_id}"
-
-    def dto(self, download_url: str | None = None) -> RunFile:
-        return RunFile(
-            file_id=self.file_id,
-            group_id=self.group_id,
-            script_id=self.script_id,
-            variant=self.variant,
-            name=self.name,
-            size_bytes=self.size_bytes,
-            rows=self.rows,
-            sha256=self.sha256,
-            created_at=self.created_at,
-            download_url=download_url or self.path,
-            format=format_of(self.name),
-            media_type=self.media_type or MEDIA_TYPES[format_of(self.name)],
-        )
-
-
-_FILE_COLUMNS = (
-    "run_id, file_id, group_id, script_id, variant, name, size_bytes, rows, sha256, created_at,"
-    " media_type"
-)
-
-
-def _file(row: tuple[Any, ...]) -> StoredFile:
-    return StoredFile(
-        str(row[0]),
-        str(row[1]),
-        str(row[2]),
-        str(row[3]),
-        int(row[4]),
-        str(row[5]),
-        int(row[6]),
-        int(row[7]),
-        str(row[8]),
-        str(row[9]),
-        None if row[10] is None else str(row[10]),
-    )
 
 
 class RunRepository:
@@ -236,27 +178,7 @@ class RunRepository:
                 for variant in variants:
                     await self._save_variant(state.run_id, script.script_id, variant)
             for new in [file, *files] if file is not None else files:
-                await self._insert_file(new)
-
-    async def _insert_file(self, file: StoredFile) -> None:
-        await self.store.execute(
-            f"INSERT INTO run_files ({_FILE_COLUMNS}) VALUES (:run_id, :file_id,"  # noqa: S608
-            " :group_id, :script_id, :variant, :name, :size_bytes, :rows, :sha256,"
-            " :created_at, :media_type)",
-            {
-                "run_id": file.run_id,
-                "file_id": file.file_id,
-                "group_id": file.group_id,
-                "script_id": file.script_id,
-                "variant": file.variant,
-                "name": file.name,
-                "size_bytes": file.size_bytes,
-                "rows": file.rows,
-                "sha256": file.sha256,
-                "created_at": file.created_at,
-                "media_type": file.media_type,
-            },
-        )
+                await filerecords.insert(self.store, new)
 
     async def save_all(self, state: RunState, instance_id: str | None = None) -> None:
         """Persist the whole tree (after a cancel or a failure touched many parts); with
@@ -506,17 +428,10 @@ class RunRepository:
         ]
 
     async def files(self, run_id: str) -> list[StoredFile]:
-        rows = await self.store.fetch_all(
-            f"SELECT {_FILE_COLUMNS} FROM run_files WHERE run_id = :run_id"  # noqa: S608
-            " ORDER BY created_at, name, file_id",  # parts of a variant share created_at
-            {"run_id": run_id},
-        )
-        return [_file(r) for r in rows]
+        return await filerecords.files(self.store, run_id)
 
     async def file(self, run_id: str, file_id: str) -> StoredFile | None:
-        row = await self.store.fetch_one(
-            f"SELECT {_FILE_COLUMNS} FROM run_files"  # noqa: S608
-            " WHERE run_id = :run_id AND file_id = :file_id",
-            {"run_id": run_id, "file_id": file_id},
-        )
-        return _file(row) if row is not None else None
+        return await filerecords.file(self.store, run_id, file_id)
+
+
+__all__ = ["RunNotOwned", "RunOwner", "RunRepository"]

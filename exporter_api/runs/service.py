@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 from exporter_api.runs.errors import RunNotFound
 from exporter_api.runs.models import RUN_ID_PATTERN, RunFiles, RunList, RunState, format_time
+from exporter_api.runs.writers.formats import format_of, media_type
 from exporter_api.security.links import ZIP_TARGET
 
 if TYPE_CHECKING:
     from exporter_api.runs.engine import RunEngine
-    from exporter_api.runs.repository import RunOwner, RunRepository, StoredFile
+    from exporter_api.runs.filerecords import StoredFile
+    from exporter_api.runs.repository import RunOwner, RunRepository
     from exporter_api.runs.selection import RunPlan
     from exporter_api.security import AuthenticatedUser
     from exporter_api.security.links import DownloadLinks
@@ -36,16 +38,30 @@ def owns(owner: RunOwner | None, user: AuthenticatedUser) -> bool:
     )
 
 
+def served_media_type(stored: StoredFile, encoding: str) -> str:
+    """What ``stored`` is listed and downloaded as: the media type recorded with it (its
+    profile's charset for a CSV), or for a file recorded before media types were (migration
+    0008), its name's format with a CSV in ``encoding`` (``[output] encoding``)."""
+    if stored.media_type is not None:
+        return stored.media_type
+    return media_type(format_of(stored.name), encoding)
+
+
 def sign_files(
-    links: DownloadLinks, run_id: str, files: list[StoredFile], user: AuthenticatedUser
+    links: DownloadLinks,
+    run_id: str,
+    files: list[StoredFile],
+    user: AuthenticatedUser,
+    encoding: str,
 ) -> RunFiles:
-    """The run's files with signed download links for ``user``'s session (and the zip's)."""
+    """The run's files with signed download links for ``user``'s session (and the zip's), each
+    with the media type its download is served with (``encoding``: see `served_media_type`)."""
     now = time.time()
     dtos = []
     expires = 0
     for stored in files:
         sig, expires = links.mint(run_id, stored.file_id, user.session_id, now)
-        dtos.append(stored.dto(f"{stored.path}?sig={sig}"))
+        dtos.append(stored.dto(f"{stored.path}?sig={sig}", served_media_type(stored, encoding)))
     sig, expires = links.mint(run_id, ZIP_TARGET, user.session_id, now)
     return RunFiles(
         run_id=run_id,
@@ -56,13 +72,17 @@ def sign_files(
 
 
 async def state_for(
-    repository: RunRepository, links: DownloadLinks, run_id: str, user: AuthenticatedUser
+    repository: RunRepository,
+    links: DownloadLinks,
+    run_id: str,
+    user: AuthenticatedUser,
+    encoding: str,
 ) -> RunState | None:
     """The stored state of ``run_id`` with its files and signed links (for a page reload)."""
     state = await repository.load(run_id)
     if state is None:
         return None
-    signed = sign_files(links, run_id, await repository.files(run_id), user)
+    signed = sign_files(links, run_id, await repository.files(run_id), user, encoding)
     state.files = signed.files
     state.zip_url = signed.zip_url
     state.links_expire_at = signed.links_expire_at
@@ -70,10 +90,13 @@ async def state_for(
 
 
 class RunService:
-    def __init__(self, repository: RunRepository, engine: RunEngine, links: DownloadLinks) -> None:
+    def __init__(
+        self, repository: RunRepository, engine: RunEngine, links: DownloadLinks, encoding: str
+    ) -> None:
         self.repository = repository
         self.engine = engine
         self.links = links
+        self.encoding = encoding  # [output] encoding: see `served_media_type`
 
     async def check_owner(self, user: AuthenticatedUser, run_id: str) -> None:
         """``RunNotFound`` unless ``run_id`` is one of ``user``'s runs."""
@@ -85,7 +108,7 @@ class RunService:
 
     async def state(self, user: AuthenticatedUser, run_id: str) -> RunState:
         await self.check_owner(user, run_id)
-        state = await state_for(self.repository, self.links, run_id, user)
+        state = await state_for(self.repository, self.links, run_id, user, self.encoding)
         if state is None:  # deleted by the retention sweep in between
             raise RunNotFound()
         return state
@@ -98,7 +121,8 @@ class RunService:
 
     async def files(self, user: AuthenticatedUser, run_id: str) -> RunFiles:
         await self.check_owner(user, run_id)
-        return sign_files(self.links, run_id, await self.repository.files(run_id), user)
+        files = await self.repository.files(run_id)
+        return sign_files(self.links, run_id, files, user, self.encoding)
 
     async def list(self, user: AuthenticatedUser, *, limit: int, cursor: str | None) -> RunList:
         """A page of the user's runs, newest first."""
@@ -115,4 +139,4 @@ class RunService:
         return RunList(items=items, next_cursor=items[-1].run_id if more and items else None)
 
 
-__all__ = ["RunService", "is_run_id", "owns", "sign_files", "state_for"]
+__all__ = ["RunService", "is_run_id", "owns", "served_media_type", "sign_files", "state_for"]

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,8 +11,8 @@ import pytest
 from exporter_api import app as app_module
 from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
-from tests.exporter_api.conftest import NoRuns, app_client, running_app
-from tests.services import free_port, wait_for_port
+from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, app_client, running_app
+from tests.services import exporter_serve
 
 
 async def test_openapi_document(settings: Settings) -> None:
@@ -99,47 +96,13 @@ async def test_console_files_compressed_and_revalidated(
 
 
 def test_serve_runs_under_hypercorn_with_json_logs(settings: Settings, tmp_path: Path) -> None:
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("EXPORTER_STATE_URL", None)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter_api",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(settings.data_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            wait_for_port(port, timeout=60)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-                databases = client.get("/api/catalog/databases")
-                login = client.post(
-                    "/api/auth/login",
-                    json={
-                        "dbUsername": "USER1",
-                        "dbPassword": "demo",
-                        "databaseId": "db-test",
-                        "managerId": "m1",
-                        "streamId": "s1",
-                    },
-                )
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    served = exporter_serve(settings.config_path, settings.data_dir, log_path, timeout=60)
+    with served as (proc, url), httpx.Client(base_url=url) as client:
+        databases = client.get("/api/catalog/databases")
+        login = client.post("/api/auth/login", json=DEMO_LOGIN)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.wait(15)
     assert databases.json()["databases"][0]["id"] == "db-test"
     assert login.status_code == 200
     assert "Secure" not in login.headers["set-cookie"]  # plain http on loopback works

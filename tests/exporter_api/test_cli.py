@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -26,14 +23,22 @@ from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, generate_key,
 from exporter_api.store import open_store
 from exporter_api.workers import listening_socket
 from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, create_pg_database
-from tests.services import PostgresCluster, RedisServer, free_port, wait_for_port
+from tests.services import (
+    PostgresCluster,
+    RedisServer,
+    exporter_serve,
+    free_port,
+    kill_survivors,
+    log_events,
+    service_env,
+    wait_for_workers,
+)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")}
     return subprocess.run(
         [sys.executable, "-m", "exporter_api", *args],
-        env={**base, **(env or {})},
+        env=service_env(env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,10 +101,6 @@ def test_generate_key_prints_a_usable_key() -> None:
     assert first.stdout != second.stdout
 
 
-def _events(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
 def test_workers_need_the_postgresql_store_and_redis(tmp_path: Path) -> None:
     keys = {JWT_KEY_ENV: generate_key(), VAULT_KEY_ENV: generate_key()}
     sqlite = _cli("serve", "--data-dir", str(tmp_path), "--workers", "2", env=keys)
@@ -125,79 +126,42 @@ def test_workers_need_the_postgresql_store_and_redis(tmp_path: Path) -> None:
 
 
 def _serve_workers(
-    settings: Settings, state_url: str, redis: RedisServer, port: int, log: Any
-) -> subprocess.Popen[bytes]:
+    settings: Settings, state_url: str, redis: RedisServer, log_path: Path
+) -> AbstractContextManager[tuple[subprocess.Popen[bytes], str]]:
+    """``serve --workers 2`` on the PostgreSQL store ``state_url`` and ``redis``."""
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")},
         JWT_KEY_ENV: generate_key(),
         VAULT_KEY_ENV: generate_key(),
         "EXPORTER_REDIS_URL": redis.url,
-        "PYTHONUNBUFFERED": "1",
     }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter_api",
-            "serve",
-            "--workers",
-            "2",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(settings.data_dir),
-            "--state-url",
-            state_url,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
+    args = ("--workers", "2", "--state-url", state_url)
+    return exporter_serve(
+        settings.config_path, settings.data_dir, log_path, args=args, env=env, timeout=60
     )
-
-
-def _wait_for_workers(log_path: Path) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    started: set[int] = set()
-    while len(started) < 2 and time.monotonic() < deadline:
-        events = _events(log_path.read_text(encoding="utf-8"))
-        started = {e["worker"] for e in events if e["event"] == "service_started"}
-        time.sleep(0.1)  # polling other processes' logs, bounded by the deadline
-    assert started == {0, 1}
-    return events
 
 
 def test_workers_serve_one_port_and_stop_on_sigterm(
     settings: Settings, pg: PostgresCluster, redis: RedisServer, tmp_path: Path
 ) -> None:
-    port = free_port()
     state_url = create_pg_database(pg, "state_workers")
     log_path = tmp_path / "workers.log"
-    with log_path.open("wb") as log:
-        proc = _serve_workers(settings, state_url, redis, port, log)
-        try:
-            wait_for_port(port, timeout=60)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                _wait_for_workers(log_path)
-                assert client.get("/readyz").json() == {"status": "ready"}
-                login = client.post("/api/auth/login", json=DEMO_LOGIN)
-                assert login.status_code == 200
-                token = login.json()["accessToken"]
-                # Both workers accept the token (shared keys and store), whichever answers.
-                for _ in range(6):
-                    scripts = client.get(
-                        "/api/catalog/scripts", headers={"Authorization": f"Bearer {token}"}
-                    )
-                    assert scripts.status_code == 200
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise
+    with _serve_workers(settings, state_url, redis, log_path) as (proc, url):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            wait_for_workers(log_path)
+            assert client.get("/readyz").json() == {"status": "ready"}
+            login = client.post("/api/auth/login", json=DEMO_LOGIN)
+            assert login.status_code == 200
+            token = login.json()["accessToken"]
+            # Both workers accept the token (shared keys and store), whichever answers.
+            for _ in range(6):
+                scripts = client.get(
+                    "/api/catalog/scripts", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert scripts.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)  # past the deadline: the block's end stops it, and the test fails
     assert code == 0
-    events = _events(log_path.read_text(encoding="utf-8"))
+    events = log_events(log_path)
     pids = {e["pid"] for e in events if e["event"] == "worker_started"}
     assert len(pids) == 2
     assert sorted(e["worker"] for e in events if e["event"] == "worker_stopped") == [0, 1]
@@ -212,37 +176,19 @@ def test_workers_serve_one_port_and_stop_on_sigterm(
 def test_workers_drain_and_exit_when_the_supervisor_is_killed(
     settings: Settings, pg: PostgresCluster, redis: RedisServer, tmp_path: Path
 ) -> None:
-    port = free_port()
     state_url = create_pg_database(pg, "state_orphans")
     log_path = tmp_path / "workers.log"
-    with log_path.open("wb") as log:
-        proc = _serve_workers(settings, state_url, redis, port, log)
-        try:
-            wait_for_port(port, timeout=60)
-            events = _wait_for_workers(log_path)
-        finally:
-            proc.kill()  # SIGKILL (OOM killer, kill -9): the supervisor stops no one itself
-            proc.wait()
-        pids = {e["pid"] for e in events if e["event"] == "worker_started"}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # other processes: poll, bounded by the deadline
-            alive = set()
-            for pid in pids:
-                try:
-                    os.kill(pid, 0)
-                    alive.add(pid)
-                except ProcessLookupError:
-                    pass
-            if not alive:
-                break
-            time.sleep(0.1)
-        for pid in alive:
-            os.kill(pid, signal.SIGKILL)
+    with _serve_workers(settings, state_url, redis, log_path) as (proc, url):
+        events = wait_for_workers(log_path)
+        proc.kill()  # SIGKILL (OOM killer, kill -9): the supervisor stops no one itself
+        proc.wait()
+    pids = {e["pid"] for e in events if e["event"] == "worker_started"}
+    left = kill_survivors(pids, 30)
     assert len(pids) == 2
-    assert alive == set(), "workers outlived their supervisor"
-    events = _events(log_path.read_text(encoding="utf-8"))
+    assert left == [], "workers outlived their supervisor"
+    events = log_events(log_path)
     assert sum(e["event"] == "draining_started" for e in events) == 2  # as on SIGTERM
-    with listening_socket("127.0.0.1", port):  # a new supervisor can bind the port
+    with listening_socket("127.0.0.1", httpx.URL(url).port or 0):  # a new supervisor can bind
         pass
 
 

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.procstat import rss_bytes
 from tests.services import demo_config, exporter_serve
 
 RS = "\x1e"
@@ -34,13 +35,6 @@ DURATION_S = 20.0
 RSS_GROWTH_LIMIT_KB = 60 * 1024
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @dataclass
@@ -209,13 +203,13 @@ async def test_hub_connections_and_concurrent_runs_under_load(
             async with anyio.create_task_group() as tg:
                 for index in range(RUNNERS):
                     tg.start_soon(one_run, index)
-            baseline_kb = _rss_kb(proc.pid)
+            baseline_kb = rss_bytes(proc.pid) // 1024
             started = time.monotonic()
             async with anyio.create_task_group() as tg:
                 for index in range(RUNNERS):
                     tg.start_soon(runner, index, started + DURATION_S)
             elapsed = time.monotonic() - started
-            final_kb = _rss_kb(proc.pid)
+            final_kb = rss_bytes(proc.pid) // 1024
     print(
         f"\nload: {CONNECTIONS} hub connections, {RUNNERS} concurrent runners, {elapsed:.1f} s:"
         f" {figures.runs_finished} runs, {figures.events} events delivered,"
@@ -223,4 +217,6 @@ async def test_hub_connections_and_concurrent_runs_under_load(
     )
     assert figures.errors == []
     assert figures.runs_finished >= 2 * RUNNERS
+    assert baseline_kb > 0  # VmRSS was read
+    assert final_kb > 0  # and the service was still there to read it from
     assert final_kb - baseline_kb < RSS_GROWTH_LIMIT_KB

@@ -13,17 +13,14 @@ import anyio
 import httpx
 import pytest
 import structlog
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
-from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
-from exporter_api.app import create_app
-from exporter_api.config import Settings, default_config_path
+from exporter_api.config import Settings
 from exporter_api.notify import Handler, LocalNotifier, PostgresNotifier
 from exporter_api.store import Store, open_store
 from tests.exporter_api.conftest import DEMO_LOGIN, create_pg_database, demo_config_with
-from tests.services import PostgresCluster, free_port
+from tests.exporter_api.runs.live import live_service
+from tests.services import PostgresCluster, async_wait_until, free_port
 
 RS = "\x1e"
 SAME_ORIGIN = {"X-Requested-With": "test"}
@@ -126,10 +123,13 @@ async def test_postgres_notifier_reconnects_after_losing_its_connection(
                     " WHERE application_name = 'exporter_notifier'"
                 )
                 assert killed == [(True,)]
-                with anyio.fail_after(10):
-                    # A log line has no event to await: poll it, bounded by the deadline.
-                    while not any(e["event"] == "notifier_reconnected" for e in logs):  # noqa: ASYNC110
-                        await anyio.sleep(0.02)
+                # A log line has no event to await: poll it, bounded by the deadline.
+                await async_wait_until(
+                    lambda: any(e["event"] == "notifier_reconnected" for e in logs),
+                    10,
+                    "the notifier to reconnect",
+                    0.02,
+                )
                 await notifier.synced()
                 await notifier.notify("exporter_test", "after")
                 assert await inbox.wait_for(1) == [("h", "after")]
@@ -148,47 +148,6 @@ async def test_postgres_notifier_refuses_to_start_without_its_database(
 
 
 # --- two instances, one state store ------------------------------------------------------------
-
-
-@asynccontextmanager
-async def _instance(settings: Settings) -> AsyncIterator[tuple[str, Starlette]]:
-    port = free_port()
-    app = create_app(settings)
-    config = HypercornConfig()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 2
-    stop = anyio.Event()
-    base = f"http://127.0.0.1:{port}"
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        async with httpx.AsyncClient(base_url=base) as http:
-            with anyio.fail_after(20):
-                while True:
-                    try:
-                        await http.get("/healthz")
-                        break
-                    except httpx.TransportError:
-                        await anyio.sleep(0.05)
-        try:
-            yield base, app
-        finally:
-            stop.set()
-
-
-def _settings(
-    data_dir: Path, demo_data_dir: Path, state_url: str, config_path: Path | None = None
-) -> Settings:
-    data_dir.mkdir()
-    (data_dir / "demo").symlink_to(demo_data_dir / "demo", target_is_directory=True)
-    return Settings(
-        config_path=config_path or default_config_path(),
-        data_dir=data_dir,
-        state_url=state_url,
-        jwt_key=b"j" * 32,
-        vault_key=b"v" * 32,
-    )
 
 
 @asynccontextmanager
@@ -224,14 +183,16 @@ async def _wait_closed(messages: AsyncIterator[str]) -> dict[str, object]:
 
 
 async def test_logout_on_one_instance_closes_hub_connections_on_another(
-    pg: PostgresCluster, tmp_path: Path, demo_data_dir: Path
+    pg: PostgresCluster, tmp_path: Path, settings: Settings
 ) -> None:
     state_url = create_pg_database(pg, "state_sessions")
     # No grace for a refresh token presented again: its reuse below is a theft at once.
     config_path = demo_config_with(tmp_path, "refresh_reuse_grace_s = 0")
-    a_settings = _settings(tmp_path / "a", demo_data_dir, state_url, config_path)
-    b_settings = _settings(tmp_path / "b", demo_data_dir, state_url, config_path)
-    async with _instance(a_settings) as (a, _), _instance(b_settings) as (b, _):
+    async with (
+        live_service(config_path, settings.data_dir, "db-test", state_url=state_url) as instance_a,
+        live_service(config_path, settings.data_dir, "db-test", state_url=state_url) as instance_b,
+    ):
+        a, b = instance_a.base, instance_b.base
         async with httpx.AsyncClient(base_url=a) as on_a:
             login = await on_a.post("/api/auth/login", json=DEMO_LOGIN)
             token = login.json()["accessToken"]

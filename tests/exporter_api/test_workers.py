@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 import structlog
 
 from exporter_api.workers import listening_socket, supervise
-from tests.services import free_port
+from tests.services import free_port, kill_survivors
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -219,14 +218,6 @@ anyio.run(lambda: supervise(2, lambda _: command, env=os.environ, pass_fds=(sock
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_workers_die_with_a_killed_supervisor() -> None:
     port = free_port()
     with subprocess.Popen(
@@ -246,14 +237,7 @@ def test_workers_die_with_a_killed_supervisor() -> None:
             assert len(workers) == 2
         finally:
             supervisor.kill()  # SIGKILL: no chance to stop its workers itself
-    deadline = time.monotonic() + 10
-    # Other processes: poll until they are gone, bounded by the deadline.
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    left = [pid for pid in workers if _alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], "workers outlived their supervisor"
+    assert kill_survivors(workers, 10) == [], "workers outlived their supervisor"
     with listening_socket("127.0.0.1", port):  # the port is free for the next supervisor
         pass
 

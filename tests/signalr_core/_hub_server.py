@@ -247,10 +247,3 @@ class FeatureHub(Hub):
     @hub_method("ExplicitName")
     def some_python_name(self) -> str:
         return "explicit"
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    """Poll ``predicate`` (state owned by the server's thread, so no event to wait on)."""
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.01)

@@ -19,7 +19,8 @@ from signalr_core import (
     HubEndpoint,
     Principal,
 )
-from tests.signalr_core._hub_server import JsonWsClient, json_ws, running_server, wait_until
+from tests.services import async_wait_until
+from tests.signalr_core._hub_server import JsonWsClient, json_ws, running_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -125,7 +126,7 @@ async def test_close_user_closes_every_connection_of_that_user(server: Server) -
         for client in (a1, a2):
             assert await _expect_closed(client) == {"type": 7, "error": "Logged out."}
         assert (await bob.invoke("WhoAmI"))["result"] == bob_id
-        await wait_until(lambda: {a1_id, a2_id} <= set(server.disconnected))
+        await async_wait_until(lambda: {a1_id, a2_id} <= set(server.disconnected))
         assert bob_id not in server.disconnected
     assert server.manager.remote == [
         CloseRequest(user_ids=frozenset({"alice"}), error="Logged out.")
@@ -153,7 +154,7 @@ async def test_close_connection_by_id_and_unknown_ids(server: Server) -> None:
         assert (await b.invoke("CloseId", "no-such-id"))["result"] is False
         assert (await b.invoke("CloseId", a_id))["result"] is True
         assert await _expect_closed(a) == {"type": 7, "error": "bye"}
-        await wait_until(lambda: a_id in server.disconnected)
+        await async_wait_until(lambda: a_id in server.disconnected)
         assert (await b.invoke("CloseId", a_id))["result"] is False
         answer = await b.invoke("CloseNothing")
         assert answer["result"] == "close_connections() needs connection_ids, user_ids or where"
@@ -168,7 +169,7 @@ async def test_context_abort_ends_only_the_callers_connection(server: Server) ->
         await a.send({"type": 1, "invocationId": "x", "target": "AbortMe", "arguments": []})
         # No completion for the aborted invocation: Close (no error, no reconnect) ends it.
         assert await _expect_closed(a) == {"type": 7}
-        await wait_until(lambda: a_id in server.disconnected)
+        await async_wait_until(lambda: a_id in server.disconnected)
         assert (await b.invoke("WhoAmI"))["type"] == 3
 
 

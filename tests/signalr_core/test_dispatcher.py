@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from signalr_core import Hub, HubEndpoint, HubOptions
+from tests.services import async_wait_until
 from tests.signalr_core._hub_server import (
     FeatureHub,
     JsonWsClient,
     frame,
     json_ws,
     running_server,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -286,7 +286,7 @@ async def test_on_disconnected_runs_once() -> None:
     async with running_server(HubEndpoint(LifecycleHub)) as base:
         async with json_ws(base):
             pass
-        await wait_until(lambda: len(LifecycleHub.events) >= 2)
+        await async_wait_until(lambda: len(LifecycleHub.events) >= 2)
     assert LifecycleHub.events[0].startswith("connected ")
     assert LifecycleHub.events[1:] == ["disconnected None"]
 

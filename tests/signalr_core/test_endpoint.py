@@ -21,6 +21,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from signalr_core import AuthRequest, HttpTransportType, HubEndpoint, HubOptions
+from tests.services import async_wait_until
 from tests.signalr_core._hub_server import (
     FeatureHub,
     frame,
@@ -28,7 +29,6 @@ from tests.signalr_core._hub_server import (
     negotiate,
     parse_frames,
     running_server,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -275,7 +275,7 @@ async def test_slow_consumer_is_disconnected() -> None:
     async with running_server(endpoint) as base:
         slow = await _silent_ws_client(int(base.rsplit(":", 1)[1]))
         async with json_ws(base) as fast:
-            await wait_until(lambda: endpoint.connection_count == 2)
+            await async_wait_until(lambda: endpoint.connection_count == 2)
             # Far more than the socket buffers hold: the server's buffer for `slow` fills up.
             payload = "z" * 10_000
             for i in range(3000):
@@ -284,7 +284,7 @@ async def test_slow_consumer_is_disconnected() -> None:
                     break
                 if i % 50 == 0:
                     await anyio.lowlevel.checkpoint()
-            await wait_until(lambda: endpoint.connection_count == 1)
+            await async_wait_until(lambda: endpoint.connection_count == 1)
             # The sender is unaffected.
             assert (await fast.invoke("Echo", "done"))["result"] == "done"
         await slow.aclose()

@@ -13,7 +13,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from signalr_core import Hub, HubEndpoint, HubOptions
-from tests.signalr_core._hub_server import frame, parse_frames, running_server, wait_until
+from tests.services import async_wait_until
+from tests.signalr_core._hub_server import frame, parse_frames, running_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -102,16 +103,18 @@ async def test_unacknowledged_messages_are_replayed_after_a_drop(
         assert [m["arguments"][0] for m in first[:5]] == [0, 1, 2, 3, 4]
         assert first[5]["type"] == COMPLETION
         await client.send({"type": ACK, "sequenceId": 3})  # numbers 0..2 arrived
-        await anyio.sleep(0.2)
+        # messages are handled in order: once Bump has answered, the Ack has been applied
+        assert (await _invoke(client, "b", "Bump"))["result"] == 1
         client.cut()
     async with ws_client(url, token, handshake=False) as client:
         assert await client.receive() == {"type": SEQUENCE, "sequenceId": 4}
-        replay = [await client.receive() for _ in range(3)]
-        assert [m.get("arguments") for m in replay] == [["Number", 3][1:], [4], None]
+        replay = [await client.receive() for _ in range(4)]
+        assert [m.get("arguments") for m in replay] == [["Number", 3][1:], [4], None, None]
         assert replay[2] == {"type": COMPLETION, "invocationId": "1", "result": None}
-        await client.send({"type": SEQUENCE, "sequenceId": 2})  # we sent 1 message so far
+        assert replay[3] == {"type": COMPLETION, "invocationId": "b", "result": 1}
+        await client.send({"type": SEQUENCE, "sequenceId": 3})  # we sent 2 messages so far
         answer = await _invoke(client, "2", "Bump")
-        assert answer["result"] == 1
+        assert answer["result"] == 2
 
 
 async def _invoke(client: Client, invocation_id: str, target: str) -> dict[str, Any]:
@@ -156,7 +159,7 @@ async def test_no_reconnect_after_the_timeout_or_a_clean_close(
     async with ws_client(url, token, handshake=True) as client:
         await _invoke(client, "x", "Bump")
         client.cut()
-    await wait_until(lambda: len(disconnected) == 1, 5)  # disconnect_timeout is 1 s
+    await async_wait_until(lambda: len(disconnected) == 1, 5)  # disconnect_timeout is 1 s
     with pytest.raises(InvalidStatus) as refused:
         async with ws_client(url, token, handshake=False):
             pass
@@ -166,7 +169,7 @@ async def test_no_reconnect_after_the_timeout_or_a_clean_close(
     async with ws_client(url, token, handshake=True) as client:
         await _invoke(client, "x", "Bump")
     # A close frame from the client (its stop()) ends the connection at once.
-    await wait_until(lambda: len(disconnected) == 2, 5)
+    await async_wait_until(lambda: len(disconnected) == 2, 5)
 
 
 async def test_version_1_connections_do_not_survive_a_drop(
@@ -179,7 +182,7 @@ async def test_version_1_connections_do_not_survive_a_drop(
         await ws.send(frame({"protocol": "json", "version": 1}))
         assert await ws.recv() == "{}\x1e"
         ws.transport.abort()
-    await wait_until(lambda: len(disconnected) == 1, 5)
+    await async_wait_until(lambda: len(disconnected) == 1, 5)
 
 
 async def test_detached_connection_waits_for_the_disconnect_timeout_not_client_timeout() -> None:

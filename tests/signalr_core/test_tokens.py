@@ -15,12 +15,12 @@ from websockets.exceptions import InvalidStatus
 
 from signalr_core import AuthRequest, HubEndpoint, HubOptions, Principal
 from signalr_core.tokens import ConnectionTokens
+from tests.services import async_wait_until
 from tests.signalr_core._hub_server import (
     FeatureHub,
     json_ws,
     negotiate,
     running_server,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -156,7 +156,7 @@ async def test_a_token_negotiated_on_one_endpoint_connects_on_the_other() -> Non
             assert b.connection_count == 1
             # In use: a second connect with the same token is a conflict, as for any token.
             assert await refused_status(f"{url_b}?id={token}") == 409
-        await wait_until(lambda: b.connection_count == 0)
+        await async_wait_until(lambda: b.connection_count == 0)
         # Finished: the same process never adopts it again.
         assert await refused_status(f"{url_b}?id={token}") == 404
 
@@ -219,7 +219,7 @@ async def test_the_negotiating_endpoint_drops_the_connection_it_never_saw_connec
         token = (await negotiate(http, url_a))["connectionToken"]
         assert a.connection_count == 1
         async with json_ws(f"{url_b}?id={token}") as client:
-            await wait_until(lambda: a.connection_count == 0)
+            await async_wait_until(lambda: a.connection_count == 0)
             assert (await client.invoke("Echo", "still here"))["result"] == "still here"
         # Dropped unused, its token is spent on A too: A does not adopt it afterwards.
         assert await refused_status(f"{url_a}?id={token}") == 404

@@ -31,10 +31,12 @@ async def _websocket(
     *,
     first: tuple[ASGIMessage, ...] = (),
     close_code: int = 1000,
+    answered: anyio.Event | None = None,
 ) -> list[str]:
     """One WebSocket request whose ``accept`` takes a while; returns the ASGI event types.
 
-    It receives ``first`` after connecting, then ends with ``close_code`` once ``done`` is set.
+    It receives ``first`` after connecting, then ends with ``close_code`` once ``done`` is set;
+    ``answered`` is set at the server's first message (the handshake's answer).
     """
     sent: list[str] = []
     script = [{"type": "websocket.connect"}, *first]
@@ -49,6 +51,8 @@ async def _websocket(
         sent.append(message["type"])
         if message["type"] == "websocket.accept":
             await anyio.sleep(0.05)  # a real server writes the 101 response here
+        elif message["type"] == "websocket.send" and answered is not None:
+            answered.set()
 
     scope = {
         "type": "websocket",
@@ -112,6 +116,7 @@ async def test_two_stateful_resumes_cannot_both_take_over_a_connection() -> None
         token = await _negotiate(endpoint, "&useStatefulReconnect=true")
         handshake = {"type": "websocket.receive", "text": '{"protocol":"json","version":2}\x1e'}
         dropped = anyio.Event()
+        answered = anyio.Event()
         done = anyio.Event()
         results: list[list[str]] = []
 
@@ -122,10 +127,16 @@ async def test_two_stateful_resumes_cannot_both_take_over_a_connection() -> None
             # The first socket breaks (1006): the connection waits for a stateful reconnect.
             tg.start_soon(
                 functools.partial(
-                    _websocket, endpoint, token, dropped, first=(handshake,), close_code=1006
+                    _websocket,
+                    endpoint,
+                    token,
+                    dropped,
+                    first=(handshake,),
+                    close_code=1006,
+                    answered=answered,
                 )
             )
-            await anyio.sleep(0.2)  # the handshake is processed
+            await answered.wait()  # the handshake is processed
             dropped.set()
             await anyio.sleep(0.1)
             tg.start_soon(resume)

@@ -11,13 +11,13 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from signalr_core import HubEndpoint, HubOptions
+from tests.services import async_wait_until
 from tests.signalr_core._hub_server import (
     FeatureHub,
     frame,
     negotiate,
     parse_frames,
     running_server,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -89,11 +89,11 @@ async def test_newer_poll_ends_older_with_204() -> None:
         async with anyio.create_task_group() as tg:
             # Ordered by what the server shows, not by sleeping: the old poll waits first.
             tg.start_soon(poll, "old")
-            await wait_until(lambda: connection.current_poll is not None)
+            await async_wait_until(lambda: connection.current_poll is not None)
             first = connection.current_poll
             tg.start_soon(poll, "new")
-            await wait_until(lambda: connection.current_poll not in (None, first))
-            await wait_until(lambda: "old" in results)
+            await async_wait_until(lambda: connection.current_poll not in (None, first))
+            await async_wait_until(lambda: "old" in results)
             assert results["old"].status_code == 204
             await http.post(
                 url,

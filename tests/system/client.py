@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from tests.services import stop_process
+from tests.services import stop_process, wait_until
 from tests.system.catalog import password, run_body
-from tests.system.harness import ROOT, wait_until
+from tests.system.harness import ROOT
 
 HUB_CLIENT = Path(__file__).with_name("hub_client.mjs")
 FINAL = frozenset({"Success", "NoData", "Failed", "Cancelled"})

@@ -30,10 +30,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -43,26 +42,12 @@ from tests.services import (
     free_port,
     stop_process,
     wait_for_port,
+    wait_until,
 )
 from tests.system.catalog import STATE_DB, write_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_PATH = "/readyz"
-T = TypeVar("T")
-
-
-def wait_until(
-    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def log_tail(path: Path, start: int = 0, limit: int = 12_000) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.services import wait_until
 from tests.system.catalog import GATE_LOCK, HEAD_ROWS
 from tests.system.checks import check_files, check_only_reconnects, other_than
 from tests.system.client import (
@@ -19,7 +20,7 @@ from tests.system.client import (
     start_run,
     wait_final,
 )
-from tests.system.harness import Instance, System, wait_until
+from tests.system.harness import Instance, System
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 

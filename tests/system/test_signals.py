@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.services import wait_until
 from tests.system.checks import other_than
 from tests.system.client import (
     HubClients,
@@ -20,7 +21,7 @@ from tests.system.client import (
     start_run,
     wait_final,
 )
-from tests.system.harness import System, wait_until
+from tests.system.harness import System
 
 pytestmark = pytest.mark.system
 

@@ -34,6 +34,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 from xlsxwriter.exceptions import FileCreateError
 
+from exporter_api.csvcodec import CsvEncoder, Row, record_ends
 from exporter_api.runs.files import (
     DEFAULT_DIR_MODE,
     DEFAULT_FILE_MODE,
@@ -45,11 +46,8 @@ from exporter_api.runs.writers.formats import (
     XLSX_MAX_ROWS,
     CsvStyle,
     FileFormat,
-    Row,
-    RowEncoder,
     media_type,
     part_name,
-    record_ends,
 )
 from exporter_api.runs.writers.xlsx import XlsxBook
 
@@ -214,10 +212,13 @@ _Part = _CsvPart | _XlsxPart
 
 class VariantOutput:
     """An export sink (``write`` for CSV bytes, ``write_rows`` for rows) producing the files of
-    one variant in ``directory``; ``name`` is the first file's name (parts get
-    ``_part001``...). Use as ``async with``; :meth:`finish` once the provider returned, then
-    commit each of :attr:`parts` (the caller names them). Leaving the block removes every
-    part not committed."""
+    one variant in ``directory``. Use as ``async with``; :meth:`finish` once the provider
+    returned, then commit each of :attr:`parts`. Leaving the block removes every part not
+    committed.
+
+    The files' names are this class's rule alone: ``name`` when the result fits one file,
+    ``..._part001``, ``..._part002``... (`part_name`) when it was split; each part's
+    ``FileWriter.name`` says it once :meth:`finish` returned."""
 
     def __init__(
         self,
@@ -237,7 +238,7 @@ class VariantOutput:
         self._sealed_bytes = 0
         self._labels: list[str] | None = None
         self._header: bytes | None = None  # the CSV bytes' header line (b"": none)
-        self._encoder: RowEncoder | None = None
+        self._encoder: CsvEncoder | None = None
         self._failure: BaseException | None = None
         self._done = anyio.Event()
         self._stack = AsyncExitStack()
@@ -307,13 +308,16 @@ class VariantOutput:
             raise self._failure from None
 
     async def finish(self) -> int:
-        """Wait for every batch handed off, seal the last part; the number of rows."""
+        """Wait for every batch handed off, seal the last part, name the parts; the number of
+        rows."""
         assert self._send is not None
         await self._send.aclose()
         await self._done.wait()
         if self._failure is not None:
             raise self._failure
         await anyio.to_thread.run_sync(disk_call, self._close_part, limiter=self._thread)
+        if len(self.parts) == 1:  # split files that all fit in one: no part number
+            self.parts[0].rename(self.name)
         return self.rows
 
     # --- the consumer --------------------------------------------------------------------
@@ -352,7 +356,7 @@ class VariantOutput:
         header, batch, _ = item
         if self._labels is None:
             self._labels = list(header)  # XLSX: XlsxBook refuses more than Excel's columns
-            self._encoder = RowEncoder(self.spec.style, self._labels)
+            self._encoder = self.spec.style.encoder(self._labels)
         self._add_rows(batch)
 
     def _add_rows(self, batch: Sequence[Row]) -> None:

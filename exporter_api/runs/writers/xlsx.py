@@ -24,15 +24,9 @@ from typing import IO, Any
 
 import xlsxwriter
 
+from exporter_api.csvcodec import Row, date_columns, iso_text_date
 from exporter_api.errors import ExporterError
-from exporter_api.runs.writers.formats import (
-    XLSX_MAX_COLUMNS,
-    XLSX_MAX_ROWS,
-    Row,
-    TooWideForXlsx,
-    date_columns,
-    iso_text_date,
-)
+from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, XLSX_MAX_ROWS, TooWideForXlsx
 
 _MAX_WIDTH = 60
 _EXACT_DIGITS = 10**15  # Excel keeps 15 significant digits of a number

@@ -12,6 +12,8 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,12 @@ import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.types import Message
 
 from exporter_api.app import create_app
 from exporter_api.audit import AuditRecord
 from exporter_api.config import Settings
+from exporter_api.errors import StoreUnavailable
 from exporter_api.services import Services
 from tests.exporter_api.conftest import (
     DEMO_LOGIN,
@@ -67,6 +71,16 @@ async def _wait_for_end(client: httpx.AsyncClient, run_id: str, auth: dict[str, 
             await anyio.sleep(0.05)
 
 
+async def _finished_run(client: httpx.AsyncClient) -> tuple[dict[str, str], str, dict[str, Any]]:
+    """Logged in as USER1, a SALES run that has ended: the token header, its id, its files."""
+    login = await client.post("/api/auth/login", json=DEMO_LOGIN)
+    auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+    run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
+    await _wait_for_end(client, run_id, auth)
+    listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()
+    return auth, run_id, listed
+
+
 async def test_logins_are_recorded_never_the_password(store_settings: Settings) -> None:
     app = create_app(store_settings)
     async with running_app(app) as client:
@@ -108,11 +122,7 @@ async def test_logins_are_recorded_never_the_password(store_settings: Settings) 
 async def test_a_run_its_downloads_and_its_end_are_recorded(store_settings: Settings) -> None:
     app = create_app(store_settings)
     async with running_app(app) as client:
-        login = await client.post("/api/auth/login", json=DEMO_LOGIN)
-        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
-        run_id = (await client.post("/api/runs", json=SALES, headers=auth)).json()["runId"]
-        await _wait_for_end(client, run_id, auth)
-        listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()
+        auth, run_id, listed = await _finished_run(client)
         first = listed["files"][0]
         by_token = await client.get(f"/api/runs/{run_id}/files/{first['fileId']}", headers=auth)
         assert by_token.status_code == 200
@@ -168,6 +178,112 @@ async def test_a_run_its_downloads_and_its_end_are_recorded(store_settings: Sett
     assert zip_record.details["via"] == "link"
     assert len(zip_record.details["files"]) == len(files)
     assert "sig" not in json.dumps(zip_record.details)
+
+
+@asynccontextmanager
+async def _download_held_open(
+    app: Starlette, path: str, headers: dict[str, str]
+) -> AsyncIterator[None]:
+    """A download of ``path`` (a plain ASGI call) whose client got the status line and the
+    first bytes and then reads no more, until the block ends: it holds a download slot."""
+    first_body, done = anyio.Event(), anyio.Event()
+    statuses: list[int] = []
+
+    async def receive() -> Message:
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        elif not first_body.is_set():
+            first_body.set()
+            await done.wait()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, scope, receive, send)
+        try:
+            with anyio.fail_after(10):
+                await first_body.wait()
+            assert statuses == [200]
+            yield
+        finally:
+            done.set()
+
+
+async def test_only_downloads_served_are_recorded(settings: Settings, tmp_path: Path) -> None:
+    """A download refused -- file gone (404), range outside the file (416), too many at once
+    (429) -- leaves no record, by token or by signed link, nor does a HEAD (the headers
+    alone); one served leaves exactly one."""
+    config = demo_config_with(tmp_path, "max_downloads_per_user = 1")
+    app = create_app(dataclasses.replace(settings, config_path=config))
+    async with running_app(app) as client:
+        auth, run_id, listed = await _finished_run(client)
+        first, gone = listed["files"][:2]
+        first_path = f"/api/runs/{run_id}/files/{first['fileId']}"
+        gone_path = f"/api/runs/{run_id}/files/{gone['fileId']}"
+        zip_path = f"/api/runs/{run_id}/files.zip"
+
+        past_the_end = {"Range": f"bytes={first['sizeBytes']}-"}
+        for url, headers in ((first_path, auth), (first["downloadUrl"], {})):
+            refused = await client.get(url, headers={**headers, **past_the_end})
+            assert refused.status_code == 416
+        (app.state.runs.files_root / run_id / gone["name"]).unlink()
+        for url, headers in ((gone_path, auth), (gone["downloadUrl"], {})):
+            assert (await client.get(url, headers=headers)).status_code == 404
+        async with _download_held_open(app, first_path, auth):  # the user's one slot
+            for url, headers in (
+                (first_path, auth),
+                (first["downloadUrl"], {}),
+                (zip_path, auth),
+                (listed["zipUrl"], {}),
+            ):
+                assert (await client.get(url, headers=headers)).status_code == 429
+        held = [r.action for r in await _records(app) if r.action.startswith("download.")]
+        assert held == ["download.file"]  # the download holding the slot was served
+
+        for url, headers in ((first_path, auth), (first["downloadUrl"], {}), (zip_path, auth)):
+            assert (await client.head(url, headers=headers)).status_code == 200  # not recorded
+            assert (await client.get(url, headers=headers)).status_code == 200
+        ranged = await client.get(first["downloadUrl"], headers={"Range": "bytes=1-"})
+        assert ranged.status_code == 206
+
+        # A download whose record cannot be stored is refused before its status line.
+        with pytest.MonkeyPatch.context() as patch:
+
+            async def unsaved(*args: Any, **kwargs: Any) -> None:
+                raise StoreUnavailable()
+
+            patch.setattr(_services(app).audit, "record", unsaved)
+            unrecorded = await client.get(listed["zipUrl"])
+            assert unrecorded.status_code == 503
+            assert unrecorded.headers["content-type"] == "application/problem+json"
+        records = [r for r in await _records(app) if r.action.startswith("download.")]
+
+    assert [(r.action, r.details["via"], "range" in r.details) for r in records] == [
+        ("download.file", "token", False),  # held open
+        ("download.file", "token", False),
+        ("download.file", "link", False),
+        ("download.zip", "token", False),
+        ("download.file", "link", True),
+    ]
+    one_file = [{"file_id": first["fileId"], "name": first["name"], "sha256": first["sha256"]}]
+    assert [r.details["files"] for r in records if r.action == "download.file"] == [one_file] * 4
 
 
 async def test_a_cancel_and_the_run_it_ended_are_recorded(store_settings: Settings) -> None:

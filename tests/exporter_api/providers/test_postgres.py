@@ -9,9 +9,10 @@ import asyncpg
 import pytest
 
 from exporter_api.config import DatabaseConfig
+from exporter_api.csvcodec import record_count, record_ends
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.providers.postgres import CsvRowCounter, PostgresProvider
+from exporter_api.providers.postgres import PostgresProvider
 from tests.exporter_api.providers.conftest import ALICE_PASSWORD
 from tests.exporter_api.providers.sinks import CollectingSink
 from tests.services import PostgresCluster, free_port
@@ -157,8 +158,7 @@ async def test_cancel_stops_the_query_on_the_server(
     assert await _active_queries(pg, marker) == 0
 
 
-def test_csv_row_counter_across_chunk_borders() -> None:
+def test_csv_records_are_counted_outside_quotes() -> None:
     data = b'a,b\n1,"x\ny"\n2,"q""\n"\n3,z\n'
-    for cut in range(len(data) + 1):
-        counter = CsvRowCounter()
-        assert counter.count(data[:cut]) + counter.count(data[cut:]) == 4
+    assert record_count(data) == len(record_ends(data)) == 4
+    assert record_count(b"") == 0

@@ -21,6 +21,7 @@ from hypercorn.config import Config as HypercornConfig
 from exporter_api.app import create_app
 from exporter_api.config import Settings, load_config
 from exporter_api.runs import build_runs
+from exporter_api.runs.models import utc_now
 from tests.services import free_port
 
 HUB_WATCH = Path(__file__).with_name("hub_watch.mjs")
@@ -49,6 +50,20 @@ class Service:
 
     database_id: str = "db-pg"
     app: Any = None  # the Starlette app being served (its state holds the services)
+
+    async def hold_slots(self) -> None:
+        """Every connection slot of the database looks held by a live instance: runs wait in
+        the queue (their scripts start nothing) until ``free_slots``."""
+        await self.app.state.services.store.execute(
+            "UPDATE run_slots SET instance_id = 'blocker', holder = 'blocker',"
+            " heartbeat_at = :now WHERE database_id = :db",
+            {"now": utc_now(), "db": self.database_id},
+        )
+
+    async def free_slots(self) -> None:
+        await self.app.state.services.store.execute(
+            "UPDATE run_slots SET instance_id = '', holder = '' WHERE holder = 'blocker'"
+        )
 
 
 def bearer(token: str) -> dict[str, str]:

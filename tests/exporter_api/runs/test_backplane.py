@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from exporter_api.runs.models import utc_now
 from tests.exporter_api.conftest import create_pg_database
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, ExportDatabase, write_catalog
 from tests.exporter_api.runs.live import events, hub_watch, live_service, wait_for_type
@@ -34,19 +33,13 @@ async def test_a_client_on_another_instance_sees_every_event_in_order(
         live_service(catalog_path, data, state_url=url, redis_url=redis.url) as b,
     ):
         store = a.app.state.services.store
-        await store.execute(
-            "UPDATE run_slots SET instance_id = 'blocker', holder = 'blocker',"
-            " heartbeat_at = :now WHERE database_id = 'db-pg'",
-            {"now": utc_now()},
-        )
+        await a.hold_slots()
         token = await a.login(USER1, USER1_PASSWORD)
         # connected to B; the run is started through A (idle: it drives the run itself) once
         # the connection is open
         async with hub_watch(b, token, create=ORDERS, api=a) as lines:
             await wait_for_type(lines, "state")
-            await store.execute(
-                "UPDATE run_slots SET instance_id = '', holder = '' WHERE holder = 'blocker'"
-            )
+            await a.free_slots()
         run_id = lines[0]["runId"]
         driver = await store.fetch_one(
             "SELECT instance_id FROM runs WHERE run_id = :r", {"r": run_id}

@@ -51,7 +51,7 @@ async def test_demo_sales_group(tmp_path: Path) -> None:
         token = await service.login("USER1", "demo")
         async with hub_watch(service, token, create=body) as lines:
             pass
-        run_id = lines[0]["runId"]
+        run_id = next(line["runId"] for line in lines if line["type"] == "created")
         state = (await service.http.get(f"/api/runs/{run_id}", headers=bearer(token))).json()
         files = (await service.http.get(f"/api/runs/{run_id}/files", headers=bearer(token))).json()
         orders = next(f for f in files["files"] if f["scriptId"] == "s-orders")

@@ -3,9 +3,11 @@ links are scoped to their run and file, expire, die with the session, and never 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,7 +17,7 @@ from starlette.applications import Starlette
 from exporter_api.app import create_app
 from exporter_api.config import Settings
 from exporter_api.services import Services
-from tests.exporter_api.conftest import DEMO_LOGIN, SALES, running_app
+from tests.exporter_api.conftest import DEMO_LOGIN, SALES, demo_config_with, running_app
 
 
 async def _login(client: httpx.AsyncClient, **changes: str) -> tuple[str, dict[str, str]]:
@@ -123,3 +125,27 @@ async def test_run_state_rebuilds_the_page(settings: Settings) -> None:
             assert file["rows"] == variant["rowsExported"]
             assert (await client.get(file["downloadUrl"])).status_code == 200
         assert (await client.get(state["zipUrl"])).status_code == 200
+
+
+async def test_files_recorded_before_media_types_are_listed_as_downloaded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A file recorded before migration 0008 (no media type) is a CSV in ``[output]
+    encoding``: its listing, the run's state and its download all say the same charset."""
+    config = demo_config_with(tmp_path, "")
+    text = config.read_text("utf-8")
+    assert '\nencoding = "utf-8" ' in text  # [output] encoding
+    config.write_text(text.replace('\nencoding = "utf-8" ', '\nencoding = "cp1251" ', 1), "utf-8")
+    app = create_app(dataclasses.replace(settings, config_path=config))
+    async with running_app(app) as client:
+        _, auth = await _login(client)
+        run_id = (await _finished_run(client, auth))["runId"]
+        await _services(app).store.execute(
+            "UPDATE run_files SET media_type = NULL WHERE run_id = :run_id", {"run_id": run_id}
+        )
+        listed = (await client.get(f"/api/runs/{run_id}/files", headers=auth)).json()["files"]
+        state = (await client.get(f"/api/runs/{run_id}", headers=auth)).json()["files"]
+        served = [(await client.get(f["downloadUrl"])).headers["content-type"] for f in listed]
+    assert served == ["text/csv; charset=windows-1251"] * len(listed) != []
+    assert [f["mediaType"] for f in listed] == served
+    assert [f["mediaType"] for f in state] == served

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from exporter_api.errors import NotFound, TooManyRequests
 from exporter_api.runs.downloads import Downloads, DownloadSlots, content_disposition
-from exporter_api.runs.repository import StoredFile
+from exporter_api.runs.filerecords import StoredFile
 
 KEY = ("USER1", "db-test")
 RUN_ID = "01JAAAAAAAAAAAAAAAAAAAAAAA"
@@ -37,6 +37,10 @@ def _stored(name: str) -> StoredFile:
         sha256="abc",
         created_at=datetime.now(UTC).isoformat(),
     )
+
+
+async def _unrecorded() -> None:
+    """A download's ``on_served`` where no audit trail is kept."""
 
 
 _SCOPE: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
@@ -67,7 +71,7 @@ async def test_zip_of_the_run_files(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(data)
     downloads = Downloads(max_per_user=1)
     stored = [_stored(n) for n in [*files, "gone.csv"]]  # gone.csv was removed since listing
-    response = downloads.zip(KEY, RUN_ID, tmp_path, stored)
+    response = downloads.zip(KEY, RUN_ID, tmp_path, stored, on_served=_unrecorded)
     assert downloads.slots.active(KEY) == 1
     with capture_logs() as logs:
         sent = await _serve(response)
@@ -93,7 +97,9 @@ async def test_read_error_after_the_response_started_ends_the_body(tmp_path: Pat
     downloads = Downloads(max_per_user=1)
     with capture_logs() as logs:
         sent = await _serve(
-            downloads.zip(KEY, RUN_ID, tmp_path, [_stored("a.csv"), _stored("b.csv")])
+            downloads.zip(
+                KEY, RUN_ID, tmp_path, [_stored("a.csv"), _stored("b.csv")], on_served=_unrecorded
+            )
         )
     assert sent[0]["type"] == "http.response.start"
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
@@ -115,9 +121,11 @@ async def test_disconnect_while_the_client_stalls_stops_the_download(
     stored = _random_files(tmp_path, 8, 512 * 1024)
     downloads = Downloads(max_per_user=1)
     if kind == "zip":
-        response: Any = downloads.zip(KEY, RUN_ID, tmp_path, stored)
+        response: Any = downloads.zip(KEY, RUN_ID, tmp_path, stored, on_served=_unrecorded)
     else:
-        response = await downloads.file(KEY, tmp_path, stored[0], "application/octet-stream")
+        response = await downloads.file(
+            KEY, tmp_path, stored[0], "application/octet-stream", on_served=_unrecorded
+        )
     first_body = anyio.Event()
     bodies: list[bytes] = []
 
@@ -159,7 +167,7 @@ async def test_send_failing_stops_the_zip(tmp_path: Path) -> None:
             if bodies == 3:
                 raise OSError("connection reset")  # what servers raise for a gone client
 
-    response = downloads.zip(KEY, RUN_ID, tmp_path, stored)
+    response = downloads.zip(KEY, RUN_ID, tmp_path, stored, on_served=_unrecorded)
     with capture_logs() as logs:
         await response(_SCOPE, _never_disconnects, send)
     assert bodies == 3  # nothing produced after the failed send
@@ -179,8 +187,12 @@ async def test_downloads_never_use_the_shared_thread_limiter(tmp_path: Path) -> 
         await shared.acquire_on_behalf_of(holder)
     try:
         with anyio.fail_after(10):
-            archive = _body(await _serve(downloads.zip(KEY, RUN_ID, tmp_path, stored)))
-            single = await downloads.file(KEY, tmp_path, stored[1], "text/csv")
+            archive = _body(
+                await _serve(downloads.zip(KEY, RUN_ID, tmp_path, stored, on_served=_unrecorded))
+            )
+            single = await downloads.file(
+                KEY, tmp_path, stored[1], "text/csv", on_served=_unrecorded
+            )
             one = _body(await _serve(single))
     finally:
         for holder in holders:
@@ -201,8 +213,10 @@ async def test_head_sends_headers_only(tmp_path: Path) -> None:
         sent.append(message)
 
     with capture_logs() as logs:
-        await downloads.zip(KEY, RUN_ID, tmp_path, stored)(head, _never_disconnects, send)
-        single = await downloads.file(KEY, tmp_path, stored[0], "text/csv")
+        await downloads.zip(KEY, RUN_ID, tmp_path, stored, on_served=_unrecorded)(
+            head, _never_disconnects, send
+        )
+        single = await downloads.file(KEY, tmp_path, stored[0], "text/csv", on_served=_unrecorded)
         await single(head, _never_disconnects, send)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] * 2
     assert _body(sent) == b""
@@ -219,7 +233,7 @@ async def test_client_gone_before_the_status_line(tmp_path: Path) -> None:
         raise OSError("connection reset")
 
     with capture_logs() as logs:
-        await downloads.zip(KEY, RUN_ID, tmp_path, [_stored("a.csv")])(
+        await downloads.zip(KEY, RUN_ID, tmp_path, [_stored("a.csv")], on_served=_unrecorded)(
             _SCOPE, _never_disconnects, send
         )
     assert [e["event"] for e in logs] == ["download_aborted"]
@@ -230,7 +244,9 @@ async def test_single_file(tmp_path: Path) -> None:
     data = "id;Клиент\n".encode() * 50_000
     (tmp_path / "Отчёт.csv").write_bytes(data)
     downloads = Downloads(max_per_user=1)
-    response = await downloads.file(KEY, tmp_path, _stored("Отчёт.csv"), "text/csv; charset=utf-8")
+    response = await downloads.file(
+        KEY, tmp_path, _stored("Отчёт.csv"), "text/csv; charset=utf-8", on_served=_unrecorded
+    )
     sent = await _serve(response)
     headers = dict(sent[0]["headers"])
     assert headers[b"content-length"] == str(len(data)).encode()
@@ -247,7 +263,7 @@ async def test_missing_file_is_not_found_and_frees_the_slot(tmp_path: Path) -> N
     (tmp_path / "dir.csv").mkdir()
     for name in ("gone.csv", "dir.csv"):
         with pytest.raises(NotFound):
-            await downloads.file(KEY, tmp_path, _stored(name), "text/csv")
+            await downloads.file(KEY, tmp_path, _stored(name), "text/csv", on_served=_unrecorded)
     assert downloads.slots.active(KEY) == 0
 
 
@@ -288,7 +304,9 @@ async def test_one_byte_range_resumes_a_download(
     data = bytes(range(256)) * 1000
     (tmp_path / "big.csv").write_bytes(data)
     downloads = Downloads(max_per_user=1)
-    response = await downloads.file(KEY, tmp_path, _stored("big.csv"), "text/csv", header)
+    response = await downloads.file(
+        KEY, tmp_path, _stored("big.csv"), "text/csv", header, on_served=_unrecorded
+    )
     sent = await _serve(response)
     expected = data[first : None if last is None else last + 1]
     start = len(data) + first if first < 0 else first
@@ -307,7 +325,9 @@ async def test_one_byte_range_resumes_a_download(
 async def test_unsupported_ranges_get_the_whole_file(tmp_path: Path, header: str) -> None:
     (tmp_path / "f.csv").write_bytes(b"0123456789")
     downloads = Downloads(max_per_user=1)
-    response = await downloads.file(KEY, tmp_path, _stored("f.csv"), "text/csv", header)
+    response = await downloads.file(
+        KEY, tmp_path, _stored("f.csv"), "text/csv", header, on_served=_unrecorded
+    )
     sent = await _serve(response)
     assert sent[0]["status"] == 200
     assert dict(sent[0]["headers"])[b"accept-ranges"] == b"bytes"
@@ -318,8 +338,53 @@ async def test_unsupported_ranges_get_the_whole_file(tmp_path: Path, header: str
 async def test_range_outside_the_file_is_416(tmp_path: Path, header: str) -> None:
     (tmp_path / "f.csv").write_bytes(b"0123456789")
     downloads = Downloads(max_per_user=1)
-    response = await downloads.file(KEY, tmp_path, _stored("f.csv"), "text/csv", header)
+    response = await downloads.file(
+        KEY, tmp_path, _stored("f.csv"), "text/csv", header, on_served=_unrecorded
+    )
     assert response.status_code == 416
     assert response.headers["content-range"] == "bytes */10"
     assert response.headers["content-type"] == "application/problem+json"
+    assert downloads.slots.active(KEY) == 0
+
+
+async def test_on_served_runs_once_before_the_status_line_and_only_when_served(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "f.csv").write_bytes(b"0123456789")
+    downloads = Downloads(max_per_user=1)
+    sent: list[Message] = []
+    served: list[int] = []
+
+    async def on_served() -> None:
+        served.append(len(sent))  # messages sent before it: none
+
+    refused = await downloads.file(
+        KEY, tmp_path, _stored("f.csv"), "text/csv", "bytes=10-", on_served=on_served
+    )
+    assert refused.status_code == 416
+    with pytest.raises(NotFound):
+        await downloads.file(KEY, tmp_path, _stored("gone.csv"), "text/csv", on_served=on_served)
+    response = await downloads.file(
+        KEY, tmp_path, _stored("f.csv"), "text/csv", on_served=on_served
+    )
+    with pytest.raises(TooManyRequests):
+        downloads.zip(KEY, RUN_ID, tmp_path, [_stored("f.csv")], on_served=on_served)
+    assert served == []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await response(_SCOPE, _never_disconnects, send)
+    assert served == [0]
+    assert sent[0]["status"] == 200
+
+    async def unrecorded() -> None:
+        raise OSError("the trail is gone")
+
+    sent.clear()
+    with pytest.raises(OSError, match="the trail is gone"):
+        await downloads.zip(KEY, RUN_ID, tmp_path, [_stored("f.csv")], on_served=unrecorded)(
+            _SCOPE, _never_disconnects, send
+        )
+    assert sent == []  # refused before anything went out: the app answers 503
     assert downloads.slots.active(KEY) == 0

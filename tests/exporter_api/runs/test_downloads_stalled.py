@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from tests.exporter_api.conftest import DEMO_LOGIN, SALES
-from tests.services import demo_config, exporter_serve
+from tests.procstat import cpu_seconds, rss_bytes
+from tests.services import demo_config, exporter_serve, wait_until
 
 PER_USER = 20  # two users x 20 = 40 stalled clients, each user exactly at the limit
 FILE_BYTES = 4 * 1024 * 1024  # incompressible: each ZIP is ~12 MB, far beyond any buffer
@@ -47,20 +48,15 @@ class Server:
                 found.append(record)
         return found
 
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
+        rss = rss_bytes(self.proc.pid)
+        assert rss, "no VmRSS"
+        return rss / 2**20
 
     def idle(self, window_s: float = 0.5, max_cpu_s: float = 0.05) -> bool:
-        before = self.cpu_s()
+        before = cpu_seconds(self.proc.pid)
         time.sleep(window_s)  # measuring a rate over a window, not ordering events
-        return self.cpu_s() - before < max_cpu_s
+        return cpu_seconds(self.proc.pid) - before < max_cpu_s
 
 
 @pytest.fixture
@@ -88,10 +84,14 @@ def _run_with_big_files(
 ) -> tuple[str, dict[str, Any], dict[str, bytes]]:
     """A finished run whose files are then replaced with a few MB of random bytes."""
     run_id = client.post("/api/runs", json=SALES, headers=auth).json()["runId"]
-    deadline = time.monotonic() + 30
-    while client.get(f"/api/runs/{run_id}", headers=auth).json()["status"] in ("Queued", "Running"):
-        assert time.monotonic() < deadline, "the run did not finish"
-        time.sleep(0.05)
+    wait_until(
+        lambda: (
+            client.get(f"/api/runs/{run_id}", headers=auth).json()["status"]
+            not in ("Queued", "Running")
+        ),
+        30,
+        "the run to finish",
+    )
     listed: dict[str, Any] = client.get(f"/api/runs/{run_id}/files", headers=auth).json()
     contents = {}
     for file in listed["files"]:
@@ -127,13 +127,6 @@ def _timed(
     return response, elapsed
 
 
-def _wait(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 @pytest.mark.timeout(240)
 def test_stalled_zip_clients_do_not_freeze_the_service(server: Server) -> None:
     port = int(server.url.rsplit(":", 1)[1])
@@ -150,7 +143,7 @@ def test_stalled_zip_clients_do_not_freeze_the_service(server: Server) -> None:
         ]
         try:
             # Every ZIP is blocked on its client once the socket buffers are full.
-            _wait(server.idle, 60, "the server kept working while every client stalled")
+            wait_until(server.idle, 60, "the server to idle while every client stalls", 0.1)
             assert server.events("download_finished") == []
 
             login, login_s = _timed(
@@ -176,10 +169,11 @@ def test_stalled_zip_clients_do_not_freeze_the_service(server: Server) -> None:
                 sock.close()
 
         # Gone clients: every download stops, at once, and the server goes idle.
-        _wait(
+        wait_until(
             lambda: len(server.events("download_aborted")) == 2 * PER_USER,
             20,
-            "not every abandoned download was stopped",
+            "every abandoned download to stop",
+            0.1,
         )
         assert server.idle(window_s=1.0, max_cpu_s=0.2), "work went on after the clients left"
         after_rss = server.rss_mb()

@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+import asyncpg
 import pytest
 
 from exporter_api.config import ExportConfig, load_config
@@ -60,12 +61,17 @@ async def list_files(root: Path) -> list[Path]:
 
 
 async def active_queries(db: ExportDatabase, login: str) -> list[str]:
-    out = await anyio.to_thread.run_sync(
-        db.psql,
-        "SELECT query FROM pg_stat_activity WHERE state = 'active'"
-        f" AND usename = '{login}' AND application_name = 'exporter-api'",
-    )
-    return [line for line in out.splitlines() if line]
+    # asyncpg rather than a psql process per poll: the cancel tests time what they see here
+    connection = await asyncpg.connect(db.cluster.dsn(db=db.name))
+    try:
+        rows = await connection.fetch(
+            "SELECT query FROM pg_stat_activity WHERE state = 'active'"
+            " AND usename = $1 AND application_name = 'exporter-api'",
+            login,
+        )
+    finally:
+        await connection.close()
+    return [row["query"] for row in rows]
 
 
 async def has_active_query(db: ExportDatabase) -> bool:
@@ -478,7 +484,7 @@ async def test_a_run_recorded_as_ours_but_not_driven_is_taken_over_once_stale(
     # What a run whose final save failed on a crashed path leaves behind: a Running run recorded
     # as this very instance's, with no task driving it (its heartbeat is no longer refreshed).
     async with engine_kit(
-        catalog, tmp_path / "data", CREDS, heartbeat_s=0.1, takeover_after_s=0.5
+        catalog, tmp_path / "data", CREDS, heartbeat_s=0.25, takeover_after_s=1.0
     ) as kit:
         live = await kit.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         await poll_until(lambda: has_active_query(export_db))

@@ -34,6 +34,7 @@ from exporter_api.runs.files import (
     unique_name,
 )
 from exporter_api.runs.reconcile import is_partial_name, reconcile_run_files
+from exporter_api.runs.writers import CsvStyle, OutputSpec, VariantOutput
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 
 
@@ -41,11 +42,24 @@ def _listdir(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 
 
+def output(directory: Path, name: str = "x.csv", spec: OutputSpec | None = None) -> VariantOutput:
+    """A file written as exports write theirs: CSV bytes through a variant's output."""
+    return VariantOutput(spec or OutputSpec(), directory, name)
+
+
+async def sealed(out: VariantOutput) -> FileWriter:
+    """``out``'s one file, complete and synced under its partial name, not committed yet."""
+    await out.finish()
+    [writer] = out.parts
+    return writer
+
+
 async def test_commit_renames_and_hashes(tmp_path: Path) -> None:
     chunks = [b"a,b\n", b"1,2\n" * 1000, b"3,4\n"]
-    async with FileWriter(tmp_path / "run", "out.csv", flush_bytes=1024) as writer:
+    async with output(tmp_path / "run", "out.csv") as out:
         for chunk in chunks:
-            await writer.write(chunk, chunk.count(b"\n"))
+            await out.write(chunk, chunk.count(b"\n"))
+        writer = await sealed(out)
         # only the temporary name exists before the commit
         assert not (tmp_path / "run" / "out.csv").exists()
         assert writer.part_path.exists()
@@ -59,21 +73,19 @@ async def test_commit_renames_and_hashes(tmp_path: Path) -> None:
 
 
 async def test_bom_is_written_first_and_hashed(tmp_path: Path) -> None:
-    async with FileWriter(tmp_path, "bom.csv", bom=True) as writer:
-        await writer.write("имя\n".encode(), 1)
-        written = await writer.commit()
+    async with output(tmp_path, "bom.csv", OutputSpec(style=CsvStyle(encoding="utf-8-sig"))) as out:
+        await out.write("имя\n".encode(), 1)
+        written = await (await sealed(out)).commit()
     data = written.path.read_bytes()
     assert data == UTF8_BOM + "имя\n".encode()
     assert written.sha256 == hashlib.sha256(data).hexdigest()
 
 
 async def test_failure_removes_partial_file(tmp_path: Path) -> None:
-    writer = FileWriter(tmp_path, "boom.csv", flush_bytes=1)
-
     async def fail() -> None:
-        async with writer:
-            await writer.write(b"x\n", 1)
-            assert writer.part_path.exists()
+        async with output(tmp_path, "boom.csv") as out:
+            await out.write(b"x\n", 1)
+            assert (await sealed(out)).part_path.exists()
             raise RuntimeError("query failed")
 
     with pytest.raises(RuntimeError):
@@ -82,17 +94,22 @@ async def test_failure_removes_partial_file(tmp_path: Path) -> None:
 
 
 async def test_cancellation_removes_partial_file(tmp_path: Path) -> None:
-    writer = FileWriter(tmp_path, "cancel.csv", flush_bytes=1)
-    with anyio.move_on_after(0.2):
-        async with writer:
-            await writer.write(b"x\n", 1)
-            await anyio.sleep(5)
+    with anyio.CancelScope() as scope:
+
+        async def written(rows: int, size: int) -> None:
+            assert len(_listdir(tmp_path)) == 1  # the partial file
+            scope.cancel()
+
+        async with VariantOutput(OutputSpec(), tmp_path, "cancel.csv", written) as out:
+            await out.write(b"x\n", 1)
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
     assert _listdir(tmp_path) == []
 
 
 async def test_no_commit_means_no_file(tmp_path: Path) -> None:
-    async with FileWriter(tmp_path, "empty.csv"):
-        pass
+    async with output(tmp_path, "empty.csv") as out:
+        assert await out.finish() == 0
     assert _listdir(tmp_path) == []
 
 
@@ -170,21 +187,21 @@ async def test_modes_whatever_the_umask(
 ) -> None:
     root = tmp_path / "exports"  # missing: created by the writer, with the configured mode
 
-    def writer_for(name: str) -> FileWriter:
+    def output_for(name: str) -> VariantOutput:
         if not configured:  # the defaults: private to the service's user
-            return FileWriter(root / "RUN1", name, flush_bytes=1)
-        return FileWriter(
-            root / "RUN1", name, flush_bytes=1, file_mode=file_mode, dir_mode=dir_mode
-        )
+            return output(root / "RUN1", name)
+        spec = OutputSpec(file_mode=file_mode, dir_mode=dir_mode)
+        return output(root / "RUN1", name, spec)
 
-    async with writer_for("out.csv") as writer:
-        await writer.write(b"a\n", 1)
+    async with output_for("out.csv") as out:
+        await out.write(b"a\n", 1)
+        writer = await sealed(out)
         assert _mode(writer.part_path) == file_mode
         written = await writer.commit()
     # a second file of the run finds its directory made already
-    async with writer_for("two.csv") as second:
-        await second.write(b"b\n", 1)
-        two = await second.commit()
+    async with output_for("two.csv") as out:
+        await out.write(b"b\n", 1)
+        two = await (await sealed(out)).commit()
     assert _mode(written.path) == file_mode
     assert _mode(two.path) == file_mode
     assert _mode(root / "RUN1") == dir_mode
@@ -196,9 +213,9 @@ async def test_existing_directories_keep_their_mode(tmp_path: Path) -> None:
     shared = tmp_path / "shared"  # a volume's root, made by its administrator
     shared.mkdir()
     os.chmod(shared, 0o775)  # noqa: S103 - a shared volume's root, on purpose
-    async with FileWriter(shared / "RUN1", "x.csv") as writer:
-        await writer.write(b"x\n", 1)
-        await writer.commit()
+    async with output(shared / "RUN1") as out:
+        await out.write(b"x\n", 1)
+        await (await sealed(out)).commit()
     assert _mode(shared) == 0o775
     assert _mode(shared / "RUN1") == 0o700
 
@@ -209,8 +226,9 @@ async def test_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
     target = tmp_path / "victim"
     target.write_bytes(b"keep")
     (run / "x.csv").symlink_to(target)  # where the export is about to land
-    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
-        await writer.write(b"data\n", 1)
+    async with output(run) as out:
+        await out.write(b"data\n", 1)
+        writer = await sealed(out)
         with pytest.raises(ExportFileConflict):
             await writer.commit()
     assert target.read_bytes() == b"keep"
@@ -219,10 +237,10 @@ async def test_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
 
 
 async def test_each_writer_has_a_partial_file_of_its_own(tmp_path: Path) -> None:
-    async with (
-        FileWriter(tmp_path, "x.csv") as one,
-        FileWriter(tmp_path, "x.csv") as two,
-    ):
+    async with output(tmp_path) as first, output(tmp_path) as second:
+        for out in (first, second):
+            await out.write(b"x\n", 1)
+        one, two = await sealed(first), await sealed(second)
         assert one.part_path != two.part_path
         assert one.part_path.name.startswith(".x.csv.")
         assert is_partial_name(one.part_path.name)
@@ -234,17 +252,18 @@ async def test_an_old_owner_never_publishes_over_the_new_owner(tmp_path: Path) -
     # The owner of a run, cut off from the store but still alive, goes on writing while another
     # instance takes the run over: clears the run's directory, then writes the same variant.
     run = tmp_path / "RUN1"
-    async with FileWriter(run, "x.csv", flush_bytes=1) as old:
-        await old.write(b"old-complete\n", 1)
+    async with output(run) as old_output:
+        await old_output.write(b"old-complete\n", 1)
+        old = await sealed(old_output)
         taken_over = await reconcile_run_files(run, [])  # removes the old partial file
         assert taken_over.partial == (old.part_path.name,)
-        async with FileWriter(run, "x.csv", flush_bytes=1) as new:
-            await new.write(b"new-half", 1)
+        async with output(run) as new_output:
+            await new_output.write(b"new-half", 1)
             with pytest.raises(ExportFileConflict) as lost:
                 await old.commit()
             assert not (run / "x.csv").exists()  # nothing half-written went into place
-            await new.write(b"-rest\n", 1)
-            written = await new.commit()
+            await new_output.write(b"-rest\n", 1)
+            written = await (await sealed(new_output)).commit()
     assert lost.value.detail == PART_REMOVED_ELSEWHERE
     assert written.path.read_bytes() == b"new-half-rest\n"
     assert written.sha256 == hashlib.sha256(b"new-half-rest\n").hexdigest()
@@ -254,11 +273,12 @@ async def test_an_old_owner_never_publishes_over_the_new_owner(tmp_path: Path) -
 async def test_a_commit_never_replaces_a_file_already_in_place(tmp_path: Path) -> None:
     # The new owner committed (and recorded) the variant first; the old owner finishes later.
     run = tmp_path / "RUN1"
-    async with FileWriter(run, "x.csv", flush_bytes=1) as old:
-        await old.write(b"old\n", 1)
-        async with FileWriter(run, "x.csv", flush_bytes=1) as new:
-            await new.write(b"new\n", 1)
-            recorded = await new.commit()
+    async with output(run) as old_output:
+        await old_output.write(b"old\n", 1)
+        old = await sealed(old_output)
+        async with output(run) as new_output:
+            await new_output.write(b"new\n", 1)
+            recorded = await (await sealed(new_output)).commit()
         with pytest.raises(ExportFileConflict) as refused:
             await old.commit()
     assert refused.value.detail == FILE_WRITTEN_ELSEWHERE
@@ -276,13 +296,13 @@ async def test_volumes_without_hard_links_fall_back_to_rename(
 
     monkeypatch.setattr(os, "link", no_links)
     run = tmp_path / "RUN1"
-    async with FileWriter(run, "x.csv", flush_bytes=1) as first:
+    async with output(run) as first:
         await first.write(b"first\n", 1)
-        written = await first.commit()
-    async with FileWriter(run, "x.csv", flush_bytes=1) as second:
+        written = await (await sealed(first)).commit()
+    async with output(run) as second:
         await second.write(b"second\n", 1)
         with pytest.raises(ExportFileConflict):
-            await second.commit()
+            await (await sealed(second)).commit()
     assert written.path.read_bytes() == b"first\n"
     assert _listdir(run) == ["x.csv"]
 
@@ -291,10 +311,10 @@ async def test_full_disk_is_a_domain_error_and_leaves_no_partial_file(tmp_path: 
     with mounted_tmpfs(tmp_path / "small", size="256k") as disk:
 
         async def export() -> None:
-            async with FileWriter(disk / "RUN1", "big.csv", flush_bytes=16 << 10) as writer:
+            async with output(disk / "RUN1", "big.csv") as out:
                 for _ in range(64):  # 1 MiB into 256 KiB
-                    await writer.write(b"x" * (16 << 10) + b"\n", 1)
-                await writer.commit()
+                    await out.write(b"x" * (16 << 10) + b"\n", 1)
+                await (await sealed(out)).commit()
 
         with pytest.raises(ExportDiskFull) as caught:
             await export()
@@ -302,16 +322,17 @@ async def test_full_disk_is_a_domain_error_and_leaves_no_partial_file(tmp_path: 
         assert caught.value.__cause__ is None  # no OS message (or path) travels with it
         assert list((disk / "RUN1").iterdir()) == []
         # the space is back: the next export on this disk works
-        async with FileWriter(disk / "RUN1", "small.csv") as again:
+        async with output(disk / "RUN1", "small.csv") as again:
             await again.write(b"ok\n", 1)
-            assert (await again.commit()).size_bytes == 3
+            assert (await (await sealed(again)).commit()).size_bytes == 3
 
 
 async def test_read_only_disk_cannot_be_written(tmp_path: Path) -> None:
     with mounted_tmpfs(tmp_path / "ro", read_only=True) as disk:
-        with pytest.raises(ExportDiskUnwritable) as caught:
-            async with FileWriter(disk / "RUN1", "x.csv"):
-                pass
+        async with output(disk / "RUN1") as out:
+            await out.write(b"x\n", 1)
+            with pytest.raises(ExportDiskUnwritable) as caught:
+                await out.finish()
         assert caught.value.detail == DISK_UNWRITABLE
         assert list(disk.iterdir()) == []
 
@@ -353,12 +374,13 @@ async def test_new_entries_are_made_durable_by_syncing_their_directories(
     monkeypatch.setattr(os, "fsync", recording_fsync)
     root = tmp_path / "exports"
     run = root / "RUN1"
-    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
-        await writer.write(b"x\n", 1)
-        assert [t for t, _ in synced] == [str(tmp_path), str(root)]  # the new directories
+    async with output(run) as out:
+        await out.write(b"x\n", 1)
+        writer = await sealed(out)
+        targets = [t for t, _ in synced]
+        assert targets[:2] == [str(tmp_path), str(root)]  # the new directories
+        assert targets[2:] == [str(writer.part_path)]  # the data, under its partial name
         await writer.commit()
-    targets = [t for t, _ in synced]
-    assert targets[2] == str(writer.part_path)  # the data first, under its partial name
     assert synced[3] == (str(run), ["x.csv"])  # then the entry, once linked into place
     assert len(synced) == 4
 
@@ -376,10 +398,10 @@ async def test_a_file_whose_entry_cannot_be_synced_is_not_committed(
     run = tmp_path / "RUN1"
     run.mkdir()
     monkeypatch.setattr(os, "fsync", failing_dir_fsync)
-    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
-        await writer.write(b"x\n", 1)
+    async with output(run) as out:
+        await out.write(b"x\n", 1)
         with pytest.raises(ExportDiskUnwritable):
-            await writer.commit()
+            await (await sealed(out)).commit()
     assert _listdir(run) == []
 
 
@@ -389,8 +411,9 @@ async def test_a_commit_refused_for_a_name_in_place_goes_through_under_another(
     run = tmp_path / "RUN1"
     run.mkdir()
     (run / "x.csv").write_bytes(b"stale\n")
-    async with FileWriter(run, "x.csv", flush_bytes=1) as writer:
-        await writer.write(b"mine\n", 1)
+    async with output(run) as out:
+        await out.write(b"mine\n", 1)
+        writer = await sealed(out)
         with pytest.raises(ExportFileConflict):
             await writer.commit()
         writer.rename("x (2).csv")

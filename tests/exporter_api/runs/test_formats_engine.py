@@ -9,8 +9,9 @@ import io
 from pathlib import Path
 
 from exporter_api.config import ExportConfig, OutputProfile
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import RunState
-from exporter_api.runs.repository import StoredFile
+from exporter_api.runs.writers.formats import format_of
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog, demo_providers
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
@@ -38,10 +39,8 @@ async def test_formats_of_a_run_and_their_listing(tmp_path: Path) -> None:
     assert loaded is not None
     assert loaded.groups[0].scripts[0].format == "xlsx"
 
-    def listing(run_id: str) -> list[tuple[str, str, str]]:
-        return [
-            (f.name.split("_", 1)[1], f.dto().format, f.dto().media_type) for f in files[run_id]
-        ]
+    def listing(run_id: str) -> list[tuple[str, str, str | None]]:
+        return [(f.name.split("_", 1)[1], format_of(f.name), f.media_type) for f in files[run_id]]
 
     assert listing(plain.run_id) == [
         (f"g-sales_s-orders_v{i}.csv", "csv", "text/csv; charset=utf-8") for i in (1, 2, 3)
@@ -229,8 +228,8 @@ async def test_a_file_is_listed_with_the_charset_of_its_profile(tmp_path: Path) 
         packed_files = await kit.repo.files(packed.run_id)
     assert win_files
     assert {f.media_type for f in win_files} == {"text/csv; charset=windows-1251"}
-    assert {f.dto().media_type for f in win_files} == {"text/csv; charset=windows-1251"}
-    assert {f.dto().media_type for f in packed_files} == {"application/gzip"}
+    assert {f.media_type for f in win_files} == {"text/csv; charset=windows-1251"}
+    assert {f.media_type for f in packed_files} == {"application/gzip"}
 
 
 async def test_a_text_longer_than_an_xlsx_cell_fails_the_variant(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from exporter_api.config import DatabaseConfig
 from exporter_api.providers.base import ExportRequest
 from exporter_api.providers.postgres import PostgresProvider
 from exporter_api.runs.files import WrittenFile
-from exporter_api.runs.writers import CsvStyle, OutputSpec, VariantOutput, part_name
+from exporter_api.runs.writers import CsvStyle, OutputSpec, VariantOutput
 from tests.exporter_api.conftest import pg_login_database
 from tests.services import PostgresCluster
 
@@ -64,9 +64,7 @@ async def export(provider: PostgresProvider, spec: OutputSpec, directory: Path) 
     async with VariantOutput(spec, directory, "kinds.csv") as out:
         await provider.export("fidelity", PASSWORD, request, out)
         total = await out.finish()
-        for k, writer in enumerate(out.parts, start=1):
-            if len(out.parts) > 1:
-                writer.rename(part_name("kinds.csv", k))
+        for writer in out.parts:
             written.append(await writer.commit())
     assert total == ROWS == sum(w.rows for w in written)
     return [w.path.read_bytes() for w in written]

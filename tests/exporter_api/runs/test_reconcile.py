@@ -7,8 +7,8 @@ from pathlib import Path
 
 import anyio
 
-from exporter_api.runs.files import FileWriter
 from exporter_api.runs.reconcile import Reconciled, reconcile_run_files
+from exporter_api.runs.writers import OutputSpec, VariantOutput
 from exporter_api.runs.writers.xlsx import XlsxBook
 
 
@@ -60,11 +60,13 @@ async def test_other_runs_and_a_live_writer_are_never_touched(tmp_path: Path) ->
     (dead / ".x.csv.part").write_bytes(b"half")
     (root / "stray.csv").write_bytes(b"not in any run directory\n")
     (dead / "sub").mkdir()  # never recursed into or removed
-    async with FileWriter(root / "LIVE", "live.csv", flush_bytes=1) as live:
-        await live.write(b"header\n", 1)  # another instance's export, in progress
+    async with VariantOutput(OutputSpec(), root / "LIVE", "live.csv") as out:
+        await out.write(b"header\n", 0)  # another instance's export, in progress
         result = await reconcile_run_files(dead, [])
+        await out.write(b"row\n", 1)  # it goes on writing after the sweep
+        await out.finish()
+        [live] = out.parts
         assert live.part_path.exists()
-        await live.write(b"row\n", 1)
         written = await live.commit()
     assert result.partial == (".x.csv.part",)
     assert _names(dead) == ["sub"]

@@ -14,16 +14,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.exporter_api.conftest import DEMO_LOGIN
 from tests.exporter_api.runs.demokit import demo_catalog
-from tests.services import free_port, stop_process, wait_for_port
+from tests.services import exporter_serve, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify and SIGKILL: Linux only")
 
@@ -49,55 +47,14 @@ EVERYTHING = {
         ]
     },
 }
-LOGIN = {
-    "dbUsername": "USER1",
-    "dbPassword": "demo",
-    "databaseId": "db-test",
-    "managerId": "m1",
-    "streamId": "s1",
-}
-
 _IN_MOVED_TO = 0x00000080
 _EVENT = struct.Struct("iIII")
 
 
-@contextmanager
-def serve(config: Path, data: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``exporter-api serve`` on a free port; stopped (if still alive) when the block ends."""
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("EXPORTER_STATE_URL", None)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "exporter_api", "serve", "--config", str(config)),
-                *("--port", str(port), "--data-dir", str(data)),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        wait_for_port(port, timeout=60)
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            stop_process(proc, timeout=20)
-
-
 def login(http: httpx.Client) -> dict[str, str]:
-    response = http.post("/api/auth/login", json=LOGIN)
+    response = http.post("/api/auth/login", json=DEMO_LOGIN)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['accessToken']}"}
-
-
-def wait_for(check: Any, limit_s: float, what: str) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.001)
-    raise TimeoutError(what)
 
 
 def part_size(run_dir: Path) -> int:
@@ -120,7 +77,7 @@ def kill_when_ledger_renamed(proc: subprocess.Popen[bytes], run_dir: Path) -> st
     fd = libc.inotify_init1(os.O_CLOEXEC)
     assert fd >= 0, ctypes.get_errno()
     try:
-        wait_for(lambda: part_size(run_dir) > 0, 120, "the ledger export never started")
+        wait_until(lambda: part_size(run_dir) > 0, 120, "the ledger export to start", 0.001)
         assert libc.inotify_add_watch(fd, bytes(run_dir), _IN_MOVED_TO) >= 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -158,7 +115,10 @@ def test_restart_after_sigkill_leaves_no_orphan(moment: str, tmp_path: Path) -> 
     log = tmp_path / "serve.log"
     note = f"seed={seed} moment={moment} log={log}"
 
-    with serve(config, data, log) as (proc, base), httpx.Client(base_url=base, timeout=30) as http:
+    with (
+        exporter_serve(config, data, log, timeout=60) as (proc, base),
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
         created = http.post("/api/runs", json=EVERYTHING, headers=login(http))
         assert created.status_code == 201, created.text
         run_id = created.json()["runId"]
@@ -168,11 +128,12 @@ def test_restart_after_sigkill_leaves_no_orphan(moment: str, tmp_path: Path) -> 
             # anywhere within the ledger's ~28 MB.
             threshold = rng.randrange(-5_000_000, 28_000_000)
             if threshold > 0:
-                wait_for(
+                wait_until(
                     # past the end of the ledger: the kill lands after the run's last file
                     lambda: part_size(run_dir) >= threshold or ledger_done(run_dir),
                     120,
-                    "the export never got there",
+                    "the export to get there",
+                    0.001,  # the kill lands close to the threshold
                 )
             proc.send_signal(signal.SIGKILL)
         else:
@@ -181,15 +142,18 @@ def test_restart_after_sigkill_leaves_no_orphan(moment: str, tmp_path: Path) -> 
         proc.wait(10)
     at_kill = sorted(os.listdir(run_dir)) if run_dir.exists() else []
 
-    with serve(config, data, log) as (proc, base), httpx.Client(base_url=base, timeout=30) as http:
+    with (
+        exporter_serve(config, data, log, timeout=60) as (proc, base),
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
         auth = login(http)
-        state = wait_for(
+        state = wait_until(
             lambda: (
                 (s := http.get(f"/api/runs/{run_id}", headers=auth).json())["status"] not in ACTIVE
                 and s
             ),
             30,
-            "the run was never recovered",
+            "the run to be recovered",
         )
         listed = http.get(f"/api/runs/{run_id}/files", headers=auth).json()["files"]
         recorded = sorted(f["name"] for f in listed)

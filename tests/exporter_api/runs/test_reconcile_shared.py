@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter_api.config import ExportConfig
+from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.models import utc_now
-from exporter_api.runs.repository import RunOwner, StoredFile
+from exporter_api.runs.repository import RunOwner
 from tests.exporter_api.runs.conftest import USER1, USER1_PASSWORD, poll_until
 from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
 

@@ -116,7 +116,10 @@ async def files_are_whole(kit: EngineKit, run_id: str) -> None:
 async def test_each_queued_run_is_claimed_by_exactly_one_engine(
     catalog: ExportConfig, tmp_path: Path, state_url: str
 ) -> None:
-    async with two_engines(catalog, tmp_path / "data", state_url) as (a, b):
+    # heartbeats far apart: only the two explicit claims below take the runs
+    async with two_engines(
+        catalog, tmp_path / "data", state_url, heartbeat_s=60, takeover_after_s=120
+    ) as (a, b):
         run_ids = []
         for _ in range(8):
             state = a.engine._initial_state(U1, plan(catalog, single("s-empty", "g-sales")))
@@ -252,7 +255,7 @@ async def test_a_killed_engines_run_is_taken_over_and_ends_success(
     assert driver is not None
     assert driver.instance_id == b.engine.instance_id != dead
     # within takeover_after_s + a heartbeat (and some slack for a busy machine)
-    assert taken_at - killed_at < takeover + heartbeat + 0.5
+    assert taken_at - killed_at < takeover + heartbeat + 1.5
 
 
 async def _orphan(kit: EngineKit, config: ExportConfig, *, session: str, attempts: int) -> str:
@@ -461,8 +464,8 @@ async def test_a_long_variant_of_a_live_engine_is_never_taken_over(
         catalog,
         tmp_path / "data",
         state_url,
-        heartbeat_s=0.15,
-        takeover_after_s=0.4,
+        heartbeat_s=0.25,
+        takeover_after_s=1.0,
         persist_progress_s=0.05,
     ) as (a, b):
         state = await a.run_to_end(U1, plan(catalog, single("s-progress", "g-slow")))
@@ -480,7 +483,8 @@ async def test_a_long_variant_of_a_live_engine_is_never_taken_over(
 async def test_a_busy_engine_leaves_a_new_run_to_an_idle_one(
     catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase, state_url: str
 ) -> None:
-    async with two_engines(catalog, tmp_path / "data", state_url) as (a, b):
+    # B's claim must win by more than A's delay even when a store round trip is slow
+    async with two_engines(catalog, tmp_path / "data", state_url, claim_delay_s=1.0) as (a, b):
         busy = await a.engine.start(U1, plan(catalog, single("s-slow", "g-slow")))
         assert a.engine.is_active(busy.run_id)  # idle: it drives its first run itself
         await poll_until(lambda: has_active_query(export_db))

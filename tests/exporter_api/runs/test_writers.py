@@ -15,19 +15,19 @@ from pathlib import Path
 import anyio
 import pytest
 
+from exporter_api.csvcodec import UnencodableValue, record_ends
 from exporter_api.runs.errors import DISK_FULL, ExportDiskFull
 from exporter_api.runs.files import WrittenFile
 from exporter_api.runs.writers import (
     CsvStyle,
     OutputSpec,
     TooWideForXlsx,
-    UnencodableValue,
     VariantOutput,
     format_of,
     part_name,
     with_format,
 )
-from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, record_ends
+from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS
 from exporter_api.runs.writers.xlsx import ValueTooLongForXlsx
 from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 from tests.exporter_api.runs.xlsxread import read_xlsx
@@ -56,9 +56,7 @@ async def export(
             await out.write_rows(labels, batch)
         total = await out.finish()
         written = []
-        for k, writer in enumerate(out.parts, start=1):
-            if len(out.parts) > 1:
-                writer.rename(part_name(name, k))
+        for writer in out.parts:
             written.append(await writer.commit())
     assert total == sum(len(b) for b in batches)
     assert [c for c, _ in progress] == sorted(c for c, _ in progress)  # in order, once a batch
@@ -106,6 +104,12 @@ async def test_csv_gz_is_one_gzip_stream_of_the_same_csv(tmp_path: Path) -> None
     check_hash(packed)
     assert gzip.decompress(packed.path.read_bytes()) == plain.path.read_bytes()
     assert packed.size_bytes < plain.size_bytes / 3
+
+
+async def test_a_split_result_that_fits_one_file_has_no_part_number(tmp_path: Path) -> None:
+    [written] = await export(tmp_path, OutputSpec(max_rows_per_file=4), [rows(3)])
+    assert written.name == "out.csv"
+    assert names(tmp_path) == ["out.csv"]
 
 
 async def test_rows_limit_splits_into_parts_each_with_its_header(tmp_path: Path) -> None:
