@@ -1,28 +1,33 @@
 /* CSV straight from SQLite, in C: the SQLite provider's plain-CSV path (sqlite.py).
  *
  * Reader(uri, delimiter, timeout_s) opens its own read-only connection; execute(sql, params)
- * prepares one statement and binds its parameters; read(max_rows) steps up to max_rows rows
- * and returns them as one block of UTF-8 CSV (bytes) with the row count, with the GIL released
- * for the whole batch, so the event loop and the file writer run meanwhile.
+ * prepares one statement and binds its parameters; read(max_rows, max_bytes, head) steps up to
+ * max_rows rows (fewer once the batch holds max_bytes) and returns them as one block of UTF-8
+ * CSV (bytes, after `head`: the header line) with the row count, with the GIL released for the
+ * whole batch, so the event loop and the file writer run meanwhile. Text and BLOB values are
+ * checked to be UTF-8 there too (sqlite3.DataError "Could not decode to UTF-8 ..." if not).
  *
- * The dialect is the provider's: csv.writer's QUOTE_MINIMAL with "\n" line ends (a field
- * holding the delimiter, a quote or a line feed is quoted, its quotes doubled; a row of one
- * empty field is written ""), NULL as nothing, integers and text as SQLite writes them, and a
- * REAL as SQLite's own 15-digit text when that reads back as the same double (`plain_real`
+ * The dialect is the provider's: minimal quoting with "\n" line ends (a field holding the
+ * delimiter, a quote, a line feed or a carriage return is quoted, its quotes doubled; a row of
+ * one empty field is written ""), NULL as nothing, integers and text as SQLite writes them, and
+ * a REAL as SQLite's own 15-digit text when that reads back as the same double (`plain_real`
  * finds it without SQLite's slow conversion for most values), else the fewest of 16 or 17
- * significant digits that do.
+ * significant digits that do; -0.0 keeps its sign. Numbers are written and parsed in the "C"
+ * locale whatever LC_NUMERIC says (uselocale, on the reading thread only).
  *
  * interrupt() (any thread) and the timeout stop a running read through SQLite's progress
  * handler: it then raises sqlite3.OperationalError("interrupted") and `timed_out` tells which.
  * Errors are the sqlite3 module's exceptions with SQLite's message. Text is passed on as
- * stored: checking that it is UTF-8 is the caller's. One thread at a time reads and closes.
+ * One thread at a time opens, executes, reads and closes (`busy` refuses the others).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <locale.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 
@@ -32,7 +37,7 @@ typedef struct {
     sqlite3_stmt *stmt; /* NULL: an empty script (no rows) */
     int ncols;
     int done;
-    int busy; /* a read() is running (with the GIL released) */
+    int busy; /* an open, prepare or read is running (with the GIL released) */
     char delim[8];
     size_t delim_len;
     double deadline; /* CLOCK_MONOTONIC seconds */
@@ -43,6 +48,9 @@ typedef struct {
 } Reader;
 
 static PyObject *sqlite_module;
+static locale_t c_locale; /* numbers are written and parsed in the "C" locale */
+
+#define NOT_UTF8 (-2) /* put_row's code of a value that is not UTF-8 */
 
 static double monotonic(void) {
     struct timespec ts;
@@ -95,6 +103,8 @@ static int reserve(Reader *self, size_t more) {
 }
 
 static void append(Reader *self, const char *s, size_t n) {
+    if (n == 0)
+        return; /* s may be NULL */
     memcpy(self->buf + self->len, s, n);
     self->len += n;
 }
@@ -103,16 +113,67 @@ static int needs_quotes(Reader *self, const char *s, size_t n) {
     if (self->delim_len == 1) {
         char d = self->delim[0];
         for (size_t i = 0; i < n; i++)
-            if (s[i] == d || s[i] == '"' || s[i] == '\n')
+            if (s[i] == d || s[i] == '"' || s[i] == '\n' || s[i] == '\r')
                 return 1;
         return 0;
     }
-    if (memchr(s, '"', n) || memchr(s, '\n', n))
+    if (memchr(s, '"', n) || memchr(s, '\n', n) || memchr(s, '\r', n))
         return 1;
     return n >= self->delim_len && memmem(s, n, self->delim, self->delim_len) != NULL;
 }
 
+/* Whether s[0..n) is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF), as
+ * bytes.decode() checks it; ASCII is skipped eight bytes at a time. */
+static int is_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            unsigned long long w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return 0;
+        }
+        if (i + k >= n) /* cut short */
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t j = 2; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
 static int put_text(Reader *self, const char *s, size_t n) {
+    if (n == 0)
+        return 0;
     if (!needs_quotes(self, s, n)) {
         if (reserve(self, n))
             return -1;
@@ -188,6 +249,10 @@ static int put_real(Reader *self, int i) {
     double v = sqlite3_column_double(self->stmt, i);
     char tmp[48];
     int k = plain_real(v, tmp);
+    if (v == 0) { /* SQLite writes -0.0 as "0.0" */
+        k = signbit(v) ? 4 : 3;
+        memcpy(tmp, signbit(v) ? "-0.0" : "0.0", (size_t)k);
+    }
     if (k) {
         if (reserve(self, (size_t)k))
             return -1;
@@ -196,7 +261,7 @@ static int put_real(Reader *self, int i) {
     }
     const char *text = (const char *)sqlite3_column_text(self->stmt, i);
     size_t n = (size_t)sqlite3_column_bytes(self->stmt, i);
-    if (text == NULL)
+    if (text == NULL) /* out of memory */
         return -1;
     if (strtod(text, NULL) != v) {
         for (int digits = 16; digits <= 17; digits++) {
@@ -224,7 +289,8 @@ static int put_real(Reader *self, int i) {
     return 0;
 }
 
-/* One row as a CSV line; SQLITE_NOMEM when out of memory. */
+/* One row as a CSV line; SQLITE_NOMEM when out of memory, NOT_UTF8 for a value that is not
+ * UTF-8. */
 static int put_row(Reader *self) {
     sqlite3_stmt *st = self->stmt;
     for (int i = 0; i < self->ncols; i++) {
@@ -244,9 +310,12 @@ static int put_row(Reader *self) {
         /* INTEGER, TEXT, and a BLOB as its bytes taken for text (as sqlite3 -csv does) */
         const char *text = (const char *)sqlite3_column_text(st, i);
         size_t n = (size_t)sqlite3_column_bytes(st, i);
-        if (text == NULL && n)
+        /* NULL for a value that is not NULL: out of memory (or a zero-length BLOB) */
+        if (text == NULL && (n || sqlite3_errcode(self->db) == SQLITE_NOMEM))
             return SQLITE_NOMEM;
-        if (put_text(self, text ? text : "", n))
+        if (type != SQLITE_INTEGER && !is_utf8((const unsigned char *)text, n))
+            return NOT_UTF8;
+        if (put_text(self, text, n))
             return SQLITE_NOMEM;
     }
     if (reserve(self, 3)) /* room for the "" of an empty row (Reader_read) */
@@ -255,25 +324,44 @@ static int put_row(Reader *self) {
     return SQLITE_OK;
 }
 
-static PyObject *Reader_read(Reader *self, PyObject *arg) {
-    Py_ssize_t max_rows = PyLong_AsSsize_t(arg);
-    if (max_rows == -1 && PyErr_Occurred())
+/* RuntimeError when another thread is opening, preparing or reading (GIL released). */
+static int refuse_busy(Reader *self) {
+    if (!self->busy)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "Reader is busy on another thread");
+    return -1;
+}
+
+static PyObject *Reader_read(Reader *self, PyObject *args) {
+    Py_ssize_t max_rows, max_bytes;
+    Py_buffer head = {0};
+    if (!PyArg_ParseTuple(args, "nn|y*:read", &max_rows, &max_bytes, &head))
         return NULL;
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "Reader.read is already running");
-        return NULL;
+    PyObject *result = NULL;
+    if (max_rows < 1 || max_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_rows and max_bytes must be at least 1");
+        goto out;
     }
+    if (refuse_busy(self))
+        goto out;
     if (self->db == NULL) {
         raise_as("ProgrammingError", "Cannot operate on a closed database.");
-        return NULL;
+        goto out;
     }
     Py_ssize_t rows = 0;
     int rc = SQLITE_DONE;
     self->len = 0;
     if (!self->done && self->stmt != NULL) {
+        if (reserve(self, (size_t)head.len)) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        append(self, head.buf, (size_t)head.len);
+        size_t limit = (size_t)head.len + (size_t)max_bytes;
         self->busy = 1;
         Py_BEGIN_ALLOW_THREADS
-        while (rows < max_rows) {
+        locale_t previous = uselocale(c_locale);
+        while (rows < max_rows && self->len < limit) {
             rc = sqlite3_step(self->stmt);
             if (rc != SQLITE_ROW)
                 break;
@@ -291,25 +379,34 @@ static PyObject *Reader_read(Reader *self, PyObject *arg) {
             rows++;
             rc = SQLITE_ROW;
         }
+        uselocale(previous);
         Py_END_ALLOW_THREADS
         self->busy = 0;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         self->done = 1;
-        raise_sqlite(self, rc);
-        return NULL;
+        if (rc == NOT_UTF8)
+            raise_as("DataError", "Could not decode to UTF-8: a value is not UTF-8 text");
+        else
+            raise_sqlite(self, rc);
+        goto out;
     }
     if (rc == SQLITE_DONE)
         self->done = 1;
+    if (rows == 0)
+        self->len = 0; /* no rows: no header either */
     PyObject *chunk = PyBytes_FromStringAndSize(self->buf ? self->buf : "", (Py_ssize_t)self->len);
     if (self->cap > (1 << 24)) { /* a batch of huge rows: do not keep its buffer */
         free(self->buf);
         self->buf = NULL;
         self->cap = 0;
     }
-    if (chunk == NULL)
-        return NULL;
-    return Py_BuildValue("Nn", chunk, rows);
+    if (chunk != NULL)
+        result = Py_BuildValue("Nn", chunk, rows);
+out:
+    if (head.obj != NULL)
+        PyBuffer_Release(&head);
+    return result;
 }
 
 static PyObject *Reader_interrupt(Reader *self, PyObject *Py_UNUSED(ignored)) {
@@ -330,10 +427,8 @@ static void reader_close(Reader *self) {
 }
 
 static PyObject *Reader_close(Reader *self, PyObject *Py_UNUSED(ignored)) {
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "Reader.read is running");
+    if (refuse_busy(self))
         return NULL;
-    }
     reader_close(self);
     Py_RETURN_NONE;
 }
@@ -408,6 +503,8 @@ static int Reader_init(Reader *self, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss#d", names, &uri, &delim, &delim_len,
                                      &timeout_s))
         return -1;
+    if (refuse_busy(self))
+        return -1;
     if (self->db != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Reader is already open");
         return -1;
@@ -420,6 +517,7 @@ static int Reader_init(Reader *self, PyObject *args, PyObject *kwargs) {
     self->delim_len = (size_t)delim_len;
     self->deadline = monotonic() + timeout_s;
     int rc;
+    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     rc = sqlite3_open_v2(uri, &self->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
     if (rc == SQLITE_OK) {
@@ -427,6 +525,7 @@ static int Reader_init(Reader *self, PyObject *args, PyObject *kwargs) {
         sqlite3_progress_handler(self->db, 10000, progress, self);
     }
     Py_END_ALLOW_THREADS
+    self->busy = 0;
     if (rc != SQLITE_OK) {
         raise_sqlite(self, rc);
         reader_close(self);
@@ -441,6 +540,8 @@ static PyObject *Reader_execute(Reader *self, PyObject *args) {
     PyObject *params;
     if (!PyArg_ParseTuple(args, "s#O:execute", &sql, &sql_len, &params))
         return NULL;
+    if (refuse_busy(self))
+        return NULL;
     if (self->db == NULL) {
         raise_as("ProgrammingError", "Cannot operate on a closed database.");
         return NULL;
@@ -449,26 +550,36 @@ static PyObject *Reader_execute(Reader *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "Reader.execute runs one statement");
         return NULL;
     }
-    int rc;
+    if (sql_len > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "the script is too long");
+        return NULL;
+    }
+    int rc, more = 0;
+    sqlite3_stmt *stmt = NULL;
+    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    rc = sqlite3_prepare_v2(self->db, sql, (int)sql_len, &self->stmt, &tail);
+    rc = sqlite3_prepare_v2(self->db, sql, (int)sql_len, &stmt, &tail);
+    /* One statement only, as the sqlite3 module's execute(). */
+    if (rc == SQLITE_OK && tail != NULL && *tail) {
+        sqlite3_stmt *next = NULL;
+        int rc2 = sqlite3_prepare_v2(self->db, tail, -1, &next, NULL);
+        more = next != NULL || rc2 != SQLITE_OK;
+        sqlite3_finalize(next);
+    }
     Py_END_ALLOW_THREADS
+    self->busy = 0;
     if (rc != SQLITE_OK) {
         raise_sqlite(self, rc);
         return NULL;
     }
-    /* One statement only, as the sqlite3 module's execute(). */
-    if (tail != NULL && *tail) {
-        sqlite3_stmt *next = NULL;
-        rc = sqlite3_prepare_v2(self->db, tail, -1, &next, NULL);
-        sqlite3_finalize(next);
-        if (next != NULL || rc != SQLITE_OK) {
-            raise_as("ProgrammingError", "You can only execute one statement at a time.");
-            return NULL;
-        }
-    }
-    if (bind(self, params))
+    self->stmt = stmt;
+    if (more)
+        raise_as("ProgrammingError", "You can only execute one statement at a time.");
+    if (more || bind(self, params)) {
+        sqlite3_finalize(self->stmt);
+        self->stmt = NULL;
         return NULL;
+    }
     self->ncols = self->stmt ? sqlite3_column_count(self->stmt) : 0;
     if (self->stmt == NULL)
         self->done = 1;
@@ -476,6 +587,8 @@ static PyObject *Reader_execute(Reader *self, PyObject *args) {
 }
 
 static PyObject *Reader_columns(Reader *self, void *Py_UNUSED(closure)) {
+    if (refuse_busy(self))
+        return NULL;
     PyObject *list = PyList_New(self->ncols);
     if (list == NULL)
         return NULL;
@@ -501,8 +614,9 @@ static void Reader_dealloc(Reader *self) {
 }
 
 static PyMethodDef Reader_methods[] = {
-    {"read", (PyCFunction)Reader_read, METH_O,
-     "read(max_rows) -> (csv bytes, rows): up to max_rows rows; (b'', 0) at the end."},
+    {"read", (PyCFunction)Reader_read, METH_VARARGS,
+     "read(max_rows, max_bytes, head=b'') -> (csv bytes, rows): up to max_rows rows, the batch\n"
+     "ending with the row that takes it past max_bytes, after head; (b'', 0) at the end."},
     {"execute", (PyCFunction)Reader_execute, METH_VARARGS,
      "execute(sql, params): prepare the one statement of sql and bind params (a sequence)."},
     {"interrupt", (PyCFunction)Reader_interrupt, METH_NOARGS,
@@ -535,6 +649,11 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__sqlitecsv(void) {
+    if (c_locale == (locale_t)0) {
+        c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+        if (c_locale == (locale_t)0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
     if (PyType_Ready(&ReaderType) < 0)
         return NULL;
     sqlite_module = PyImport_ImportModule("sqlite3");

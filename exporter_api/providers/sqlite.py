@@ -6,6 +6,10 @@ loop through a bounded memory stream: rows as fetched (`ExportRequest.rows`: the
 them, `_export_rows`), or plain CSV formatted in C, a batch at a time (`_export_csv`, the
 `Reader` of ``_sqlitecsv.c``). Cancellation and the statement timeout stop the query through
 SQLite's progress handler, so nothing keeps running after `export` returns.
+
+The C reader is optional (``hatch_build.py`` builds without it when there is no C compiler or
+no ``sqlite3.h``): without it ``server_csv`` is False, so runs ask for rows as they do from
+Oracle, and `start` logs ``sqlite_csv_reader_unavailable`` once.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -30,7 +34,6 @@ import structlog
 from exporter_api.config import DatabaseConfig
 from exporter_api.csvcodec import CsvEncoder
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
-from exporter_api.providers._sqlitecsv import Reader
 from exporter_api.providers.base import (
     DatabaseProvider,
     ExportRequest,
@@ -44,7 +47,23 @@ from exporter_api.providers.base import (
 from exporter_api.security.passwords import hash_password, verify_password
 from exporter_api.sqlparams import to_qmark
 
+if TYPE_CHECKING:
+    from exporter_api.providers._sqlitecsv import Reader
+
 _log = structlog.get_logger("exporter_api.providers.sqlite")
+
+# A batch of C-formatted CSV ends with the row that takes it past this many bytes (or at
+# ``batch_rows``): two batches in the hand-off stay a few MiB whatever the rows hold.
+BATCH_BYTES = 4 << 20
+
+
+def csv_reader() -> type[Reader] | None:
+    """The C reader (``_sqlitecsv.c``), or None when it was not built (`hatch_build.py`)."""
+    try:
+        from exporter_api.providers._sqlitecsv import Reader
+    except ImportError:
+        return None
+    return Reader
 
 
 @functools.cache
@@ -67,17 +86,25 @@ _Batch = tuple[bytes | tuple[list[str], list[Any]], int]
 
 
 class SqliteProvider(DatabaseProvider):
-    # Plain CSV comes formatted from C (`_export_csv`): bytes, not rows.
-    server_csv = True
-
     def __init__(self, config: DatabaseConfig, data_dir: Path, config_dir: Path) -> None:
         super().__init__(config)
+        self._reader = csv_reader()
+        # Plain CSV comes formatted from C (`_export_csv`): bytes, not rows; without the C
+        # reader, rows (the sink formats them, as Oracle's).
+        self.server_csv = self._reader is not None
         dsn = Path(config.dsn)
         self.path = dsn if dsn.is_absolute() else data_dir / dsn
         self.init_sql = (config_dir / config.init_sql) if config.init_sql else None
         self._users = {u.login: u.password_hash for u in config.users}
 
     async def start(self) -> None:
+        if self._reader is None:
+            _log.warning(
+                "sqlite_csv_reader_unavailable",
+                database_id=self.config.id,
+                detail="the C reader (_sqlitecsv) was not built: CSV rows are formatted in "
+                "Python, several times slower (see hatch_build.py)",
+            )
         if self.init_sql is None or await anyio.Path(self.path).exists():
             return
         started = time.monotonic()
@@ -195,9 +222,12 @@ class SqliteProvider(DatabaseProvider):
                 raise _Stopped from None
 
         uri = self.path.resolve().as_uri() + "?mode=ro"  # percent-encodes odd file names
-        query = _export_csv if not request.rows else _export_rows
+        if request.rows or self._reader is None:
+            query = _export_rows(uri, request, stop)
+        else:
+            query = _export_csv(self._reader, uri, request, stop)
         try:
-            with query(uri, request, stop) as (run, timed_out):
+            with query as (run, timed_out):
                 try:
                     run(sql, args, emit)
                 except sqlite3.OperationalError as exc:
@@ -208,6 +238,8 @@ class SqliteProvider(DatabaseProvider):
                     raise _sql_error(exc) from None
                 except sqlite3.Error as exc:
                     raise _sql_error(exc) from None
+                except (MemoryError, UnicodeError, OverflowError) as exc:
+                    raise _value_error(exc) from None
                 except _Stopped:
                     return
         except _Unavailable:
@@ -249,12 +281,14 @@ _Query = tuple[Callable[[str, list[object], _Emit], None], Callable[[], bool]]
 
 
 @contextlib.contextmanager
-def _export_csv(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Query]:
+def _export_csv(
+    reader_type: type[Reader], uri: str, request: ExportRequest, stop: _Stop
+) -> Iterator[_Query]:
     """Plain CSV, formatted in C by `Reader` (``_sqlitecsv.c``) a batch at a time with the GIL
-    released: the rows never become Python objects. The bytes come as SQLite stores text, so
-    each batch is checked to be UTF-8 here (and transcoded for cp1251)."""
+    released: the rows never become Python objects, and their text is checked to be UTF-8
+    there. For cp1251 each batch is transcoded here."""
     try:
-        reader = Reader(uri, request.delimiter, request.statement_timeout_s)
+        reader = reader_type(uri, request.delimiter, request.statement_timeout_s)
     except sqlite3.Error:
         raise _Unavailable from None
 
@@ -262,14 +296,17 @@ def _export_csv(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Quer
         reader.execute(sql, args)
         names = reader.columns
         encoder = CsvEncoder(request.delimiter, request.encoding, names)
+        utf8 = encoder.codec == "utf-8"
+        header = encoder.header() if request.header and utf8 else b""
         done = 0
         while True:
-            chunk, count = reader.read(request.batch_rows)
+            # The header line (UTF-8) comes in the first batch's buffer: no copy to join them.
+            chunk, count = reader.read(request.batch_rows, BATCH_BYTES, b"" if done else header)
             if not count:
                 return
-            body = _encode(chunk, encoder, request.delimiter, done + 1)
-            head = encoder.header() if (not done and request.header) else b""
-            emit(head + body, count)
+            if not utf8:
+                chunk = _transcode(chunk, encoder, request, first_row=done + 1)
+            emit(chunk, count)
             done += count
 
     try:
@@ -279,26 +316,23 @@ def _export_csv(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Quer
         reader.close()
 
 
-def _encode(chunk: bytes, encoder: CsvEncoder, delimiter: str, first_row: int) -> bytes:
-    """A batch of `Reader` CSV in the output's encoding; the rows' values (parsed back) name
-    a character the encoding cannot hold."""
-    try:
-        text = chunk.decode()
-    except UnicodeDecodeError:
-        raise QueryFailed(_NOT_UTF8) from None
-    if encoder.codec == "utf-8":
-        return chunk
+def _transcode(chunk: bytes, encoder: CsvEncoder, request: ExportRequest, first_row: int) -> bytes:
+    """A batch of `Reader` CSV (UTF-8) in the output's encoding, its header first in the first
+    one; the rows' values (parsed back) name a character the encoding cannot hold."""
+    text = chunk.decode()
 
     def rows() -> list[Sequence[object]]:
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=request.delimiter))
 
-    return encoder.encode_text(text, rows, first_row)
+    head = encoder.header() if (first_row == 1 and request.header) else b""
+    return head + encoder.encode_text(text, rows, first_row)
 
 
 @contextlib.contextmanager
 def _export_rows(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Query]:
-    """Rows as fetched (`ExportRequest.rows`: the sink formats them), over the sqlite3 module;
-    the progress handler stops the query on cancellation or at the statement timeout."""
+    """Rows as fetched (`ExportRequest.rows`: the sink formats them), over the sqlite3 module,
+    or, without the C reader, CSV of them formatted by `CsvEncoder`; the progress handler stops
+    the query on cancellation or at the statement timeout."""
     deadline = time.monotonic() + request.statement_timeout_s
     timed_out = False
 
@@ -316,8 +350,15 @@ def _export_rows(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Que
     def run(sql: str, args: list[object], emit: _Emit) -> None:
         cursor = conn.execute(sql, args)
         header = [d[0] for d in cursor.description or ()]
+        encoder = CsvEncoder(request.delimiter, request.encoding, header)
+        done = 0
         while batch := cursor.fetchmany(request.batch_rows):
-            emit((header, batch), len(batch))
+            if request.rows:  # the sink formats them (on a thread of its own)
+                emit((header, batch), len(batch))
+            else:  # CSV without the C reader: what a sink would make of the rows
+                head = encoder.header() if (not done and request.header) else b""
+                emit(head + encoder.encode(batch, done + 1), len(batch))
+            done += len(batch)
 
     try:
         conn.set_progress_handler(progress, 10_000)
@@ -327,6 +368,18 @@ def _export_rows(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Que
 
 
 _NOT_UTF8 = "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+
+
+def _value_error(exc: MemoryError | UnicodeError | OverflowError) -> QueryFailed:
+    """A parameter SQLite cannot take (a number out of range, text that is not valid Unicode),
+    a column name or value that is not UTF-8, or a result too big for memory."""
+    if isinstance(exc, MemoryError):
+        return QueryFailed("the query's result does not fit in memory (a value too large?)")
+    if isinstance(exc, UnicodeDecodeError):
+        return QueryFailed(_NOT_UTF8)
+    if isinstance(exc, UnicodeEncodeError):
+        return QueryFailed("SQL error: a parameter is not valid text (an unpaired surrogate)")
+    return QueryFailed(f"SQL error: a parameter is out of range ({exc})")
 
 
 def _sql_error(exc: sqlite3.Error) -> QueryFailed:

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog.testing
 
 from exporter_api.config import default_config_path, load_config
+from exporter_api.csvcodec import CsvEncoder
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.providers.sqlite import SqliteProvider
+from exporter_api.providers.sqlite import SqliteProvider, csv_reader
 from tests.exporter_api.providers.sinks import CollectingSink, FailingSink
 
 DEMO = default_config_path()
@@ -249,17 +251,15 @@ _TRICKY = (
 
 @pytest.mark.parametrize("delimiter", [",", ";"])
 @pytest.mark.parametrize("batch_rows", [1, 2, 5000])
-async def test_csv_is_what_csv_writer_makes_of_the_values(
+async def test_csv_is_what_csv_encoder_makes_of_the_values(
     provider: SqliteProvider, delimiter: str, batch_rows: int
 ) -> None:
-    # Plain CSV is formatted in C (_sqlitecsv.c): byte for byte what csv.writer makes of the
-    # same values (NULL as nothing), in batches of any size.
-    expected = io.StringIO()
-    writer = csv.writer(expected, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(["id", "name", "amount", "note"])
-    writer.writerows(
-        [(v if v is not None else "") for v in row] for row in _direct(provider, _TRICKY, ())
-    )
+    # Plain CSV is formatted in C (_sqlitecsv.c): byte for byte what the rows path's
+    # CsvEncoder makes of the same values (NULL as nothing, a lone CR quoted), in batches of
+    # any size.
+    encoder = CsvEncoder(delimiter, "utf-8", ["id", "name", "amount", "note"])
+    expected = encoder.header() + encoder.encode(_direct(provider, _TRICKY, ()), 1)
+    assert b'"cr\rhere"' in expected
     for columns in (
         None,
         [ExportColumn(source=c, label=c) for c in ("id", "name", "amount", "note")],
@@ -270,7 +270,7 @@ async def test_csv_is_what_csv_writer_makes_of_the_values(
         )
         result = await provider.export("USER1", "demo", request, sink)
         assert result.rows == 4
-        assert sink.data.decode("utf-8") == expected.getvalue()
+        assert sink.data == expected
 
 
 @pytest.mark.parametrize("batch_rows", [1, 2, 3, 5000])
@@ -407,3 +407,181 @@ async def test_random_reals_read_back_as_the_doubles_sqlite_holds(
     ]
     assert len(exact) > 5000
     assert all(text == own for text, own in exact)
+
+
+@pytest.fixture
+def fallback(
+    provider: SqliteProvider, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> SqliteProvider:
+    """The demo database through a provider whose C reader cannot be imported (a build
+    without a compiler or sqlite3.h: `hatch_build.py` then makes a pure wheel); `provider`,
+    made before, keeps its reader."""
+    monkeypatch.setitem(sys.modules, "exporter_api.providers._sqlitecsv", None)
+    assert csv_reader() is None
+    return _provider(demo_data_dir)
+
+
+async def test_without_the_c_reader_rows_are_formatted_in_python(
+    fallback: SqliteProvider, provider: SqliteProvider
+) -> None:
+    assert provider.server_csv  # the C reader: CSV bytes from the provider
+    assert not fallback.server_csv  # runs ask for rows, as from Oracle
+    with structlog.testing.capture_logs() as logs:
+        await fallback.start()
+    assert [e["event"] for e in logs] == ["sqlite_csv_reader_unavailable"]
+    assert logs[0]["log_level"] == "warning"
+    with structlog.testing.capture_logs() as logs:
+        await provider.start()
+    assert logs == []
+    # Bytes asked for all the same: CsvEncoder's, the same as the C reader's.
+    for p in (fallback, provider):
+        sink = CollectingSink()
+        request = ExportRequest(sql=_TRICKY, params={}, delimiter=";", batch_rows=3)
+        result = await p.export("USER1", "demo", request, sink)
+        assert (result.rows, result.bytes) == (4, len(sink.data))
+        assert sink.rows == [3, 1]
+    encoder = CsvEncoder(";", "utf-8", ["id", "name", "amount", "note"])
+    assert sink.data == encoder.header() + encoder.encode(_direct(provider, _TRICKY, ()), 1)
+
+
+class _EncodingSink(CollectingSink):
+    """What a run's output does with rows (`ExportRequest.rows`): CsvEncoder's CSV."""
+
+    def __init__(self, delimiter: str) -> None:
+        super().__init__()
+        self.delimiter = delimiter
+        self.encoder: CsvEncoder | None = None
+        self.done = 0
+
+    async def write_rows(self, header: list[str], batch: list[tuple[object, ...]]) -> None:
+        if self.encoder is None:
+            self.encoder = CsvEncoder(self.delimiter, "utf-8", header)
+            self.chunks.append(self.encoder.header())
+        self.chunks.append(self.encoder.encode(batch, self.done + 1))
+        self.done += len(batch)
+        self.rows.append(len(batch))
+
+
+# Values whose text the C reader and csv.writer write alike: integers, REALs in plain notation
+# (1e-4 <= |v| < 1e15, and both zeros), text with every character that needs quoting.
+_SAME = [
+    (0, 1.5, "plain"),
+    (-1, -0.25, "a,b;c"),
+    (9223372036854775807, 0.30000000000000004, 'say "hi"'),
+    (-9223372036854775808, 1234567890.1234567, "two\nlines"),
+    (42, -0.0, "cr\ralone"),
+    (7, 0.0, "crlf\r\nend"),
+    (8, 100.0, "  spaces  "),
+    (9, 0.0001, ""),
+    (10, 999999999999999.9, None),
+    (11, -123.456, "ООО «Ромашка» ☃ 🚀"),
+    (12, 1 / 3, "\x1f unit separator"),
+    (None, None, '"'),
+]
+# REALs both write as the same double in other notations: the C reader SQLite's ("1.0e+16",
+# "Inf", 16 or 17 digits as printf's %g), csv.writer Python's repr ("1e+16", "inf").
+_REALS_DIFFER = [1e15, 1e16, -1e300, 5e-324, 1e-300, 2.5e-5, 1.7976931348623157e308]
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+@pytest.mark.parametrize("batch_rows", [1, 5, 5000])
+async def test_the_c_reader_and_the_rows_path_write_the_same_bytes(
+    provider: SqliteProvider, fallback: SqliteProvider, delimiter: str, batch_rows: int
+) -> None:
+    selects = [", ".join(map(_literal, row)) for row in _SAME]
+    sql = "SELECT column1 AS n, column2 AS r, column3 AS t FROM (VALUES ({}))".format(
+        "), (".join(selects)
+    )
+    datas = []
+    for p, rows in ((provider, False), (provider, True), (fallback, False)):
+        sink = _EncodingSink(delimiter)
+        request = ExportRequest(
+            sql=sql, params={}, delimiter=delimiter, batch_rows=batch_rows, rows=rows
+        )
+        await p.export("USER1", "demo", request, sink)
+        datas.append(sink.data)
+    assert datas[0] == datas[1] == datas[2]
+    read = list(csv.reader(io.StringIO(datas[0].decode(), newline=""), delimiter=delimiter))
+    assert [r[2] for r in read[1:]] == [v if v is not None else "" for _, _, v in _SAME]
+    assert b"-0.0" in datas[0]
+
+
+async def test_reals_in_other_notations_read_back_the_same_either_way(
+    provider: SqliteProvider,
+) -> None:
+    values = ", ".join(f"({v!r})" for v in _REALS_DIFFER)
+    sql = f"SELECT column1 AS r FROM (VALUES {values}, (9e999), (-9e999))"
+    written = []
+    for rows in (False, True):
+        sink = _EncodingSink(",")
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}, rows=rows), sink)
+        written.append(sink.lines[1:])
+    c_reader, rows_path = written
+    assert c_reader != rows_path  # knowingly: SQLite's notation, Python's repr
+    assert c_reader[:2] == ["1.0e+15", "1.0e+16"]
+    assert rows_path[:2] == ["1000000000000000.0", "1e+16"]
+    assert c_reader[-2:] == ["Inf", "-Inf"]
+    assert rows_path[-2:] == ["inf", "-inf"]
+    assert [float(v) for v in c_reader] == [float(v) for v in rows_path]
+    assert [float(v) for v in c_reader[:-2]] == _REALS_DIFFER
+
+
+async def test_blobs_differ_knowingly_between_the_c_reader_and_the_rows_path(
+    provider: SqliteProvider,
+) -> None:
+    # The C reader writes a BLOB's bytes as text (as sqlite3 -csv does); a sink formatting
+    # rows gets bytes from the sqlite3 module and csv.writer writes their repr.
+    written = []
+    for rows in (False, True):
+        sink = _EncodingSink(",")
+        request = ExportRequest(sql="SELECT x'414243' AS b", params={}, rows=rows)
+        await provider.export("USER1", "demo", request, sink)
+        written.append(sink.data)
+    assert written == [b"b\nABC\n", b"b\nb'ABC'\n"]
+
+
+@pytest.mark.parametrize("which", ["c", "fallback"])
+async def test_a_parameter_that_is_not_valid_text_fails_clearly(
+    provider: SqliteProvider, fallback: SqliteProvider, which: str
+) -> None:
+    p = provider if which == "c" else fallback
+    request = ExportRequest(sql="SELECT :x AS x", params={"x": "bad \ud800"})
+    with pytest.raises(QueryFailed) as caught:
+        await p.export("USER1", "demo", request, CollectingSink())
+    assert caught.value.detail == (
+        "SQL error: a parameter is not valid text (an unpaired surrogate)"
+    )
+
+
+def test_reader_batches_are_bounded_by_rows_and_bytes(provider: SqliteProvider) -> None:
+    reader_type = csv_reader()
+    assert reader_type is not None
+    reader = reader_type(provider.path.resolve().as_uri() + "?mode=ro", ",", 60)
+    try:
+        reader.execute(
+            "WITH RECURSIVE n(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM n WHERE v < 100)"
+            " SELECT v, 'xxxxxxxx' FROM n",
+            [],
+        )
+        for bad in ((0, 100), (-1, 100), (10, 0)):
+            with pytest.raises(ValueError, match="at least 1"):
+                reader.read(*bad)
+        chunk, rows = reader.read(1000, 30, b"head\n")  # "1,xxxxxxxx\n" is 11 bytes
+        assert (chunk, rows) == (b"head\n1,xxxxxxxx\n2,xxxxxxxx\n3,xxxxxxxx\n", 3)
+        chunk, rows = reader.read(2, 1 << 20)
+        assert (chunk, rows) == (b"4,xxxxxxxx\n5,xxxxxxxx\n", 2)
+        total = 5
+        while rows:
+            chunk, rows = reader.read(1000, 1 << 20, b"no header after the first\n")
+            total += rows
+        assert (total, chunk) == (100, b"")
+    finally:
+        reader.close()
