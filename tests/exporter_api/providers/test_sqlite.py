@@ -4,6 +4,7 @@ import csv
 import errno
 import io
 import math
+import os
 import random
 import sqlite3
 import struct
@@ -23,6 +24,7 @@ from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFa
 from exporter_api.providers.base import ExportColumn, ExportRequest
 from exporter_api.providers.sqlite import SqliteProvider, csv_reader
 from tests.exporter_api.providers.sinks import CollectingSink, FailingSink
+from tests.services import wait_until
 
 DEMO = default_config_path()
 # count, sum(amount), sum(customer_id), max(order_date) of the generated orders
@@ -585,3 +587,77 @@ def test_reader_batches_are_bounded_by_rows_and_bytes(provider: SqliteProvider) 
         assert (total, chunk) == (100, b"")
     finally:
         reader.close()
+
+
+_LOCALE_CHILD = """
+import locale, sys
+from exporter_api.providers.sqlite import csv_reader
+locale.setlocale(locale.LC_ALL, "de_DE.UTF-8")
+assert locale.localeconv()["decimal_point"] == ","
+reader = csv_reader()(sys.argv[1], ",", 60)
+reader.execute("SELECT 1234567890.1234567, 1e16, 1.5, -0.0", [])
+sys.stdout.buffer.write(reader.read(10, 1000)[0])
+"""
+
+
+def test_reals_do_not_depend_on_the_numeric_locale(
+    provider: SqliteProvider, tmp_path: Path
+) -> None:
+    # A German LC_NUMERIC (decimal comma) in the process: printf/strtod would read and write
+    # "1234567890,1234567"; the reader formats and parses in the C locale.
+    made = subprocess.run(
+        ["localedef", "-i", "de_DE", "-f", "UTF-8", str(tmp_path / "de_DE.UTF-8")],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode not in (0, 1) or not (tmp_path / "de_DE.UTF-8").exists():
+        pytest.skip("localedef cannot build de_DE.UTF-8 here")
+    uri = provider.path.resolve().as_uri() + "?mode=ro"
+    out = subprocess.run(
+        [sys.executable, "-c", _LOCALE_CHILD, uri],
+        env={**os.environ, "LOCPATH": str(tmp_path)},
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout == b"1234567890.1234567,1.0e+16,1.5,-0.0\n"
+
+
+def test_a_reader_refuses_other_calls_while_it_reads(provider: SqliteProvider) -> None:
+    reader_type = csv_reader()
+    assert reader_type is not None
+    reader = reader_type(provider.path.resolve().as_uri() + "?mode=ro", ",", 60)
+    reader.execute("SELECT a.entry_id FROM ledger a JOIN ledger b ON b.amount = a.amount + 1e9", [])
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            reader.read(10, 1000)
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+
+        def refused() -> bool:
+            try:
+                _ = reader.columns
+            except RuntimeError:
+                return True
+            return False
+
+        wait_until(refused, 10, "the read to be running")
+        for call in (
+            reader.close,
+            lambda: reader.read(1, 1),
+            lambda: reader.execute("SELECT 1", []),
+        ):
+            with pytest.raises(RuntimeError, match="busy on another thread"):
+                call()
+    finally:
+        reader.interrupt()
+        thread.join(10)
+    assert [type(e) for e in failures] == [sqlite3.OperationalError]
+    assert reader.columns == ["entry_id"]
+    reader.close()
