@@ -117,6 +117,20 @@ def date_columns(batch: Sequence[Row]) -> frozenset[int]:
     return frozenset(found)
 
 
+def bytes_text(value: bytes | bytearray | memoryview) -> str:
+    """How a bytes value (a BLOB, Oracle's RAW) is written: ``\\x`` and its lowercase hex, as
+    PostgreSQL's COPY writes a bytea (and the SQLite C reader a BLOB)."""
+    return "\\x" + bytes(value).hex()
+
+
+def _hex_bytes(rows: Sequence[Row]) -> list[Row] | None:
+    """``rows`` with every bytes value as its `bytes_text`; None when no value is bytes."""
+    binary = (bytes, bytearray, memoryview)
+    if not any(isinstance(v, binary) for row in rows for v in row):
+        return None
+    return [[bytes_text(v) if isinstance(v, binary) else v for v in row] for row in rows]
+
+
 class CsvEncoder:
     """Batches of rows to CSV bytes (minimal quoting, ``\\n`` line ends) in ``encoding``
     (see `csv_codec`); ``labels`` name the columns of a value that cannot be encoded.
@@ -172,16 +186,28 @@ class CsvEncoder:
             raise self._unencodable(rows(), first_row, header=False) from None
 
     def _encode(self, rows: Sequence[Row], first_row: int, *, header: bool = False) -> bytes:
-        self._writer.writerows(rows)
-        text = self._buffer.getvalue()
-        self._buffer.seek(0)
-        self._buffer.truncate()
+        text = self._write(rows)
+        # bytes (a BLOB, Oracle's RAW) come out of csv.writer as b'...' (a memoryview as
+        # <memory at ...>): rare, so one scan in C of the batch's text, and only then a look
+        # at its values
+        if ("b'" in text or 'b"' in text or "<memory" in text) and (
+            hexed := _hex_bytes(rows)
+        ) is not None:
+            rows = hexed
+            text = self._write(rows)
         if "\r" in text:  # rare: one scan in C of the batch's text
             text = self._quoting_cr(rows)
         try:
             return text.encode(self.codec)
         except UnicodeEncodeError:
             raise self._unencodable(rows, first_row, header=header) from None
+
+    def _write(self, rows: Sequence[Row]) -> str:
+        self._writer.writerows(rows)
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
 
     def _quoting_cr(self, rows: Sequence[Row]) -> str:
         """``rows`` with a field that holds a carriage return quoted too (a reader takes a lone
@@ -242,6 +268,7 @@ __all__ = [
     "CsvEncoder",
     "Row",
     "UnencodableValue",
+    "bytes_text",
     "changes_values",
     "csv_codec",
     "date_columns",

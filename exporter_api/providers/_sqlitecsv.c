@@ -289,6 +289,27 @@ static int put_real(Reader *self, int i) {
     return 0;
 }
 
+/* A BLOB as \x and its bytes in lowercase hex, as PostgreSQL's COPY writes a bytea (and
+ * csvcodec.CsvEncoder any bytes value): nothing to quote. -1 when out of memory. */
+static int put_blob(Reader *self, int i) {
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *b = sqlite3_column_blob(self->stmt, i);
+    size_t n = (size_t)sqlite3_column_bytes(self->stmt, i);
+    if (b == NULL && n)
+        return -1;
+    if (reserve(self, 2 + 2 * n))
+        return -1;
+    char *out = self->buf + self->len;
+    *out++ = '\\';
+    *out++ = 'x';
+    for (size_t k = 0; k < n; k++) {
+        *out++ = digits[b[k] >> 4];
+        *out++ = digits[b[k] & 15];
+    }
+    self->len += 2 + 2 * n;
+    return 0;
+}
+
 /* One row as a CSV line; SQLITE_NOMEM when out of memory, NOT_UTF8 for a value that is not
  * UTF-8. */
 static int put_row(Reader *self) {
@@ -307,7 +328,12 @@ static int put_row(Reader *self) {
                 return SQLITE_NOMEM;
             continue;
         }
-        /* INTEGER, TEXT, and a BLOB as its bytes taken for text (as sqlite3 -csv does) */
+        if (type == SQLITE_BLOB) {
+            if (put_blob(self, i))
+                return SQLITE_NOMEM;
+            continue;
+        }
+        /* INTEGER and TEXT */
         const char *text = (const char *)sqlite3_column_text(st, i);
         size_t n = (size_t)sqlite3_column_bytes(st, i);
         /* NULL for a value that is not NULL: out of memory (or a zero-length BLOB) */

@@ -367,7 +367,7 @@ def _export_rows(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Que
         conn.close()
 
 
-_NOT_UTF8 = "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+_NOT_UTF8 = "SQL error: a text value is not UTF-8 (text stored in another encoding)"
 
 
 def _value_error(exc: MemoryError | UnicodeError | OverflowError) -> QueryFailed:

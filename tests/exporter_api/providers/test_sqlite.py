@@ -300,22 +300,24 @@ async def test_control_characters_in_values_are_written_exactly(
     assert "a\x1fb" in expected.getvalue()
 
 
-@pytest.mark.parametrize("sql", ["SELECT x'41FF42' AS a", "SELECT 1 AS a, x'FF' AS b"])
+@pytest.mark.parametrize(
+    "sql", ["SELECT CAST(x'41FF42' AS TEXT) AS a", "SELECT 1 AS a, CAST(x'FF' AS TEXT) AS b"]
+)
 async def test_a_value_that_is_not_utf8_text_fails_clearly(
     provider: SqliteProvider, sql: str
 ) -> None:
     with pytest.raises(QueryFailed) as caught:
         await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), CollectingSink())
     assert caught.value.detail == (
-        "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+        "SQL error: a text value is not UTF-8 (text stored in another encoding)"
     )
 
 
-async def test_blobs_of_utf8_text_are_written_as_their_text(provider: SqliteProvider) -> None:
-    # As sqlite3 -csv writes them (SQLite's text of the bytes), one column or several.
+async def test_blobs_are_written_in_hex(provider: SqliteProvider) -> None:
+    # As PostgreSQL's COPY writes a bytea: any bytes, UTF-8 text or not, one column or several.
     for sql, expected in (
-        ("SELECT x'414243' AS a", b"a\nABC\n"),
-        ("SELECT x'414243' AS a, NULL AS b, '' AS c", b"a,b,c\nABC,,\n"),
+        ("SELECT x'414243' AS a", b"a\n\\x414243\n"),
+        ("SELECT x'41FF0a22' AS a, NULL AS b, '' AS c, x'' AS d", b"a,b,c,d\n\\x41ff0a22,,,\\x\n"),
     ):
         sink = CollectingSink()
         await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
@@ -536,18 +538,18 @@ async def test_reals_in_other_notations_read_back_the_same_either_way(
     assert [float(v) for v in c_reader[:-2]] == _REALS_DIFFER
 
 
-async def test_blobs_differ_knowingly_between_the_c_reader_and_the_rows_path(
+async def test_blobs_are_the_same_hex_from_the_c_reader_and_the_rows_path(
     provider: SqliteProvider,
 ) -> None:
-    # The C reader writes a BLOB's bytes as text (as sqlite3 -csv does); a sink formatting
-    # rows gets bytes from the sqlite3 module and csv.writer writes their repr.
+    # The C reader writes a BLOB in hex; a sink formatting rows gets bytes from the sqlite3
+    # module, and CsvEncoder writes those in the same hex (not csv.writer's b'...').
     written = []
     for rows in (False, True):
         sink = _EncodingSink(",")
         request = ExportRequest(sql="SELECT x'414243' AS b", params={}, rows=rows)
         await provider.export("USER1", "demo", request, sink)
         written.append(sink.data)
-    assert written == [b"b\nABC\n", b"b\nb'ABC'\n"]
+    assert written == [b"b\n\\x414243\n"] * 2
 
 
 @pytest.mark.parametrize("which", ["c", "fallback"])
