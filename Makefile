@@ -14,7 +14,7 @@ DIST := dist
 .PHONY: install run test lint typecheck unit bench bench-signalr bench-memory assets dist clean
 
 # signalr-exporter depends on signalr-core (not on PyPI): both are installed in one step.
-$(VENV_STAMP): pyproject.toml $(CORE)/pyproject.toml
+$(VENV_STAMP): pyproject.toml $(CORE)/pyproject.toml hatch_build.py exporter_api/providers/_sqlitecsv.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e $(CORE) -e '.[dev]'

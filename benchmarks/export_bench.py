@@ -8,7 +8,8 @@
   catalog (the whole ledger, every column through a column profile). CSV goes through COPY;
   csv.gz and XLSX through the cursor (row) path.
 - ``sqlite``: the bundled demo catalog and its generated database; the run exports ``g-big``
-  (2,000,000 rows) through the DB-API row path.
+  (2,000,000 rows): CSV and csv.gz through the provider's C reader, XLSX through the DB-API row
+  path.
 
 For each source and format a fresh ``exporter-api serve`` process (so its peak RSS, VmHWM, is
 that format's) runs SingleScript runs over REST (POST /api/runs, polled until the final status;
@@ -39,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter_api.providers.sqlite import _line_query
 from tests.bodies import group, login_body, run_body, script
 from tests.exporter_api.conftest import DEMO_LOGIN
 from tests.procstat import cpu_seconds, peak_rss_bytes, rss_bytes
@@ -282,35 +282,26 @@ print(f"{time.perf_counter() - started:.3f}")
 """
 
 
-# What Python's sqlite3 module costs before any formatting: the same query's rows fetched
-# (``fetchmany(5000)``, thrown away) as tuples of values, and as the one text per row that the
-# service has SQLite build (`exporter_api.providers.sqlite._line_query`). argv: file, query,
-# line query; prints "wall cpu" for each.
+# What Python's sqlite3 module alone costs to fetch the same query's rows (``fetchmany(5000)``,
+# thrown away, no formatting): the service's CSV does not go through it (its C reader formats
+# the rows), its XLSX does. argv: file, query; prints "wall cpu".
 _SQLITE_FETCH = """
 import sqlite3, sys, time
-where, query, lines = sys.argv[1:4]
-for sql in (query, lines):
-    conn = sqlite3.connect(where)
-    wall, cpu = time.perf_counter(), time.process_time()
-    cursor = conn.execute(sql)
-    while cursor.fetchmany(5000):
-        pass
-    print(f"{time.perf_counter() - wall:.3f} {time.process_time() - cpu:.3f}")
-    conn.close()
+where, query = sys.argv[1:3]
+conn = sqlite3.connect(where)
+wall, cpu = time.perf_counter(), time.process_time()
+cursor = conn.execute(query)
+while cursor.fetchmany(5000):
+    pass
+print(f"{time.perf_counter() - wall:.3f} {time.process_time() - cpu:.3f}")
 """
 
 
 def _sqlite_fetch_floor(database: Path, query: str) -> str:
     """`_SQLITE_FETCH` in a process of its own: the part of the line after the service's."""
-    lines = _line_query(query, [label for _, label in DEMO_LABELS])
-    _, _, printed, _ = _child([sys.executable, "-c", _SQLITE_FETCH, str(database), query, lines])
-    (rows_s, rows_cpu), (lines_s, lines_cpu) = (
-        map(float, x.split()) for x in printed.split("\n")[:2]
-    )
-    return (
-        f"; Python sqlite3 fetch only: rows {rows_s:.2f} s (CPU {rows_cpu:.2f} s),"
-        f" SQLite-built lines {lines_s:.2f} s (CPU {lines_cpu:.2f} s)"
-    )
+    _, _, printed, _ = _child([sys.executable, "-c", _SQLITE_FETCH, str(database), query])
+    rows_s, rows_cpu = map(float, printed.split())
+    return f"; Python sqlite3 fetch only: {rows_s:.2f} s (CPU {rows_cpu:.2f} s)"
 
 
 def _xlsx_baseline(source: str, target: Path, where: str, query: str) -> tuple[float, float]:

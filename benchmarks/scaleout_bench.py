@@ -7,10 +7,11 @@
    the ``postgres`` source) and a redis-server (the hub backplane);
 2. for each source — ``postgres``: the ``export_bench`` ledger of N rows (2,000,000 by default,
    about 200 MB of CSV per run) through the COPY path; ``sqlite``: the demo's 2,000,000-row
-   ledger (``g-big``) through the DB-API row path — and for each configuration — the baseline
-   ``exporter-api serve`` (one process), then ``exporter-api serve --workers 2`` (two instances on
-   one port) — starts the service on a fresh state database and files directory, logs in, POSTs K
-   runs at once (6 by default; whichever instance claims a run executes it) and waits for all;
+   ledger (``g-big``) through the SQLite provider's C reader — and for each configuration — the
+   baseline ``exporter-api serve`` (one process), then ``exporter-api serve --workers 2`` (two
+   instances on one port) — starts the service on a fresh state database and files directory,
+   logs in, POSTs K runs at once (6 by default; whichever instance claims a run executes it)
+   and waits for all;
 3. reports each configuration's wall time (first POST to the last ``finishedAt``), total
    throughput (MB/s of CSV written) and the ratio against the one-process baseline.
 

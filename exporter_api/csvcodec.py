@@ -1,13 +1,15 @@
 """CSV as the export writes it: rows of a DB-API cursor to bytes, one rule for every writer.
 
-The provider that formats CSV itself (SQLite) and the output of a variant (rows
-formatted on its own thread: XLSX aside, styles and split files) use the one `CsvEncoder`:
-minimal quoting, ``\\n`` line ends, the encoding named by `csv_codec`. A batch is formatted in
-one call of ``csv.writer.writerows`` (a C loop) and encoded in one ``str.encode``; only a style
-that changes values (a decimal comma, ``dd.mm.yyyy`` dates) adds a per-value step, in Python,
-for that style alone. A character the target encoding cannot hold is never replaced: the batch
-fails with :class:`UnencodableValue`, naming the row and column. CSV bytes (a provider's own,
-PostgreSQL COPY) are split into records by `record_ends` / counted by `record_count`.
+The output of a variant (rows formatted on its own thread: XLSX aside, styles and split files)
+and the SQLite provider without its C reader use the one `CsvEncoder`: minimal quoting, ``\\n``
+line ends, the encoding named by `csv_codec`. A batch is formatted in one call of
+``csv.writer.writerows`` (a C loop) and encoded in one ``str.encode``; a field holding a
+carriage return is quoted too (as COPY and the SQLite C reader do), at the cost of a second
+pass over the rare batch with one. Only a style that changes values (a decimal comma,
+``dd.mm.yyyy`` dates) adds a per-value step, in Python, for that style alone. A character the
+target encoding cannot hold is never replaced: the batch fails with :class:`UnencodableValue`,
+naming the row and column. CSV bytes (a provider's own, PostgreSQL COPY) are split into records
+by `record_ends` / counted by `record_count`.
 
 This module sits below both the providers and the runs package (it imports neither).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import types
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -114,6 +117,20 @@ def date_columns(batch: Sequence[Row]) -> frozenset[int]:
     return frozenset(found)
 
 
+def bytes_text(value: bytes | bytearray | memoryview) -> str:
+    """How a bytes value (a BLOB, Oracle's RAW) is written: ``\\x`` and its lowercase hex, as
+    PostgreSQL's COPY writes a bytea (and the SQLite C reader a BLOB)."""
+    return "\\x" + bytes(value).hex()
+
+
+def _hex_bytes(rows: Sequence[Row]) -> list[Row] | None:
+    """``rows`` with every bytes value as its `bytes_text`; None when no value is bytes."""
+    binary = (bytes, bytearray, memoryview)
+    if not any(isinstance(v, binary) for row in rows for v in row):
+        return None
+    return [[bytes_text(v) if isinstance(v, binary) else v for v in row] for row in rows]
+
+
 class CsvEncoder:
     """Batches of rows to CSV bytes (minimal quoting, ``\\n`` line ends) in ``encoding``
     (see `csv_codec`); ``labels`` name the columns of a value that cannot be encoded.
@@ -169,14 +186,39 @@ class CsvEncoder:
             raise self._unencodable(rows(), first_row, header=False) from None
 
     def _encode(self, rows: Sequence[Row], first_row: int, *, header: bool = False) -> bytes:
-        self._writer.writerows(rows)
-        text = self._buffer.getvalue()
-        self._buffer.seek(0)
-        self._buffer.truncate()
+        text = self._write(rows)
+        # bytes (a BLOB, Oracle's RAW) come out of csv.writer as b'...' (a memoryview as
+        # <memory at ...>): rare, so one scan in C of the batch's text, and only then a look
+        # at its values
+        if ("b'" in text or 'b"' in text or "<memory" in text) and (
+            hexed := _hex_bytes(rows)
+        ) is not None:
+            rows = hexed
+            text = self._write(rows)
+        if "\r" in text:  # rare: one scan in C of the batch's text
+            text = self._quoting_cr(rows)
         try:
             return text.encode(self.codec)
         except UnicodeEncodeError:
             raise self._unencodable(rows, first_row, header=header) from None
+
+    def _write(self, rows: Sequence[Row]) -> str:
+        self._writer.writerows(rows)
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+    def _quoting_cr(self, rows: Sequence[Row]) -> str:
+        """``rows`` with a field that holds a carriage return quoted too (a reader takes a lone
+        one for a line end; PostgreSQL's COPY and the SQLite C reader quote it): csv.writer
+        quotes only the characters of its line terminator, so the rows are written with
+        ``\r\n`` ones, each cut back to ``\n``."""
+        lines: list[str] = []
+        target = types.SimpleNamespace(write=lines.append)  # one call per row
+        writer = csv.writer(target, delimiter=self._writer.dialect.delimiter, lineterminator="\r\n")
+        writer.writerows(rows)
+        return "".join([line[:-2] + "\n" for line in lines])
 
     def _unencodable(
         self, rows: Sequence[Row], first_row: int, *, header: bool
@@ -226,6 +268,7 @@ __all__ = [
     "CsvEncoder",
     "Row",
     "UnencodableValue",
+    "bytes_text",
     "changes_values",
     "csv_codec",
     "date_columns",

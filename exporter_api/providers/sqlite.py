@@ -3,22 +3,27 @@
 SQLite has no accounts, so `verify_login` checks the configured scrypt/PBKDF2 hash. Queries run
 on a worker thread of their own over a read-only connection; batches come back to the event
 loop through a bounded memory stream: rows as fetched (`ExportRequest.rows`: the sink formats
-them), or plain CSV whose lines SQLite itself builds, one text value per row (`_export_lines`).
-Cancellation and the statement timeout stop the query through SQLite's progress handler, so
-nothing keeps running after `export` returns.
+them, `_export_rows`), or plain CSV formatted in C, a batch at a time (`_export_csv`, the
+`Reader` of ``_sqlitecsv.c``). Cancellation and the statement timeout stop the query through
+SQLite's progress handler, so nothing keeps running after `export` returns.
+
+The C reader is optional (``hatch_build.py`` builds without it when there is no C compiler or
+no ``sqlite3.h``): without it ``server_csv`` is False, so runs ask for rows as they do from
+Oracle, and `start` logs ``sqlite_csv_reader_unavailable`` once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import functools
+import io
 import sqlite3
 import threading
 import time
-import zlib
-from collections.abc import Callable, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -40,9 +45,25 @@ from exporter_api.providers.base import (
     wrap_columns,
 )
 from exporter_api.security.passwords import hash_password, verify_password
-from exporter_api.sqlparams import quote_ident, strip_terminator, to_qmark
+from exporter_api.sqlparams import to_qmark
+
+if TYPE_CHECKING:
+    from exporter_api.providers._sqlitecsv import Reader
 
 _log = structlog.get_logger("exporter_api.providers.sqlite")
+
+# A batch of C-formatted CSV ends with the row that takes it past this many bytes (or at
+# ``batch_rows``): two batches in the hand-off stay a few MiB whatever the rows hold.
+BATCH_BYTES = 4 << 20
+
+
+def csv_reader() -> type[Reader] | None:
+    """The C reader (``_sqlitecsv.c``), or None when it was not built (`hatch_build.py`)."""
+    try:
+        from exporter_api.providers._sqlitecsv import Reader
+    except ImportError:
+        return None
+    return Reader
 
 
 @functools.cache
@@ -79,17 +100,25 @@ async def _produce(
 
 
 class SqliteProvider(DatabaseProvider):
-    # Plain CSV: SQLite turns each row into one line of text itself (`_export_lines`).
-    server_csv = True
-
     def __init__(self, config: DatabaseConfig, data_dir: Path, config_dir: Path) -> None:
         super().__init__(config)
+        self._reader = csv_reader()
+        # Plain CSV comes formatted from C (`_export_csv`): bytes, not rows; without the C
+        # reader, rows (the sink formats them, as Oracle's).
+        self.server_csv = self._reader is not None
         dsn = Path(config.dsn)
         self.path = dsn if dsn.is_absolute() else data_dir / dsn
         self.init_sql = (config_dir / config.init_sql) if config.init_sql else None
         self._users = {u.login: u.password_hash for u in config.users}
 
     async def start(self) -> None:
+        if self._reader is None:
+            _log.warning(
+                "sqlite_csv_reader_unavailable",
+                database_id=self.config.id,
+                detail="the C reader (_sqlitecsv) was not built: CSV rows are formatted in "
+                "Python, several times slower (see hatch_build.py)",
+            )
         if self.init_sql is None or await anyio.Path(self.path).exists():
             return
         started = time.monotonic()
@@ -129,7 +158,7 @@ class SqliteProvider(DatabaseProvider):
     ) -> ExportResult:
         await self.verify_login(username, password)
         sql, args = to_qmark(wrap_columns(request.sql, request.columns), request.params)
-        stop = threading.Event()
+        stop = _Stop()
         rows = size = 0
         failures: list[Exception] = []
         sink_failure: Exception | None = None
@@ -172,18 +201,9 @@ class SqliteProvider(DatabaseProvider):
         sql: str,
         args: list[object],
         request: ExportRequest,
-        stop: threading.Event,
+        stop: _Stop,
         send: anyio.abc.ObjectSendStream[_Batch],
     ) -> None:
-        deadline = time.monotonic() + request.statement_timeout_s
-        timed_out = False
-
-        def progress() -> int:
-            nonlocal timed_out
-            if time.monotonic() > deadline:
-                timed_out = True
-            return 1 if (timed_out or stop.is_set()) else 0
-
         def emit(chunk: bytes | tuple[list[str], list[Any]], count: int) -> None:
             if stop.is_set():
                 raise _Stopped
@@ -192,202 +212,171 @@ class SqliteProvider(DatabaseProvider):
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise _Stopped from None
 
+        uri = self.path.resolve().as_uri() + "?mode=ro"  # percent-encodes odd file names
+        if request.rows or self._reader is None:
+            query = _export_rows(uri, request, stop)
+        else:
+            query = _export_csv(self._reader, uri, request, stop)
         try:
-            uri = self.path.resolve().as_uri() + "?mode=ro"  # percent-encodes odd file names
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        except sqlite3.Error:
-            raise DatabaseUnavailable(f"database {self.config.id} is not available") from None
-        try:
-            conn.set_progress_handler(progress, 10_000)
-            try:
-                names = None if request.rows else _line_names(conn, sql, args, request)
-                if names is None:
-                    _export_rows(conn, sql, args, request, emit)
-                else:
-                    _export_lines(conn, sql, args, names, request, emit)
-            except sqlite3.OperationalError as exc:
-                if timed_out:
-                    raise statement_timeout(request.statement_timeout_s) from None
-                if stop.is_set():
+            with query as (run, timed_out):
+                try:
+                    run(sql, args, emit)
+                except sqlite3.OperationalError as exc:
+                    if timed_out():
+                        raise statement_timeout(request.statement_timeout_s) from None
+                    if stop.is_set():
+                        return
+                    raise _sql_error(exc) from None
+                except sqlite3.Error as exc:
+                    raise _sql_error(exc) from None
+                except (MemoryError, UnicodeError, OverflowError) as exc:
+                    raise _value_error(exc) from None
+                except _Stopped:
                     return
-                raise _sql_error(exc) from None
-            except sqlite3.Error as exc:
-                raise _sql_error(exc) from None
-            except _Stopped:
-                return
-        finally:
-            conn.close()
+        except _Unavailable:
+            raise DatabaseUnavailable(f"database {self.config.id} is not available") from None
+
+
+class _Stop:
+    """An export's stop signal: set on the event loop (cancellation, a sink error, the end),
+    seen by the query thread between batches and passed on to a running C read."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._reader: Reader | None = None
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            if self._reader is not None:
+                self._reader.interrupt()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def watch(self, reader: Reader) -> None:
+        with self._lock:
+            self._reader = reader
+            if self._event.is_set():
+                reader.interrupt()
+
+
+class _Unavailable(Exception):
+    """The database file could not be opened."""
 
 
 _Emit = Callable[[bytes | tuple[list[str], list[Any]], int], None]
-
-# Between the fields of a line SQLite builds (see `_export_lines`): a control character that
-# text values practically never hold. A batch where one does is read again field by field.
-_US = "\x1f"
+# An opened query: run(sql, args, emit), and whether the statement timeout stopped it.
+_Query = tuple[Callable[[str, list[object], _Emit], None], Callable[[], bool]]
 
 
-def _labels(
-    conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
-) -> list[str]:
-    """The result's column names: the profile's labels, else what SQLite says (no rows read)."""
-    if request.columns:
-        return [c.label for c in request.columns]
-    cursor = conn.execute(f"SELECT * FROM (\n{strip_terminator(sql)}\n) LIMIT 0", args)  # noqa: S608
-    names = [d[0] for d in cursor.description or ()]
-    cursor.close()
-    return names
-
-
-def _line_names(
-    conn: sqlite3.Connection, sql: str, args: list[object], request: ExportRequest
-) -> list[str] | None:
-    """The names `_export_lines` refers to the result's columns by; None when they cannot be
-    referred to one by one (two columns of the same name, or not a query)."""
+@contextlib.contextmanager
+def _export_csv(
+    reader_type: type[Reader], uri: str, request: ExportRequest, stop: _Stop
+) -> Iterator[_Query]:
+    """Plain CSV, formatted in C by `Reader` (``_sqlitecsv.c``) a batch at a time with the GIL
+    released: the rows never become Python objects, and their text is checked to be UTF-8
+    there. For cp1251 each batch is transcoded here."""
     try:
-        names = _labels(conn, sql, args, request)
-    except sqlite3.Error:  # not a query that can be a subquery: run as it is (and fail there)
-        return None
-    if not names or len(set(names)) != len(names):
-        return None
-    return names
+        reader = reader_type(uri, request.delimiter, request.statement_timeout_s)
+    except sqlite3.Error:
+        raise _Unavailable from None
+
+    def run(sql: str, args: list[object], emit: _Emit) -> None:
+        reader.execute(sql, args)
+        names = reader.columns
+        encoder = CsvEncoder(request.delimiter, request.encoding, names)
+        utf8 = encoder.codec == "utf-8"
+        header = encoder.header() if request.header and utf8 else b""
+        done = 0
+        while True:
+            # The header line (UTF-8) comes in the first batch's buffer: no copy to join them.
+            chunk, count = reader.read(request.batch_rows, BATCH_BYTES, b"" if done else header)
+            if not count:
+                return
+            if not utf8:
+                chunk = _transcode(chunk, encoder, request, first_row=done + 1)
+            emit(chunk, count)
+            done += count
+
+    try:
+        stop.watch(reader)
+        yield run, lambda: reader.timed_out
+    finally:
+        reader.close()
 
 
-def _export_rows(
-    conn: sqlite3.Connection,
-    sql: str,
-    args: list[object],
-    request: ExportRequest,
-    emit: _Emit,
-) -> None:
-    """Rows as fetched (`ExportRequest.rows`), or CSV formatted here by ``csv.writer``."""
-    cursor = conn.execute(sql, args)
-    header = [d[0] for d in cursor.description or ()]
-    encoder = CsvEncoder(request.delimiter, request.encoding, header)
-    done = 0
-    while batch := cursor.fetchmany(request.batch_rows):
-        if request.rows:  # the sink formats (on a thread of its own)
-            emit((header, batch), len(batch))
-        else:
-            head = encoder.header() if (not done and request.header) else b""
-            emit(head + encoder.encode(batch, done + 1), len(batch))
-        done += len(batch)
+def _transcode(chunk: bytes, encoder: CsvEncoder, request: ExportRequest, first_row: int) -> bytes:
+    """A batch of `Reader` CSV (UTF-8) in the output's encoding, its header first in the first
+    one; the rows' values (parsed back) name a character the encoding cannot hold."""
+    text = chunk.decode()
+
+    def rows() -> list[Sequence[object]]:
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=request.delimiter))
+
+    head = encoder.header() if (first_row == 1 and request.header) else b""
+    return head + encoder.encode_text(text, rows, first_row)
 
 
-def _export_lines(
-    conn: sqlite3.Connection,
-    sql: str,
-    args: list[object],
-    names: list[str],
-    request: ExportRequest,
-    emit: _Emit,
-) -> None:
-    """Plain CSV from one text value per row that SQLite builds with ``printf`` (its fields
-    joined by ``_US``; NULL as empty, numbers as SQLite writes them): SQLite turns values into
-    text in C, which is the costly part of CSV in Python, and a batch needs a few scans and one
-    ``replace`` here (`_encode_lines`).
+@contextlib.contextmanager
+def _export_rows(uri: str, request: ExportRequest, stop: _Stop) -> Iterator[_Query]:
+    """Rows as fetched (`ExportRequest.rows`: the sink formats them), over the sqlite3 module,
+    or, without the C reader, CSV of them formatted by `CsvEncoder`; the progress handler stops
+    the query on cancellation or at the statement timeout."""
+    deadline = time.monotonic() + request.statement_timeout_s
+    timed_out = False
 
-    A batch whose lines hold more separators than fields (a value with U+001F) cannot be split
-    back; the rest of the result is then read again as one text value per field (slower, but
-    exact), after checking that the rows already written come back the same (a CRC of their
-    bytes): both reads run in one read transaction, so only an ambiguous row order could make
-    them differ, and that fails the export instead of writing a wrong file."""
-    encoder = CsvEncoder(request.delimiter, request.encoding, names)
-    conn.execute("BEGIN")  # one snapshot for both reads
-    cursor = conn.execute(_line_query(sql, names), args)
-    done = crc = 0
-    while batch := cursor.fetchmany(request.batch_rows):
-        lines = list(map(itemgetter(0), batch))
-        body = _encode_lines(lines, len(names), request, encoder, done + 1)
-        if body is None:
-            break
-        head = encoder.header() if (not done and request.header) else b""
-        emit(head + body, len(batch))
-        crc = zlib.crc32(body, crc)
-        done += len(batch)
-    else:
-        return
-    cursor.close()
-    cursor = conn.execute(_field_query(sql, names), args)
-    again = again_crc = 0
-    while again < done:
-        batch = cursor.fetchmany(min(request.batch_rows, done - again))
-        lines = [_US.join(row) for row in batch]
-        body = _encode_lines(lines, len(names), request, encoder, again + 1) if batch else None
-        if body is None:
-            break
-        again_crc = zlib.crc32(body, again_crc)
-        again += len(batch)
-    if again != done or again_crc != crc:
-        raise QueryFailed(
-            "a value holds the control character U+001F, and the rows came back in another "
-            "order when read again for it; give the script an ORDER BY that fixes the order"
-        )
-    while batch := cursor.fetchmany(request.batch_rows):
-        head = encoder.header() if (not done and request.header) else b""
-        emit(head + encoder.encode(batch, done + 1), len(batch))
-        done += len(batch)
+    def progress() -> int:
+        nonlocal timed_out
+        if time.monotonic() > deadline:
+            timed_out = True
+        return 1 if (timed_out or stop.is_set()) else 0
+
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    except sqlite3.Error:
+        raise _Unavailable from None
+
+    def run(sql: str, args: list[object], emit: _Emit) -> None:
+        cursor = conn.execute(sql, args)
+        header = [d[0] for d in cursor.description or ()]
+        encoder = CsvEncoder(request.delimiter, request.encoding, header)
+        done = 0
+        while batch := cursor.fetchmany(request.batch_rows):
+            if request.rows:  # the sink formats them (on a thread of its own)
+                emit((header, batch), len(batch))
+            else:  # CSV without the C reader: what a sink would make of the rows
+                head = encoder.header() if (not done and request.header) else b""
+                emit(head + encoder.encode(batch, done + 1), len(batch))
+            done += len(batch)
+
+    try:
+        conn.set_progress_handler(progress, 10_000)
+        yield run, lambda: timed_out
+    finally:
+        conn.close()
 
 
-def _line_query(sql: str, names: list[str]) -> str:
-    """The script as one text value per row, its fields joined by ``_US`` (see `_export_lines`)."""
-    fields = _US.join(["%s"] * len(names))
-    values = ", ".join(_exact(quote_ident(n)) for n in names)
-    return f"SELECT printf('{fields}', {values}) FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608
+_NOT_UTF8 = "SQL error: a text value is not UTF-8 (text stored in another encoding)"
 
 
-def _field_query(sql: str, names: list[str]) -> str:
-    """The script with every value as the text `_line_query` puts in its line."""
-    values = ", ".join(f"printf('%s', {_exact(quote_ident(n))})" for n in names)
-    return f"SELECT {values} FROM (\n{strip_terminator(sql)}\n)"  # noqa: S608 - quoted names
-
-
-def _exact(column: str) -> str:
-    """``column`` for ``printf('%s')``: a REAL as the fewest of 15, 16 or 17 significant digits
-    that read back as the same double (SQLite's own text of a REAL has 15, which loses the
-    rest: 1234567890.1234567 would be written 1234567890.12346); any other value as it is.
-    SQLite's own text is kept whenever it reads back exactly, so all it wrote exactly stays
-    byte for byte the same; a value of another type costs one ``typeof``, a REAL one more
-    formatting and parsing."""
-    more = [f"printf('%!.{n}g', {column})" for n in (16, 17)]
-    return (
-        f"CASE WHEN typeof({column}) <> 'real'"
-        f" OR CAST(CAST({column} AS TEXT) AS REAL) = {column} THEN {column}"
-        f" WHEN CAST({more[0]} AS REAL) = {column} THEN {more[0]} ELSE {more[1]} END"
-    )
-
-
-def _encode_lines(
-    lines: list[str], width: int, request: ExportRequest, encoder: CsvEncoder, first_row: int
-) -> bytes | None:
-    """CSV of a batch of `_line_query` lines; None when a value holds ``_US`` (the lines cannot
-    be split back). A batch with nothing to quote (no quote, delimiter or line break in any
-    value: the common case) only needs its separators replaced; others are split into fields
-    and quoted by ``csv.writer``."""
-    text = "\n".join(lines)
-    if text.count(_US) != (width - 1) * len(lines):
-        return None
-    clean = (
-        text.count("\n") == len(lines) - 1
-        and '"' not in text
-        and "\r" not in text
-        and request.delimiter not in text
-    )
-
-    def fields() -> list[Sequence[object]]:
-        return [line.split(_US) for line in lines]
-
-    if clean:
-        return encoder.encode_text(text.replace(_US, request.delimiter) + "\n", fields, first_row)
-    return encoder.encode(fields(), first_row)
+def _value_error(exc: MemoryError | UnicodeError | OverflowError) -> QueryFailed:
+    """A parameter SQLite cannot take (a number out of range, text that is not valid Unicode),
+    a column name or value that is not UTF-8, or a result too big for memory."""
+    if isinstance(exc, MemoryError):
+        return QueryFailed("the query's result does not fit in memory (a value too large?)")
+    if isinstance(exc, UnicodeDecodeError):
+        return QueryFailed(_NOT_UTF8)
+    if isinstance(exc, UnicodeEncodeError):
+        return QueryFailed("SQL error: a parameter is not valid text (an unpaired surrogate)")
+    return QueryFailed(f"SQL error: a parameter is out of range ({exc})")
 
 
 def _sql_error(exc: sqlite3.Error) -> QueryFailed:
     message = str(exc)
     if message.startswith("Could not decode to UTF-8"):
-        # The driver's message quotes the expression it read (ours, for CSV) and the value.
-        return QueryFailed(
-            "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
-        )
+        return QueryFailed(_NOT_UTF8)  # the driver's message quotes the value
     if "readonly" in message or "read-only" in message:
         # Exports open the file read-only: a script that writes is refused.
         return QueryFailed(permission_denied(f"exports may only read ({message})"))

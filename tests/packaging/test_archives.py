@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "packages" / "signalr-core"
 
 
-def _build(project: Path, outdir: Path, *kinds: str) -> dict[str, Path]:
-    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+def _build(
+    project: Path, outdir: Path, *kinds: str, env: dict[str, str] | None = None
+) -> dict[str, Path]:
+    env = {**os.environ, **(env or {}), "SOURCE_DATE_EPOCH": "1700000000"}
     subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", *kinds, "--outdir", str(outdir), project],
         cwd=ROOT,
@@ -62,13 +64,40 @@ def test_signalr_core_archives_are_self_contained_and_reproducible(tmp_path: Pat
     }
 
 
+def _wheel(built: dict[str, Path]) -> Path:
+    (name,) = (n for n in built if n.endswith(".whl"))
+    return built[name]
+
+
 def test_signalr_exporter_wheel_depends_on_signalr_core(tmp_path: Path) -> None:
-    built = _build(ROOT, tmp_path, "--wheel")
-    (wheel_path,) = built.values()
-    with zipfile.ZipFile(wheel_path) as wheel:
+    # The sdist, then the wheel from it (the C reader compiled there), twice.
+    built = _build(ROOT, tmp_path / "a")
+    with zipfile.ZipFile(_wheel(built)) as wheel:
         names = wheel.namelist()
         metadata = wheel.read("signalr_exporter-0.1.0.dist-info/METADATA").decode()
     assert "exporter_api/py.typed" in names
     assert "exporter_api/store/migrations/0001_auth.sql" in names
+    # The console's vendored browser bundles (`make assets`, git-ignored: wheel artifacts).
+    assert "exporter_api/static/vendor/signalr.min.js" in names
+    assert "exporter_api/static/vendor/swagger-ui/swagger-ui-bundle.js" in names
+    # The SQLite provider's C reader, compiled by hatch_build.py (its source stays out).
+    assert [n for n in names if n.startswith("exporter_api/providers/_sqlitecsv.cpython-")]
+    assert "exporter_api/providers/_sqlitecsv.c" not in names
     assert not [n for n in names if n.startswith("signalr_core")]
     assert "Requires-Dist: signalr-core[redis]==0.1.0" in metadata.splitlines()
+    # Byte-identical rebuilds, the compiled reader included.
+    again = _build(ROOT, tmp_path / "b")
+    assert {name: _digest(p) for name, p in built.items()} == {
+        name: _digest(p) for name, p in again.items()
+    }
+
+
+def test_signalr_exporter_builds_without_a_c_compiler(tmp_path: Path) -> None:
+    # No compiler: a pure wheel without the C reader (the provider's Python fallback).
+    built = _build(ROOT, tmp_path, "--wheel", env={"CC": "/nonexistent/cc"})
+    assert list(built) == ["signalr_exporter-0.1.0-py3-none-any.whl"]
+    with zipfile.ZipFile(_wheel(built)) as wheel:
+        names = wheel.namelist()
+    assert "exporter_api/providers/sqlite.py" in names
+    assert "exporter_api/static/vendor/signalr.min.js" in names
+    assert not [n for n in names if "_sqlitecsv" in n and not n.endswith(".pyi")]

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import xlsxwriter
 
-from exporter_api.csvcodec import Row, date_columns, iso_text_date
+from exporter_api.csvcodec import Row, bytes_text, date_columns, iso_text_date
 from exporter_api.errors import ExporterError
 from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, XLSX_MAX_ROWS, TooWideForXlsx
 
@@ -144,7 +144,7 @@ class XlsxBook:
                 else:
                     sheet.write_string(r, c, str(v))  # ISO, as in CSV
             elif isinstance(v, bytes | bytearray | memoryview):
-                self._text(r, c, bytes(v).hex())
+                self._text(r, c, bytes_text(v))
             else:
                 self._text(r, c, str(v))
 

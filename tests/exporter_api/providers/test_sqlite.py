@@ -3,7 +3,11 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import math
+import os
+import random
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -12,12 +16,15 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog.testing
 
 from exporter_api.config import default_config_path, load_config
+from exporter_api.csvcodec import CsvEncoder
 from exporter_api.errors import DatabaseUnavailable, InvalidCredentials, QueryFailed
 from exporter_api.providers.base import ExportColumn, ExportRequest
-from exporter_api.providers.sqlite import SqliteProvider
+from exporter_api.providers.sqlite import SqliteProvider, csv_reader
 from tests.exporter_api.providers.sinks import CollectingSink, FailingSink
+from tests.services import wait_until
 
 DEMO = default_config_path()
 # count, sum(amount), sum(customer_id), max(order_date) of the generated orders
@@ -246,17 +253,15 @@ _TRICKY = (
 
 @pytest.mark.parametrize("delimiter", [",", ";"])
 @pytest.mark.parametrize("batch_rows", [1, 2, 5000])
-async def test_lines_built_by_sqlite_are_the_csv_of_the_values(
+async def test_csv_is_what_csv_encoder_makes_of_the_values(
     provider: SqliteProvider, delimiter: str, batch_rows: int
 ) -> None:
-    # Plain CSV comes from one text value per row that SQLite builds; batches needing quotes
-    # take the field-by-field path. Either way: what csv.writer makes of the same values.
-    expected = io.StringIO()
-    writer = csv.writer(expected, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(["id", "name", "amount", "note"])
-    writer.writerows(
-        [(v if v is not None else "") for v in row] for row in _direct(provider, _TRICKY, ())
-    )
+    # Plain CSV is formatted in C (_sqlitecsv.c): byte for byte what the rows path's
+    # CsvEncoder makes of the same values (NULL as nothing, a lone CR quoted), in batches of
+    # any size.
+    encoder = CsvEncoder(delimiter, "utf-8", ["id", "name", "amount", "note"])
+    expected = encoder.header() + encoder.encode(_direct(provider, _TRICKY, ()), 1)
+    assert b'"cr\rhere"' in expected
     for columns in (
         None,
         [ExportColumn(source=c, label=c) for c in ("id", "name", "amount", "note")],
@@ -267,15 +272,13 @@ async def test_lines_built_by_sqlite_are_the_csv_of_the_values(
         )
         result = await provider.export("USER1", "demo", request, sink)
         assert result.rows == 4
-        assert sink.data.decode("utf-8") == expected.getvalue()
+        assert sink.data == expected
 
 
 @pytest.mark.parametrize("batch_rows", [1, 2, 3, 5000])
-async def test_a_unit_separator_in_a_value_is_written_exactly(
+async def test_control_characters_in_values_are_written_exactly(
     provider: SqliteProvider, batch_rows: int
 ) -> None:
-    # Rows before the batch with U+001F went out through the one-line-per-row path; that
-    # batch and the rest are read again field by field (same transaction, checked by CRC).
     sql = (
         "SELECT 1 AS id, 'plain' AS name, 1.5 AS amount UNION ALL "
         "SELECT 2, 'say \"hi\", then go', NULL UNION ALL "
@@ -297,41 +300,48 @@ async def test_a_unit_separator_in_a_value_is_written_exactly(
     assert "a\x1fb" in expected.getvalue()
 
 
-@pytest.mark.parametrize("sql", ["SELECT x'41FF42' AS a", "SELECT 1 AS a, x'FF' AS b"])
+@pytest.mark.parametrize(
+    "sql", ["SELECT CAST(x'41FF42' AS TEXT) AS a", "SELECT 1 AS a, CAST(x'FF' AS TEXT) AS b"]
+)
 async def test_a_value_that_is_not_utf8_text_fails_clearly(
     provider: SqliteProvider, sql: str
 ) -> None:
     with pytest.raises(QueryFailed) as caught:
         await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), CollectingSink())
     assert caught.value.detail == (
-        "SQL error: a value is not UTF-8 text (a BLOB, or text stored in another encoding)"
+        "SQL error: a text value is not UTF-8 (text stored in another encoding)"
     )
 
 
-async def test_blobs_of_utf8_text_are_written_as_their_text(provider: SqliteProvider) -> None:
-    # As sqlite3 -csv writes them (SQLite's text of the bytes), one column or several.
+async def test_blobs_are_written_in_hex(provider: SqliteProvider) -> None:
+    # As PostgreSQL's COPY writes a bytea: any bytes, UTF-8 text or not, one column or several.
     for sql, expected in (
-        ("SELECT x'414243' AS a", b"a\nABC\n"),
-        ("SELECT x'414243' AS a, NULL AS b, '' AS c", b"a,b,c\nABC,,\n"),
+        ("SELECT x'414243' AS a", b"a\n\\x414243\n"),
+        ("SELECT x'41FF0a22' AS a, NULL AS b, '' AS c, x'' AS d", b"a,b,c,d\n\\x41ff0a22,,,\\x\n"),
     ):
         sink = CollectingSink()
         await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
         assert sink.data == expected
 
 
-async def test_a_unit_separator_with_rows_in_no_fixed_order_fails(
+async def test_a_row_of_one_empty_field_is_written_as_csv_writer_does(
     provider: SqliteProvider,
 ) -> None:
-    # 40 rows in a random order, then one with U+001F: the second read cannot reproduce the
-    # 40 rows already written, so the export fails instead of writing a wrong file.
-    sql = (
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
-        "SELECT i AS id, 'v' || i AS name FROM n UNION ALL SELECT 41, 'a' || char(31) "
-        "ORDER BY id = 41, random()"
-    )
-    request = ExportRequest(sql=sql, params={}, batch_rows=10)
-    with pytest.raises(QueryFailed, match="ORDER BY"):
-        await provider.export("USER1", "demo", request, CollectingSink())
+    # An empty line would be no row at all to a CSV reader: "" keeps the row.
+    sql = "SELECT NULL AS a UNION ALL SELECT '' UNION ALL SELECT 'x'"
+    sink = CollectingSink()
+    await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
+    assert sink.data == b'a\n""\n""\nx\n'
+
+
+async def test_cancel_stops_a_running_read(provider: SqliteProvider) -> None:
+    # A query that finds no row for a long time: cancelling interrupts the C read in SQLite.
+    slow = "SELECT a.entry_id FROM ledger a JOIN ledger b ON b.amount = a.amount + 1e9"
+    started = time.monotonic()
+    with anyio.move_on_after(0.3) as scope:
+        await provider.export("USER1", "demo", ExportRequest(sql=slow, params={}), CollectingSink())
+    assert scope.cancelled_caught
+    assert time.monotonic() - started < 3
 
 
 async def test_cp1251_names_the_row_and_column(provider: SqliteProvider) -> None:
@@ -347,23 +357,309 @@ async def test_cp1251_names_the_row_and_column(provider: SqliteProvider) -> None
 _REALS = [1234567890.1234567, 0.1 + 0.2, 1 / 3, 2 / 3 * 1e10, 123456789012345678.0, 5e-324]
 
 
-@pytest.mark.parametrize("separator", ["", "char(31)"])
-async def test_reals_are_written_as_the_same_double(
-    provider: SqliteProvider, separator: str
-) -> None:
+async def test_reals_are_written_as_the_same_double(provider: SqliteProvider) -> None:
     # SQLite's own text of a REAL has 15 significant digits (1234567890.12346); 16 or 17 are
     # written when 15 do not read back as the same double. Text SQLite already wrote exactly
-    # stays as it was ("1.0e+16", "100.0"). A U+001F takes the field-by-field path.
+    # stays as it was ("1.0e+16", "100.0").
     values = ", ".join(repr(v) for v in _REALS)
-    tail = separator or "''"
     sql = (
-        f"SELECT value AS r, 'x' || {tail} AS t FROM json_each('[{values}]')"
-        " UNION ALL SELECT 1e16, 'a' UNION ALL SELECT 100.0, 'b'"
-        " UNION ALL SELECT 0.1, 'c' UNION ALL SELECT -2.5, 'd' UNION ALL SELECT 7, 'e'"
+        f"SELECT value AS r FROM json_each('[{values}]')"
+        " UNION ALL SELECT 1e16 UNION ALL SELECT 100.0"
+        " UNION ALL SELECT 0.1 UNION ALL SELECT -2.5 UNION ALL SELECT 7"
+        " UNION ALL SELECT 0.0001 UNION ALL SELECT -0.00012345 UNION ALL SELECT 123456789012345.0"
+        " UNION ALL SELECT 1e15 UNION ALL SELECT 1e-05 UNION ALL SELECT 0.0"
     )
     sink = CollectingSink()
     await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}), sink)
     written = [row[0] for row in csv.reader(io.StringIO(sink.data.decode()))][1:]
     assert [float(v) for v in written[: len(_REALS)]] == _REALS
     assert written[:2] == ["1234567890.1234567", "0.30000000000000004"]
-    assert written[len(_REALS) :] == ["1.0e+16", "100.0", "0.1", "-2.5", "7"]
+    assert written[len(_REALS) :] == [
+        *("1.0e+16", "100.0", "0.1", "-2.5", "7", "0.0001", "-0.00012345"),
+        *("123456789012345.0", "1.0e+15", "1.0e-05", "0.0"),
+    ]
+
+
+async def test_random_reals_read_back_as_the_doubles_sqlite_holds(
+    provider: SqliteProvider,
+) -> None:
+    # Doubles of every magnitude (random bits) and short decimals (the common case, formatted
+    # without SQLite's conversion): each written text parses to the double SQLite holds (it
+    # may parse the literals inexactly, so what it holds is the reference), and is SQLite's
+    # own text wherever that reads back exactly.
+    rng = random.Random(11)
+    values = [
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)
+    ]
+    values += [rng.randint(-(10**15), 10**15) / 10 ** rng.randint(0, 19) for _ in range(3000)]
+    values += [round(rng.uniform(-1e6, 1e6), rng.randint(0, 4)) for _ in range(3000)]
+    literals = ", ".join(f"({i}, {v!r})" for i, v in enumerate(values) if math.isfinite(v))
+    query = f"SELECT column1 AS i, column2 AS r FROM (VALUES {literals})"
+    held = {
+        row[0]: row[1:]
+        for row in _direct(provider, f"SELECT i, r, CAST(r AS TEXT) FROM ({query})", ())
+    }
+    sink = CollectingSink()
+    await provider.export("USER1", "demo", ExportRequest(sql=query, params={}), sink)
+    written = list(csv.reader(io.StringIO(sink.data.decode())))[1:]
+    assert len(written) == len(held) > 8900
+    assert all(float(text) == held[int(i)][0] for i, text in written)
+    exact = [
+        (text, held[int(i)][1])
+        for i, text in written
+        if float(str(held[int(i)][1])) == held[int(i)][0]
+    ]
+    assert len(exact) > 5000
+    assert all(text == own for text, own in exact)
+
+
+@pytest.fixture
+def fallback(
+    provider: SqliteProvider, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> SqliteProvider:
+    """The demo database through a provider whose C reader cannot be imported (a build
+    without a compiler or sqlite3.h: `hatch_build.py` then makes a pure wheel); `provider`,
+    made before, keeps its reader."""
+    monkeypatch.setitem(sys.modules, "exporter_api.providers._sqlitecsv", None)
+    assert csv_reader() is None
+    return _provider(demo_data_dir)
+
+
+async def test_without_the_c_reader_rows_are_formatted_in_python(
+    fallback: SqliteProvider, provider: SqliteProvider
+) -> None:
+    assert provider.server_csv  # the C reader: CSV bytes from the provider
+    assert not fallback.server_csv  # runs ask for rows, as from Oracle
+    with structlog.testing.capture_logs() as logs:
+        await fallback.start()
+    assert [e["event"] for e in logs] == ["sqlite_csv_reader_unavailable"]
+    assert logs[0]["log_level"] == "warning"
+    with structlog.testing.capture_logs() as logs:
+        await provider.start()
+    assert logs == []
+    # Bytes asked for all the same: CsvEncoder's, the same as the C reader's.
+    for p in (fallback, provider):
+        sink = CollectingSink()
+        request = ExportRequest(sql=_TRICKY, params={}, delimiter=";", batch_rows=3)
+        result = await p.export("USER1", "demo", request, sink)
+        assert (result.rows, result.bytes) == (4, len(sink.data))
+        assert sink.rows == [3, 1]
+    encoder = CsvEncoder(";", "utf-8", ["id", "name", "amount", "note"])
+    assert sink.data == encoder.header() + encoder.encode(_direct(provider, _TRICKY, ()), 1)
+
+
+class _EncodingSink(CollectingSink):
+    """What a run's output does with rows (`ExportRequest.rows`): CsvEncoder's CSV."""
+
+    def __init__(self, delimiter: str) -> None:
+        super().__init__()
+        self.delimiter = delimiter
+        self.encoder: CsvEncoder | None = None
+        self.done = 0
+
+    async def write_rows(self, header: list[str], batch: list[tuple[object, ...]]) -> None:
+        if self.encoder is None:
+            self.encoder = CsvEncoder(self.delimiter, "utf-8", header)
+            self.chunks.append(self.encoder.header())
+        self.chunks.append(self.encoder.encode(batch, self.done + 1))
+        self.done += len(batch)
+        self.rows.append(len(batch))
+
+
+# Values whose text the C reader and csv.writer write alike: integers, REALs in plain notation
+# (1e-4 <= |v| < 1e15, and both zeros), text with every character that needs quoting.
+_SAME = [
+    (0, 1.5, "plain"),
+    (-1, -0.25, "a,b;c"),
+    (9223372036854775807, 0.30000000000000004, 'say "hi"'),
+    (-9223372036854775808, 1234567890.1234567, "two\nlines"),
+    (42, -0.0, "cr\ralone"),
+    (7, 0.0, "crlf\r\nend"),
+    (8, 100.0, "  spaces  "),
+    (9, 0.0001, ""),
+    (10, 999999999999999.9, None),
+    (11, -123.456, "ООО «Ромашка» ☃ 🚀"),
+    (12, 1 / 3, "\x1f unit separator"),
+    (None, None, '"'),
+]
+# REALs both write as the same double in other notations: the C reader SQLite's ("1.0e+16",
+# "Inf", 16 or 17 digits as printf's %g), csv.writer Python's repr ("1e+16", "inf").
+_REALS_DIFFER = [1e15, 1e16, -1e300, 5e-324, 1e-300, 2.5e-5, 1.7976931348623157e308]
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+@pytest.mark.parametrize("batch_rows", [1, 5, 5000])
+async def test_the_c_reader_and_the_rows_path_write_the_same_bytes(
+    provider: SqliteProvider, fallback: SqliteProvider, delimiter: str, batch_rows: int
+) -> None:
+    selects = [", ".join(map(_literal, row)) for row in _SAME]
+    sql = "SELECT column1 AS n, column2 AS r, column3 AS t FROM (VALUES ({}))".format(
+        "), (".join(selects)
+    )
+    datas = []
+    for p, rows in ((provider, False), (provider, True), (fallback, False)):
+        sink = _EncodingSink(delimiter)
+        request = ExportRequest(
+            sql=sql, params={}, delimiter=delimiter, batch_rows=batch_rows, rows=rows
+        )
+        await p.export("USER1", "demo", request, sink)
+        datas.append(sink.data)
+    assert datas[0] == datas[1] == datas[2]
+    read = list(csv.reader(io.StringIO(datas[0].decode(), newline=""), delimiter=delimiter))
+    assert [r[2] for r in read[1:]] == [v if v is not None else "" for _, _, v in _SAME]
+    assert b"-0.0" in datas[0]
+
+
+async def test_reals_in_other_notations_read_back_the_same_either_way(
+    provider: SqliteProvider,
+) -> None:
+    values = ", ".join(f"({v!r})" for v in _REALS_DIFFER)
+    sql = f"SELECT column1 AS r FROM (VALUES {values}, (9e999), (-9e999))"
+    written = []
+    for rows in (False, True):
+        sink = _EncodingSink(",")
+        await provider.export("USER1", "demo", ExportRequest(sql=sql, params={}, rows=rows), sink)
+        written.append(sink.lines[1:])
+    c_reader, rows_path = written
+    assert c_reader != rows_path  # knowingly: SQLite's notation, Python's repr
+    assert c_reader[:2] == ["1.0e+15", "1.0e+16"]
+    assert rows_path[:2] == ["1000000000000000.0", "1e+16"]
+    assert c_reader[-2:] == ["Inf", "-Inf"]
+    assert rows_path[-2:] == ["inf", "-inf"]
+    assert [float(v) for v in c_reader] == [float(v) for v in rows_path]
+    assert [float(v) for v in c_reader[:-2]] == _REALS_DIFFER
+
+
+async def test_blobs_are_the_same_hex_from_the_c_reader_and_the_rows_path(
+    provider: SqliteProvider,
+) -> None:
+    # The C reader writes a BLOB in hex; a sink formatting rows gets bytes from the sqlite3
+    # module, and CsvEncoder writes those in the same hex (not csv.writer's b'...').
+    written = []
+    for rows in (False, True):
+        sink = _EncodingSink(",")
+        request = ExportRequest(sql="SELECT x'414243' AS b", params={}, rows=rows)
+        await provider.export("USER1", "demo", request, sink)
+        written.append(sink.data)
+    assert written == [b"b\n\\x414243\n"] * 2
+
+
+@pytest.mark.parametrize("which", ["c", "fallback"])
+async def test_a_parameter_that_is_not_valid_text_fails_clearly(
+    provider: SqliteProvider, fallback: SqliteProvider, which: str
+) -> None:
+    p = provider if which == "c" else fallback
+    request = ExportRequest(sql="SELECT :x AS x", params={"x": "bad \ud800"})
+    with pytest.raises(QueryFailed) as caught:
+        await p.export("USER1", "demo", request, CollectingSink())
+    assert caught.value.detail == (
+        "SQL error: a parameter is not valid text (an unpaired surrogate)"
+    )
+
+
+def test_reader_batches_are_bounded_by_rows_and_bytes(provider: SqliteProvider) -> None:
+    reader_type = csv_reader()
+    assert reader_type is not None
+    reader = reader_type(provider.path.resolve().as_uri() + "?mode=ro", ",", 60)
+    try:
+        reader.execute(
+            "WITH RECURSIVE n(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM n WHERE v < 100)"
+            " SELECT v, 'xxxxxxxx' FROM n",
+            [],
+        )
+        for bad in ((0, 100), (-1, 100), (10, 0)):
+            with pytest.raises(ValueError, match="at least 1"):
+                reader.read(*bad)
+        chunk, rows = reader.read(1000, 30, b"head\n")  # "1,xxxxxxxx\n" is 11 bytes
+        assert (chunk, rows) == (b"head\n1,xxxxxxxx\n2,xxxxxxxx\n3,xxxxxxxx\n", 3)
+        chunk, rows = reader.read(2, 1 << 20)
+        assert (chunk, rows) == (b"4,xxxxxxxx\n5,xxxxxxxx\n", 2)
+        total = 5
+        while rows:
+            chunk, rows = reader.read(1000, 1 << 20, b"no header after the first\n")
+            total += rows
+        assert (total, chunk) == (100, b"")
+    finally:
+        reader.close()
+
+
+_LOCALE_CHILD = """
+import locale, sys
+from exporter_api.providers.sqlite import csv_reader
+locale.setlocale(locale.LC_ALL, "de_DE.UTF-8")
+assert locale.localeconv()["decimal_point"] == ","
+reader = csv_reader()(sys.argv[1], ",", 60)
+reader.execute("SELECT 1234567890.1234567, 1e16, 1.5, -0.0", [])
+sys.stdout.buffer.write(reader.read(10, 1000)[0])
+"""
+
+
+def test_reals_do_not_depend_on_the_numeric_locale(
+    provider: SqliteProvider, tmp_path: Path
+) -> None:
+    # A German LC_NUMERIC (decimal comma) in the process: printf/strtod would read and write
+    # "1234567890,1234567"; the reader formats and parses in the C locale.
+    made = subprocess.run(
+        ["localedef", "-i", "de_DE", "-f", "UTF-8", str(tmp_path / "de_DE.UTF-8")],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode not in (0, 1) or not (tmp_path / "de_DE.UTF-8").exists():
+        pytest.skip("localedef cannot build de_DE.UTF-8 here")
+    uri = provider.path.resolve().as_uri() + "?mode=ro"
+    out = subprocess.run(
+        [sys.executable, "-c", _LOCALE_CHILD, uri],
+        env={**os.environ, "LOCPATH": str(tmp_path)},
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout == b"1234567890.1234567,1.0e+16,1.5,-0.0\n"
+
+
+def test_a_reader_refuses_other_calls_while_it_reads(provider: SqliteProvider) -> None:
+    reader_type = csv_reader()
+    assert reader_type is not None
+    reader = reader_type(provider.path.resolve().as_uri() + "?mode=ro", ",", 60)
+    reader.execute("SELECT a.entry_id FROM ledger a JOIN ledger b ON b.amount = a.amount + 1e9", [])
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            reader.read(10, 1000)
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+
+        def refused() -> bool:
+            try:
+                _ = reader.columns
+            except RuntimeError:
+                return True
+            return False
+
+        wait_until(refused, 10, "the read to be running")
+        for call in (
+            reader.close,
+            lambda: reader.read(1, 1),
+            lambda: reader.execute("SELECT 1", []),
+        ):
+            with pytest.raises(RuntimeError, match="busy on another thread"):
+                call()
+    finally:
+        reader.interrupt()
+        thread.join(10)
+    assert [type(e) for e in failures] == [sqlite3.OperationalError]
+    assert reader.columns == ["entry_id"]
+    reader.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from exporter_api.csvcodec import UnencodableValue, record_ends
+from exporter_api.csvcodec import CsvEncoder, UnencodableValue, record_ends
 from exporter_api.runs.errors import DISK_FULL, ExportDiskFull
 from exporter_api.runs.files import WrittenFile
 from exporter_api.runs.writers import (
@@ -369,3 +369,14 @@ def test_record_ends_skip_line_breaks_inside_quotes() -> None:
     assert record_ends(text) == ends
     assert record_ends(text, 2) == ends[:2]
     assert record_ends(b"") == []
+
+
+def test_bytes_values_are_written_in_hex_as_postgresql_copy_does() -> None:
+    # Not csv.writer's b'...'; text that merely looks like bytes stays as it is.
+    encoder = CsvEncoder(",", "utf-8", ["a", "b", "c"])
+    assert encoder.encode([["Bob's", "b'x'", None]], 1) == b"Bob's,b'x',\n"
+    batch: list[list[object]] = [
+        [b"AB", bytearray(b"\x00\xff"), memoryview(b"z")],
+        ["Bob's", b"", None],
+    ]
+    assert encoder.encode(batch, 1) == b"\\x4142,\\x00ff,\\x7a\nBob's,\\x,\n"
