@@ -17,9 +17,9 @@ connection cancels):
   to :class:`~signalr_core._invocations.Invocations`, client results' Completions to the
   connection's results table, Sequence and Ack to stateful reconnect
   (:class:`~signalr_core._stateful.Stateful`);
-* with a WebSocket attached the loop is also the socket's **writer** (what is queued goes out
-  before the next chunk is read); while it waits for a busy worker or a full upload stream,
-  :meth:`Session.writing_while` lends it a helper task that writes;
+* with a WebSocket or an event stream attached the loop is also its **writer** (what is
+  queued goes out before the next chunk is read); while it waits for a busy worker or a full
+  upload stream, :meth:`Session.writing_while` lends it a helper task that writes;
 * the **end** (:meth:`Session.finish`, shielded and bounded in time): unregister, the hub's
   ``on_disconnected``, close the outgoing buffer.
 
@@ -84,8 +84,8 @@ class SessionHost(InvocationHost, HubConnectionHandle, Protocol):
     the lifetime manager's handle, and the following.
 
     Attributes:
-        direct_writer: Sends frames on the attached WebSocket (``None`` otherwise); while it
-            is set the message loop is the socket's writer.
+        direct_writer: Sends frames on the attached WebSocket or event stream (``None``
+            otherwise); while it is set the message loop is their writer.
         transport: The attached transport.
         transport_scope: The request task's cancel scope (``None`` when none is attached).
     """
@@ -288,10 +288,10 @@ class Session:
         chunk: bytes | None
         event: HandshakeCompleted | HubMessage | None
         while True:
-            # With a WebSocket attached, this loop is also the socket's writer: replies to a
-            # chunk go out before the next chunk is read, and an idle connection waits for
-            # input and output at once with no writer task. (Re-read the writer each time: a
-            # transport that left, or a new one, changes it.)
+            # With a WebSocket or an event stream attached, this loop is also its writer:
+            # replies to a chunk go out before the next chunk is read, and an idle connection
+            # waits for input and output at once with no writer task. (Re-read the writer
+            # each time: a transport that left, or a new one, changes it.)
             writer = host.direct_writer
             if writer is not None and len(outgoing):
                 await writer(outgoing.drain())
@@ -302,7 +302,7 @@ class Session:
                 # A plain awaitable, not a coroutine: idle connections keep fewer frames.
                 await wait_for_input_or_output(
                     incoming,
-                    outgoing if host.transport is TransportName.WEBSOCKETS else None,
+                    None if host.transport is TransportName.LONG_POLLING else outgoing,
                     can_send=writer is not None,
                 )
                 continue
@@ -381,8 +381,8 @@ class Session:
             host.outgoing.close()
             host.set_finished()
             if host.direct_writer is not None and host.transport_scope is not None:
-                # The message loop was the WebSocket's writer: the request task takes over,
-                # sends what is left and the close frame.
+                # The message loop was the response's writer: the request task takes over,
+                # sends what is left and ends it (the WebSocket's close frame).
                 host.transport_scope.cancel()
             host.log.debug("connection_closed", error=type(error).__name__ if error else None)
 

@@ -17,7 +17,13 @@ from urllib.parse import parse_qsl
 from signalr_core.context import Principal
 from signalr_core.errors import AuthenticationError
 
-__all__ = ["AuthRequest", "Authenticator", "call_authenticate", "request_from_scope"]
+__all__ = [
+    "AuthRequest",
+    "Authenticator",
+    "call_authenticate",
+    "raw_query_value",
+    "request_from_scope",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +97,21 @@ def request_from_scope(scope: Mapping[str, Any]) -> AuthRequest:
         access_token=token,
         query_values=query_values,
     )
+
+
+def raw_query_value(query_string: bytes, name: bytes) -> str | None:
+    """The value of ``name`` in a raw query string when it is there once and needs no
+    decoding (``None`` otherwise: :func:`request_from_scope` decodes the query in full)."""
+    prefix = name + b"="
+    found: bytes | None = None
+    for part in query_string.split(b"&"):
+        if part.startswith(prefix):
+            if found is not None:
+                return None
+            found = part[len(prefix) :]
+    if not found or b"%" in found or b"+" in found:
+        return None
+    return found.decode("latin-1")
 
 
 async def call_authenticate(

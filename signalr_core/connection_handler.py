@@ -337,7 +337,7 @@ class RawConnection:
                     self._grace(scope)
                 self._log.debug("connection_opened")
                 async with anyio.create_task_group() as tg:
-                    if self.transport is TransportName.WEBSOCKETS:
+                    if self.transport is not TransportName.LONG_POLLING:
                         tg.start_soon(self._write_socket)
                     await self._handler.on_connected(context)
                     tg.cancel_scope.cancel()
@@ -346,14 +346,14 @@ class RawConnection:
         finally:
             self._end()
             if self.direct_writer is not None and self.transport_scope is not None:
-                # This connection was the WebSocket's writer: the request task takes over,
-                # sends what is left and the close frame.
+                # This connection was the response's writer: the request task takes over,
+                # sends what is left and ends it (the WebSocket's close frame).
                 self.transport_scope.cancel()
             self._log.debug("connection_closed", aborted=self.aborted)
 
     async def _write_socket(self) -> None:
-        """With a WebSocket the transport only reads: this task writes what the handler sends
-        (through the transport's ``direct_writer``, once attached)."""
+        """With a WebSocket or an event stream the transport only reads: this task writes what
+        the handler sends (through the transport's ``direct_writer``, once attached)."""
         outgoing = self.outgoing
         while True:
             writer = self.direct_writer
