@@ -34,6 +34,9 @@ connection: the connection keeps no per-run state of its own.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -76,6 +79,9 @@ if TYPE_CHECKING:
 __all__ = ["CONNECTION_ERROR", "Session", "SessionHost", "SessionMethods"]
 
 CONNECTION_ERROR: Final = "Connection closed with an error."
+_Handed = tuple[
+    Sequence["HandshakeCompleted | HubMessage"], Exception | None, Awaitable[None] | None
+]
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
@@ -135,10 +141,13 @@ class Session:
 
     __slots__ = (
         "_connected",
+        "_context",
+        "_handed",
         "_host",
         "_incoming",
         "_life",
         "_methods",
+        "_parked",
         "_stateful",
         "invocations",
         "results",
@@ -177,6 +186,13 @@ class Session:
         # The task group's cancel scope: what closing the connection cancels.
         self.scope: anyio.CancelScope | None = None
         self.results: ClientResults | None = None  # made by the first client result
+        # The loop's wait while it is idle and writes to a WebSocket (asyncio): a chunk that
+        # arrives meanwhile runs in the transport's task (receive_now), in this context.
+        self._parked: asyncio.Future[None] | None = None
+        self._context: contextvars.Context | None = None
+        # What receive_now left to the loop: messages, a bad frame's error, and first an
+        # awaitable to finish (a plain function's result).
+        self._handed: _Handed | None = None
 
     async def run(self) -> None:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
@@ -280,13 +296,11 @@ class Session:
             outgoing.put(frame, force=True)
 
     async def _message_loop(self, pending: list[HubMessage], invocations: Invocations) -> None:
-        for pending_message in pending:
-            if await self._dispatch(pending_message, invocations):
-                return
-        host, state = self._host, self.state
+        if await self._dispatch_all(pending, None, invocations):
+            return
+        host = self._host
         incoming, outgoing = self._incoming, host.outgoing
         chunk: bytes | None
-        event: HandshakeCompleted | HubMessage | None
         while True:
             # With a WebSocket or an event stream attached, this loop is also its writer:
             # replies to a chunk go out before the next chunk is read, and an idle connection
@@ -296,32 +310,124 @@ class Session:
             if writer is not None and len(outgoing):
                 await writer(outgoing.drain())
                 continue
+            handed = self._handed
+            if handed is not None:  # what receive_now could not run at once
+                self._handed = None
+                events, error, awaiting = handed
+                if awaiting is not None:
+                    await awaiting
+                if await self._dispatch_all(events, error, invocations):
+                    return
+                continue
             if not incoming.ready:
-                # Idle: keep neither the last chunk nor the last message alive meanwhile.
-                chunk = event = None
+                chunk = None  # idle: keep neither the last chunk nor its messages alive
                 # A plain awaitable, not a coroutine: idle connections keep fewer frames.
-                await wait_for_input_or_output(
+                waiting = wait_for_input_or_output(
                     incoming,
                     None if host.transport is TransportName.LONG_POLLING else outgoing,
                     can_send=writer is not None,
                 )
+                if (
+                    writer is not None
+                    and self._stateful is None
+                    and isinstance(waiting, asyncio.Future)
+                ):
+                    self._parked = waiting  # a chunk may be run at once meanwhile
+                    if self._context is None:
+                        self._context = contextvars.copy_context()
+                try:
+                    await waiting
+                finally:
+                    self._parked = None
                 continue
             chunk = incoming.get_nowait()
             if chunk is None:
                 return
-            try:
-                state.receive_data(chunk)
-            except ProtocolError:
-                # Messages decoded before the bad frame still run, as ASP.NET reads them.
-                for event in state.events_received():
-                    if not isinstance(event, HandshakeCompleted):
-                        await self._dispatch(event, invocations)
-                raise
-            for event in state.events_received():
-                if isinstance(event, HandshakeCompleted):
-                    continue
-                if await self._dispatch(event, invocations):
-                    return
+            if await self._dispatch_all(*self._decode(chunk), invocations):
+                return
+
+    def _decode(
+        self, chunk: bytes
+    ) -> tuple[list[HandshakeCompleted | HubMessage], Exception | None]:
+        """The messages in ``chunk``; and the error of a bad frame after them, if any."""
+        state = self.state
+        try:
+            state.receive_data(chunk)
+        except ProtocolError as exc:
+            return state.events_received(), exc
+        return state.events_received(), None
+
+    async def _dispatch_all(
+        self,
+        events: Sequence[HandshakeCompleted | HubMessage],
+        error: Exception | None,
+        invocations: Invocations,
+    ) -> bool:
+        """Dispatch decoded messages in order; ``True`` when the client closed the connection.
+        With ``error`` (a bad frame after them) they all run, as ASP.NET reads them, then it
+        is raised."""
+        for event in events:
+            if isinstance(event, HandshakeCompleted):
+                continue
+            if await self._dispatch(event, invocations) and error is None:
+                return True
+        if error is not None:
+            raise error
+        return False
+
+    @property
+    def receives_now(self) -> bool:
+        """The message loop waits, idle, writing to a WebSocket: :meth:`receive_now` may run."""
+        parked = self._parked
+        return parked is not None and not parked.done()
+
+    async def receive_now(self, chunk: bytes) -> None:
+        """Run a chunk in the caller's task (the transport's) while the loop waits, idle
+        (:attr:`receives_now`), and write the replies: the loop is not woken, so a round trip
+        costs no task switch.
+
+        Only what cannot suspend runs here (plain functions, see ``Invocations.invoke_now``;
+        in the loop's context, as copied when it first waited); the rest of the chunk is
+        handed to the loop, in order. Replies and anything else queued meanwhile go out here.
+        """
+        parked, context, invocations = self._parked, self._context, self.invocations
+        assert parked is not None
+        assert context is not None
+        assert invocations is not None
+        host = self._host
+        outgoing = host.outgoing
+        outgoing.unpark(parked)  # the replies must not wake the loop
+        try:
+            if context.run(self._run_now, chunk, invocations):
+                while (writer := host.direct_writer) is not None and len(outgoing):
+                    await writer(outgoing.drain())
+        finally:
+            if not parked.done():  # not cancelled meanwhile (the connection closing)
+                if self._handed is not None or (host.direct_writer is not None and len(outgoing)):
+                    parked.set_result(None)
+                else:
+                    outgoing.park(parked)
+
+    def _run_now(self, chunk: bytes, invocations: Invocations) -> bool:
+        """Dispatch what can be dispatched at once; ``False`` when the rest was handed over."""
+        try:
+            events, error = self._decode(chunk)
+            if error is None:
+                for index, event in enumerate(events):
+                    if isinstance(event, InvocationMessage):
+                        now = invocations.invoke_now(event)
+                        if now is True:
+                            continue
+                        if now is not False:  # a plain function's awaitable result
+                            self._handed = (events[index + 1 :], None, now)
+                            return False
+                    self._handed = (events[index:], None, None)
+                    return False
+                return True
+            self._handed = (events, error, None)
+        except Exception as exc:  # the loop raises it (the connection fails, as there)
+            self._handed = ([], exc, None)
+        return False
 
     async def writing_while(self, blocked: Awaitable[None]) -> None:
         """Await ``blocked`` (the message loop waits for a worker or for room in an upload
@@ -357,6 +463,9 @@ class Session:
         if not self._life.is_closing:
             self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
+        handed, self._handed = self._handed, None
+        if handed is not None and inspect.iscoroutine(handed[2]):
+            handed[2].close()  # never awaited: the loop ended first
         if self.invocations is not None:
             self.invocations.close()
             self.invocations = None

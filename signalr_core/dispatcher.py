@@ -368,6 +368,10 @@ class HubServerConnection:
         if not data:
             return self.status is not ConnectionStatus.FINISHED
         self._life.received = True
+        session = self._session
+        if session is not None and session.receives_now:
+            await session.receive_now(data)  # the loop is idle: run it here, no wake-up
+            return True
         return await self._incoming.put(data)
 
     def transport_closed(self) -> None:

@@ -273,6 +273,14 @@ class OutgoingBuffer:
             self._data_waiters.wake()
         return True
 
+    def unpark(self, waiter: asyncio.Future[None]) -> None:
+        """Stop waking ``waiter`` (parked by :func:`wait_for_input_or_output`)."""
+        self._data_waiters._unpark(waiter)
+
+    def park(self, waiter: asyncio.Future[None]) -> None:
+        """Wake ``waiter`` again on the next put, close or :meth:`notify`."""
+        self._data_waiters._park(waiter)
+
     def notify(self) -> None:
         """Wake the writer without a frame (it has something else to look at)."""
         self._data_waiters.wake()
