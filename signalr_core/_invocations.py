@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -109,6 +109,68 @@ def build_error_message(message: str, exc: BaseException, detailed: bool) -> str
     if isinstance(exc, HubException) or detailed:
         return f"{message} {exception_name(exc)}: {exc}"
     return message
+
+
+def _check(
+    message: InvocationMessage | StreamInvocationMessage,
+    method: HubMethod | None,
+    protocol: HubProtocol,
+    detailed: bool,
+    authorized: Callable[[HubMethod], bool],
+) -> list[Any] | str:
+    """An invocation's decoded arguments, once arguments, authorization and streams are
+    checked; or the error text to answer with (ASP.NET's)."""
+    target = message.target
+    is_stream_response = isinstance(message, StreamInvocationMessage)
+    if method is None:
+        return f"{_failed_to_invoke(target)} HubException: Method does not exist."
+    arguments = message.arguments
+    expected = len(method.value_parameters)
+    if not method.required_arguments <= len(arguments) <= expected:
+        detail = f"Invocation provides {len(arguments)} argument(s) but target expects {expected}."
+        return (
+            f"{_failed_to_invoke(target)} InvalidDataException: {detail}"
+            if detailed
+            else _failed_to_invoke(target)
+        )
+    try:
+        values = [
+            protocol.decode_argument(raw, param.type)
+            for raw, param in zip(arguments, method.value_parameters, strict=False)
+        ]
+    except InvocationError:
+        return (
+            f"{_failed_to_invoke(target)} InvalidDataException: {_BINDING_MISMATCH}"
+            if detailed
+            else _failed_to_invoke(target)
+        )
+    if not authorized(method):
+        return f"Failed to invoke '{target}' because user is unauthorized"
+    if method.is_stream_response and not is_stream_response:
+        return (
+            f"The client attempted to invoke the streaming '{target}' method with a "
+            "non-streaming invocation."
+        )
+    if not method.is_stream_response and is_stream_response:
+        return (
+            f"The client attempted to invoke the non-streaming '{target}' method with a "
+            "streaming invocation."
+        )
+    stream_ids = message.stream_ids
+    if len(stream_ids) != len(method.stream_parameters):
+        exc = HubException(
+            f"Client sent {len(stream_ids)} stream(s), Hub method expects "
+            f"{len(method.stream_parameters)}."
+        )
+        return _unexpected(target, exc, detailed)
+    return values
+
+
+def _unexpected(target: str, exc: Exception, detailed: bool) -> str:
+    """The Completion error of an invocation of ``target`` that raised ``exc``."""
+    return build_error_message(
+        f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed
+    )
 
 
 class InvocationHost(Protocol):
@@ -292,76 +354,15 @@ class Invocations:
     def _checked(
         self, message: InvocationMessage | StreamInvocationMessage, method: HubMethod | None
     ) -> list[Any] | None:
-        """The decoded arguments, once arguments, authorization and streams are checked;
-        ``None`` when refused (answered with ASP.NET's error)."""
-        target = message.target
-        invocation_id = message.invocation_id
-        is_stream_response = isinstance(message, StreamInvocationMessage)
-        detailed = self._options.enable_detailed_errors
-        if method is None:
-            self._send_error(
-                invocation_id, f"{_failed_to_invoke(target)} HubException: Method does not exist."
-            )
-            return None
-        arguments = message.arguments
-        expected = len(method.value_parameters)
-        if not method.required_arguments <= len(arguments) <= expected:
-            detail = (
-                f"Invocation provides {len(arguments)} argument(s) but target expects {expected}."
-            )
-            self._send_error(
-                invocation_id,
-                f"{_failed_to_invoke(target)} InvalidDataException: {detail}"
-                if detailed
-                else _failed_to_invoke(target),
-            )
-            return None
+        """The decoded arguments; ``None`` when refused (answered with ASP.NET's error)."""
         protocol = self._host.protocol
         assert protocol is not None
-        try:
-            values = [
-                protocol.decode_argument(raw, param.type)
-                for raw, param in zip(arguments, method.value_parameters, strict=False)
-            ]
-        except InvocationError:
-            self._send_error(
-                invocation_id,
-                f"{_failed_to_invoke(target)} InvalidDataException: {_BINDING_MISMATCH}"
-                if detailed
-                else _failed_to_invoke(target),
-            )
+        detailed = self._options.enable_detailed_errors
+        checked = _check(message, method, protocol, detailed, self._authorized)
+        if isinstance(checked, str):
+            self._send_error(message.invocation_id, checked)
             return None
-        if not self._authorized(method):
-            self._send_error(
-                invocation_id, f"Failed to invoke '{target}' because user is unauthorized"
-            )
-            return None
-        if method.is_stream_response and not is_stream_response:
-            self._send_error(
-                invocation_id,
-                f"The client attempted to invoke the streaming '{target}' method with a "
-                "non-streaming invocation.",
-            )
-            return None
-        if not method.is_stream_response and is_stream_response:
-            self._send_error(
-                invocation_id,
-                f"The client attempted to invoke the non-streaming '{target}' method with a "
-                "streaming invocation.",
-            )
-            return None
-        stream_ids = message.stream_ids
-        if len(stream_ids) != len(method.stream_parameters):
-            exc = HubException(
-                f"Client sent {len(stream_ids)} stream(s), Hub method expects "
-                f"{len(method.stream_parameters)}."
-            )
-            self._send_error(
-                invocation_id,
-                self._unexpected(target, exc),
-            )
-            return None
-        return values
+        return checked
 
     async def on_stream_item(self, message: StreamItemMessage) -> None:
         """An item of a client-to-server stream: to the method (waits while its buffer is full)."""
@@ -499,14 +500,6 @@ class Invocations:
         else:  # a bug in hub code: keep the traceback
             self._host.log.error(event, method=method, error_type=type(exc).__name__, exc_info=exc)
 
-    def _unexpected(self, target: str, exc: Exception) -> str:
-        """The Completion error of an invocation of ``target`` that raised ``exc``."""
-        return build_error_message(
-            f"An unexpected error occurred invoking '{target}' on the server.",
-            exc,
-            self._options.enable_detailed_errors,
-        )
-
     async def _run_invocation(
         self, method: HubMethod, message: InvocationMessage, args: list[Any]
     ) -> None:
@@ -539,7 +532,10 @@ class Invocations:
     def _failed(self, message: InvocationMessage, exc: Exception) -> None:
         """The method raised ``exc``: log it and answer with the error."""
         self._log_failure("invocation_failed", message.target, exc)
-        self._send_error(message.invocation_id, self._unexpected(message.target, exc))
+        self._send_error(
+            message.invocation_id,
+            _unexpected(message.target, exc, self._options.enable_detailed_errors),
+        )
 
     def _answer(self, message: InvocationMessage, result: Any) -> None:
         """Send the Completion with the method's result (none for a non-blocking call)."""
@@ -551,7 +547,10 @@ class Invocations:
                 )
             except MessageEncodeError as exc:
                 self._host.log.info("result_serialization_failed", method=message.target)
-                self._send_error(invocation_id, self._unexpected(message.target, exc))
+                self._send_error(
+                    invocation_id,
+                    _unexpected(message.target, exc, self._options.enable_detailed_errors),
+                )
 
     async def _run_stream(
         self,
@@ -578,7 +577,7 @@ class Invocations:
                         if inspect.isawaitable(stream):
                             stream = await stream
                 except Exception as exc:
-                    error = self._unexpected(target, exc)
+                    error = _unexpected(target, exc, detailed)
                     return
                 if not hasattr(stream, "__aiter__"):
                     error = (

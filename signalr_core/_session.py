@@ -69,7 +69,12 @@ from signalr_core.messages import (
     StreamItemMessage,
     TransferFormat,
 )
-from signalr_core.transports import IncomingBuffer, TransportName, wait_for_input_or_output
+from signalr_core.transports import (
+    IncomingBuffer,
+    TransportName,
+    wait_for_input_or_output,
+    write_queued,
+)
 
 if TYPE_CHECKING:
     from signalr_core._stateful import Stateful
@@ -343,19 +348,8 @@ class Session:
             chunk = incoming.get_nowait()
             if chunk is None:
                 return
-            if await self._dispatch_all(*self._decode(chunk), invocations):
+            if await self._dispatch_all(*_decode(self.state, chunk), invocations):
                 return
-
-    def _decode(
-        self, chunk: bytes
-    ) -> tuple[list[HandshakeCompleted | HubMessage], Exception | None]:
-        """The messages in ``chunk``; and the error of a bad frame after them, if any."""
-        state = self.state
-        try:
-            state.receive_data(chunk)
-        except ProtocolError as exc:
-            return state.events_received(), exc
-        return state.events_received(), None
 
     async def _dispatch_all(
         self,
@@ -377,7 +371,8 @@ class Session:
 
     @property
     def receives_now(self) -> bool:
-        """The message loop waits, idle, writing to a WebSocket: :meth:`receive_now` may run."""
+        """The message loop waits, idle, as the writer of a WebSocket or event stream:
+        :meth:`receive_now` may run."""
         parked = self._parked
         return parked is not None and not parked.done()
 
@@ -411,7 +406,7 @@ class Session:
     def _run_now(self, chunk: bytes, invocations: Invocations) -> bool:
         """Dispatch what can be dispatched at once; ``False`` when the rest was handed over."""
         try:
-            events, error = self._decode(chunk)
+            events, error = _decode(self.state, chunk)
             if error is None:
                 for index, event in enumerate(events):
                     if isinstance(event, InvocationMessage):
@@ -438,24 +433,12 @@ class Session:
             return
         stop = [False]
         async with anyio.create_task_group() as helper:
-            helper.start_soon(self._help_write, stop)
+            helper.start_soon(write_queued, self._host, stop)
             try:
                 await blocked
             finally:
                 stop[0] = True
                 self._host.outgoing.notify()
-
-    async def _help_write(self, stop: list[bool]) -> None:
-        host = self._host
-        outgoing = host.outgoing
-        while True:
-            writer = host.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-            elif stop[0]:
-                return
-            else:
-                await outgoing.wait_notified()
 
     async def finish(self, error: Exception | None) -> None:
         """Unregister, the hub's ``on_disconnected``, close the outgoing buffer."""
@@ -541,6 +524,17 @@ class Session:
             self._life.client_pinged(time.monotonic())
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
+
+
+def _decode(
+    state: HubConnectionState, chunk: bytes
+) -> tuple[list[HandshakeCompleted | HubMessage], Exception | None]:
+    """The messages in ``chunk``; and the error of a bad frame after them, if any."""
+    try:
+        state.receive_data(chunk)
+    except ProtocolError as exc:
+        return state.events_received(), exc
+    return state.events_received(), None
 
 
 def _single_exception(exc: BaseException) -> BaseException:

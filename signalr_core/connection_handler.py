@@ -61,6 +61,7 @@ from signalr_core.transports import (
     PollSlot,
     TransportName,
     abort_slow_consumer,
+    write_queued,
 )
 
 __all__ = [
@@ -338,7 +339,8 @@ class RawConnection:
                 self._log.debug("connection_opened")
                 async with anyio.create_task_group() as tg:
                     if self.transport is not TransportName.LONG_POLLING:
-                        tg.start_soon(self._write_socket)
+                        # The transport only reads: this task writes what the handler sends.
+                        tg.start_soon(write_queued, self)
                     await self._handler.on_connected(context)
                     tg.cancel_scope.cancel()
         except Exception:  # the handler's failure (in a group, from the task group)
@@ -350,17 +352,6 @@ class RawConnection:
                 # sends what is left and ends it (the WebSocket's close frame).
                 self.transport_scope.cancel()
             self._log.debug("connection_closed", aborted=self.aborted)
-
-    async def _write_socket(self) -> None:
-        """With a WebSocket or an event stream the transport only reads: this task writes what
-        the handler sends (through the transport's ``direct_writer``, once attached)."""
-        outgoing = self.outgoing
-        while True:
-            writer = self.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-            else:
-                await outgoing.wait_notified()  # the next put, close, or a transport attaching
 
 
 class ConnectionHandlerEndpoint(ConnectionEndpoint[RawConnection]):

@@ -33,6 +33,7 @@ __all__ = [
     "discard_body",
     "send_response",
     "wait_for_input_or_output",
+    "write_queued",
 ]
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
@@ -372,6 +373,31 @@ class DirectWriter:
                     await outgoing.wait_notified()  # the next put, or close()
         except OSError:
             return False
+
+
+class Writes(Protocol):
+    """A connection that writes its own frames while a streaming transport is attached."""
+
+    outgoing: OutgoingBuffer
+    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+
+
+async def write_queued(connection: Writes, stop: list[bool] | None = None) -> None:
+    """Send what ``connection`` queues through its ``direct_writer`` (once one is attached),
+    as it comes, until ``stop[0]`` is set (then :meth:`OutgoingBuffer.notify`) or cancelled.
+
+    The writer task beside a connection that cannot write itself: a raw connection's handler,
+    a hub connection's message loop while it waits for a worker.
+    """
+    outgoing = connection.outgoing
+    while True:
+        writer = connection.direct_writer
+        if writer is not None and len(outgoing):
+            await writer(outgoing.drain())
+        elif stop is not None and stop[0]:
+            return
+        else:
+            await outgoing.wait_notified()  # the next put, close, or a transport attaching
 
 
 def abort_slow_consumer(

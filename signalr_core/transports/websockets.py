@@ -5,7 +5,8 @@ protocols are self-delimiting, and the clients parse several messages per WebSoc
 The frame type follows the connection's transfer format, as ASP.NET's ``ActiveFormat``: for
 a hub, text for JSON (the handshake answer included), binary for MessagePack.
 
-The request task only reads: it feeds received messages to the connection. Sending is done by
+The request task only reads: it feeds received messages to the connection (a hub connection
+whose message loop is idle runs them right in this task). Sending is done by
 the connection itself through :attr:`~signalr_core.transports.TransportConnection.direct_writer`
 (a hub connection's message loop while it waits for input, so an idle connection has no writer
 task of its own). When the connection ends, its writer is gone: the request task then sends
