@@ -278,13 +278,13 @@ class Session:
                 try:
                     state.receive_data(chunk)
                 except HandshakeError:
-                    self._flush_state()
+                    self.flush_state()
                     raise
                 events = state.events_received()
                 for index, event in enumerate(events):
                     if isinstance(event, HandshakeCompleted):
                         self._stateful = self._host.handshake_completed(event)
-                        self._flush_state()
+                        self.flush_state()
                         return [
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
                         ]
@@ -292,10 +292,11 @@ class Session:
         self._host.log.info("handshake_timed_out", timeout=options.handshake_timeout)
         if state.phase is ConnectionPhase.HANDSHAKE:
             state.send_handshake_response(HANDSHAKE_CANCELED)
-            self._flush_state()
+            self.flush_state()
         return None
 
-    def _flush_state(self) -> None:
+    def flush_state(self) -> None:
+        """Queue what the protocol state has to send (the handshake answer, Close)."""
         outgoing = self._host.outgoing
         for frame in self.state.data_to_send():
             outgoing.put(frame, force=True)

@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 from signalr_core.context import Principal
@@ -23,7 +23,10 @@ __all__ = [
     "call_authenticate",
     "raw_query_value",
     "request_from_scope",
+    "without_token",
 ]
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +100,14 @@ def request_from_scope(scope: Mapping[str, Any]) -> AuthRequest:
         access_token=token,
         query_values=query_values,
     )
+
+
+def without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
+    """Query ``values`` without ``access_token`` (copied only when it is there): what a
+    connection's context shows of the request that started it."""
+    if "access_token" not in values:
+        return values
+    return {k: v for k, v in values.items() if k != "access_token"}
 
 
 def raw_query_value(query_string: bytes, name: bytes) -> str | None:

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import anyio
 
 from signalr_core._logging import get_logger
-from signalr_core.auth import Authenticator
+from signalr_core.auth import Authenticator, without_token
 from signalr_core.context import Principal
 from signalr_core.dispatcher import ConnectionStatus
 from signalr_core.endpoint import ConnectionEndpoint
@@ -124,7 +124,7 @@ class ConnectionContext:
         self.connection_id = connection.connection_id
         self.user = user
         self.headers = dict(headers)
-        self.query = {k: v for k, v in query.items() if k != "access_token"}
+        self.query = without_token(query)
         self.cookies = dict(cookies)
         self.transport = str(transport)
         self.items: dict[Any, Any] = {}

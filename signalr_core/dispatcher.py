@@ -68,7 +68,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -77,6 +77,7 @@ from signalr_core._logging import get_logger
 from signalr_core._results import results_forbidden
 from signalr_core._session import Session
 from signalr_core._stateful import Stateful
+from signalr_core.auth import without_token
 from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted
 from signalr_core.context import HubCallerContext, Principal
@@ -345,10 +346,10 @@ class HubServerConnection:
             items=self.items,
             # The request's own mappings (built for this request): no copies per connection.
             headers=headers,
-            query=_without_token(query),
+            query=without_token(query),
             cookies=cookies,
             transport=str(transport),
-            query_values=_without_token(query_values or {}),
+            query_values=without_token(query_values or {}),
             on_abort=self.close,
         )
         self._session = Session(self, self._dispatcher, self._life, self._incoming)
@@ -458,11 +459,9 @@ class HubServerConnection:
         inactive = life.phase is Phase.NEGOTIATED
         life.handle(Event.CLOSE)
         session = self._session
-        state = session.state if session is not None else None
-        if state is not None and state.phase is not ConnectionPhase.CLOSED:
-            state.close(error, allow_reconnect)
-            for frame in state.data_to_send():
-                self.outgoing.put(frame, force=True)
+        if session is not None and session.state.phase is not ConnectionPhase.CLOSED:
+            session.state.close(error, allow_reconnect)
+            session.flush_state()
         if session is not None and session.scope is not None:
             session.scope.cancel()
         elif inactive:
@@ -552,13 +551,3 @@ class HubServerConnection:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
         assert self._session is not None  # open: a transport attached
         return await self._session.invoke_client(method, args, result_type, timeout)
-
-
-_V = TypeVar("_V")
-
-
-def _without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
-    """``values`` without ``access_token`` (copied only when it is there)."""
-    if "access_token" not in values:
-        return values
-    return {k: v for k, v in values.items() if k != "access_token"}
