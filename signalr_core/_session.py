@@ -335,6 +335,9 @@ class Session:
                 )
                 if (
                     writer is not None
+                    # The receiving task must be the socket's own, under its cancel scope (an
+                    # SSE POST's task could hang on the event stream's writes).
+                    and host.transport is TransportName.WEBSOCKETS
                     and self._stateful is None
                     and isinstance(waiting, asyncio.Future)
                 ):
@@ -372,8 +375,8 @@ class Session:
 
     @property
     def receives_now(self) -> bool:
-        """The message loop waits, idle, as the writer of a WebSocket or event stream:
-        :meth:`receive_now` may run."""
+        """The message loop waits, idle, as a WebSocket's writer: :meth:`receive_now` may
+        run."""
         parked = self._parked
         return parked is not None and not parked.done()
 

@@ -34,11 +34,12 @@ loop is also the response's writer: it waits for received data and queued frames
 sends what is queued before it reads the next chunk (so a reply costs no wake-up of another
 task), and has no writer task beside it. While it waits for a busy worker or a full upload
 stream, a helper task writes for it (the method it waits for may need frames to go out). A
-chunk that arrives while the loop waits idle is run by :meth:`HubServerConnection.feed` in the
-transport's task (``Session.receive_now``: plain functions answered and written at once, the
-rest handed to the loop in order), so a round trip wakes no other task. A slow reader still
-fills the bounded buffer and is aborted. When the connection ends, the request task sends what
-is left and ends the response (see :mod:`signalr_core.transports.websockets`).
+WebSocket message that arrives while the loop waits idle is run by
+:meth:`HubServerConnection.feed` in the socket's receive task (``Session.receive_now``: plain
+functions answered and written at once, the rest handed to the loop in order), so a round trip
+wakes no other task. A slow reader still fills the bounded buffer and is aborted. When the
+connection ends, the request task sends what is left and ends the response (see
+:mod:`signalr_core.transports.websockets`).
 
 **Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
