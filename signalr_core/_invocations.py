@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -109,6 +109,68 @@ def build_error_message(message: str, exc: BaseException, detailed: bool) -> str
     if isinstance(exc, HubException) or detailed:
         return f"{message} {exception_name(exc)}: {exc}"
     return message
+
+
+def _check(
+    message: InvocationMessage | StreamInvocationMessage,
+    method: HubMethod | None,
+    protocol: HubProtocol,
+    detailed: bool,
+    authorized: Callable[[HubMethod], bool],
+) -> list[Any] | str:
+    """An invocation's decoded arguments, once arguments, authorization and streams are
+    checked; or the error text to answer with (ASP.NET's)."""
+    target = message.target
+    is_stream_response = isinstance(message, StreamInvocationMessage)
+    if method is None:
+        return f"{_failed_to_invoke(target)} HubException: Method does not exist."
+    arguments = message.arguments
+    expected = len(method.value_parameters)
+    if not method.required_arguments <= len(arguments) <= expected:
+        detail = f"Invocation provides {len(arguments)} argument(s) but target expects {expected}."
+        return (
+            f"{_failed_to_invoke(target)} InvalidDataException: {detail}"
+            if detailed
+            else _failed_to_invoke(target)
+        )
+    try:
+        values = [
+            protocol.decode_argument(raw, param.type)
+            for raw, param in zip(arguments, method.value_parameters, strict=False)
+        ]
+    except InvocationError:
+        return (
+            f"{_failed_to_invoke(target)} InvalidDataException: {_BINDING_MISMATCH}"
+            if detailed
+            else _failed_to_invoke(target)
+        )
+    if not authorized(method):
+        return f"Failed to invoke '{target}' because user is unauthorized"
+    if method.is_stream_response and not is_stream_response:
+        return (
+            f"The client attempted to invoke the streaming '{target}' method with a "
+            "non-streaming invocation."
+        )
+    if not method.is_stream_response and is_stream_response:
+        return (
+            f"The client attempted to invoke the non-streaming '{target}' method with a "
+            "streaming invocation."
+        )
+    stream_ids = message.stream_ids
+    if len(stream_ids) != len(method.stream_parameters):
+        exc = HubException(
+            f"Client sent {len(stream_ids)} stream(s), Hub method expects "
+            f"{len(method.stream_parameters)}."
+        )
+        return _unexpected(target, exc, detailed)
+    return values
+
+
+def _unexpected(target: str, exc: Exception, detailed: bool) -> str:
+    """The Completion error of an invocation of ``target`` that raised ``exc``."""
+    return build_error_message(
+        f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed
+    )
 
 
 class InvocationHost(Protocol):
@@ -216,95 +278,62 @@ class Invocations:
 
     # -- from the message loop -----------------------------------------------------------------
 
-    async def on_invocation(self, message: InvocationMessage | StreamInvocationMessage) -> None:
-        """Check an invocation and run it (inline, on a worker or in a task of its own)."""
-        target = message.target
-        invocation_id = message.invocation_id
-        is_stream_response = isinstance(message, StreamInvocationMessage)
-        method = self._methods.lookup(target)
-        detailed = self._options.enable_detailed_errors
-        if method is None:
-            self._send_error(
-                invocation_id, f"{_failed_to_invoke(target)} HubException: Method does not exist."
-            )
-            return
-        arguments = message.arguments
-        expected = len(method.value_parameters)
-        if not method.required_arguments <= len(arguments) <= expected:
-            detail = (
-                f"Invocation provides {len(arguments)} argument(s) but target expects {expected}."
-            )
-            self._send_error(
-                invocation_id,
-                f"{_failed_to_invoke(target)} InvalidDataException: {detail}"
-                if detailed
-                else _failed_to_invoke(target),
-            )
-            return
-        protocol = self._host.protocol
-        assert protocol is not None
+    def invoke_now(self, message: InvocationMessage) -> bool | Awaitable[None]:
+        """Answer an invocation of a plain function at once, without suspending, so any task
+        may call it (the message loop, or the transport's task when the loop is idle).
+
+        Returns ``False`` when the invocation is not one for this (nothing was done: a
+        coroutine, hub filters, a busy worker limit, upload streams), ``True`` when it was
+        answered, or the awaitable the function returned, to await before anything else (its
+        result is the answer).
+        """
+        if message.stream_ids:
+            return False
+        method = self._methods.lookup(message.target)
+        if method is not None and not (
+            not method.is_coroutine
+            and self._busy < self._options.max_parallel_invocations
+            and self._methods.filters is None  # filters may suspend
+        ):
+            return False
+        values = self._checked(message, method)
+        if values is None or method is None:
+            return True
         try:
-            values = [
-                protocol.decode_argument(raw, param.type)
-                for raw, param in zip(arguments, method.value_parameters, strict=False)
-            ]
-        except InvocationError:
-            self._send_error(
-                invocation_id,
-                f"{_failed_to_invoke(target)} InvalidDataException: {_BINDING_MISMATCH}"
-                if detailed
-                else _failed_to_invoke(target),
-            )
-            return
-        if not self._authorized(method):
-            self._send_error(
-                invocation_id, f"Failed to invoke '{target}' because user is unauthorized"
-            )
-            return
-        if method.is_stream_response and not is_stream_response:
-            self._send_error(
-                invocation_id,
-                f"The client attempted to invoke the streaming '{target}' method with a "
-                "non-streaming invocation.",
-            )
-            return
-        if not method.is_stream_response and is_stream_response:
-            self._send_error(
-                invocation_id,
-                f"The client attempted to invoke the non-streaming '{target}' method with a "
-                "streaming invocation.",
-            )
+            result = method.function(self._host.new_hub(), *values)
+        except Exception as exc:
+            self._failed(message, exc)
+            return True
+        if inspect.isawaitable(result):
+            return self._answer_awaited(message, result)
+        self._answer(message, result)
+        return True
+
+    async def on_invocation(self, message: InvocationMessage | StreamInvocationMessage) -> None:
+        """Check an invocation and run it (at once, on a worker or in a task of its own)."""
+        if isinstance(message, InvocationMessage):
+            now = self.invoke_now(message)
+            if now is not False:
+                if now is not True:
+                    await now
+                return
+        method = self._methods.lookup(message.target)
+        values = self._checked(message, method)
+        if values is None or method is None:
             return
         stream_ids = message.stream_ids
-        if len(stream_ids) != len(method.stream_parameters):
-            exc = HubException(
-                f"Client sent {len(stream_ids)} stream(s), Hub method expects "
-                f"{len(method.stream_parameters)}."
-            )
-            self._send_error(
-                invocation_id,
-                self._unexpected(target, exc),
-            )
-            return
         if isinstance(message, InvocationMessage) and not stream_ids:
-            if (
-                not method.is_coroutine
-                and self._busy < self._options.max_parallel_invocations
-                and self._methods.filters is None  # filters may suspend
-            ):
-                # A plain function cannot suspend: run it here, without a task switch.
-                await self._run_invocation(method, message, values)
-            else:
-                # Counted before the hand-over: a later plain function in the same chunk must
-                # not run inline before the worker has started this one (order is kept).
-                self._busy += 1
-                try:
-                    await self._to_worker((method, message, values))
-                except BaseException:
-                    self._busy -= 1
-                    raise
+            # Counted before the hand-over: a later plain function in the same chunk must not
+            # run at once before the worker has started this one (order is kept).
+            self._busy += 1
+            try:
+                await self._to_worker((method, message, values))
+            except BaseException:
+                self._busy -= 1
+                raise
             return
-        if is_stream_response and invocation_id in self._streams:
+        invocation_id = message.invocation_id
+        if isinstance(message, StreamInvocationMessage) and invocation_id in self._streams:
             self._send_error(invocation_id, f"Invocation ID '{invocation_id}' is already in use.")
             return
         tg = self._tg
@@ -321,6 +350,19 @@ class Invocations:
             tg.start_soon(self._run_stream, method, message, args, scope)
         else:
             tg.start_soon(self._run_invocation, method, message, args)
+
+    def _checked(
+        self, message: InvocationMessage | StreamInvocationMessage, method: HubMethod | None
+    ) -> list[Any] | None:
+        """The decoded arguments; ``None`` when refused (answered with ASP.NET's error)."""
+        protocol = self._host.protocol
+        assert protocol is not None
+        detailed = self._options.enable_detailed_errors
+        checked = _check(message, method, protocol, detailed, self._authorized)
+        if isinstance(checked, str):
+            self._send_error(message.invocation_id, checked)
+            return None
+        return checked
 
     async def on_stream_item(self, message: StreamItemMessage) -> None:
         """An item of a client-to-server stream: to the method (waits while its buffer is full)."""
@@ -458,21 +500,11 @@ class Invocations:
         else:  # a bug in hub code: keep the traceback
             self._host.log.error(event, method=method, error_type=type(exc).__name__, exc_info=exc)
 
-    def _unexpected(self, target: str, exc: Exception) -> str:
-        """The Completion error of an invocation of ``target`` that raised ``exc``."""
-        return build_error_message(
-            f"An unexpected error occurred invoking '{target}' on the server.",
-            exc,
-            self._options.enable_detailed_errors,
-        )
-
     async def _run_invocation(
         self, method: HubMethod, message: InvocationMessage, args: list[Any]
     ) -> None:
-        target = message.target
-        host = self._host
         try:
-            hub = host.new_hub()
+            hub = self._host.new_hub()
             filters = self._methods.filters
             if filters is not None:
                 result = await filters.invoke(hub, method, args)
@@ -481,26 +513,43 @@ class Invocations:
                 if method.is_coroutine or inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
-            self._log_failure("invocation_failed", target, exc)
-            self._send_error(
-                message.invocation_id,
-                self._unexpected(target, exc),
-            )
+            self._failed(message, exc)
             return
         finally:
             if message.stream_ids and self._uploads is not None:
                 self._uploads.close(message.stream_ids)
+        self._answer(message, result)
+
+    async def _answer_awaited(self, message: InvocationMessage, result: Awaitable[Any]) -> None:
+        """Answer with what ``result`` (a plain function's awaitable return value) gives."""
+        try:
+            value = await result
+        except Exception as exc:
+            self._failed(message, exc)
+            return
+        self._answer(message, value)
+
+    def _failed(self, message: InvocationMessage, exc: Exception) -> None:
+        """The method raised ``exc``: log it and answer with the error."""
+        self._log_failure("invocation_failed", message.target, exc)
+        self._send_error(
+            message.invocation_id,
+            _unexpected(message.target, exc, self._options.enable_detailed_errors),
+        )
+
+    def _answer(self, message: InvocationMessage, result: Any) -> None:
+        """Send the Completion with the method's result (none for a non-blocking call)."""
         invocation_id = message.invocation_id
         if invocation_id:
             try:
-                host.send(
+                self._host.send(
                     CompletionMessage(invocation_id=invocation_id, result=result, has_result=True)
                 )
             except MessageEncodeError as exc:
-                host.log.info("result_serialization_failed", method=target)
+                self._host.log.info("result_serialization_failed", method=message.target)
                 self._send_error(
                     invocation_id,
-                    self._unexpected(target, exc),
+                    _unexpected(message.target, exc, self._options.enable_detailed_errors),
                 )
 
     async def _run_stream(
@@ -528,7 +577,7 @@ class Invocations:
                         if inspect.isawaitable(stream):
                             stream = await stream
                 except Exception as exc:
-                    error = self._unexpected(target, exc)
+                    error = _unexpected(target, exc, detailed)
                     return
                 if not hasattr(stream, "__aiter__"):
                     error = (

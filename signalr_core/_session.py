@@ -17,9 +17,9 @@ connection cancels):
   to :class:`~signalr_core._invocations.Invocations`, client results' Completions to the
   connection's results table, Sequence and Ack to stateful reconnect
   (:class:`~signalr_core._stateful.Stateful`);
-* with a WebSocket attached the loop is also the socket's **writer** (what is queued goes out
-  before the next chunk is read); while it waits for a busy worker or a full upload stream,
-  :meth:`Session.writing_while` lends it a helper task that writes;
+* with a WebSocket or an event stream attached the loop is also its **writer** (what is
+  queued goes out before the next chunk is read); while it waits for a busy worker or a full
+  upload stream, :meth:`Session.writing_while` lends it a helper task that writes;
 * the **end** (:meth:`Session.finish`, shielded and bounded in time): unregister, the hub's
   ``on_disconnected``, close the outgoing buffer.
 
@@ -34,6 +34,9 @@ connection: the connection keeps no per-run state of its own.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -66,7 +69,12 @@ from signalr_core.messages import (
     StreamItemMessage,
     TransferFormat,
 )
-from signalr_core.transports import IncomingBuffer, TransportName, wait_for_input_or_output
+from signalr_core.transports import (
+    IncomingBuffer,
+    TransportName,
+    wait_for_input_or_output,
+    write_queued,
+)
 
 if TYPE_CHECKING:
     from signalr_core._stateful import Stateful
@@ -76,6 +84,9 @@ if TYPE_CHECKING:
 __all__ = ["CONNECTION_ERROR", "Session", "SessionHost", "SessionMethods"]
 
 CONNECTION_ERROR: Final = "Connection closed with an error."
+_Handed = tuple[
+    Sequence["HandshakeCompleted | HubMessage"], Exception | None, Awaitable[None] | None
+]
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
@@ -84,8 +95,8 @@ class SessionHost(InvocationHost, HubConnectionHandle, Protocol):
     the lifetime manager's handle, and the following.
 
     Attributes:
-        direct_writer: Sends frames on the attached WebSocket (``None`` otherwise); while it
-            is set the message loop is the socket's writer.
+        direct_writer: Sends frames on the attached WebSocket or event stream (``None``
+            otherwise); while it is set the message loop is their writer.
         transport: The attached transport.
         transport_scope: The request task's cancel scope (``None`` when none is attached).
     """
@@ -135,10 +146,13 @@ class Session:
 
     __slots__ = (
         "_connected",
+        "_context",
+        "_handed",
         "_host",
         "_incoming",
         "_life",
         "_methods",
+        "_parked",
         "_stateful",
         "invocations",
         "results",
@@ -177,6 +191,13 @@ class Session:
         # The task group's cancel scope: what closing the connection cancels.
         self.scope: anyio.CancelScope | None = None
         self.results: ClientResults | None = None  # made by the first client result
+        # The loop's wait while it is idle and writes to a WebSocket (asyncio): a chunk that
+        # arrives meanwhile runs in the transport's task (receive_now), in this context.
+        self._parked: asyncio.Future[None] | None = None
+        self._context: contextvars.Context | None = None
+        # What receive_now left to the loop: messages, a bad frame's error, and first an
+        # awaitable to finish (a plain function's result).
+        self._handed: _Handed | None = None
 
     async def run(self) -> None:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
@@ -257,13 +278,13 @@ class Session:
                 try:
                     state.receive_data(chunk)
                 except HandshakeError:
-                    self._flush_state()
+                    self.flush_state()
                     raise
                 events = state.events_received()
                 for index, event in enumerate(events):
                     if isinstance(event, HandshakeCompleted):
                         self._stateful = self._host.handshake_completed(event)
-                        self._flush_state()
+                        self.flush_state()
                         return [
                             e for e in events[index + 1 :] if not isinstance(e, HandshakeCompleted)
                         ]
@@ -271,57 +292,141 @@ class Session:
         self._host.log.info("handshake_timed_out", timeout=options.handshake_timeout)
         if state.phase is ConnectionPhase.HANDSHAKE:
             state.send_handshake_response(HANDSHAKE_CANCELED)
-            self._flush_state()
+            self.flush_state()
         return None
 
-    def _flush_state(self) -> None:
+    def flush_state(self) -> None:
+        """Queue what the protocol state has to send (the handshake answer, Close)."""
         outgoing = self._host.outgoing
         for frame in self.state.data_to_send():
             outgoing.put(frame, force=True)
 
     async def _message_loop(self, pending: list[HubMessage], invocations: Invocations) -> None:
-        for pending_message in pending:
-            if await self._dispatch(pending_message, invocations):
-                return
-        host, state = self._host, self.state
+        if await self._dispatch_all(pending, None, invocations):
+            return
+        host = self._host
         incoming, outgoing = self._incoming, host.outgoing
         chunk: bytes | None
-        event: HandshakeCompleted | HubMessage | None
         while True:
-            # With a WebSocket attached, this loop is also the socket's writer: replies to a
-            # chunk go out before the next chunk is read, and an idle connection waits for
-            # input and output at once with no writer task. (Re-read the writer each time: a
-            # transport that left, or a new one, changes it.)
+            # With a WebSocket or an event stream attached, this loop is also its writer:
+            # replies to a chunk go out before the next chunk is read, and an idle connection
+            # waits for input and output at once with no writer task. (Re-read the writer
+            # each time: a transport that left, or a new one, changes it.)
             writer = host.direct_writer
             if writer is not None and len(outgoing):
                 await writer(outgoing.drain())
                 continue
+            handed = self._handed
+            if handed is not None:  # what receive_now could not run at once
+                self._handed = None
+                events, error, awaiting = handed
+                if awaiting is not None:
+                    await awaiting
+                if await self._dispatch_all(events, error, invocations):
+                    return
+                continue
             if not incoming.ready:
-                # Idle: keep neither the last chunk nor the last message alive meanwhile.
-                chunk = event = None
+                chunk = None  # idle: keep neither the last chunk nor its messages alive
                 # A plain awaitable, not a coroutine: idle connections keep fewer frames.
-                await wait_for_input_or_output(
+                waiting = wait_for_input_or_output(
                     incoming,
-                    outgoing if host.transport is TransportName.WEBSOCKETS else None,
+                    None if host.transport is TransportName.LONG_POLLING else outgoing,
                     can_send=writer is not None,
                 )
+                if (
+                    writer is not None
+                    # The receiving task must be the socket's own, under its cancel scope (an
+                    # SSE POST's task could hang on the event stream's writes).
+                    and host.transport is TransportName.WEBSOCKETS
+                    and self._stateful is None
+                    and isinstance(waiting, asyncio.Future)
+                ):
+                    self._parked = waiting  # a chunk may be run at once meanwhile
+                    if self._context is None:
+                        self._context = contextvars.copy_context()
+                try:
+                    await waiting
+                finally:
+                    self._parked = None
                 continue
             chunk = incoming.get_nowait()
             if chunk is None:
                 return
-            try:
-                state.receive_data(chunk)
-            except ProtocolError:
-                # Messages decoded before the bad frame still run, as ASP.NET reads them.
-                for event in state.events_received():
-                    if not isinstance(event, HandshakeCompleted):
-                        await self._dispatch(event, invocations)
-                raise
-            for event in state.events_received():
-                if isinstance(event, HandshakeCompleted):
-                    continue
-                if await self._dispatch(event, invocations):
-                    return
+            if await self._dispatch_all(*_decode(self.state, chunk), invocations):
+                return
+
+    async def _dispatch_all(
+        self,
+        events: Sequence[HandshakeCompleted | HubMessage],
+        error: Exception | None,
+        invocations: Invocations,
+    ) -> bool:
+        """Dispatch decoded messages in order; ``True`` when the client closed the connection.
+        With ``error`` (a bad frame after them) they all run, as ASP.NET reads them, then it
+        is raised."""
+        for event in events:
+            if isinstance(event, HandshakeCompleted):
+                continue
+            if await self._dispatch(event, invocations) and error is None:
+                return True
+        if error is not None:
+            raise error
+        return False
+
+    @property
+    def receives_now(self) -> bool:
+        """The message loop waits, idle, as a WebSocket's writer: :meth:`receive_now` may
+        run."""
+        parked = self._parked
+        return parked is not None and not parked.done()
+
+    async def receive_now(self, chunk: bytes) -> None:
+        """Run a chunk in the caller's task (the transport's) while the loop waits, idle
+        (:attr:`receives_now`), and write the replies: the loop is not woken, so a round trip
+        costs no task switch.
+
+        Only what cannot suspend runs here (plain functions, see ``Invocations.invoke_now``;
+        in the loop's context, as copied when it first waited); the rest of the chunk is
+        handed to the loop, in order. Replies and anything else queued meanwhile go out here.
+        """
+        parked, context, invocations = self._parked, self._context, self.invocations
+        assert parked is not None
+        assert context is not None
+        assert invocations is not None
+        host = self._host
+        outgoing = host.outgoing
+        outgoing.unpark(parked)  # the replies must not wake the loop
+        try:
+            if context.run(self._run_now, chunk, invocations):
+                while (writer := host.direct_writer) is not None and len(outgoing):
+                    await writer(outgoing.drain())
+        finally:
+            if not parked.done():  # not cancelled meanwhile (the connection closing)
+                if self._handed is not None or (host.direct_writer is not None and len(outgoing)):
+                    parked.set_result(None)
+                else:
+                    outgoing.park(parked)
+
+    def _run_now(self, chunk: bytes, invocations: Invocations) -> bool:
+        """Dispatch what can be dispatched at once; ``False`` when the rest was handed over."""
+        try:
+            events, error = _decode(self.state, chunk)
+            if error is None:
+                for index, event in enumerate(events):
+                    if isinstance(event, InvocationMessage):
+                        now = invocations.invoke_now(event)
+                        if now is True:
+                            continue
+                        if now is not False:  # a plain function's awaitable result
+                            self._handed = (events[index + 1 :], None, now)
+                            return False
+                    self._handed = (events[index:], None, None)
+                    return False
+                return True
+            self._handed = (events, error, None)
+        except Exception as exc:  # the loop raises it (the connection fails, as there)
+            self._handed = ([], exc, None)
+        return False
 
     async def writing_while(self, blocked: Awaitable[None]) -> None:
         """Await ``blocked`` (the message loop waits for a worker or for room in an upload
@@ -332,24 +437,12 @@ class Session:
             return
         stop = [False]
         async with anyio.create_task_group() as helper:
-            helper.start_soon(self._help_write, stop)
+            helper.start_soon(write_queued, self._host, stop)
             try:
                 await blocked
             finally:
                 stop[0] = True
                 self._host.outgoing.notify()
-
-    async def _help_write(self, stop: list[bool]) -> None:
-        host = self._host
-        outgoing = host.outgoing
-        while True:
-            writer = host.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-            elif stop[0]:
-                return
-            else:
-                await outgoing.wait_notified()
 
     async def finish(self, error: Exception | None) -> None:
         """Unregister, the hub's ``on_disconnected``, close the outgoing buffer."""
@@ -357,6 +450,9 @@ class Session:
         if not self._life.is_closing:
             self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
+        handed, self._handed = self._handed, None
+        if handed is not None and inspect.iscoroutine(handed[2]):
+            handed[2].close()  # never awaited: the loop ended first
         if self.invocations is not None:
             self.invocations.close()
             self.invocations = None
@@ -381,8 +477,8 @@ class Session:
             host.outgoing.close()
             host.set_finished()
             if host.direct_writer is not None and host.transport_scope is not None:
-                # The message loop was the WebSocket's writer: the request task takes over,
-                # sends what is left and the close frame.
+                # The message loop was the response's writer: the request task takes over,
+                # sends what is left and ends it (the WebSocket's close frame).
                 host.transport_scope.cancel()
             host.log.debug("connection_closed", error=type(error).__name__ if error else None)
 
@@ -432,6 +528,17 @@ class Session:
             self._life.client_pinged(time.monotonic())
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
+
+
+def _decode(
+    state: HubConnectionState, chunk: bytes
+) -> tuple[list[HandshakeCompleted | HubMessage], Exception | None]:
+    """The messages in ``chunk``; and the error of a bad frame after them, if any."""
+    try:
+        state.receive_data(chunk)
+    except ProtocolError as exc:
+        return state.events_received(), exc
+    return state.events_received(), None
 
 
 def _single_exception(exc: BaseException) -> BaseException:

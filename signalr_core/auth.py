@@ -11,13 +11,22 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 from signalr_core.context import Principal
 from signalr_core.errors import AuthenticationError
 
-__all__ = ["AuthRequest", "Authenticator", "call_authenticate", "request_from_scope"]
+__all__ = [
+    "AuthRequest",
+    "Authenticator",
+    "call_authenticate",
+    "raw_query_value",
+    "request_from_scope",
+    "without_token",
+]
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +100,29 @@ def request_from_scope(scope: Mapping[str, Any]) -> AuthRequest:
         access_token=token,
         query_values=query_values,
     )
+
+
+def without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
+    """Query ``values`` without ``access_token`` (copied only when it is there): what a
+    connection's context shows of the request that started it."""
+    if "access_token" not in values:
+        return values
+    return {k: v for k, v in values.items() if k != "access_token"}
+
+
+def raw_query_value(query_string: bytes, name: bytes) -> str | None:
+    """The value of ``name`` in a raw query string when it is there once and needs no
+    decoding (``None`` otherwise: :func:`request_from_scope` decodes the query in full)."""
+    prefix = name + b"="
+    found: bytes | None = None
+    for part in query_string.split(b"&"):
+        if part.startswith(prefix):
+            if found is not None:
+                return None
+            found = part[len(prefix) :]
+    if not found or b"%" in found or b"+" in found:
+        return None
+    return found.decode("latin-1")
 
 
 async def call_authenticate(

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import anyio
 
 from signalr_core._logging import get_logger
-from signalr_core.auth import Authenticator
+from signalr_core.auth import Authenticator, without_token
 from signalr_core.context import Principal
 from signalr_core.dispatcher import ConnectionStatus
 from signalr_core.endpoint import ConnectionEndpoint
@@ -61,6 +61,7 @@ from signalr_core.transports import (
     PollSlot,
     TransportName,
     abort_slow_consumer,
+    write_queued,
 )
 
 __all__ = [
@@ -123,7 +124,7 @@ class ConnectionContext:
         self.connection_id = connection.connection_id
         self.user = user
         self.headers = dict(headers)
-        self.query = {k: v for k, v in query.items() if k != "access_token"}
+        self.query = without_token(query)
         self.cookies = dict(cookies)
         self.transport = str(transport)
         self.items: dict[Any, Any] = {}
@@ -337,8 +338,9 @@ class RawConnection:
                     self._grace(scope)
                 self._log.debug("connection_opened")
                 async with anyio.create_task_group() as tg:
-                    if self.transport is TransportName.WEBSOCKETS:
-                        tg.start_soon(self._write_socket)
+                    if self.transport is not TransportName.LONG_POLLING:
+                        # The transport only reads: this task writes what the handler sends.
+                        tg.start_soon(write_queued, self)
                     await self._handler.on_connected(context)
                     tg.cancel_scope.cancel()
         except Exception:  # the handler's failure (in a group, from the task group)
@@ -346,21 +348,10 @@ class RawConnection:
         finally:
             self._end()
             if self.direct_writer is not None and self.transport_scope is not None:
-                # This connection was the WebSocket's writer: the request task takes over,
-                # sends what is left and the close frame.
+                # This connection was the response's writer: the request task takes over,
+                # sends what is left and ends it (the WebSocket's close frame).
                 self.transport_scope.cancel()
             self._log.debug("connection_closed", aborted=self.aborted)
-
-    async def _write_socket(self) -> None:
-        """With a WebSocket the transport only reads: this task writes what the handler sends
-        (through the transport's ``direct_writer``, once attached)."""
-        outgoing = self.outgoing
-        while True:
-            writer = self.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
-            else:
-                await outgoing.wait_notified()  # the next put, close, or a transport attaching
 
 
 class ConnectionHandlerEndpoint(ConnectionEndpoint[RawConnection]):

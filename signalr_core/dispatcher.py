@@ -29,13 +29,17 @@ sends what is left and ends. Writes never block: frames go to the bounded
 :class:`~signalr_core.transports.OutgoingBuffer` and a connection whose buffer is full is
 aborted. Server-to-client streams wait for buffer space instead (backpressure).
 
-**The WebSocket writer.** With a WebSocket attached (``direct_writer``), the message loop is
-also the socket's writer: it waits for received data and queued frames at once, sends what
-is queued before it reads the next chunk (so a reply costs no wake-up of another task), and
-has no writer task beside it. While it waits for a busy worker or a full upload stream, a
-helper task writes for it (the method it waits for may need frames to go out). A slow reader
-still fills the bounded buffer and is aborted. When the connection ends, the request task
-sends what is left and the close frame (see :mod:`signalr_core.transports.websockets`).
+**The writer.** With a WebSocket or an event stream attached (``direct_writer``), the message
+loop is also the response's writer: it waits for received data and queued frames at once,
+sends what is queued before it reads the next chunk (so a reply costs no wake-up of another
+task), and has no writer task beside it. While it waits for a busy worker or a full upload
+stream, a helper task writes for it (the method it waits for may need frames to go out). A
+WebSocket message that arrives while the loop waits idle is run by
+:meth:`HubServerConnection.feed` in the socket's receive task (``Session.receive_now``: plain
+functions answered and written at once, the rest handed to the loop in order), so a round trip
+wakes no other task. A slow reader still fills the bounded buffer and is aborted. When the
+connection ends, the request task sends what is left and ends the response (see
+:mod:`signalr_core.transports.websockets`).
 
 **Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
@@ -65,7 +69,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -74,6 +78,7 @@ from signalr_core._logging import get_logger
 from signalr_core._results import results_forbidden
 from signalr_core._session import Session
 from signalr_core._stateful import Stateful
+from signalr_core.auth import without_token
 from signalr_core.clients import GroupManager, HubCallerClients
 from signalr_core.connection import ConnectionPhase, HandshakeCompleted
 from signalr_core.context import HubCallerContext, Principal
@@ -342,10 +347,10 @@ class HubServerConnection:
             items=self.items,
             # The request's own mappings (built for this request): no copies per connection.
             headers=headers,
-            query=_without_token(query),
+            query=without_token(query),
             cookies=cookies,
             transport=str(transport),
-            query_values=_without_token(query_values or {}),
+            query_values=without_token(query_values or {}),
             on_abort=self.close,
         )
         self._session = Session(self, self._dispatcher, self._life, self._incoming)
@@ -368,6 +373,10 @@ class HubServerConnection:
         if not data:
             return self.status is not ConnectionStatus.FINISHED
         self._life.received = True
+        session = self._session
+        if session is not None and session.receives_now:
+            await session.receive_now(data)  # the loop is idle: run it here, no wake-up
+            return True
         return await self._incoming.put(data)
 
     def transport_closed(self) -> None:
@@ -451,11 +460,9 @@ class HubServerConnection:
         inactive = life.phase is Phase.NEGOTIATED
         life.handle(Event.CLOSE)
         session = self._session
-        state = session.state if session is not None else None
-        if state is not None and state.phase is not ConnectionPhase.CLOSED:
-            state.close(error, allow_reconnect)
-            for frame in state.data_to_send():
-                self.outgoing.put(frame, force=True)
+        if session is not None and session.state.phase is not ConnectionPhase.CLOSED:
+            session.state.close(error, allow_reconnect)
+            session.flush_state()
         if session is not None and session.scope is not None:
             session.scope.cancel()
         elif inactive:
@@ -545,13 +552,3 @@ class HubServerConnection:
             raise ClientUnavailableError(f"Connection '{self.connection_id}' disconnected.")
         assert self._session is not None  # open: a transport attached
         return await self._session.invoke_client(method, args, result_type, timeout)
-
-
-_V = TypeVar("_V")
-
-
-def _without_token(values: Mapping[str, _V]) -> Mapping[str, _V]:
-    """``values`` without ``access_token`` (copied only when it is there)."""
-    if "access_token" not in values:
-        return values
-    return {k: v for k, v in values.items() if k != "access_token"}

@@ -41,7 +41,13 @@ import anyio.abc
 
 from signalr_core._endpoint_connections import ConnT, EndpointConnection, EndpointConnections
 from signalr_core._logging import get_logger
-from signalr_core.auth import Authenticator, AuthRequest, call_authenticate, request_from_scope
+from signalr_core.auth import (
+    Authenticator,
+    AuthRequest,
+    call_authenticate,
+    raw_query_value,
+    request_from_scope,
+)
 from signalr_core.clients import HubContext
 from signalr_core.context import Principal
 from signalr_core.cors import CorsPolicy
@@ -304,6 +310,15 @@ class ConnectionEndpoint(Generic[ConnT]):
     async def _handle_http(
         self, scope: Mapping[str, Any], receive: ASGIReceive, send: ASGISend
     ) -> None:
+        if scope.get("method") == "POST" and (posted := self._anonymous_post(scope)) is not None:
+            # Only the id matters (no CORS, no authentication): no request view is built.
+            posting = _BodyReceive(receive)
+            try:
+                await self._feed_post(posted, None, posting, send)
+            except _Refused as refused:
+                limit = self.options.application_max_buffer_size
+                await _answer_refused(send, refused, posting, limit)
+            return
         request = request_from_scope(scope)
         method = request.method
         if self._cors.enabled:
@@ -484,11 +499,25 @@ class ConnectionEndpoint(Generic[ConnT]):
         if ended:
             self._connections.forget(connection)
 
+    def _anonymous_post(self, scope: Mapping[str, Any]) -> ConnT | None:
+        """The known connection a POST sends to, read from the raw query string, when the
+        endpoint has neither CORS nor authentication (``None``: take the general path)."""
+        if self.authenticate is not None or self._require_user or self._cors.enabled:
+            return None
+        token = raw_query_value(scope.get("query_string", b""), b"id")
+        if token is None or self._tg is None or _is_negotiate(scope):
+            return None
+        return self._connections.get(token)
+
     async def _receive_send(
         self, request: AuthRequest, receive: ASGIReceive, send: ASGISend
     ) -> None:
         user = await self._principal(request)
-        connection = self._lookup(request)
+        await self._feed_post(self._lookup(request), user, receive, send)
+
+    async def _feed_post(
+        self, connection: ConnT, user: Principal | None, receive: ASGIReceive, send: ASGISend
+    ) -> None:
         if connection.transport is TransportName.WEBSOCKETS:
             raise _Refused(405, "POST requests are not allowed for WebSocket connections.")
         if _someone_elses(connection, user):

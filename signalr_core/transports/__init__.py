@@ -3,8 +3,8 @@
 Each transport only moves bytes: incoming bytes go to the connection's ``feed`` (parsing
 happens in the connection's own task, not in the socket loop); outgoing bytes come from the
 connection's :class:`OutgoingBuffer`, drained in batches so one socket write carries every
-message queued since the last one (Server-Sent Events and Long Polling drain it in the request
-task; for WebSockets the connection itself is the writer, see
+message queued since the last one (Long Polling drains it in the request task; for WebSockets
+and Server-Sent Events the connection itself is the writer, see
 :attr:`TransportConnection.direct_writer`).
 
 The transports know a connection only through :class:`TransportConnection`, the narrow
@@ -24,6 +24,7 @@ import anyio
 __all__ = [
     "ASGIReceive",
     "ASGISend",
+    "DirectWriter",
     "IncomingBuffer",
     "OutgoingBuffer",
     "PollSlot",
@@ -32,6 +33,7 @@ __all__ = [
     "discard_body",
     "send_response",
     "wait_for_input_or_output",
+    "write_queued",
 ]
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
@@ -70,10 +72,11 @@ class TransportConnection(Protocol):
         aborted: The connection was aborted (WebSockets then close with 1011).
         transport_attached: A streaming transport (WebSockets, SSE) is attached.
         transport_scope: The attached transport's cancel scope (cancelled to take it away).
-        direct_writer: Set by the WebSockets transport while attached: sends frames on its
-            socket. The transport only reads; while this is set the connection is the
-            socket's writer (it drains :attr:`outgoing` itself), and when the connection ends
-            it cancels :attr:`transport_scope` so the transport sends what is left and closes.
+        direct_writer: Set by a streaming transport (WebSockets, Server-Sent Events) while
+            attached: sends frames on its response (:class:`DirectWriter`). The transport only
+            reads; while this is set the connection is the response's writer (it drains
+            :attr:`outgoing` itself), and when the connection ends it cancels
+            :attr:`transport_scope` so the transport sends what is left and ends.
         transport_generation: Changes when a new transport takes the connection over.
         resuming: A new transport is taking the connection over (stateful reconnect).
         current_poll: The pending Long Polling request.
@@ -217,10 +220,10 @@ class OutgoingBuffer:
     wait (server-to-client streams) call :meth:`wait_writable` first, which waits while the
     buffer is more than half full.
 
-    One task at a time is the buffer's writer: the Server-Sent Events and Long Polling
-    request tasks wait in :meth:`wait`; with a WebSocket, the connection's message loop waits
-    for received data and queued frames at once (:func:`wait_for_input_or_output`), so an idle
-    WebSocket connection has no writer task of its own.
+    One task at a time is the buffer's writer: a Long Polling request waits in :meth:`wait`;
+    with a WebSocket or an event stream, the connection's message loop waits for received
+    data and queued frames at once (:func:`wait_for_input_or_output`), so an idle connection
+    has no writer task of its own.
     """
 
     __slots__ = (
@@ -271,6 +274,14 @@ class OutgoingBuffer:
             self._data_waiters.wake()
         return True
 
+    def unpark(self, waiter: asyncio.Future[None]) -> None:
+        """Stop waking ``waiter`` (parked by :func:`wait_for_input_or_output`)."""
+        self._data_waiters._unpark(waiter)
+
+    def park(self, waiter: asyncio.Future[None]) -> None:
+        """Wake ``waiter`` again on the next put, close or :meth:`notify`."""
+        self._data_waiters._park(waiter)
+
     def notify(self) -> None:
         """Wake the writer without a frame (it has something else to look at)."""
         self._data_waiters.wake()
@@ -310,6 +321,83 @@ class OutgoingBuffer:
             self._nbytes * 2 > self._max_bytes or len(self._chunks) * 2 > self._max_messages
         ):
             await self._space_waiters.wait()
+
+
+class DirectWriter:
+    """A streaming response (a WebSocket, an event stream) as the connection writes to it.
+
+    Its :meth:`write` is the connection's ``direct_writer`` while the transport is attached;
+    the transport's request task only reads meanwhile. A write that fails (the client went
+    away) marks it ``broken`` and cancels ``scope``, the request task's, so reading stops
+    too. Subclasses say how frames go out (:meth:`send_frames`).
+    """
+
+    __slots__ = ("broken", "connection", "scope", "send")
+
+    def __init__(
+        self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
+    ) -> None:
+        self.connection = connection
+        self.send = send
+        self.scope = scope
+        self.broken = False
+
+    def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
+        """Send ``frames`` as one transport write."""
+        raise NotImplementedError
+
+    async def write(self, frames: list[bytes]) -> None:
+        try:
+            await self.send_frames(frames)
+        except OSError:
+            self.broken = True
+            self.scope.cancel()  # the client went away: stop reading too
+
+    async def send_rest(self, stall_timeout: float) -> bool:
+        """The connection ended (its writer is gone): send what it queues until its buffer is
+        closed; ``False`` when the client went away or a write stalled (then aborted)."""
+        outgoing = self.connection.outgoing
+        try:
+            # The connection may still be finishing (on_disconnected, bounded there): what it
+            # queues meanwhile goes out, its Close message last.
+            while True:
+                if len(outgoing):
+                    with anyio.move_on_after(stall_timeout) as stalled:
+                        await self.send_frames(outgoing.drain())
+                    if stalled.cancelled_caught:
+                        self.connection.abort()  # a client that does not read: stop waiting
+                        return False
+                elif outgoing.closed:
+                    return True
+                else:
+                    await outgoing.wait_notified()  # the next put, or close()
+        except OSError:
+            return False
+
+
+class Writes(Protocol):
+    """A connection that writes its own frames while a streaming transport is attached."""
+
+    outgoing: OutgoingBuffer
+    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+
+
+async def write_queued(connection: Writes, stop: list[bool] | None = None) -> None:
+    """Send what ``connection`` queues through its ``direct_writer`` (once one is attached),
+    as it comes, until ``stop[0]`` is set (then :meth:`OutgoingBuffer.notify`) or cancelled.
+
+    The writer task beside a connection that cannot write itself: a raw connection's handler,
+    a hub connection's message loop while it waits for a worker.
+    """
+    outgoing = connection.outgoing
+    while True:
+        writer = connection.direct_writer
+        if writer is not None and len(outgoing):
+            await writer(outgoing.drain())
+        elif stop is not None and stop[0]:
+            return
+        else:
+            await outgoing.wait_notified()  # the next put, close, or a transport attaching
 
 
 def abort_slow_consumer(

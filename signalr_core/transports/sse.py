@@ -2,15 +2,24 @@
 
 Only text protocols. Each batch of queued frames becomes one event, every line of it prefixed
 with ``data: `` as ASP.NET's ``ServerSentEventsMessageFormatter`` writes it.
+
+As with WebSockets, the request task only reads (it waits for the client to go away): the
+connection writes the events itself through
+:attr:`~signalr_core.transports.TransportConnection.direct_writer` (a hub connection's message
+loop, so a reply goes out without waking another task). When the connection ends, the
+request task sends what is left and ends the response.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 import anyio
 
 from signalr_core.transports import (
     ASGIReceive,
     ASGISend,
+    DirectWriter,
     TransportConnection,
     wait_for_disconnect,
 )
@@ -22,6 +31,8 @@ _HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_LAST_EVENTS_TIMEOUT = 2.0
+"""At most how long one write of what is left may take once the connection ended."""
 
 
 def format_event(data: bytes) -> bytes:
@@ -29,6 +40,18 @@ def format_event(data: bytes) -> bytes:
     parts = [b"data: " + line + b"\r\n" for line in data.split(b"\n")]
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+class _EventStream(DirectWriter):
+    """The event stream, as the connection writes to it (``direct_writer``)."""
+
+    __slots__ = ()
+
+    def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        return self.send(
+            {"type": "http.response.body", "body": format_event(data), "more_body": True}
+        )
 
 
 async def serve_sse(
@@ -41,37 +64,23 @@ async def serve_sse(
     # A comment first, so clients see the stream open at once (ASP.NET does the same).
     await send({"type": "http.response.body", "body": b":\r\n", "more_body": True})
     connection.transport_attached = True
+    stream = _EventStream(connection, send, anyio.CancelScope())
     try:
-        async with anyio.create_task_group() as tg:
-            connection.transport_scope = tg.cancel_scope
-            tg.start_soon(_send_loop, connection, send, tg.cancel_scope)
+        with stream.scope:
+            connection.transport_scope = stream.scope
+            connection.direct_writer = stream.write
+            connection.outgoing.notify()  # frames queued before go out now
             try:
                 await wait_for_disconnect(receive)
             finally:
+                connection.direct_writer = None  # the response is gone, or this task sends
                 connection.transport_closed()
-            tg.cancel_scope.cancel()
+            return  # the client went away
+        # Cancelled: the connection ended (or was aborted), or a write failed.
+        if not stream.broken and await stream.send_rest(_LAST_EVENTS_TIMEOUT):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        pass  # the client went away
     finally:
         connection.transport_attached = False
         connection.transport_scope = None
-
-
-async def _send_loop(
-    connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
-) -> None:
-    outgoing = connection.outgoing
-    try:
-        while True:
-            await outgoing.wait()
-            chunks = outgoing.drain()
-            if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                await send(
-                    {"type": "http.response.body", "body": format_event(data), "more_body": True}
-                )
-            elif outgoing.closed:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                break
-    except OSError:
-        pass
-    finally:
-        scope.cancel()

@@ -5,7 +5,8 @@ protocols are self-delimiting, and the clients parse several messages per WebSoc
 The frame type follows the connection's transfer format, as ASP.NET's ``ActiveFormat``: for
 a hub, text for JSON (the handshake answer included), binary for MessagePack.
 
-The request task only reads: it feeds received messages to the connection. Sending is done by
+The request task only reads: it feeds received messages to the connection (a hub connection
+whose message loop is idle runs them right in this task). Sending is done by
 the connection itself through :attr:`~signalr_core.transports.TransportConnection.direct_writer`
 (a hub connection's message loop while it waits for input, so an idle connection has no writer
 task of its own). When the connection ends, its writer is gone: the request task then sends
@@ -16,10 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Awaitable
 
 import anyio
 
-from signalr_core.transports import ASGIMessage, ASGIReceive, ASGISend, TransportConnection
+from signalr_core.transports import (
+    ASGIMessage,
+    ASGIReceive,
+    ASGISend,
+    DirectWriter,
+    TransportConnection,
+)
 
 __all__ = ["serve_websocket"]
 
@@ -31,25 +39,13 @@ _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 at most for the last frames to go out."""
 
 
-class _Socket:
+class _Socket(DirectWriter):
     """The accepted socket, as the connection's message loop writes to it (``direct_writer``)."""
 
-    __slots__ = ("broken", "connection", "scope", "send")
+    __slots__ = ()
 
-    def __init__(
-        self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
-    ) -> None:
-        self.connection = connection
-        self.send = send
-        self.scope = scope
-        self.broken = False
-
-    async def write(self, frames: list[bytes]) -> None:
-        try:
-            await _send_frames(self.connection, self.send, frames)
-        except OSError:
-            self.broken = True
-            self.scope.cancel()  # the client went away: stop reading too
+    def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
+        return _send_frames(self.connection, self.send, frames)
 
 
 async def serve_websocket(
@@ -101,7 +97,7 @@ async def serve_websocket(
         taken_over = connection.resuming or connection.transport_generation != generation
         if not (taken_over or client_closed or refused or socket.broken):
             connection.direct_writer = None  # from here on this task sends
-            await _close(connection, receive, send)
+            await _close(socket, receive)
             graceful = True
     finally:
         if connection.transport_generation == generation:  # not taken over by a reconnect
@@ -113,30 +109,17 @@ async def serve_websocket(
     return connection.transport_lost(graceful=graceful, now=time.monotonic())
 
 
-async def _close(connection: TransportConnection, receive: ASGIReceive, send: ASGISend) -> None:
+async def _close(socket: _Socket, receive: ASGIReceive) -> None:
     """The connection ended (or is ending): send what is left and the close frame."""
+    connection, send = socket.connection, socket.send
     if connection.aborted:
         return  # dropped at once, as a socket that does not drain must be (no close handshake)
-    outgoing = connection.outgoing
+    if not await socket.send_rest(_CLOSE_HANDSHAKE_TIMEOUT):
+        return  # the client went away, or did not read
     with contextlib.suppress(OSError):
-        # The message loop may still be finishing (on_disconnected, bounded there): what it
-        # queues meanwhile goes out, its Close message last.
-        while True:
-            if len(outgoing):
-                with anyio.move_on_after(_CLOSE_HANDSHAKE_TIMEOUT) as stalled:
-                    await _send_frames(connection, send, outgoing.drain())
-                if stalled.cancelled_caught:
-                    connection.abort()  # a socket that does not drain: stop waiting for it
-                    return
-            elif outgoing.closed:
-                break
-            else:
-                await outgoing.wait_notified()  # the next put, or close()
         if connection.aborted:
             return  # aborted meanwhile
         with anyio.move_on_after(_CLOSE_HANDSHAKE_TIMEOUT):
-            if len(outgoing):
-                await _send_frames(connection, send, outgoing.drain())
             await send({"type": "websocket.close", "code": _NORMAL_CLOSURE})
             # Leaving now could drop the TCP connection before the client's close frame
             # arrives (its `wasClean` is then false and it reports an error).

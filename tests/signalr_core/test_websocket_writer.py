@@ -1,6 +1,11 @@
-"""The WebSocket message loop is the socket's writer: frames still flow while it is blocked."""
+"""The WebSocket message loop is the socket's writer: frames still flow while it is blocked;
+and a chunk received while it is idle runs in the transport's task, as the loop would run it."""
 
 from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable
+from typing import Any
 
 import anyio
 import pytest
@@ -51,3 +56,64 @@ async def test_frames_queued_before_the_socket_attached_go_out_when_it_does() ->
         )
         with anyio.fail_after(5):
             assert (await client.receive())["arguments"] == ["x"]
+
+
+# While the message loop waits idle, a received chunk runs in the transport's task
+# (Session.receive_now): these check that it behaves as the loop does.
+
+_who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+async def _doubled(value: int) -> int:
+    await anyio.sleep(0.01)  # really suspends: the rest of the chunk must wait for it
+    return 2 * value
+
+
+class PlainHub(Hub):
+    async def on_connected(self) -> None:
+        _who.set(self.context.connection_id)
+
+    @hub_method("Who")
+    def who(self) -> bool:
+        return _who.get() == self.context.connection_id
+
+    @hub_method("Doubled")
+    def doubled(self, value: int) -> Awaitable[int]:
+        return _doubled(value)  # a plain function returning an awaitable
+
+    @hub_method("Echo")
+    def echo(self, text: str) -> str:
+        return text
+
+
+def _call(invocation_id: str, target: str, *args: Any) -> str:
+    return frame(
+        {"type": 1, "invocationId": invocation_id, "target": target, "arguments": list(args)}
+    )
+
+
+async def test_plain_methods_run_at_once_see_the_connection_context() -> None:
+    async with running_server(HubEndpoint(PlainHub)) as base, json_ws(base) as client:
+        for n in range(3):  # the first waits may differ: the later ones run at once
+            assert (await client.invoke("Who", invocation_id=str(n)))["result"] is True
+
+
+async def test_an_awaitable_result_is_answered_before_the_rest_of_the_chunk() -> None:
+    async with running_server(HubEndpoint(PlainHub)) as base, json_ws(base) as client:
+        assert (await client.invoke("Echo", "warm"))["result"] == "warm"
+        await client.ws.send(_call("2", "Doubled", 21) + _call("3", "Echo", "after"))
+        with anyio.fail_after(5):
+            first, second = await client.receive(), await client.receive()
+        assert (first["invocationId"], first["result"]) == ("2", 42)
+        assert (second["invocationId"], second["result"]) == ("3", "after")
+
+
+async def test_messages_before_a_bad_frame_run_then_the_connection_closes() -> None:
+    async with running_server(HubEndpoint(PlainHub)) as base, json_ws(base) as client:
+        assert (await client.invoke("Echo", "warm"))["result"] == "warm"
+        await client.ws.send(_call("2", "Echo", "before") + "{not json\x1e")
+        with anyio.fail_after(5):
+            reply, close = await client.receive(), await client.receive()
+        assert (reply["invocationId"], reply["result"]) == ("2", "before")
+        assert close["type"] == 7
+        assert close["error"].startswith("Connection closed with an error.")
