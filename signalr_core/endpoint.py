@@ -555,7 +555,6 @@ class ConnectionEndpoint(Generic[ConnT]):
             _log.error("hub_lifespan_not_started", endpoint=self._name)
             await _refuse_websocket(scope, send, _Refused(503, "Lifespan not running"))
             return
-        resume = False
         try:
             if not self._cors.websocket_allowed(request.headers.get("origin")):
                 raise _Refused(403, "Origin not allowed")
@@ -563,25 +562,7 @@ class ConnectionEndpoint(Generic[ConnT]):
             # After the (possibly slow) authentication, with no await until the claim below: a
             # shutdown that began meanwhile must not get a connection it will never close.
             self._refuse_if_shutting_down()
-            if request.query.get("id"):
-                try:
-                    connection = self._lookup(request)
-                except _Refused as unknown:
-                    if unknown.status != 404:
-                        raise
-                    connection = self._adopt(request, user)
-                self._check_transport(connection, TransportName.WEBSOCKETS, user)
-                if connection.status is ConnectionStatus.FINISHED:
-                    raise _Refused(404, "No Connection with that ID")
-                if connection.status is not ConnectionStatus.INACTIVE:
-                    if not connection.can_resume or connection.resuming:
-                        raise _Refused(409, "Connection ID already in use")
-                    resume = True  # stateful reconnect: the same token on a new socket
-            elif not self.options.transports & HttpTransportType.WEBSOCKETS:
-                raise _Refused(404, "WebSockets transport not supported by this end point type")
-            else:
-                # skipNegotiation: the request itself creates the connection.
-                connection = self._connections.add(new_connection_id(), new_connection_id())
+            connection, resume = _websocket_target(self, request, user)
         except _Refused as refused:
             await _refuse_websocket(scope, send, refused)
             return
@@ -604,6 +585,33 @@ class ConnectionEndpoint(Generic[ConnT]):
         finally:
             if not waiting:
                 await self._connections.drain_and_forget(connection)
+
+
+def _websocket_target(
+    endpoint: ConnectionEndpoint[ConnT], request: AuthRequest, user: Principal | None
+) -> tuple[ConnT, bool]:
+    """The connection a WebSocket request is for, and whether it resumes it (stateful
+    reconnect: the same token on a new socket); no await, so nothing can claim it meanwhile.
+    ``_Refused`` when there is none for it."""
+    if not request.query.get("id"):
+        if not endpoint.options.transports & HttpTransportType.WEBSOCKETS:
+            raise _Refused(404, "WebSockets transport not supported by this end point type")
+        # skipNegotiation: the request itself creates the connection.
+        return endpoint._connections.add(new_connection_id(), new_connection_id()), False
+    try:
+        connection = endpoint._lookup(request)
+    except _Refused as unknown:
+        if unknown.status != 404:
+            raise
+        connection = endpoint._adopt(request, user)
+    endpoint._check_transport(connection, TransportName.WEBSOCKETS, user)
+    if connection.status is ConnectionStatus.FINISHED:
+        raise _Refused(404, "No Connection with that ID")
+    if connection.status is ConnectionStatus.INACTIVE:
+        return connection, False
+    if not connection.can_resume or connection.resuming:
+        raise _Refused(409, "Connection ID already in use")
+    return connection, True
 
 
 class HubEndpoint(ConnectionEndpoint[HubServerConnection]):
