@@ -4,8 +4,9 @@
  * prepares one statement and binds its parameters; read(max_rows, max_bytes, head) steps up to
  * max_rows rows (fewer once the batch holds max_bytes) and returns them as one block of UTF-8
  * CSV (bytes, after `head`: the header line) with the row count, with the GIL released for the
- * whole batch, so the event loop and the file writer run meanwhile. Text and BLOB values are
- * checked to be UTF-8 there too (sqlite3.DataError "Could not decode to UTF-8 ..." if not).
+ * whole batch, so the event loop and the file writer run meanwhile. Text values are checked to
+ * be UTF-8 there too (sqlite3.DataError "Could not decode to UTF-8 ..." if not); a BLOB is
+ * written as \x and its bytes in lowercase hex, as PostgreSQL's COPY writes a bytea.
  *
  * The dialect is the provider's: minimal quoting with "\n" line ends (a field holding the
  * delimiter, a quote, a line feed or a carriage return is quoted, its quotes doubled; a row of
@@ -17,7 +18,7 @@
  *
  * interrupt() (any thread) and the timeout stop a running read through SQLite's progress
  * handler: it then raises sqlite3.OperationalError("interrupted") and `timed_out` tells which.
- * Errors are the sqlite3 module's exceptions with SQLite's message. Text is passed on as
+ * Errors are the sqlite3 module's exceptions with SQLite's message.
  * One thread at a time opens, executes, reads and closes (`busy` refuses the others).
  */
 #define PY_SSIZE_T_CLEAN
@@ -249,16 +250,12 @@ static int put_real(Reader *self, int i) {
     double v = sqlite3_column_double(self->stmt, i);
     char tmp[48];
     int k = plain_real(v, tmp);
-    if (v == 0) { /* SQLite writes -0.0 as "0.0" */
+    if (v == 0) { /* "0.0", or "-0.0" with its sign (SQLite's own text drops it) */
         k = signbit(v) ? 4 : 3;
         memcpy(tmp, signbit(v) ? "-0.0" : "0.0", (size_t)k);
     }
-    if (k) {
-        if (reserve(self, (size_t)k))
-            return -1;
-        append(self, tmp, (size_t)k);
-        return 0;
-    }
+    if (k) /* quoted too when the delimiter is one of its characters ('.', '-', a digit) */
+        return put_text(self, tmp, (size_t)k);
     const char *text = (const char *)sqlite3_column_text(self->stmt, i);
     size_t n = (size_t)sqlite3_column_bytes(self->stmt, i);
     if (text == NULL) /* out of memory */
@@ -283,30 +280,35 @@ static int put_real(Reader *self, int i) {
         text = tmp;
         n = (size_t)k;
     }
-    if (reserve(self, n))
-        return -1;
-    append(self, text, n);
-    return 0;
+    return put_text(self, text, n);
 }
 
 /* A BLOB as \x and its bytes in lowercase hex, as PostgreSQL's COPY writes a bytea (and
- * csvcodec.CsvEncoder any bytes value): nothing to quote. -1 when out of memory. */
+ * csvcodec.CsvEncoder any bytes value), quoted only when the delimiter is one of those
+ * characters (nothing in it to double). -1 when out of memory. */
 static int put_blob(Reader *self, int i) {
     static const char digits[] = "0123456789abcdef";
     const unsigned char *b = sqlite3_column_blob(self->stmt, i);
     size_t n = (size_t)sqlite3_column_bytes(self->stmt, i);
     if (b == NULL && n)
         return -1;
-    if (reserve(self, 2 + 2 * n))
+    int quote = self->delim_len == 1 && self->delim[0] != '\0' &&
+                strchr("\\x0123456789abcdef", self->delim[0]) != NULL;
+    size_t size = 2 + 2 * n + (quote ? 2 : 0);
+    if (reserve(self, size))
         return -1;
     char *out = self->buf + self->len;
+    if (quote)
+        *out++ = '"';
     *out++ = '\\';
     *out++ = 'x';
     for (size_t k = 0; k < n; k++) {
         *out++ = digits[b[k] >> 4];
         *out++ = digits[b[k] & 15];
     }
-    self->len += 2 + 2 * n;
+    if (quote)
+        *out++ = '"';
+    self->len += size;
     return 0;
 }
 
@@ -429,6 +431,8 @@ static PyObject *Reader_read(Reader *self, PyObject *args) {
     }
     if (chunk != NULL)
         result = Py_BuildValue("Nn", chunk, rows);
+    if (result == NULL)
+        self->done = 1; /* the batch's rows were stepped past: no read may silently skip them */
 out:
     if (head.obj != NULL)
         PyBuffer_Release(&head);

@@ -663,3 +663,15 @@ def test_a_reader_refuses_other_calls_while_it_reads(provider: SqliteProvider) -
     assert [type(e) for e in failures] == [sqlite3.OperationalError]
     assert reader.columns == ["entry_id"]
     reader.close()
+
+
+@pytest.mark.parametrize("delimiter", [".", "-", "x", "5", "\\"])
+async def test_a_delimiter_found_in_a_number_or_hex_is_quoted(
+    provider: SqliteProvider, delimiter: str
+) -> None:
+    sql = "SELECT 1.5 AS a, x'ab' AS b, -3 AS c, 12345 AS d"
+    sink = CollectingSink()
+    request = ExportRequest(sql=sql, params={}, delimiter=delimiter)
+    await provider.export("USER1", "demo", request, sink)
+    rows = list(csv.reader(io.StringIO(sink.data.decode()), delimiter=delimiter))
+    assert rows == [["a", "b", "c", "d"], ["1.5", "\\xab", "-3", "12345"]]
