@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -232,6 +232,27 @@ class MethodTable(Protocol):
 _Job = tuple[HubMethod, InvocationMessage, list[Any]]
 
 
+class AwaitedAnswer:
+    """The answer to a plain function's invocation that returned an awaitable: await it to
+    send the answer; `close` when it will never be awaited (the connection ended first)."""
+
+    __slots__ = ("_invocations", "message", "result")
+
+    def __init__(
+        self, invocations: Invocations, message: InvocationMessage, result: Awaitable[Any]
+    ) -> None:
+        self._invocations = invocations
+        self.message = message
+        self.result = result
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._invocations._answer_awaited(self.message, self.result).__await__()
+
+    def close(self) -> None:
+        if inspect.iscoroutine(self.result):
+            self.result.close()  # the function's own coroutine: never awaited, no warning
+
+
 class Invocations:
     """One connection's invocations and streams (made when its handshake succeeded).
 
@@ -278,7 +299,7 @@ class Invocations:
 
     # -- from the message loop -----------------------------------------------------------------
 
-    def invoke_now(self, message: InvocationMessage) -> bool | Awaitable[None]:
+    def invoke_now(self, message: InvocationMessage) -> bool | AwaitedAnswer:
         """Answer an invocation of a plain function at once, without suspending, so any task
         may call it (the message loop, or the transport's task when the loop is idle).
 
@@ -305,7 +326,7 @@ class Invocations:
             self._failed(message, exc)
             return True
         if inspect.isawaitable(result):
-            return self._answer_awaited(message, result)
+            return AwaitedAnswer(self, message, result)
         self._answer(message, result)
         return True
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -45,6 +44,7 @@ import anyio
 import anyio.abc
 
 from signalr_core._invocations import (
+    AwaitedAnswer,
     InvocationHost,
     Invocations,
     MethodTable,
@@ -84,9 +84,7 @@ if TYPE_CHECKING:
 __all__ = ["CONNECTION_ERROR", "Session", "SessionHost", "SessionMethods"]
 
 CONNECTION_ERROR: Final = "Connection closed with an error."
-_Handed = tuple[
-    Sequence["HandshakeCompleted | HubMessage"], Exception | None, Awaitable[None] | None
-]
+_Handed = tuple[Sequence["HandshakeCompleted | HubMessage"], Exception | None, AwaitedAnswer | None]
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
@@ -397,8 +395,11 @@ class Session:
         outgoing = host.outgoing
         outgoing.unpark(parked)  # the replies must not wake the loop
         try:
+            # One write of what is queued: more (pushes queued meanwhile) is the loop's to
+            # write, so that this task goes back to reading.
             if context.run(self._run_now, chunk, invocations):
-                while (writer := host.direct_writer) is not None and len(outgoing):
+                writer = host.direct_writer
+                if writer is not None and len(outgoing):
                     await writer(outgoing.drain())
         finally:
             if not parked.done():  # not cancelled meanwhile (the connection closing)
@@ -451,7 +452,7 @@ class Session:
             self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
         handed, self._handed = self._handed, None
-        if handed is not None and inspect.iscoroutine(handed[2]):
+        if handed is not None and handed[2] is not None:
             handed[2].close()  # never awaited: the loop ended first
         if self.invocations is not None:
             self.invocations.close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any, cast
 
 import anyio
 import httpx
 import pytest
 
 from signalr_core import HubEndpoint
-from signalr_core.transports.sse import format_event
+from signalr_core.transports import OutgoingBuffer, TransportConnection
+from signalr_core.transports.sse import format_event, serve_sse
+from tests.services import async_wait_until
 from tests.signalr_core._hub_server import (
     FeatureHub,
     frame,
@@ -102,3 +105,58 @@ async def test_messagepack_is_refused_on_sse(url: str) -> None:
                 '{"error":"Cannot use the \'messagepack\' protocol on the current transport. '
                 "The transport does not support 'Binary' transfer format.\"}\x1e"
             )
+
+
+class _StalledClient:
+    """A connection as serve_sse sees it, whose client stops reading after the stream opened:
+    every send after the first two never returns."""
+
+    def __init__(self) -> None:
+        self.outgoing = OutgoingBuffer(100, 1 << 20)
+        self.transport_attached = False
+        self.transport_scope: anyio.CancelScope | None = None
+        self.direct_writer: Any = None
+        self.aborted = False
+        self.sends: list[MutableMapping[str, Any]] = []
+        self.stalled = anyio.Event()
+        self.loop_scope = anyio.CancelScope()  # the message loop's, which writes the events
+
+    def transport_closed(self) -> None:
+        pass
+
+    def abort(self) -> None:  # what HubServerConnection.abort does to the transport
+        self.aborted = True
+        self.outgoing.close(discard=True)
+        if self.transport_scope is not None:
+            self.transport_scope.cancel()
+        self.loop_scope.cancel()
+
+    async def write_queued(self) -> None:
+        with self.loop_scope:
+            await self.direct_writer(self.outgoing.drain())
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sends.append(message)
+        if len(self.sends) > 2:
+            self.stalled.set()
+            await anyio.sleep_forever()
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+
+async def test_an_aborted_stream_whose_client_stopped_reading_ends_at_once() -> None:
+    # A slow consumer is aborted: nothing more is sent to it (its client reads no more), and
+    # the request ends instead of waiting forever on a last send.
+    client = _StalledClient()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            connection = cast("TransportConnection", client)
+            tg.start_soon(serve_sse, connection, client.receive, client.send)
+            await async_wait_until(lambda: client.direct_writer is not None)
+            client.outgoing.put(b'{"type":6}\x1e')
+            tg.start_soon(client.write_queued)
+            await client.stalled.wait()  # the event is being written, and never will be
+            client.abort()
+    assert len(client.sends) == 3  # the start, the opening comment, the stalled event
