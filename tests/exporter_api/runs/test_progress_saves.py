@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from exporter_api.config import DatabaseConfig, load_config
+from exporter_api.config import DatabaseConfig, ExportConfig, load_config
 from exporter_api.providers.base import DatabaseProvider, ExportRequest, ExportResult, ExportSink
 from exporter_api.runs.repository import RunRepository
 from tests.exporter_api.runs.demokit import DEMO_CREDS, demo_catalog
-from tests.exporter_api.runs.enginekit import engine_kit, plan, single, user
+from tests.exporter_api.runs.enginekit import EngineKit, engine_kit, plan, single, user
 from tests.services import async_wait_until
 
 WHO = user("USER1", "sess-demo", database_id="db-test")
@@ -53,15 +55,25 @@ class ProgressSaves:
         self._save = repo.save
         repo.save = self.save  # type: ignore[method-assign]
 
-    async def save(self, *args: Any, **kwargs: Any) -> None:
-        await self._save(*args, **kwargs)
+    def watched(self, kwargs: dict[str, Any]) -> bool:
+        """A progress save (a script and its running variant only) of ``rows`` rows."""
         variants = kwargs.get("variants") or []
         progress_only = kwargs.get("group") is None and not kwargs.get("files")
-        if progress_only and [v.rows_exported for v in variants] == [self.rows]:
+        return progress_only and [v.rows_exported for v in variants] == [self.rows]
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        await self._save(*args, **kwargs)
+        if self.watched(kwargs):
             self.saved.set()
 
 
-async def test_the_last_progress_sent_is_saved_when_rows_stop_arriving(tmp_path: Path) -> None:
+@asynccontextmanager
+async def stalling_engine(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[ExportConfig, StallingProvider, EngineKit]]:
+    """An engine on the demo catalog whose db-test exports stall after three rows; every batch
+    is sent to the hub, progress saved at most every 0.2 s (both batches arrive well within one
+    save interval)."""
     config = load_config(demo_catalog(tmp_path / "demo", 10))
     provider = StallingProvider(next(db for db in config.databases if db.id == "db-test"))
     async with engine_kit(
@@ -69,9 +81,14 @@ async def test_the_last_progress_sent_is_saved_when_rows_stop_arriving(tmp_path:
         tmp_path / "d",
         DEMO_CREDS,
         providers={"db-test": provider},
-        progress_interval_s=0.0,  # every batch is sent to the hub
-        persist_progress_s=0.2,  # both batches arrive well within one save interval
+        progress_interval_s=0.0,
+        persist_progress_s=0.2,
     ) as kit:
+        yield config, provider, kit
+
+
+async def test_the_last_progress_sent_is_saved_when_rows_stop_arriving(tmp_path: Path) -> None:
+    async with stalling_engine(tmp_path) as (config, provider, kit):
         saves = ProgressSaves(kit.repo, rows=3)
         state = await kit.engine.start(WHO, plan(config, single("s-orders", "g-sales")))
         with anyio.fail_after(10):
@@ -101,9 +118,7 @@ class HeldProgressSave(ProgressSaves):
         self.release = anyio.Event()
 
     async def save(self, *args: Any, **kwargs: Any) -> None:
-        variants = kwargs.get("variants") or []
-        progress_only = kwargs.get("group") is None and not kwargs.get("files")
-        if progress_only and [v.rows_exported for v in variants] == [self.rows]:
+        if self.watched(kwargs):
             self.saved.set()
             await self.release.wait()
         await self._save(*args, **kwargs)
@@ -114,16 +129,7 @@ async def test_a_cancel_while_a_progress_save_is_in_flight_keeps_the_finished_fi
 ) -> None:
     # The variant's file is committed while the timer's save still waits for the store; a
     # cancel arriving then must not leave that file on disk without its record.
-    config = load_config(demo_catalog(tmp_path / "demo", 10))
-    provider = StallingProvider(next(db for db in config.databases if db.id == "db-test"))
-    async with engine_kit(
-        config,
-        tmp_path / "d",
-        DEMO_CREDS,
-        providers={"db-test": provider},
-        progress_interval_s=0.0,
-        persist_progress_s=0.2,
-    ) as kit:
+    async with stalling_engine(tmp_path) as (config, provider, kit):
         saves = HeldProgressSave(kit.repo, rows=3)
         cancelled = anyio.Event()
         cancel_here = kit.engine._cancel_here
