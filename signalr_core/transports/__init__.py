@@ -355,8 +355,12 @@ class DirectWriter:
 
     async def send_rest(self, stall_timeout: float) -> bool:
         """The connection ended (its writer is gone): send what it queues until its buffer is
-        closed; ``False`` when the client went away or a write stalled (then aborted)."""
-        outgoing = self.connection.outgoing
+        closed; ``False`` when nothing more may be sent: the connection was aborted (a slow
+        consumer, a client timeout: its client may read no more), the client went away, or a
+        write stalled (then aborted)."""
+        connection, outgoing = self.connection, self.connection.outgoing
+        if connection.aborted or self.broken:
+            return False
         try:
             # The connection may still be finishing (on_disconnected, bounded there): what it
             # queues meanwhile goes out, its Close message last.
@@ -365,10 +369,10 @@ class DirectWriter:
                     with anyio.move_on_after(stall_timeout) as stalled:
                         await self.send_frames(outgoing.drain())
                     if stalled.cancelled_caught:
-                        self.connection.abort()  # a client that does not read: stop waiting
+                        connection.abort()  # a client that does not read: stop waiting
                         return False
                 elif outgoing.closed:
-                    return True
+                    return not connection.aborted  # (aborted meanwhile: its buffer closed)
                 else:
                     await outgoing.wait_notified()  # the next put, or close()
         except OSError:

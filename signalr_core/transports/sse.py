@@ -76,10 +76,7 @@ async def serve_sse(
                 connection.direct_writer = None  # the response is gone, or this task sends
                 connection.transport_closed()
             return  # the client went away
-        # Cancelled: the connection ended (or was aborted), or a write failed. An aborted one
-        # (a slow consumer, a client timeout) gets nothing more: its client may read no more.
-        if connection.aborted or stream.broken:
-            return
+        # Cancelled: the connection ended (or was aborted), or a write failed.
         if await stream.send_rest(_LAST_EVENTS_TIMEOUT):
             with anyio.move_on_after(_LAST_EVENTS_TIMEOUT):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

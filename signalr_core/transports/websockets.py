@@ -111,14 +111,12 @@ async def serve_websocket(
 
 async def _close(socket: _Socket, receive: ASGIReceive) -> None:
     """The connection ended (or is ending): send what is left and the close frame."""
-    connection, send = socket.connection, socket.send
-    if connection.aborted:
-        return  # dropped at once, as a socket that does not drain must be (no close handshake)
+    send = socket.send
     if not await socket.send_rest(_CLOSE_HANDSHAKE_TIMEOUT):
-        return  # the client went away, or did not read
+        # aborted (dropped at once, as a socket that does not drain must be: no close
+        # handshake), or the client went away, or did not read
+        return
     with contextlib.suppress(OSError):
-        if connection.aborted:
-            return  # aborted meanwhile
         with anyio.move_on_after(_CLOSE_HANDSHAKE_TIMEOUT):
             await send({"type": "websocket.close", "code": _NORMAL_CLOSURE})
             # Leaving now could drop the TCP connection before the client's close frame
