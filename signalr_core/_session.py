@@ -385,7 +385,8 @@ class Session:
 
         Only what cannot suspend runs here (plain functions, see ``Invocations.invoke_now``;
         in the loop's context, as copied when it first waited); the rest of the chunk is
-        handed to the loop, in order. Replies and anything else queued meanwhile go out here.
+        handed to the loop, in order. What is queued then goes out here in one write; more
+        (pushes queued meanwhile) is the loop's, so that this task goes back to reading.
         """
         parked, context, invocations = self._parked, self._context, self.invocations
         assert parked is not None
@@ -395,8 +396,6 @@ class Session:
         outgoing = host.outgoing
         outgoing.unpark(parked)  # the replies must not wake the loop
         try:
-            # One write of what is queued: more (pushes queued meanwhile) is the loop's to
-            # write, so that this task goes back to reading.
             if context.run(self._run_now, chunk, invocations):
                 writer = host.direct_writer
                 if writer is not None and len(outgoing):
