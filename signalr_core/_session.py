@@ -35,16 +35,15 @@ connection: the connection keeps no per-run state of its own.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.abc
 
+from signalr_core._inline import Inline, decode
 from signalr_core._invocations import (
-    AwaitedAnswer,
     InvocationHost,
     Invocations,
     MethodTable,
@@ -70,6 +69,7 @@ from signalr_core.messages import (
     TransferFormat,
 )
 from signalr_core.transports import (
+    DirectWriter,
     IncomingBuffer,
     TransportName,
     wait_for_input_or_output,
@@ -84,7 +84,6 @@ if TYPE_CHECKING:
 __all__ = ["CONNECTION_ERROR", "Session", "SessionHost", "SessionMethods"]
 
 CONNECTION_ERROR: Final = "Connection closed with an error."
-_Handed = tuple[Sequence["HandshakeCompleted | HubMessage"], Exception | None, AwaitedAnswer | None]
 _DISCONNECT_HANDLER_TIMEOUT: Final = 30.0
 
 
@@ -99,7 +98,7 @@ class SessionHost(InvocationHost, HubConnectionHandle, Protocol):
         transport_scope: The request task's cancel scope (``None`` when none is attached).
     """
 
-    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+    direct_writer: DirectWriter | None
     transport: TransportName | None
     transport_scope: anyio.CancelScope | None
 
@@ -144,14 +143,12 @@ class Session:
 
     __slots__ = (
         "_connected",
-        "_context",
-        "_handed",
         "_host",
         "_incoming",
         "_life",
         "_methods",
-        "_parked",
         "_stateful",
+        "inline",
         "invocations",
         "results",
         "scope",
@@ -189,13 +186,9 @@ class Session:
         # The task group's cancel scope: what closing the connection cancels.
         self.scope: anyio.CancelScope | None = None
         self.results: ClientResults | None = None  # made by the first client result
-        # The loop's wait while it is idle and writes to a WebSocket (asyncio): a chunk that
-        # arrives meanwhile runs in the transport's task (receive_now), in this context.
-        self._parked: asyncio.Future[None] | None = None
-        self._context: contextvars.Context | None = None
-        # What receive_now left to the loop: messages, a bad frame's error, and first an
-        # awaitable to finish (a plain function's result).
-        self._handed: _Handed | None = None
+        # While the loop waits idle as a WebSocket's or event stream's writer, received chunks
+        # and frames to send are handled in the tasks that bring them.
+        self.inline = Inline(host, self.state)
 
     async def run(self) -> None:
         """Handshake, ``on_connected``, message loop, ``on_disconnected``; never raises."""
@@ -302,8 +295,9 @@ class Session:
     async def _message_loop(self, pending: list[HubMessage], invocations: Invocations) -> None:
         if await self._dispatch_all(pending, None, invocations):
             return
-        host = self._host
+        host, inline = self._host, self.inline
         incoming, outgoing = self._incoming, host.outgoing
+        inline_io = self._methods.options.inline_io and self._stateful is None
         chunk: bytes | None
         while True:
             # With a WebSocket or an event stream attached, this loop is also its writer:
@@ -311,12 +305,11 @@ class Session:
             # waits for input and output at once with no writer task. (Re-read the writer
             # each time: a transport that left, or a new one, changes it.)
             writer = host.direct_writer
-            if writer is not None and len(outgoing):
-                await writer(outgoing.drain())
+            if writer is not None and (len(outgoing) or writer.pending):
+                await writer.write(outgoing.drain())
                 continue
-            handed = self._handed
+            handed = inline.take()
             if handed is not None:  # what receive_now could not run at once
-                self._handed = None
                 events, error, awaiting = handed
                 if awaiting is not None:
                     await awaiting
@@ -331,26 +324,19 @@ class Session:
                     None if host.transport is TransportName.LONG_POLLING else outgoing,
                     can_send=writer is not None,
                 )
-                if (
-                    writer is not None
-                    # The receiving task must be the socket's own, under its cancel scope (an
-                    # SSE POST's task could hang on the event stream's writes).
-                    and host.transport is TransportName.WEBSOCKETS
-                    and self._stateful is None
-                    and isinstance(waiting, asyncio.Future)
-                ):
-                    self._parked = waiting  # a chunk may be run at once meanwhile
-                    if self._context is None:
-                        self._context = contextvars.copy_context()
+                if not (inline_io and writer is not None and isinstance(waiting, asyncio.Future)):
+                    await waiting
+                    continue
+                inline.park(waiting)  # chunks and frames may be handled inline meanwhile
                 try:
                     await waiting
                 finally:
-                    self._parked = None
+                    inline.unpark()
                 continue
             chunk = incoming.get_nowait()
             if chunk is None:
                 return
-            if await self._dispatch_all(*_decode(self.state, chunk), invocations):
+            if await self._dispatch_all(*decode(self.state, chunk), invocations):
                 return
 
     async def _dispatch_all(
@@ -369,63 +355,6 @@ class Session:
                 return True
         if error is not None:
             raise error
-        return False
-
-    @property
-    def receives_now(self) -> bool:
-        """The message loop waits, idle, as a WebSocket's writer: :meth:`receive_now` may
-        run."""
-        parked = self._parked
-        return parked is not None and not parked.done()
-
-    async def receive_now(self, chunk: bytes) -> None:
-        """Run a chunk in the caller's task (the transport's) while the loop waits, idle
-        (:attr:`receives_now`), and write the replies: the loop is not woken, so a round trip
-        costs no task switch.
-
-        Only what cannot suspend runs here (plain functions, see ``Invocations.invoke_now``;
-        in the loop's context, as copied when it first waited); the rest of the chunk is
-        handed to the loop, in order. What is queued then goes out here in one write; more
-        (pushes queued meanwhile) is the loop's, so that this task goes back to reading.
-        """
-        parked, context, invocations = self._parked, self._context, self.invocations
-        assert parked is not None
-        assert context is not None
-        assert invocations is not None
-        host = self._host
-        outgoing = host.outgoing
-        outgoing.unpark(parked)  # the replies must not wake the loop
-        try:
-            if context.run(self._run_now, chunk, invocations):
-                writer = host.direct_writer
-                if writer is not None and len(outgoing):
-                    await writer(outgoing.drain())
-        finally:
-            if not parked.done():  # not cancelled meanwhile (the connection closing)
-                if self._handed is not None or (host.direct_writer is not None and len(outgoing)):
-                    parked.set_result(None)
-                else:
-                    outgoing.park(parked)
-
-    def _run_now(self, chunk: bytes, invocations: Invocations) -> bool:
-        """Dispatch what can be dispatched at once; ``False`` when the rest was handed over."""
-        try:
-            events, error = _decode(self.state, chunk)
-            if error is None:
-                for index, event in enumerate(events):
-                    if isinstance(event, InvocationMessage):
-                        now = invocations.invoke_now(event)
-                        if now is True:
-                            continue
-                        if now is not False:  # a plain function's awaitable result
-                            self._handed = (events[index + 1 :], None, now)
-                            return False
-                    self._handed = (events[index:], None, None)
-                    return False
-                return True
-            self._handed = (events, error, None)
-        except Exception as exc:  # the loop raises it (the connection fails, as there)
-            self._handed = ([], exc, None)
         return False
 
     async def writing_while(self, blocked: Awaitable[None]) -> None:
@@ -450,9 +379,7 @@ class Session:
         if not self._life.is_closing:
             self._life.handle(Event.CLOSE)  # nothing is sent from here on
         self._incoming.close()
-        handed, self._handed = self._handed, None
-        if handed is not None and handed[2] is not None:
-            handed[2].close()  # never awaited: the loop ended first
+        self.inline.close()
         if self.invocations is not None:
             self.invocations.close()
             self.invocations = None
@@ -528,17 +455,6 @@ class Session:
             self._life.client_pinged(time.monotonic())
         # Ping, Ack, Sequence: receiving anything already counts against the client timeout.
         return False
-
-
-def _decode(
-    state: HubConnectionState, chunk: bytes
-) -> tuple[list[HandshakeCompleted | HubMessage], Exception | None]:
-    """The messages in ``chunk``; and the error of a bad frame after them, if any."""
-    try:
-        state.receive_data(chunk)
-    except ProtocolError as exc:
-        return state.events_received(), exc
-    return state.events_received(), None
 
 
 def _single_exception(exc: BaseException) -> BaseException:

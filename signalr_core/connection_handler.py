@@ -42,7 +42,7 @@ Server-Sent Events carry text only (clients starting with the binary format skip
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import anyio
@@ -56,6 +56,7 @@ from signalr_core.hub import HubAuthorizePolicy
 from signalr_core.messages import TransferFormat
 from signalr_core.options import HubOptions
 from signalr_core.transports import (
+    DirectWriter,
     IncomingBuffer,
     OutgoingBuffer,
     PollSlot,
@@ -198,7 +199,7 @@ class RawConnection:
         self.aborted = False
         self.transport_attached = False
         self.transport_scope: anyio.CancelScope | None = None
-        self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
+        self.direct_writer: DirectWriter | None = None
         self.transport_generation = 0
         self.current_poll: PollSlot | None = None
         self.poll_active = False

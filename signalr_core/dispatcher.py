@@ -89,6 +89,7 @@ from signalr_core.lifetime import HubLifetimeManager
 from signalr_core.messages import PING, HubMessage, TransferFormat
 from signalr_core.options import HubOptions
 from signalr_core.transports import (
+    DirectWriter,
     IncomingBuffer,
     OutgoingBuffer,
     PollSlot,
@@ -245,7 +246,7 @@ class HubServerConnection:
         self.transport_scope: anyio.CancelScope | None = None
         # Set by a WebSocket transport while attached: sends frames on its socket. While it is
         # set the message loop is the socket's writer (see Session.writing_while).
-        self.direct_writer: Callable[[list[bytes]], Awaitable[None]] | None = None
+        self.direct_writer: DirectWriter | None = None
         self.aborted = False
         self._incoming = IncomingBuffer(options.application_max_buffer_size)
         # The run (made when a transport attaches): the protocol state, the task group whose
@@ -374,8 +375,9 @@ class HubServerConnection:
             return self.status is not ConnectionStatus.FINISHED
         self._life.received = True
         session = self._session
-        if session is not None and session.receives_now:
-            await session.receive_now(data)  # the loop is idle: run it here, no wake-up
+        if session is not None and session.inline.receives_now:
+            assert session.invocations is not None
+            session.inline.receive_now(data, session.invocations)  # no wake-up of the loop
             return True
         return await self._incoming.put(data)
 
@@ -439,7 +441,8 @@ class HubServerConnection:
         return await self._stateful.resume()
 
     def _enqueue(self, data: bytes) -> None:
-        if self.outgoing.put(data):
+        session = self._session
+        if (session is not None and session.inline.write_now(data)) or self.outgoing.put(data):
             self._life.wrote = True
         elif not self.outgoing.closed:
             abort_slow_consumer(

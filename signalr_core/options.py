@@ -112,6 +112,15 @@ class HubOptions:
         hub_filters: :class:`~signalr_core.HubFilter` instances run, in order, around every
             hub method invocation and the ``on_connected`` / ``on_disconnected`` hooks, before
             the hub class's own ``filters`` (ASP.NET's ``HubOptions.AddFilter``).
+        inline_io: While a WebSocket or event-stream connection waits idle (asyncio), a frame
+            for it is written in the task that produces it (a broadcast, a group message,
+            another connection's invocation), and a chunk it receives runs in the task that
+            received it as far as it can without suspending (plain hub functions), instead of
+            waking the connection's own task: no task switch per message. Nothing waits for a
+            slow client: a write that has to wait is finished by the connection's task. So an
+            ASGI middleware that wraps ``send`` must not keep a cancel scope or
+            ``asyncio.timeout`` open across the inner ``send`` (Starlette's do not); ``False``
+            turns this off, and each connection's task does its own reading and writing.
         connection_token_max_age: Seconds after negotiate during which another process may
             adopt a token. The client connects right after negotiate; the negotiating process
             itself drops a connection that is not connected within ``disconnect_timeout``,
@@ -143,6 +152,7 @@ class HubOptions:
     connection_token_max_age: float = 15.0
     on_slow_consumer: Callable[[str], None] | None = None
     hub_filters: Sequence[HubFilter] = field(default_factory=tuple)
+    inline_io: bool = True
 
     def __post_init__(self) -> None:
         if self.max_parallel_invocations < 1:

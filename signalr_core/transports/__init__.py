@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from typing import Any, Protocol, TypeAlias
 
 import anyio
@@ -88,7 +89,7 @@ class TransportConnection(Protocol):
     aborted: bool
     transport_attached: bool
     transport_scope: anyio.CancelScope | None
-    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+    direct_writer: DirectWriter | None
     transport_generation: int
     resuming: bool
     current_poll: PollSlot | None
@@ -326,13 +327,18 @@ class OutgoingBuffer:
 class DirectWriter:
     """A streaming response (a WebSocket, an event stream) as the connection writes to it.
 
-    Its :meth:`write` is the connection's ``direct_writer`` while the transport is attached;
-    the transport's request task only reads meanwhile. A write that fails (the client went
-    away) marks it ``broken`` and cancels ``scope``, the request task's, so reading stops
-    too. Subclasses say how frames go out (:meth:`send_frames`).
+    It is the connection's ``direct_writer`` while the transport is attached; the transport's
+    request task only reads meanwhile. A write that fails (the client went away) marks it
+    ``broken`` and cancels ``scope``, the request task's, so reading stops too. Subclasses say
+    how frames go out (:meth:`send_frames`).
+
+    :meth:`write_now` writes in the caller's task as far as that goes without waiting (on
+    asyncio the transport takes the bytes at once unless the client reads too slowly); what has
+    to wait is left half-done, and the next :meth:`write` (the connection's writer) finishes it
+    first, so a slow client never holds a task that only produced a frame for it.
     """
 
-    __slots__ = ("broken", "connection", "scope", "send")
+    __slots__ = ("_unfinished", "broken", "connection", "scope", "send")
 
     def __init__(
         self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
@@ -341,17 +347,61 @@ class DirectWriter:
         self.send = send
         self.scope = scope
         self.broken = False
+        self._unfinished: _Unfinished | None = None
 
     def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
         """Send ``frames`` as one transport write."""
         raise NotImplementedError
 
-    async def write(self, frames: list[bytes]) -> None:
+    @property
+    def pending(self) -> bool:
+        """A write is half-done (:meth:`write_now` had to leave it): :meth:`write` finishes it."""
+        return self._unfinished is not None
+
+    def write_now(self, frames: list[bytes]) -> bool:
+        """Write ``frames`` in the caller's task (asyncio only; nothing may be :attr:`pending`)
+        as far as that goes without waiting; ``False`` when the rest is left :attr:`pending`
+        and the connection's writer must be woken to finish it."""
+        sending = self.send_frames(frames)
+        write = sending if inspect.iscoroutine(sending) else _awaited(sending)
         try:
-            await self.send_frames(frames)
+            step = _waits_on(write.send(None))
+        except StopIteration:
+            return True
         except OSError:
-            self.broken = True
-            self.scope.cancel()  # the client went away: stop reading too
+            self._broke()
+            return True
+        except Exception as exc:  # the writer raises it, as it would have
+            write.close()
+            self._unfinished = _Unfinished(None, error=exc)
+            return False
+        self._unfinished = _Unfinished(write, step)
+        return False
+
+    async def write(self, frames: list[bytes]) -> None:
+        """Send ``frames`` (after what is :attr:`pending`)."""
+        try:
+            if self._unfinished is not None:
+                await self._finish()
+            if frames:
+                await self.send_frames(frames)
+        except OSError:
+            self._broke()
+
+    def _broke(self) -> None:
+        self.broken = True
+        self.scope.cancel()  # the client went away: stop reading too
+
+    async def _finish(self) -> None:
+        unfinished, self._unfinished = self._unfinished, None
+        assert unfinished is not None
+        await unfinished.run()
+
+    def discard(self) -> None:
+        """The transport ended: drop a :attr:`pending` write."""
+        unfinished, self._unfinished = self._unfinished, None
+        if unfinished is not None:
+            unfinished.close()
 
     async def send_rest(self, stall_timeout: float) -> bool:
         """The connection ended (its writer is gone): send what it queues until its buffer is
@@ -360,14 +410,18 @@ class DirectWriter:
         write stalled (then aborted)."""
         connection, outgoing = self.connection, self.connection.outgoing
         if connection.aborted or self.broken:
+            self.discard()
             return False
         try:
             # The connection may still be finishing (on_disconnected, bounded there): what it
             # queues meanwhile goes out, its Close message last.
             while True:
-                if len(outgoing):
+                if len(outgoing) or self._unfinished is not None:
                     with anyio.move_on_after(stall_timeout) as stalled:
-                        await self.send_frames(outgoing.drain())
+                        if self._unfinished is not None:
+                            await self._finish()
+                        if frames := outgoing.drain():
+                            await self.send_frames(frames)
                     if stalled.cancelled_caught:
                         connection.abort()  # a client that does not read: stop waiting
                         return False
@@ -379,11 +433,72 @@ class DirectWriter:
             return False
 
 
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+class _Unfinished:
+    """A write that :meth:`DirectWriter.write_now` stepped until it had to wait: its coroutine
+    and what it waits on (see :func:`_waits_on`), or the exception its first step raised."""
+
+    __slots__ = ("coroutine", "error", "step")
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, None] | None,
+        step: asyncio.Future[Any] | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        self.coroutine = coroutine
+        self.step = step
+        self.error = error
+
+    async def run(self) -> None:
+        """Run the coroutine to its end in this task, as asyncio's task would have."""
+        coroutine, step = self.coroutine, self.step
+        if coroutine is None:
+            assert self.error is not None
+            raise self.error
+        while True:
+            try:
+                if step is None:
+                    await asyncio.sleep(0)
+                else:
+                    await step
+            except BaseException as exc:  # the future failed, or this task was cancelled
+                try:
+                    step = _waits_on(coroutine.throw(exc))
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = _waits_on(coroutine.send(None))
+                except StopIteration:
+                    return
+
+    def close(self) -> None:
+        if self.coroutine is not None:
+            with contextlib.suppress(RuntimeError):
+                self.coroutine.close()
+
+
+def _waits_on(step: Any) -> asyncio.Future[Any] | None:
+    """What a coroutine stepped by hand yielded, taken as asyncio's task takes it: a future to
+    wait on (its ``_asyncio_future_blocking`` cleared, as the task clears it), or ``None`` for
+    one turn of the loop."""
+    if step is None:
+        return None
+    if not asyncio.isfuture(step):
+        raise RuntimeError(f"a transport write yielded {step!r}, not an asyncio future")
+    step._asyncio_future_blocking = False
+    return step
+
+
 class Writes(Protocol):
     """A connection that writes its own frames while a streaming transport is attached."""
 
     outgoing: OutgoingBuffer
-    direct_writer: Callable[[list[bytes]], Awaitable[None]] | None
+    direct_writer: DirectWriter | None
 
 
 async def write_queued(connection: Writes, stop: list[bool] | None = None) -> None:
@@ -396,8 +511,8 @@ async def write_queued(connection: Writes, stop: list[bool] | None = None) -> No
     outgoing = connection.outgoing
     while True:
         writer = connection.direct_writer
-        if writer is not None and len(outgoing):
-            await writer(outgoing.drain())
+        if writer is not None and (len(outgoing) or writer.pending):
+            await writer.write(outgoing.drain())
         elif stop is not None and stop[0]:
             return
         else:

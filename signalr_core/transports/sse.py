@@ -68,7 +68,7 @@ async def serve_sse(
     try:
         with stream.scope:
             connection.transport_scope = stream.scope
-            connection.direct_writer = stream.write
+            connection.direct_writer = stream
             connection.outgoing.notify()  # frames queued before go out now
             try:
                 await wait_for_disconnect(receive)
@@ -83,5 +83,6 @@ async def serve_sse(
     except OSError:
         pass  # the client went away
     finally:
+        stream.discard()  # a write left half-done (the stream is gone)
         connection.transport_attached = False
         connection.transport_scope = None

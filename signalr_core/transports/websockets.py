@@ -45,7 +45,10 @@ class _Socket(DirectWriter):
     __slots__ = ()
 
     def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
-        return _send_frames(self.connection, self.send, frames)
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        if self.connection.binary:
+            return self.send({"type": "websocket.send", "bytes": data})
+        return self.send({"type": "websocket.send", "text": data.decode()})
 
 
 async def serve_websocket(
@@ -68,7 +71,7 @@ async def serve_websocket(
     try:
         with socket.scope:
             connection.transport_scope = socket.scope
-            connection.direct_writer = socket.write
+            connection.direct_writer = socket
             connection.outgoing.notify()  # frames queued before (a resume's replay) go out now
             # The receive loop is inline: one coroutine frame less per idle connection.
             while True:
@@ -100,6 +103,7 @@ async def serve_websocket(
             await _close(socket, receive)
             graceful = True
     finally:
+        socket.discard()  # a write left half-done (the socket is gone or taken over)
         if connection.transport_generation == generation:  # not taken over by a reconnect
             connection.transport_attached = False
             connection.transport_scope = None
@@ -123,13 +127,3 @@ async def _close(socket: _Socket, receive: ASGIReceive) -> None:
             # arrives (its `wasClean` is then false and it reports an error).
             while (await receive())["type"] != "websocket.disconnect":
                 pass
-
-
-async def _send_frames(
-    connection: TransportConnection, send: ASGISend, chunks: list[bytes]
-) -> None:
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if connection.binary:
-        await send({"type": "websocket.send", "bytes": data})
-    else:
-        await send({"type": "websocket.send", "text": data.decode()})
