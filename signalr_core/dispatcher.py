@@ -33,13 +33,14 @@ aborted. Server-to-client streams wait for buffer space instead (backpressure).
 loop is also the response's writer: it waits for received data and queued frames at once,
 sends what is queued before it reads the next chunk (so a reply costs no wake-up of another
 task), and has no writer task beside it. While it waits for a busy worker or a full upload
-stream, a helper task writes for it (the method it waits for may need frames to go out). A
-WebSocket message that arrives while the loop waits idle is run by
-:meth:`HubServerConnection.feed` in the socket's receive task (``Session.receive_now``: plain
-functions answered and written at once, the rest handed to the loop in order), so a round trip
-wakes no other task. A slow reader still fills the bounded buffer and is aborted. When the
-connection ends, the request task sends what is left and ends the response (see
-:mod:`signalr_core.transports.websockets`).
+stream, a helper task writes for it (the method it waits for may need frames to go out).
+While it waits idle, work for it is done in the task that brings it (:mod:`signalr_core._inline`):
+a received chunk is run by :meth:`HubServerConnection.feed` in the transport's task (plain
+functions answered there, the rest handed to the loop in order), and a frame for it is written
+by :meth:`HubServerConnection.write` in the producer's task (a write that has to wait for a
+slow client is finished by the loop): a round trip or a broadcast wakes no other task. A slow
+reader still fills the bounded buffer and is aborted. When the connection ends, the request
+task sends what is left and ends the response (see :mod:`signalr_core.transports.websockets`).
 
 **Closing from outside.** :meth:`~HubServerConnection.close` queues ``Close`` and cancels
 ``run``; the endpoint's ``hub_context.close_connections(...)`` and ``context.abort()`` use it.
