@@ -27,6 +27,7 @@
 #include <math.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <limits.h>
 #include <string.h>
@@ -38,6 +39,7 @@ typedef struct {
     sqlite3_stmt *stmt; /* NULL: an empty script (no rows) */
     int ncols;
     int done;
+    int failed; /* a read raised: later reads raise too instead of looking like the end */
     int busy; /* an open, prepare or read is running (with the GIL released) */
     char delim[8];
     size_t delim_len;
@@ -90,11 +92,14 @@ static void raise_sqlite(Reader *self, int rc) {
 }
 
 static int reserve(Reader *self, size_t more) {
-    if (self->len + more <= self->cap)
+    if (more > SIZE_MAX - self->len)
+        return -1;
+    size_t need = self->len + more;
+    if (need <= self->cap)
         return 0;
     size_t cap = self->cap ? self->cap : 1 << 16;
-    while (cap < self->len + more)
-        cap *= 2;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *p = realloc(self->buf, cap);
     if (p == NULL)
         return -1;
@@ -376,6 +381,10 @@ static PyObject *Reader_read(Reader *self, PyObject *args) {
         raise_as("ProgrammingError", "Cannot operate on a closed database.");
         goto out;
     }
+    if (self->failed) {
+        raise_as("ProgrammingError", "An earlier read of this result failed.");
+        goto out;
+    }
     Py_ssize_t rows = 0;
     int rc = SQLITE_DONE;
     self->len = 0;
@@ -412,7 +421,7 @@ static PyObject *Reader_read(Reader *self, PyObject *args) {
         self->busy = 0;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        self->done = 1;
+        self->done = self->failed = 1;
         if (rc == NOT_UTF8)
             raise_as("DataError", "Could not decode to UTF-8: a value is not UTF-8 text");
         else
@@ -431,8 +440,8 @@ static PyObject *Reader_read(Reader *self, PyObject *args) {
     }
     if (chunk != NULL)
         result = Py_BuildValue("Nn", chunk, rows);
-    if (result == NULL)
-        self->done = 1; /* the batch's rows were stepped past: no read may silently skip them */
+    if (result == NULL) /* the batch's rows were stepped past: no read may silently skip them */
+        self->done = self->failed = 1;
 out:
     if (head.obj != NULL)
         PyBuffer_Release(&head);

@@ -662,6 +662,8 @@ def test_a_reader_refuses_other_calls_while_it_reads(provider: SqliteProvider) -
         thread.join(10)
     assert [type(e) for e in failures] == [sqlite3.OperationalError]
     assert reader.columns == ["entry_id"]
+    with pytest.raises(sqlite3.ProgrammingError, match="earlier read"):
+        reader.read(1, 1)  # not an empty batch, which would look like the end of the result
     reader.close()
 
 
