@@ -64,7 +64,7 @@ from signalr_core.negotiate import (
     encode_negotiate_redirect,
     new_connection_id,
 )
-from signalr_core.options import HttpTransportType, HubOptions
+from signalr_core.options import HttpTransportType, HubOptions, NegotiateRedirectHook
 from signalr_core.protocols import HubProtocol, default_protocols
 from signalr_core.transports import (
     ASGIReceive,
@@ -124,6 +124,19 @@ class _BodyReceive:
         if message["type"] != "http.request" or not message.get("more_body", False):
             self.body_done = True
         return message
+
+
+async def _redirect_body(hook: NegotiateRedirectHook | None, request: AuthRequest) -> bytes | None:
+    """The negotiate answer redirecting the client, when the hook gives one."""
+    if hook is None:
+        return None
+    redirect = hook(request)
+    if inspect.isawaitable(redirect):
+        redirect = await redirect
+    if redirect is None:
+        return None
+    url, token = redirect
+    return encode_negotiate_redirect(url, token)
 
 
 def _negotiate_version(raw: str | None) -> int | None:
@@ -367,31 +380,18 @@ class ConnectionEndpoint(Generic[ConnT]):
         hook = self.options.negotiate_headers
         if hook is not None:
             headers.extend(hook(request))
-        redirect_hook = self.options.negotiate_redirect
-        if redirect_hook is not None:
-            redirect = redirect_hook(request)
-            if inspect.isawaitable(redirect):
-                redirect = await redirect
-            if redirect is not None:
-                url, token = redirect
-                await send_response(
-                    send,
-                    200,
-                    encode_negotiate_redirect(url, token),
-                    content_type="application/json",
-                    headers=headers,
-                )
-                return
-        version = _negotiate_version(request.query.get("negotiateVersion"))
-        if version is None:
-            await send_response(
-                send,
-                200,
-                encode_negotiate_error("The client requested a non-integer protocol version."),
-                content_type="application/json",
-                headers=headers,
+        body = await _redirect_body(self.options.negotiate_redirect, request)
+        if body is None:
+            version = _negotiate_version(request.query.get("negotiateVersion"))
+            body = (
+                encode_negotiate_error("The client requested a non-integer protocol version.")
+                if version is None
+                else self._negotiated(request, version, user)
             )
-            return
+        await send_response(send, 200, body, content_type="application/json", headers=headers)
+
+    def _negotiated(self, request: AuthRequest, version: int, user: Principal | None) -> bytes:
+        """A new connection: the negotiate answer's body."""
         connection = self._connections.negotiated(version, user)
         stateful = (
             self._offers_stateful_reconnect
@@ -401,19 +401,18 @@ class ConnectionEndpoint(Generic[ConnT]):
             and request.query.get("useStatefulReconnect", "").lower() == "true"
         )
         connection.use_stateful_reconnect = stateful
-        body = build_negotiate_response(
+        _log.debug(
+            "connection_negotiated",
+            connection_id=connection.connection_id,
+            negotiate_version=version,
+        )
+        return build_negotiate_response(
             negotiate_version=version,
             connection_id=connection.connection_id,
             connection_token=connection.connection_token,
             transports=self._transport_infos,
             use_stateful_reconnect=stateful,
         )
-        _log.debug(
-            "connection_negotiated",
-            connection_id=connection.connection_id,
-            negotiate_version=version,
-        )
-        await send_response(send, 200, body, content_type="application/json", headers=headers)
 
     # -- transports ----------------------------------------------------------------------------
 
