@@ -306,7 +306,7 @@ class Session:
             # each time: a transport that left, or a new one, changes it.)
             writer = host.direct_writer
             if writer is not None and (len(outgoing) or writer.pending):
-                await writer.write(outgoing.drain())
+                await writer.send_queued()
                 continue
             handed = inline.take()
             if handed is not None:  # what receive_now could not run at once

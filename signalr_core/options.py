@@ -117,10 +117,12 @@ class HubOptions:
             another connection's invocation), and a chunk it receives runs in the task that
             received it as far as it can without suspending (plain hub functions), instead of
             waking the connection's own task: no task switch per message. Nothing waits for a
-            slow client: a write that has to wait is finished by the connection's task. So an
-            ASGI middleware that wraps ``send`` must not keep a cancel scope or
-            ``asyncio.timeout`` open across the inner ``send`` (Starlette's do not); ``False``
-            turns this off, and each connection's task does its own reading and writing.
+            slow client: a write that has to wait is finished by the connection's task (every
+            step in one context, a copy of the request task's, so context variables set around
+            the inner ``send`` work). So an ASGI middleware that wraps ``send`` must not keep a
+            cancel scope or ``asyncio.timeout`` open across the inner ``send`` (Starlette's do
+            not); ``False`` turns this off, and each connection's task does its own reading
+            and writing.
         connection_token_max_age: Seconds after negotiate during which another process may
             adopt a token. The client connects right after negotiate; the negotiating process
             itself drops a connection that is not connected within ``disconnect_timeout``,

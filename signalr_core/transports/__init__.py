@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
-import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Protocol, TypeAlias
 
 import anyio
+
+from signalr_core._logging import get_logger
+from signalr_core.transports._eager import Suspended, start
 
 __all__ = [
     "ASGIReceive",
@@ -40,6 +43,8 @@ __all__ = [
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
 ASGIReceive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
 ASGISend: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
+
+_log = get_logger("signalr_core.transports")
 
 
 class TransportName(enum.StrEnum):
@@ -333,12 +338,14 @@ class DirectWriter:
     how frames go out (:meth:`send_frames`).
 
     :meth:`write_now` writes in the caller's task as far as that goes without waiting (on
-    asyncio the transport takes the bytes at once unless the client reads too slowly); what has
-    to wait is left half-done, and the next :meth:`write` (the connection's writer) finishes it
-    first, so a slow client never holds a task that only produced a frame for it.
+    asyncio the transport takes the bytes at once unless the client reads too slowly; see
+    :mod:`signalr_core.transports._eager`); what has to wait is left :attr:`pending`, and the
+    connection's writer finishes it first (:meth:`send_queued`), so a slow client never holds a
+    task that only produced a frame for it. Every step of such a write runs in one context, a
+    copy of the request task's.
     """
 
-    __slots__ = ("_unfinished", "broken", "connection", "scope", "send")
+    __slots__ = ("_context", "_pending", "broken", "connection", "scope", "send")
 
     def __init__(
         self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
@@ -347,7 +354,9 @@ class DirectWriter:
         self.send = send
         self.scope = scope
         self.broken = False
-        self._unfinished: _Unfinished | None = None
+        self._context = contextvars.copy_context()
+        # A write left half-done by write_now, or the error its first step raised.
+        self._pending: Suspended | BaseException | None = None
 
     def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
         """Send ``frames`` as one transport write."""
@@ -355,35 +364,33 @@ class DirectWriter:
 
     @property
     def pending(self) -> bool:
-        """A write is half-done (:meth:`write_now` had to leave it): :meth:`write` finishes it."""
-        return self._unfinished is not None
+        """A write is half-done (:meth:`write_now` had to leave it): :meth:`send_queued`
+        finishes it before anything else."""
+        return self._pending is not None
 
     def write_now(self, frames: list[bytes]) -> bool:
         """Write ``frames`` in the caller's task (asyncio only; nothing may be :attr:`pending`)
         as far as that goes without waiting; ``False`` when the rest is left :attr:`pending`
-        and the connection's writer must be woken to finish it."""
-        sending = self.send_frames(frames)
-        write = sending if inspect.iscoroutine(sending) else _awaited(sending)
+        and the connection's writer must be woken to finish it. The transport's errors are
+        left for the writer too (a client that went away: :attr:`broken`): a first step, which
+        never suspends, cannot see the caller's own cancellation."""
         try:
-            step = _waits_on(write.send(None))
-        except StopIteration:
-            return True
+            self._pending = start(self._context, self.send_frames, frames)
         except OSError:
             self._broke()
             return True
-        except Exception as exc:  # the writer raises it, as it would have
-            write.close()
-            self._unfinished = _Unfinished(None, error=exc)
-            return False
-        self._unfinished = _Unfinished(write, step)
-        return False
+        except (Exception, asyncio.CancelledError) as exc:  # the writer raises it, as it would
+            self._pending = exc
+        return self._pending is None
 
-    async def write(self, frames: list[bytes]) -> None:
-        """Send ``frames`` (after what is :attr:`pending`)."""
+    async def send_queued(self) -> None:
+        """Finish what is :attr:`pending`, then send what the connection queued. The buffer is
+        drained only once nothing is half-done: cancelled meanwhile, its frames stay queued
+        (for :meth:`send_rest`, the Close message among them)."""
         try:
-            if self._unfinished is not None:
+            if self._pending is not None:
                 await self._finish()
-            if frames:
+            if frames := self.connection.outgoing.drain():
                 await self.send_frames(frames)
         except OSError:
             self._broke()
@@ -393,21 +400,23 @@ class DirectWriter:
         self.scope.cancel()  # the client went away: stop reading too
 
     async def _finish(self) -> None:
-        unfinished, self._unfinished = self._unfinished, None
-        assert unfinished is not None
-        await unfinished.run()
+        pending, self._pending = self._pending, None
+        if isinstance(pending, BaseException):
+            raise pending
+        if pending is not None:
+            await pending.finish()
 
     def discard(self) -> None:
-        """The transport ended: drop a :attr:`pending` write."""
-        unfinished, self._unfinished = self._unfinished, None
-        if unfinished is not None:
-            unfinished.close()
+        """The transport ended: cancel a :attr:`pending` write."""
+        pending, self._pending = self._pending, None
+        if isinstance(pending, Suspended):
+            pending.cancel()
 
     async def send_rest(self, stall_timeout: float) -> bool:
         """The connection ended (its writer is gone): send what it queues until its buffer is
         closed; ``False`` when nothing more may be sent: the connection was aborted (a slow
         consumer, a client timeout: its client may read no more), the client went away, or a
-        write stalled (then aborted)."""
+        write stalled (then aborted) or failed."""
         connection, outgoing = self.connection, self.connection.outgoing
         if connection.aborted or self.broken:
             self.discard()
@@ -416,82 +425,21 @@ class DirectWriter:
             # The connection may still be finishing (on_disconnected, bounded there): what it
             # queues meanwhile goes out, its Close message last.
             while True:
-                if len(outgoing) or self._unfinished is not None:
+                if len(outgoing) or self._pending is not None:
                     with anyio.move_on_after(stall_timeout) as stalled:
-                        if self._unfinished is not None:
-                            await self._finish()
-                        if frames := outgoing.drain():
-                            await self.send_frames(frames)
+                        await self.send_queued()
                     if stalled.cancelled_caught:
                         connection.abort()  # a client that does not read: stop waiting
+                        return False
+                    if self.broken:
                         return False
                 elif outgoing.closed:
                     return not connection.aborted  # (aborted meanwhile: its buffer closed)
                 else:
                     await outgoing.wait_notified()  # the next put, or close()
-        except OSError:
+        except Exception:  # the ASGI server refused a write: nothing more goes out
+            _log.exception("transport_write_failed")
             return False
-
-
-async def _awaited(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
-class _Unfinished:
-    """A write that :meth:`DirectWriter.write_now` stepped until it had to wait: its coroutine
-    and what it waits on (see :func:`_waits_on`), or the exception its first step raised."""
-
-    __slots__ = ("coroutine", "error", "step")
-
-    def __init__(
-        self,
-        coroutine: Coroutine[Any, Any, None] | None,
-        step: asyncio.Future[Any] | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        self.coroutine = coroutine
-        self.step = step
-        self.error = error
-
-    async def run(self) -> None:
-        """Run the coroutine to its end in this task, as asyncio's task would have."""
-        coroutine, step = self.coroutine, self.step
-        if coroutine is None:
-            assert self.error is not None
-            raise self.error
-        while True:
-            try:
-                if step is None:
-                    await asyncio.sleep(0)
-                else:
-                    await step
-            except BaseException as exc:  # the future failed, or this task was cancelled
-                try:
-                    step = _waits_on(coroutine.throw(exc))
-                except StopIteration:
-                    return
-            else:
-                try:
-                    step = _waits_on(coroutine.send(None))
-                except StopIteration:
-                    return
-
-    def close(self) -> None:
-        if self.coroutine is not None:
-            with contextlib.suppress(RuntimeError):
-                self.coroutine.close()
-
-
-def _waits_on(step: Any) -> asyncio.Future[Any] | None:
-    """What a coroutine stepped by hand yielded, taken as asyncio's task takes it: a future to
-    wait on (its ``_asyncio_future_blocking`` cleared, as the task clears it), or ``None`` for
-    one turn of the loop."""
-    if step is None:
-        return None
-    if not asyncio.isfuture(step):
-        raise RuntimeError(f"a transport write yielded {step!r}, not an asyncio future")
-    step._asyncio_future_blocking = False
-    return step
 
 
 class Writes(Protocol):
@@ -512,7 +460,7 @@ async def write_queued(connection: Writes, stop: list[bool] | None = None) -> No
     while True:
         writer = connection.direct_writer
         if writer is not None and (len(outgoing) or writer.pending):
-            await writer.write(outgoing.drain())
+            await writer.send_queued()
         elif stop is not None and stop[0]:
             return
         else:

@@ -133,7 +133,7 @@ class _StalledClient:
 
     async def write_queued(self) -> None:
         with self.loop_scope:
-            await self.direct_writer.write(self.outgoing.drain())
+            await self.direct_writer.send_queued()
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         self.sends.append(message)
