@@ -125,14 +125,13 @@ class Inline:
         if parked.done():  # cancelled meanwhile (the function closed the connection)
             return
         writer = host.direct_writer
-        if writer is None:
-            wake = self._handed is not None or bool(len(outgoing))
-        elif all_ran and len(outgoing) and not writer.pending:
-            wake = not writer.write_now(outgoing.drain())
-        else:  # the loop writes what is queued before it goes on with the chunk
-            wake = self._handed is not None or bool(len(outgoing)) or writer.pending
-        if wake:
-            parked.set_result(None)
+        if all_ran and writer is not None and len(outgoing) and writer.can_write_now:
+            writer.write_now(outgoing.drain())
+        # The loop goes on with what is left: the rest of the chunk, a write that has to wait,
+        # frames queued meanwhile (before anything of the chunk's rest).
+        if self._handed is not None or len(outgoing) or (writer is not None and writer.pending):
+            if not parked.done():
+                parked.set_result(None)
         else:
             outgoing.park(parked)
 
@@ -165,9 +164,9 @@ class Inline:
             return False
         host = self._host
         writer = host.direct_writer
-        if writer is None or writer.pending or writer.broken or len(host.outgoing):
+        if writer is None or not writer.can_write_now or len(host.outgoing):
             return False
-        if not writer.write_now([data]):
+        if not writer.write_now([data]) and not parked.done():
             parked.set_result(None)  # the loop finishes the write
         return True
 

@@ -228,6 +228,16 @@ class Session:
             error = exc
             self._host.log.exception("connection_failed")
             self._host.close(self._error_message(exc))
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this connection's task is cancelled (the endpoint stops)
+            # Not a cancellation of this task (a future of the server's that was cancelled):
+            # this connection fails; letting it through would stop the endpoint's task group.
+            error = RuntimeError("an operation of the connection was cancelled")
+            error.__cause__ = exc
+            self._host.log.exception("connection_failed")
+            self._host.close(self._error_message(error))
         finally:
             with anyio.move_on_after(_DISCONNECT_HANDLER_TIMEOUT, shield=True):
                 await self.finish(error)

@@ -345,7 +345,7 @@ class DirectWriter:
     copy of the request task's.
     """
 
-    __slots__ = ("_context", "_pending", "broken", "connection", "scope", "send")
+    __slots__ = ("_context", "_pending", "_writing", "broken", "connection", "scope", "send")
 
     def __init__(
         self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
@@ -356,7 +356,8 @@ class DirectWriter:
         self.broken = False
         self._context = contextvars.copy_context()
         # A write left half-done by write_now, or the error its first step raised.
-        self._pending: Suspended | BaseException | None = None
+        self._pending: Suspended | Exception | None = None
+        self._writing = False  # write_now's first step runs (it may make more frames)
 
     def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
         """Send ``frames`` as one transport write."""
@@ -368,19 +369,34 @@ class DirectWriter:
         finishes it before anything else."""
         return self._pending is not None
 
+    @property
+    def can_write_now(self) -> bool:
+        """:meth:`write_now` may be called: nothing is :attr:`pending` or being written (a
+        frame made while a write's first step runs is queued behind it), and the client is
+        not known to be gone."""
+        return self._pending is None and not self._writing and not self.broken
+
     def write_now(self, frames: list[bytes]) -> bool:
-        """Write ``frames`` in the caller's task (asyncio only; nothing may be :attr:`pending`)
-        as far as that goes without waiting; ``False`` when the rest is left :attr:`pending`
-        and the connection's writer must be woken to finish it. The transport's errors are
-        left for the writer too (a client that went away: :attr:`broken`): a first step, which
-        never suspends, cannot see the caller's own cancellation."""
+        """Write ``frames`` in the caller's task (asyncio only; :attr:`can_write_now`) as far
+        as that goes without waiting; ``False`` when the rest is left :attr:`pending` and the
+        connection's writer must be woken to finish it. A client that went away marks the
+        writer :attr:`broken`; other errors of the transport are left pending for the writer
+        to raise (a first step, which never suspends, cannot see the caller's own
+        cancellation)."""
+        assert self._pending is None
+        assert not self._writing
+        self._writing = True
         try:
             self._pending = start(self._context, self.send_frames, frames)
         except OSError:
             self._broke()
-            return True
-        except (Exception, asyncio.CancelledError) as exc:  # the writer raises it, as it would
+        except Exception as exc:  # the writer raises it, as it would have
             self._pending = exc
+        except asyncio.CancelledError as exc:  # the server's: a failed write, not a cancel
+            self._pending = RuntimeError("the ASGI server cancelled a send")
+            self._pending.__cause__ = exc
+        finally:
+            self._writing = False
         return self._pending is None
 
     async def send_queued(self) -> None:
@@ -401,7 +417,7 @@ class DirectWriter:
 
     async def _finish(self) -> None:
         pending, self._pending = self._pending, None
-        if isinstance(pending, BaseException):
+        if isinstance(pending, Exception):
             raise pending
         if pending is not None:
             await pending.finish()

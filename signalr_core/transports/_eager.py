@@ -13,8 +13,8 @@ What a coroutine may rely on inside a task, it still gets:
 * what it waits on is a future, taken as the task takes it (``_asyncio_future_blocking``
   cleared), or ``None`` (a bare ``yield``: one turn of the loop);
 * cancellation of the finishing task cancels the future it waits on and is thrown in at that
-  ``await``; :meth:`Suspended.cancel` does the same, so ``finally`` blocks and the hand-overs
-  of asyncio's locks run.
+  ``await``; :meth:`Suspended.cancel` does the same at once (without waiting for anything
+  further), so ``finally`` blocks and the hand-overs of asyncio's locks run.
 
 What it cannot rely on: being in one task. An ``anyio`` cancel scope or an
 ``asyncio.timeout`` kept open across a suspension would be exited in another task than it was
@@ -76,7 +76,10 @@ class Suspended:
                 return
 
     def cancel(self) -> None:
-        """Drop the rest: cancelled as a task would be, then closed if it goes on waiting."""
+        """Drop the rest at once: the future it waits on is cancelled and ``CancelledError``
+        thrown in at that ``await``, as a task's cancellation does (``finally`` blocks and
+        lock hand-overs run), without waiting for anything further; then it is closed if it
+        goes on waiting."""
         context, coroutine, waits_on = self._context, self._coroutine, self._waits_on
         if waits_on is not None:
             waits_on.cancel()
@@ -99,6 +102,10 @@ def _step(
         waits_on = context.run(method, value)
     except StopIteration:
         return True, None
+    except BaseException:
+        if getattr(coroutine, "cr_frame", None) is not None:
+            coroutine.close()  # not resumed (the context could not be entered): not left behind
+        raise
     if waits_on is None:
         return False, None
     if not asyncio.isfuture(waits_on):

@@ -81,7 +81,8 @@ def _inline(parked: asyncio.Future[None] | None = None) -> tuple[Inline, _Host, 
     writer = _Writer(host)
     state = HubConnectionState({"json": JsonHubProtocol()}, transfer_formats=TransferFormat.TEXT)
     inline = Inline(host, state)
-    if parked is not None:
+    if parked is not None:  # as the loop parks: woken by a put, and work may be done inline
+        host.outgoing.park(parked)
         inline.park(parked)
     return inline, host, writer
 
@@ -156,6 +157,29 @@ async def test_frames_behind_a_pending_write_stay_queued_when_the_loop_is_cancel
     assert host.outgoing.drain() == [b"close"]
 
 
+async def test_a_frame_made_while_a_write_runs_is_queued_behind_it(
+    parked: asyncio.Future[None],
+) -> None:
+    # A send wrapper (or a log handler it fires) that makes another frame for the same
+    # connection, synchronously, inside the write: it must not be written inside the write
+    # nor lost, but queued behind it, with the loop woken to send it.
+    inline, host, writer = _inline(parked)
+
+    class Nesting(_Writer):
+        async def send_frames(self, frames: list[bytes]) -> None:
+            if frames == [b"outer"]:
+                assert not inline.write_now(b"nested")  # as the connection's _enqueue does:
+                host.outgoing.put(b"nested")  # not inline, so queued
+            await super().send_frames(frames)
+
+    nesting = Nesting(host)
+    assert inline.write_now(b"outer")
+    assert [data for data, _ in nesting.ended] == [b"outer"]
+    assert host.outgoing.drain() == [b"nested"]
+    assert parked.done()  # the loop sends it
+    assert writer.began == []
+
+
 async def test_a_first_step_that_fails_is_raised_by_the_loop(
     parked: asyncio.Future[None],
 ) -> None:
@@ -173,8 +197,8 @@ async def test_a_cancelled_error_of_the_servers_does_not_reach_the_producer(
     inline, _, writer = _inline(parked)
     assert inline.write_now(b"cancelled")  # a broadcast would go on with the next connection
     assert writer.pending
-    with pytest.raises(asyncio.CancelledError):
-        await writer.send_queued()
+    with pytest.raises(RuntimeError, match="cancelled a send"):
+        await writer.send_queued()  # the connection fails (Close with an error), not cancelled
 
 
 async def test_a_client_that_went_away_breaks_the_writer(parked: asyncio.Future[None]) -> None:
