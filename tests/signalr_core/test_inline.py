@@ -133,7 +133,7 @@ async def test_a_write_that_has_to_wait_is_finished_by_the_loop_before_later_fra
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(loop)
-        await asyncio.sleep(0)
+        await anyio.wait_all_tasks_blocked()
         assert not finished.is_set()  # it waits for the slow client, not the producer
         writer.gate.set()
     assert [data for data, _ in writer.ended] == [b"slow", b"next"]
@@ -234,7 +234,7 @@ async def test_a_discarded_write_hands_an_asyncio_lock_on() -> None:
     await lock.acquire()  # another sender holds it
     assert not writer.write_now([b"x"])  # so the write waits for it
     third = asyncio.ensure_future(lock.acquire())
-    await asyncio.sleep(0)
+    await anyio.wait_all_tasks_blocked()  # the third sender waits behind it
     lock.release()  # handed to the pending write
     writer.discard()
     with anyio.fail_after(1):
@@ -318,11 +318,19 @@ class _SlowSocket:
             self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
 
 
+class _EndingHub(_BroadcastHub):
+    ended: asyncio.Event  # set by each test: the connection's run has ended
+
+    async def on_disconnected(self, exception: Exception | None) -> None:
+        type(self).ended.set()
+
+
 @pytest.mark.parametrize("inline_io", [True, False])
 async def test_closing_during_a_pending_write_still_sends_what_was_queued_and_close(
     inline_io: bool,
 ) -> None:
-    endpoint = HubEndpoint(_BroadcastHub, options=HubOptions(inline_io=inline_io))
+    _EndingHub.ended = asyncio.Event()
+    endpoint = HubEndpoint(_EndingHub, options=HubOptions(inline_io=inline_io))
     socket = _SlowSocket()
     app: Any = endpoint
     async with endpoint.lifespan(), anyio.create_task_group() as tg:
@@ -332,7 +340,8 @@ async def test_closing_during_a_pending_write_still_sends_what_was_queued_and_cl
         await endpoint.hub_context.clients.all.send("A", 1)  # the client stalls on it
         await endpoint.hub_context.clients.all.send("B", 2)  # queued behind it
         await endpoint.hub_context.close_connections(where=lambda _connection: True)
-        await asyncio.sleep(0.05)  # the close takes the loop away while it waits
+        with anyio.fail_after(5):
+            await _EndingHub.ended.wait()  # the close took the loop away while it waited
         socket.gate.set()
     frames = "".join(text for text in socket.sent if text != "CLOSE")
     assert frames.index('"A"') < frames.index('"B"') < frames.index('"type":7')
