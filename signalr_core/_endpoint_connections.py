@@ -231,10 +231,15 @@ class EndpointConnections(Generic[ConnT]):
         with anyio.move_on_after(timeout):
             for connection in list(self.by_token.values()):
                 await connection.finished.wait()
-            # Then let attached transports flush the Close messages (a short poll of flags
-            # that several independent request tasks clear).
+            # Then let the transports flush the Close messages (a short poll of flags that
+            # several independent request tasks clear): attached streams, pending polls, and a
+            # Long Polling Close still queued between two polls (the client's next poll takes
+            # it; stopping first would make that poll fail instead).
             while any(  # noqa: ASYNC110
-                c.transport_attached or c.poll_active for c in self.by_token.values()
+                c.transport_attached
+                or c.poll_active
+                or (c.transport is TransportName.LONG_POLLING and len(c.outgoing))
+                for c in self.by_token.values()
             ):
                 await anyio.sleep(0.02)
 
