@@ -429,8 +429,11 @@ async def _serve_until_signal(
     log = structlog.get_logger("exporter_api.cli")
     watched = signals or (signal.SIGINT, signal.SIGTERM)
 
-    async def shutdown_trigger() -> None:
-        with anyio.open_signal_receiver(*watched) as received:
+    # Listened for before hypercorn starts the app: a signal that comes while the lifespan
+    # starts (claiming runs already) waits for the trigger instead of killing the process.
+    with anyio.open_signal_receiver(*watched) as received:
+
+        async def shutdown_trigger() -> None:
             async for signum in received:
                 log.info("shutdown_requested", signal=signum)
                 break
@@ -446,9 +449,9 @@ async def _serve_until_signal(
                 tg.start_soon(second_signal)
                 await _drain(app)
                 tg.cancel_scope.cancel()
-        await app.state.runs.shutdown()
+            await app.state.runs.shutdown()
 
-    await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
 
 async def _drain(app: Starlette) -> None:

@@ -20,6 +20,7 @@ from exporter_api.app import create_app
 from exporter_api.cli import _serve_until_signal
 from exporter_api.config import Settings
 from exporter_api.security.keys import JWT_KEY_ENV, VAULT_KEY_ENV, generate_key, parse_keys
+from exporter_api.services import Services
 from exporter_api.store import open_store
 from exporter_api.workers import listening_socket
 from tests.exporter_api.conftest import DEMO_LOGIN, NoRuns, create_pg_database
@@ -248,6 +249,50 @@ async def test_sigterm_drains_runs_before_closing_the_hub(settings: Settings) ->
     events = [e["event"] for e in logs]
     assert events.index("draining_started") < events.index("drained")
     assert next(e for e in logs if e["event"] == "drained")["handed_over"] == 1
+
+
+class _SlowStart(_DrainingRuns):
+    """Runs whose start (claiming runs on a busy store) waits for the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = anyio.Event()
+        self.started = anyio.Event()
+
+    @asynccontextmanager
+    async def lifespan(self, services: Services) -> AsyncIterator[None]:
+        self.starting.set()
+        await self.started.wait()
+        async with super().lifespan(services):
+            yield
+
+
+async def test_a_signal_while_the_app_starts_drains_once_it_has_started(
+    settings: Settings,
+) -> None:
+    runs = _SlowStart()
+    runs.release.set()
+    hc = HypercornConfig()
+    hc.bind = [f"127.0.0.1:{free_port()}"]
+    hc.accesslog = None
+    hc.errorlog = None
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        with structlog.testing.capture_logs() as logs, anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    _serve_until_signal, create_app(settings, runs=runs), hc, (signal.SIGUSR2,)
+                )
+                await runs.starting.wait()
+                # Listened for already (before the lifespan began), not ignored or fatal.
+                assert signal.getsignal(signal.SIGUSR2) != signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGUSR2)
+                runs.started.set()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert runs.calls == ["drain", "shutdown"]
+    events = [e["event"] for e in logs]
+    assert events.index("service_started") < events.index("draining_started")
 
 
 async def test_a_second_signal_cuts_the_drain_short(settings: Settings) -> None:
