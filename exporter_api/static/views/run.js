@@ -14,7 +14,14 @@ export class RunView {
     const run = state.run;
     $('#run-empty').hidden = Boolean(run);
     $('#run-body').hidden = !run;
-    $('#cancel-run').hidden = !run || FINAL.has(run.status) || !run.groups.length;
+    const cancel = $('#cancel-run');
+    const noCancel = !run || FINAL.has(run.status) || !run.groups.length;
+    // The run ends (a hub event may come before the cancel request's own answer): a keyboard
+    // user's focus on the button, or lost while the button was disabled, stays in the panel.
+    const focusLost = document.activeElement === cancel
+      || (cancel.disabled && (document.activeElement === document.body || !document.activeElement));
+    if (noCancel && !cancel.hidden && run && focusLost) $('#run-status').focus();
+    cancel.hidden = noCancel;
     $('#run-panel').dataset.runId = run?.runId ?? '';
     if (!run) {
       clear($('#run-groups'));
