@@ -118,7 +118,9 @@ class Unreachable:
 async def test_a_driver_that_cannot_reach_the_store_stops_before_a_takeover(
     catalog: ExportConfig, tmp_path: Path, export_db: ExportDatabase
 ) -> None:
-    heartbeat, takeover = 0.5, 3.0
+    # The lease is 2 s (takeover - heartbeat): the driver has one heartbeat (1 s) to stop its
+    # query before the run may be taken over, a margin a loaded machine still keeps.
+    heartbeat, takeover = 1.0, 3.0
     async with engine_kit(
         catalog, tmp_path / "data", CREDS, heartbeat_s=heartbeat, takeover_after_s=takeover
     ) as kit:
@@ -136,7 +138,7 @@ async def test_a_driver_that_cannot_reach_the_store_stops_before_a_takeover(
             store.cut = False
             # Once the store answers, the run is claimed again when its heartbeat is stale
             # (here by this very instance, the only one).
-            await poll_until(lambda: ready(kit, state.run_id), limit_s=2 * takeover)
+            await poll_until(lambda: ready(kit, state.run_id), limit_s=3 * takeover)
             await kit.engine.cancel(state.run_id)
         attempts = await kit.store.fetch_one(
             "SELECT attempts FROM runs WHERE run_id = :r", {"r": state.run_id}
