@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import anyio
 import asyncpg
+import structlog
 
+from exporter_api.errors import StoreUnavailable
 from exporter_api.sqlparams import to_numbered
 from exporter_api.store.base import Store
 
 _MIGRATION_LOCK_KEY = 0x45585054  # "EXPT": one migrating instance at a time
+_CONNECT_TIMEOUT_S = 10.0  # opening a connection to the server
+# One statement, or the wait for a pooled connection: a server that stops answering (frozen,
+# or the network dropping the pool's connections silently) is a 503 after this, never a hang.
+STATEMENT_TIMEOUT_S = 15.0
 _END_TIMEOUT_S = 10.0  # COMMIT / ROLLBACK / release of a transaction's connection
+
+_log = structlog.get_logger("exporter_api.store")
 
 
 class PostgresStore(Store):
     backend = "postgres"
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
         self._pool = pool
+        self.statement_timeout_s = statement_timeout_s
         self._conn: ContextVar[Any] = ContextVar(f"pg_store_conn_{id(self)}", default=None)
+        # Set while migrating: a migration may rightly run for minutes (a new index).
+        self._unbounded: ContextVar[bool] = ContextVar(f"pg_store_unb_{id(self)}", default=False)
 
     @classmethod
-    async def open(cls, url: str, max_size: int = 10) -> PostgresStore:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
-        return cls(pool)
+    async def open(
+        cls, url: str, max_size: int = 10, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S
+    ) -> PostgresStore:
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=max_size, timeout=_CONNECT_TIMEOUT_S
+        )
+        return cls(pool, statement_timeout_s=statement_timeout_s)
 
     def _is_unavailable(self, exc: Exception) -> bool:
         if isinstance(exc, ValueError):
@@ -48,11 +64,46 @@ class PostgresStore(Store):
             ),
         )
 
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """Around a driver call: its errors translated, its time bounded (not while migrating)."""
+        limit = None if self._unbounded.get() else self.statement_timeout_s
+        with self._translate_errors(), anyio.fail_after(limit):
+            yield
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """This task's transaction's connection, or one from the pool for the block."""
+        conn = self._conn.get()
+        if conn is not None:
+            yield conn
+            return
+        with self._bounded():
+            conn = await self._pool.acquire()
+        try:
+            yield conn
+        except StoreUnavailable:
+            # Lost, or stuck in a statement that timed out: closed at once (the server rolls
+            # back what it was doing), and the pool opens a new one when it is next needed.
+            with contextlib.suppress(asyncpg.InterfaceError):  # closed and detached already
+                conn.terminate()
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._pool.release(conn, timeout=_END_TIMEOUT_S)
+                except Exception as exc:  # asyncpg terminated it; what the block did stands
+                    _log.warning(
+                        "store_connection_dropped",
+                        backend=self.backend,
+                        error_type=type(exc).__name__,
+                    )
+
     async def execute(self, sql: str, params: Mapping[str, object] | None = None) -> int:
         query, args = to_numbered(sql, params or {})
-        conn = self._conn.get()
-        with self._translate_errors():
-            status: str = await (conn or self._pool).execute(query, *args)
+        async with self._connection() as conn:
+            with self._bounded():
+                status: str = await conn.execute(query, *args)
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
@@ -60,9 +111,9 @@ class PostgresStore(Store):
         self, sql: str, params: Mapping[str, object] | None = None
     ) -> list[tuple[Any, ...]]:
         query, args = to_numbered(sql, params or {})
-        conn = self._conn.get()
-        with self._translate_errors():
-            rows = await (conn or self._pool).fetch(query, *args)
+        async with self._connection() as conn:
+            with self._bounded():
+                rows = await conn.fetch(query, *args)
         return [tuple(r) for r in rows]
 
     @asynccontextmanager
@@ -70,18 +121,17 @@ class PostgresStore(Store):
         if self._conn.get() is not None:
             yield
             return
-        with self._translate_errors():
-            conn = await self._pool.acquire()
-        try:
+        async with self._connection() as conn:
             tx = conn.transaction()
-            with self._translate_errors():
+            with self._bounded():
                 await tx.start()
             token = self._conn.set(conn)
             try:
                 yield
-            except BaseException:
-                with anyio.move_on_after(_END_TIMEOUT_S, shield=True):
-                    await self._rollback(tx)
+            except BaseException as exc:
+                if not isinstance(exc, StoreUnavailable):  # else the connection is terminated
+                    with anyio.move_on_after(_END_TIMEOUT_S, shield=True):
+                        await self._rollback(tx)
                 raise
             finally:
                 self._conn.reset(token)
@@ -89,10 +139,13 @@ class PostgresStore(Store):
             # that stopped answering must not hang the request or the shutdown.
             with self._translate_errors(), anyio.fail_after(_END_TIMEOUT_S, shield=True):
                 await tx.commit()
+
+    async def migrate(self) -> list[str]:
+        token = self._unbounded.set(True)
+        try:
+            return await super().migrate()
         finally:
-            with anyio.CancelScope(shield=True):
-                # A broken (or timed-out) connection is terminated by the pool, never reused.
-                await self._pool.release(conn, timeout=_END_TIMEOUT_S)
+            self._unbounded.reset(token)
 
     async def _rollback(self, tx: Any) -> None:
         # On a lost connection ROLLBACK fails too; the error that caused it is the one to raise.
@@ -107,7 +160,7 @@ class PostgresStore(Store):
         if conn is None:
             raise RuntimeError("Store.lock() needs a transaction")
         # A transaction-scoped advisory lock: released by COMMIT / ROLLBACK.
-        with self._translate_errors():
+        with self._bounded():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
 
     @asynccontextmanager

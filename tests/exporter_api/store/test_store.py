@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import asyncpg
 import pytest
@@ -14,9 +16,10 @@ from structlog.testing import capture_logs
 
 from exporter_api.errors import StoreUnavailable
 from exporter_api.store import Store, load_migrations, open_store
+from exporter_api.store.postgres import PostgresStore
 from exporter_api.store.sqlite import LOCK_FILE_NAME, DataDirInUse
 from tests.exporter_api.conftest import create_pg_database
-from tests.services import PostgresCluster
+from tests.services import PostgresCluster, free_port
 
 
 def test_migrations_are_numbered_in_order() -> None:
@@ -244,3 +247,69 @@ async def test_postgres_connection_lost_is_unavailable_and_the_store_recovers(
                 pytest.fail("the store did not recover")
     finally:
         await store.aclose()
+
+
+class _SilencingProxy:
+    """A TCP proxy to PostgreSQL that can make the connections it carries go silent (bytes
+    vanish both ways, the sockets stay open: a network that drops them), while connections
+    opened afterwards work."""
+
+    def __init__(self, cluster: PostgresCluster) -> None:
+        self.cluster = cluster
+        self.generation = 0
+        self.port = 0
+
+    def silence_open_connections(self) -> None:
+        self.generation += 1
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self.port = free_port()
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        async with listener:
+            task_status.started()
+            await listener.serve(self._carry)
+
+    async def _carry(self, client: anyio.abc.SocketStream) -> None:
+        generation = self.generation
+        async with client, await anyio.connect_tcp("127.0.0.1", self.cluster.port) as server:
+
+            async def pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    async for chunk in source:
+                        if generation == self.generation:
+                            await sink.send(chunk)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, client, server)
+                await pump(server, client)
+                tg.cancel_scope.cancel()
+
+
+async def test_a_postgres_store_that_goes_silent_is_unavailable_within_the_statement_limit(
+    pg: PostgresCluster,
+) -> None:
+    url = create_pg_database(pg, "silent")
+    proxy = _SilencingProxy(pg)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        via_proxy = url.replace(f":{pg.port}/", f":{proxy.port}/")
+        store = await PostgresStore.open(via_proxy, max_size=2, statement_timeout_s=0.5)
+        try:
+            async with anyio.create_task_group() as warm:  # two pooled connections
+                for _ in range(2):
+                    warm.start_soon(store.fetch_one, "SELECT pg_sleep(0.1)")
+            proxy.silence_open_connections()
+            with anyio.fail_after(5):  # within the limit, not the 10 s ROLLBACK/release bound
+                with pytest.raises(StoreUnavailable):
+                    await store.fetch_one("SELECT 1")
+                with pytest.raises(StoreUnavailable):
+                    async with store.transaction():
+                        await store.execute("SELECT 1")
+            # Both silent connections were closed when they timed out; new ones work.
+            with anyio.fail_after(5):
+                assert await store.fetch_one("SELECT 1") == (1,)
+                async with store.transaction():
+                    assert await store.fetch_one("SELECT 2") == (2,)
+        finally:
+            await store.aclose()
+            tg.cancel_scope.cancel()
