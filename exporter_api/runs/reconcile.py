@@ -15,6 +15,7 @@ directory -- on a volume shared by several instances, that run may be live elsew
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ class Reconciled:
     """What reconciling one run's directory did.
 
     Attributes:
-        partial: ``.part`` files removed (writes a dead process never finished).
+        partial: ``.part`` files (and workbook scratch directories) removed: writes a dead
+            process never finished.
         unrecorded: complete files removed because no store row lists them.
         missing: recorded file names with no file on disk (the caller decides what the run
             shows for them).
@@ -77,8 +79,13 @@ def _list_files(run_dir: Path, limit: int) -> tuple[list[str], bool]:
             for entry in entries:
                 if len(names) >= limit:
                     return names, True
-                # Never recurse: subdirectories are not written by the engine.
-                if entry.is_symlink() or entry.is_file(follow_symlinks=False):
+                # Never recurse. The engine's only subdirectories are a workbook's scratch
+                # directories, named as partial files (removed whole, see ``_remove``).
+                if (
+                    entry.is_symlink()
+                    or entry.is_file(follow_symlinks=False)
+                    or (entry.is_dir(follow_symlinks=False) and is_partial_name(entry.name))
+                ):
                     names.append(entry.name)
     except FileNotFoundError:
         pass
@@ -89,8 +96,12 @@ def _remove(run_dir: Path, names: list[str]) -> list[str]:
     """Unlink ``names`` in ``run_dir`` (blocking); the names actually removed."""
     removed: list[str] = []
     for name in names:
+        path = run_dir / name
         try:
-            (run_dir / name).unlink()
+            if path.is_dir() and not path.is_symlink():  # a workbook's scratch directory
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except FileNotFoundError:
             continue
         removed.append(name)

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import IO, Any
 
 import xlsxwriter
+from xlsxwriter.xmlwriter import XMLwriter
 
 from exporter_api.csvcodec import Row, bytes_text, date_columns, iso_text_date
 from exporter_api.errors import ExporterError
+from exporter_api.runs.files import PART_SUFFIX
 from exporter_api.runs.writers.formats import XLSX_MAX_COLUMNS, XLSX_MAX_ROWS, TooWideForXlsx
 
 _MAX_WIDTH = 60
@@ -68,9 +71,17 @@ class XlsxBook:
             "nan_inf_to_errors": False,  # never reached: non-finite floats are written as text
             "remove_timezone": True,
         }
-        if tmpdir is not None:
-            options["tmpdir"] = tmpdir
-        self._book = xlsxwriter.Workbook(target, options)
+        # Every temporary file of this workbook (each sheet's rows, and the XML parts while the
+        # ZIP is written) goes in a directory of its own, removed whole by close() and abort():
+        # a ZIP that fails half-way (a full disk) leaves none of them. Named as a partial file,
+        # so the reconciliation after a takeover removes it when a killed process left it.
+        self._scratch = tempfile.mkdtemp(prefix=".xlsx-", suffix=PART_SUFFIX, dir=tmpdir)
+        options["tmpdir"] = self._scratch
+        try:
+            self._book = xlsxwriter.Workbook(target, options)
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
         self._bold = self._book.add_format({"bold": True})
         self._date = self._book.add_format({"num_format": "yyyy-mm-dd"})
         self._datetime = self._book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
@@ -173,23 +184,56 @@ class XlsxBook:
         return [min(w, _MAX_WIDTH) for w in widths]
 
     def abort(self) -> None:
-        """Drop a workbook never (or not successfully) closed: constant-memory mode keeps each
-        sheet's rows in a temporary file of its own, removed here rather than left behind."""
+        """Drop a workbook never (or not successfully) closed: its temporary files (each sheet's
+        rows in constant-memory mode, XML parts of a ZIP cut short) are removed with their
+        directory rather than left behind."""
         for sheet in self._book.worksheets():
             handle = getattr(sheet, "row_data_fh", None)
-            name = getattr(sheet, "row_data_filename", None)
             with contextlib.suppress(OSError):
                 if handle is not None:
                     handle.close()
-                if name:
-                    os.unlink(name)
+            _close_part(sheet)
+        _close_part(self._book)
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
     def close(self) -> None:
         """Write the workbook (the whole ZIP goes to the target now)."""
         if self._sheet is None:
             self._widths = self._widths or [len(label) + 2 for label in self.labels]
             self._new_sheet()
-        self._book.close()
+        try:
+            self._book.close()
+        except BaseException as exc:
+            _close_parts_of(exc)
+            raise
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _close_part(part: object) -> None:
+    """Close the file an XlsxWriter part (sheet, styles, ...) was writing when it failed: its
+    writer leaves it open (it would be closed only when collected, with a ResourceWarning, and
+    a deleted file's space is not free while it is open)."""
+    if isinstance(part, XMLwriter) and getattr(part, "internal_fh", False):
+        handle = getattr(part, "fh", None)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
+
+
+def _close_parts_of(exc: BaseException) -> None:
+    """``_close_part`` for the parts being written where ``exc`` (and what caused it) came from:
+    the packager makes most of them as local variables."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb = error.__traceback__
+        while tb is not None:
+            for value in list(tb.tb_frame.f_locals.values()):
+                _close_part(value)
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
 
 
 def _excel_date(v: date) -> bool:

@@ -92,8 +92,8 @@ async def test_a_huge_directory_is_examined_up_to_the_bound(tmp_path: Path) -> N
 
 
 async def test_xlsx_temporary_files_of_a_killed_export_go(tmp_path: Path) -> None:
-    # A process killed while writing an XLSX leaves XlsxWriter's row file beside its partial
-    # file (both in the run's directory): neither is recorded, so both go.
+    # A process killed while writing an XLSX leaves the workbook's scratch directory (with
+    # XlsxWriter's row file in it) beside its partial file: both are partial, so both go.
     run = tmp_path / "RUN1"
     run.mkdir()
     (run / "kept.xlsx").write_bytes(b"PK")
@@ -101,8 +101,11 @@ async def test_xlsx_temporary_files_of_a_killed_export_go(tmp_path: Path) -> Non
     (run / partial).write_bytes(b"PK")
     book = XlsxBook(io.BytesIO(), ["Id"], tmpdir=str(run))
     book.add([(1,), (2,)])  # never closed nor aborted: the process died here
-    [left] = [n for n in _names(run) if n not in ("kept.xlsx", partial)]
+    [scratch] = [n for n in _names(run) if n not in ("kept.xlsx", partial)]
+    assert scratch.startswith(".xlsx-")
+    assert len(list((run / scratch).iterdir())) == 1  # the sheet's rows
     result = await reconcile_run_files(run, ["kept.xlsx"])
-    book.abort()  # only closes the dead process's handle here: the file is gone
-    assert result == Reconciled(partial=(".out.xlsx.0123456789abcdef.part",), unrecorded=(left,))
+    book.abort()  # only closes the dead process's handle here: the directory is gone
+    assert sorted(result.partial) == sorted([partial, scratch])  # in the directory's order
+    assert result.unrecorded == result.missing == ()
     assert _names(run) == ["kept.xlsx"]

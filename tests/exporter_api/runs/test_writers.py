@@ -257,6 +257,19 @@ async def test_a_full_disk_fails_and_leaves_no_file(tmp_path: Path, fmt: str) ->
     assert left == []
 
 
+async def test_a_disk_that_fills_while_the_xlsx_zip_is_written_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    # The rows fit; the XML parts XlsxWriter writes out while it builds the ZIP do not. Those
+    # temporary files went in the run directory and stayed there until retention.
+    batch = [(j, f"text value {j} " * 3, j * 1.5, None) for j in range(3_000)]
+    with mounted_tmpfs(tmp_path / "disk", size="1m") as disk:
+        with pytest.raises(ExportDiskFull):
+            await export(disk / "run", OutputSpec(format="xlsx"), [batch], "out.xlsx")
+        left = sorted(p.name for p in (disk / "run").iterdir())
+    assert left == []
+
+
 async def test_an_xlsx_export_that_fails_leaves_no_temporary_file(tmp_path: Path) -> None:
     # constant-memory XlsxWriter keeps each sheet's rows in a file of its own until the end
     scratch = tmp_path / "scratch"
