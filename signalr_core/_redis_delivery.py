@@ -124,12 +124,15 @@ class PeerTable:
 
 
 class _Pending:
-    __slots__ = ("channel", "done", "error", "expected", "in_flight", "payload")
+    __slots__ = ("channel", "deadline", "done", "error", "expected", "in_flight", "payload")
 
-    def __init__(self, channel: str, payload: bytes, expected: Callable[[], int]) -> None:
+    def __init__(
+        self, channel: str, payload: bytes, expected: Callable[[], int], deadline: float
+    ) -> None:
         self.channel = channel
         self.payload = payload
         self.expected = expected
+        self.deadline = deadline  # anyio time after which it is refused, never published
         self.in_flight = False
         self.error: RedisBackplaneError | None = None
         self.done = anyio.Event()
@@ -184,6 +187,10 @@ class DeliveryGate:
         self._running = False
         self._subscribed = False
         self._epoch = 0  # a new one at each disruption
+        # After "nobody got it" the gate reopens only after a pause, doubled while it keeps
+        # happening (a subscription Redis lost alone): never a publish/close/reopen spin.
+        self._missing_pause = 0.0
+        self._hold_until = 0.0
         self._announce = anyio.Event()
         self._flush = anyio.Event()
         self._opened = anyio.Event()
@@ -247,6 +254,7 @@ class DeliveryGate:
             count = await self._publish(channel, payload)
             wanted = expected()
             if count >= wanted:
+                self._missing_pause = 0.0
                 return
             if count > 0:
                 self._close("backplane_delivery_incomplete", receivers=count, expected=wanted)
@@ -255,7 +263,7 @@ class DeliveryGate:
                     "the others are not subscribed."
                 )
             self._close("backplane_subscriber_missing", expected=wanted)
-        await self._wait_in_buffer(_Pending(channel, payload, expected), deadline)
+        await self._wait_in_buffer(_Pending(channel, payload, expected, deadline), deadline)
 
     async def _wait_in_buffer(self, entry: _Pending, deadline: float) -> None:
         if len(self._queue) >= self._limit:
@@ -269,19 +277,24 @@ class DeliveryGate:
             with anyio.CancelScope(deadline=deadline):
                 await entry.done.wait()
             if not entry.done.is_set() and entry.in_flight:
-                # Being published right now: its outcome comes within the publish timeout.
-                with anyio.CancelScope(shield=True):
+                # Being published right now: its outcome comes within the publish timeout (the
+                # flusher refuses it if nobody got it, its deadline being past). Bounded all the
+                # same: a caller never waits on Redis without a limit.
+                with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._max_age):
                     await entry.done.wait()
         finally:
             if not entry.done.is_set() and not entry.in_flight and entry in self._queue:
                 self._queue.remove(entry)  # timed out or cancelled while waiting
         if not entry.done.is_set():
-            raise RedisBackplaneError(
-                f"The Redis backplane did not come back within {self._max_age:g} s; "
-                "the message was not sent."
-            )
+            raise self._too_late()
         if entry.error is not None:
             raise entry.error
+
+    def _too_late(self) -> RedisBackplaneError:
+        return RedisBackplaneError(
+            f"The Redis backplane did not come back within {self._max_age:g} s; "
+            "the message was not sent."
+        )
 
     def start(self) -> None:
         """The backplane runs: sends wait for the gate from now on instead of failing."""
@@ -307,6 +320,10 @@ class DeliveryGate:
             self._flush = anyio.Event()
             while self._open and self._queue:
                 entry = self._queue[0]
+                if anyio.current_time() >= entry.deadline:  # its caller gives up: never sent
+                    self._queue.popleft()
+                    entry.finish(self._too_late())
+                    continue
                 entry.in_flight = True
                 error: RedisBackplaneError | None = None
                 try:
@@ -320,8 +337,12 @@ class DeliveryGate:
                 wanted = entry.expected()
                 if error is None and count == 0 and wanted > 0:
                     self._close("backplane_subscriber_missing", expected=wanted)
-                    break  # nobody got it: it stays first in line
+                    if anyio.current_time() < entry.deadline:
+                        break  # nobody got it: it stays first in line
+                    error = self._too_late()  # nobody got it, and its caller gives up now
                 self._queue.popleft()
+                if error is None and count >= wanted:
+                    self._missing_pause = 0.0
                 if error is None and count < wanted:
                     self._close("backplane_delivery_incomplete", receivers=count, expected=wanted)
                     error = RedisBackplaneError(
@@ -336,6 +357,8 @@ class DeliveryGate:
             with anyio.move_on_after(self._interval):
                 await self._announce.wait()
             self._announce = anyio.Event()
+            if (pause := self._hold_until - anyio.current_time()) > 0:
+                await anyio.sleep(pause)
             if self._subscribed:  # silence only counts while this server can hear
                 for name in self.peers.expire():
                     self._log.warning("backplane_peer_lost", peer=name)
@@ -355,6 +378,9 @@ class DeliveryGate:
 
     # --------------------------------------------------------------------------- internals ---
     def _close(self, event: str, **fields: int) -> None:
+        if event == "backplane_subscriber_missing":
+            self._missing_pause = min(max(2 * self._missing_pause, 0.05), self._interval)
+            self._hold_until = anyio.current_time() + self._missing_pause
         self._epoch += 1
         if self._open:
             self._open = False

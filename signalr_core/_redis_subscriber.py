@@ -1,9 +1,10 @@
 """The Redis backplane's subscriber: one pub/sub connection, kept across Redis restarts.
 
 ``wanted`` (the channels the local state needs besides the fixed ones) is the source of truth:
-each (re)connection subscribes, in one ``SUBSCRIBE``, to the fixed channels, everything wanted
-and, last, the channel whose confirmation tells the owner that all of them are in place. A loss
-is logged and retried with exponential back-off. Messages are handed to the owner's callback
+each (re)connection subscribes to the fixed channels, everything wanted (also what was wanted
+while it subscribed) and, last, the channel whose confirmation tells the owner that all of them
+are in place. A loss is logged and retried with exponential back-off; a connection that stays
+quiet and does not answer a PING counts as lost. Messages are handed to the owner's callback
 as ``(channel, data)``; undecodable ones are logged and skipped.
 """
 
@@ -17,6 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from signalr_core._logging import StructuredLogger
@@ -35,6 +37,8 @@ class Subscriber:
         on_lost: The connection was lost (or the loop stops).
         subscribe_timeout: Seconds to wait for Redis to confirm a new subscription.
         reconnect_delay: ``(first, max)`` seconds between reconnection attempts.
+        keepalive: Seconds of quiet after which Redis is pinged; as long again without an
+            answer and the connection is taken for lost.
         log: The backplane's logger.
     """
 
@@ -48,6 +52,7 @@ class Subscriber:
         on_lost: Callable[[], None],
         subscribe_timeout: float,
         reconnect_delay: tuple[float, float],
+        keepalive: float,
         log: StructuredLogger,
     ) -> None:
         self._fixed = tuple(fixed)
@@ -57,6 +62,7 @@ class Subscriber:
         self._on_lost = on_lost
         self._subscribe_timeout = subscribe_timeout
         self._reconnect_delay = reconnect_delay
+        self._keepalive = keepalive
         self._log = log
         self.wanted: set[str] = set()
         self._pubsub: PubSub | None = None
@@ -114,8 +120,7 @@ class Subscriber:
         while True:
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(*self._fixed, *self.wanted, self._last)
-                self._pubsub = pubsub
+                await self._subscribe_all(pubsub)
                 channels = len(self._fixed) + len(self.wanted) + 1
                 if lost:
                     self._log.info("backplane_reconnected", channels=channels)
@@ -125,10 +130,7 @@ class Subscriber:
                 if not started:
                     started = True
                     task_status.started()
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None:
-                        self._handle(message)
+                await self._read(pubsub)
             except (RedisError, OSError) as exc:
                 self._log.warning(
                     "backplane_connection_lost",
@@ -149,6 +151,35 @@ class Subscriber:
                 task_status.started()
             await anyio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+    async def _subscribe_all(self, pubsub: PubSub) -> None:
+        """Subscribe a new connection to every channel, ``last`` after all the others."""
+        snapshot = set(self.wanted)
+        await pubsub.subscribe(*self._fixed, *snapshot)
+        # From here on subscribe() and unsubscribe() go to Redis themselves; what they recorded
+        # while that SUBSCRIBE was on its way is caught up before ``last`` opens the gate.
+        self._pubsub = pubsub
+        if missing := self.wanted - snapshot:
+            await pubsub.subscribe(*missing)
+        if dropped := snapshot - self.wanted:
+            await pubsub.unsubscribe(*dropped)
+        await pubsub.subscribe(self._last)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Hand messages over until the connection fails. Quiet for ``keepalive`` seconds, it is
+        asked a PING; no answer within ``keepalive`` more is a lost connection (a network that
+        drops it silently never says so, and Redis restarted meanwhile holds nothing for it)."""
+        pinged = False
+        while True:
+            message = await pubsub.get_message(timeout=self._keepalive)
+            if message is not None:
+                pinged = False
+                self._handle(message)
+            elif pinged:
+                raise RedisConnectionError(f"no answer from Redis within {self._keepalive:g} s")
+            else:
+                await pubsub.ping()
+                pinged = True
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

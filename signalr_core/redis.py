@@ -157,20 +157,19 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         max_publish_connections: Size of the publishing connection pool; publishers wait (at
             most ``publish_timeout`` seconds) for a free connection.
         publish_timeout: Socket timeout and pool wait for one publish.
-        reconnect_delay: ``(first, max)`` seconds between attempts to reconnect the subscriber.
-            Keep ``max`` below ``peer_timeout``: a peer still backing off must not be taken
-            for gone.
+        reconnect_delay: ``(first, max)`` seconds between attempts to reconnect the subscriber;
+            keep ``max`` below ``peer_timeout`` (a peer backing off must not be taken for gone).
         server_name: This process's name on the ack channel (default: host name + random).
         max_pending_results: Client results for connections on other servers this server may
             wait for at once, and (separately) client-result invocations from other servers it
             may run at once for its own connections; beyond it ``ClientUnavailableError``.
-        buffer_limit: Sends that may wait while a subscription comes back; beyond it they are
-            refused with :class:`RedisBackplaneError`.
+        buffer_limit: Sends that may wait while a subscription comes back (beyond it: refused).
         buffer_max_age: Seconds a send waits for the subscriptions to come back before it is
             refused (``0``: refuse at once instead of waiting).
         heartbeat_interval: Seconds between this server's announcements.
         peer_timeout: Seconds of silence (while this server is subscribed) after which another
-            server is taken for gone; it must exceed ``heartbeat_interval``.
+            server is taken for gone (> ``heartbeat_interval``); this server's subscription,
+            quiet for half of it and then silent to a PING as long, is taken for lost.
     """
 
     def __init__(
@@ -243,6 +242,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             on_lost=self._on_subscriber_lost,
             subscribe_timeout=subscribe_timeout,
             reconnect_delay=reconnect_delay,
+            keepalive=peer_timeout / 2,  # a silently lost subscription is seen within it
             log=log,
         )
 
@@ -575,8 +575,7 @@ def _clients(
         url,
         retry=Retry(NoBackoff(), 0),
         socket_connect_timeout=timeout,
-        socket_keepalive=True,
-        health_check_interval=15,
+        socket_keepalive=True,  # Subscriber pings a quiet connection itself
     )
     return publisher, subscriber
 

@@ -187,6 +187,48 @@ async def test_a_send_waits_at_most_buffer_max_age_and_a_cancelled_one_leaves() 
         assert redis.sent() == [b"new"]
 
 
+async def test_a_send_nobody_receives_is_refused_at_its_deadline_without_a_spin() -> None:
+    # A subscription Redis lost alone: every PUBLISH reaches nobody, and the server's own
+    # announcement still comes back, so the gate reopens each time; it pauses first.
+    async with scripted_gate(buffer_max_age=0.3, heartbeat_interval=0.05, peer_timeout=1.0) as (
+        gate,
+        redis,
+    ):
+        redis.counts["all"] = 0
+        with anyio.fail_after(5), pytest.raises(RedisBackplaneError, match=r"within 0\.3 s"):
+            await gate.send("all", b"x", gate.expected_all)
+        assert 2 <= len(redis.sent()) <= 12  # a few tries, one pause (0.05 s) apart
+        assert gate.buffered == 0
+
+
+async def test_a_send_in_flight_at_its_deadline_that_nobody_got_is_refused() -> None:
+    async with scripted_gate(buffer_max_age=0.2) as (gate, redis):
+        redis.counts["all"] = 0
+        redis.hold = anyio.Event()
+        gate.unsubscribed()
+        outcome: list[str] = []
+
+        async def send() -> None:
+            try:
+                await gate.send("all", b"x", gate.expected_all)
+            except RedisBackplaneError as exc:
+                outcome.append(str(exc))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send)
+                await eventually(lambda: gate.buffered == 1)
+                past = anyio.current_time() + 0.2
+                gate.subscribed()  # opens: the flusher publishes it, Redis is slow to answer
+                await eventually(lambda: redis.holding)
+                await eventually(lambda: anyio.current_time() > past)  # the send's deadline
+                redis.hold.set()  # the answer: nobody got it
+        assert outcome == [
+            "The Redis backplane did not come back within 0.2 s; the message was not sent."
+        ]
+        assert gate.buffered == 0
+
+
 async def test_a_stopped_gate_refuses_at_once() -> None:
     async with scripted_gate() as (gate, _redis):
         gate.unsubscribed()
