@@ -345,7 +345,16 @@ class DirectWriter:
     copy of the request task's.
     """
 
-    __slots__ = ("_context", "_pending", "_writing", "broken", "connection", "scope", "send")
+    __slots__ = (
+        "_context",
+        "_finishing",
+        "_pending",
+        "_writing",
+        "broken",
+        "connection",
+        "scope",
+        "send",
+    )
 
     def __init__(
         self, connection: TransportConnection, send: ASGISend, scope: anyio.CancelScope
@@ -358,6 +367,7 @@ class DirectWriter:
         # A write left half-done by write_now, or the error its first step raised.
         self._pending: Suspended | Exception | None = None
         self._writing = False  # write_now's first step runs (it may make more frames)
+        self._finishing: Suspended | None = None  # the pending write the writer finishes now
 
     def send_frames(self, frames: list[bytes]) -> Awaitable[None]:
         """Send ``frames`` as one transport write."""
@@ -420,13 +430,21 @@ class DirectWriter:
         if isinstance(pending, Exception):
             raise pending
         if pending is not None:
-            await pending.finish()
+            self._finishing = pending
+            try:
+                await pending.finish()
+            finally:
+                self._finishing = None
 
     def discard(self) -> None:
-        """The transport ended: cancel a :attr:`pending` write."""
+        """The transport ended: cancel a :attr:`pending` write, or the one the connection's
+        writer is finishing (waiting for a client that stopped reading, it would never end;
+        the writer then sees the client gone)."""
         pending, self._pending = self._pending, None
         if isinstance(pending, Suspended):
             pending.cancel()
+        if self._finishing is not None:
+            self._finishing.cancel()
 
     async def send_rest(self, stall_timeout: float) -> bool:
         """The connection ended (its writer is gone): send what it queues until its buffer is

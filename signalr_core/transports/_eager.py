@@ -4,7 +4,8 @@ it later in another task, as asyncio's own task would have run it.
 A transport's ``send`` (on asyncio) hands the bytes to the socket at once and waits only when
 the client reads too slowly. :func:`start` runs it in the caller's task up to that point; what
 is left, if anything, is a :class:`Suspended` that another task finishes
-(:meth:`Suspended.finish`) or drops (:meth:`Suspended.cancel`).
+(:meth:`Suspended.finish`) or drops (:meth:`Suspended.cancel`), also while another task is
+finishing it (that one then gets ``ConnectionAbortedError``).
 
 What a coroutine may rely on inside a task, it still gets:
 
@@ -47,7 +48,7 @@ def start(
 class Suspended:
     """The rest of a coroutine that :func:`start` stepped until it had to wait."""
 
-    __slots__ = ("_context", "_coroutine", "_waits_on")
+    __slots__ = ("_context", "_coroutine", "_dropped", "_waits_on")
 
     def __init__(
         self,
@@ -58,20 +59,34 @@ class Suspended:
         self._context = context
         self._coroutine = coroutine
         self._waits_on = waits_on
+        self._dropped = False
 
     async def finish(self) -> None:
-        """Run the rest in this task (once), as asyncio's task would have."""
-        context, coroutine, waits_on = self._context, self._coroutine, self._waits_on
+        """Run the rest in this task (once), as asyncio's task would have.
+
+        Raises:
+            ConnectionAbortedError: it was dropped (:meth:`cancel`), before or while this ran.
+        """
+        context, coroutine = self._context, self._coroutine
         while True:
+            if self._dropped:
+                raise ConnectionAbortedError("the write was dropped: its transport ended")
+            waits_on = self._waits_on
             try:
                 if waits_on is None:
                     await asyncio.sleep(0)
                 else:
                     await waits_on
             except BaseException as exc:  # the future failed, or this task was cancelled
-                done, waits_on = _step(context, coroutine, coroutine.throw, exc)
+                if self._dropped:  # what failed it was cancel(), which ended the coroutine
+                    raise ConnectionAbortedError(
+                        "the write was dropped: its transport ended"
+                    ) from None
+                done, self._waits_on = _step(context, coroutine, coroutine.throw, exc)
             else:
-                done, waits_on = _step(context, coroutine, coroutine.send, None)
+                if self._dropped:
+                    continue
+                done, self._waits_on = _step(context, coroutine, coroutine.send, None)
             if done:
                 return
 
@@ -80,6 +95,9 @@ class Suspended:
         thrown in at that ``await``, as a task's cancellation does (``finally`` blocks and
         lock hand-overs run), without waiting for anything further; then it is closed if it
         goes on waiting."""
+        if self._dropped:
+            return
+        self._dropped = True
         context, coroutine, waits_on = self._context, self._coroutine, self._waits_on
         if waits_on is not None:
             waits_on.cancel()

@@ -219,6 +219,26 @@ async def test_a_discarded_write_is_cancelled_as_a_task_would_be() -> None:
     assert writer.ended == []
 
 
+async def test_a_write_the_loop_is_finishing_is_dropped_when_the_transport_ends(
+    parked: asyncio.Future[None],
+) -> None:
+    # A client that stopped reading: the write would wait for good. The server ends the
+    # transport (uvicorn's websocket.disconnect on shutdown); the loop must not stay in it.
+    inline, host, writer = _inline(parked)
+    assert inline.write_now(b"slow")
+    host.outgoing.put(b"later")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.send_queued)  # the connection's loop finishes the write
+            await anyio.wait_all_tasks_blocked()
+            writer.discard()  # from the transport's task
+    assert writer.cancelled == [b"slow"]  # its except / finally blocks ran
+    assert writer.broken  # the loop takes the client for gone
+    assert writer.scope.cancel_called
+    assert not writer.pending
+    assert host.outgoing.drain() == [b"later"]  # nothing more was written on it
+
+
 async def test_a_discarded_write_hands_an_asyncio_lock_on() -> None:
     # hypercorn's sends take a lock; a write that was handed it while half-done must pass it
     # on when it is dropped, or the next sender waits forever.
