@@ -35,6 +35,7 @@ from exporter_api.runs.engine import RunEngine
 from exporter_api.runs.files import files_root
 from exporter_api.runs.hub import HubPublisher, RunsHub, bind_runs_hub
 from exporter_api.runs.operations import runs_operations
+from exporter_api.runs.outbox import EventOutbox
 from exporter_api.runs.repository import RunRepository
 from exporter_api.runs.service import RunService
 from signalr_core import HttpTransportType, HubEndpoint, HubOptions, Principal
@@ -207,16 +208,20 @@ class RunsComponent:
     async def lifespan(self, services: Services) -> AsyncIterator[None]:
         self._services = services
         self._repository = RunRepository(services.store)
+        # The engine never waits for the hub (a Redis outage): its events go through an outbox.
+        outbox = EventOutbox(
+            HubPublisher(
+                self.hub_endpoint.hub_context,
+                owners=self._repository.owner if self.config.server.hub.user_feed else None,
+                metrics=services.metrics,
+            )
+        )
         engine = RunEngine(
             config=self.config,
             repository=self._repository,
             providers=services.providers,
             credentials=services.vault,
-            publisher=HubPublisher(
-                self.hub_endpoint.hub_context,
-                owners=self._repository.owner if self.config.server.hub.user_feed else None,
-                metrics=services.metrics,
-            ),
+            publisher=outbox,
             files_root=self.files_root,
             notifier=services.notifier,
             exclusive_store=services.store.backend == "sqlite",
@@ -226,6 +231,7 @@ class RunsComponent:
         try:
             async with (
                 self.hub_endpoint.lifespan(),
+                outbox.running(),  # after the engine stops: its last events still go out
                 engine.running(),
                 anyio.create_task_group() as tg,
             ):
