@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import importlib.util
 import os
@@ -268,7 +269,7 @@ def _serve(args: argparse.Namespace) -> int:
         from exporter_api.workers import prepare_metrics_dir
 
         if given := os.environ.get(MULTIPROC_DIR_ENV):  # the operator's multiprocess setup
-            prepare_metrics_dir(settings.data_dir, given)
+            prepare_metrics_dir(Path(given))
     hc = HypercornConfig()
     if args.listen_fd is not None:
         hc.bind = [f"fd://{args.listen_fd}"]
@@ -338,8 +339,9 @@ def _serve_workers(
     from exporter_api.metrics import MULTIPROC_DIR_ENV
     from exporter_api.workers import (
         listening_socket,
+        metrics_dir,
         metrics_worker_exited,
-        prepare_metrics_dir,
+        sigterm_unwinds,
         supervise,
     )
 
@@ -353,11 +355,6 @@ def _serve_workers(
         return 1
     # URLs may hold passwords: the workers get them in their environment, never in argv (ps).
     env = {**os.environ, STATE_URL_ENV: store_url or "", REDIS_URL_ENV: hub_url or ""}
-    on_exit = None
-    if metrics:  # one scrape answers for every worker (prometheus-client multiprocess mode)
-        metrics_dir = prepare_metrics_dir(settings.data_dir, os.environ.get(MULTIPROC_DIR_ENV))
-        env[MULTIPROC_DIR_ENV] = str(metrics_dir)
-        on_exit = metrics_worker_exited(metrics_dir)
 
     def command(index: int) -> list[str]:
         return [
@@ -392,7 +389,15 @@ def _serve_workers(
         workers=settings.workers,
         https_only_refresh=settings.cookie_secure,
     )
-    with sock:
+    # The metrics directory must go however the supervisor ends (workers that died, SIGTERM,
+    # SIGINT, an error), so until `supervise` listens for SIGTERM it unwinds this block.
+    with sigterm_unwinds(), sock, contextlib.ExitStack() as cleanup:
+        on_exit = None
+        if metrics:  # one scrape answers for every worker (prometheus-client multiprocess mode)
+            given = os.environ.get(MULTIPROC_DIR_ENV)
+            path = cleanup.enter_context(metrics_dir(settings.data_dir, given))
+            env[MULTIPROC_DIR_ENV] = str(path)
+            on_exit = metrics_worker_exited(path)
         return anyio.run(
             lambda: supervise(
                 settings.workers,

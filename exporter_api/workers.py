@@ -28,24 +28,34 @@ healthy siblings: it is started again after a delay that doubles from ``restart_
 from ``restart_delay_s`` once a restart has lived that long.
 
 Metrics (``[metrics] enabled``): each worker keeps its counters in files of one directory
-(prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``: the operator's, else
-``<data dir>/metrics``) and the worker a scrape reaches sums them all. The supervisor empties the
-directory before the first worker starts (numbers of an earlier run must not add up with this
-one's) and, when a worker exits, removes its live gauges (``mark_process_dead``: its hub
-connections are gone); its counters stay, as Prometheus expects of a counter.
+(prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``) and the worker a scrape
+reaches sums them all. The supervisor empties the directory before the first worker starts
+(numbers of an earlier run must not add up with this one's) and, when a worker exits, removes its
+live gauges (``mark_process_dead``: its hub connections are gone); its counters stay, as
+Prometheus expects of a counter. The directory is the operator's ``PROMETHEUS_MULTIPROC_DIR``
+when set (emptied, kept), else one the supervisor makes for itself (`metrics_dir`): private
+(0700), named ``exporter-metrics-<supervisor pid>-<random>``, on a RAM-backed filesystem
+(``/dev/shm``; else the OS temp directory; the data directory only when neither can be written)
+and removed when the supervisor exits. Never on the data disk by choice: prometheus-client
+memory-maps those files and grows them as label sets appear, and writing to a page a full disk
+cannot back kills the worker with SIGBUS (not an ``OSError``), again after every restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 import anyio
 import anyio.abc
@@ -58,6 +68,8 @@ RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
 STOP_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+RAM_DIR = Path("/dev/shm")  # noqa: S108 - a private directory is made in it (mkdtemp)
+METRICS_DIR_PREFIX = "exporter-metrics-"
 
 
 def follow_supervisor(supervisor_pid: int) -> bool:
@@ -73,14 +85,75 @@ def follow_supervisor(supervisor_pid: int) -> bool:
     return os.getppid() == supervisor_pid
 
 
-def prepare_metrics_dir(data_dir: Path, given: str | None = None) -> Path:
-    """The multiprocess metrics directory (``given``, else ``<data_dir>/metrics``), created and
-    emptied of an earlier run's files (blocking: call it before the event loop starts)."""
-    path = Path(given) if given else data_dir / "metrics"
+def prepare_metrics_dir(path: Path) -> Path:
+    """The operator's multiprocess metrics directory, created and emptied of an earlier run's
+    files (blocking: call it before the event loop starts)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     for stale in path.glob("*.db"):
         stale.unlink(missing_ok=True)
     return path
+
+
+def make_metrics_dir(data_dir: Path, ram_dir: Path = RAM_DIR) -> Path:
+    """A new private (0700) directory ``exporter-metrics-<pid>-<random>`` for the multiprocess
+    metrics: in ``ram_dir`` when it can be written, else in the OS temp directory, else (nothing
+    else could be written) in ``data_dir``, where a full disk kills the workers (see above)."""
+    prefix = f"{METRICS_DIR_PREFIX}{os.getpid()}-"
+    if ram_dir.is_dir() and os.access(ram_dir, os.W_OK | os.X_OK):
+        with contextlib.suppress(OSError):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=ram_dir))  # mode 0700
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix))  # TMPDIR, /tmp, ... (tempfile's choice)
+    except OSError as exc:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=data_dir))
+        _log.warning("metrics_dir_on_data_disk", path=str(path), temp_dir_error=str(exc))
+        return path
+
+
+@contextlib.contextmanager
+def metrics_dir(data_dir: Path, given: str | None = None) -> Iterator[Path]:
+    """The supervisor's multiprocess metrics directory while the block runs: ``given`` (the
+    operator's ``PROMETHEUS_MULTIPROC_DIR``) emptied and kept, else `make_metrics_dir`'s,
+    removed when the block ends, however it ends (blocking: outside the event loop)."""
+    if given:
+        path = prepare_metrics_dir(Path(given))
+        _log.info("metrics_dir", path=str(path), own=False)
+        yield path
+        return
+    path = make_metrics_dir(data_dir)
+    _log.info("metrics_dir", path=str(path), own=True)
+    try:
+        yield path
+    finally:
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            _log.warning("metrics_dir_not_removed", path=str(path), error=str(exc))
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised by `sigterm_unwinds` (a ``BaseException``: nothing may swallow it)."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While the block runs, SIGTERM unwinds the stack (``finally`` and ``with`` blocks clean
+    up) instead of ending the process on the spot; then the process dies of SIGTERM all the same
+    (its exit status is unchanged). An event loop that listens for SIGTERM itself (`supervise`)
+    takes it over meanwhile."""
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise  # not reached: the signal ends the process
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def metrics_worker_exited(path: Path) -> Callable[[int], None]:
@@ -204,12 +277,17 @@ async def supervise(
 
 __all__ = [
     "MAX_RESTART_DELAY_S",
+    "METRICS_DIR_PREFIX",
     "MIN_UPTIME_S",
+    "RAM_DIR",
     "RESTART_DELAY_S",
     "STOP_TIMEOUT_S",
     "follow_supervisor",
     "listening_socket",
+    "make_metrics_dir",
+    "metrics_dir",
     "metrics_worker_exited",
     "prepare_metrics_dir",
+    "sigterm_unwinds",
     "supervise",
 ]

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,14 @@ import anyio
 import pytest
 import structlog
 
-from exporter_api.workers import listening_socket, supervise
+from exporter_api.workers import (
+    METRICS_DIR_PREFIX,
+    RAM_DIR,
+    listening_socket,
+    make_metrics_dir,
+    metrics_dir,
+    supervise,
+)
 from tests.services import async_wait_until, free_port, kill_survivors
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -253,3 +261,73 @@ def test_follow_supervisor_sees_a_supervisor_already_gone() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=30
     )
     assert out.stdout.split() == ["True", "False"]
+
+
+def _private(path: Path) -> bool:
+    return path.is_dir() and path.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_metrics_dir_is_private_in_ram_and_removed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    ram = RAM_DIR.is_dir() and os.access(RAM_DIR, os.W_OK | os.X_OK)
+    with metrics_dir(data_dir) as path:
+        assert path.parent == (RAM_DIR if ram else Path(tempfile.gettempdir()))
+        assert path.name.startswith(f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+        assert _private(path)
+        (path / "counter_1.db").write_bytes(b"x")
+    assert not path.exists()
+    with pytest.raises(RuntimeError), metrics_dir(data_dir) as path:  # however the block ends
+        raise RuntimeError
+    assert not path.exists()
+    assert list(data_dir.iterdir()) == []
+
+
+def test_the_metrics_dir_leaves_the_data_dir_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    no_ram = tmp_path / "no-shm"  # a system without /dev/shm
+    path = make_metrics_dir(data_dir, ram_dir=no_ram)
+    assert path.parent == Path(tempfile.gettempdir())
+    assert _private(path)
+    path.rmdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-tmp"))  # nor a temp directory
+    with structlog.testing.capture_logs() as logs:
+        path = make_metrics_dir(data_dir, ram_dir=no_ram)
+    assert path.parent == data_dir
+    assert _private(path)
+    assert [e["event"] for e in logs] == ["metrics_dir_on_data_disk"]
+
+
+def test_the_operators_metrics_dir_is_emptied_and_kept(tmp_path: Path) -> None:
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "counter_999999.db").write_bytes(b"from an earlier run")
+    with metrics_dir(tmp_path / "data", str(given)) as path:
+        assert path == given
+        assert list(given.iterdir()) == []
+        (path / "counter_1.db").write_bytes(b"x")
+    assert [p.name for p in given.iterdir()] == ["counter_1.db"]  # the operator's to remove
+
+
+def test_sigterm_unwinds_then_ends_the_process(tmp_path: Path) -> None:
+    # SIGTERM before an event loop listens for it: `finally` runs, the status stays SIGTERM's.
+    script = (
+        "import os, signal, sys; from exporter_api.workers import sigterm_unwinds\n"
+        "with sigterm_unwinds():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    finally:\n"
+        "        os.rmdir(sys.argv[1])\n"
+        "print('not reached')\n"
+    )
+    marker = tmp_path / "cleanup"
+    marker.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(marker)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == -signal.SIGTERM
+    assert not marker.exists()
+    assert done.stdout == ""
