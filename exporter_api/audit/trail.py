@@ -250,6 +250,13 @@ class AuditTrail:
         if self.retention_days <= 0:
             return 0
         cutoff = _iso(self._now() - timedelta(days=self.retention_days))
+        with self.store.maintenance():  # the first purge after a long while may be large
+            purged = await self._purge_before(cutoff)
+        if purged:
+            _log.info("audit_records_purged", count=purged, before=cutoff)
+        return purged
+
+    async def _purge_before(self, cutoff: str) -> int:
         if self.store.backend == "postgres":
             row = await self.store.fetch_one("SELECT audit_purge(:cutoff)", {"cutoff": cutoff})
             purged = int(row[0]) if row is not None else 0
@@ -262,8 +269,6 @@ class AuditTrail:
                     "DELETE FROM audit_log WHERE at < :cutoff", {"cutoff": cutoff}
                 )
                 await self.store.execute("UPDATE audit_purge_gate SET cutoff = '' WHERE id = 1")
-        if purged:
-            _log.info("audit_records_purged", count=purged, before=cutoff)
         return purged
 
     async def purge_loop(self, every_s: float = 3600.0) -> None:

@@ -14,7 +14,12 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    contextmanager,
+    nullcontext,
+)
 from importlib import resources
 from typing import Any
 
@@ -55,6 +60,11 @@ class Store(ABC):
     ) -> tuple[Any, ...] | None:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
+
+    def maintenance(self) -> AbstractContextManager[None]:
+        """Statements of this task inside the block are background maintenance (a purge of a
+        large backlog): allowed to run longer than a request's (where a backend bounds them)."""
+        return nullcontext()
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[None]:

@@ -21,6 +21,7 @@ _CONNECT_TIMEOUT_S = 10.0  # opening a connection to the server
 # One statement, or the wait for a pooled connection: a server that stops answering (frozen,
 # or the network dropping the pool's connections silently) is a 503 after this, never a hang.
 STATEMENT_TIMEOUT_S = 15.0
+MAINTENANCE_TIMEOUT_S = 600.0  # a background purge of a large backlog (``maintenance()``)
 _END_TIMEOUT_S = 10.0  # COMMIT / ROLLBACK / release of a transaction's connection
 
 _log = structlog.get_logger("exporter_api.store")
@@ -33,8 +34,11 @@ class PostgresStore(Store):
         self._pool = pool
         self.statement_timeout_s = statement_timeout_s
         self._conn: ContextVar[Any] = ContextVar(f"pg_store_conn_{id(self)}", default=None)
-        # Set while migrating: a migration may rightly run for minutes (a new index).
-        self._unbounded: ContextVar[bool] = ContextVar(f"pg_store_unb_{id(self)}", default=False)
+        # Lifted while migrating (a migration may rightly run for minutes: a new index) and
+        # raised for maintenance; ``None``: no limit.
+        self._limit: ContextVar[float | None] = ContextVar(
+            f"pg_store_limit_{id(self)}", default=statement_timeout_s
+        )
 
     @classmethod
     async def open(
@@ -67,8 +71,7 @@ class PostgresStore(Store):
     @contextmanager
     def _bounded(self) -> Iterator[None]:
         """Around a driver call: its errors translated, its time bounded (not while migrating)."""
-        limit = None if self._unbounded.get() else self.statement_timeout_s
-        with self._translate_errors(), anyio.fail_after(limit):
+        with self._translate_errors(), anyio.fail_after(self._limit.get()):
             yield
 
     @asynccontextmanager
@@ -141,11 +144,19 @@ class PostgresStore(Store):
                 await tx.commit()
 
     async def migrate(self) -> list[str]:
-        token = self._unbounded.set(True)
+        token = self._limit.set(None)
         try:
             return await super().migrate()
         finally:
-            self._unbounded.reset(token)
+            self._limit.reset(token)
+
+    @contextmanager
+    def maintenance(self) -> Iterator[None]:
+        token = self._limit.set(MAINTENANCE_TIMEOUT_S)
+        try:
+            yield
+        finally:
+            self._limit.reset(token)
 
     async def _rollback(self, tx: Any) -> None:
         # On a lost connection ROLLBACK fails too; the error that caused it is the one to raise.

@@ -313,3 +313,18 @@ async def test_a_postgres_store_that_goes_silent_is_unavailable_within_the_state
         finally:
             await store.aclose()
             tg.cancel_scope.cancel()
+
+
+async def test_a_postgres_statement_is_bounded_except_for_maintenance_and_migrations(
+    pg: PostgresCluster,
+) -> None:
+    url = create_pg_database(pg, "bounded")
+    store = await PostgresStore.open(url, max_size=1, statement_timeout_s=0.3)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.execute("SELECT pg_sleep(1)")
+        with store.maintenance():  # a purge of a large backlog may take minutes
+            await store.execute("SELECT pg_sleep(1)")
+        assert await store.fetch_one("SELECT 1") == (1,)  # the pool got over the timeout
+    finally:
+        await store.aclose()
