@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from exporter_api.config import Settings, default_config_path, load_config
-from exporter_api.errors import ConfigError
+from exporter_api.errors import ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
     import signal
@@ -186,6 +186,11 @@ def _audit(args: argparse.Namespace) -> int:
         count = anyio.run(run)
     except FileNotFoundError:
         print(f"error: no state store in {settings.data_dir}", file=sys.stderr)
+        return 1
+    except (StoreUnavailable, OSError) as exc:
+        # One line, no traceback; never the URL (it may hold a password) nor the driver's text.
+        where = "the PostgreSQL state store" if url else f"the state store in {settings.data_dir}"
+        print(f"error: cannot read {where} ({type(exc).__name__})", file=sys.stderr)
         return 1
     print(f"{count} audit records", file=sys.stderr)
     return 0

@@ -15,10 +15,17 @@ taken effect (a run started, a session revoked), so ``record`` does not undo it;
 then logged whole (``audit_record_unsaved``, error level: the log stream keeps it) and counted
 (``exporter_audit_write_failures``). Where nothing has happened yet -- a download, before its
 first byte -- the caller passes ``required=True`` and the request fails (503) instead.
+
+What happens when the sink cannot take a record (a full disk): the request goes on and the
+store's copy is kept; the failure is logged (``audit_sink_write_failed``, its target and errno)
+and whatever part of the line reached the file is cut off again, so the file stays whole JSON
+lines and the next record, once there is space, is a line of its own.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -71,6 +78,7 @@ class JsonLinesSink:
         self.path = None if target == "stdout" else (base_dir / target)
         self._file: BinaryIO | None = None
         self._lock = anyio.Lock()
+        self._torn = False  # a failed write's fragment could not be cut off
 
     async def open(self) -> None:
         if self.path is None:
@@ -90,17 +98,52 @@ class JsonLinesSink:
             await anyio.to_thread.run_sync(file.close)
 
     async def write(self, record: AuditRecord) -> None:
+        """Append ``record`` as one whole line, or raise `OSError` leaving the file as it was.
+
+        The file is unbuffered, so one ``write`` may take only part of the line (a disk that
+        fills up): the rest is written in a loop. When a write fails, what went out of the line
+        is cut off again (the file is truncated back to its previous end), so a record written
+        once space returns starts a line of its own: the file stays whole JSON lines.
+        """
         file = self._file
         if file is None:
             return
         line = _encoder.encode(record) + b"\n"
+        is_file = self.path is not None
 
         def write() -> None:
-            file.write(line)
-            file.flush()
+            data = b"\n" + line if self._torn else line  # end a fragment left by a failed cut
+            start = os.fstat(file.fileno()).st_size if is_file else 0
+            try:
+                _write_all(file, data)
+            except OSError:
+                if is_file:
+                    self._cut_back(file, start)
+                raise
+            self._torn = False
 
         async with self._lock:
             await anyio.to_thread.run_sync(write)
+
+    def _cut_back(self, file: BinaryIO, size: int) -> None:
+        """Truncate the sink file back to ``size`` after a failed write (in the worker thread)."""
+        try:
+            os.ftruncate(file.fileno(), size)
+        except OSError as exc:
+            # The fragment stays: the next record starts on a new line after it.
+            self._torn = True
+            _log.error("audit_sink_truncate_failed", target=self.target, errno=exc.errno)
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """``data`` written whole: an unbuffered file's ``write`` may take only part of it."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:  # nothing taken (and no error): do not spin
+            raise OSError(errno.EIO, "the audit sink took no bytes")
+        view = view[written:]
+    file.flush()
 
 
 _QUIET_KEYS = 10_000

@@ -11,7 +11,10 @@ server's ``send`` backpressure is the only buffer (hypercorn drains its transpor
 
 The body is produced under a task group that also watches ``receive()``: when the client
 disconnects (``http.disconnect``) or ``send`` fails, the production is cancelled at once —
-no further reading or compressing — and ``download_aborted`` is logged.
+no further reading or compressing — and ``download_aborted`` is logged. When the ZIP cannot
+be completed (a file unreadable part-way: ``zip_stream_failed``), the response raises
+`DownloadFailed` instead of ending the body: the server cuts the connection, and the client sees
+an incomplete transfer rather than a 200 whose truncated archive ends cleanly.
 
 Each user (login + database) may hold at most ``server.max_downloads_per_user`` downloads at a
 time, single files and ZIPs together; one more is refused with 429 and ``Retry-After``.
@@ -44,6 +47,7 @@ from exporter_api.runs.filerecords import StoredFile
 from exporter_api.runs.zipstream import ZipError, ZipWriter
 
 __all__ = [
+    "DownloadFailed",
     "DownloadLease",
     "DownloadSlots",
     "Downloads",
@@ -131,6 +135,15 @@ class _ClientGone(Exception):
     """``send`` failed: the client is no longer there."""
 
 
+class DownloadFailed(Exception):
+    """The body could not be completed after the status line went out (a file became
+    unreadable): raised out of the response so that the ASGI server cuts the connection
+    instead of ending the body, and the client sees an incomplete transfer, not a whole one."""
+
+    def __init__(self) -> None:
+        super().__init__("the download failed after it started")
+
+
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result] | None:
     """``path`` opened for reading with its status, or None when it is not a regular file."""
     try:
@@ -179,6 +192,7 @@ class _DownloadResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         log = _log.bind(run_id=self.run_id, kind=self.kind)
         gone = False
+        failed = False
 
         async def send_message(message: Message) -> None:
             try:
@@ -210,9 +224,15 @@ class _DownloadResponse(Response):
                         await self._body(send_body)
                     except _ClientGone:  # caught here: a task group would wrap it in a group
                         gone = True
+                    except DownloadFailed:  # (logged by the body)
+                        failed = True
                     tg.cancel_scope.cancel()
             if gone:
                 raise _ClientGone
+            if failed:
+                # Never the end of the body: hypercorn (like uvicorn) closes the connection
+                # when the app raises, so the chunked body stays unterminated.
+                raise DownloadFailed
             await send_message({"type": "http.response.body", "body": b"", "more_body": False})
             log.info("download_finished", bytes_sent=self.bytes_sent)
         except _ClientGone:
@@ -369,9 +389,10 @@ class ZipDownloadResponse(_DownloadResponse):
             await put(writer.finish())
         except (OSError, ZipError) as exc:
             # A file became unreadable (or grew past 4 GiB while read) after the status line
-            # went out: all that is left is to end the body (the client sees a truncated
-            # archive). The message may hold paths.
+            # went out: the response is aborted, so the client sees an incomplete transfer
+            # rather than a truncated archive that ends cleanly. The message may hold paths.
             _log.error("zip_stream_failed", run_id=self.run_id, error_type=type(exc).__name__)
+            raise DownloadFailed from None
         if pending:
             await send(bytes(pending))
 

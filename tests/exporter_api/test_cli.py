@@ -81,6 +81,18 @@ async def test_a_second_process_on_one_sqlite_data_dir_refuses_to_start(tmp_path
     )
 
 
+def test_audit_with_the_store_unreachable_prints_one_line(tmp_path: Path) -> None:
+    # Nothing listens on port 1: the connection is refused.
+    url = "postgresql://auditor:secret@127.0.0.1:1/x"
+    result = _cli("audit", "--data-dir", str(tmp_path), "--since", "2026-01-01", "--state-url", url)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: cannot read the PostgreSQL state store (ConnectionRefusedError)"
+    ]
+    assert "secret" not in result.stderr
+
+
 def test_generate_key_prints_a_usable_key() -> None:
     first, second = _cli("generate-key"), _cli("generate-key")
     assert first.returncode == 0

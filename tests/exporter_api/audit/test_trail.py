@@ -4,8 +4,10 @@ enforcement, retention purge, the JSON-lines sink and what a failed write does."
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from exporter_api.audit import trail as trail_module
 from exporter_api.audit.export import export_records
 from exporter_api.errors import StoreUnavailable
 from exporter_api.store import Store, open_store
+from tests.exporter_api.runs.tmpfs import mounted_tmpfs
 
 
 class Clock:
@@ -114,6 +117,73 @@ async def test_sink_gets_every_record_as_a_json_line(tmp_path: Path) -> None:
     ]
     assert records[0]["client"] == "::1"
     assert records[0]["at"] == "2026-03-01T12:00:00.000Z"
+
+
+def _fill_disk(directory: Path) -> Path:
+    """Every free block of ``directory``'s file system taken by one file (removed to free them)."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler
+
+
+@pytest.mark.parametrize("cut_fails", [False, True])
+async def test_a_full_disk_never_leaves_a_torn_line_in_the_sink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut_fails: bool
+) -> None:
+    # A real full disk (tmpfs): the record larger than what is left of the file's last block is
+    # written in part by write(2) with no error, then ENOSPC.
+    store = await open_store(tmp_path)  # outside the full disk: the store's copy is kept
+    sink = JsonLinesSink("audit/trail.jsonl", tmp_path)
+    trail = AuditTrail(store, sink=sink, now=Clock(START))
+    big = {"note": "x" * 20_000}
+    try:
+        with mounted_tmpfs(tmp_path / "audit", size="1m") as disk:
+            async with trail.running():
+                await trail.record("logout", login="alice", database_id="db")
+                before = (disk / "trail.jsonl").read_bytes()
+                filler = _fill_disk(disk)
+                if cut_fails:
+
+                    def refuse(fd: int, size: int) -> None:
+                        raise OSError(errno.EIO, "no")
+
+                    monkeypatch.setattr(os, "ftruncate", refuse)
+                with capture_logs() as logs:
+                    await trail.record("run.started", login="bob", database_id="db", details=big)
+                monkeypatch.undo()
+                failed = [e for e in logs if e["event"] == "audit_sink_write_failed"]
+                assert failed == [
+                    {
+                        "event": "audit_sink_write_failed",
+                        "log_level": "error",
+                        "target": "audit/trail.jsonl",
+                        "errno": errno.ENOSPC,
+                    }
+                ]
+                if not cut_fails:
+                    assert (disk / "trail.jsonl").read_bytes() == before  # cut back
+                else:
+                    assert "audit_sink_truncate_failed" in [e["event"] for e in logs]
+                filler.unlink()  # space returns
+                await trail.record("logout", login="carol", database_id="db")
+            lines = (disk / "trail.jsonl").read_bytes().splitlines()
+        in_store = [r.login async for r in trail.query("2026", "2027")]
+    finally:
+        await store.aclose()
+    assert in_store == ["alice", "bob", "carol"]  # the store's copy is unaffected
+    if cut_fails:  # the fragment that could not be cut off is a line of its own
+        assert len(lines) == 3
+        assert lines[1].startswith(b'{"event_id"')
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(lines[1])
+        del lines[1]
+    assert [json.loads(line)["login"] for line in lines] == ["alice", "carol"]
 
 
 async def test_an_unsaved_record_is_logged_whole_and_counted(tmp_path: Path) -> None:

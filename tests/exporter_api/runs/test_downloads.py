@@ -7,19 +7,33 @@ import io
 import os
 import zipfile
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
+import httpx
 import pytest
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Message
 from structlog.testing import capture_logs
 
 from exporter_api.errors import NotFound, TooManyRequests
-from exporter_api.runs.downloads import Downloads, DownloadSlots, content_disposition
+from exporter_api.problems import exception_handlers
+from exporter_api.runs.downloads import (
+    DownloadFailed,
+    Downloads,
+    DownloadSlots,
+    content_disposition,
+)
 from exporter_api.runs.filerecords import StoredFile
+from exporter_api.workers import listening_socket
 
 KEY = ("USER1", "db-test")
 RUN_ID = "01JAAAAAAAAAAAAAAAAAAAAAAA"
@@ -90,21 +104,78 @@ async def test_zip_of_the_run_files(tmp_path: Path) -> None:
     assert [e["event"] for e in logs] == ["download_finished"]
 
 
-async def test_read_error_after_the_response_started_ends_the_body(tmp_path: Path) -> None:
-    # A regular file whose read fails with EIO: a real OSError from the file system while the
-    # archive is being streamed (the status line is already sent).
-    (tmp_path / "a.csv").write_bytes(b"x\n" * 200_000)
-    (tmp_path / "b.csv").symlink_to("/proc/self/mem")
+def _unreadable_run(directory: Path) -> list[StoredFile]:
+    """Two files, the second a regular file whose read fails with EIO: a real OSError from the
+    file system while the archive is being streamed (the status line is already sent)."""
+    (directory / "a.csv").write_bytes(os.urandom(300_000))  # several chunks go out first
+    (directory / "b.csv").symlink_to("/proc/self/mem")
+    return [_stored("a.csv"), _stored("b.csv")]
+
+
+async def test_read_error_after_the_response_started_aborts_the_response(tmp_path: Path) -> None:
     downloads = Downloads(max_per_user=1)
-    with capture_logs() as logs:
-        sent = await _serve(
-            downloads.zip(
-                KEY, RUN_ID, tmp_path, [_stored("a.csv"), _stored("b.csv")], on_served=_unrecorded
-            )
-        )
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    response = downloads.zip(
+        KEY, RUN_ID, tmp_path, _unreadable_run(tmp_path), on_served=_unrecorded
+    )
+    with capture_logs() as logs, pytest.raises(DownloadFailed):
+        await response(_SCOPE, _never_disconnects, send)
     assert sent[0]["type"] == "http.response.start"
-    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
-    assert "zip_stream_failed" in [e["event"] for e in logs]
+    assert len(sent) > 2  # part of the archive went out
+    assert all(m.get("more_body") for m in sent[1:])  # the body is never ended
+    assert [e["event"] for e in logs] == ["zip_stream_failed"]
+    assert logs[0]["error_type"] == "OSError"
+    assert downloads.slots.active(KEY) == 0
+
+
+async def test_read_error_cuts_the_connection_under_hypercorn(tmp_path: Path) -> None:
+    # The app as served: Starlette with the service's exception handlers, on hypercorn. The
+    # client gets the 200 and part of the archive, then the connection closes before the end
+    # of the chunked body: an incomplete transfer, never a truncated archive that ends cleanly.
+    downloads = Downloads(max_per_user=1)
+    stored = _unreadable_run(tmp_path)
+
+    async def zip_endpoint(request: Request) -> Response:
+        return downloads.zip(KEY, RUN_ID, tmp_path, stored, on_served=_unrecorded)
+
+    app: Any = Starlette(
+        routes=[Route("/zip", zip_endpoint)], exception_handlers=exception_handlers()
+    )
+    listening = listening_socket("127.0.0.1", 0)  # accepts before hypercorn runs: no polling
+    port = listening.getsockname()[1]
+    config = HypercornConfig()
+    config.bind = [f"fd://{listening.detach()}"]  # hypercorn owns (and closes) it
+    config.accesslog = None
+    config.errorlog = None
+    stop = anyio.Event()
+    received: list[bytes] = []
+
+    async def read_body(response: httpx.Response) -> None:
+        async for chunk in response.aiter_raw():
+            received.append(chunk)
+
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
+            try:
+                async with (
+                    httpx.AsyncClient(timeout=30) as client,
+                    client.stream("GET", f"http://127.0.0.1:{port}/zip") as response,
+                ):
+                    assert response.status_code == 200
+                    assert response.headers["transfer-encoding"] == "chunked"
+                    with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked"):
+                        await read_body(response)
+            finally:
+                stop.set()
+    assert sum(map(len, received)) > 0  # part of the archive came first
+    events = [e["event"] for e in logs]
+    assert "zip_stream_failed" in events
+    assert "download_finished" not in events
     assert downloads.slots.active(KEY) == 0
 
 
