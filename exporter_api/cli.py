@@ -182,12 +182,17 @@ def _audit(args: argparse.Namespace) -> int:
         finally:
             await store.aclose()
 
+    store_errors: tuple[type[Exception], ...] = (StoreUnavailable, OSError)
+    if url:  # a wrong password, an unknown database: the server's refusal, said in one line
+        import asyncpg
+
+        store_errors += (asyncpg.PostgresError, asyncpg.InterfaceError)
     try:
         count = anyio.run(run)
     except FileNotFoundError:
         print(f"error: no state store in {settings.data_dir}", file=sys.stderr)
         return 1
-    except (StoreUnavailable, OSError) as exc:
+    except store_errors as exc:
         # One line, no traceback; never the URL (it may hold a password) nor the driver's text.
         where = "the PostgreSQL state store" if url else f"the state store in {settings.data_dir}"
         print(f"error: cannot read {where} ({type(exc).__name__})", file=sys.stderr)

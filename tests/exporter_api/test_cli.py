@@ -93,6 +93,16 @@ def test_audit_with_the_store_unreachable_prints_one_line(tmp_path: Path) -> Non
     assert "secret" not in result.stderr
 
 
+def test_audit_refused_by_the_server_prints_one_line(pg: PostgresCluster, tmp_path: Path) -> None:
+    url = f"postgresql://{pg.superuser}:wrong-secret@127.0.0.1:{pg.port}/postgres"
+    result = _cli("audit", "--data-dir", str(tmp_path), "--since", "2026-01-01", "--state-url", url)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: cannot read the PostgreSQL state store (InvalidPasswordError)"
+    ]
+    assert "wrong-secret" not in result.stderr
+
+
 def test_generate_key_prints_a_usable_key() -> None:
     first, second = _cli("generate-key"), _cli("generate-key")
     assert first.returncode == 0
