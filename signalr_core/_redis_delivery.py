@@ -191,6 +191,8 @@ class DeliveryGate:
         # happening (a subscription Redis lost alone): never a publish/close/reopen spin.
         self._missing_pause = 0.0
         self._hold_until = 0.0
+        # Held announcements still reach the peers within their timeout.
+        self._max_pause = min(heartbeat_interval, (peer_timeout - heartbeat_interval) / 2)
         self._announce = anyio.Event()
         self._flush = anyio.Event()
         self._opened = anyio.Event()
@@ -379,7 +381,7 @@ class DeliveryGate:
     # --------------------------------------------------------------------------- internals ---
     def _close(self, event: str, **fields: int) -> None:
         if event == "backplane_subscriber_missing":
-            self._missing_pause = min(max(2 * self._missing_pause, 0.05), self._interval)
+            self._missing_pause = min(max(2 * self._missing_pause, 0.05), self._max_pause)
             self._hold_until = anyio.current_time() + self._missing_pause
         self._epoch += 1
         if self._open:

@@ -99,6 +99,7 @@ class RunsComponent:
         self._engine: RunEngine | None = None
         self._repository: RunRepository | None = None
         self._service: RunService | None = None
+        self._outbox: EventOutbox | None = None
 
     # --- what routes and the hub reach (only while the app runs) -----------------------------
 
@@ -144,6 +145,10 @@ class RunsComponent:
 
     async def session_live(self, session_id: str) -> bool:
         return await self.services.tokens.session_live(session_id)
+
+    async def events_caught_up(self) -> None:
+        if self._outbox is not None:
+            await self._outbox.caught_up()
 
     def connection_opened(self, connection_id: str, session_id: str, transport: str) -> None:
         self._connections[connection_id] = session_id
@@ -209,7 +214,7 @@ class RunsComponent:
         self._services = services
         self._repository = RunRepository(services.store)
         # The engine never waits for the hub (a Redis outage): its events go through an outbox.
-        outbox = EventOutbox(
+        outbox = self._outbox = EventOutbox(
             HubPublisher(
                 self.hub_endpoint.hub_context,
                 owners=self._repository.owner if self.config.server.hub.user_feed else None,
@@ -246,6 +251,7 @@ class RunsComponent:
                     tg.cancel_scope.cancel()
         finally:
             forget_listener()
+            self._outbox = None
             self._engine = None
             self._service = None
             self._services = None

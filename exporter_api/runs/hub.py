@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote
 
+import anyio
 import msgspec
 import structlog
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from exporter_api.runs.service import RunService
     from signalr_core.clients import HubContext
 
+_OWNER_LOOKUP_TIMEOUT_S = 2.0
 _log = structlog.get_logger("exporter_api.runs.hub")
 
 RUN_ID_PARAMETER = "runId"
@@ -88,6 +90,8 @@ class HubBackend(Protocol):
     def service(self) -> RunService: ...
 
     async def session_live(self, session_id: str) -> bool: ...
+
+    async def events_caught_up(self) -> None: ...
 
     def connection_opened(self, connection_id: str, session_id: str, transport: str) -> None: ...
 
@@ -140,7 +144,9 @@ class HubPublisher:
             return group
         assert self._owners is not None
         try:
-            owner = await self._owners(run_id)
+            # Bounded: the outbox's one sender waits on it, every run's events behind it.
+            with anyio.fail_after(_OWNER_LOOKUP_TIMEOUT_S):
+                owner = await self._owners(run_id)
         except Exception as exc:  # the run's own group still gets the event
             _log.warning("run_owner_lookup_failed", run_id=run_id, error_type=type(exc).__name__)
             return None
@@ -214,7 +220,11 @@ class RunsHub(Hub):
             await service.check_owner(user, run_id)
             await self.groups.add(connection_id, run_group(run_id))
             joined = True
-            return await service.state(user, run_id)
+            state = await service.state(user, run_id)
+            # Events of changes this instance saved before the read may still be queued for
+            # the hub: they go out first, so none the caller gets after this is older.
+            await self.backend.events_caught_up()
+            return state
         except RunError:
             if joined:  # deleted by the retention sweep between the join and the read
                 await self.groups.remove(connection_id, run_group(run_id))

@@ -24,6 +24,7 @@ _log = structlog.get_logger("exporter_api.runs.outbox")
 
 QUEUE_LIMIT = 10_000  # events waiting for the sender; beyond it the oldest are dropped
 FLUSH_TIMEOUT_S = 5.0  # at shutdown, what is still queued gets this long to go out
+CATCH_UP_TIMEOUT_S = 2.0  # a subscription waits at most this long for the events before it
 
 
 class EventOutbox:
@@ -49,6 +50,11 @@ class EventOutbox:
         self._closing = False
         self._dropping = False  # dropping since the queue was last empty (logged once)
         self.dropped = 0
+        # Events accepted so far, and how many of them are done with (sent, failed or dropped);
+        # ``_advanced`` is set (and replaced) whenever ``_done`` grows.
+        self._accepted = 0
+        self._done = 0
+        self._advanced = anyio.Event()
 
     @property
     def queued(self) -> int:
@@ -58,9 +64,11 @@ class EventOutbox:
         if not self._running:
             await self._send(run_id, method, payload)
             return
+        self._accepted += 1
         if len(self._queue) >= self._limit:
             self._queue.popleft()
             self.dropped += 1
+            self._advance()
             if not self._dropping:
                 self._dropping = True
                 _log.warning("hub_events_dropped", queued=len(self._queue), limit=self._limit)
@@ -86,7 +94,23 @@ class EventOutbox:
                 if self._queue:
                     _log.warning("hub_events_unsent", count=len(self._queue))
                     self._queue.clear()
+                self._done = self._accepted  # nothing more goes out: nobody waits for it
+                self._advanced.set()
                 tg.cancel_scope.cancel()
+
+    async def caught_up(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+        """Wait (at most ``timeout_s``) until every event accepted before this call is done
+        with: a state read after it is then no older than any of those events a subscriber
+        may still receive from this instance."""
+        target = self._accepted
+        with anyio.move_on_after(timeout_s):
+            while self._done < target:
+                await self._advanced.wait()
+
+    def _advance(self) -> None:
+        self._done += 1
+        self._advanced.set()
+        self._advanced = anyio.Event()
 
     async def _sender(self, stopped: anyio.Event) -> None:
         try:
@@ -94,6 +118,7 @@ class EventOutbox:
                 while self._queue:
                     run_id, method, payload = self._queue.popleft()
                     await self._send(run_id, method, payload)
+                    self._advance()
                 self._dropping = False
                 if self._closing:
                     return

@@ -34,6 +34,8 @@ class PostgresStore(Store):
         self._pool = pool
         self.statement_timeout_s = statement_timeout_s
         self._conn: ContextVar[Any] = ContextVar(f"pg_store_conn_{id(self)}", default=None)
+        # Set by _bounded when a call of the connection in use was cut short.
+        self._broken: ContextVar[bool] = ContextVar(f"pg_store_broken_{id(self)}", default=False)
         # Lifted while migrating (a migration may rightly run for minutes: a new index) and
         # raised for maintenance; ``None``: no limit.
         self._limit: ContextVar[float | None] = ContextVar(
@@ -69,10 +71,22 @@ class PostgresStore(Store):
         )
 
     @contextmanager
-    def _bounded(self) -> Iterator[None]:
-        """Around a driver call: its errors translated, its time bounded (not while migrating)."""
-        with self._translate_errors(), anyio.fail_after(self._limit.get()):
-            yield
+    def _bounded(self, *, ending: bool = False) -> Iterator[None]:
+        """Around a driver call: its errors translated, its time bounded (the store's limit,
+        lifted while migrating; ``ending``: a COMMIT, shielded and bounded apart). A call cut
+        short (the store unavailable, a timeout, a cancellation) leaves the connection
+        unusable: marked broken for ``_connection``."""
+        limit = _END_TIMEOUT_S if ending else self._limit.get()
+        try:
+            with self._translate_errors(), anyio.fail_after(limit, shield=ending):
+                yield
+        except StoreUnavailable:
+            self._broken.set(True)
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled in the middle of the call
+                self._broken.set(True)
+            raise
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
@@ -81,17 +95,21 @@ class PostgresStore(Store):
         if conn is not None:
             yield conn
             return
-        with self._bounded():
+        with self._translate_errors(), anyio.fail_after(self._limit.get()):
             conn = await self._pool.acquire()
+        token = self._broken.set(False)
         try:
             yield conn
-        except StoreUnavailable:
-            # Lost, or stuck in a statement that timed out: closed at once (the server rolls
-            # back what it was doing), and the pool opens a new one when it is next needed.
-            with contextlib.suppress(asyncpg.InterfaceError):  # closed and detached already
-                conn.terminate()
+        except BaseException:
+            if self._broken.get():
+                # Lost, or cut short in a call (a timeout, a cancellation): closed at once (the
+                # server rolls back what it was doing) instead of waiting on it, and the pool
+                # opens a new one when it is next needed.
+                with contextlib.suppress(asyncpg.InterfaceError):  # closed and detached already
+                    conn.terminate()
             raise
         finally:
+            self._broken.reset(token)
             with anyio.CancelScope(shield=True):
                 try:
                     await self._pool.release(conn, timeout=_END_TIMEOUT_S)
@@ -131,8 +149,8 @@ class PostgresStore(Store):
             token = self._conn.set(conn)
             try:
                 yield
-            except BaseException as exc:
-                if not isinstance(exc, StoreUnavailable):  # else the connection is terminated
+            except BaseException:
+                if not self._broken.get():  # else the connection is terminated
                     with anyio.move_on_after(_END_TIMEOUT_S, shield=True):
                         await self._rollback(tx)
                 raise
@@ -140,7 +158,7 @@ class PostgresStore(Store):
                 self._conn.reset(token)
             # Shielded (a cancelled request still commits what it did) but bounded: a server
             # that stopped answering must not hang the request or the shutdown.
-            with self._translate_errors(), anyio.fail_after(_END_TIMEOUT_S, shield=True):
+            with self._bounded(ending=True):
                 await tx.commit()
 
     async def migrate(self) -> list[str]:

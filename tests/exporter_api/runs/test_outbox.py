@@ -97,3 +97,39 @@ async def test_outside_running_an_event_goes_out_in_the_callers_task(when: str) 
             pass
     await outbox.publish("R", "m", "direct")
     assert hub.sent == [("R", "m", "direct")]
+
+
+async def test_a_subscription_waits_until_the_events_before_it_have_gone_out() -> None:
+    # The hub's snapshot promise: state read, then every event queued before the read goes out
+    # before the snapshot is returned, so no event the caller gets afterwards is older.
+    hub = SlowHub()
+    outbox = EventOutbox(hub)
+    order: list[str] = []
+    with anyio.fail_after(5):
+        async with outbox.running(), anyio.create_task_group() as tg:
+            await outbox.publish("R", "run.updated", "Running")
+            await outbox.publish("R", "run.updated", "Success")
+            await hub.waiting.wait()
+
+            async def subscribe() -> None:
+                await outbox.caught_up()
+                order.append(f"snapshot after {len(hub.sent)} events")
+
+            tg.start_soon(subscribe)
+            await anyio.wait_all_tasks_blocked()
+            assert order == []  # still waiting for the queued events
+            hub.gate.set()
+    assert order == ["snapshot after 2 events"]
+
+
+async def test_a_subscription_waits_for_a_stuck_hub_only_so_long() -> None:
+    hub = SlowHub()
+    outbox = EventOutbox(hub, flush_timeout_s=0.0)
+    with anyio.fail_after(5):
+        async with outbox.running():
+            await outbox.publish("R", "m", 1)
+            await hub.waiting.wait()
+            await outbox.caught_up(timeout_s=0.05)  # returns: the caller is not held for good
+            await outbox.publish("R", "m", 2)
+        await outbox.caught_up()  # stopped: nothing more goes out, nobody waits for it
+    assert hub.sent == []

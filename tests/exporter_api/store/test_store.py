@@ -328,3 +328,55 @@ async def test_a_postgres_statement_is_bounded_except_for_maintenance_and_migrat
         assert await store.fetch_one("SELECT 1") == (1,)  # the pool got over the timeout
     finally:
         await store.aclose()
+
+
+async def test_a_request_cancelled_while_the_server_is_silent_unwinds_at_once(
+    pg: PostgresCluster,
+) -> None:
+    # A client that goes away while its statement waits on a silent server: the connection is
+    # closed, not rolled back and released (each of which would wait 10 s on it).
+    url = create_pg_database(pg, "cancelled")
+    proxy = _SilencingProxy(pg)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        via_proxy = url.replace(f":{pg.port}/", f":{proxy.port}/")
+        store = await PostgresStore.open(via_proxy, max_size=1, statement_timeout_s=30)
+        try:
+            for in_transaction in (True, False):
+                await store.fetch_one("SELECT 1")  # the pooled connection, then silenced
+                proxy.silence_open_connections()
+                with anyio.fail_after(3):  # the statement limit (30 s) is not what ends it
+                    with anyio.move_on_after(0.2) as scope:
+                        if in_transaction:
+                            async with store.transaction():
+                                await store.execute("SELECT 1")
+                        else:
+                            await store.fetch_one("SELECT 1")
+                    assert scope.cancelled_caught
+            with anyio.fail_after(5):  # a new connection, through the proxy, works
+                assert await store.fetch_one("SELECT 2") == (2,)
+        finally:
+            await store.aclose()
+            tg.cancel_scope.cancel()
+
+
+async def test_a_store_error_raised_by_the_caller_rolls_back_on_a_healthy_connection(
+    pg: PostgresCluster,
+) -> None:
+    url = create_pg_database(pg, "caller_error")
+    store = await PostgresStore.open(url, max_size=1)
+    try:
+        await store.execute("CREATE TABLE t (v INTEGER)")
+        pid = await store.fetch_one("SELECT pg_backend_pid()")
+
+        async def insert_then_fail() -> None:
+            async with store.transaction():
+                await store.execute("INSERT INTO t VALUES (1)")
+                raise StoreUnavailable()  # the caller's own (say, another store's) failure
+
+        with pytest.raises(StoreUnavailable):
+            await insert_then_fail()
+        assert await store.fetch_one("SELECT count(*) FROM t") == (0,)  # rolled back
+        assert await store.fetch_one("SELECT pg_backend_pid()") == pid  # and kept
+    finally:
+        await store.aclose()
