@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _E = TypeVar("_E", bound=BaseException)
 
 _GRACEFUL_TIMEOUT_S = 5  # hypercorn's wait for open requests once the drain is done
+_EXIT_AFTER_S = 5.0  # then for connections that cannot be flushed (a client that stopped reading)
 # After the drain and hypercorn's stop, a worker still has its lifespan to close (hub
 # connections, pools): the supervisor kills a worker only past all of that.
 _STOP_MARGIN_S = 15.0
@@ -303,7 +304,7 @@ def _serve(args: argparse.Namespace) -> int:
         # uvloop when installed (a dependency except on Windows): ~20% less server CPU per hub
         # round trip than asyncio's loop, same compatibility results (docs/DEPLOYMENT.md).
         uvloop = {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
-        anyio.run(_serve_until_signal, app, hc, signals, backend_options=uvloop)
+        anyio.run(_serve_until_signal, app, hc, signals, _EXIT_AFTER_S, backend_options=uvloop)
     except Exception as exc:
         # Raised in the app's lifespan, so it reaches us wrapped by hypercorn and the task groups.
         from exporter_api.store.sqlite import DataDirInUse
@@ -421,7 +422,10 @@ def _serve_workers(
 
 
 async def _serve_until_signal(
-    app: Starlette, hc: HypercornConfig, signals: tuple[signal.Signals, ...] | None = None
+    app: Starlette,
+    hc: HypercornConfig,
+    signals: tuple[signal.Signals, ...] | None = None,
+    exit_after_s: float | None = None,
 ) -> None:
     """Serve until a signal, then stop in order (a rolling restart loses nothing):
 
@@ -430,6 +434,9 @@ async def _serve_until_signal(
        ``[server] drain_grace_s`` and hands the rest over to other instances;
     3. hub clients get ``Close(allowReconnect: true)`` and reconnect elsewhere;
     4. hypercorn's own graceful stop (open requests get ``graceful_timeout``).
+
+    With ``exit_after_s`` (the command, never a test's own process), the process ends that
+    long after the server has stopped even if connections are left (see `_exit_if_stuck`).
 
     A second signal during step 2 cuts the drain short. Hypercorn waits for open requests
     (WebSockets, SSE streams, polls) before it ends the lifespan, so steps 1-3 run in its
@@ -467,6 +474,28 @@ async def _serve_until_signal(
             await app.state.runs.shutdown()
 
         await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    if exit_after_s is not None:
+        _exit_if_stuck(exit_after_s)
+
+
+def _exit_if_stuck(after_s: float) -> None:
+    """The server has stopped: state saved, runs drained or handed over, hub clients told to
+    reconnect. hypercorn may still hold a task per connection that waits to flush a socket a
+    stalled client never reads (it ignores the cancellation), and the event loop's own end
+    would wait for those for ever: a stop that never ends. They get ``after_s``, then the
+    process ends (status 0: nothing of the service is left to stop)."""
+    import asyncio
+
+    import structlog
+
+    def exit_now() -> None:
+        left = len(asyncio.all_tasks())  # (a timer callback: none of them is running)
+        structlog.get_logger("exporter_api.cli").warning("exit_forced", tasks_left=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    asyncio.get_running_loop().call_later(after_s, exit_now)
 
 
 async def _drain(app: Starlette) -> None:

@@ -103,6 +103,39 @@ def test_audit_refused_by_the_server_prints_one_line(pg: PostgresCluster, tmp_pa
     assert "wrong-secret" not in result.stderr
 
 
+_STUBBORN = """
+import asyncio
+from exporter_api.cli import _exit_if_stuck
+
+async def main():
+    async def flush_for_ever():  # as hypercorn's task flushing a socket nobody reads
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+    asyncio.get_running_loop().create_task(flush_for_ever())
+    _exit_if_stuck(0.2)
+
+asyncio.run(main())
+"""
+
+
+def test_a_stop_that_leaves_a_stuck_connection_task_still_ends_the_process() -> None:
+    # Without the exit, asyncio.run waits for that task for ever (the test's timeout).
+    result = subprocess.run(
+        [sys.executable, "-c", _STUBBORN],
+        env=service_env(None),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "exit_forced" in result.stdout
+    assert "tasks_left=1" in result.stdout
+
+
 def test_generate_key_prints_a_usable_key() -> None:
     first, second = _cli("generate-key"), _cli("generate-key")
     assert first.returncode == 0
