@@ -68,9 +68,7 @@ class Suspended:
             ConnectionAbortedError: it was dropped (:meth:`cancel`), before or while this ran.
         """
         context, coroutine = self._context, self._coroutine
-        while True:
-            if self._dropped:
-                raise ConnectionAbortedError("the write was dropped: its transport ended")
+        while not self._dropped:
             waits_on = self._waits_on
             try:
                 if waits_on is None:
@@ -79,16 +77,15 @@ class Suspended:
                     await waits_on
             except BaseException as exc:  # the future failed, or this task was cancelled
                 if self._dropped:  # what failed it was cancel(), which ended the coroutine
-                    raise ConnectionAbortedError(
-                        "the write was dropped: its transport ended"
-                    ) from None
+                    break
                 done, self._waits_on = _step(context, coroutine, coroutine.throw, exc)
             else:
                 if self._dropped:
-                    continue
+                    break
                 done, self._waits_on = _step(context, coroutine, coroutine.send, None)
             if done:
                 return
+        raise ConnectionAbortedError("the write was dropped: its transport ended")
 
     def cancel(self) -> None:
         """Drop the rest at once: the future it waits on is cancelled and ``CancelledError``
