@@ -86,6 +86,19 @@ class EventPublisher(Protocol):
     async def publish(self, run_id: str, method: str, payload: object) -> None: ...
 
 
+async def publish_best_effort(
+    publisher: EventPublisher, run_id: str, method: str, payload: object
+) -> None:
+    """``publisher.publish``, a failure logged (``event_publish_failed``) and not raised: live
+    events are best effort, the state is in the store."""
+    try:
+        await publisher.publish(run_id, method, payload)
+    except Exception as exc:
+        _log.warning(
+            "event_publish_failed", run_id=run_id, method=method, error_type=type(exc).__name__
+        )
+
+
 def new_file_id() -> str:
     return secrets.token_urlsafe(12)
 
@@ -544,12 +557,7 @@ class RunExecutor:
             )
 
     async def publish(self, run_id: str, method: str, payload: object) -> None:
-        try:
-            await self.publisher.publish(run_id, method, payload)
-        except Exception as exc:  # live events are best effort; the state is in the store
-            _log.warning(
-                "event_publish_failed", run_id=run_id, method=method, error_type=type(exc).__name__
-            )
+        await publish_best_effort(self.publisher, run_id, method, payload)
 
 
 class _Pace:
@@ -774,4 +782,5 @@ __all__ = [
     "Snapshot",
     "new_file_id",
     "outcome_unknown",
+    "publish_best_effort",
 ]

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 import anyio
 import structlog
 
-from exporter_api.runs.executor import EventPublisher
+from exporter_api.runs.executor import EventPublisher, publish_best_effort
 
 _log = structlog.get_logger("exporter_api.runs.outbox")
 
@@ -62,7 +62,7 @@ class EventOutbox:
 
     async def publish(self, run_id: str, method: str, payload: object) -> None:
         if not self._running:
-            await self._send(run_id, method, payload)
+            await publish_best_effort(self._inner, run_id, method, payload)
             return
         self._accepted += 1
         if len(self._queue) >= self._limit:
@@ -117,7 +117,7 @@ class EventOutbox:
             while True:
                 while self._queue:
                     run_id, method, payload = self._queue.popleft()
-                    await self._send(run_id, method, payload)
+                    await publish_best_effort(self._inner, run_id, method, payload)
                     self._advance()
                 self._dropping = False
                 if self._closing:
@@ -126,14 +126,6 @@ class EventOutbox:
                 await self._wake.wait()
         finally:
             stopped.set()
-
-    async def _send(self, run_id: str, method: str, payload: object) -> None:
-        try:
-            await self._inner.publish(run_id, method, payload)
-        except Exception as exc:  # live events are best effort; the state is in the store
-            _log.warning(
-                "event_publish_failed", run_id=run_id, method=method, error_type=type(exc).__name__
-            )
 
 
 __all__ = ["EventOutbox"]
