@@ -4,7 +4,9 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -285,49 +287,61 @@ class _SilencingProxy:
                 tg.cancel_scope.cancel()
 
 
-async def test_a_postgres_store_that_goes_silent_is_unavailable_within_the_statement_limit(
-    pg: PostgresCluster,
-) -> None:
-    url = create_pg_database(pg, "silent")
+@contextlib.asynccontextmanager
+async def _pg_store(url: str, **options: Any) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(url, **options)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _behind_silencing_proxy(
+    pg: PostgresCluster, name: str, **options: Any
+) -> AsyncIterator[tuple[PostgresStore, _SilencingProxy]]:
+    """A store on a new database of ``pg`` whose connections go through a `_SilencingProxy`."""
+    url = create_pg_database(pg, name)
     proxy = _SilencingProxy(pg)
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)
-        via_proxy = url.replace(f":{pg.port}/", f":{proxy.port}/")
-        store = await PostgresStore.open(via_proxy, max_size=2, statement_timeout_s=0.5)
-        try:
-            async with anyio.create_task_group() as warm:  # two pooled connections
-                for _ in range(2):
-                    warm.start_soon(store.fetch_one, "SELECT pg_sleep(0.1)")
-            proxy.silence_open_connections()
-            with anyio.fail_after(5):  # within the limit, not the 10 s ROLLBACK/release bound
-                with pytest.raises(StoreUnavailable):
-                    await store.fetch_one("SELECT 1")
-                with pytest.raises(StoreUnavailable):
-                    async with store.transaction():
-                        await store.execute("SELECT 1")
-            # Both silent connections were closed when they timed out; new ones work.
-            with anyio.fail_after(5):
-                assert await store.fetch_one("SELECT 1") == (1,)
+        async with _pg_store(url.replace(f":{pg.port}/", f":{proxy.port}/"), **options) as store:
+            yield store, proxy
+        tg.cancel_scope.cancel()
+
+
+async def test_a_postgres_store_that_goes_silent_is_unavailable_within_the_statement_limit(
+    pg: PostgresCluster,
+) -> None:
+    silent = _behind_silencing_proxy(pg, "silent", max_size=2, statement_timeout_s=0.5)
+    async with silent as (store, proxy):
+        async with anyio.create_task_group() as warm:  # two pooled connections
+            for _ in range(2):
+                warm.start_soon(store.fetch_one, "SELECT pg_sleep(0.1)")
+        proxy.silence_open_connections()
+        with anyio.fail_after(5):  # within the limit, not the 10 s ROLLBACK/release bound
+            with pytest.raises(StoreUnavailable):
+                await store.fetch_one("SELECT 1")
+            with pytest.raises(StoreUnavailable):
                 async with store.transaction():
-                    assert await store.fetch_one("SELECT 2") == (2,)
-        finally:
-            await store.aclose()
-            tg.cancel_scope.cancel()
+                    await store.execute("SELECT 1")
+        # Both silent connections were closed when they timed out; new ones work.
+        with anyio.fail_after(5):
+            assert await store.fetch_one("SELECT 1") == (1,)
+            async with store.transaction():
+                assert await store.fetch_one("SELECT 2") == (2,)
 
 
 async def test_a_postgres_statement_is_bounded_except_for_maintenance_and_migrations(
     pg: PostgresCluster,
 ) -> None:
     url = create_pg_database(pg, "bounded")
-    store = await PostgresStore.open(url, max_size=1, statement_timeout_s=0.3)
-    try:
+    async with _pg_store(url, max_size=1, statement_timeout_s=0.3) as store:
         with pytest.raises(StoreUnavailable):
             await store.execute("SELECT pg_sleep(1)")
         with store.maintenance():  # a purge of a large backlog may take minutes
             await store.execute("SELECT pg_sleep(1)")
         assert await store.fetch_one("SELECT 1") == (1,)  # the pool got over the timeout
-    finally:
-        await store.aclose()
 
 
 async def test_a_request_cancelled_while_the_server_is_silent_unwinds_at_once(
@@ -335,37 +349,28 @@ async def test_a_request_cancelled_while_the_server_is_silent_unwinds_at_once(
 ) -> None:
     # A client that goes away while its statement waits on a silent server: the connection is
     # closed, not rolled back and released (each of which would wait 10 s on it).
-    url = create_pg_database(pg, "cancelled")
-    proxy = _SilencingProxy(pg)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.serve)
-        via_proxy = url.replace(f":{pg.port}/", f":{proxy.port}/")
-        store = await PostgresStore.open(via_proxy, max_size=1, statement_timeout_s=30)
-        try:
-            for in_transaction in (True, False):
-                await store.fetch_one("SELECT 1")  # the pooled connection, then silenced
-                proxy.silence_open_connections()
-                with anyio.fail_after(3):  # the statement limit (30 s) is not what ends it
-                    with anyio.move_on_after(0.2) as scope:
-                        if in_transaction:
-                            async with store.transaction():
-                                await store.execute("SELECT 1")
-                        else:
-                            await store.fetch_one("SELECT 1")
-                    assert scope.cancelled_caught
-            with anyio.fail_after(5):  # a new connection, through the proxy, works
-                assert await store.fetch_one("SELECT 2") == (2,)
-        finally:
-            await store.aclose()
-            tg.cancel_scope.cancel()
+    silent = _behind_silencing_proxy(pg, "cancelled", max_size=1, statement_timeout_s=30)
+    async with silent as (store, proxy):
+        for in_transaction in (True, False):
+            await store.fetch_one("SELECT 1")  # the pooled connection, then silenced
+            proxy.silence_open_connections()
+            with anyio.fail_after(3):  # the statement limit (30 s) is not what ends it
+                with anyio.move_on_after(0.2) as scope:
+                    if in_transaction:
+                        async with store.transaction():
+                            await store.execute("SELECT 1")
+                    else:
+                        await store.fetch_one("SELECT 1")
+                assert scope.cancelled_caught
+        with anyio.fail_after(5):  # a new connection, through the proxy, works
+            assert await store.fetch_one("SELECT 2") == (2,)
 
 
 async def test_a_store_error_raised_by_the_caller_rolls_back_on_a_healthy_connection(
     pg: PostgresCluster,
 ) -> None:
     url = create_pg_database(pg, "caller_error")
-    store = await PostgresStore.open(url, max_size=1)
-    try:
+    async with _pg_store(url, max_size=1) as store:
         await store.execute("CREATE TABLE t (v INTEGER)")
         pid = await store.fetch_one("SELECT pg_backend_pid()")
 
@@ -378,5 +383,3 @@ async def test_a_store_error_raised_by_the_caller_rolls_back_on_a_healthy_connec
             await insert_then_fail()
         assert await store.fetch_one("SELECT count(*) FROM t") == (0,)  # rolled back
         assert await store.fetch_one("SELECT pg_backend_pid()") == pid  # and kept
-    finally:
-        await store.aclose()
