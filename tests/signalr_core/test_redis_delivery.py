@@ -87,6 +87,16 @@ async def scripted_gate(**options: Any) -> AsyncIterator[tuple[DeliveryGate, Scr
         tg.cancel_scope.cancel()
 
 
+async def send_recorded(gate: DeliveryGate, outcome: list[str]) -> None:
+    """Send one broadcast; ``outcome`` gets ``"sent"`` or the refusal's text."""
+    try:
+        await gate.send("all", b"x", gate.expected_all)
+    except RedisBackplaneError as exc:
+        outcome.append(str(exc))
+    else:
+        outcome.append("sent")
+
+
 async def test_a_send_nobody_received_waits_and_goes_out_once_everyone_is_back() -> None:
     async with scripted_gate() as (gate, redis):
         gate.on_hello(RedisHello(server_name="peer"))
@@ -207,16 +217,9 @@ async def test_a_send_in_flight_at_its_deadline_that_nobody_got_is_refused() -> 
         redis.hold = anyio.Event()
         gate.unsubscribed()
         outcome: list[str] = []
-
-        async def send() -> None:
-            try:
-                await gate.send("all", b"x", gate.expected_all)
-            except RedisBackplaneError as exc:
-                outcome.append(str(exc))
-
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(send)
+                tg.start_soon(send_recorded, gate, outcome)
                 await eventually(lambda: gate.buffered == 1)
                 past = anyio.current_time() + 0.2
                 gate.subscribed()  # opens: the flusher publishes it, Redis is slow to answer
@@ -250,17 +253,8 @@ async def test_stopping_while_a_buffered_send_is_being_published_refuses_it_once
         redis.hold = anyio.Event()
         gate.unsubscribed()
         outcome: list[str] = []
-
-        async def send() -> None:
-            try:
-                await gate.send("all", b"x", gate.expected_all)
-            except RedisBackplaneError as exc:
-                outcome.append(str(exc))
-            else:
-                outcome.append("sent")
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(send)
+            tg.start_soon(send_recorded, gate, outcome)
             await eventually(lambda: gate.buffered == 1)
             gate.subscribed()  # opens: the flusher publishes it, and Redis is slow to answer
             await eventually(lambda: redis.holding)
